@@ -1,0 +1,265 @@
+"""What the MDM server asks of storage: enrollments, the per-device command queue and push outcomes.
+
+Every backend implements `Storage` and passes the one conformance suite (tests/storage_conformance.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, Protocol, runtime_checkable
+
+
+class EnrollmentState(StrEnum):
+    AUTHENTICATED = "authenticated"  # Authenticate seen; MDM not usable until TokenUpdate
+    ENROLLED = "enrolled"  # TokenUpdate seen: the device can be pushed and sent commands
+    UNENROLLED = "unenrolled"  # CheckOut seen (or the admin retired it); must Authenticate again
+
+
+class CommandStatus(StrEnum):
+    """A queued command's status; the device-reported ones use Apple's spelling."""
+
+    QUEUED = "Queued"
+    SENT = "Sent"
+    NOT_NOW = "NotNow"
+    ACKNOWLEDGED = "Acknowledged"
+    ERROR = "Error"
+    COMMAND_FORMAT_ERROR = "CommandFormatError"
+    TIMED_OUT = "TimedOut"
+
+    @property
+    def pending(self) -> bool:
+        return self in PENDING_STATUSES
+
+
+PENDING_STATUSES = frozenset({CommandStatus.QUEUED, CommandStatus.SENT, CommandStatus.NOT_NOW})
+FINAL_STATUSES = frozenset(CommandStatus) - PENDING_STATUSES
+# What a device may report for a command; Idle is not a result, TimedOut and Sent are the server's own.
+REPORTABLE_STATUSES = frozenset(
+    {
+        CommandStatus.ACKNOWLEDGED,
+        CommandStatus.ERROR,
+        CommandStatus.COMMAND_FORMAT_ERROR,
+        CommandStatus.NOT_NOW,
+    }
+)
+
+
+class ResultKind(StrEnum):
+    RECORDED = "recorded"  # the report changed the command (final, or NotNow: eligible again)
+    DUPLICATE = "duplicate"  # the same final status was already stored; nothing changed
+    CONFLICT = "conflict"  # a different final status was already stored; nothing changed
+    UNKNOWN_COMMAND = "unknown_command"  # no device has this CommandUUID; nothing changed
+    OTHER_DEVICE = "other_device"  # the CommandUUID belongs to other devices only; nothing changed
+
+
+class PushOutcome(StrEnum):
+    ACCEPTED = "accepted"  # the provider took the push (APNs 200)
+    REJECTED = "rejected"  # the provider refused it (APNs 4xx; see reason)
+    FAILED = "failed"  # never answered: connection error, timeout, 5xx
+
+
+class StorageError(Exception):
+    """Base of every error storage raises; `reason` is meant for humans (logs, admin pages)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class InvalidRecordError(StorageError):
+    """An argument storage cannot accept (wrong type, empty id, facts that are not a plist dict...)."""
+
+
+class DeviceNotFoundError(StorageError):
+    """The operation names a device that never authenticated."""
+
+
+class EnrollmentStateError(StorageError):
+    """The device exists but its enrollment state forbids the operation (e.g. it checked out)."""
+
+
+class CertificateInUseError(StorageError):
+    """The identity certificate is already bound to another device (spoofed UDID or reused identity)."""
+
+
+class CommandNotFoundError(StorageError):
+    """No command with this CommandUUID is queued for this device."""
+
+
+class CommandStateError(StorageError):
+    """The command exists but is final, so it cannot be sent again."""
+
+
+class DuplicateCommandError(StorageError):
+    """A (device, CommandUUID) pair would be queued twice; nothing of the batch was queued."""
+
+
+class StorageClosedError(StorageError):
+    """The storage was closed."""
+
+
+class SchemaVersionError(StorageError):
+    """The database was written by a newer mdmsim (its schema version is unknown to this one)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Device:
+    """One enrollment: a UDID, or an EnrollmentID under User Enrollment. Times are seconds (reactor clock)."""
+
+    device_id: str
+    state: EnrollmentState
+    topic: str
+    facts: Mapping[str, Any]  # Authenticate's keys (OSVersion, BuildVersion, ProductName, SerialNumber...)
+    cert_sha256: str  # lowercase hex SHA-256 of the identity certificate bound at Authenticate
+    authenticated_at: float
+    last_checkin_at: float
+    last_seen_at: float
+    push_token: bytes | None = None
+    push_magic: str | None = None
+    unlock_token: bytes | None = None
+    user_id: str | None = None
+    not_now_count: int = 0
+
+    @property
+    def pushable(self) -> bool:
+        return self.state is EnrollmentState.ENROLLED and bool(self.push_token) and bool(self.push_magic)
+
+
+@dataclass(frozen=True, slots=True)
+class NewCommand:
+    """A command to queue: its CommandUUID, RequestType and the encoded command plist the device receives."""
+
+    command_uuid: str
+    request_type: str
+    payload: bytes
+
+
+# Either one command for every device (one CommandUUID shared, as nanomdm does) or one built per device.
+CommandSource = NewCommand | Callable[[str], NewCommand]
+
+
+@dataclass(frozen=True, slots=True)
+class QueuedCommand:
+    device_id: str
+    command_uuid: str
+    request_type: str
+    payload: bytes
+    priority: int  # higher goes first; FIFO within a priority
+    status: CommandStatus
+    timeout: float | None  # seconds after Sent before the server gives up (TimedOut)
+    queued_at: float
+    sent_at: float | None = None
+    result_at: float | None = None
+    result: bytes | None = None  # the device's last report for this command (NotNow included)
+    not_now_count: int = 0
+
+    @property
+    def pending(self) -> bool:
+        return self.status in PENDING_STATUSES
+
+
+@dataclass(frozen=True, slots=True)
+class ResultOutcome:
+    """What `record_result` did; only RECORDED changed anything."""
+
+    kind: ResultKind
+    command: QueuedCommand | None  # the stored command after the call; None when unknown/other device
+    previous: CommandStatus | None = None
+
+    @property
+    def changed(self) -> bool:
+        return self.kind is ResultKind.RECORDED
+
+
+@dataclass(frozen=True, slots=True)
+class PushRecord:
+    device_id: str
+    pushed_at: float
+    outcome: PushOutcome
+    reason: str | None = None  # the provider's reason text (APNs "Unregistered", "BadDeviceToken"...)
+    token_invalid: bool = False  # stop pushing this token until the next TokenUpdate
+
+
+@runtime_checkable
+class Storage(Protocol):
+    """The server's storage. Calls are synchronous and short: they run on the reactor thread.
+
+    Unknown devices raise DeviceNotFoundError; bad arguments raise InvalidRecordError; a backend failure
+    raises StorageError. Nothing else escapes.
+    """
+
+    # Enrollments (check-in messages).
+    def authenticate(
+        self, device_id: str, facts: Mapping[str, Any], topic: str, cert_sha256: str, *, now: float
+    ) -> Device: ...
+    def token_update(
+        self,
+        device_id: str,
+        push_token: bytes,
+        push_magic: str,
+        unlock_token: bytes | None = None,
+        *,
+        now: float,
+    ) -> Device: ...
+    def check_out(self, device_id: str, *, now: float) -> Device: ...
+    def bind_user(self, device_id: str, user_id: str | None) -> Device: ...
+    def touch(self, device_id: str, *, now: float) -> None: ...
+    def get_device(self, device_id: str) -> Device | None: ...
+    def device_for_certificate(self, cert_sha256: str) -> Device | None: ...
+    def list_devices(
+        self,
+        *,
+        states: Iterable[EnrollmentState] | None = None,
+        user_id: str | None = None,
+        after: str | None = None,
+        limit: int = 100,
+    ) -> tuple[Device, ...]: ...
+    def device_counts(self) -> dict[EnrollmentState, int]: ...
+
+    # The command queue.
+    def enqueue(
+        self,
+        device_ids: Iterable[str],
+        command: CommandSource,
+        *,
+        now: float,
+        priority: int = 0,
+        timeout: float | None = None,
+    ) -> dict[str, str]: ...
+    def next_command(
+        self, device_id: str, *, skip: Iterable[str] = (), now: float
+    ) -> QueuedCommand | None: ...
+    def mark_sent(self, device_id: str, command_uuid: str, *, now: float) -> QueuedCommand: ...
+    def record_result(
+        self,
+        device_id: str,
+        command_uuid: str,
+        status: CommandStatus | str,
+        result: bytes | None,
+        *,
+        now: float,
+    ) -> ResultOutcome: ...
+    def get_command(self, device_id: str, command_uuid: str) -> QueuedCommand | None: ...
+    def list_commands(
+        self, device_id: str, statuses: Iterable[CommandStatus] | None = None
+    ) -> tuple[QueuedCommand, ...]: ...
+    def delete_command(self, device_id: str, command_uuid: str) -> bool: ...
+    def clear_queue(self, device_id: str) -> int: ...
+    def expire_commands(self, *, now: float) -> int: ...
+    def command_counts(self, device_id: str | None = None) -> dict[CommandStatus, int]: ...
+
+    # Push outcomes.
+    def record_push(
+        self,
+        device_id: str,
+        outcome: PushOutcome,
+        *,
+        now: float,
+        reason: str | None = None,
+        token_invalid: bool = False,
+    ) -> PushRecord: ...
+    def get_push(self, device_id: str) -> PushRecord | None: ...
+
+    def close(self) -> None: ...

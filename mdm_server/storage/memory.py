@@ -1,0 +1,381 @@
+"""In-memory storage: the reference backend for tests and virtual-time fleet runs (nothing survives exit).
+
+It is also the model the SQLite backend is checked against, so it favours plain, obviously-right code.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, replace
+from typing import Any
+
+from .interface import (
+    CommandNotFoundError,
+    CommandSource,
+    CommandStateError,
+    CommandStatus,
+    Device,
+    EnrollmentState,
+    PushOutcome,
+    PushRecord,
+    QueuedCommand,
+    ResultKind,
+    ResultOutcome,
+    StorageClosedError,
+)
+from .rules import (
+    already_queued,
+    certificate_in_use,
+    check_bytes,
+    check_cert,
+    check_id,
+    check_limit,
+    check_now,
+    check_optional_bytes,
+    check_optional_id,
+    check_priority,
+    check_push,
+    check_skip,
+    check_states,
+    check_statuses,
+    check_timeout,
+    checked_out_devices,
+    decode_facts,
+    encode_facts,
+    has_timed_out,
+    plan_enqueue,
+    reported_status,
+    result_kind,
+    unknown_devices,
+)
+
+
+@dataclass(slots=True)
+class _Slot:
+    seq: int  # insertion order: the FIFO tie-break within a priority and queue time
+    command: QueuedCommand
+
+    def order(self) -> tuple[int, float, int]:
+        return (-self.command.priority, self.command.queued_at, self.seq)
+
+
+class MemoryStorage:
+    """`Storage` in dictionaries. Records handed out are frozen, so callers cannot change stored state."""
+
+    def __init__(self) -> None:
+        self._devices: dict[str, Device] = {}
+        self._by_cert: dict[str, str] = {}
+        self._queues: dict[str, dict[str, _Slot]] = {}
+        self._owners: dict[str, set[str]] = {}  # CommandUUID -> devices holding it
+        self._pushes: dict[str, PushRecord] = {}
+        self._seq = itertools.count()
+        self._closed = False
+
+    # Enrollments.
+
+    def authenticate(
+        self, device_id: str, facts: Mapping[str, Any], topic: str, cert_sha256: str, *, now: float
+    ) -> Device:
+        self._live()
+        device_id, topic = check_id(device_id), check_id(topic, "topic")
+        stored_facts, cert, now = decode_facts(encode_facts(facts)), check_cert(cert_sha256), check_now(now)
+        owner = self._by_cert.get(cert)
+        if owner is not None and owner != device_id:
+            raise certificate_in_use(cert, owner)
+        old = self._devices.get(device_id)
+        if old is None:
+            state = EnrollmentState.AUTHENTICATED
+            device = Device(device_id, state, topic, stored_facts, cert, now, now, now)
+        else:
+            self._by_cert.pop(old.cert_sha256, None)
+            device = replace(
+                old,
+                state=EnrollmentState.AUTHENTICATED,
+                topic=topic,
+                facts=stored_facts,
+                cert_sha256=cert,
+                authenticated_at=now,
+                last_checkin_at=now,
+                last_seen_at=now,
+            )
+        self._by_cert[cert] = device_id
+        self._devices[device_id] = device
+        self._clear_pending(device_id)
+        return device
+
+    def token_update(
+        self,
+        device_id: str,
+        push_token: bytes,
+        push_magic: str,
+        unlock_token: bytes | None = None,
+        *,
+        now: float,
+    ) -> Device:
+        self._live()
+        device_id, token = check_id(device_id), check_bytes(push_token, "push_token")
+        magic, unlock = check_id(push_magic, "push_magic"), check_optional_bytes(unlock_token, "unlock_token")
+        now = check_now(now)
+        old = self._device(device_id)
+        if old.state is EnrollmentState.UNENROLLED:
+            raise checked_out_devices([device_id])
+        device = replace(
+            old,
+            state=EnrollmentState.ENROLLED,
+            push_token=token,
+            push_magic=magic,
+            # SPEC 1: a TokenUpdate without UnlockToken does not invalidate the one we hold.
+            unlock_token=old.unlock_token if unlock is None else unlock,
+            last_checkin_at=now,
+            last_seen_at=now,
+        )
+        self._devices[device_id] = device
+        if device_id in self._pushes:
+            self._pushes[device_id] = replace(self._pushes[device_id], token_invalid=False)
+        return device
+
+    def check_out(self, device_id: str, *, now: float) -> Device:
+        self._live()
+        device_id, now = check_id(device_id), check_now(now)
+        device = replace(
+            self._device(device_id), state=EnrollmentState.UNENROLLED, last_checkin_at=now, last_seen_at=now
+        )
+        self._devices[device_id] = device
+        self._clear_pending(device_id)
+        return device
+
+    def bind_user(self, device_id: str, user_id: str | None) -> Device:
+        self._live()
+        device_id, user_id = check_id(device_id), check_optional_id(user_id, "user_id")
+        device = replace(self._device(device_id), user_id=user_id)
+        self._devices[device_id] = device
+        return device
+
+    def touch(self, device_id: str, *, now: float) -> None:
+        self._live()
+        device_id, now = check_id(device_id), check_now(now)
+        self._devices[device_id] = replace(self._device(device_id), last_seen_at=now)
+
+    def get_device(self, device_id: str) -> Device | None:
+        self._live()
+        return self._devices.get(check_id(device_id))
+
+    def device_for_certificate(self, cert_sha256: str) -> Device | None:
+        self._live()
+        owner = self._by_cert.get(check_cert(cert_sha256))
+        return None if owner is None else self._devices[owner]
+
+    def list_devices(
+        self,
+        *,
+        states: Iterable[EnrollmentState] | None = None,
+        user_id: str | None = None,
+        after: str | None = None,
+        limit: int = 100,
+    ) -> tuple[Device, ...]:
+        self._live()
+        wanted, user_id = check_states(states), check_optional_id(user_id, "user_id")
+        after, limit = check_optional_id(after, "after"), check_limit(limit)
+        found = (
+            d
+            for d in self._devices.values()
+            if (wanted is None or d.state in wanted)
+            and (user_id is None or d.user_id == user_id)
+            and (after is None or d.device_id > after)
+        )
+        return tuple(sorted(found, key=lambda d: d.device_id)[:limit])
+
+    def device_counts(self) -> dict[EnrollmentState, int]:
+        self._live()
+        counts = dict.fromkeys(EnrollmentState, 0)
+        for device in self._devices.values():
+            counts[device.state] += 1
+        return counts
+
+    # The command queue.
+
+    def enqueue(
+        self,
+        device_ids: Iterable[str],
+        command: CommandSource,
+        *,
+        now: float,
+        priority: int = 0,
+        timeout: float | None = None,
+    ) -> dict[str, str]:
+        self._live()
+        now, priority, timeout = check_now(now), check_priority(priority), check_timeout(timeout)
+        plan = plan_enqueue(device_ids, command)
+        missing = [device_id for device_id, _ in plan if device_id not in self._devices]
+        if missing:
+            raise unknown_devices(missing)
+        gone = [d for d, _ in plan if self._devices[d].state is EnrollmentState.UNENROLLED]
+        if gone:
+            raise checked_out_devices(gone)
+        taken = [(d, new.command_uuid) for d, new in plan if new.command_uuid in self._queues.get(d, {})]
+        if taken:
+            raise already_queued(taken)
+        for device_id, new in plan:
+            queued = QueuedCommand(
+                device_id, new.command_uuid, new.request_type, new.payload, priority,
+                CommandStatus.QUEUED, timeout, now,
+            )  # fmt: skip
+            self._queues.setdefault(device_id, {})[new.command_uuid] = _Slot(next(self._seq), queued)
+            self._owners.setdefault(new.command_uuid, set()).add(device_id)
+        return {device_id: new.command_uuid for device_id, new in plan}
+
+    def next_command(self, device_id: str, *, skip: Iterable[str] = (), now: float) -> QueuedCommand | None:
+        self._live()
+        device_id, skipped, now = check_id(device_id), check_skip(skip), check_now(now)
+        self._device(device_id)
+        queue = self._queues.get(device_id, {})
+        self._expire(queue, now)
+        eligible = [s for s in queue.values() if s.command.pending and s.command.command_uuid not in skipped]
+        return min(eligible, key=_Slot.order).command if eligible else None
+
+    def mark_sent(self, device_id: str, command_uuid: str, *, now: float) -> QueuedCommand:
+        self._live()
+        device_id, command_uuid = check_id(device_id), check_id(command_uuid, "command_uuid")
+        now = check_now(now)
+        self._device(device_id)
+        slot = self._queues.get(device_id, {}).get(command_uuid)
+        if slot is None:
+            raise CommandNotFoundError(f"command {command_uuid} is not queued for device {device_id}")
+        if not slot.command.pending:
+            raise CommandStateError(f"command {command_uuid} is already {slot.command.status}")
+        slot.command = replace(slot.command, status=CommandStatus.SENT, sent_at=now)
+        return slot.command
+
+    def record_result(
+        self,
+        device_id: str,
+        command_uuid: str,
+        status: CommandStatus | str,
+        result: bytes | None,
+        *,
+        now: float,
+    ) -> ResultOutcome:
+        self._live()
+        device_id, command_uuid = check_id(device_id), check_id(command_uuid, "command_uuid")
+        status, result, now = reported_status(status), check_optional_bytes(result, "result"), check_now(now)
+        slot = self._queues.get(device_id, {}).get(command_uuid)
+        if slot is None:
+            owned = bool(self._owners.get(command_uuid))
+            return ResultOutcome(ResultKind.OTHER_DEVICE if owned else ResultKind.UNKNOWN_COMMAND, None)
+        previous = slot.command.status
+        kind = result_kind(previous, status)
+        if kind is not ResultKind.RECORDED:
+            return ResultOutcome(kind, slot.command, previous)
+        not_now = status is CommandStatus.NOT_NOW
+        slot.command = replace(
+            slot.command,
+            status=status,
+            result=result,
+            result_at=now,
+            not_now_count=slot.command.not_now_count + not_now,
+        )
+        if not_now:
+            device = self._devices[device_id]
+            self._devices[device_id] = replace(device, not_now_count=device.not_now_count + 1)
+        return ResultOutcome(kind, slot.command, previous)
+
+    def get_command(self, device_id: str, command_uuid: str) -> QueuedCommand | None:
+        self._live()
+        device_id, command_uuid = check_id(device_id), check_id(command_uuid, "command_uuid")
+        slot = self._queues.get(device_id, {}).get(command_uuid)
+        return None if slot is None else slot.command
+
+    def list_commands(
+        self, device_id: str, statuses: Iterable[CommandStatus] | None = None
+    ) -> tuple[QueuedCommand, ...]:
+        self._live()
+        device_id, wanted = check_id(device_id), check_statuses(statuses)
+        slots = sorted(self._queues.get(device_id, {}).values(), key=_Slot.order)
+        return tuple(s.command for s in slots if wanted is None or s.command.status in wanted)
+
+    def delete_command(self, device_id: str, command_uuid: str) -> bool:
+        self._live()
+        device_id, command_uuid = check_id(device_id), check_id(command_uuid, "command_uuid")
+        if command_uuid not in self._queues.get(device_id, {}):
+            return False
+        self._drop(device_id, [command_uuid])
+        return True
+
+    def clear_queue(self, device_id: str) -> int:
+        self._live()
+        return self._clear_pending(check_id(device_id))
+
+    def expire_commands(self, *, now: float) -> int:
+        self._live()
+        now = check_now(now)
+        return sum(self._expire(queue, now) for queue in self._queues.values())
+
+    def command_counts(self, device_id: str | None = None) -> dict[CommandStatus, int]:
+        self._live()
+        device_id = check_optional_id(device_id, "device_id")
+        queues = self._queues.values() if device_id is None else [self._queues.get(device_id, {})]
+        counts = dict.fromkeys(CommandStatus, 0)
+        for queue in queues:
+            for slot in queue.values():
+                counts[slot.command.status] += 1
+        return counts
+
+    # Push outcomes.
+
+    def record_push(
+        self,
+        device_id: str,
+        outcome: PushOutcome,
+        *,
+        now: float,
+        reason: str | None = None,
+        token_invalid: bool = False,
+    ) -> PushRecord:
+        self._live()
+        record = check_push(device_id, outcome, now, reason, token_invalid)
+        self._device(record.device_id)
+        self._pushes[record.device_id] = record
+        return record
+
+    def get_push(self, device_id: str) -> PushRecord | None:
+        self._live()
+        return self._pushes.get(check_id(device_id))
+
+    def close(self) -> None:
+        self._closed = True
+
+    # Internals.
+
+    def _live(self) -> None:
+        if self._closed:
+            raise StorageClosedError("storage is closed")
+
+    def _device(self, device_id: str) -> Device:
+        device = self._devices.get(device_id)
+        if device is None:
+            raise unknown_devices([device_id])
+        return device
+
+    def _expire(self, queue: dict[str, _Slot], now: float) -> int:
+        expired = 0
+        for slot in queue.values():
+            c = slot.command
+            if has_timed_out(c.status, c.sent_at, c.timeout, now):
+                slot.command = replace(c, status=CommandStatus.TIMED_OUT, result_at=now)
+                expired += 1
+        return expired
+
+    def _clear_pending(self, device_id: str) -> int:
+        pending = [uuid for uuid, slot in self._queues.get(device_id, {}).items() if slot.command.pending]
+        self._drop(device_id, pending)
+        return len(pending)
+
+    def _drop(self, device_id: str, command_uuids: list[str]) -> None:
+        queue = self._queues[device_id] if command_uuids else {}
+        for uuid in command_uuids:
+            del queue[uuid]
+            owners = self._owners[uuid]
+            owners.discard(device_id)
+            if not owners:
+                del self._owners[uuid]

@@ -1,0 +1,502 @@
+"""SQLite storage: the default backend, one WAL-mode file in the data directory, one connection, one thread.
+
+Durability: WAL with synchronous=NORMAL. A commit has been written to the WAL (the OS page cache) before
+`COMMIT` returns, so an acknowledged write survives the server process dying, kill -9 included; only an OS
+crash or power loss can lose the last commits, and never corrupts the file. That is the requirement (the
+emulator's process may be killed; its machine's power is not our concern), and it avoids an fsync per
+command result. `synchronous="FULL"` fsyncs the WAL on every commit for those who need power-loss safety.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import replace
+from typing import Any
+
+from .interface import (
+    CommandNotFoundError,
+    CommandSource,
+    CommandStateError,
+    CommandStatus,
+    Device,
+    EnrollmentState,
+    PushOutcome,
+    PushRecord,
+    QueuedCommand,
+    ResultKind,
+    ResultOutcome,
+    StorageClosedError,
+    StorageError,
+)
+from .rules import (
+    already_queued,
+    certificate_in_use,
+    check_bytes,
+    check_cert,
+    check_id,
+    check_limit,
+    check_now,
+    check_optional_bytes,
+    check_optional_id,
+    check_priority,
+    check_push,
+    check_skip,
+    check_states,
+    check_statuses,
+    check_timeout,
+    checked_out_devices,
+    decode_facts,
+    encode_facts,
+    plan_enqueue,
+    reported_status,
+    result_kind,
+    unknown_devices,
+)
+from .sqlite_schema import PENDING_SQL, migrate
+
+_DEVICE = """SELECT device_id, state, topic, facts, cert_sha256, authenticated_at, last_checkin_at,
+    last_seen_at, push_token, push_magic, unlock_token, user_id, not_now_count FROM devices"""
+_COMMAND = """SELECT c.device_id, c.command_uuid, c.request_type, p.data, c.priority, c.status, c.timeout,
+    c.queued_at, c.sent_at, c.result_at, c.result, c.not_now_count, c.seq
+    FROM commands AS c JOIN payloads AS p USING (payload_id)"""
+_QUEUE_ORDER = "ORDER BY c.priority DESC, c.queued_at, c.seq"
+_EXPIRE = """UPDATE commands SET status = 'TimedOut', result_at = ?
+    WHERE status = 'Sent' AND sent_at + timeout <= ?"""
+_IN_CHUNK = 500  # ids per "IN (...)" query, well under SQLite's bound-parameter limit
+_SYNCHRONOUS = ("NORMAL", "FULL")
+
+
+class SQLiteStorage:
+    """`Storage` in a SQLite file (or ":memory:"). Use it from one thread only: the reactor's."""
+
+    def __init__(self, path: str | os.PathLike[str], *, synchronous: str = "NORMAL") -> None:
+        if synchronous not in _SYNCHRONOUS:
+            raise StorageError(f"synchronous must be one of {', '.join(_SYNCHRONOUS)}, not {synchronous!r}")
+        self.path = os.fspath(path)
+        self._db: sqlite3.Connection | None = None
+        try:
+            db = sqlite3.connect(self.path, isolation_level=None)  # we issue BEGIN/COMMIT ourselves
+            try:
+                db.execute("PRAGMA journal_mode = WAL").fetchone()
+                db.execute(f"PRAGMA synchronous = {synchronous}")
+                db.execute("PRAGMA foreign_keys = ON")
+                # Another process (a report tool) may hold the write lock briefly; wait a little, not forever.
+                db.execute("PRAGMA busy_timeout = 2000")
+                self.schema_version_found = migrate(db)
+            except BaseException:
+                db.close()
+                raise
+        except sqlite3.Error as exc:
+            raise StorageError(f"cannot open SQLite storage {self.path}: {exc}") from None
+        self._db = db
+
+    # Enrollments.
+
+    def authenticate(
+        self, device_id: str, facts: Mapping[str, Any], topic: str, cert_sha256: str, *, now: float
+    ) -> Device:
+        device_id, topic = check_id(device_id), check_id(topic, "topic")
+        blob, cert, now = encode_facts(facts), check_cert(cert_sha256), check_now(now)
+        with self._write() as db:
+            owner = db.execute("SELECT device_id FROM devices WHERE cert_sha256 = ?", (cert,)).fetchone()
+            if owner is not None and owner[0] != device_id:
+                raise certificate_in_use(cert, owner[0])
+            db.execute(
+                """INSERT INTO devices (device_id, state, topic, facts, cert_sha256, authenticated_at,
+                    last_checkin_at, last_seen_at) VALUES (?, 'authenticated', ?, ?, ?, ?, ?, ?)
+                ON CONFLICT (device_id) DO UPDATE SET state = excluded.state, topic = excluded.topic,
+                    facts = excluded.facts, cert_sha256 = excluded.cert_sha256,
+                    authenticated_at = excluded.authenticated_at, last_checkin_at = excluded.last_checkin_at,
+                    last_seen_at = excluded.last_seen_at""",
+                (device_id, topic, blob, cert, now, now, now),
+            )
+            _clear_pending(db, device_id)
+            return _load_device(db, device_id)
+
+    def token_update(
+        self,
+        device_id: str,
+        push_token: bytes,
+        push_magic: str,
+        unlock_token: bytes | None = None,
+        *,
+        now: float,
+    ) -> Device:
+        device_id, token = check_id(device_id), check_bytes(push_token, "push_token")
+        magic, unlock = check_id(push_magic, "push_magic"), check_optional_bytes(unlock_token, "unlock_token")
+        now = check_now(now)
+        with self._write() as db:
+            if _load_device(db, device_id).state is EnrollmentState.UNENROLLED:
+                raise checked_out_devices([device_id])
+            # SPEC 1: a TokenUpdate without UnlockToken does not invalidate the one we hold.
+            db.execute(
+                """UPDATE devices SET state = 'enrolled', push_token = ?, push_magic = ?,
+                    unlock_token = coalesce(?, unlock_token), last_checkin_at = ?, last_seen_at = ?
+                WHERE device_id = ?""",
+                (token, magic, unlock, now, now, device_id),
+            )
+            db.execute("UPDATE pushes SET token_invalid = 0 WHERE device_id = ?", (device_id,))
+            return _load_device(db, device_id)
+
+    def check_out(self, device_id: str, *, now: float) -> Device:
+        device_id, now = check_id(device_id), check_now(now)
+        with self._write() as db:
+            _update_device(
+                db, device_id, "state = 'unenrolled', last_checkin_at = ?, last_seen_at = ?", (now, now)
+            )
+            _clear_pending(db, device_id)
+            return _load_device(db, device_id)
+
+    def bind_user(self, device_id: str, user_id: str | None) -> Device:
+        device_id, user_id = check_id(device_id), check_optional_id(user_id, "user_id")
+        with self._write() as db:
+            _update_device(db, device_id, "user_id = ?", (user_id,))
+            return _load_device(db, device_id)
+
+    def touch(self, device_id: str, *, now: float) -> None:
+        device_id, now = check_id(device_id), check_now(now)
+        with self._write() as db:
+            _update_device(db, device_id, "last_seen_at = ?", (now,))
+
+    def get_device(self, device_id: str) -> Device | None:
+        device_id = check_id(device_id)
+        with self._read() as db:
+            row = db.execute(f"{_DEVICE} WHERE device_id = ?", (device_id,)).fetchone()
+        return None if row is None else _device(row)
+
+    def device_for_certificate(self, cert_sha256: str) -> Device | None:
+        cert = check_cert(cert_sha256)
+        with self._read() as db:
+            row = db.execute(f"{_DEVICE} WHERE cert_sha256 = ?", (cert,)).fetchone()
+        return None if row is None else _device(row)
+
+    def list_devices(
+        self,
+        *,
+        states: Iterable[EnrollmentState] | None = None,
+        user_id: str | None = None,
+        after: str | None = None,
+        limit: int = 100,
+    ) -> tuple[Device, ...]:
+        wanted, user_id = check_states(states), check_optional_id(user_id, "user_id")
+        after, limit = check_optional_id(after, "after"), check_limit(limit)
+        where, args = ["1"], []
+        if wanted is not None:
+            where.append(f"state IN ({', '.join('?' * len(wanted))})")
+            args.extend(sorted(wanted))
+        for column, op, value in (("user_id", "=", user_id), ("device_id", ">", after)):
+            if value is not None:
+                where.append(f"{column} {op} ?")
+                args.append(value)
+        query = f"{_DEVICE} WHERE {' AND '.join(where)} ORDER BY device_id LIMIT ?"
+        with self._read() as db:
+            return tuple(_device(row) for row in db.execute(query, (*args, limit)))
+
+    def device_counts(self) -> dict[EnrollmentState, int]:
+        counts = dict.fromkeys(EnrollmentState, 0)
+        with self._read() as db:
+            for state, count in db.execute("SELECT state, count(*) FROM devices GROUP BY state"):
+                counts[EnrollmentState(state)] = count
+        return counts
+
+    # The command queue.
+
+    def enqueue(
+        self,
+        device_ids: Iterable[str],
+        command: CommandSource,
+        *,
+        now: float,
+        priority: int = 0,
+        timeout: float | None = None,
+    ) -> dict[str, str]:
+        now, priority, timeout = check_now(now), check_priority(priority), check_timeout(timeout)
+        plan = plan_enqueue(device_ids, command)
+        if not plan:
+            return {}
+        with self._write() as db:
+            _check_targets(db, [device_id for device_id, _ in plan])
+            payload_ids: dict[bytes, int] = {}
+            rows = []
+            for device_id, new in plan:
+                payload_id = payload_ids.get(new.payload)
+                if payload_id is None:
+                    payload_id = db.execute(
+                        "INSERT INTO payloads (data) VALUES (?)", (new.payload,)
+                    ).lastrowid
+                    payload_ids[new.payload] = payload_id
+                rows.append(
+                    (device_id, new.command_uuid, new.request_type, payload_id, priority, timeout, now)
+                )
+            try:
+                db.executemany(
+                    """INSERT INTO commands (device_id, command_uuid, request_type, payload_id, priority,
+                        status, timeout, queued_at) VALUES (?, ?, ?, ?, ?, 'Queued', ?, ?)""",
+                    rows,
+                )
+            except sqlite3.IntegrityError:
+                # Targets were checked above, so only UNIQUE (device_id, command_uuid) can have failed.
+                raise already_queued(_queued_pairs(db, plan)) from None
+        return {device_id: new.command_uuid for device_id, new in plan}
+
+    def next_command(self, device_id: str, *, skip: Iterable[str] = (), now: float) -> QueuedCommand | None:
+        device_id, skipped, now = check_id(device_id), check_skip(skip), check_now(now)
+        with self._write() as db:
+            _load_device(db, device_id)
+            db.execute(f"{_EXPIRE} AND device_id = ?", (now, now, device_id))
+            # At most len(skipped) rows can be passed over, so that many plus one always suffices.
+            rows = db.execute(
+                f"{_COMMAND} WHERE c.device_id = ? AND c.status IN {PENDING_SQL} {_QUEUE_ORDER} LIMIT ?",
+                (device_id, len(skipped) + 1),
+            ).fetchall()
+        return next((_command(row) for row in rows if row[1] not in skipped), None)
+
+    def mark_sent(self, device_id: str, command_uuid: str, *, now: float) -> QueuedCommand:
+        device_id, command_uuid = check_id(device_id), check_id(command_uuid, "command_uuid")
+        now = check_now(now)
+        with self._write() as db:
+            _load_device(db, device_id)
+            row = _find_command(db, device_id, command_uuid)
+            if row is None:
+                raise CommandNotFoundError(f"command {command_uuid} is not queued for device {device_id}")
+            command = _command(row)
+            if not command.pending:
+                raise CommandStateError(f"command {command_uuid} is already {command.status}")
+            db.execute("UPDATE commands SET status = 'Sent', sent_at = ? WHERE seq = ?", (now, row[-1]))
+        return replace(command, status=CommandStatus.SENT, sent_at=now)
+
+    def record_result(
+        self,
+        device_id: str,
+        command_uuid: str,
+        status: CommandStatus | str,
+        result: bytes | None,
+        *,
+        now: float,
+    ) -> ResultOutcome:
+        device_id, command_uuid = check_id(device_id), check_id(command_uuid, "command_uuid")
+        status, result, now = reported_status(status), check_optional_bytes(result, "result"), check_now(now)
+        with self._write() as db:
+            row = _find_command(db, device_id, command_uuid)
+            if row is None:
+                owned = db.execute(
+                    "SELECT 1 FROM commands WHERE command_uuid = ?", (command_uuid,)
+                ).fetchone()
+                return ResultOutcome(ResultKind.OTHER_DEVICE if owned else ResultKind.UNKNOWN_COMMAND, None)
+            command = _command(row)
+            kind = result_kind(command.status, status)
+            if kind is not ResultKind.RECORDED:
+                return ResultOutcome(kind, command, command.status)
+            not_now = int(status is CommandStatus.NOT_NOW)
+            db.execute(
+                """UPDATE commands SET status = ?, result = ?, result_at = ?,
+                    not_now_count = not_now_count + ? WHERE seq = ?""",
+                (status.value, result, now, not_now, row[-1]),
+            )
+            if not_now:
+                _update_device(db, device_id, "not_now_count = not_now_count + 1", ())
+        stored = replace(
+            command,
+            status=status,
+            result=result,
+            result_at=now,
+            not_now_count=command.not_now_count + not_now,
+        )
+        return ResultOutcome(kind, stored, command.status)
+
+    def get_command(self, device_id: str, command_uuid: str) -> QueuedCommand | None:
+        device_id, command_uuid = check_id(device_id), check_id(command_uuid, "command_uuid")
+        with self._read() as db:
+            row = _find_command(db, device_id, command_uuid)
+        return None if row is None else _command(row)
+
+    def list_commands(
+        self, device_id: str, statuses: Iterable[CommandStatus] | None = None
+    ) -> tuple[QueuedCommand, ...]:
+        device_id, wanted = check_id(device_id), check_statuses(statuses)
+        with self._read() as db:
+            rows = db.execute(f"{_COMMAND} WHERE c.device_id = ? {_QUEUE_ORDER}", (device_id,)).fetchall()
+        commands = (_command(row) for row in rows)
+        return tuple(c for c in commands if wanted is None or c.status in wanted)
+
+    def delete_command(self, device_id: str, command_uuid: str) -> bool:
+        device_id, command_uuid = check_id(device_id), check_id(command_uuid, "command_uuid")
+        with self._write() as db:
+            row = db.execute(
+                "SELECT seq, payload_id FROM commands WHERE device_id = ? AND command_uuid = ?",
+                (device_id, command_uuid),
+            ).fetchone()
+            if row is None:
+                return False
+            db.execute("DELETE FROM commands WHERE seq = ?", (row[0],))
+            _collect_payloads(db, [row[1]])
+        return True
+
+    def clear_queue(self, device_id: str) -> int:
+        device_id = check_id(device_id)
+        with self._write() as db:
+            return _clear_pending(db, device_id)
+
+    def expire_commands(self, *, now: float) -> int:
+        now = check_now(now)
+        with self._write() as db:
+            return db.execute(_EXPIRE, (now, now)).rowcount
+
+    def command_counts(self, device_id: str | None = None) -> dict[CommandStatus, int]:
+        device_id = check_optional_id(device_id, "device_id")
+        where, args = ("", ()) if device_id is None else ("WHERE device_id = ?", (device_id,))
+        counts = dict.fromkeys(CommandStatus, 0)
+        with self._read() as db:
+            for status, count in db.execute(
+                f"SELECT status, count(*) FROM commands {where} GROUP BY 1", args
+            ):
+                counts[CommandStatus(status)] = count
+        return counts
+
+    # Push outcomes.
+
+    def record_push(
+        self,
+        device_id: str,
+        outcome: PushOutcome,
+        *,
+        now: float,
+        reason: str | None = None,
+        token_invalid: bool = False,
+    ) -> PushRecord:
+        record = check_push(device_id, outcome, now, reason, token_invalid)
+        with self._write() as db:
+            _load_device(db, record.device_id)
+            db.execute(
+                """INSERT OR REPLACE INTO pushes (device_id, pushed_at, outcome, reason, token_invalid)
+                VALUES (?, ?, ?, ?, ?)""",
+                (
+                    record.device_id,
+                    record.pushed_at,
+                    record.outcome.value,
+                    record.reason,
+                    record.token_invalid,
+                ),
+            )
+        return record
+
+    def get_push(self, device_id: str) -> PushRecord | None:
+        device_id = check_id(device_id)
+        with self._read() as db:
+            row = db.execute(
+                "SELECT device_id, pushed_at, outcome, reason, token_invalid FROM pushes WHERE device_id = ?",
+                (device_id,),
+            ).fetchone()
+        return None if row is None else PushRecord(row[0], row[1], PushOutcome(row[2]), row[3], bool(row[4]))
+
+    def close(self) -> None:
+        if self._db is not None:
+            db, self._db = self._db, None
+            try:
+                db.close()
+            except sqlite3.Error as exc:
+                raise StorageError(f"closing SQLite storage {self.path} failed: {exc}") from None
+
+    # Transactions: every sqlite3 error leaves as a StorageError, never as itself.
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        db = self._connection()
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+            except BaseException:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise StorageError(f"SQLite storage {self.path} failed: {exc}") from None
+
+    @contextmanager
+    def _read(self) -> Iterator[sqlite3.Connection]:
+        db = self._connection()
+        try:
+            yield db
+        except sqlite3.Error as exc:
+            raise StorageError(f"SQLite storage {self.path} failed: {exc}") from None
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._db is None:
+            raise StorageClosedError(f"SQLite storage {self.path} is closed")
+        return self._db
+
+
+def _device(row: tuple) -> Device:
+    return Device(
+        row[0], EnrollmentState(row[1]), row[2], decode_facts(row[3]), row[4], row[5], row[6], row[7],
+        row[8], row[9], row[10], row[11], row[12],
+    )  # fmt: skip
+
+
+def _command(row: tuple) -> QueuedCommand:
+    return QueuedCommand(
+        row[0], row[1], row[2], row[3], row[4], CommandStatus(row[5]), row[6], row[7], row[8], row[9],
+        row[10], row[11],
+    )  # fmt: skip
+
+
+def _load_device(db: sqlite3.Connection, device_id: str) -> Device:
+    row = db.execute(f"{_DEVICE} WHERE device_id = ?", (device_id,)).fetchone()
+    if row is None:
+        raise unknown_devices([device_id])
+    return _device(row)
+
+
+def _update_device(db: sqlite3.Connection, device_id: str, assignments: str, args: tuple) -> None:
+    if db.execute(f"UPDATE devices SET {assignments} WHERE device_id = ?", (*args, device_id)).rowcount == 0:
+        raise unknown_devices([device_id])
+
+
+def _find_command(db: sqlite3.Connection, device_id: str, command_uuid: str) -> tuple | None:
+    return db.execute(
+        f"{_COMMAND} WHERE c.device_id = ? AND c.command_uuid = ?", (device_id, command_uuid)
+    ).fetchone()
+
+
+def _check_targets(db: sqlite3.Connection, device_ids: list[str]) -> None:
+    """Every target exists and has not checked out; same checks, same order as the in-memory backend."""
+    states: dict[str, str] = {}
+    for start in range(0, len(device_ids), _IN_CHUNK):
+        chunk = device_ids[start : start + _IN_CHUNK]
+        marks = ", ".join("?" * len(chunk))
+        states.update(db.execute(f"SELECT device_id, state FROM devices WHERE device_id IN ({marks})", chunk))
+    missing = [device_id for device_id in device_ids if device_id not in states]
+    if missing:
+        raise unknown_devices(missing)
+    gone = [device_id for device_id in device_ids if states[device_id] == EnrollmentState.UNENROLLED]
+    if gone:
+        raise checked_out_devices(gone)
+
+
+def _queued_pairs(db: sqlite3.Connection, plan: Iterable[tuple[str, Any]]) -> list[tuple[str, str]]:
+    query = "SELECT 1 FROM commands WHERE device_id = ? AND command_uuid = ?"
+    return [(d, new.command_uuid) for d, new in plan if db.execute(query, (d, new.command_uuid)).fetchone()]
+
+
+def _clear_pending(db: sqlite3.Connection, device_id: str) -> int:
+    where = f"WHERE device_id = ? AND status IN {PENDING_SQL}"
+    payload_ids = [
+        row[0] for row in db.execute(f"SELECT DISTINCT payload_id FROM commands {where}", (device_id,))
+    ]
+    cleared = db.execute(f"DELETE FROM commands {where}", (device_id,)).rowcount
+    _collect_payloads(db, payload_ids)
+    return cleared
+
+
+def _collect_payloads(db: sqlite3.Connection, payload_ids: list[int]) -> None:
+    """Drop command bodies no command refers to any more (a shared profile stays while anyone holds it)."""
+    db.executemany(
+        """DELETE FROM payloads WHERE payload_id = ?
+        AND NOT EXISTS (SELECT 1 FROM commands WHERE payload_id = ?)""",
+        [(payload_id, payload_id) for payload_id in payload_ids],
+    )

@@ -1,0 +1,101 @@
+"""The SQLite schema, versioned with `PRAGMA user_version`, and the migrations that bring a file up to date.
+
+A new version appends a step to MIGRATIONS; a file written by a newer mdmsim is refused, never guessed at.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+from .interface import SchemaVersionError
+
+_PENDING = "('Queued', 'Sent', 'NotNow')"
+
+_V1 = (
+    """
+    CREATE TABLE devices (
+        device_id        TEXT PRIMARY KEY NOT NULL,
+        state            TEXT NOT NULL CHECK (state IN ('authenticated', 'enrolled', 'unenrolled')),
+        topic            TEXT NOT NULL,
+        facts            BLOB NOT NULL,  -- binary plist of Authenticate's keys
+        cert_sha256      TEXT NOT NULL UNIQUE,
+        authenticated_at REAL NOT NULL,
+        last_checkin_at  REAL NOT NULL,
+        last_seen_at     REAL NOT NULL,
+        push_token       BLOB,
+        push_magic       TEXT,
+        unlock_token     BLOB,
+        user_id          TEXT,
+        not_now_count    INTEGER NOT NULL DEFAULT 0
+    ) WITHOUT ROWID
+    """,
+    "CREATE INDEX devices_by_user ON devices (user_id, device_id) WHERE user_id IS NOT NULL",
+    # One row per distinct command body: a profile sent to 10,000 devices is stored once, not 10,000 times.
+    """
+    CREATE TABLE payloads (
+        payload_id INTEGER PRIMARY KEY,
+        data       BLOB NOT NULL
+    )
+    """,
+    """
+    CREATE TABLE commands (
+        seq           INTEGER PRIMARY KEY,  -- insertion order: FIFO within a priority
+        device_id     TEXT NOT NULL REFERENCES devices (device_id),
+        command_uuid  TEXT NOT NULL,
+        request_type  TEXT NOT NULL,
+        payload_id    INTEGER NOT NULL REFERENCES payloads (payload_id),
+        priority      INTEGER NOT NULL,
+        status        TEXT NOT NULL CHECK (status IN ('Queued', 'Sent', 'NotNow',
+                          'Acknowledged', 'Error', 'CommandFormatError', 'TimedOut')),
+        timeout       REAL,
+        queued_at     REAL NOT NULL,
+        sent_at       REAL,
+        result_at     REAL,
+        result        BLOB,
+        not_now_count INTEGER NOT NULL DEFAULT 0,
+        UNIQUE (device_id, command_uuid)
+    )
+    """,
+    f"""
+    CREATE INDEX commands_pending ON commands (device_id, priority DESC, queued_at, seq)
+        WHERE status IN {_PENDING}
+    """,
+    "CREATE INDEX commands_by_uuid ON commands (command_uuid)",
+    "CREATE INDEX commands_by_payload ON commands (payload_id)",
+    "CREATE INDEX commands_deadline ON commands (sent_at + timeout) WHERE status = 'Sent'",
+    """
+    CREATE TABLE pushes (
+        device_id     TEXT PRIMARY KEY NOT NULL REFERENCES devices (device_id),
+        pushed_at     REAL NOT NULL,
+        outcome       TEXT NOT NULL,
+        reason        TEXT,
+        token_invalid INTEGER NOT NULL
+    ) WITHOUT ROWID
+    """,
+)
+
+# MIGRATIONS[n] takes a file from version n to n + 1; version 0 is an empty (new) file.
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1,)
+SCHEMA_VERSION = len(MIGRATIONS)
+PENDING_SQL = _PENDING
+
+
+def migrate(db: sqlite3.Connection) -> int:
+    """Bring the file to SCHEMA_VERSION, one transaction per step; return the version found on opening."""
+    found = db.execute("PRAGMA user_version").fetchone()[0]
+    if found > SCHEMA_VERSION:
+        raise SchemaVersionError(
+            f"database schema version {found} is newer than this mdmsim understands ({SCHEMA_VERSION})"
+        )
+    for version in range(found, SCHEMA_VERSION):
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in MIGRATIONS[version]:
+                db.execute(statement)
+            # user_version lives in the file header and is transactional, so a step is all or nothing.
+            db.execute(f"PRAGMA user_version = {version + 1}")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+    return found
