@@ -1,0 +1,194 @@
+"""The pure MDM server core: decides the answer to every check-in and command-channel request.
+
+No Twisted: the web layer reads the body and a verified identity, calls in, and writes the `Response` back.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from mdm_protocol.checkin import Authenticate, CheckOut, TokenUpdate, decode_checkin
+from mdm_protocol.errors import ProtocolError
+from mdm_protocol.report import CommandReport, Status, decode_report
+
+from .storage.interface import (
+    CertificateInUseError,
+    CommandStatus,
+    Device,
+    EnrollmentState,
+    ResultKind,
+    Storage,
+    StorageError,
+)
+
+log = logging.getLogger(__name__)
+
+COMMAND_CONTENT_TYPE = "application/xml"  # Apple's own example of a command response
+DEFAULT_NOT_NOW_RETRY = 300.0  # seconds before the server pushes again for NotNow'd commands
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceIdentity:
+    """The identity a request proved (Mdm-Signature or TLS client certificate), checked by the web layer."""
+
+    cert_sha256: str
+    subject: str = ""
+    user_id: str | None = None  # the user the enrollment was issued for (x509 UID in the identity)
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    status: int
+    body: bytes = b""
+    content_type: str | None = None
+    reason: str | None = None  # why a request was refused, for the body and the log
+
+    @classmethod
+    def refuse(cls, reason: str) -> Response:
+        # 400, never 401/410: those tell a real device to unenroll (SPEC section 1).
+        return cls(400, (reason + "\n").encode(), "text/plain; charset=utf-8", reason)
+
+
+OK = Response(200)
+ScheduleWake = Callable[[str, float], None]  # (device_id, delay seconds): push the device after delay
+
+
+class MDMService:
+    """Check-in and command handling over a `Storage`; wake-ups are requested through `schedule_wake`."""
+
+    def __init__(
+        self,
+        storage: Storage,
+        *,
+        topic: str,
+        now: Callable[[], float],
+        schedule_wake: ScheduleWake | None = None,
+        not_now_retry: float = DEFAULT_NOT_NOW_RETRY,
+    ) -> None:
+        self.storage = storage
+        self.topic = topic
+        self._now = now
+        self._schedule_wake = schedule_wake or (lambda device_id, delay: None)
+        self.not_now_retry = not_now_retry
+        # Per device: CommandUUIDs answered NotNow since the last Idle (skipped for the rest of the session).
+        self._not_now: dict[str, set[str]] = {}
+
+    # Check-in channel ------------------------------------------------------------------------------
+
+    def handle_checkin(self, identity: DeviceIdentity, body: bytes) -> Response:
+        try:
+            message = decode_checkin(body)
+        except ProtocolError as exc:
+            return Response.refuse(f"malformed check-in: {exc.reason}")
+        if getattr(message, "topic", self.topic) != self.topic:
+            return Response.refuse(f"topic {message.topic!r} is not this server's topic")
+        try:
+            if isinstance(message, Authenticate):
+                return self._authenticate(identity, message)
+            if isinstance(message, TokenUpdate):
+                return self._token_update(identity, message)
+            if isinstance(message, CheckOut):
+                return self._check_out(identity, message)
+        except StorageError as exc:
+            return Response.refuse(exc.reason)
+        return Response.refuse(f"{message.message_type} is not supported by this server")
+
+    def _authenticate(self, identity: DeviceIdentity, message: Authenticate) -> Response:
+        facts = {k: v for k, v in message.to_plist().items() if k not in ("MessageType", "Topic")}
+        try:
+            self.storage.authenticate(
+                message.device_id, facts, message.topic, identity.cert_sha256, now=self._now()
+            )
+        except CertificateInUseError as exc:
+            return Response.refuse(f"identity certificate refused: {exc.reason}")
+        if identity.user_id is not None:
+            self.storage.bind_user(message.device_id, identity.user_id)
+        self._not_now.pop(message.device_id, None)
+        return OK
+
+    def _token_update(self, identity: DeviceIdentity, message: TokenUpdate) -> Response:
+        refusal = self._check_identity(identity, message.device_id, allow_authenticated=True)
+        if refusal:
+            return refusal
+        self.storage.token_update(
+            message.device_id, message.token, message.push_magic, message.unlock_token, now=self._now()
+        )
+        if self.storage.next_command(message.device_id, now=self._now()) is not None:
+            self._schedule_wake(message.device_id, 0.0)  # push only now that the token is known
+        return OK
+
+    def _check_out(self, identity: DeviceIdentity, message: CheckOut) -> Response:
+        refusal = self._check_identity(identity, message.device_id, allow_authenticated=True)
+        if refusal:
+            return refusal
+        self.storage.check_out(message.device_id, now=self._now())
+        self._not_now.pop(message.device_id, None)
+        return OK
+
+    def _check_identity(
+        self, identity: DeviceIdentity, device_id: str, *, allow_authenticated: bool = False
+    ) -> Response | None:
+        device = self.storage.get_device(device_id)
+        if device is None:
+            return Response.refuse(f"unknown device {device_id!r}: Authenticate first")
+        if device.cert_sha256 != identity.cert_sha256:
+            return Response.refuse(f"identity certificate does not belong to device {device_id!r}")
+        authenticated_ok = allow_authenticated and device.state is EnrollmentState.AUTHENTICATED
+        if device.state is not EnrollmentState.ENROLLED and not authenticated_ok:
+            return Response.refuse(f"device {device_id!r} is {device.state.value}, not enrolled")
+        return None
+
+    # Command channel -------------------------------------------------------------------------------
+
+    def handle_command_report(self, identity: DeviceIdentity, body: bytes) -> Response:
+        try:
+            report = decode_report(body)
+        except ProtocolError as exc:
+            return Response.refuse(f"malformed command report: {exc.reason}")
+        try:
+            return self._command_report(identity, report, body)
+        except StorageError as exc:
+            return Response.refuse(exc.reason)
+
+    def _command_report(self, identity: DeviceIdentity, report: CommandReport, body: bytes) -> Response:
+        device_id = report.device_id
+        refusal = self._check_identity(identity, device_id)
+        if refusal:
+            return refusal
+        now = self._now()
+        self.storage.touch(device_id, now=now)
+        if report.status is Status.IDLE:
+            self._not_now[device_id] = set()  # a new session: NotNow'd commands are offered again
+        else:
+            self._record(device_id, report, body, now)
+        return self._next(device_id, report.status, now)
+
+    def _record(self, device_id: str, report: CommandReport, body: bytes, now: float) -> None:
+        outcome = self.storage.record_result(
+            device_id, report.command_uuid, CommandStatus(report.status.value), body, now=now
+        )
+        if outcome.kind in (ResultKind.UNKNOWN_COMMAND, ResultKind.OTHER_DEVICE, ResultKind.CONFLICT):
+            log.warning(
+                "device %s reported %s for command %s: %s; ignored",
+                device_id, report.status.value, report.command_uuid, outcome.kind.value,
+            )
+        elif report.status is Status.NOT_NOW and outcome.changed:
+            self._not_now.setdefault(device_id, set()).add(report.command_uuid)
+
+    def _next(self, device_id: str, last_status: Status, now: float) -> Response:
+        skip = self._not_now.get(device_id, set())
+        command = self.storage.next_command(device_id, skip=skip, now=now)
+        if command is None:
+            # The device re-polls by itself only when NotNow was its last status (SPEC section 2).
+            if skip and last_status is not Status.NOT_NOW:
+                self._schedule_wake(device_id, self.not_now_retry)
+            return OK  # zero-byte body: the session ends
+        self.storage.mark_sent(device_id, command.command_uuid, now=now)
+        return Response(200, command.payload, COMMAND_CONTENT_TYPE)
+
+    # Read side used by the admin API -----------------------------------------------------------------
+
+    def device(self, device_id: str) -> Device | None:
+        return self.storage.get_device(device_id)

@@ -1,0 +1,213 @@
+"""The admin JSON API (HTTP Basic): devices, their queues, raw commands for one or many devices, pushes.
+
+Routes are listed in `AdminAPI.ROUTES`; every failure is a JSON {"error": reason} with a 4xx status.
+"""
+
+from __future__ import annotations
+
+import hmac
+import re
+from collections.abc import Callable
+from dataclasses import asdict
+from typing import Any
+
+from twisted.web import resource
+from twisted.web.server import Request
+
+from mdm_protocol.errors import ProtocolError
+from mdm_protocol.report import Command, encode_command
+
+from ..storage.interface import Device, EnrollmentState, NewCommand, Storage, StorageError
+from ..wakeups import Waker
+from .json_io import ApiError, from_json, read_json, to_json, write_json
+
+MAX_BATCH = 100_000
+
+
+class AdminAPI(resource.Resource):
+    isLeaf = True
+
+    def __init__(self, storage: Storage, waker: Waker, *, username: str, password: str, clock: Any) -> None:
+        super().__init__()
+        self.storage, self.waker, self.clock = storage, waker, clock
+        self._credentials = (username.encode(), password.encode())
+        self.routes: list[tuple[bytes, re.Pattern[str], Callable[..., tuple[int, Any]]]] = [
+            (b"GET", re.compile(r"/api/v[12]/ping"), self.ping),
+            (b"GET", re.compile(r"/api/v1/devices"), self.list_devices),
+            (b"GET", re.compile(r"/api/v1/devices/(?P<device_id>[^/]+)"), self.show_device),
+            (b"GET", re.compile(r"/api/v1/devices/(?P<device_id>[^/]+)/commands"), self.list_commands),
+            (b"DELETE", re.compile(r"/api/v1/devices/(?P<device_id>[^/]+)/commands/(?P<uuid>[^/]+)"),
+             self.delete_command),
+            (b"POST", re.compile(r"/api/v1/commands"), self.enqueue),
+            (b"POST", re.compile(r"/api/v1/push"), self.push),
+        ]
+
+    def render(self, request: Request) -> bytes:
+        try:
+            self._authorise(request)
+            handler, params = self._route(request)
+            status, value = handler(request, **params)
+        except ApiError as exc:
+            if exc.status == 401:
+                request.setHeader("www-authenticate", 'Basic realm="mdmsim admin"')
+            return write_json(request, exc.status, {"error": exc.reason})
+        except StorageError as exc:
+            return write_json(request, 400, {"error": exc.reason})
+        return write_json(request, status, value)
+
+    def _authorise(self, request: Request) -> None:
+        user, password = request.getUser(), request.getPassword()
+        ok_user = hmac.compare_digest(user, self._credentials[0])
+        ok_password = hmac.compare_digest(password, self._credentials[1])
+        if not (ok_user and ok_password):
+            raise ApiError(401, "admin credentials required (HTTP Basic)")
+
+    def _route(self, request: Request) -> tuple[Callable[..., tuple[int, Any]], dict[str, str]]:
+        path = request.path.decode("utf-8", "replace").rstrip("/")
+        allowed = False
+        for method, pattern, handler in self.routes:
+            match = pattern.fullmatch(path)
+            if match:
+                allowed = True
+                if method == request.method:
+                    return handler, match.groupdict()
+        raise ApiError(405 if allowed else 404, f"no route for {request.method.decode()} {path}")
+
+    # Handlers ------------------------------------------------------------------------------------------
+
+    def ping(self, request: Request) -> tuple[int, Any]:
+        return 200, {"status": "ok", "devices": {k.value: v for k, v in self.storage.device_counts().items()}}
+
+    def list_devices(self, request: Request) -> tuple[int, Any]:
+        states = [EnrollmentState(s.decode()) for s in request.args.get(b"state", []) if _is_state(s)]
+        after = request.args.get(b"after", [b""])[0].decode() or None
+        limit = _int_arg(request, b"limit", 100)
+        devices = self.storage.list_devices(states=states or None, after=after, limit=limit)
+        page = [self._device_json(d) for d in devices]
+        return 200, {"devices": page, "next": devices[-1].device_id if len(devices) == limit else None}
+
+    def show_device(self, request: Request, device_id: str) -> tuple[int, Any]:
+        device = self._device(device_id)
+        body = self._device_json(device)
+        body["commands"] = [_command_json(c) for c in self.storage.list_commands(device_id)]
+        return 200, body
+
+    def list_commands(self, request: Request, device_id: str) -> tuple[int, Any]:
+        self._device(device_id)
+        return 200, {"commands": [_command_json(c) for c in self.storage.list_commands(device_id)]}
+
+    def delete_command(self, request: Request, device_id: str, uuid: str) -> tuple[int, Any]:
+        self._device(device_id)
+        if not self.storage.delete_command(device_id, uuid):
+            raise ApiError(404, f"command {uuid} is not queued for device {device_id}")
+        return 200, {"deleted": uuid}
+
+    def enqueue(self, request: Request) -> tuple[int, Any]:
+        body = read_json(request)
+        device_ids = _device_ids(body)
+        command = _command(body)
+        results: dict[str, Any] = {}
+        ready = []
+        for device_id in device_ids:
+            refusal = self._refusal(device_id)
+            if refusal:
+                results[device_id] = {"status": 404 if refusal == "unknown device" else 409, "error": refusal}
+            else:
+                ready.append(device_id)
+        new = NewCommand(command.command_uuid, command.request_type, encode_command(command))
+        priority, timeout = _priority_timeout(body)
+        for device_id, uuid in self.storage.enqueue(
+            ready, new, now=self.clock.seconds(), priority=priority, timeout=timeout
+        ).items():
+            results[device_id] = {"status": 201, "command_uuid": uuid}
+        if body.get("push", True) and ready:
+            for device_id, outcome in self.waker.push_now(ready).items():
+                results[device_id]["push"] = _push_json(outcome)
+        return (201 if len(ready) == len(device_ids) else 207), {"results": results}
+
+    def push(self, request: Request) -> tuple[int, Any]:
+        device_ids = _device_ids(read_json(request))
+        outcomes = self.waker.push_now(device_ids)
+        return 200, {"results": {d: _push_json(o) for d, o in outcomes.items()}}
+
+    # Helpers -------------------------------------------------------------------------------------------
+
+    def _device(self, device_id: str) -> Device:
+        device = self.storage.get_device(device_id)
+        if device is None:
+            raise ApiError(404, f"unknown device {device_id!r}")
+        return device
+
+    def _refusal(self, device_id: str) -> str | None:
+        device = self.storage.get_device(device_id)
+        if device is None:
+            return "unknown device"
+        if device.state is EnrollmentState.UNENROLLED:
+            return "device checked out"
+        return None
+
+    def _device_json(self, device: Device) -> dict[str, Any]:
+        body = to_json(asdict(device))
+        push = self.storage.get_push(device.device_id)
+        body["push"] = _push_json(push) if push else None
+        # Force check-in reports pushed vs actually checked in (SPEC 0): compare the two times.
+        body["checked_in_since_push"] = bool(push and device.last_seen_at >= push.pushed_at)
+        return body
+
+
+def _is_state(raw: bytes) -> bool:
+    return raw.decode("utf-8", "replace") in {s.value for s in EnrollmentState}
+
+
+def _int_arg(request: Request, name: bytes, default: int) -> int:
+    raw = request.args.get(name, [str(default).encode()])[0]
+    try:
+        return max(1, min(int(raw), 10_000))
+    except ValueError:
+        raise ApiError(400, f"{name.decode()} must be an integer") from None
+
+
+def _device_ids(body: Any) -> list[str]:
+    ids = body.get("device_ids") if isinstance(body, dict) else None
+    if not isinstance(ids, list) or not ids or not all(isinstance(i, str) and i for i in ids):
+        raise ApiError(400, "device_ids must be a non-empty list of device ids")
+    if len(ids) > MAX_BATCH:
+        raise ApiError(400, f"at most {MAX_BATCH} devices per request")
+    return list(dict.fromkeys(ids))
+
+
+def _command(body: dict[str, Any]) -> Command:
+    raw = body.get("command")
+    if not isinstance(raw, dict) or not isinstance(raw.get("RequestType"), str):
+        raise ApiError(400, 'command must be an object with a string "RequestType"')
+    keys = from_json({k: v for k, v in raw.items() if k != "RequestType"})
+    try:
+        command = Command(raw["RequestType"], keys)
+        encode_command(command)
+    except ProtocolError as exc:
+        raise ApiError(400, f"command cannot be sent: {exc.reason}") from None
+    return command
+
+
+def _priority_timeout(body: dict[str, Any]) -> tuple[int, float | None]:
+    priority, timeout = body.get("priority", 0), body.get("timeout")
+    if isinstance(priority, bool) or not isinstance(priority, int):
+        raise ApiError(400, "priority must be an integer")
+    bad_timeout = isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0
+    if timeout is not None and bad_timeout:
+        raise ApiError(400, "timeout must be a positive number of seconds")
+    return priority, timeout
+
+
+def _command_json(command: Any) -> dict[str, Any]:
+    body = to_json(asdict(command))
+    body.pop("payload", None)
+    body.pop("result", None)
+    body["status"] = command.status.value
+    return body
+
+
+def _push_json(outcome: Any) -> dict[str, Any]:
+    if isinstance(outcome, str):
+        return {"pushed": False, "reason": outcome}
+    return {"pushed": outcome.outcome.value == "accepted", **to_json(asdict(outcome))}

@@ -1,0 +1,43 @@
+"""TLS for the MDM server's listening ports: our CA-issued EC certificate, session resumption on.
+
+`--listen ssl:...` is served as TLS over the equivalent TCP endpoint so we control the OpenSSL options.
+"""
+
+from __future__ import annotations
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from OpenSSL import crypto
+from twisted.internet import ssl
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.interfaces import IStreamServerEndpoint
+from twisted.internet.protocol import Factory
+from twisted.protocols.tls import TLSMemoryBIOFactory
+
+
+def server_options(certificate_pem: bytes, key_pem: bytes, chain_pem: bytes = b"") -> ssl.CertificateOptions:
+    certificate = x509.load_pem_x509_certificate(certificate_pem)
+    key = serialization.load_pem_private_key(key_pem, password=None)
+    extra = x509.load_pem_x509_certificates(chain_pem) if chain_pem else []
+    chain = [crypto.X509.from_cryptography(c) for c in extra]
+    return ssl.CertificateOptions(
+        privateKey=crypto.PKey.from_cryptography_key(key),
+        certificate=crypto.X509.from_cryptography(certificate),
+        extraCertChain=chain,
+        # A new TLS connection per session is how iOS talks to MDM: resumption makes that affordable.
+        enableSessions=True,
+        enableSessionTickets=True,
+        acceptableProtocols=[b"http/1.1"],
+    )
+
+
+def listen_endpoint(reactor, description: str, factory: Factory, options: ssl.CertificateOptions | None):
+    """Listen on a Twisted endpoint description; `ssl:` ones get our TLS options."""
+    endpoint: IStreamServerEndpoint
+    if description.startswith("ssl:"):
+        if options is None:
+            raise ValueError("ssl: endpoint without TLS options")
+        endpoint = serverFromString(reactor, "tcp:" + description[len("ssl:"):])
+        return endpoint.listen(TLSMemoryBIOFactory(options, False, factory))
+    endpoint = serverFromString(reactor, description)
+    return endpoint.listen(factory)

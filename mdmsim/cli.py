@@ -1,0 +1,30 @@
+"""`mdmsim` entry point: one tool, one subcommand per job, `--help` on each.
+
+Each subcommand module offers `add_parser(subparsers)` and sets `func`; exit codes are the run's verdict.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from . import cli_serve
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mdmsim", description="Apple MDM emulator for iOS fleets: server, devices, scenarios, load."
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for module in (cli_serve,):
+        module.add_parser(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

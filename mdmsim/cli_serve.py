@@ -1,0 +1,65 @@
+"""`mdmsim serve`: run the MDM server on its data directory until Ctrl-C or SIGTERM.
+
+On first start the directory gets a CA, a TLS certificate, a push topic and a SQLite database.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+from mdm_server.app import MDMServer, ServerConfig
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("serve", help="run the MDM server", description=__doc__)
+    parser.add_argument("--data-dir", type=Path, default=Path("mdmsim-data"),
+                        help="where the CA, TLS files, server.json and the SQLite database live")
+    parser.add_argument("--listen", default="ssl:8443:interface=127.0.0.1",
+                        help="Twisted endpoint for devices and the admin API; ssl: uses our CA-issued "
+                             "certificate, tcp: serves plain HTTP behind a TLS proxy")
+    parser.add_argument("--push-link", default="tcp:8444:interface=127.0.0.1",
+                        help="Twisted endpoint where fleet processes connect for pushes ('none' to disable)")
+    parser.add_argument("--public-url", help="base URL devices are told to use (default https://localhost:PORT)")
+    parser.add_argument("--admin-user", default="admin", help="admin API user name")
+    parser.add_argument("--admin-password", default=os.environ.get("MDMSIM_ADMIN_PASSWORD"),
+                        help="admin API password (env MDMSIM_ADMIN_PASSWORD; default: generated into "
+                             "server.json on first start)")
+    parser.add_argument("--body-limit", type=int, default=1024 * 1024, help="largest request body in bytes")
+    parser.add_argument("--memory", action="store_true", help="keep state in memory instead of SQLite")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from twisted.internet import reactor
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    config = ServerConfig(
+        data_dir=args.data_dir, listen=args.listen,
+        push_link=None if args.push_link == "none" else args.push_link, public_url=args.public_url,
+        admin_user=args.admin_user, admin_password=args.admin_password, body_limit=args.body_limit,
+        in_memory=args.memory,
+    )
+    server = MDMServer(config, clock=reactor)
+
+    def started(_ports):
+        url = config.server_url()
+        print(f"mdmsim server listening on {url} (data in {config.data_dir.resolve()})")
+        print(f"  enrollment profile: {url}/mdm/enroll?token={server.state.enroll_token}")
+        print(f"  CA SHA-256 fingerprint: {server.ca.fingerprint}")
+        print(f"  push topic: {server.state.topic}")
+        print(f"  admin API: {url}/api/v1/devices (user {config.admin_user!r}, password in "
+              f"{'--admin-password' if args.admin_password else config.data_dir / 'server.json'})")
+        sys.stdout.flush()
+
+    def failed(failure):
+        print(f"mdmsim: cannot listen: {failure.getErrorMessage()}", file=sys.stderr)
+        reactor.stop()
+
+    reactor.callWhenRunning(lambda: server.listen(reactor).addCallbacks(started, failed))
+    reactor.addSystemEventTrigger("before", "shutdown", server.stop)
+    reactor.run()
+    return 0
