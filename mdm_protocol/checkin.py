@@ -292,7 +292,7 @@ def checkin_from_plist(value: Any) -> CheckinMessage:
 def _unknown_type_reason(message_type: Any) -> str:
     if message_type is None:
         return "check-in has no MessageType"
-    if message_type in UNSUPPORTED_MESSAGE_TYPES:
+    if isinstance(message_type, str) and message_type in UNSUPPORTED_MESSAGE_TYPES:
         return f"check-in MessageType {message_type!r} {UNSUPPORTED_MESSAGE_TYPES[message_type]}"
     return f"unknown check-in MessageType {message_type!r}; expected one of {sorted(CHECKIN_TYPES)}"
 
