@@ -51,8 +51,15 @@ def support_at(ios: dict[str, Any], os_version: str) -> str:
     return "supported"
 
 
-def payload_keys(payload_type: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """(keys, iOS facts) of a payload type, with the common payload keys added for real payload types."""
+def payload_keys(payload_type: Any) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """(keys, iOS facts) of a payload type, with the common payload keys added for real payload types.
+
+    A type without a YAML file (unknown to iOS) is judged by the common payload keys alone.
+    """
+    known = isinstance(payload_type, str) and (SCHEMA / "mdm" / "profiles" / f"{payload_type}.yaml").is_file()
+    if not known:
+        doc = schema("CommonPayloadKeys")
+        return list(doc["payloadkeys"]), _ios(doc["payload"], {})
     doc = schema(payload_type)
     ios = _ios(doc["payload"], {})
     keys = list(doc["payloadkeys"])
@@ -127,7 +134,7 @@ class SchemaCheck:
 
 def check_payload(payload: dict[str, Any], os_version: str | None = None) -> SchemaCheck:
     """Problems and ignored key paths of one payload dictionary, by its own YAML plus CommonPayloadKeys."""
-    keys, ios = payload_keys(payload["PayloadType"])
+    keys, ios = payload_keys(payload.get("PayloadType"))
     check = SchemaCheck(os_version)
     check.dictionary(keys, payload, ios, ())
     return check
