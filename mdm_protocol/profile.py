@@ -252,8 +252,9 @@ def _payload_description(issue: Issue, name: str, key: str) -> str:
 
 
 def _payload_support(payload_type: Any, version: OSVersion | None) -> Support:
-    if not isinstance(payload_type, str) or payload_type in (TOP_LEVEL, COMMON) or not has_payload_spec(
-            payload_type):
+    if not isinstance(payload_type, str) or payload_type in (TOP_LEVEL, COMMON):
+        return Support.UNKNOWN_KEY
+    if not has_payload_spec(payload_type):
         return Support.UNKNOWN_KEY
     return Support.SUPPORTED if version is None else payload_spec(payload_type).ios.at(version)
 
