@@ -1,0 +1,64 @@
+"""HTTP/1.1 to a twisted.web Site in the same process, with no sockets: bytes in, parsed response out.
+
+Scenarios and tests drive the real resource tree (request parsing, body caps, routing) through this.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from twisted.internet.testing import StringTransport
+from twisted.web.server import Site
+
+
+@dataclass(frozen=True, slots=True)
+class HTTPResponse:
+    status: int
+    headers: dict[str, str]  # lower-case names; last value wins
+    body: bytes
+
+
+class MemoryHTTP:
+    """Sends one request per fresh channel (like iOS's new connection per session) and parses the answer."""
+
+    def __init__(self, site: Site, host: str = "localhost") -> None:
+        self.site = site
+        self.host = host
+
+    def request(
+        self, method: str, path: str, body: bytes = b"", headers: dict[str, str] | None = None
+    ) -> HTTPResponse:
+        lines = [f"{method} {path} HTTP/1.1", f"Host: {self.host}", f"Content-Length: {len(body)}",
+                 "Connection: close"]
+        lines += [f"{name}: {value}" for name, value in (headers or {}).items()]
+        raw = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+        transport = StringTransport()
+        channel = self.site.buildProtocol(None)
+        channel.makeConnection(transport)
+        channel.dataReceived(raw)
+        channel.connectionLost(None)
+        return parse_response(transport.value())
+
+
+def parse_response(raw: bytes) -> HTTPResponse:
+    head, _, rest = raw.partition(b"\r\n\r\n")
+    status_line, *header_lines = head.decode("latin-1").split("\r\n")
+    headers: dict[str, str] = {}
+    for line in header_lines:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    length = headers.get("content-length")
+    body = rest[: int(length)] if length is not None else _dechunk(rest)
+    return HTTPResponse(int(status_line.split(" ", 2)[1]), headers, body)
+
+
+def _dechunk(data: bytes) -> bytes:
+    out, position = bytearray(), 0
+    while True:
+        line_end = data.index(b"\r\n", position)
+        size = int(data[position:line_end].split(b";")[0], 16)
+        if size == 0:
+            return bytes(out)
+        start = line_end + 2
+        out += data[start : start + size]
+        position = start + size + 2

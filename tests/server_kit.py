@@ -1,0 +1,93 @@
+"""Test kit for the server: an in-memory MDMServer on a fake clock and a minimal signed device client.
+
+The client speaks real plists and real Mdm-Signature CMS through the real twisted.web tree, with no sockets.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from cryptography.hazmat.primitives import hashes
+
+from device_sim.clock import HeapClock
+from device_sim.memory_http import HTTPResponse, MemoryHTTP
+from mdm_protocol.checkin import Authenticate, CheckOut, TokenUpdate, encode_checkin
+from mdm_protocol.cms import mdm_signature
+from mdm_protocol.report import CommandReport, Status, decode_server_response, encode_report
+from mdm_server.app import MDMServer, ServerConfig
+
+START = datetime(2026, 11, 1, 9, 0, tzinfo=UTC).timestamp()
+CHECKIN = "application/x-apple-aspen-mdm-checkin"
+CONNECT = "application/x-apple-aspen-mdm"
+
+
+def make_server(tmp_path, *, in_memory: bool = True, **config) -> MDMServer:
+    clock = HeapClock(START)
+    return MDMServer(ServerConfig(data_dir=tmp_path / "data", in_memory=in_memory, **config), clock=clock)
+
+
+@dataclass
+class SignedDevice:
+    server: MDMServer
+    udid: str
+    certificate: object = None
+    key: object = None
+    token: bytes = field(default=b"")
+    push_magic: str = ""
+
+    def __post_init__(self) -> None:
+        if self.certificate is None:
+            self.certificate, self.key = self.server.ca.issue_device_identity(
+                f"device {self.udid[:8]}", self.server.now()
+            )
+        self.http = MemoryHTTP(self.server.site)
+        self.token = self.token or hashlib.sha256(self.udid.encode()).digest()
+        self.push_magic = self.push_magic or f"magic-{self.udid[:8]}"
+
+    @property
+    def cert_sha256(self) -> str:
+        return self.certificate.fingerprint(hashes.SHA256()).hex()
+
+    def put(self, body: bytes, content_type: str, *, signature: str | None = None, path="/mdm/checkin"):
+        headers = {"Content-Type": content_type}
+        signature = signature if signature is not None else mdm_signature(body, self.certificate, self.key)
+        if signature:
+            headers["Mdm-Signature"] = signature
+        return self.http.request("PUT", path, body, headers)
+
+    def authenticate(self, **facts) -> HTTPResponse:
+        message = Authenticate(topic=self.server.state.topic, udid=self.udid, os_version="17.5",
+                               build_version="21F79", product_name="iPhone15,2", serial_number="F2LX0000",
+                               **facts)
+        return self.put(encode_checkin(message), CHECKIN)
+
+    def token_update(self) -> HTTPResponse:
+        message = TokenUpdate(topic=self.server.state.topic, udid=self.udid, token=self.token,
+                              push_magic=self.push_magic)
+        return self.put(encode_checkin(message), CHECKIN)
+
+    def check_out(self) -> HTTPResponse:
+        return self.put(encode_checkin(CheckOut(topic=self.server.state.topic, udid=self.udid)), CHECKIN)
+
+    def enroll(self) -> None:
+        assert self.authenticate().status == 200
+        assert self.token_update().status == 200
+        self.server.apns.register(self.token, self.server.state.topic)
+
+    def report(self, status: Status, command_uuid: str | None = None, **extra) -> HTTPResponse:
+        body = encode_report(CommandReport(status, udid=self.udid, command_uuid=command_uuid, extra=extra))
+        return self.put(body, CONNECT, path="/mdm/connect")
+
+    def session(self, answer=lambda command: Status.ACKNOWLEDGED) -> list[str]:
+        """Idle, then answer every command until the zero-byte body; returns the RequestTypes seen."""
+        seen = []
+        response = self.report(Status.IDLE)
+        while True:
+            assert response.status == 200, response.body
+            command = decode_server_response(response.body)
+            if command is None:
+                return seen
+            seen.append(command.request_type)
+            response = self.report(answer(command), command.command_uuid)
