@@ -1,0 +1,76 @@
+"""A small durable document store for the admin model: JSON documents by (kind, id) in SQLite.
+
+The admin model changes rarely and is read whole, so one table of JSON documents is enough.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS admin_documents (
+    kind TEXT NOT NULL,
+    id TEXT NOT NULL,
+    body TEXT NOT NULL,
+    PRIMARY KEY (kind, id)
+)
+"""
+
+
+class DocumentStore:
+    """JSON documents keyed by (kind, id); writes are transactional; one instance per thread (the reactor)."""
+
+    def __init__(self, path: Path | str = ":memory:") -> None:
+        self._db = sqlite3.connect(str(path), isolation_level=None)
+        if str(path) != ":memory:":
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")  # survives a process kill; see storage/sqlite.py
+        self._db.execute(SCHEMA)
+        self._depth = 0
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """Group writes: all of them land, or none (nested uses join the outer transaction)."""
+        if self._depth == 0:
+            self._db.execute("BEGIN IMMEDIATE")
+        self._depth += 1
+        try:
+            yield
+        except BaseException:
+            self._depth -= 1
+            if self._depth == 0:
+                self._db.execute("ROLLBACK")
+            raise
+        self._depth -= 1
+        if self._depth == 0:
+            self._db.execute("COMMIT")
+
+    def put(self, kind: str, doc_id: str, body: dict[str, Any]) -> None:
+        text = json.dumps(body, sort_keys=True, separators=(",", ":"))
+        self._db.execute(
+            "INSERT INTO admin_documents (kind, id, body) VALUES (?, ?, ?) "
+            "ON CONFLICT (kind, id) DO UPDATE SET body = excluded.body",
+            (kind, doc_id, text),
+        )
+
+    def get(self, kind: str, doc_id: str) -> dict[str, Any] | None:
+        row = self._db.execute(
+            "SELECT body FROM admin_documents WHERE kind = ? AND id = ?", (kind, doc_id)
+        ).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def list(self, kind: str) -> list[tuple[str, dict[str, Any]]]:
+        rows = self._db.execute("SELECT id, body FROM admin_documents WHERE kind = ? ORDER BY id", (kind,))
+        return [(doc_id, json.loads(body)) for doc_id, body in rows]
+
+    def delete(self, kind: str, doc_id: str) -> bool:
+        cursor = self._db.execute("DELETE FROM admin_documents WHERE kind = ? AND id = ?", (kind, doc_id))
+        return cursor.rowcount > 0
+
+    def close(self) -> None:
+        self._db.close()
