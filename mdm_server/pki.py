@@ -1,0 +1,216 @@
+"""PKI the server hands out: PKCS#12 identities for profiles and the TLS files the web layer serves with.
+
+Re-exports the certificate authority from `ca` so callers import everything PKI from one place.
+"""
+
+from __future__ import annotations
+
+import enum
+import ipaddress
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.serialization import pkcs12
+
+from .ca import (
+    CertificateAuthority,
+    KeyType,
+    PkiError,
+    PrivateKey,
+    as_utc,
+    certificate_fingerprint,
+    generate_key,
+    private_key_pem,
+    write_private_file,
+)
+
+__all__ = [
+    "DEFAULT_SERVER_NAMES",
+    "CertificateAuthority",
+    "KeyType",
+    "Pkcs12Contents",
+    "Pkcs12Encryption",
+    "PkiError",
+    "ServerTlsFiles",
+    "certificate_fingerprint",
+    "export_pkcs12",
+    "generate_key",
+    "load_pkcs12",
+    "random_password",
+    "server_tls_files",
+]
+
+SERVER_CERTIFICATE_FILE = "server.pem"
+SERVER_KEY_FILE = "server.key"
+DEFAULT_SERVER_NAMES = ("localhost", "127.0.0.1")
+# Reissue the TLS certificate this long before it expires, so a long-running server never serves a dead one.
+RENEW_BEFORE = timedelta(days=30)
+# What `openssl pkcs12 -export` writes (with or without -legacy); the password, not the count, defends.
+PKCS12_KDF_ROUNDS = 2048
+
+
+class Pkcs12Encryption(enum.Enum):
+    """How a PKCS#12 protects its contents.
+
+    LEGACY (3DES, SHA-1 MAC) is the default because iOS has long imported only that suite in profiles
+    (files from OpenSSL 3's AES default fail with "Invalid Profile" on many iOS versions), and the emulator's
+    P12s must install on real devices of every version it emulates. Its weakness is password guessing, which
+    `random_password`'s 144 bits defeat. MODERN (PBES2, AES-256-CBC, PBKDF2/HMAC-SHA-256) is for peers known
+    to read it.
+    """
+
+    LEGACY = "pbeWithSHAAnd3-KeyTripleDES-CBC, HMAC-SHA1"
+    MODERN = "PBES2 AES-256-CBC PBKDF2-HMAC-SHA256, HMAC-SHA256"
+
+
+@dataclass(frozen=True, slots=True)
+class Pkcs12Contents:
+    certificate: x509.Certificate
+    private_key: PrivateKey
+    chain: tuple[x509.Certificate, ...]
+    friendly_name: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ServerTlsFiles:
+    """PEM material for twisted's CertificateOptions: the leaf, its key, and the CA devices must trust."""
+
+    certificate_pem: bytes
+    private_key_pem: bytes
+    ca_certificate_pem: bytes
+
+    @property
+    def chain_pem(self) -> bytes:
+        """Leaf then CA, the order a TLS server sends them."""
+        return self.certificate_pem + self.ca_certificate_pem
+
+
+def random_password(nbytes: int = 18) -> str:
+    """A URL-safe random password (18 bytes: 144 bits in 24 characters) for a PKCS#12 in a profile."""
+    return secrets.token_urlsafe(nbytes)
+
+
+def _password_bytes(password: bytes | str) -> bytes:
+    value = password.encode("utf-8") if isinstance(password, str) else bytes(password)
+    if not value:
+        raise PkiError("a PKCS#12 password must not be empty (iOS asks for one and profiles carry it)")
+    return value
+
+
+def export_pkcs12(
+    certificate: x509.Certificate,
+    private_key: PrivateKey,
+    password: bytes | str,
+    friendly_name: str | bytes,
+    *,
+    chain: Sequence[x509.Certificate] = (),
+    encryption: Pkcs12Encryption = Pkcs12Encryption.LEGACY,
+) -> bytes:
+    """A password-protected PKCS#12 of one identity (plus an optional CA chain), as iOS installs it."""
+    if private_key.public_key() != certificate.public_key():
+        raise PkiError("the private key does not belong to the certificate")
+    builder = serialization.PrivateFormat.PKCS12.encryption_builder().kdf_rounds(PKCS12_KDF_ROUNDS)
+    if encryption is Pkcs12Encryption.LEGACY:
+        algorithm, mac_hash = pkcs12.PBES.PBESv1SHA1And3KeyTripleDESCBC, hashes.SHA1()
+    else:
+        algorithm, mac_hash = pkcs12.PBES.PBESv2SHA256AndAES256CBC, hashes.SHA256()
+    builder = builder.key_cert_algorithm(algorithm).hmac_hash(mac_hash)
+    name = friendly_name.encode("utf-8") if isinstance(friendly_name, str) else friendly_name
+    return pkcs12.serialize_key_and_certificates(
+        name or None, private_key, certificate, list(chain) or None, builder.build(_password_bytes(password))
+    )
+
+
+def load_pkcs12(data: bytes, password: bytes | str) -> Pkcs12Contents:
+    """Open a PKCS#12 holding exactly one identity; a wrong password and a corrupt file read the same."""
+    try:
+        loaded = pkcs12.load_pkcs12(data, _password_bytes(password))
+    except (ValueError, TypeError):
+        # cryptography cannot tell the two apart either (the MAC check fails first); neither can iOS (9000).
+        raise PkiError("wrong password, or not a PKCS#12 file") from None
+    if loaded.key is None or loaded.cert is None:
+        raise PkiError("the PKCS#12 must hold a certificate and its private key")
+    if not isinstance(loaded.key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey):
+        raise PkiError(f"the PKCS#12 key is a {type(loaded.key).__name__}; only EC and RSA are supported")
+    certificate = loaded.cert.certificate
+    if loaded.key.public_key() != certificate.public_key():
+        raise PkiError("the PKCS#12 private key does not belong to its certificate")
+    name = loaded.cert.friendly_name
+    return Pkcs12Contents(
+        certificate,
+        loaded.key,
+        tuple(extra.certificate for extra in loaded.additional_certs),
+        name.decode("utf-8", "replace") if name is not None else None,
+    )
+
+
+def server_tls_files(
+    data_dir: Path | str,
+    names: Sequence[str] = DEFAULT_SERVER_NAMES,
+    *,
+    now: datetime,
+    key_type: KeyType | str = KeyType.EC,
+) -> ServerTlsFiles:
+    """The server's TLS certificate, key and CA from `data_dir`, creating or renewing what is missing.
+
+    The CA is created once (ca.pem, ca.key); the server certificate (server.pem, server.key) is reused while
+    it covers `names`, was issued by that CA and has more than RENEW_BEFORE left, and reissued otherwise.
+    """
+    directory = Path(data_dir)
+    authority = CertificateAuthority.load_or_create(directory, now=now)
+    cert_path, key_path = directory / SERVER_CERTIFICATE_FILE, directory / SERVER_KEY_FILE
+    current = _read_server_files(cert_path, key_path)
+    if current is not None and _still_serves(current[0], authority, names, as_utc(now)):
+        certificate_pem, key_pem = cert_path.read_bytes(), key_path.read_bytes()
+    else:
+        certificate, key = authority.issue_server_certificate(names, now, key_type=key_type)
+        certificate_pem = certificate.public_bytes(serialization.Encoding.PEM)
+        key_pem = private_key_pem(key)
+        write_private_file(key_path, key_pem)
+        write_private_file(cert_path, certificate_pem)
+    return ServerTlsFiles(certificate_pem, key_pem, authority.certificate_pem)
+
+
+def _read_server_files(cert_path: Path, key_path: Path) -> tuple[x509.Certificate, PrivateKey] | None:
+    """The stored server pair, or None when absent, unreadable or mismatched (then it is reissued)."""
+    if not (cert_path.exists() and key_path.exists()):
+        return None
+    try:
+        certificate = x509.load_pem_x509_certificate(cert_path.read_bytes())
+        key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
+    except (ValueError, TypeError):
+        return None
+    if not isinstance(key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey):
+        return None
+    if key.public_key() != certificate.public_key():
+        return None
+    return certificate, key
+
+
+def _still_serves(
+    certificate: x509.Certificate, authority: CertificateAuthority, names: Sequence[str], now: datetime
+) -> bool:
+    try:
+        certificate.verify_directly_issued_by(authority.certificate)
+        san = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except (ValueError, TypeError, InvalidSignature, x509.ExtensionNotFound):
+        return False
+    covered = {str(n) for n in san.get_values_for_type(x509.DNSName)}
+    covered |= {str(ip) for ip in san.get_values_for_type(x509.IPAddress)}
+    wanted = {_canonical(name) for name in names}
+    in_window = certificate.not_valid_before_utc <= now < certificate.not_valid_after_utc - RENEW_BEFORE
+    return in_window and wanted <= covered
+
+
+def _canonical(name: str) -> str:
+    try:
+        return str(ipaddress.ip_address(name))
+    except ValueError:
+        return name
