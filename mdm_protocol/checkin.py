@@ -17,11 +17,11 @@ TOPIC_PREFIX = "com.apple.mgmt."
 DDM_ENDPOINTS = frozenset({"tokens", "declaration-items", "status"})
 TOKEN_SERVICE_TYPES = frozenset({"com.apple.maid", "com.apple.watch.pairing"})
 # Apple check-in messages this iOS emulator does not take, with the reason a server log should show.
-UNSUPPORTED_MESSAGE_TYPES = {
+UNSUPPORTED_MESSAGE_TYPES = MappingProxyType({
     "UserAuthenticate": "is macOS only",
     "SetBootstrapToken": "is not sent by iOS",
     "GetBootstrapToken": "is not sent by iOS",
-}
+})
 _KIND_NAMES = {str: "a string", bytes: "data (bytes)", bool: "a boolean", Mapping: "a dictionary"}
 
 
