@@ -219,7 +219,11 @@ def verify_mdm_signature(header: str | bytes, body: bytes, *, allow_sha1: bool =
 
 
 def verify_detached(signature_der: bytes, data: bytes, *, allow_sha1: bool = False) -> SignedDataInfo:
-    """Verify a detached CMS SignedData over `data`; SHA-1 digests are refused unless `allow_sha1`."""
+    """Verify a detached CMS SignedData over `data`; SHA-1 digests are refused unless `allow_sha1`.
+
+    This proves the holder of the signer certificate's key signed exactly `data`, nothing more: the caller
+    must bind `signer` to the enrollment (its fingerprint) or check it with `verify_chain`.
+    """
     signed = _decode_signed_data(signature_der)
     signer_info = _single_signer(signed)
     certificates = _load_certificates(signed)

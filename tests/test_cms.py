@@ -1,8 +1,9 @@
 """Detached CMS signatures (Mdm-Signature): round trips, tampering, malformed input, chains, openssl interop.
 
-Measured with timeit on this container (2 KB body, one embedded certificate): verify_detached takes about
-560 µs for EC P-256 and 570 µs for RSA-2048; ~320 µs of it is pyasn1 decoding the SignedData structure,
-~60-100 µs the signature check. sign_detached takes about 50 µs (EC); verify_chain about 115 µs.
+Measured with timeit on this container (AMD EPYC, 2.2 KB plist body, one embedded certificate, header in):
+verify_mdm_signature takes ~575 µs for EC P-256 and ~530 µs for RSA-2048, of which ~320 µs is pyasn1
+decoding the SignedData and 60-100 µs the signature check; sign_detached ~55 µs (EC) / ~275 µs (RSA);
+verify_chain ~115 µs.
 """
 
 from __future__ import annotations

@@ -1,0 +1,289 @@
+"""Server PKI: the CA on disk, TLS server and device certificates, PKCS#12 export, TLS files.
+
+TLS files are checked the way the web layer will use them: loaded into twisted's CertificateOptions.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import shutil
+import stat
+import subprocess
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.serialization import pkcs12
+from cryptography.x509 import verification
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from mdm_protocol.cms import verify_chain
+from mdm_server.pki import (
+    CertificateAuthority,
+    Pkcs12Encryption,
+    PkiError,
+    export_pkcs12,
+    load_pkcs12,
+    random_password,
+    server_tls_files,
+)
+
+NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+OPENSSL = shutil.which("openssl")
+# Algorithm identifiers as DER, to see which suite a PKCS#12 really uses.
+OID_3DES_PBE = bytes.fromhex("060a2a864886f70d010c0103")  # pbeWithSHAAnd3-KeyTripleDES-CBC
+OID_PBES2 = bytes.fromhex("06092a864886f70d01050d")
+OID_AES256_CBC = bytes.fromhex("060960864801650304012a")
+
+
+@pytest.fixture(scope="module")
+def ca() -> CertificateAuthority:
+    return CertificateAuthority.create("mdmsim Test CA", now=NOW)
+
+
+@pytest.fixture(scope="module")
+def identity(ca):
+    return ca.issue_device_identity("device-0001", NOW)
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def _extension(certificate: x509.Certificate, kind):
+    return certificate.extensions.get_extension_for_class(kind)
+
+
+# --- the CA --------------------------------------------------------------------------------------------
+
+
+def test_new_ca_is_a_p256_ca_for_leaves_only(ca):
+    certificate = ca.certificate
+    assert isinstance(ca.private_key, ec.EllipticCurvePrivateKey)
+    assert ca.private_key.curve.name == "secp256r1"
+    constraints = _extension(certificate, x509.BasicConstraints)
+    assert constraints.critical and constraints.value.ca and constraints.value.path_length == 0
+    assert _extension(certificate, x509.KeyUsage).value.key_cert_sign
+    certificate.verify_directly_issued_by(certificate)
+    assert certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == "mdmsim Test CA"
+    assert certificate.not_valid_before_utc == NOW - timedelta(hours=1)
+    assert certificate.not_valid_after_utc == NOW + timedelta(days=3650)
+
+
+def test_fingerprint_is_colon_separated_sha256(ca):
+    assert re.fullmatch(r"([0-9A-F]{2}:){31}[0-9A-F]{2}", ca.fingerprint)
+    assert ca.fingerprint.replace(":", "").lower() == ca.certificate.fingerprint(hashes.SHA256()).hex()
+
+
+def test_rsa_ca_on_request():
+    rsa_ca = CertificateAuthority.create("RSA CA", key_type="rsa", now=NOW)
+    assert isinstance(rsa_ca.private_key, rsa.RSAPrivateKey) and rsa_ca.private_key.key_size == 2048
+    device, _ = rsa_ca.issue_device_identity("device", NOW)
+    verify_chain(device, [rsa_ca.certificate], now=NOW)
+
+
+def test_unknown_key_type_is_refused():
+    with pytest.raises(PkiError, match="unknown key type 'dsa'"):
+        CertificateAuthority.create("CA", key_type="dsa", now=NOW)
+
+
+def test_load_or_create_is_idempotent_and_private(tmp_path):
+    data_dir = tmp_path / "data" / "pki"
+    first = CertificateAuthority.load_or_create(data_dir, now=NOW)
+    files = {name: (data_dir / name).read_bytes() for name in ("ca.pem", "ca.key")}
+    second = CertificateAuthority.load_or_create(data_dir, now=NOW + timedelta(days=9))
+    assert second.fingerprint == first.fingerprint
+    assert second.private_key.private_numbers() == first.private_key.private_numbers()
+    assert {name: (data_dir / name).read_bytes() for name in files} == files
+    assert _mode(data_dir / "ca.pem") == 0o600 and _mode(data_dir / "ca.key") == 0o600
+    assert _mode(data_dir) == 0o700
+    assert sorted(p.name for p in data_dir.iterdir()) == ["ca.key", "ca.pem"]  # no temporary files left
+
+
+def test_load_or_create_refuses_a_half_present_ca(tmp_path):
+    CertificateAuthority.load_or_create(tmp_path, now=NOW)
+    (tmp_path / "ca.key").unlink()
+    with pytest.raises(PkiError, match="ca.pem but not .*ca.key"):
+        CertificateAuthority.load_or_create(tmp_path, now=NOW)
+    assert not (tmp_path / "ca.key").exists()  # nothing silently replaced
+
+
+def test_load_or_create_refuses_corrupt_or_mismatched_files(tmp_path, ca):
+    CertificateAuthority.load_or_create(tmp_path, now=NOW)
+    key_path = tmp_path / "ca.key"
+    original_key = key_path.read_bytes()
+    key_path.write_bytes(ca.private_key_pem)  # another CA's key
+    with pytest.raises(PkiError, match="does not belong"):
+        CertificateAuthority.load_or_create(tmp_path, now=NOW)
+    key_path.write_bytes(original_key)
+    (tmp_path / "ca.pem").write_bytes(b"-----BEGIN CERTIFICATE-----\nnope\n-----END CERTIFICATE-----\n")
+    with pytest.raises(PkiError, match="not readable PEM"):
+        CertificateAuthority.load_or_create(tmp_path, now=NOW)
+
+
+def test_a_leaf_is_not_accepted_as_ca(ca, identity):
+    certificate, key = identity
+    pem = certificate.public_bytes(serialization.Encoding.PEM)
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    with pytest.raises(PkiError, match="CA:TRUE"):
+        CertificateAuthority.from_pem(pem, key_pem)
+
+
+# --- issued certificates -------------------------------------------------------------------------------
+
+
+def test_server_certificate_passes_a_tls_clients_checks(ca):
+    certificate, key = ca.issue_server_certificate(["localhost", "127.0.0.1", "mdm.example.test"], NOW)
+    assert key.public_key() == certificate.public_key() and isinstance(key, ec.EllipticCurvePrivateKey)
+    san = _extension(certificate, x509.SubjectAlternativeName).value
+    assert san.get_values_for_type(x509.DNSName) == ["localhost", "mdm.example.test"]
+    assert san.get_values_for_type(x509.IPAddress) == [ipaddress.ip_address("127.0.0.1")]
+    assert list(_extension(certificate, x509.ExtendedKeyUsage).value) == [ExtendedKeyUsageOID.SERVER_AUTH]
+    assert certificate.not_valid_after_utc - certificate.not_valid_before_utc <= timedelta(days=398)
+    builder = verification.PolicyBuilder().store(verification.Store([ca.certificate])).time(NOW)
+    for name in (x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))):
+        builder.build_server_verifier(name).verify(certificate, [])
+    with pytest.raises(verification.VerificationError):
+        builder.build_server_verifier(x509.DNSName("elsewhere.example")).verify(certificate, [])
+
+
+@pytest.mark.parametrize("names", [[], ["bad name"], ["émdm.example"], ["a..b"]])
+def test_server_certificate_refuses_bad_names(ca, names):
+    with pytest.raises(PkiError):
+        ca.issue_server_certificate(names, NOW)
+
+
+def test_device_identity_is_a_client_certificate_with_a_short_random_serial(ca, identity):
+    certificate, key = identity
+    assert key.public_key() == certificate.public_key()
+    assert certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == "device-0001"
+    assert list(_extension(certificate, x509.ExtendedKeyUsage).value) == [ExtendedKeyUsageOID.CLIENT_AUTH]
+    assert not _extension(certificate, x509.BasicConstraints).value.ca
+    assert 0 < certificate.serial_number < 2**64
+    other, _ = ca.issue_device_identity("device-0001", NOW)
+    assert other.serial_number != certificate.serial_number
+    verify_chain(certificate, [ca.certificate], now=NOW)
+
+
+def test_rsa_device_identity(ca):
+    certificate, key = ca.issue_device_identity("device-rsa", NOW, key_type="rsa")
+    assert isinstance(key, rsa.RSAPrivateKey) and key.key_size == 2048
+    assert _extension(certificate, x509.KeyUsage).value.key_encipherment
+
+
+def test_leaf_never_outlives_its_ca(ca):
+    late = ca.certificate.not_valid_after_utc - timedelta(days=10)
+    certificate, _ = ca.issue_device_identity("late-device", late)
+    assert certificate.not_valid_after_utc == ca.certificate.not_valid_after_utc
+
+
+# --- PKCS#12 -------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("encryption", list(Pkcs12Encryption), ids=lambda e: e.name)
+def test_pkcs12_round_trip(ca, identity, encryption):
+    certificate, key = identity
+    password = random_password()
+    bundle = export_pkcs12(certificate, key, password.encode(), "Device identity", chain=[ca.certificate],
+                           encryption=encryption)
+    contents = load_pkcs12(bundle, password)
+    assert contents.certificate == certificate
+    assert contents.private_key.private_numbers() == key.private_numbers()
+    assert contents.chain == (ca.certificate,)
+    assert contents.friendly_name == "Device identity"
+
+
+def test_pkcs12_wrong_password_fails(identity):
+    bundle = export_pkcs12(*identity, b"right password", "device")
+    with pytest.raises(PkiError, match="wrong password"):
+        load_pkcs12(bundle, b"wrong password")
+    with pytest.raises(PkiError, match="wrong password"):
+        load_pkcs12(b"not a pkcs12 at all", b"right password")
+
+
+def test_pkcs12_suites_are_the_ones_chosen(identity):
+    legacy = export_pkcs12(*identity, b"pw", "device")
+    modern = export_pkcs12(*identity, b"pw", "device", encryption=Pkcs12Encryption.MODERN)
+    assert OID_3DES_PBE in legacy and OID_PBES2 not in legacy
+    assert OID_PBES2 in modern and OID_AES256_CBC in modern and OID_3DES_PBE not in modern
+
+
+@pytest.mark.skipif(OPENSSL is None, reason="openssl command line not on PATH")
+def test_openssl_reads_the_default_pkcs12(tmp_path, identity):
+    (tmp_path / "id.p12").write_bytes(export_pkcs12(*identity, b"s3cret", "device"))
+    result = subprocess.run(
+        [OPENSSL, "pkcs12", "-in", str(tmp_path / "id.p12"), "-passin", "pass:s3cret", "-nokeys", "-info"],
+        capture_output=True, text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "pbeWithSHA1And3-KeyTripleDES-CBC" in result.stderr and "MAC: sha1" in result.stderr
+
+
+def test_pkcs12_refuses_bad_input(ca, identity):
+    certificate, key = identity
+    with pytest.raises(PkiError, match="must not be empty"):
+        export_pkcs12(certificate, key, b"", "device")
+    with pytest.raises(PkiError, match="does not belong"):
+        export_pkcs12(ca.certificate, key, b"pw", "device")
+    certificate_only = pkcs12.serialize_key_and_certificates(
+        b"ca", None, None, [ca.certificate], serialization.BestAvailableEncryption(b"pw")
+    )
+    with pytest.raises(PkiError, match="certificate and its private key"):
+        load_pkcs12(certificate_only, b"pw")
+
+
+def test_random_passwords_are_long_and_distinct():
+    passwords = {random_password() for _ in range(50)}
+    assert len(passwords) == 50
+    assert all(re.fullmatch(r"[A-Za-z0-9_-]{24}", p) for p in passwords)
+
+
+# --- TLS files for the web layer -----------------------------------------------------------------------
+
+
+def test_server_tls_files_are_created_reused_and_renewed(tmp_path):
+    first = server_tls_files(tmp_path, now=NOW)
+    certificate = x509.load_pem_x509_certificate(first.certificate_pem)
+    key = serialization.load_pem_private_key(first.private_key_pem, password=None)
+    assert key.public_key() == certificate.public_key()
+    assert first.ca_certificate_pem == (tmp_path / "ca.pem").read_bytes()
+    assert first.chain_pem == first.certificate_pem + first.ca_certificate_pem
+    assert all(_mode(tmp_path / name) == 0o600 for name in ("server.pem", "server.key", "ca.pem", "ca.key"))
+
+    assert server_tls_files(tmp_path, now=NOW + timedelta(days=100)) == first
+    renewed = server_tls_files(tmp_path, now=NOW + timedelta(days=380))  # within 30 days of expiry
+    assert renewed.certificate_pem != first.certificate_pem
+    assert renewed.ca_certificate_pem == first.ca_certificate_pem
+    wider = server_tls_files(tmp_path, ["localhost", "127.0.0.1", "mdm.local"], now=NOW + timedelta(days=381))
+    names = x509.load_pem_x509_certificate(wider.certificate_pem).extensions.get_extension_for_class(
+        x509.SubjectAlternativeName
+    ).value.get_values_for_type(x509.DNSName)
+    assert "mdm.local" in names
+
+
+def test_server_tls_files_replace_a_corrupt_certificate(tmp_path):
+    first = server_tls_files(tmp_path, now=NOW)
+    (tmp_path / "server.pem").write_bytes(b"garbage")
+    again = server_tls_files(tmp_path, now=NOW)
+    assert again.certificate_pem != first.certificate_pem
+    key = serialization.load_pem_private_key(again.private_key_pem, password=None)
+    assert x509.load_pem_x509_certificate(again.certificate_pem).public_key() == key.public_key()
+
+
+def test_server_tls_files_load_into_twisted(tmp_path):
+    """What the web layer will do with them; twisted refuses a key that does not match the certificate."""
+    from twisted.internet import error, ssl
+
+    files = server_tls_files(tmp_path, now=NOW)
+    private = ssl.PrivateCertificate.loadPEM(files.certificate_pem + files.private_key_pem)
+    assert private.privateKey.matches(private.getPublicKey())
+    ssl.Certificate.loadPEM(files.ca_certificate_pem)
+    other_key = server_tls_files(tmp_path / "other", now=NOW).private_key_pem
+    with pytest.raises(error.VerifyError):
+        ssl.PrivateCertificate.loadPEM(files.certificate_pem + other_key)
