@@ -26,18 +26,29 @@ class MemoryHTTP:
         self.host = host
 
     def request(
-        self, method: str, path: str, body: bytes = b"", headers: dict[str, str] | None = None
+        self, method: str, path: str, body: bytes = b"", headers: dict[str, str] | None = None, *,
+        chunked: bool = False,
     ) -> HTTPResponse:
-        lines = [f"{method} {path} HTTP/1.1", f"Host: {self.host}", f"Content-Length: {len(body)}",
-                 "Connection: close"]
+        """One request; `chunked` sends the body with Transfer-Encoding: chunked and no Content-Length."""
+        framing = "Transfer-Encoding: chunked" if chunked else f"Content-Length: {len(body)}"
+        lines = [f"{method} {path} HTTP/1.1", f"Host: {self.host}", framing, "Connection: close"]
         lines += [f"{name}: {value}" for name, value in (headers or {}).items()]
-        raw = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+        head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+        return self.send(head + (_chunk(body) if chunked else body))
+
+    def send(self, raw: bytes) -> HTTPResponse:
+        """Feed raw request bytes to a fresh channel and parse what the Site wrote back."""
         transport = StringTransport()
         channel = self.site.buildProtocol(None)
         channel.makeConnection(transport)
         channel.dataReceived(raw)
         channel.connectionLost(None)
         return parse_response(transport.value())
+
+
+def _chunk(body: bytes, size: int = 64 * 1024) -> bytes:
+    pieces = (body[i : i + size] for i in range(0, len(body), size))
+    return b"".join(b"%x\r\n%s\r\n" % (len(piece), piece) for piece in pieces) + b"0\r\n\r\n"
 
 
 def parse_response(raw: bytes) -> HTTPResponse:

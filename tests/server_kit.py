@@ -5,7 +5,9 @@ The client speaks real plists and real Mdm-Signature CMS through the real twiste
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -80,6 +82,13 @@ class SignedDevice:
         body = encode_report(CommandReport(status, udid=self.udid, command_uuid=command_uuid, extra=extra))
         return self.put(body, CONNECT, path="/mdm/connect")
 
+    def online(self) -> list[dict]:
+        """Register the push token with the APNs simulation; delivered pushes land in the list returned."""
+        inbox: list[dict] = []
+        self.server.apns.register(self.token, self.server.state.topic)
+        self.server.apns.attach(self.token, lambda token, payload: inbox.append(payload))
+        return inbox
+
     def session(self, answer=lambda command: Status.ACKNOWLEDGED) -> list[str]:
         """Idle, then answer every command until the zero-byte body; returns the RequestTypes seen."""
         seen = []
@@ -91,3 +100,44 @@ class SignedDevice:
                 return seen
             seen.append(command.request_type)
             response = self.report(answer(command), command.command_uuid)
+
+
+class AdminClient:
+    """The admin JSON API through the same in-memory HTTP channel, HTTP Basic with the server's password."""
+
+    def __init__(self, server: MDMServer, *, user: str = "admin", password: str | None = None) -> None:
+        self.http = MemoryHTTP(server.site)
+        password = server.admin_password if password is None else password
+        self.authorization = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+    def call(self, method: str, path: str, value=None, *, raw: bytes | None = None):
+        """(status, decoded JSON body); `raw` sends bytes as they are (malformed-JSON tests)."""
+        body = raw if raw is not None else (b"" if value is None else json.dumps(value).encode())
+        headers = {"Authorization": self.authorization, "Content-Type": "application/json"}
+        response = self.http.request(method, path, body, headers)
+        return response.status, json.loads(response.body) if response.body else None
+
+    def get(self, path: str):
+        return self.call("GET", path)
+
+    def post(self, path: str, value=None, **kwargs):
+        return self.call("POST", path, value, **kwargs)
+
+    def delete(self, path: str):
+        return self.call("DELETE", path)
+
+    def enqueue(self, device_ids, request_type: str, *, push: bool = False, **keys):
+        """Queue one command for devices; returns {device_id: CommandUUID} for those queued."""
+        status, body = self.post("/api/v1/commands", {
+            "device_ids": list(device_ids), "command": {"RequestType": request_type, **keys}, "push": push,
+        })
+        assert status in (201, 207), body
+        return {d: r["command_uuid"] for d, r in body["results"].items() if r["status"] == 201}
+
+
+def snapshot(server: MDMServer, *device_ids: str):
+    """Everything storage holds about these devices, to assert a refused request changed nothing."""
+    storage = server.storage
+    return [
+        (storage.get_device(d), storage.list_commands(d), storage.get_push(d)) for d in device_ids
+    ]
