@@ -1,0 +1,537 @@
+"""The storage conformance suite: every rule of `mdm_server.storage`, written once for any backend.
+
+A test module subclasses these classes and provides a `backend` fixture returning a `Backend`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import plistlib
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import pytest
+from corpus import DEVICE_MESSAGES, require
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mdm_protocol.plist import decode_plist, encode_plist
+from mdm_server.storage import (
+    CertificateInUseError,
+    CommandNotFoundError,
+    CommandStateError,
+    CommandStatus,
+    DeviceNotFoundError,
+    DuplicateCommandError,
+    EnrollmentState,
+    EnrollmentStateError,
+    InvalidRecordError,
+    NewCommand,
+    PushOutcome,
+    ResultKind,
+    Storage,
+    StorageClosedError,
+)
+
+T0 = 1_700_000_000.0
+TOPIC = "com.apple.mgmt.External.e0bd1eac-1f17-4c8e-8a63-dd17d3dd35d9"
+FACTS = {
+    "OSVersion": "17.5.1",
+    "BuildVersion": "21F90",
+    "ProductName": "iPhone15,2",
+    "SerialNumber": "F2LXK0Q1",
+}
+ACK, NOT_NOW, ERROR = CommandStatus.ACKNOWLEDGED, CommandStatus.NOT_NOW, CommandStatus.ERROR
+
+
+@dataclass(frozen=True)
+class Backend:
+    name: str
+    create: Callable[[], Storage]  # a new, empty store
+    reopen: Callable[[Storage], Storage] | None = None  # close a store and open it again; None: not durable
+
+
+def cert(n: object) -> str:
+    return hashlib.sha256(f"identity-{n}".encode()).hexdigest()
+
+
+def command(uuid: str, request_type: str = "ProfileList", **keys: object) -> NewCommand:
+    """A real command plist, as the server would send it."""
+    body = encode_plist({"CommandUUID": uuid, "Command": {"RequestType": request_type, **keys}})
+    return NewCommand(uuid, request_type, body)
+
+
+def install_profile(uuid: str) -> NewCommand:
+    profile = encode_plist({"PayloadType": "Configuration", "PayloadIdentifier": f"com.example.{uuid}",
+                            "PayloadUUID": uuid, "PayloadVersion": 1, "PayloadContent": []})  # fmt: skip
+    return command(uuid, "InstallProfile", Payload=profile)
+
+
+def report(device_id: str, uuid: str, status: str) -> bytes:
+    return encode_plist({"UDID": device_id, "CommandUUID": uuid, "Status": status})
+
+
+def enroll(storage: Storage, device_id: str, *, now: float = T0) -> None:
+    storage.authenticate(device_id, FACTS, TOPIC, cert(device_id), now=now)
+    storage.token_update(device_id, b"token-" + device_id.encode(), f"magic-{device_id}", now=now)
+
+
+def deliver(storage: Storage, device_id: str, status: CommandStatus = ACK, *, now: float = T0 + 10):
+    """One round of a session: next command, send it, the device answers `status`; returns the command."""
+    queued = storage.next_command(device_id, now=now)
+    assert queued is not None
+    storage.mark_sent(device_id, queued.command_uuid, now=now)
+    body = report(device_id, queued.command_uuid, status)
+    storage.record_result(device_id, queued.command_uuid, status, body, now=now)
+    return queued
+
+
+def drain(storage: Storage, device_id: str, *, now: float = T0 + 10) -> list[str]:
+    order = []
+    while (queued := storage.next_command(device_id, now=now)) is not None:
+        order.append(deliver(storage, device_id, now=now).command_uuid)
+        assert order[-1] == queued.command_uuid
+    return order
+
+
+class StorageConformance:
+    @pytest.fixture
+    def storage(self, backend: Backend):
+        store = backend.create()
+        yield store
+        store.close()
+
+
+class DeviceConformance(StorageConformance):
+    def test_authenticate_records_the_enrollment(self, storage):
+        device = storage.authenticate("UDID-1", FACTS, TOPIC, cert(1).upper(), now=T0)
+        assert device.state is EnrollmentState.AUTHENTICATED and not device.pushable
+        assert (device.topic, device.cert_sha256, dict(device.facts)) == (TOPIC, cert(1), FACTS)
+        assert device.authenticated_at == device.last_checkin_at == device.last_seen_at == T0
+        assert storage.get_device("UDID-1") == device
+        assert storage.get_device("UDID-2") is None
+
+    def test_real_authenticate_then_token_update(self, storage):
+        auth = decode_plist(require(DEVICE_MESSAGES / "nanomdm/Authenticate.1.plist").read_bytes())
+        token = decode_plist(require(DEVICE_MESSAGES / "nanomdm/TokenUpdate.1.plist").read_bytes())
+        udid = auth.pop("UDID")
+        facts = {k: v for k, v in auth.items() if k not in ("MessageType", "Topic")}
+        storage.authenticate(udid, facts, auth["Topic"], cert(udid), now=T0)
+        device = storage.token_update(
+            udid, token["Token"], token["PushMagic"], token["UnlockToken"], now=T0 + 1
+        )
+        assert device.state is EnrollmentState.ENROLLED and device.pushable
+        assert device.facts["SerialNumber"] == "F5JM992LF193" and device.facts["OSVersion"] == "9.3.5"
+        assert (device.push_token, device.unlock_token) == (token["Token"], token["UnlockToken"])
+        assert device.last_checkin_at == T0 + 1 and storage.get_device(udid) == device
+
+    def test_token_update_without_unlock_token_keeps_the_old_one(self, storage):
+        storage.authenticate("d", FACTS, TOPIC, cert("d"), now=T0)
+        storage.token_update("d", b"t1", "m1", b"unlock", now=T0)
+        device = storage.token_update("d", b"t2", "m2", now=T0 + 5)
+        assert (device.push_token, device.push_magic, device.unlock_token) == (b"t2", "m2", b"unlock")
+
+    def test_token_update_needs_a_live_enrollment(self, storage):
+        with pytest.raises(DeviceNotFoundError, match="ghost"):
+            storage.token_update("ghost", b"t", "m", now=T0)
+        enroll(storage, "d")
+        storage.check_out("d", now=T0 + 1)
+        with pytest.raises(EnrollmentStateError, match="Authenticate again"):
+            storage.token_update("d", b"t", "m", now=T0 + 2)
+        assert storage.get_device("d").state is EnrollmentState.UNENROLLED
+
+    def test_check_out_then_authenticate_again(self, storage):
+        enroll(storage, "d")
+        device = storage.check_out("d", now=T0 + 1)
+        assert device.state is EnrollmentState.UNENROLLED and not device.pushable
+        assert storage.check_out("d", now=T0 + 2).state is EnrollmentState.UNENROLLED
+        assert (
+            storage.authenticate("d", FACTS, TOPIC, cert("d"), now=T0 + 3).state
+            is EnrollmentState.AUTHENTICATED
+        )
+        with pytest.raises(DeviceNotFoundError):
+            storage.check_out("ghost", now=T0)
+
+    def test_certificate_binds_to_one_device(self, storage):
+        storage.authenticate("a", FACTS, TOPIC, cert("shared"), now=T0)
+        with pytest.raises(CertificateInUseError, match="already bound to device a"):
+            storage.authenticate("b", FACTS, TOPIC, cert("shared"), now=T0)
+        assert storage.get_device("b") is None
+        assert storage.device_for_certificate(cert("shared").upper()).device_id == "a"
+        # Re-enrolling with a new identity frees the old one.
+        storage.authenticate("a", FACTS, TOPIC, cert("new"), now=T0 + 1)
+        assert storage.device_for_certificate(cert("shared")) is None
+        assert storage.authenticate("b", FACTS, TOPIC, cert("shared"), now=T0 + 2).device_id == "b"
+
+    def test_touch_and_bind_user(self, storage):
+        enroll(storage, "d")
+        storage.touch("d", now=T0 + 50)
+        device = storage.get_device("d")
+        assert (device.last_seen_at, device.last_checkin_at) == (T0 + 50, T0)
+        assert storage.bind_user("d", "alice").user_id == "alice"
+        assert storage.bind_user("d", None).user_id is None
+        for call in (lambda: storage.touch("ghost", now=T0), lambda: storage.bind_user("ghost", "x")):
+            with pytest.raises(DeviceNotFoundError):
+                call()
+
+    def test_list_devices_filters_and_pages(self, storage):
+        ids = [f"dev-{i:02d}" for i in range(25)]
+        for i, device_id in enumerate(reversed(ids)):
+            enroll(storage, device_id, now=T0 + i)
+        storage.check_out("dev-03", now=T0 + 100)
+        storage.bind_user("dev-07", "bob")
+        pages, after = [], None
+        while page := storage.list_devices(after=after, limit=10):
+            pages.append([d.device_id for d in page])
+            after = page[-1].device_id
+        assert [len(p) for p in pages] == [10, 10, 5] and sum(pages, []) == ids
+        enrolled = storage.list_devices(states=[EnrollmentState.ENROLLED], limit=100)
+        assert len(enrolled) == 24 and "dev-03" not in {d.device_id for d in enrolled}
+        assert [d.device_id for d in storage.list_devices(user_id="bob")] == ["dev-07"]
+        assert storage.list_devices(states=[]) == ()
+        assert storage.device_counts() == {EnrollmentState.AUTHENTICATED: 0, EnrollmentState.ENROLLED: 24,
+                                           EnrollmentState.UNENROLLED: 1}  # fmt: skip
+
+    def test_facts_are_copied_and_read_only(self, storage):
+        facts = {"OSVersion": "17.0", "Nested": {"IMEI": "35 123"}, "Flag": True, "Blob": b"\x00\x01"}
+        device = storage.authenticate("d", facts, TOPIC, cert("d"), now=T0)
+        facts["OSVersion"] = "changed"
+        assert storage.get_device("d").facts["OSVersion"] == "17.0" == device.facts["OSVersion"]
+        assert storage.get_device("d").facts["Blob"] == b"\x00\x01"
+        with pytest.raises(TypeError):
+            device.facts["OSVersion"] = "x"
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            device.state = EnrollmentState.ENROLLED
+
+    @pytest.mark.parametrize(
+        "call",
+        [
+            lambda s: s.authenticate("", FACTS, TOPIC, cert(1), now=T0),
+            lambda s: s.authenticate("d", {"OSVersion": {1, 2}}, TOPIC, cert(1), now=T0),
+            lambda s: s.authenticate("d", {1: "x"}, TOPIC, cert(1), now=T0),
+            lambda s: s.authenticate("d", ["not", "a", "dict"], TOPIC, cert(1), now=T0),
+            lambda s: s.authenticate("d", FACTS, TOPIC, "not-a-sha256", now=T0),
+            lambda s: s.authenticate("d", FACTS, None, cert(1), now=T0),
+            lambda s: s.authenticate("d", FACTS, TOPIC, cert(1), now=float("nan")),
+            lambda s: s.authenticate("d", FACTS, TOPIC, cert(1), now=True),
+            lambda s: s.authenticate("x" * 256, FACTS, TOPIC, cert(1), now=T0),
+            lambda s: s.token_update("d", "token-as-text", "m", now=T0),
+            lambda s: s.list_devices(limit=0),
+            lambda s: s.list_devices(states=["retired"]),
+            lambda s: s.list_devices(states="enrolled"),
+            lambda s: s.record_push("d", "lost", now=T0),
+        ],
+    )
+    def test_bad_arguments_are_refused_with_a_reason(self, storage, call):
+        with pytest.raises(InvalidRecordError) as caught:
+            call(storage)
+        assert caught.value.reason
+        assert storage.get_device("d") is None
+
+    def test_push_outcomes(self, storage):
+        enroll(storage, "d")
+        assert storage.get_push("d") is None
+        first = storage.record_push("d", PushOutcome.ACCEPTED, now=T0 + 1)
+        assert storage.get_push("d") == first and not first.token_invalid
+        bad = storage.record_push("d", "rejected", now=T0 + 2, reason="Unregistered", token_invalid=True)
+        assert (
+            storage.get_push("d") == bad and bad.outcome is PushOutcome.REJECTED and bad.pushed_at == T0 + 2
+        )
+        storage.token_update("d", b"fresh-token", "m", now=T0 + 3)
+        assert storage.get_push("d") == dataclasses.replace(bad, token_invalid=False)
+        with pytest.raises(DeviceNotFoundError):
+            storage.record_push("ghost", PushOutcome.FAILED, now=T0)
+
+    def test_closed_storage_refuses_calls(self, storage):
+        enroll(storage, "d")
+        storage.close()
+        with pytest.raises(StorageClosedError):
+            storage.get_device("d")
+        storage.close()  # closing twice is harmless
+
+
+class QueueConformance(StorageConformance):
+    @pytest.fixture
+    def storage(self, backend: Backend):
+        store = backend.create()
+        for device_id in ("d1", "d2", "d3"):
+            enroll(store, device_id)
+        yield store
+        store.close()
+
+    def test_priority_first_then_fifo(self, storage):
+        for i, (uuid, priority) in enumerate([("a", 0), ("b", 5), ("c", 0), ("d", 5), ("e", -1), ("f", 0)]):
+            storage.enqueue(["d1"], command(uuid), priority=priority, now=T0 + i)
+        assert drain(storage, "d1") == ["b", "d", "a", "c", "f", "e"]
+
+    def test_fifo_within_the_same_instant_follows_insertion(self, storage):
+        for uuid in ("z", "y", "x", "w"):
+            storage.enqueue(["d1"], command(uuid), now=T0)
+        assert drain(storage, "d1") == ["z", "y", "x", "w"]
+
+    def test_enqueue_returns_the_receipt_and_stores_the_command(self, storage):
+        receipt = storage.enqueue(["d1", "d2"], install_profile("p1"), priority=3, timeout=600, now=T0 + 1)
+        assert receipt == {"d1": "p1", "d2": "p1"}
+        queued = storage.get_command("d2", "p1")
+        assert (queued.status, queued.priority, queued.timeout, queued.queued_at) == (
+            "Queued",
+            3,
+            600.0,
+            T0 + 1,
+        )
+        body = plistlib.loads(queued.payload)
+        assert body["Command"]["RequestType"] == "InstallProfile" and body["CommandUUID"] == "p1"
+        assert queued.pending and queued.sent_at is None and queued.result is None
+        assert storage.enqueue([], command("never"), now=T0) == {}
+
+    def test_factory_builds_one_command_per_device(self, storage):
+        receipt = storage.enqueue(["d1", "d2"], lambda device_id: command(f"rm-{device_id}", "RemoveProfile",
+                                                                         Identifier="x"), now=T0)  # fmt: skip
+        assert receipt == {"d1": "rm-d1", "d2": "rm-d2"}
+        assert storage.get_command("d1", "rm-d2") is None
+        assert storage.next_command("d2", now=T0).request_type == "RemoveProfile"
+
+    def test_skip_set_passes_over_notnowed_commands(self, storage):
+        for uuid in ("a", "b", "c"):
+            storage.enqueue(["d1"], command(uuid), now=T0)
+        assert storage.next_command("d1", skip={"a"}, now=T0).command_uuid == "b"
+        assert storage.next_command("d1", skip=["a", "b", "unknown"], now=T0).command_uuid == "c"
+        assert storage.next_command("d1", skip={"a", "b", "c"}, now=T0) is None
+        assert storage.next_command("d1", now=T0).command_uuid == "a"
+
+    def test_not_now_keeps_the_command_and_its_place(self, storage):
+        storage.enqueue(["d1"], command("a"), now=T0)
+        storage.enqueue(["d1"], command("b"), now=T0 + 1)
+        assert deliver(storage, "d1", NOT_NOW, now=T0 + 2).command_uuid == "a"
+        again = storage.get_command("d1", "a")
+        assert (again.status, again.pending, again.not_now_count, again.result_at) == (
+            NOT_NOW,
+            True,
+            1,
+            T0 + 2,
+        )
+        assert plistlib.loads(again.result)["Status"] == "NotNow"
+        assert storage.get_device("d1").not_now_count == 1
+        # The same session skips it; a later session gets it first again.
+        assert storage.next_command("d1", skip={"a"}, now=T0 + 3).command_uuid == "b"
+        assert drain(storage, "d1", now=T0 + 4) == ["a", "b"]
+        assert storage.get_command("d1", "a").not_now_count == 1
+
+    def test_sent_command_is_offered_again_until_answered(self, storage):
+        # SPEC 2: dequeue only on a matching result; a session that dropped must resend.
+        storage.enqueue(["d1"], command("a"), now=T0)
+        storage.enqueue(["d1"], command("b"), now=T0 + 1)
+        storage.mark_sent("d1", "a", now=T0 + 2)
+        assert storage.next_command("d1", now=T0 + 99999).command_uuid == "a"
+        assert storage.next_command("d1", skip={"a"}, now=T0 + 99999).command_uuid == "b"
+
+    def test_timeout_marks_timed_out_and_the_next_command_comes(self, storage):
+        storage.enqueue(["d1"], command("slow"), priority=9, timeout=60, now=T0)
+        storage.enqueue(["d1"], command("next"), now=T0)
+        storage.mark_sent("d1", "slow", now=T0 + 10)
+        assert storage.next_command("d1", now=T0 + 69.5).command_uuid == "slow"
+        assert storage.next_command("d1", now=T0 + 70).command_uuid == "next"
+        timed_out = storage.get_command("d1", "slow")
+        assert (timed_out.status, timed_out.pending, timed_out.result_at) == ("TimedOut", False, T0 + 70)
+        with pytest.raises(CommandStateError, match="TimedOut"):
+            storage.mark_sent("d1", "slow", now=T0 + 71)
+
+    def test_expire_commands_sweeps_every_device(self, storage):
+        storage.enqueue(["d1", "d2", "d3"], command("c"), timeout=30, now=T0)
+        for device_id in ("d1", "d2"):
+            storage.mark_sent(device_id, "c", now=T0)
+        assert storage.expire_commands(now=T0 + 29) == 0
+        assert storage.expire_commands(now=T0 + 30) == 2
+        assert storage.expire_commands(now=T0 + 31) == 0
+        counts = storage.command_counts()
+        assert (counts[CommandStatus.TIMED_OUT], counts[CommandStatus.QUEUED]) == (2, 1)
+
+    def test_late_answer_after_timeout_is_kept(self, storage):
+        storage.enqueue(["d1"], command("c"), timeout=5, now=T0)
+        storage.mark_sent("d1", "c", now=T0)
+        storage.expire_commands(now=T0 + 5)
+        late_not_now = storage.record_result("d1", "c", NOT_NOW, b"", now=T0 + 6)
+        assert late_not_now.kind is ResultKind.CONFLICT and late_not_now.command.status == "TimedOut"
+        late = storage.record_result("d1", "c", ACK, report("d1", "c", "Acknowledged"), now=T0 + 7)
+        assert (late.kind, late.previous, late.command.status) == (ResultKind.RECORDED, "TimedOut", ACK)
+        assert storage.get_command("d1", "c") == late.command
+
+    def test_result_makes_the_command_final(self, storage):
+        storage.enqueue(["d1"], command("c"), now=T0)
+        storage.mark_sent("d1", "c", now=T0 + 1)
+        outcome = storage.record_result("d1", "c", "Error", report("d1", "c", "Error"), now=T0 + 2)
+        assert outcome.changed and outcome.previous == "Sent"
+        stored = storage.get_command("d1", "c")
+        assert outcome.command == stored and stored.status is ERROR and not stored.pending
+        assert (stored.sent_at, stored.result_at) == (T0 + 1, T0 + 2)
+        assert storage.next_command("d1", now=T0 + 3) is None
+
+    def test_duplicate_result_is_harmless(self, storage):
+        storage.enqueue(["d1"], command("c"), now=T0)
+        deliver(storage, "d1", now=T0 + 1)
+        before = storage.get_command("d1", "c")
+        again = storage.record_result("d1", "c", ACK, b"a second copy", now=T0 + 2)
+        assert (again.kind, again.changed, again.command) == (ResultKind.DUPLICATE, False, before)
+        assert storage.get_command("d1", "c") == before
+
+    def test_contradicting_result_changes_nothing(self, storage):
+        storage.enqueue(["d1"], command("c"), now=T0)
+        deliver(storage, "d1", now=T0 + 1)
+        before = storage.get_command("d1", "c")
+        for status in (ERROR, NOT_NOW, CommandStatus.COMMAND_FORMAT_ERROR):
+            assert storage.record_result("d1", "c", status, b"", now=T0 + 2).kind is ResultKind.CONFLICT
+        assert storage.get_command("d1", "c") == before and storage.get_device("d1").not_now_count == 0
+
+    def test_result_for_another_devices_command_changes_nothing(self, storage):
+        storage.enqueue(["d1"], command("mine"), now=T0)
+        storage.mark_sent("d1", "mine", now=T0)
+        before = [(storage.get_device(d), storage.list_commands(d)) for d in ("d1", "d2")]
+        for status in (ACK, NOT_NOW):
+            outcome = storage.record_result("d2", "mine", status, b"forged", now=T0 + 1)
+            assert (outcome.kind, outcome.command, outcome.changed) == (ResultKind.OTHER_DEVICE, None, False)
+        assert [(storage.get_device(d), storage.list_commands(d)) for d in ("d1", "d2")] == before
+
+    def test_result_for_unknown_command_or_device(self, storage):
+        assert storage.record_result("d1", "nope", ACK, b"", now=T0).kind is ResultKind.UNKNOWN_COMMAND
+        assert storage.record_result("ghost", "nope", ACK, b"", now=T0).kind is ResultKind.UNKNOWN_COMMAND
+
+    @pytest.mark.parametrize("status", ["Idle", "TimedOut", "Sent", "Queued", "acknowledged", 3])
+    def test_only_device_results_are_accepted(self, storage, status):
+        storage.enqueue(["d1"], command("c"), now=T0)
+        with pytest.raises(InvalidRecordError, match="not a command result"):
+            storage.record_result("d1", "c", status, b"", now=T0)
+        assert storage.get_command("d1", "c").status == "Queued"
+
+    def test_reauthenticate_clears_the_queue_but_keeps_history(self, storage):
+        storage.enqueue(["d1"], command("done"), now=T0)
+        deliver(storage, "d1", now=T0 + 1)
+        storage.enqueue(["d1", "d2"], command("waiting"), now=T0 + 2)
+        storage.enqueue(["d1"], command("sent"), now=T0 + 2)
+        storage.mark_sent("d1", "sent", now=T0 + 3)
+        storage.enqueue(["d1"], command("refused"), now=T0 + 2)
+        deliver(storage, "d1", NOT_NOW, now=T0 + 4)
+        storage.authenticate("d1", FACTS, TOPIC, cert("d1"), now=T0 + 5)
+        assert [c.command_uuid for c in storage.list_commands("d1")] == ["done"]
+        assert storage.next_command("d1", now=T0 + 6) is None
+        assert storage.get_command("d2", "waiting").pending  # other devices' queues are untouched
+
+    def test_check_out_clears_the_queue(self, storage):
+        storage.enqueue(["d1"], command("c"), now=T0)
+        storage.check_out("d1", now=T0 + 1)
+        assert storage.list_commands("d1") == ()
+
+    def test_enqueue_is_all_or_nothing(self, storage):
+        storage.enqueue(["d3"], command("taken"), now=T0)
+        storage.check_out("d2", now=T0)
+        enroll(storage, "d4")
+        cases = [
+            (["d1", "ghost"], command("x"), DeviceNotFoundError, "no such device: ghost"),
+            (["d1", "d2"], command("x"), EnrollmentStateError, "d2"),
+            (["d1", "d3"], command("taken"), DuplicateCommandError, "taken for d3"),
+            (["d1", "d1"], command("x"), InvalidRecordError, "twice"),
+            ("d1", command("x"), InvalidRecordError, "collection"),
+            (["d1"], lambda d: "not a command", InvalidRecordError, "NewCommand"),
+            (["d1"], NewCommand("x", "ProfileList", "text"), InvalidRecordError, "bytes"),
+            (["d1"], NewCommand("", "ProfileList", b""), InvalidRecordError, "command_uuid"),
+        ]
+        for device_ids, new, error, text in cases:
+            with pytest.raises(error, match=text):
+                storage.enqueue(device_ids, new, now=T0)
+        assert storage.command_counts() == {**dict.fromkeys(CommandStatus, 0), CommandStatus.QUEUED: 1}
+        for bad in ({"priority": 1.5}, {"priority": True}, {"timeout": 0}, {"timeout": float("inf")}):
+            with pytest.raises(InvalidRecordError):
+                storage.enqueue(["d1"], command("x"), now=T0, **bad)
+
+    def test_one_command_shared_by_many_devices(self, storage):
+        shared = install_profile("shared")
+        storage.enqueue(["d1", "d2", "d3"], shared, now=T0)
+        deliver(storage, "d1", now=T0 + 1)
+        assert storage.delete_command("d2", "shared")
+        assert storage.get_command("d1", "shared").status is ACK
+        assert storage.get_command("d2", "shared") is None
+        assert storage.get_command("d3", "shared").payload == shared.payload
+        assert storage.next_command("d3", now=T0 + 2).payload == shared.payload
+
+    def test_mark_sent_rules(self, storage):
+        storage.enqueue(["d1"], command("c"), now=T0)
+        with pytest.raises(CommandNotFoundError):
+            storage.mark_sent("d1", "other", now=T0)
+        with pytest.raises(DeviceNotFoundError):
+            storage.mark_sent("ghost", "c", now=T0)
+        sent = storage.mark_sent("d1", "c", now=T0 + 1)
+        assert (sent.status, sent.sent_at) == ("Sent", T0 + 1) and storage.get_command("d1", "c") == sent
+        assert storage.mark_sent("d1", "c", now=T0 + 2).sent_at == T0 + 2  # a resend restarts the clock
+        storage.record_result("d1", "c", ACK, b"", now=T0 + 3)
+        with pytest.raises(CommandStateError):
+            storage.mark_sent("d1", "c", now=T0 + 4)
+
+    def test_delete_clear_list_and_count(self, storage):
+        for uuid in ("a", "b", "c", "d"):
+            storage.enqueue(["d1"], command(uuid), now=T0)
+        storage.enqueue(["d2"], command("a"), now=T0)
+        deliver(storage, "d1", now=T0 + 1)  # a: Acknowledged
+        deliver(storage, "d1", NOT_NOW, now=T0 + 1)  # b: NotNow
+        storage.mark_sent("d1", "c", now=T0 + 2)
+        assert [c.command_uuid for c in storage.list_commands("d1", [NOT_NOW, "Sent"])] == ["b", "c"]
+        counts = storage.command_counts("d1")
+        assert [counts[s] for s in (ACK, NOT_NOW, CommandStatus.SENT, CommandStatus.QUEUED)] == [1, 1, 1, 1]
+        assert storage.command_counts()[CommandStatus.QUEUED] == 2
+        assert storage.delete_command("d1", "d") and not storage.delete_command("d1", "d")
+        assert storage.clear_queue("d1") == 2 and storage.clear_queue("d1") == 0
+        assert [c.command_uuid for c in storage.list_commands("d1")] == ["a"]
+        assert storage.list_commands("ghost") == () and storage.clear_queue("ghost") == 0
+        assert storage.get_command("d2", "a").pending
+
+    def test_next_command_needs_a_known_device(self, storage):
+        with pytest.raises(DeviceNotFoundError):
+            storage.next_command("ghost", now=T0)
+        with pytest.raises(InvalidRecordError):
+            storage.next_command("d1", skip="a", now=T0)
+
+    def test_drain_order_is_priority_then_age_then_insertion(self, backend):
+        # @given inside the test: pytest-twisted re-wraps a parametrized @given test once per parameter.
+        @settings(max_examples=25, deadline=None)
+        @given(st.lists(st.tuples(st.integers(-2, 2), st.integers(0, 3)), min_size=1, max_size=12))
+        def check(commands):
+            store = backend.create()
+            try:
+                enroll(store, "d")
+                for i, (priority, age) in enumerate(commands):
+                    store.enqueue(["d"], command(f"c{i}"), priority=priority, now=T0 + age)
+                expected = sorted(range(len(commands)), key=lambda i: (-commands[i][0], commands[i][1], i))
+                assert drain(store, "d", now=T0 + 10) == [f"c{i}" for i in expected]
+            finally:
+                store.close()
+
+        check()
+
+
+class PersistenceConformance:
+    """Only for durable backends: what was acknowledged is there after closing and reopening."""
+
+    def test_reopen_keeps_everything(self, backend):
+        if backend.reopen is None:
+            pytest.skip(f"{backend.name} keeps nothing after close")
+        store = backend.create()
+        enroll(store, "d1")
+        enroll(store, "d2")
+        store.bind_user("d2", "carol")
+        store.enqueue(["d1", "d2"], install_profile("p"), priority=2, timeout=60, now=T0)
+        store.enqueue(["d1"], command("q"), now=T0 + 1)
+        deliver(store, "d1", NOT_NOW, now=T0 + 2)
+        deliver(store, "d2", ACK, now=T0 + 2)
+        store.record_push("d1", PushOutcome.REJECTED, now=T0 + 3, reason="BadDeviceToken", token_invalid=True)
+        snapshot = _snapshot(store, ["d1", "d2"])
+        store = backend.reopen(store)
+        try:
+            assert _snapshot(store, ["d1", "d2"]) == snapshot
+            store.enqueue(["d1"], command("later"), priority=2, now=T0 + 4)
+            assert drain(store, "d1", now=T0 + 5) == ["p", "later", "q"]
+        finally:
+            store.close()
+
+
+def _snapshot(store: Storage, device_ids: list[str]) -> object:
+    per_device = [(store.get_device(d), store.list_commands(d), store.get_push(d)) for d in device_ids]
+    return per_device, store.command_counts(), store.device_counts()

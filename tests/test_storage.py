@@ -1,0 +1,335 @@
+"""Storage: the conformance suite on every backend, SQLite's own promises, and SQLite checked against memory.
+
+The state machine runs random operation sequences on both backends and demands identical answers.
+"""
+
+from __future__ import annotations
+
+import itertools
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import threading
+from pathlib import Path
+
+import pytest
+from hypothesis import event, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
+from storage_conformance import (
+    FACTS,
+    T0,
+    TOPIC,
+    Backend,
+    DeviceConformance,
+    PersistenceConformance,
+    QueueConformance,
+    cert,
+    command,
+    enroll,
+    install_profile,
+)
+
+from mdm_server.storage import (
+    SCHEMA_VERSION,
+    CommandStatus,
+    MemoryStorage,
+    NewCommand,
+    PushOutcome,
+    SchemaVersionError,
+    SQLiteStorage,
+    Storage,
+    StorageError,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _sqlite_backend(tmp_path: Path) -> Backend:
+    numbers = itertools.count()
+
+    def reopen(store: Storage) -> Storage:
+        store.close()
+        return SQLiteStorage(store.path)
+
+    return Backend("sqlite", lambda: SQLiteStorage(tmp_path / f"store-{next(numbers)}.sqlite3"), reopen)
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+def backend(request, tmp_path) -> Backend:
+    if request.param == "memory":
+        return Backend("memory", MemoryStorage)
+    return _sqlite_backend(tmp_path)
+
+
+class TestDevices(DeviceConformance):
+    pass
+
+
+class TestQueue(QueueConformance):
+    pass
+
+
+class TestPersistence(PersistenceConformance):
+    pass
+
+
+def test_both_backends_implement_the_protocol(tmp_path):
+    assert isinstance(MemoryStorage(), Storage)
+    assert isinstance(SQLiteStorage(tmp_path / "s.sqlite3"), Storage)
+
+
+# SQLite's own promises.
+
+
+def test_file_is_wal_with_a_schema_version(tmp_path):
+    path = tmp_path / "s.sqlite3"
+    SQLiteStorage(path).close()
+    raw = sqlite3.connect(path)
+    assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert raw.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    raw.close()
+    assert SQLiteStorage(path).schema_version_found == SCHEMA_VERSION  # no migration the second time
+
+
+def test_newer_schema_is_refused(tmp_path):
+    path = tmp_path / "future.sqlite3"
+    raw = sqlite3.connect(path)
+    raw.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    raw.close()
+    with pytest.raises(SchemaVersionError, match="newer"):
+        SQLiteStorage(path)
+
+
+def test_unusable_files_raise_storage_errors(tmp_path):
+    junk = tmp_path / "junk.sqlite3"
+    junk.write_bytes(b"this is not a database, just some bytes that are long enough" * 20)
+    with pytest.raises(StorageError, match="cannot open"):
+        SQLiteStorage(junk)
+    with pytest.raises(StorageError, match="cannot open"):
+        SQLiteStorage(tmp_path / "missing-dir" / "s.sqlite3")
+    with pytest.raises(StorageError, match="synchronous"):
+        SQLiteStorage(tmp_path / "s.sqlite3", synchronous="OFF")
+
+
+def test_another_thread_gets_a_storage_error(tmp_path):
+    store = SQLiteStorage(tmp_path / "s.sqlite3")
+    caught = []
+    worker = threading.Thread(target=lambda: caught.append(_error_of(lambda: store.get_device("d"))))
+    worker.start()
+    worker.join()
+    assert isinstance(caught[0], StorageError) and "thread" in caught[0].reason
+
+
+def _error_of(call):
+    try:
+        call()
+    except Exception as exc:
+        return exc
+    return None
+
+
+def test_a_shared_command_body_is_stored_once_and_collected(tmp_path):
+    path = tmp_path / "s.sqlite3"
+    store = SQLiteStorage(path)
+    devices = [f"d{i}" for i in range(50)]
+    for device_id in devices:
+        enroll(store, device_id)
+    store.enqueue(devices, install_profile("shared"), now=T0)
+    payloads = sqlite3.connect(path)
+    assert payloads.execute("SELECT count(*) FROM payloads").fetchone()[0] == 1
+    for device_id in devices[:-1]:
+        store.clear_queue(device_id)
+    assert payloads.execute("SELECT count(*) FROM payloads").fetchone()[0] == 1
+    assert store.next_command(devices[-1], now=T0).payload == install_profile("shared").payload
+    store.delete_command(devices[-1], "shared")
+    assert payloads.execute("SELECT count(*) FROM payloads").fetchone()[0] == 0
+    payloads.close()
+
+
+_KILLED_WRITER = textwrap.dedent(
+    """
+    import sys
+    from mdm_server.storage import NewCommand, SQLiteStorage
+    store = SQLiteStorage(sys.argv[1])
+    store.authenticate("dev", {"OSVersion": "17.5"}, sys.argv[2], "ab" * 32, now=1.0)
+    store.enqueue(["dev"], NewCommand("c1", "ProfileList", b"<plist/>"), now=2.0)
+    store.enqueue(["dev"], NewCommand("c2", "ProfileList", b"<plist/>"), now=2.0)
+    store.mark_sent("dev", "c1", now=3.0)
+    store.record_result("dev", "c1", "Acknowledged", b"<dict/>", now=4.0)
+    print("acknowledged", flush=True)
+    sys.stdin.read()  # hold the connection open until killed
+    """
+)
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs POSIX kill -9")
+def test_acknowledged_writes_survive_kill_9(tmp_path):
+    path = tmp_path / "killed.sqlite3"
+    writer = subprocess.Popen(
+        [sys.executable, "-c", _KILLED_WRITER, str(path), TOPIC],
+        cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        assert writer.stdout.readline() == b"acknowledged\n"
+    finally:
+        writer.kill()
+        writer.wait()
+        writer.stdin.close()
+        writer.stdout.close()
+    assert writer.returncode == -signal.SIGKILL
+    # The commits are still only in the WAL: reopening must replay them.
+    assert Path(f"{path}-wal").stat().st_size > 0
+    store = SQLiteStorage(path)
+    assert store.get_command("dev", "c1").status is CommandStatus.ACKNOWLEDGED
+    assert store.next_command("dev", now=5.0).command_uuid == "c2"
+    store.close()
+
+
+# SQLite checked against the in-memory model.
+
+DEVICES = ("d0", "d1", "d2")
+UUIDS = ("u0", "u1", "u2")
+STATUSES = ("Acknowledged", "Error", "CommandFormatError", "NotNow", "Idle")
+
+
+class SQLiteMatchesMemory(RuleBasedStateMachine):
+    def __init__(self) -> None:
+        super().__init__()
+        self.stores = (MemoryStorage(), SQLiteStorage(":memory:"))
+        self.now = T0
+
+    def both(self, call):
+        """Run `call` on each backend; they must return equal values or raise the same error type."""
+        outcomes = []
+        for store in self.stores:
+            try:
+                outcomes.append(("ok", call(store)))
+            except StorageError as exc:
+                outcomes.append(("error", type(exc)))
+        assert outcomes[0] == outcomes[1]
+        event(f"{call.__qualname__.split('.')[1]}: {_label(outcomes[0])}")
+        return outcomes[0]
+
+    @initialize()
+    def enroll_everyone(self):
+        for device in DEVICES:
+            self.both(lambda s, device=device: enroll(s, device, now=self.now))
+
+    @rule(dt=st.sampled_from([0, 0.5, 30, 60, 61]))
+    def advance(self, dt):
+        self.now += dt
+
+    @rule(device=st.sampled_from(DEVICES), action=st.sampled_from(["auth", "auth", "token", "token", "out"]),
+          identity=st.integers(0, 3), unlock=st.sampled_from([None, b"unlock"]))  # fmt: skip
+    def check_in(self, device, action, identity, unlock):
+        if action == "auth":
+            self.both(lambda s: s.authenticate(device, FACTS, TOPIC, cert(identity), now=self.now))
+        elif action == "token":
+            self.both(
+                lambda s: s.token_update(device, b"tok-" + device.encode(), "magic", unlock, now=self.now)
+            )
+        else:
+            self.both(lambda s: s.check_out(device, now=self.now))
+
+    @rule(
+        devices=st.lists(st.sampled_from(DEVICES), max_size=3, unique=True),
+        uuid=st.sampled_from(UUIDS),
+        per_device=st.booleans(),
+        priority=st.integers(-1, 2),
+        timeout=st.sampled_from([None, 60.0]),
+    )
+    def enqueue(self, devices, uuid, per_device, priority, timeout):
+        source = (lambda d: command(f"{uuid}-{d}")) if per_device else command(uuid)
+        self.both(lambda s: s.enqueue(devices, source, priority=priority, timeout=timeout, now=self.now))
+
+    @rule(device=st.sampled_from(DEVICES), data=st.data())
+    def next_command(self, device, data):
+        skip = data.draw(st.frozensets(self._any_uuid()), label="skip")
+        kind, queued = self.both(lambda s: s.next_command(device, skip=skip, now=self.now))
+        if kind == "ok" and queued is not None:
+            assert queued.pending and queued.command_uuid not in skip
+
+    @rule(device=st.sampled_from(DEVICES), data=st.data())
+    def session_round(self, device, data):
+        """What the server does: take the next command, send it, record the device's answer."""
+        kind, queued = self.both(lambda s: s.next_command(device, now=self.now))
+        if kind == "error" or queued is None:
+            return
+        self.both(lambda s: s.mark_sent(device, queued.command_uuid, now=self.now))
+        status = data.draw(st.sampled_from(STATUSES[:4]), label="status")
+        self._report(device, queued.command_uuid, status)
+        # Devices repeat a report when they miss our answer (SPEC 2); sometimes with another status.
+        repeat = data.draw(st.sampled_from([None, status, *STATUSES[:4]]), label="repeat")
+        if repeat is not None:
+            self.now += 1
+            self._report(device, queued.command_uuid, repeat)
+
+    @rule(device=st.sampled_from(DEVICES), data=st.data())
+    def mark_sent(self, device, data):
+        uuid = data.draw(self._any_uuid(), label="uuid")
+        self.both(lambda s: s.mark_sent(device, uuid, now=self.now))
+
+    @rule(device=st.sampled_from(DEVICES), status=st.sampled_from(STATUSES), data=st.data())
+    def record_result(self, device, status, data):
+        self._report(device, data.draw(self._any_uuid(), label="uuid"), status)
+
+    @rule(device=st.sampled_from(DEVICES), clear=st.booleans(), data=st.data())
+    def remove(self, device, clear, data):
+        if clear:
+            self.both(lambda s: s.clear_queue(device))
+        else:
+            uuid = data.draw(self._any_uuid(), label="uuid")
+            self.both(lambda s: s.delete_command(device, uuid))
+
+    @rule()
+    def expire(self):
+        self.both(lambda s: s.expire_commands(now=self.now))
+
+    @rule(device=st.sampled_from(DEVICES), user=st.sampled_from([None, "alice"]), invalid=st.booleans())
+    def bookkeeping(self, device, user, invalid):
+        self.both(lambda s: s.touch(device, now=self.now))
+        self.both(lambda s: s.bind_user(device, user))
+        self.both(lambda s: s.record_push(device, PushOutcome.REJECTED, now=self.now, token_invalid=invalid))
+
+    def _any_uuid(self):
+        # Any CommandUUID queued anywhere (so results may hit another device's command), or an unknown one.
+        known = {c.command_uuid for d in DEVICES for c in self.stores[0].list_commands(d)}
+        return st.sampled_from(sorted(known | {"unknown"}))
+
+    def _report(self, device, uuid, status):
+        # A body unique to this report: a backend that overwrote a duplicate would show it.
+        body = f"{status}@{self.now}".encode()
+        self.both(lambda s: s.record_result(device, uuid, status, body, now=self.now))
+
+    @invariant()
+    def same_state(self):
+        self.both(lambda s: [(s.get_device(d), s.list_commands(d), s.get_push(d)) for d in DEVICES])
+        self.both(lambda s: (s.command_counts(), s.device_counts(), s.list_devices()))
+
+    def teardown(self):
+        for store in self.stores:
+            store.close()
+
+
+def _label(outcome) -> str:
+    kind, value = outcome
+    if kind == "error":
+        return value.__name__
+    return getattr(getattr(value, "kind", None), "value", None) or type(value).__name__
+
+
+SQLiteMatchesMemory.TestCase.settings = settings(max_examples=80, stateful_step_count=40, deadline=None)
+TestSQLiteMatchesMemory = SQLiteMatchesMemory.TestCase
+
+
+def test_enqueue_to_unknown_devices_names_them(tmp_path):
+    store = SQLiteStorage(tmp_path / "s.sqlite3")
+    enroll(store, "known")
+    ghosts = [f"ghost-{i}" for i in range(12)]
+    with pytest.raises(StorageError, match=r"ghost-0, ghost-1, ghost-2, ghost-3, ghost-4 and 7 more"):
+        store.enqueue(["known", *ghosts], NewCommand("c", "ProfileList", b""), now=T0)
+    assert store.list_commands("known") == ()
+    store.close()
