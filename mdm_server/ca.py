@@ -194,14 +194,20 @@ class CertificateAuthority:
 
     def issue_device_identity(
         self, common_name: str, now: datetime, key_type: KeyType | str = KeyType.EC, *,
-        validity: timedelta = DEVICE_VALIDITY,
+        validity: timedelta = DEVICE_VALIDITY, user_id: str | None = None,
     ) -> tuple[x509.Certificate, PrivateKey]:
-        """A device identity (what SCEP would give an iPhone): EKU clientAuth, short random serial."""
+        """A device identity (what SCEP would give an iPhone): EKU clientAuth, short random serial.
+
+        `user_id` goes into the subject as UID, binding the enrollment to that user for the server.
+        """
         key = generate_key(key_type)
         # 64 random bits: unpredictable like CA/B Forum asks, yet short enough to read in logs.
         serial = secrets.randbits(64) or 1
+        subject = _name(common_name)
+        if user_id is not None:
+            subject = x509.Name([*subject, x509.NameAttribute(NameOID.USER_ID, user_id)])
         certificate = (
-            self._leaf(_name(common_name), key, now, validity, serial=serial)
+            self._leaf(subject, key, now, validity, serial=serial)
             .add_extension(_key_usage(encipher=isinstance(key, rsa.RSAPrivateKey)), critical=True)
             .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
             .sign(self.private_key, hashes.SHA256())
