@@ -1,0 +1,82 @@
+"""How a simulated iOS device answers each MDM command: status, ErrorChain and command-specific keys.
+
+Unknown commands get iOS's real 12021 error; NotNow only where iOS can return it (SPEC section 2).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from mdm_protocol.errors import MC_MDM, ErrorChainItem
+from mdm_protocol.osversion import OSVersion
+from mdm_protocol.report import Command, Status
+
+from .facts import DeviceFacts
+
+# iOS never answers NotNow to these (SPEC section 2).
+NEVER_NOT_NOW = frozenset({
+    "DeviceInformation", "ProfileList", "DeviceLock", "EraseDevice", "ClearPasscode",
+    "ProvisioningProfileList", "InstalledApplicationList", "Restrictions",
+})
+CERTIFICATE_LIST_NOT_NOW_FROM = OSVersion.parse("15.4")
+INSTALLED_APPS = (
+    ("com.apple.mobilemail", "Mail", "3731.500"), ("com.microsoft.Office.Outlook", "Outlook", "4.2413.0"),
+    ("com.mobileiron.phoenix", "Mobile@Work", "12.11.0"), ("com.apple.mobilesafari", "Safari", "8617.2.4"),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    status: Status
+    error_chain: tuple[ErrorChainItem, ...] = ()
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def unknown_request_type(request_type: str) -> Answer:
+    text = f"“{request_type}” is not a valid request type."
+    return Answer(Status.ERROR, (ErrorChainItem(12021, MC_MDM, text, text),))
+
+
+def format_error() -> Answer:
+    return Answer(Status.COMMAND_FORMAT_ERROR)
+
+
+def may_answer_not_now(command: Command, os_version: OSVersion, first_unlocked: bool) -> bool:
+    """Before the first unlock after boot, iOS defers what needs the keychain (SPEC section 2)."""
+    if first_unlocked or command.request_type in NEVER_NOT_NOW:
+        return False
+    if command.request_type == "CertificateList":
+        return os_version >= CERTIFICATE_LIST_NOT_NOW_FROM
+    return command.request_type in ("InstallProfile", "RemoveProfile")
+
+
+def device_information(facts: DeviceFacts, queries: list[str]) -> Answer:
+    known = _device_information_values(facts)
+    return Answer(Status.ACKNOWLEDGED, extra={"QueryResponses": {q: known[q] for q in queries if q in known}})
+
+
+def _device_information_values(facts: DeviceFacts) -> dict[str, Any]:
+    values: dict[str, Any] = {
+        "DeviceName": facts.device_name, "OSVersion": str(facts.os_version),
+        "BuildVersion": facts.build_version, "ModelName": facts.model_name, "Model": facts.model_number,
+        "ModelNumber": facts.model_number,
+        "ProductName": facts.product_name, "DeviceCapacity": 128.0, "AvailableDeviceCapacity": 71.5,
+        "BatteryLevel": 0.8, "IsSupervised": facts.supervised, "TimeZone": "Europe/London",
+    }
+    if facts.udid:
+        values["UDID"] = facts.udid
+        values["EASDeviceIdentifier"] = facts.udid[:32].upper()
+    if facts.serial_number:
+        values["SerialNumber"] = facts.serial_number
+    return values
+
+
+def installed_applications(identifiers: list[str] | None) -> Answer:
+    apps = [
+        {"Identifier": bundle, "Name": name, "Version": version, "ShortVersion": version,
+         "BundleSize": 52_000_000, "DynamicSize": 3_000_000, "IsValidated": True, "Installing": False}
+        for bundle, name, version in INSTALLED_APPS
+        if not identifiers or bundle in identifiers
+    ]
+    return Answer(Status.ACKNOWLEDGED, extra={"InstalledApplicationList": apps})

@@ -1,0 +1,84 @@
+"""What a device machine asks its runner to do: the outputs of the sans-IO state machine.
+
+The runner performs them (HTTP, push registration, timers) and feeds the outcomes back as inputs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from mdm_protocol.errors import ErrorChainItem
+
+CHECKIN_TYPE = "application/x-apple-aspen-mdm-checkin"
+CONNECT_TYPE = "application/x-apple-aspen-mdm"
+
+
+@dataclass(frozen=True, slots=True)
+class SendRequest:
+    """PUT `body` to `url` with the Mdm-Signature header; answer with `response()` or `transport_failed()`."""
+
+    request_id: int
+    url: str
+    content_type: str
+    body: bytes
+    signature: str
+    message: str  # what this is, for statistics: "Authenticate", "Idle", "InstallProfile:Acknowledged", ...
+
+
+@dataclass(frozen=True, slots=True)
+class RegisterPush:
+    """Attach this device's push token under the MDM topic (APNs registration, push link attach)."""
+
+    token: bytes
+    topic: str
+
+
+@dataclass(frozen=True, slots=True)
+class WakeAt:
+    """Call `timer(now)` at virtual/real time `at` (a retry or a NotNow re-poll)."""
+
+    at: float
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class EnrollmentFailed:
+    error_chain: tuple[ErrorChainItem, ...]
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Enrolled:
+    device_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class CommandHandled:
+    request_type: str
+    command_uuid: str
+    status: str  # Acknowledged, Error, CommandFormatError, NotNow
+    error_chain: tuple[ErrorChainItem, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class SessionEnded:
+    commands: int
+    reason: str  # "done", "gave up after retries", ...
+
+
+@dataclass(frozen=True, slots=True)
+class ReadinessChanged:
+    account: str  # the account payload's PayloadIdentifier
+    readiness: Any  # device_sim.readiness.Readiness
+
+
+@dataclass(frozen=True, slots=True)
+class Log:
+    text: str
+
+
+Effect = (
+    SendRequest | RegisterPush | WakeAt | EnrollmentFailed | Enrolled | CommandHandled | SessionEnded
+    | ReadinessChanged | Log
+)

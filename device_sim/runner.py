@@ -1,0 +1,100 @@
+"""Performs a device machine's effects with Twisted: requests on a transport, timers on a clock, pushes.
+
+One `DeviceRunner` per device; it holds no protocol logic, only the plumbing between machine and world.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from twisted.python.failure import Failure
+
+from . import effects as fx
+from .machine import DeviceMachine
+from .transport import Reply, Transport, TransportError
+
+OnPush = Callable[[bytes, dict[str, Any]], None]
+
+
+class PushRegistry(Protocol):
+    def register(self, token: bytes, topic: str, on_push: OnPush) -> None: ...
+
+
+class InProcessPush:
+    """Attach devices straight to an in-process APNs simulation (scenarios, single-process runs)."""
+
+    def __init__(self, apns: Any) -> None:
+        self.apns = apns
+
+    def register(self, token: bytes, topic: str, on_push: OnPush) -> None:
+        self.apns.register(token, topic)
+        self.apns.attach(token, on_push)
+
+
+class Observer(Protocol):
+    """Receives everything worth counting; the fleet's statistics and reports implement it."""
+
+    def request_done(
+        self, runner: DeviceRunner, message: str, sent_at: float, status: int | None
+    ) -> None: ...
+    def effect(self, runner: DeviceRunner, effect: fx.Effect) -> None: ...
+
+
+class DeviceRunner:
+    def __init__(self, machine: DeviceMachine, *, clock: Any, transport: Transport, push: PushRegistry,
+                 observer: Observer | None = None) -> None:
+        self.machine, self.clock, self.transport, self.push_registry = machine, clock, transport, push
+        self.observer = observer
+        self.online = True
+        self.last_push_at: float | None = None
+
+    def now(self) -> float:
+        return self.clock.seconds()
+
+    # Inputs from the world -----------------------------------------------------------------------------
+
+    def install_enrollment(self, profile: bytes) -> None:
+        self.perform(self.machine.install_enrollment(profile, self.now()))
+
+    def on_push(self, token: bytes, payload: dict[str, Any]) -> None:
+        self.last_push_at = self.now()
+        if self.online:
+            self.perform(self.machine.push(self.now()))
+
+    def perform(self, effects: list[fx.Effect]) -> None:
+        for effect in effects:
+            if isinstance(effect, fx.SendRequest):
+                self._send(effect)
+            elif isinstance(effect, fx.WakeAt):
+                self.clock.callLater(max(0.0, effect.at - self.now()), self._timer)
+            elif isinstance(effect, fx.RegisterPush):
+                self.push_registry.register(effect.token, effect.topic, self.on_push)
+            if self.observer is not None:
+                self.observer.effect(self, effect)
+
+    # Plumbing ------------------------------------------------------------------------------------------
+
+    def _send(self, request: fx.SendRequest) -> None:
+        sent_at = self.now()
+        roots = tuple(self.machine.profiles.keychain.trusted_roots())
+        deferred = self.transport.send(request, roots)
+        deferred.addCallbacks(self._replied, self._failed, callbackArgs=(request, sent_at),
+                              errbackArgs=(request, sent_at))
+
+    def _replied(self, reply: Reply, request: fx.SendRequest, sent_at: float) -> None:
+        if self.observer is not None:
+            self.observer.request_done(self, request.message, sent_at, reply.status)
+        self.perform(self.machine.response(request.request_id, reply.status, reply.body, self.now()))
+
+    def _failed(self, failure: Failure, request: fx.SendRequest, sent_at: float) -> None:
+        error = failure.value
+        untrusted = isinstance(error, TransportError) and error.untrusted
+        reason = error.reason if isinstance(error, TransportError) else failure.getErrorMessage()
+        if self.observer is not None:
+            self.observer.request_done(self, request.message, sent_at, None)
+        effects = self.machine.transport_failed(request.request_id, reason, self.now(), untrusted=untrusted)
+        self.perform(effects)
+
+    def _timer(self) -> None:
+        self.perform(self.machine.timer(self.now()))
