@@ -126,11 +126,14 @@ class AdminClient:
     def delete(self, path: str):
         return self.call("DELETE", path)
 
-    def enqueue(self, device_ids, request_type: str, *, push: bool = False, **keys):
+    def enqueue(self, device_ids, request_type: str, *, push: bool = False, priority: int = 0,
+                timeout: float | None = None, **keys):
         """Queue one command for devices; returns {device_id: CommandUUID} for those queued."""
-        status, body = self.post("/api/v1/commands", {
-            "device_ids": list(device_ids), "command": {"RequestType": request_type, **keys}, "push": push,
-        })
+        request = {"device_ids": list(device_ids), "command": {"RequestType": request_type, **keys},
+                   "push": push, "priority": priority}
+        if timeout is not None:
+            request["timeout"] = timeout
+        status, body = self.post("/api/v1/commands", request)
         assert status in (201, 207), body
         return {d: r["command_uuid"] for d, r in body["results"].items() if r["status"] == 201}
 
