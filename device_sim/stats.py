@@ -1,0 +1,84 @@
+"""What a fleet run observed: requests per message type, enrollments, command outcomes, readiness.
+
+The observer is fed by every runner; reports and scenario expectations read from it.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import effects as fx
+
+
+@dataclass
+class MessageStats:
+    count: int = 0
+    errors: int = 0
+    latencies: list[float] = field(default_factory=list)
+
+    def percentile(self, fraction: float) -> float:
+        if not self.latencies:
+            return 0.0
+        ordered = sorted(self.latencies)
+        return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+@dataclass
+class DeviceRecord:
+    enrolled_at: float | None = None
+    enrollment_error: tuple[Any, ...] = ()
+    enrollment_failure: str | None = None
+    errors: list[dict[str, Any]] = field(default_factory=list)
+    readiness: dict[str, Any] = field(default_factory=dict)
+    installs_acknowledged: int = 0
+
+
+class FleetObserver:
+    def __init__(self) -> None:
+        self.messages: dict[str, MessageStats] = defaultdict(MessageStats)
+        self.devices: dict[int, DeviceRecord] = defaultdict(DeviceRecord)
+        self.commands: Counter[tuple[str, str]] = Counter()
+        self.sessions = 0
+        self.push_to_ack: list[float] = []
+
+    def request_done(self, runner: Any, message: str, sent_at: float, status: int | None) -> None:
+        stats = self.messages[message.split(":")[0] if ":" in message else message]
+        stats.count += 1
+        stats.latencies.append(runner.now() - sent_at)
+        if status is None or not 200 <= status < 300:
+            stats.errors += 1
+
+    def effect(self, runner: Any, effect: fx.Effect) -> None:
+        record = self.devices[runner.machine.facts.index]
+        if isinstance(effect, fx.Enrolled):
+            record.enrolled_at = runner.now()
+        elif isinstance(effect, fx.EnrollmentFailed):
+            record.enrollment_error, record.enrollment_failure = effect.error_chain, effect.reason
+        elif isinstance(effect, fx.CommandHandled):
+            self._command(runner, record, effect)
+        elif isinstance(effect, fx.ReadinessChanged):
+            record.readiness[effect.account] = effect.readiness
+        elif isinstance(effect, fx.SessionEnded):
+            self.sessions += 1
+
+    def _command(self, runner: Any, record: DeviceRecord, effect: fx.CommandHandled) -> None:
+        self.commands[(effect.request_type, effect.status)] += 1
+        if effect.error_chain:
+            record.errors.append({
+                "request_type": effect.request_type, "command_uuid": effect.command_uuid,
+                "status": effect.status, "error_chain": [item.to_plist() for item in effect.error_chain],
+            })
+        if effect.request_type == "InstallProfile" and effect.status == "Acknowledged":
+            record.installs_acknowledged += 1
+            if runner.last_push_at is not None:
+                self.push_to_ack.append(runner.now() - runner.last_push_at)
+
+    @property
+    def enrolled(self) -> int:
+        return sum(1 for r in self.devices.values() if r.enrolled_at is not None)
+
+    @property
+    def enrollment_failures(self) -> int:
+        return sum(1 for r in self.devices.values() if r.enrollment_failure is not None)
