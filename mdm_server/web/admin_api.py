@@ -8,7 +8,7 @@ from __future__ import annotations
 import hmac
 import re
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from typing import Any
 
 from twisted.web import resource
@@ -147,7 +147,8 @@ class AdminAPI(resource.Resource):
         return None
 
     def _device_json(self, device: Device) -> dict[str, Any]:
-        body = to_json(asdict(device))
+        # Not asdict(): it deep-copies, and the facts are a read-only mappingproxy it cannot copy.
+        body = to_json({f.name: getattr(device, f.name) for f in fields(device)})
         push = self.storage.get_push(device.device_id)
         body["push"] = _push_json(push) if push else None
         # Force check-in reports pushed vs actually checked in (SPEC 0): compare the two times.

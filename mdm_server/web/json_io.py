@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
@@ -45,7 +46,7 @@ def to_json(value: Any) -> Any:
         return {"$data": base64.b64encode(value).decode("ascii")}
     if isinstance(value, datetime):
         return value.isoformat()
-    if isinstance(value, dict):
+    if isinstance(value, Mapping):  # dicts and the read-only mappingproxy views storage hands out
         return {str(k): to_json(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [to_json(v) for v in value]
