@@ -245,22 +245,23 @@ class SQLiteStorage:
     def next_command(self, device_id: str, *, skip: Iterable[str] = (), now: float) -> QueuedCommand | None:
         device_id, skipped, now = check_id(device_id), check_skip(skip), check_now(now)
         with self._write() as db:
-            _load_device(db, device_id)
             db.execute(f"{_EXPIRE} AND device_id = ?", (now, now, device_id))
             # At most len(skipped) rows can be passed over, so that many plus one always suffices.
             rows = db.execute(
                 f"{_COMMAND} WHERE c.device_id = ? AND c.status IN {PENDING_SQL} {_QUEUE_ORDER} LIMIT ?",
                 (device_id, len(skipped) + 1),
             ).fetchall()
+            if not rows:
+                _require_device(db, device_id)  # only an empty answer needs telling apart from a stranger
         return next((_command(row) for row in rows if row[1] not in skipped), None)
 
     def mark_sent(self, device_id: str, command_uuid: str, *, now: float) -> QueuedCommand:
         device_id, command_uuid = check_id(device_id), check_id(command_uuid, "command_uuid")
         now = check_now(now)
         with self._write() as db:
-            _load_device(db, device_id)
             row = _find_command(db, device_id, command_uuid)
             if row is None:
+                _require_device(db, device_id)
                 raise CommandNotFoundError(f"command {command_uuid} is not queued for device {device_id}")
             command = _command(row)
             if not command.pending:
@@ -369,7 +370,7 @@ class SQLiteStorage:
     ) -> PushRecord:
         record = check_push(device_id, outcome, now, reason, token_invalid)
         with self._write() as db:
-            _load_device(db, record.device_id)
+            _require_device(db, record.device_id)
             db.execute(
                 """INSERT OR REPLACE INTO pushes (device_id, pushed_at, outcome, reason, token_invalid)
                 VALUES (?, ?, ?, ?, ?)""",
@@ -452,6 +453,11 @@ def _load_device(db: sqlite3.Connection, device_id: str) -> Device:
     return _device(row)
 
 
+def _require_device(db: sqlite3.Connection, device_id: str) -> None:
+    if db.execute("SELECT 1 FROM devices WHERE device_id = ?", (device_id,)).fetchone() is None:
+        raise unknown_devices([device_id])
+
+
 def _update_device(db: sqlite3.Connection, device_id: str, assignments: str, args: tuple) -> None:
     if db.execute(f"UPDATE devices SET {assignments} WHERE device_id = ?", (*args, device_id)).rowcount == 0:
         raise unknown_devices([device_id])
@@ -485,9 +491,10 @@ def _queued_pairs(db: sqlite3.Connection, plan: Iterable[tuple[str, Any]]) -> li
 
 def _clear_pending(db: sqlite3.Connection, device_id: str) -> int:
     where = f"WHERE device_id = ? AND status IN {PENDING_SQL}"
-    payload_ids = [
-        row[0] for row in db.execute(f"SELECT DISTINCT payload_id FROM commands {where}", (device_id,))
-    ]
+    query = f"SELECT DISTINCT payload_id FROM commands {where}"
+    payload_ids = [row[0] for row in db.execute(query, (device_id,))]
+    if not payload_ids:
+        return 0  # every pending command has a body, so no body means nothing pending
     cleared = db.execute(f"DELETE FROM commands {where}", (device_id,)).rowcount
     _collect_payloads(db, payload_ids)
     return cleared
