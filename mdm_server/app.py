@@ -71,6 +71,7 @@ class MDMServer:
         )
         self.verifier = IdentityVerifier([self.ca.certificate], now=self.now)
         self.admin_password = config.admin_password or self.state.admin_password
+        self.url = config.server_url()  # what devices are told; the real port once listening on port 0
         self.root = self._root()
         self.site = make_site(self.root, body_limit=config.body_limit, reactor=clock)
         self.ports: list[Any] = []
@@ -88,10 +89,11 @@ class MDMServer:
         mdm = resource.Resource()
         mdm.putChild(b"checkin", endpoint)
         mdm.putChild(b"connect", endpoint)
-        mdm.putChild(b"enroll", EnrollResource(
-            self.ca, topic=self.state.topic, server_url=self.config.server_url(), now=self.now,
+        self.enroll = EnrollResource(
+            self.ca, topic=self.state.topic, server_url=self.url, now=self.now,
             enroll_token=self.state.enroll_token, admin=(self.config.admin_user, self.admin_password),
-        ))
+        )
+        mdm.putChild(b"enroll", self.enroll)
         root = resource.Resource()
         root.putChild(b"mdm", mdm)
         root.putChild(b"api", AdminAPI(
@@ -104,7 +106,13 @@ class MDMServer:
     def listen(self, reactor: Any):
         tls = self.tls
         options = server_options(tls.certificate_pem, tls.private_key_pem, tls.ca_certificate_pem)
-        self.ports.append((yield listen_endpoint(reactor, self.config.listen, self.site, options)))
+        port = yield listen_endpoint(reactor, self.config.listen, self.site, options)
+        self.ports.append(port)
+        if not self.config.public_url:
+            # With port 0 the system picks the port: profiles must carry the real one.
+            scheme = "https" if self.config.listen.startswith("ssl:") else "http"
+            self.url = f"{scheme}://{self.config.server_names[0]}:{port.getHost().port}"
+            self.enroll.server_url = self.url
         if self.config.push_link:
             factory = PushLinkFactory(self.apns)
             self.ports.append((yield listen_endpoint(reactor, self.config.push_link, factory, options)))
