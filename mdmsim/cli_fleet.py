@@ -1,0 +1,99 @@
+"""`mdmsim fleet`: run N simulated devices over real HTTPS against any server speaking the MDM protocol.
+
+Devices fetch an enrollment profile each, trust only the roots it carries, enroll, and answer commands.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from urllib.parse import urlencode, urlsplit
+
+from rich.console import Console
+
+from device_sim.fleet import DEFAULT_KINDS, DEFAULT_OS_MIX, Fleet, FleetSpec, parse_mix
+from device_sim.https_transport import HTTPSTransport
+from device_sim.push_link_client import PushLinkClient
+from device_sim.report import fleet_json, readiness_rows, readiness_table
+from device_sim.stats import FleetObserver
+
+from .durations import parse_duration
+from .enroll_fetch import fetch_enrollment
+
+
+def _mix_text(mix) -> str:
+    return ",".join(f"{name}:{weight}" for name, weight in mix)
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("fleet", help="run simulated devices against an MDM server",
+                                   description=__doc__)
+    parser.add_argument("--enroll-url", required=True,
+                        help="where each device downloads its enrollment profile (e.g. the URL "
+                             "`mdmsim serve` prints: https://localhost:8443/mdm/enroll?token=...)")
+    parser.add_argument("--push-link", default="127.0.0.1:8444",
+                        help="HOST:PORT of the server's push link ('none' if the server pushes otherwise)")
+    parser.add_argument("--devices", type=int, default=100, help="number of devices")
+    parser.add_argument("--seed", type=int, default=1, help="fleet seed: same seed, same devices")
+    parser.add_argument("--os-mix", type=parse_mix, default=DEFAULT_OS_MIX,
+                        help=f"iOS versions with weights (default {_mix_text(DEFAULT_OS_MIX)})")
+    parser.add_argument("--kinds", type=parse_mix, default=DEFAULT_KINDS,
+                        help=f"device kinds with weights (default {_mix_text(DEFAULT_KINDS)}; also "
+                             "user-enrollment)")
+    parser.add_argument("--ramp", type=parse_duration, default=10.0, help="spread enrollments over this long")
+    parser.add_argument("--duration", type=parse_duration, default=60.0, help="how long to run in total")
+    parser.add_argument("--keep-alive", action="store_true",
+                        help="reuse TLS connections (iOS opens a new one per session: the default)")
+    parser.add_argument("--json", type=Path, help="write the full report (every device) to this file")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from twisted.internet import reactor
+
+    console = Console(stderr=True)
+    spec = FleetSpec(args.devices, seed=args.seed, os_mix=args.os_mix, kinds=args.kinds)
+    push = PushLinkClient()
+    if args.push_link != "none":
+        host, _, port = args.push_link.rpartition(":")
+        reactor.connectTCP(host, int(port), push)
+    observer = FleetObserver()
+    fleet = Fleet(spec, clock=reactor, transport=HTTPSTransport(reactor, keep_alive=args.keep_alive),
+                  push=push, observer=observer)
+    failures: list[str] = []
+
+    def enroll(index: int) -> None:
+        runner = fleet.add(index)
+        url = _with_user(args.enroll_url, runner.machine.facts.user.user_id)
+        d = fetch_enrollment(reactor, url)
+        d.addCallbacks(runner.install_enrollment,
+                       lambda failure: failures.append(f"{index}: {failure.getErrorMessage()}"))
+
+    for index in range(spec.count):
+        reactor.callLater(args.ramp * index / max(1, spec.count), enroll, index)
+
+    def progress() -> None:
+        console.print(f"[{reactor.seconds() - started:6.1f}s] enrolled {observer.enrolled}/{spec.count}  "
+                      f"failed {observer.enrollment_failures + len(failures)}  sessions {observer.sessions}  "
+                      f"commands {sum(observer.commands.values())}", highlight=False)
+        if reactor.seconds() - started < args.duration:
+            reactor.callLater(min(2.0, args.duration), progress)
+
+    started = reactor.seconds()
+    reactor.callLater(2.0, progress)
+    reactor.callLater(args.duration, reactor.stop)
+    reactor.run()
+    for line in failures[:10]:
+        console.print(f"enrollment download failed: {line}")
+    Console().print(readiness_table(readiness_rows(fleet.runners)))
+    if args.json:
+        args.json.write_text(json.dumps(fleet_json(fleet.runners, observer), indent=1, sort_keys=True))
+    ok = observer.enrolled == spec.count and not failures
+    return 0 if ok else 1
+
+
+def _with_user(url: str, user: str) -> str:
+    separator = "&" if urlsplit(url).query else "?"
+    return f"{url}{separator}{urlencode({'user': user})}"
+
