@@ -48,24 +48,29 @@ from .rules import (
     check_statuses,
     check_timeout,
     checked_out_devices,
-    decode_facts,
     encode_facts,
     plan_enqueue,
     reported_status,
     result_kind,
-    unknown_devices,
+)
+from .sqlite_queries import (
+    COMMAND_SELECT,
+    DEVICE_SELECT,
+    EXPIRE_SENT,
+    QUEUE_ORDER,
+    check_targets,
+    clear_pending,
+    collect_payloads,
+    command_from_row,
+    device_from_row,
+    find_command,
+    load_device,
+    queued_pairs,
+    require_device,
+    update_device,
 )
 from .sqlite_schema import PENDING_SQL, migrate
 
-_DEVICE = """SELECT device_id, state, topic, facts, cert_sha256, authenticated_at, last_checkin_at,
-    last_seen_at, push_token, push_magic, unlock_token, user_id, not_now_count FROM devices"""
-_COMMAND = """SELECT c.device_id, c.command_uuid, c.request_type, p.data, c.priority, c.status, c.timeout,
-    c.queued_at, c.sent_at, c.result_at, c.result, c.not_now_count, c.seq
-    FROM commands AS c JOIN payloads AS p USING (payload_id)"""
-_QUEUE_ORDER = "ORDER BY c.priority DESC, c.queued_at, c.seq"
-_EXPIRE = """UPDATE commands SET status = 'TimedOut', result_at = ?
-    WHERE status = 'Sent' AND sent_at + timeout <= ?"""
-_IN_CHUNK = 500  # ids per "IN (...)" query, well under SQLite's bound-parameter limit
 _SYNCHRONOUS = ("NORMAL", "FULL")
 
 
@@ -113,8 +118,8 @@ class SQLiteStorage:
                     last_seen_at = excluded.last_seen_at""",
                 (device_id, topic, blob, cert, now, now, now),
             )
-            _clear_pending(db, device_id)
-            return _load_device(db, device_id)
+            clear_pending(db, device_id)
+            return load_device(db, device_id)
 
     def token_update(
         self,
@@ -129,7 +134,7 @@ class SQLiteStorage:
         magic, unlock = check_id(push_magic, "push_magic"), check_optional_bytes(unlock_token, "unlock_token")
         now = check_now(now)
         with self._write() as db:
-            if _load_device(db, device_id).state is EnrollmentState.UNENROLLED:
+            if load_device(db, device_id).state is EnrollmentState.UNENROLLED:
                 raise checked_out_devices([device_id])
             # SPEC 1: a TokenUpdate without UnlockToken does not invalidate the one we hold.
             db.execute(
@@ -139,39 +144,39 @@ class SQLiteStorage:
                 (token, magic, unlock, now, now, device_id),
             )
             db.execute("UPDATE pushes SET token_invalid = 0 WHERE device_id = ?", (device_id,))
-            return _load_device(db, device_id)
+            return load_device(db, device_id)
 
     def check_out(self, device_id: str, *, now: float) -> Device:
         device_id, now = check_id(device_id), check_now(now)
         with self._write() as db:
-            _update_device(
+            update_device(
                 db, device_id, "state = 'unenrolled', last_checkin_at = ?, last_seen_at = ?", (now, now)
             )
-            _clear_pending(db, device_id)
-            return _load_device(db, device_id)
+            clear_pending(db, device_id)
+            return load_device(db, device_id)
 
     def bind_user(self, device_id: str, user_id: str | None) -> Device:
         device_id, user_id = check_id(device_id), check_optional_id(user_id, "user_id")
         with self._write() as db:
-            _update_device(db, device_id, "user_id = ?", (user_id,))
-            return _load_device(db, device_id)
+            update_device(db, device_id, "user_id = ?", (user_id,))
+            return load_device(db, device_id)
 
     def touch(self, device_id: str, *, now: float) -> None:
         device_id, now = check_id(device_id), check_now(now)
         with self._write() as db:
-            _update_device(db, device_id, "last_seen_at = ?", (now,))
+            update_device(db, device_id, "last_seen_at = ?", (now,))
 
     def get_device(self, device_id: str) -> Device | None:
         device_id = check_id(device_id)
         with self._read() as db:
-            row = db.execute(f"{_DEVICE} WHERE device_id = ?", (device_id,)).fetchone()
-        return None if row is None else _device(row)
+            row = db.execute(f"{DEVICE_SELECT} WHERE device_id = ?", (device_id,)).fetchone()
+        return None if row is None else device_from_row(row)
 
     def device_for_certificate(self, cert_sha256: str) -> Device | None:
         cert = check_cert(cert_sha256)
         with self._read() as db:
-            row = db.execute(f"{_DEVICE} WHERE cert_sha256 = ?", (cert,)).fetchone()
-        return None if row is None else _device(row)
+            row = db.execute(f"{DEVICE_SELECT} WHERE cert_sha256 = ?", (cert,)).fetchone()
+        return None if row is None else device_from_row(row)
 
     def list_devices(
         self,
@@ -191,9 +196,9 @@ class SQLiteStorage:
             if value is not None:
                 where.append(f"{column} {op} ?")
                 args.append(value)
-        query = f"{_DEVICE} WHERE {' AND '.join(where)} ORDER BY device_id LIMIT ?"
+        query = f"{DEVICE_SELECT} WHERE {' AND '.join(where)} ORDER BY device_id LIMIT ?"
         with self._read() as db:
-            return tuple(_device(row) for row in db.execute(query, (*args, limit)))
+            return tuple(device_from_row(row) for row in db.execute(query, (*args, limit)))
 
     def device_counts(self) -> dict[EnrollmentState, int]:
         counts = dict.fromkeys(EnrollmentState, 0)
@@ -218,7 +223,7 @@ class SQLiteStorage:
         if not plan:
             return {}
         with self._write() as db:
-            _check_targets(db, [device_id for device_id, _ in plan])
+            check_targets(db, [device_id for device_id, _ in plan])
             payload_ids: dict[bytes, int] = {}
             rows = []
             for device_id, new in plan:
@@ -239,31 +244,31 @@ class SQLiteStorage:
                 )
             except sqlite3.IntegrityError:
                 # Targets were checked above, so only UNIQUE (device_id, command_uuid) can have failed.
-                raise already_queued(_queued_pairs(db, plan)) from None
+                raise already_queued(queued_pairs(db, plan)) from None
         return {device_id: new.command_uuid for device_id, new in plan}
 
     def next_command(self, device_id: str, *, skip: Iterable[str] = (), now: float) -> QueuedCommand | None:
         device_id, skipped, now = check_id(device_id), check_skip(skip), check_now(now)
         with self._write() as db:
-            db.execute(f"{_EXPIRE} AND device_id = ?", (now, now, device_id))
+            db.execute(f"{EXPIRE_SENT} AND device_id = ?", (now, now, device_id))
             # At most len(skipped) rows can be passed over, so that many plus one always suffices.
             rows = db.execute(
-                f"{_COMMAND} WHERE c.device_id = ? AND c.status IN {PENDING_SQL} {_QUEUE_ORDER} LIMIT ?",
+                f"{COMMAND_SELECT} WHERE c.device_id = ? AND c.status IN {PENDING_SQL} {QUEUE_ORDER} LIMIT ?",
                 (device_id, len(skipped) + 1),
             ).fetchall()
             if not rows:
-                _require_device(db, device_id)  # only an empty answer needs telling apart from a stranger
-        return next((_command(row) for row in rows if row[1] not in skipped), None)
+                require_device(db, device_id)  # only an empty answer needs telling apart from a stranger
+        return next((command_from_row(row) for row in rows if row[1] not in skipped), None)
 
     def mark_sent(self, device_id: str, command_uuid: str, *, now: float) -> QueuedCommand:
         device_id, command_uuid = check_id(device_id), check_id(command_uuid, "command_uuid")
         now = check_now(now)
         with self._write() as db:
-            row = _find_command(db, device_id, command_uuid)
+            row = find_command(db, device_id, command_uuid)
             if row is None:
-                _require_device(db, device_id)
+                require_device(db, device_id)
                 raise CommandNotFoundError(f"command {command_uuid} is not queued for device {device_id}")
-            command = _command(row)
+            command = command_from_row(row)
             if not command.pending:
                 raise CommandStateError(f"command {command_uuid} is already {command.status}")
             db.execute("UPDATE commands SET status = 'Sent', sent_at = ? WHERE seq = ?", (now, row[-1]))
@@ -281,13 +286,13 @@ class SQLiteStorage:
         device_id, command_uuid = check_id(device_id), check_id(command_uuid, "command_uuid")
         status, result, now = reported_status(status), check_optional_bytes(result, "result"), check_now(now)
         with self._write() as db:
-            row = _find_command(db, device_id, command_uuid)
+            row = find_command(db, device_id, command_uuid)
             if row is None:
                 owned = db.execute(
                     "SELECT 1 FROM commands WHERE command_uuid = ?", (command_uuid,)
                 ).fetchone()
                 return ResultOutcome(ResultKind.OTHER_DEVICE if owned else ResultKind.UNKNOWN_COMMAND, None)
-            command = _command(row)
+            command = command_from_row(row)
             kind = result_kind(command.status, status)
             if kind is not ResultKind.RECORDED:
                 return ResultOutcome(kind, command, command.status)
@@ -298,7 +303,7 @@ class SQLiteStorage:
                 (status.value, result, now, not_now, row[-1]),
             )
             if not_now:
-                _update_device(db, device_id, "not_now_count = not_now_count + 1", ())
+                update_device(db, device_id, "not_now_count = not_now_count + 1", ())
         stored = replace(
             command,
             status=status,
@@ -311,16 +316,18 @@ class SQLiteStorage:
     def get_command(self, device_id: str, command_uuid: str) -> QueuedCommand | None:
         device_id, command_uuid = check_id(device_id), check_id(command_uuid, "command_uuid")
         with self._read() as db:
-            row = _find_command(db, device_id, command_uuid)
-        return None if row is None else _command(row)
+            row = find_command(db, device_id, command_uuid)
+        return None if row is None else command_from_row(row)
 
     def list_commands(
         self, device_id: str, statuses: Iterable[CommandStatus] | None = None
     ) -> tuple[QueuedCommand, ...]:
         device_id, wanted = check_id(device_id), check_statuses(statuses)
         with self._read() as db:
-            rows = db.execute(f"{_COMMAND} WHERE c.device_id = ? {_QUEUE_ORDER}", (device_id,)).fetchall()
-        commands = (_command(row) for row in rows)
+            rows = db.execute(
+                f"{COMMAND_SELECT} WHERE c.device_id = ? {QUEUE_ORDER}", (device_id,)
+            ).fetchall()
+        commands = (command_from_row(row) for row in rows)
         return tuple(c for c in commands if wanted is None or c.status in wanted)
 
     def delete_command(self, device_id: str, command_uuid: str) -> bool:
@@ -333,18 +340,18 @@ class SQLiteStorage:
             if row is None:
                 return False
             db.execute("DELETE FROM commands WHERE seq = ?", (row[0],))
-            _collect_payloads(db, [row[1]])
+            collect_payloads(db, [row[1]])
         return True
 
     def clear_queue(self, device_id: str) -> int:
         device_id = check_id(device_id)
         with self._write() as db:
-            return _clear_pending(db, device_id)
+            return clear_pending(db, device_id)
 
     def expire_commands(self, *, now: float) -> int:
         now = check_now(now)
         with self._write() as db:
-            return db.execute(_EXPIRE, (now, now)).rowcount
+            return db.execute(EXPIRE_SENT, (now, now)).rowcount
 
     def command_counts(self, device_id: str | None = None) -> dict[CommandStatus, int]:
         device_id = check_optional_id(device_id, "device_id")
@@ -370,7 +377,7 @@ class SQLiteStorage:
     ) -> PushRecord:
         record = check_push(device_id, outcome, now, reason, token_invalid)
         with self._write() as db:
-            _require_device(db, record.device_id)
+            require_device(db, record.device_id)
             db.execute(
                 """INSERT OR REPLACE INTO pushes (device_id, pushed_at, outcome, reason, token_invalid)
                 VALUES (?, ?, ?, ?, ?)""",
@@ -430,80 +437,3 @@ class SQLiteStorage:
         if self._db is None:
             raise StorageClosedError(f"SQLite storage {self.path} is closed")
         return self._db
-
-
-def _device(row: tuple) -> Device:
-    return Device(
-        row[0], EnrollmentState(row[1]), row[2], decode_facts(row[3]), row[4], row[5], row[6], row[7],
-        row[8], row[9], row[10], row[11], row[12],
-    )  # fmt: skip
-
-
-def _command(row: tuple) -> QueuedCommand:
-    return QueuedCommand(
-        row[0], row[1], row[2], row[3], row[4], CommandStatus(row[5]), row[6], row[7], row[8], row[9],
-        row[10], row[11],
-    )  # fmt: skip
-
-
-def _load_device(db: sqlite3.Connection, device_id: str) -> Device:
-    row = db.execute(f"{_DEVICE} WHERE device_id = ?", (device_id,)).fetchone()
-    if row is None:
-        raise unknown_devices([device_id])
-    return _device(row)
-
-
-def _require_device(db: sqlite3.Connection, device_id: str) -> None:
-    if db.execute("SELECT 1 FROM devices WHERE device_id = ?", (device_id,)).fetchone() is None:
-        raise unknown_devices([device_id])
-
-
-def _update_device(db: sqlite3.Connection, device_id: str, assignments: str, args: tuple) -> None:
-    if db.execute(f"UPDATE devices SET {assignments} WHERE device_id = ?", (*args, device_id)).rowcount == 0:
-        raise unknown_devices([device_id])
-
-
-def _find_command(db: sqlite3.Connection, device_id: str, command_uuid: str) -> tuple | None:
-    return db.execute(
-        f"{_COMMAND} WHERE c.device_id = ? AND c.command_uuid = ?", (device_id, command_uuid)
-    ).fetchone()
-
-
-def _check_targets(db: sqlite3.Connection, device_ids: list[str]) -> None:
-    """Every target exists and has not checked out; same checks, same order as the in-memory backend."""
-    states: dict[str, str] = {}
-    for start in range(0, len(device_ids), _IN_CHUNK):
-        chunk = device_ids[start : start + _IN_CHUNK]
-        marks = ", ".join("?" * len(chunk))
-        states.update(db.execute(f"SELECT device_id, state FROM devices WHERE device_id IN ({marks})", chunk))
-    missing = [device_id for device_id in device_ids if device_id not in states]
-    if missing:
-        raise unknown_devices(missing)
-    gone = [device_id for device_id in device_ids if states[device_id] == EnrollmentState.UNENROLLED]
-    if gone:
-        raise checked_out_devices(gone)
-
-
-def _queued_pairs(db: sqlite3.Connection, plan: Iterable[tuple[str, Any]]) -> list[tuple[str, str]]:
-    query = "SELECT 1 FROM commands WHERE device_id = ? AND command_uuid = ?"
-    return [(d, new.command_uuid) for d, new in plan if db.execute(query, (d, new.command_uuid)).fetchone()]
-
-
-def _clear_pending(db: sqlite3.Connection, device_id: str) -> int:
-    where = f"WHERE device_id = ? AND status IN {PENDING_SQL}"
-    query = f"SELECT DISTINCT payload_id FROM commands {where}"
-    payload_ids = [row[0] for row in db.execute(query, (device_id,))]
-    if not payload_ids:
-        return 0  # every pending command has a body, so no body means nothing pending
-    cleared = db.execute(f"DELETE FROM commands {where}", (device_id,)).rowcount
-    _collect_payloads(db, payload_ids)
-    return cleared
-
-
-def _collect_payloads(db: sqlite3.Connection, payload_ids: list[int]) -> None:
-    """Drop command bodies no command refers to any more (a shared profile stays while anyone holds it)."""
-    db.executemany(
-        """DELETE FROM payloads WHERE payload_id = ?
-        AND NOT EXISTS (SELECT 1 FROM commands WHERE payload_id = ?)""",
-        [(payload_id, payload_id) for payload_id in payload_ids],
-    )

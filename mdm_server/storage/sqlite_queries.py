@@ -1,0 +1,101 @@
+"""The SQL the SQLite backend runs and the row helpers its methods share (always inside their transaction).
+
+Rows become the frozen records of `interface`; checks raise the same errors, in the same order, as memory.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable
+from typing import Any
+
+from .interface import CommandStatus, Device, EnrollmentState, QueuedCommand
+from .rules import checked_out_devices, decode_facts, unknown_devices
+from .sqlite_schema import PENDING_SQL
+
+DEVICE_SELECT = """SELECT device_id, state, topic, facts, cert_sha256, authenticated_at, last_checkin_at,
+    last_seen_at, push_token, push_magic, unlock_token, user_id, not_now_count FROM devices"""
+COMMAND_SELECT = """SELECT c.device_id, c.command_uuid, c.request_type, p.data, c.priority, c.status,
+    c.timeout, c.queued_at, c.sent_at, c.result_at, c.result, c.not_now_count, c.seq
+    FROM commands AS c JOIN payloads AS p USING (payload_id)"""
+QUEUE_ORDER = "ORDER BY c.priority DESC, c.queued_at, c.seq"
+EXPIRE_SENT = """UPDATE commands SET status = 'TimedOut', result_at = ?
+    WHERE status = 'Sent' AND sent_at + timeout <= ?"""
+_IN_CHUNK = 500  # ids per "IN (...)" query, well under SQLite's bound-parameter limit
+
+
+def device_from_row(row: tuple) -> Device:
+    return Device(
+        row[0], EnrollmentState(row[1]), row[2], decode_facts(row[3]), row[4], row[5], row[6], row[7],
+        row[8], row[9], row[10], row[11], row[12],
+    )  # fmt: skip
+
+
+def command_from_row(row: tuple) -> QueuedCommand:
+    return QueuedCommand(
+        row[0], row[1], row[2], row[3], row[4], CommandStatus(row[5]), row[6], row[7], row[8], row[9],
+        row[10], row[11],
+    )  # fmt: skip
+
+
+def load_device(db: sqlite3.Connection, device_id: str) -> Device:
+    row = db.execute(f"{DEVICE_SELECT} WHERE device_id = ?", (device_id,)).fetchone()
+    if row is None:
+        raise unknown_devices([device_id])
+    return device_from_row(row)
+
+
+def require_device(db: sqlite3.Connection, device_id: str) -> None:
+    if db.execute("SELECT 1 FROM devices WHERE device_id = ?", (device_id,)).fetchone() is None:
+        raise unknown_devices([device_id])
+
+
+def update_device(db: sqlite3.Connection, device_id: str, assignments: str, args: tuple) -> None:
+    if db.execute(f"UPDATE devices SET {assignments} WHERE device_id = ?", (*args, device_id)).rowcount == 0:
+        raise unknown_devices([device_id])
+
+
+def find_command(db: sqlite3.Connection, device_id: str, command_uuid: str) -> tuple | None:
+    return db.execute(
+        f"{COMMAND_SELECT} WHERE c.device_id = ? AND c.command_uuid = ?", (device_id, command_uuid)
+    ).fetchone()
+
+
+def check_targets(db: sqlite3.Connection, device_ids: list[str]) -> None:
+    """Every target exists and has not checked out; same checks, same order as the in-memory backend."""
+    states: dict[str, str] = {}
+    for start in range(0, len(device_ids), _IN_CHUNK):
+        chunk = device_ids[start : start + _IN_CHUNK]
+        marks = ", ".join("?" * len(chunk))
+        states.update(db.execute(f"SELECT device_id, state FROM devices WHERE device_id IN ({marks})", chunk))
+    missing = [device_id for device_id in device_ids if device_id not in states]
+    if missing:
+        raise unknown_devices(missing)
+    gone = [device_id for device_id in device_ids if states[device_id] == EnrollmentState.UNENROLLED]
+    if gone:
+        raise checked_out_devices(gone)
+
+
+def queued_pairs(db: sqlite3.Connection, plan: Iterable[tuple[str, Any]]) -> list[tuple[str, str]]:
+    query = "SELECT 1 FROM commands WHERE device_id = ? AND command_uuid = ?"
+    return [(d, new.command_uuid) for d, new in plan if db.execute(query, (d, new.command_uuid)).fetchone()]
+
+
+def clear_pending(db: sqlite3.Connection, device_id: str) -> int:
+    where = f"WHERE device_id = ? AND status IN {PENDING_SQL}"
+    query = f"SELECT DISTINCT payload_id FROM commands {where}"
+    payload_ids = [row[0] for row in db.execute(query, (device_id,))]
+    if not payload_ids:
+        return 0  # every pending command has a body, so no body means nothing pending
+    cleared = db.execute(f"DELETE FROM commands {where}", (device_id,)).rowcount
+    collect_payloads(db, payload_ids)
+    return cleared
+
+
+def collect_payloads(db: sqlite3.Connection, payload_ids: list[int]) -> None:
+    """Drop command bodies no command refers to any more (a shared profile stays while anyone holds it)."""
+    db.executemany(
+        """DELETE FROM payloads WHERE payload_id = ?
+        AND NOT EXISTS (SELECT 1 FROM commands WHERE payload_id = ?)""",
+        [(payload_id, payload_id) for payload_id in payload_ids],
+    )
