@@ -73,12 +73,15 @@ class TestQueue(QueueConformance):
 
 
 class TestPersistence(PersistenceConformance):
-    pass
+    @pytest.fixture
+    def backend(self, tmp_path) -> Backend:
+        return _sqlite_backend(tmp_path)  # the durable backends
 
 
 def test_both_backends_implement_the_protocol(tmp_path):
-    assert isinstance(MemoryStorage(), Storage)
-    assert isinstance(SQLiteStorage(tmp_path / "s.sqlite3"), Storage)
+    for store in (MemoryStorage(), SQLiteStorage(tmp_path / "s.sqlite3")):
+        assert isinstance(store, Storage)
+        store.close()
 
 
 # SQLite's own promises.
@@ -120,6 +123,7 @@ def test_another_thread_gets_a_storage_error(tmp_path):
     worker = threading.Thread(target=lambda: caught.append(_error_of(lambda: store.get_device("d"))))
     worker.start()
     worker.join()
+    store.close()
     assert isinstance(caught[0], StorageError) and "thread" in caught[0].reason
 
 

@@ -186,8 +186,11 @@ class PushRecord:
 class Storage(Protocol):
     """The server's storage. Calls are synchronous and short: they run on the reactor thread.
 
-    Unknown devices raise DeviceNotFoundError; bad arguments raise InvalidRecordError; a backend failure
-    raises StorageError. Nothing else escapes.
+    Bad arguments raise InvalidRecordError, backend failures StorageError; nothing else escapes.
+    Calls that change a device (check-ins, touch, enqueue, next_command, mark_sent, record_push) raise
+    DeviceNotFoundError for a device that never authenticated; lookups and removals answer None, (), False
+    or 0; record_result never raises for an unknown command or device, its outcome says so.
+    `now` is seconds on the caller's clock (the reactor's `seconds()`), never read by storage itself.
     """
 
     # Enrollments (check-in messages).
