@@ -33,11 +33,19 @@ class KeychainError(Exception):
         self.reason = reason
 
 
-def as_utc(moment: datetime) -> datetime:
-    """`moment` in UTC; a naive datetime is taken as UTC, as cryptography does."""
-    if not isinstance(moment, datetime):
-        raise KeychainError(f"a time must be a datetime, not {type(moment).__name__}")
-    return moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
+Moment = datetime | float  # a datetime, or POSIX seconds as the fleet's clocks give them
+
+
+def as_utc(moment: Moment) -> datetime:
+    """`moment` as an aware UTC datetime; a naive datetime is taken as UTC, as cryptography does."""
+    if isinstance(moment, datetime):
+        return moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
+    if isinstance(moment, int | float) and not isinstance(moment, bool):
+        try:
+            return datetime.fromtimestamp(moment, UTC)
+        except (OverflowError, OSError, ValueError):
+            raise KeychainError(f"{moment!r} seconds is outside the range of dates") from None
+    raise KeychainError(f"a time must be a datetime or POSIX seconds, not {type(moment).__name__}")
 
 
 def fingerprint(certificate: x509.Certificate) -> bytes:
@@ -71,7 +79,7 @@ class Identity:
     certificate: x509.Certificate
     private_key: PrivateKey | None
     file_name: str | None
-    installed_at: datetime
+    installed_at: datetime  # any Moment is accepted and stored as UTC
     chain: tuple[x509.Certificate, ...] = ()  # CA certificates that came in the same PKCS#12
     key_deleted_at: datetime | None = None
 
@@ -140,7 +148,7 @@ def _leaf_policy() -> verification.ExtensionPolicy:
 
 
 def chain_root(certificate: x509.Certificate, roots: Sequence[x509.Certificate],
-               intermediates: Sequence[x509.Certificate], now: datetime) -> x509.Certificate:
+               intermediates: Sequence[x509.Certificate], now: Moment) -> x509.Certificate:
     """The trusted root `certificate` chains to at `now`; KeychainError saying why when it does not.
 
     A self-signed certificate chains only to itself, so it passes only when it is one of `roots`.
@@ -210,7 +218,7 @@ class Keychain:
         if fingerprint(identity.certificate) not in known:
             self._archive.append(ArchivedKey(identity.certificate, identity.private_key))
 
-    def delete_private_keys_older_than(self, days: int, now: datetime, *,
+    def delete_private_keys_older_than(self, days: int, now: Moment, *,
                                        payload_uuids: Collection[str] | None = None) -> tuple[str, ...]:
         """EPMM's "Delete Private Keys After Days": keys of identities installed `days` or more ago go.
 
@@ -263,7 +271,7 @@ class Keychain:
                         if item.private_key is not None)
         return current + tuple(self._archive)
 
-    def usable(self, identity: Identity, now: datetime, *,
+    def usable(self, identity: Identity, now: Moment, *,
                purpose: x509.ObjectIdentifier | None = EMAIL_PROTECTION) -> tuple[bool, str]:
         """Whether `identity` can sign/decrypt at `now` (SPEC 7), and a human reason either way."""
         name = f"“{identity.common_name}”"
@@ -290,6 +298,6 @@ class Keychain:
         until = certificate.not_valid_after_utc.date().isoformat()
         return True, f"{name} is valid until {until} and chains to “{common_name(root)}”"
 
-    def usable_identities(self, now: datetime, *,
+    def usable_identities(self, now: Moment, *,
                           purpose: x509.ObjectIdentifier | None = EMAIL_PROTECTION) -> tuple[Identity, ...]:
         return tuple(item for item in self._identities.values() if self.usable(item, now, purpose=purpose)[0])
