@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from mdm_protocol.commands import UnknownRequestType, check_command
@@ -27,6 +28,10 @@ class CommandContext:
     behaviour: Any  # machine.Behaviour
     rng: random.Random
     now: float
+
+    @property
+    def when(self) -> datetime:
+        return datetime.fromtimestamp(self.now, UTC)
 
 
 def answer_command(command: Command, context: CommandContext) -> Answer:
@@ -49,13 +54,14 @@ def _run(command: Command, context: CommandContext) -> Answer:
     keys, profiles = command.keys, context.profiles
     match command.request_type:
         case "InstallProfile":
-            result = profiles.install(keys["Payload"], os_version=context.facts.os_version, now=context.now)
+            result = profiles.install(keys["Payload"], os_version=context.facts.os_version, now=context.when)
             return Answer(Status.ACKNOWLEDGED) if result.ok else Answer(Status.ERROR, result.error_chain)
         case "RemoveProfile":
             removed = profiles.remove(keys["Identifier"])
             return Answer(Status.ACKNOWLEDGED) if removed.ok else Answer(Status.ERROR, removed.error_chain)
         case "ProfileList":
-            items = profiles.profile_list_items(managed_only=keys.get("ManagedOnly", False))
+            items = profiles.profile_list_items(os_version=context.facts.os_version,
+                                                managed_only=keys.get("ManagedOnly", False))
             return Answer(Status.ACKNOWLEDGED, extra={"ProfileList": [item.to_plist() for item in items]})
         case "CertificateList":
             items = profiles.certificate_list_items(managed_only=keys.get("ManagedOnly", False))

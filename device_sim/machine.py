@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from enum import StrEnum
 
 from mdm_protocol.checkin import Authenticate, CheckOut, TokenUpdate, encode_checkin
@@ -93,7 +94,8 @@ class DeviceMachine:
         """The user installs the server's enrollment profile (trust, identity, MDM payload)."""
         if self.phase not in (Phase.NEW, Phase.FAILED, Phase.UNENROLLED):
             return [fx.Log(f"already {self.phase.value}; enrollment profile ignored")]
-        result = self.profiles.install(profile, os_version=self.facts.os_version, now=now, managed=False)
+        version = self.facts.os_version
+        result = self.profiles.install(profile, os_version=version, now=_when(now), managed=False)
         if not result.ok:
             self.phase = Phase.FAILED
             return [fx.EnrollmentFailed(result.error_chain, "enrollment profile refused")]
@@ -158,12 +160,10 @@ class DeviceMachine:
         self.first_unlocked = True
         return []
 
-    def choose_identity(self, account: str, purpose: str, payload_uuid: str, now: float) -> list[fx.Effect]:
-        self.choices = self.choices.with_identity(account, purpose, payload_uuid)
-        return self._refresh_readiness(now)
-
-    def toggle(self, account: str, purpose: str, enabled: bool, now: float) -> list[fx.Effect]:
-        self.choices = self.choices.with_toggle(account, purpose, enabled)
+    def choose(self, account: str, now: float, **choice: object) -> list[fx.Effect]:
+        """A user choice in Settings for one account: `signing_identity=`, `encryption_identity=` (a
+        PayloadUUID when prompted), `signing_enabled=`, `encrypt_by_default=` (where overrideable)."""
+        self.choices = self.choices.with_choice(account, **choice)
         return self._refresh_readiness(now)
 
     def remove_mdm_profile(self, now: float) -> list[fx.Effect]:
@@ -309,9 +309,13 @@ class DeviceMachine:
 
     def _refresh_readiness(self, now: float) -> list[fx.Effect]:
         version = self.facts.os_version
-        current = fleet_readiness(self.profiles, os_version=version, now=now, choices=self.choices)
+        current = fleet_readiness(self.profiles, os_version=version, now=_when(now), choices=self.choices)
         changed = [fx.ReadinessChanged(account, record) for account, record in sorted(current.items())
                    if self.readiness.get(account) != record]
         self.readiness = current
         return changed
 
+
+
+def _when(now: float) -> datetime:
+    return datetime.fromtimestamp(now, UTC)

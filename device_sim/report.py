@@ -23,7 +23,7 @@ def device_json(runner: DeviceRunner, observer: FleetObserver) -> dict[str, Any]
         "os_version": str(facts.os_version), "build_version": facts.build_version,
         "product_name": facts.product_name, "serial_number": facts.serial_number, "user": facts.user.user_id,
         "phase": machine.phase.value,
-        "profiles": sorted(machine.profiles.installed_identifiers()),
+        "profiles": sorted(p.identifier for p in machine.profiles.installed()),
         "enrollment_failure": record.enrollment_failure if record else None,
         "errors": record.errors if record else [],
         "readiness": {account: r.to_json() for account, r in sorted(machine.readiness.items())},
@@ -39,8 +39,8 @@ def readiness_rows(runners: list[DeviceRunner]) -> list[dict[str, Any]]:
         version = str(runner.machine.facts.os_version)
         for account, record in runner.machine.readiness.items():
             group = groups[(version, account)]
-            group["signing"][record.signing.value] += 1
-            group["encryption"][record.encryption.value] += 1
+            group["signing"][record.signing.state.value] += 1
+            group["encryption"][record.encryption.state.value] += 1
     rows = []
     ordered = sorted(groups.items(), key=lambda item: (_version_key(item[0][0]), item[0][1]))
     for (version, account), counters in ordered:
