@@ -1,0 +1,106 @@
+"""`mdmsim scenario list|run`: the scenario library, and running one with a timeline and a verdict.
+
+Exit codes: 0 every expectation holds, 1 an expectation failed, 2 the scenario itself is broken.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+import scenarios
+
+from .scenario import Scenario, ScenarioBroken, ScenarioResult
+
+
+def library() -> list[Path]:
+    folder = Path(scenarios.__file__).parent
+    return sorted(p for p in folder.glob("*.py") if not p.name.startswith("_"))
+
+
+def load(path: Path) -> Scenario:
+    if not path.exists():
+        raise ScenarioBroken(f"no scenario file at {path}")
+    spec = importlib.util.spec_from_file_location(f"mdmsim_scenario_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:
+        raise ScenarioBroken(f"{path} cannot be loaded: {type(exc).__name__}: {exc}") from None
+    found = getattr(module, "scenario", None)
+    if not isinstance(found, Scenario):
+        raise ScenarioBroken(f"{path} defines no `scenario = Scenario(...)`")
+    return found
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("scenario", help="list or run scenario scripts", description=__doc__)
+    actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+    listing = actions.add_parser("list", help="the scenario library with each one's purpose")
+    listing.set_defaults(func=run_list)
+    running = actions.add_parser("run", help="run one scenario in virtual time")
+    running.add_argument("path", type=Path, help="a scenario file, or a name from `mdmsim scenario list`")
+    running.add_argument("--seed", type=int, help="override the scenario's seed")
+    running.add_argument("--json", type=Path, help="write the timeline and verdicts as JSON")
+    running.set_defaults(func=run_one)
+
+
+def run_list(args: argparse.Namespace) -> int:
+    table = Table(title="scenarios")
+    table.add_column("file")
+    table.add_column("purpose")
+    for path in library():
+        try:
+            table.add_row(path.name, load(path).purpose)
+        except ScenarioBroken as exc:
+            table.add_row(path.name, f"[red]broken: {exc}[/red]")
+    Console().print(table)
+    return 0
+
+
+def resolve(path: Path) -> Path:
+    if path.exists() or path.suffix:
+        return path
+    return Path(scenarios.__file__).parent / f"{path}.py"
+
+
+def run_one(args: argparse.Namespace) -> int:
+    console = Console()
+    try:
+        scenario = load(resolve(args.path))
+    except ScenarioBroken as exc:
+        console.print(f"[red]scenario broken:[/red] {exc}")
+        return 2
+    result = scenario.run(seed=args.seed)
+    print_result(console, scenario, result)
+    if args.json:
+        args.json.write_text(json.dumps(result.to_json(), indent=1, sort_keys=True) + "\n")
+    return result.exit_code
+
+
+def print_result(console: Console, scenario: Scenario, result: ScenarioResult) -> None:
+    console.print(f"[bold]{scenario.name}[/bold] (seed {result.seed}): {scenario.purpose}")
+    for t, text in result.timeline:
+        console.print(f"  {_clock(t)}  {text}", highlight=False)
+    if result.broken:
+        console.print(f"[red]scenario broken:[/red] {result.broken}")
+        return
+    table = Table(title="expectations")
+    table.add_column("expectation")
+    table.add_column("verdict")
+    table.add_column("detail")
+    for outcome in result.outcomes:
+        verdict = "[green]pass[/green]" if outcome.passed else "[red]FAIL[/red]"
+        table.add_row(outcome.name, verdict, outcome.detail)
+    console.print(table)
+
+
+def _clock(seconds: float) -> str:
+    hours, rest = divmod(int(seconds), 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours:02d}:{minutes:02d}:{secs:02d}"
