@@ -1,0 +1,357 @@
+"""Server benchmark: signed check-ins per second over TLS (keep-alive, and a new TLS connection per session)
+from a separate client process, and the command queue through the service for 10,000 devices.
+
+Run: `.venv/bin/python benchmarks/server_bench.py [--devices 1000] [--seconds 10] [--profile]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import cProfile
+import hashlib
+import io
+import json
+import multiprocessing
+import os
+import pstats
+import random
+import signal
+import socket
+import ssl
+import sys
+import tempfile
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from cryptography.hazmat.primitives import hashes
+from protocol_bench import SEED, profile_bytes
+from queue_bench import machine
+
+from device_sim.clock import HeapClock
+from device_sim.memory_http import MemoryHTTP
+from mdm_protocol.cms import mdm_signature
+from mdm_protocol.report import CommandReport, Status, decode_server_response, encode_report
+from mdm_server.app import DATABASE_FILE, MDMServer, ServerConfig
+from mdm_server.ca import CertificateAuthority
+from mdm_server.pki import DEFAULT_SERVER_NAMES, server_tls_files
+from mdm_server.service import DeviceIdentity
+from mdm_server.state import ServerState
+from mdm_server.storage import SQLiteStorage
+
+SERVER_CPU, CLIENT_CPU = 0, 1
+FACTS = {"OSVersion": "17.5.1", "BuildVersion": "21F90", "ProductName": "iPhone15,2"}
+
+
+# Fleet preparation: real identities, enrolled in the server's SQLite file, Idle reports signed up front
+
+
+def prepare_fleet(data_dir: Path, count: int) -> list[bytes]:
+    """Enroll `count` devices with CA-issued identities; return one signed Idle request (raw HTTP) each."""
+    now = datetime.now(UTC)
+    state = ServerState.load_or_create(data_dir)
+    server_tls_files(data_dir, DEFAULT_SERVER_NAMES, now=now)
+    authority = CertificateAuthority.load_or_create(data_dir, now=now)
+    storage = SQLiteStorage(data_dir / DATABASE_FILE)
+    requests = []
+    for index in range(count):
+        udid = hashlib.sha1(f"bench-{index}".encode()).hexdigest()
+        certificate, key = authority.issue_device_identity(f"bench device {index}", now)
+        fingerprint = certificate.fingerprint(hashes.SHA256()).hex()
+        storage.authenticate(udid, {**FACTS, "UDID": udid}, state.topic, fingerprint, now=time.time())
+        storage.token_update(udid, hashlib.sha256(udid.encode()).digest(), f"magic-{index}", now=time.time())
+        body = encode_report(CommandReport(Status.IDLE, udid=udid))
+        requests.append(raw_request(body, mdm_signature(body, certificate, key)))
+    storage.close()
+    return requests
+
+
+def raw_request(body: bytes, signature: str) -> bytes:
+    head = (f"PUT /mdm/connect HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/x-apple-aspen-mdm\r\n"
+            f"Mdm-Signature: {signature}\r\nContent-Length: {len(body)}\r\n\r\n")
+    return head.encode("ascii") + body
+
+
+# The server: its own process, pinned to one core, listening on port 0 --------------------------------------
+
+
+def serve(data_dir: Path, ready, profile_path: str | None) -> None:
+    os.sched_setaffinity(0, {SERVER_CPU})
+    from twisted.internet import reactor
+
+    profiler = cProfile.Profile() if profile_path else None
+    config = ServerConfig(data_dir=data_dir, listen="ssl:0:interface=127.0.0.1", push_link=None)
+    server = MDMServer(config, clock=reactor)
+    server.listen(reactor).addCallback(lambda ports: ready.send(ports[0].getHost().port))
+    if profiler:
+        reactor.callWhenRunning(profiler.enable)
+        reactor.addSystemEventTrigger("after", "shutdown", lambda: profiler.dump_stats(profile_path))
+    reactor.run()
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+# The client: another process on the other core; threads with blocking TLS sockets --------------------------
+
+
+def read_response(sock: ssl.SSLSocket, buffer: bytearray) -> int:
+    """Read one HTTP response from `sock` (Content-Length framed); returns its status code."""
+    while b"\r\n\r\n" not in buffer:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("server closed the connection")
+        buffer += chunk
+    head, _, rest = bytes(buffer).partition(b"\r\n\r\n")
+    length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+    while len(rest) < length:
+        rest += sock.recv(65536)
+    buffer[:] = rest[length:]
+    return int(head[9:12])
+
+
+class Load:
+    """Worker threads sending signed Idle reports; `counts` grows as 200 answers arrive."""
+
+    def __init__(self, port: int, ca_file: str, requests: list[bytes], mode: str, threads: int) -> None:
+        self.port, self.requests, self.mode = port, requests, mode
+        self.context = ssl.create_default_context(cafile=ca_file)
+        self.counts = [0] * threads
+        self.resumed = [0] * threads
+        self.errors: list[str] = []
+        self.stop = threading.Event()
+        self.threads = [threading.Thread(target=self._run, args=(i,), daemon=True) for i in range(threads)]
+
+    def connect(self, session=None) -> ssl.SSLSocket:
+        raw = socket.create_connection(("127.0.0.1", self.port))
+        raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return self.context.wrap_socket(raw, server_hostname="127.0.0.1", session=session)
+
+    def _run(self, index: int) -> None:
+        try:
+            (self._keep_alive if self.mode == "keep-alive" else self._per_session)(index)
+        except Exception as exc:  # a benchmark reports failures instead of dying silently in a thread
+            self.errors.append(f"{type(exc).__name__}: {exc}")
+
+    def _keep_alive(self, index: int) -> None:
+        sock, buffer, position = self.connect(), bytearray(), index
+        while not self.stop.is_set():
+            sock.sendall(self.requests[position % len(self.requests)])
+            if read_response(sock, buffer) != 200:
+                raise RuntimeError("server refused a signed Idle report")
+            self.counts[index] += 1
+            position += len(self.threads)
+        sock.close()
+
+    def _per_session(self, index: int) -> None:
+        session, position = None, index
+        while not self.stop.is_set():
+            sock = self.connect(session if self.mode == "resumed" else None)
+            sock.sendall(self.requests[position % len(self.requests)])
+            if read_response(sock, bytearray()) != 200:
+                raise RuntimeError("server refused a signed Idle report")
+            self.resumed[index] += sock.session_reused
+            session = sock.session
+            sock.close()
+            self.counts[index] += 1
+            position += len(self.threads)
+
+
+def client(port: int, ca_file: str, requests: list[bytes], mode: str, threads: int, warmup: float,
+           seconds: float, server_pid: int, results) -> None:
+    os.sched_setaffinity(0, {CLIENT_CPU})
+    load = Load(port, ca_file, requests, mode, threads)
+    for thread in load.threads:
+        thread.start()
+    time.sleep(warmup)
+    start_count, start_resumed = sum(load.counts), sum(load.resumed)
+    start_cpu, start_server_cpu, start = cpu_seconds(os.getpid()), cpu_seconds(server_pid), time.monotonic()
+    time.sleep(seconds)
+    count, resumed = sum(load.counts) - start_count, sum(load.resumed) - start_resumed
+    elapsed = time.monotonic() - start
+    client_cpu, server_cpu = cpu_seconds(os.getpid()) - start_cpu, cpu_seconds(server_pid) - start_server_cpu
+    load.stop.set()
+    for thread in load.threads:
+        thread.join(timeout=10)
+    results.send({"mode": mode, "requests": count, "seconds": elapsed, "per_second": count / elapsed,
+                  "server_cpu": server_cpu / elapsed, "client_cpu": client_cpu / elapsed,
+                  "per_server_cpu_second": count / server_cpu if server_cpu else 0.0,
+                  "resumed": resumed, "errors": load.errors[:3]})
+
+
+def run_tls(args: argparse.Namespace, data_dir: Path, requests: list[bytes]) -> list[dict]:
+    spawn = multiprocessing.get_context("spawn")
+    ready, ready_child = spawn.Pipe()
+    profile_path = str(data_dir / "server.prof") if args.profile else None
+    server = spawn.Process(target=serve, args=(data_dir, ready_child, profile_path))
+    server.start()
+    try:
+        if not ready.poll(60):
+            raise SystemExit("server did not start listening within 60 s")
+        port = ready.recv()
+        results = []
+        for mode in args.modes:
+            answer, answer_child = spawn.Pipe()
+            load = spawn.Process(target=client, args=(
+                port, str(data_dir / "ca.pem"), requests, mode, args.threads, args.warmup, args.seconds,
+                server.pid, answer_child))
+            load.start()
+            if not answer.poll(args.warmup + args.seconds + 60):
+                raise SystemExit(f"client for {mode} did not report")
+            results.append(answer.recv())
+            load.join(timeout=30)
+    finally:
+        os.kill(server.pid, signal.SIGTERM)
+        server.join(timeout=30)
+    if profile_path:
+        print_profile(profile_path)
+    return results
+
+
+def print_profile(path: str, top: int = 25) -> None:
+    out = io.StringIO()
+    pstats.Stats(path, stream=out).sort_stats("tottime").print_stats(top)
+    print("\nserver profile (all modes together), by own time:")
+    print("\n".join(out.getvalue().splitlines()[6:]))
+
+
+# The queue through the admin API and the service (in process, SQLite, no TLS) -------------------------------
+
+
+def run_queue(devices: int) -> dict[str, float]:
+    with tempfile.TemporaryDirectory(prefix="server-bench-queue-") as tmp:
+        server = MDMServer(ServerConfig(data_dir=Path(tmp)), clock=HeapClock(time.time()))
+        ids = [hashlib.sha1(f"queue-{i}".encode()).hexdigest() for i in range(devices)]
+        for index, udid in enumerate(ids):
+            cert = hashlib.sha256(udid.encode()).hexdigest()
+            server.storage.authenticate(udid, FACTS, server.state.topic, cert, now=server.clock.seconds())
+            token = hashlib.sha256(cert.encode()).digest()
+            server.storage.token_update(udid, token, f"magic-{index}", now=server.clock.seconds())
+            server.apns.register(token, server.state.topic)
+        figures = {"profile_bytes": 0.0}
+        payload = profile_bytes(random.Random(SEED))
+        figures["profile_bytes"] = float(len(payload))
+        for push in (False, True):
+            figures[f"enqueue_push_{push}"] = admin_enqueue(server, ids, payload, push)
+        figures["drain"] = drain(server, ids)
+        server.storage.close()
+    return figures
+
+
+def admin_enqueue(server: MDMServer, ids: list[str], payload: bytes, push: bool) -> float:
+    command = {"RequestType": "InstallProfile", "Payload": {"$data": base64.b64encode(payload).decode()}}
+    body = json.dumps({"device_ids": ids, "command": command, "push": push}).encode()
+    basic = base64.b64encode(f"admin:{server.admin_password}".encode()).decode()
+    headers = {"Authorization": f"Basic {basic}", "Content-Type": "application/json"}
+    start = time.perf_counter()
+    response = MemoryHTTP(server.site).request("POST", "/api/v1/commands", body, headers)
+    elapsed = time.perf_counter() - start
+    assert response.status == 201, response.body[:300]
+    return elapsed
+
+
+def drain(server: MDMServer, ids: list[str]) -> float:
+    """One session per device through the service: Idle, each command Acknowledged, end of session."""
+    start = time.perf_counter()
+    for udid in ids:
+        identity = DeviceIdentity(hashlib.sha256(udid.encode()).hexdigest())
+        idle = encode_report(CommandReport(Status.IDLE, udid=udid))
+        answer = server.service.handle_command_report(identity, idle)
+        command = decode_server_response(answer.body)
+        while command is not None:
+            report = CommandReport(Status.ACKNOWLEDGED, udid=udid, command_uuid=command.command_uuid)
+            answer = server.service.handle_command_report(identity, encode_report(report))
+            command = decode_server_response(answer.body)
+    return time.perf_counter() - start
+
+
+# Where one request's time goes, in process (no TLS, no sockets) ---------------------------------------------
+
+
+def cost_breakdown(repeat: int = 400) -> dict[str, float]:
+    """Microseconds per signed Idle report: signature check, service (SQLite), whole web tree in memory."""
+    with tempfile.TemporaryDirectory(prefix="server-bench-cost-") as tmp:
+        server = MDMServer(ServerConfig(data_dir=Path(tmp)), clock=HeapClock(time.time()))
+        udid = "0" * 40
+        certificate, key = server.ca.issue_device_identity("cost device", server.now())
+        identity = DeviceIdentity(certificate.fingerprint(hashes.SHA256()).hex())
+        server.storage.authenticate(udid, FACTS, server.state.topic, identity.cert_sha256, now=time.time())
+        server.storage.token_update(udid, b"t" * 32, "magic", now=time.time())
+        body = encode_report(CommandReport(Status.IDLE, udid=udid))
+        signature = mdm_signature(body, certificate, key)
+        headers = {"Content-Type": "application/x-apple-aspen-mdm", "Mdm-Signature": signature}
+        http = MemoryHTTP(server.site)
+        steps = {
+            "verify Mdm-Signature": lambda: server.verifier.verify(signature, body),
+            "service (decode, SQLite)": lambda: server.service.handle_command_report(identity, body),
+            "web tree in memory (all)": lambda: http.request("PUT", "/mdm/connect", body, headers),
+        }
+        figures = {}
+        for name, step in steps.items():
+            step()
+            start = time.perf_counter()
+            for _ in range(repeat):
+                step()
+            figures[name] = (time.perf_counter() - start) / repeat * 1e6
+        server.storage.close()
+    return figures
+
+
+# Report ------------------------------------------------------------------------------------------
+
+
+def print_tls(results: list[dict], devices: int, threads: int) -> None:
+    print(f"\nTLS check-ins: {devices} enrolled devices, signed Idle reports (Mdm-Signature verified on "
+          f"every request), SQLite; server on CPU {SERVER_CPU}, client ({threads} threads) on CPU "
+          f"{CLIENT_CPU}")
+    print(f"  {'mode':<12} {'req/s':>8} {'server CPU':>11} {'client CPU':>11} {'req per server CPU-s':>21} "
+          f"{'resumed':>8}")
+    for r in results:
+        print(f"  {r['mode']:<12} {r['per_second']:8.0f} {r['server_cpu']:10.0%} {r['client_cpu']:10.0%} "
+              f"{r['per_server_cpu_second']:21.0f} {r['resumed']:8d}")
+        for error in r["errors"]:
+            print(f"    error: {error}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--devices", type=int, default=1000, help="enrolled devices sending Idle")
+    parser.add_argument("--seconds", type=float, default=10.0, help="measured seconds per mode")
+    parser.add_argument("--warmup", type=float, default=2.0, help="unmeasured seconds before each mode")
+    parser.add_argument("--threads", type=int, default=32, help="client threads (connections in flight)")
+    parser.add_argument("--modes", nargs="+", default=["keep-alive", "per-session", "resumed"],
+                        choices=["keep-alive", "per-session", "resumed"],
+                        help="keep-alive: one connection per thread; per-session: a new TLS connection per "
+                             "request (full handshake); resumed: new connection with TLS session resumption")
+    parser.add_argument("--queue-devices", type=int, default=10_000, help="devices for the queue benchmark")
+    parser.add_argument("--skip-tls", action="store_true", help="run only the queue benchmark")
+    parser.add_argument("--profile", action="store_true", help="cProfile the server; print where time goes")
+    args = parser.parse_args(argv)
+    print(f"{machine()}; {datetime.now(UTC):%Y-%m-%d}")
+    if not args.skip_tls:
+        with tempfile.TemporaryDirectory(prefix="server-bench-") as tmp:
+            started = time.perf_counter()
+            requests = prepare_fleet(Path(tmp), args.devices)
+            print(f"prepared {args.devices} enrolled devices in {time.perf_counter() - started:.1f} s")
+            print_tls(run_tls(args, Path(tmp), requests), args.devices, args.threads)
+    print("\none signed Idle report in process, on one core (µs):")
+    for name, micros in cost_breakdown().items():
+        print(f"  {name:<28} {micros:8.0f}")
+    figures = run_queue(args.queue_devices)
+    n = args.queue_devices
+    print(f"\nqueue through the admin API and the service: {n} devices, SQLite, InstallProfile of a "
+          f"{figures['profile_bytes']:.0f}-byte profile")
+    print(f"  enqueue via POST /api/v1/commands, push false  {figures['enqueue_push_False']:7.3f} s")
+    print(f"  enqueue via POST /api/v1/commands, push true   {figures['enqueue_push_True']:7.3f} s "
+          f"({n} APNs-simulation pushes included)")
+    print(f"  drain: Idle, InstallProfile, Acknowledged x2   {figures['drain']:7.3f} s "
+          f"({n / figures['drain']:.0f} sessions/s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
