@@ -101,7 +101,7 @@ class DeviceMachine:
             return [fx.EnrollmentFailed(result.error_chain, "enrollment profile refused")]
         mdm = [p for p in result.profile.payloads if p.get("PayloadType") == MDM_PAYLOAD]
         if len(mdm) != 1 or self.profiles.keychain.identity(mdm[0]["IdentityCertificateUUID"]) is None:
-            self.profiles.remove(result.profile.identifier)
+            self.profiles.remove(result.profile.identifier, by_mdm=False)
             self.phase = Phase.FAILED
             chain = error_chain((INSTALLATION[4014], "The MDM payload has no usable device identity."))
             return [fx.EnrollmentFailed(chain, "no MDM payload with an identity")]
@@ -171,7 +171,7 @@ class DeviceMachine:
         if self.enrollment is None or self.phase is not Phase.ENROLLED:
             return []
         out: list[fx.Effect] = [self._send_checkin(self._check_out(), "check_out")]
-        self.profiles.remove(self.enrollment.profile_identifier)
+        self.profiles.remove(self.enrollment.profile_identifier, by_mdm=False)
         self.phase = Phase.UNENROLLED
         return out + self._refresh_readiness(now)
 
@@ -214,7 +214,7 @@ class DeviceMachine:
         # iOS refuses SSL with an untrusted certificate: the MDM payload fails and the profile is rolled back.
         enrollment = self.enrollment
         self._pending = None
-        self.profiles.remove(enrollment.profile_identifier)
+        self.profiles.remove(enrollment.profile_identifier, by_mdm=False)
         self.phase = Phase.FAILED
         chain = error_chain(
             (INSTALLATION[4001], f"The payload “{enrollment.display_name}” could not be installed."),

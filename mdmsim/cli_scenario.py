@@ -19,7 +19,7 @@ from .scenario import Scenario, ScenarioBroken, ScenarioResult
 
 
 def library() -> list[Path]:
-    folder = Path(scenarios.__file__).parent
+    folder = Path(next(iter(scenarios.__path__)))
     return sorted(p for p in folder.glob("*.py") if not p.name.startswith("_"))
 
 
@@ -66,7 +66,7 @@ def run_list(args: argparse.Namespace) -> int:
 def resolve(path: Path) -> Path:
     if path.exists() or path.suffix:
         return path
-    return Path(scenarios.__file__).parent / f"{path}.py"
+    return Path(next(iter(scenarios.__path__))) / f"{path}.py"
 
 
 def run_one(args: argparse.Namespace) -> int:

@@ -76,6 +76,8 @@ class Scenario:
     behaviour: Behaviour = field(default_factory=Behaviour)
     behaviour_for: Callable[[Any], Behaviour] | None = None  # per-device faults, from DeviceFacts
     apns: dict[str, Any] = field(default_factory=dict)
+    # What the server presents in TLS, when not its own CA-issued certificate (untrusted-server scenarios).
+    server_chain: Callable[[], tuple[Any, ...]] | None = None
     steps: list[_Step] = field(default_factory=list)
     expectations: list[tuple[str, Check]] = field(default_factory=list)
 
@@ -112,7 +114,8 @@ class Scenario:
     def _context(self, seed: int, timeline: list, world_options: WorldOptions | None) -> Context:
         spec = FleetSpec(self.count, seed=seed, os_mix=parse_mix(self.os_mix), kinds=parse_mix(self.kinds),
                          behaviour=self.behaviour)
-        options = world_options or WorldOptions(seed=seed, apns=dict(self.apns))
+        chain = self.server_chain() if self.server_chain else None
+        options = world_options or WorldOptions(seed=seed, apns=dict(self.apns), server_chain=chain)
         world = World(spec, options)
         if self.behaviour_for is not None:
             world.fleet._behaviour_for = self.behaviour_for
