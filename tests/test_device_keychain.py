@@ -1,0 +1,295 @@
+"""Simulated keychain: S/MIME usability (validity, key, trusted chain), key archive, key-deletion policy.
+
+Also the small real-PKI kit (EC by default, one RSA) that the install and readiness tests import.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.serialization import pkcs12
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from device_sim.keychain import ArchivedKey, Identity, Keychain, KeychainError, as_utc
+
+NOW = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
+EMAIL = ExtendedKeyUsageOID.EMAIL_PROTECTION
+CLIENT = ExtendedKeyUsageOID.CLIENT_AUTH
+
+
+# --- PKI kit ----------------------------------------------------------------------------------------------
+
+def new_key(kind: str = "ec") -> ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey:
+    if kind == "rsa":
+        return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    return ec.generate_private_key(ec.SECP256R1())
+
+
+def certificate(common_name: str, key, *, issuer: x509.Certificate | None = None, issuer_key=None,
+                ca: bool = False, eku: tuple[x509.ObjectIdentifier, ...] | None = (EMAIL,),
+                not_before: datetime = NOW - timedelta(days=30),
+                not_after: datetime = NOW + timedelta(days=365)) -> x509.Certificate:
+    """A real X.509 certificate; self-signed when no issuer is given."""
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    signer_key = issuer_key or key
+    builder = (x509.CertificateBuilder().subject_name(name)
+               .issuer_name(issuer.subject if issuer is not None else name).public_key(key.public_key())
+               .serial_number(x509.random_serial_number()).not_valid_before(not_before)
+               .not_valid_after(not_after)
+               .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+               .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+               .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(signer_key.public_key()),
+                              critical=False))
+    if ca:
+        usage = x509.KeyUsage(True, False, False, False, False, True, True, False, False)
+        builder = builder.add_extension(usage, critical=True)
+    elif eku:
+        builder = builder.add_extension(x509.ExtendedKeyUsage(list(eku)), critical=False)
+    return builder.sign(signer_key, hashes.SHA256())
+
+
+def p12(cert: x509.Certificate | None, key, password: str = "secret", *,
+        cas: tuple[x509.Certificate, ...] = (), name: bytes = b"identity") -> bytes:
+    """A PKCS#12 in the suite iOS imports (3DES, SHA-1 MAC, 2048 rounds)."""
+    encryption = (serialization.PrivateFormat.PKCS12.encryption_builder().kdf_rounds(2048)
+                  .key_cert_algorithm(pkcs12.PBES.PBESv1SHA1And3KeyTripleDESCBC).hmac_hash(hashes.SHA1())
+                  .build(password.encode()))
+    return pkcs12.serialize_key_and_certificates(name, key, cert, list(cas) or None, encryption)
+
+
+def der(cert: x509.Certificate) -> bytes:
+    return cert.public_bytes(serialization.Encoding.DER)
+
+
+@dataclass(frozen=True)
+class Pki:
+    ca: x509.Certificate
+    ca_key: ec.EllipticCurvePrivateKey
+    other_ca: x509.Certificate
+    alice: x509.Certificate
+    alice_key: ec.EllipticCurvePrivateKey
+    bob: x509.Certificate
+    bob_key: ec.EllipticCurvePrivateKey
+    expired: x509.Certificate
+    expired_key: ec.EllipticCurvePrivateKey
+    stranger: x509.Certificate  # issued by other_ca, which devices do not trust
+    stranger_key: ec.EllipticCurvePrivateKey
+
+
+@functools.cache
+def pki() -> Pki:
+    ca_key, other_key = new_key(), new_key()
+    ca = certificate("mdmsim Test CA", ca_key, ca=True, eku=None)
+    other_ca = certificate("Untrusted CA", other_key, ca=True, eku=None)
+    keys = [new_key() for _ in range(4)]
+    alice = certificate("alice@example.com", keys[0], issuer=ca, issuer_key=ca_key)
+    bob = certificate("bob@example.com", keys[1], issuer=ca, issuer_key=ca_key)
+    expired = certificate("old@example.com", keys[2], issuer=ca, issuer_key=ca_key,
+                          not_before=NOW - timedelta(days=400), not_after=NOW - timedelta(days=35))
+    stranger = certificate("eve@example.com", keys[3], issuer=other_ca, issuer_key=other_key)
+    return Pki(ca, ca_key, other_ca, alice, keys[0], bob, keys[1], expired, keys[2], stranger, keys[3])
+
+
+def identity(cert: x509.Certificate, key, *, uuid: str = "ID-1", profile: str = "com.example.p",
+             installed_at: datetime = NOW, chain: tuple[x509.Certificate, ...] = ()) -> Identity:
+    return Identity(uuid, profile, cert, key, f"{uuid}.p12", installed_at, chain)
+
+
+def trusting_keychain() -> Keychain:
+    keychain = Keychain()
+    keychain.add_root(pki().ca, "com.example.trust")
+    return keychain
+
+
+# --- usability -------------------------------------------------------------------------------------------
+
+def test_identity_from_a_trusted_ca_is_usable_and_says_where_it_chains():
+    keychain = trusting_keychain()
+    alice = identity(pki().alice, pki().alice_key)
+    keychain.add_identity(alice)
+    ok, reason = keychain.usable(alice, NOW)
+    assert ok, reason
+    assert "“alice@example.com”" in reason and "chains to “mdmsim Test CA”" in reason
+
+
+def test_rsa_identity_is_usable_too():
+    key = new_key("rsa")
+    cert = certificate("rsa@example.com", key, issuer=pki().ca, issuer_key=pki().ca_key)
+    assert trusting_keychain().usable(identity(cert, key), NOW)[0]
+
+
+def test_without_any_root_nothing_is_usable():
+    ok, reason = Keychain().usable(identity(pki().alice, pki().alice_key), NOW)
+    assert not ok and "trusts no root" in reason
+
+
+def test_chain_to_a_root_the_device_does_not_trust_is_not_usable():
+    ok, reason = trusting_keychain().usable(identity(pki().stranger, pki().stranger_key), NOW)
+    assert not ok and "does not end in a trusted root" in reason
+
+
+def test_builtin_store_is_trusted_and_deduplicated_with_profile_roots():
+    keychain = Keychain(builtin_roots=[pki().ca])
+    assert keychain.usable(identity(pki().alice, pki().alice_key), NOW)[0]
+    keychain.add_root(pki().ca, "com.example.trust")
+    keychain.add_root(pki().other_ca, "com.example.trust")
+    assert [c.subject for c in keychain.trusted_roots()] == [pki().ca.subject, pki().other_ca.subject]
+    keychain.remove_profile("com.example.trust", keep_encryption_keys=True)
+    assert keychain.trusted_roots() == (pki().ca,)  # the built-in copy stays
+
+
+@pytest.mark.parametrize(("moment", "words"), [
+    (NOW, "expired on"),
+    (NOW - timedelta(days=500), "not valid until"),
+])
+def test_outside_the_validity_period_is_not_usable(moment, words):
+    ok, reason = trusting_keychain().usable(identity(pki().expired, pki().expired_key), moment)
+    assert not ok and words in reason
+
+
+def test_self_signed_identity_counts_only_when_its_own_root_is_trusted():
+    key = new_key()
+    cert = certificate("self@example.com", key)
+    keychain = trusting_keychain()
+    me = identity(cert, key)
+    assert not keychain.usable(me, NOW)[0]
+    keychain.add_root(cert, "com.example.self")
+    assert keychain.usable(me, NOW)[0]
+
+
+def test_intermediates_from_the_p12_or_a_profile_complete_the_chain():
+    middle_key, leaf_key = new_key(), new_key()
+    middle = certificate("Issuing CA", middle_key, issuer=pki().ca, issuer_key=pki().ca_key, ca=True,
+                         eku=None)
+    leaf = certificate("carol@example.com", leaf_key, issuer=middle, issuer_key=middle_key)
+    keychain = trusting_keychain()
+    assert not keychain.usable(identity(leaf, leaf_key), NOW)[0]
+    assert keychain.usable(identity(leaf, leaf_key, chain=(middle,)), NOW)[0]
+    keychain.add_intermediate(middle, "com.example.chain")
+    assert keychain.usable(identity(leaf, leaf_key), NOW)[0]
+    assert middle not in keychain.trusted_roots()
+
+
+def test_purpose_is_checked_against_the_extended_key_usage():
+    key = new_key()
+    device = certificate("device identity", key, issuer=pki().ca, issuer_key=pki().ca_key, eku=(CLIENT,))
+    keychain = trusting_keychain()
+    ok, reason = keychain.usable(identity(device, key), NOW)
+    assert not ok and "email protection" in reason
+    assert keychain.usable(identity(device, key), NOW, purpose=CLIENT)[0]
+
+
+def test_identity_refuses_a_key_that_is_not_its_certificates():
+    with pytest.raises(KeychainError, match="does not match"):
+        identity(pki().alice, pki().bob_key)
+
+
+# --- profiles, archive, deletion policy ------------------------------------------------------------------
+
+def test_removed_profile_keys_go_to_the_archive_and_still_decrypt():
+    keychain = trusting_keychain()
+    keychain.add_identity(identity(pki().alice, pki().alice_key, uuid="A", profile="p1"))
+    keychain.add_identity(identity(pki().bob, pki().bob_key, uuid="B", profile="p2"))
+    left = keychain.remove_profile("p1", keep_encryption_keys=True)
+    assert [item.payload_uuid for item in left] == ["A"]
+    assert keychain.identity("A") is None
+    cert, key = keychain.archive[0]  # archived entries are (certificate, key) pairs
+    assert cert == pki().alice and key.private_numbers() == pki().alice_key.private_numbers()
+    assert [item.certificate for item in keychain.decryption_keys()] == [pki().bob, pki().alice]
+
+
+def test_removal_without_keeping_keys_archives_nothing():
+    keychain = trusting_keychain()
+    keychain.add_identity(identity(pki().alice, pki().alice_key, uuid="A", profile="p1"))
+    keychain.remove_profile("p1", keep_encryption_keys=False)
+    assert keychain.archive == () and keychain.decryption_keys() == ()
+
+
+def test_client_auth_only_keys_are_not_archived_as_encryption_keys():
+    key = new_key()
+    device = certificate("device identity", key, issuer=pki().ca, issuer_key=pki().ca_key, eku=(CLIENT,))
+    keychain = trusting_keychain()
+    keychain.add_identity(identity(device, key, uuid="D", profile="mdm"))
+    keychain.remove_profile("mdm", keep_encryption_keys=True)
+    assert keychain.archive == ()
+
+
+def test_an_archived_identity_installed_again_leaves_the_archive():
+    keychain = trusting_keychain()
+    keychain.add_identity(identity(pki().alice, pki().alice_key, uuid="A", profile="p1"))
+    keychain.remove_profile("p1", keep_encryption_keys=True)
+    keychain.add_identity(identity(pki().alice, pki().alice_key, uuid="A", profile="p1"))
+    assert keychain.archive == ()
+    assert len(keychain.decryption_keys()) == 1
+
+
+def test_a_payload_uuid_belongs_to_one_profile():
+    keychain = Keychain()
+    keychain.add_identity(identity(pki().alice, pki().alice_key, uuid="A", profile="p1"))
+    with pytest.raises(KeychainError, match="already holds an identity of profile 'p1'"):
+        keychain.add_identity(identity(pki().bob, pki().bob_key, uuid="A", profile="p2"))
+    keychain.add_identity(identity(pki().bob, pki().bob_key, uuid="A", profile="p1"))  # same profile: update
+    assert keychain.identity("A").certificate == pki().bob
+
+
+def test_key_deletion_policy_keeps_the_identity_but_makes_it_unusable():
+    keychain = trusting_keychain()
+    keychain.add_identity(identity(pki().alice, pki().alice_key, uuid="old", installed_at=NOW))
+    recent = NOW + timedelta(days=5)
+    keychain.add_identity(identity(pki().bob, pki().bob_key, uuid="new", installed_at=recent))
+    later = NOW + timedelta(days=7)
+    assert keychain.delete_private_keys_older_than(7, later) == ("old",)
+    old = keychain.identity("old")
+    assert old is not None and not old.has_private_key and old.key_deleted_at == later
+    ok, reason = keychain.usable(old, later)
+    assert not ok and "deleted on 2025-06-08" in reason
+    assert keychain.usable(keychain.identity("new"), later)[0]
+    assert [item.certificate for item in keychain.decryption_keys()] == [pki().bob]
+
+
+def test_key_deletion_policy_can_target_one_settings_identities():
+    keychain = Keychain()
+    keychain.add_identity(identity(pki().alice, pki().alice_key, uuid="A"))
+    keychain.add_identity(identity(pki().bob, pki().bob_key, uuid="B"))
+    later = NOW + timedelta(days=30)
+    assert keychain.delete_private_keys_older_than(1, later, payload_uuids={"B"}) == ("B",)
+    assert keychain.identity("A").has_private_key
+
+
+@pytest.mark.parametrize("days", [-1, 1.5, True, "3"])
+def test_key_deletion_policy_refuses_nonsense_days(days):
+    with pytest.raises(KeychainError, match="non-negative integer"):
+        Keychain().delete_private_keys_older_than(days, NOW)
+
+
+@settings(max_examples=60, deadline=None)
+@given(days=st.integers(0, 15), age_hours=st.integers(0, 24 * 20))
+def test_key_deletion_hits_exactly_the_identities_at_least_n_days_old(days, age_hours):
+    keychain = Keychain()
+    keychain.add_identity(identity(pki().alice, pki().alice_key, uuid="A", installed_at=NOW))
+    hit = keychain.delete_private_keys_older_than(days, NOW + timedelta(hours=age_hours))
+    assert (hit == ("A",)) == (age_hours >= days * 24)
+    assert keychain.identity("A").has_private_key == (age_hours < days * 24)
+
+
+def test_times_may_be_posix_seconds_or_naive_utc():
+    assert as_utc(NOW.timestamp()) == NOW
+    assert as_utc(NOW.replace(tzinfo=None)) == NOW
+    with pytest.raises(KeychainError, match="datetime or POSIX seconds"):
+        as_utc("2025-06-01")
+    keychain = trusting_keychain()
+    assert keychain.usable(identity(pki().alice, pki().alice_key), NOW.timestamp())[0]
+
+
+def test_archived_key_is_a_pair():
+    pair = ArchivedKey(pki().alice, pki().alice_key)
+    cert, key = pair
+    assert cert is pki().alice and key is pki().alice_key
