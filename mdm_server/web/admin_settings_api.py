@@ -1,0 +1,204 @@
+"""The V2-style admin JSON API for settings, users and their certificates (/api/v2/settings, /api/v2/users).
+
+Authentication is the caller's `authorise(request)`; every failure is a JSON {"error": reason} with a 4xx.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import unquote
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from twisted.web import resource
+from twisted.web.server import Request
+
+from ..admin.contracts import AdminError
+from ..admin.identities import IdentityStore
+from ..admin.settings import (
+    CertificateSetting,
+    EmailSetting,
+    ExchangeSetting,
+    SettingKind,
+    StoredSetting,
+    UserProvidedSetting,
+    decode_base64,
+    parse_kind,
+    setting_to_json,
+)
+from ..admin.settings_store import SettingsStore
+from ..admin.users import UserStore, user_to_json
+from .json_io import ApiError, read_json, write_json
+
+Handler = Callable[..., tuple[int, Any]]
+_ID = r"(?P<{}>[^/]+)"
+
+
+class AdminSettingsAPI(resource.Resource):
+    """Settings CRUD by kind, users CRUD, certificate uploads (V2 body, or a legacy V1 certificate type)."""
+
+    isLeaf = True
+
+    def __init__(self, settings: SettingsStore, users: UserStore, identities: IdentityStore, *,
+                 authorise: Callable[[Request], None]) -> None:
+        super().__init__()
+        self.settings, self.users, self.identities, self.authorise = settings, users, identities, authorise
+        setting, user = _ID.format("setting_id"), _ID.format("user_id")
+        certificate = rf"/api/v2/users/{user}/certificates/{setting}"
+        self.routes: list[tuple[bytes, re.Pattern[str], Handler]] = [
+            (b"GET", re.compile(r"/api/v2/settings"), self.list_settings),
+            (b"POST", re.compile(r"/api/v2/settings"), self.create_setting),
+            (b"GET", re.compile(rf"/api/v2/settings/{setting}"), self.show_setting),
+            (b"PUT", re.compile(rf"/api/v2/settings/{setting}"), self.update_setting),
+            (b"DELETE", re.compile(rf"/api/v2/settings/{setting}"), self.delete_setting),
+            (b"GET", re.compile(rf"/api/v2/settings/{setting}/missing-certificates"), self.missing),
+            (b"GET", re.compile(r"/api/v2/users"), self.list_users),
+            (b"POST", re.compile(r"/api/v2/users"), self.create_user),
+            (b"GET", re.compile(rf"/api/v2/users/{user}"), self.show_user),
+            (b"PUT", re.compile(rf"/api/v2/users/{user}"), self.update_user),
+            (b"DELETE", re.compile(rf"/api/v2/users/{user}"), self.delete_user),
+            (b"GET", re.compile(rf"/api/v2/users/{user}/certificates"), self.list_certificates),
+            (b"POST", re.compile(rf"/api/v2/users/{user}/certificates"), self.upload_certificate),
+            (b"PUT", re.compile(certificate), self.replace_certificate),
+            (b"DELETE", re.compile(certificate), self.delete_certificate),
+        ]
+
+    def render(self, request: Request) -> bytes:
+        try:
+            self.authorise(request)
+            handler, params = self._route(request)
+            status, value = handler(request, **params)
+        except ApiError as exc:
+            if exc.status == 401:
+                request.setHeader("www-authenticate", 'Basic realm="mdmsim admin"')
+            return write_json(request, exc.status, {"error": exc.reason})
+        except AdminError as exc:
+            return write_json(request, exc.status, {"error": exc.reason})
+        return write_json(request, status, value)
+
+    def _route(self, request: Request) -> tuple[Handler, dict[str, str]]:
+        path = request.path.decode("utf-8", "replace").rstrip("/")
+        allowed = False
+        for method, pattern, handler in self.routes:
+            match = pattern.fullmatch(path)
+            if match:
+                allowed = True
+                if method == request.method:
+                    return handler, {name: unquote(value) for name, value in match.groupdict().items()}
+        raise ApiError(405 if allowed else 404, f"no route for {request.method.decode()} {path}")
+
+    # Settings ------------------------------------------------------------------------------------------
+
+    def list_settings(self, request: Request) -> tuple[int, Any]:
+        raw = request.args.get(b"kind", [b""])[0].decode("utf-8", "replace")
+        kind = parse_kind(raw) if raw else None
+        return 200, {"settings": [_setting_json(stored) for stored in self.settings.list(kind)]}
+
+    def create_setting(self, request: Request) -> tuple[int, Any]:
+        body = _object(read_json(request))
+        stored = self.settings.create(parse_kind(body.get("kind")), body)
+        return 201, _setting_json(stored)
+
+    def show_setting(self, request: Request, setting_id: str) -> tuple[int, Any]:
+        return 200, _setting_json(self.settings.get(setting_id))
+
+    def update_setting(self, request: Request, setting_id: str) -> tuple[int, Any]:
+        return 200, _setting_json(self.settings.update(setting_id, _object(read_json(request))))
+
+    def delete_setting(self, request: Request, setting_id: str) -> tuple[int, Any]:
+        with self.settings.docs.transaction():
+            stored = self.settings.delete(setting_id)
+            if stored.kind is SettingKind.USER_PROVIDED:
+                self.identities.forget_setting(setting_id)
+        return 200, {"deleted": setting_id}
+
+    def missing(self, request: Request, setting_id: str) -> tuple[int, Any]:
+        """Users without a usable certificate for a user-provided setting (or those an account uses)."""
+        setting = self.settings.get(setting_id).setting
+        if isinstance(setting, UserProvidedSetting):
+            targets = [setting_id]
+        elif isinstance(setting, EmailSetting | ExchangeSetting):
+            smime = setting.smime
+            targets = [ref for ref in (smime.signing_identity, smime.encryption_identity) if ref]
+        else:
+            raise AdminError(f"setting {setting_id} uses no user-provided certificates")
+        missing = [entry for target in targets for entry in self.identities.missing(target)]
+        return 200, {"setting_id": setting_id, "identity_settings": targets, "missing": missing}
+
+    # Users ---------------------------------------------------------------------------------------------
+
+    def list_users(self, request: Request) -> tuple[int, Any]:
+        return 200, {"users": [user_to_json(user) for user in self.users.list()]}
+
+    def create_user(self, request: Request) -> tuple[int, Any]:
+        return 201, user_to_json(self.users.create(read_json(request)))
+
+    def show_user(self, request: Request, user_id: str) -> tuple[int, Any]:
+        return 200, user_to_json(self.users.get(user_id))
+
+    def update_user(self, request: Request, user_id: str) -> tuple[int, Any]:
+        return 200, user_to_json(self.users.update(user_id, read_json(request)))
+
+    def delete_user(self, request: Request, user_id: str) -> tuple[int, Any]:
+        with self.users.docs.transaction():
+            self.users.delete(user_id)
+            self.identities.forget_user(user_id)
+        return 200, {"deleted": user_id}
+
+    # Certificates --------------------------------------------------------------------------------------
+
+    def list_certificates(self, request: Request, user_id: str) -> tuple[int, Any]:
+        return 200, {"user_id": user_id, "certificates": self.identities.certificates(user_id)}
+
+    def upload_certificate(self, request: Request, user_id: str) -> tuple[int, Any]:
+        """{"setting_id" or legacy "type" (All, WIFI, VPN, SMIMESIGNING...), "p12": base64, "password"}."""
+        body = _object(read_json(request))
+        p12, password = _p12(body)
+        setting_id, v1_type = body.get("setting_id"), body.get("type")
+        result = self.identities.upload(user_id, p12, password, setting_id=_text(setting_id, "setting_id"),
+                                        v1_type=_text(v1_type, "type"))
+        return 201, _upload_json(result)
+
+    def replace_certificate(self, request: Request, user_id: str, setting_id: str) -> tuple[int, Any]:
+        p12, password = _p12(_object(read_json(request)))
+        result = self.identities.upload(user_id, p12, password, setting_id=setting_id, replace=True)
+        return 200, _upload_json(result)
+
+    def delete_certificate(self, request: Request, user_id: str, setting_id: str) -> tuple[int, Any]:
+        return 200, {"deleted": self.identities.delete(user_id, setting_id)}
+
+
+def _setting_json(stored: StoredSetting) -> dict[str, Any]:
+    out = {"id": stored.setting_id, "kind": stored.kind.value, "version": stored.version,
+           **setting_to_json(stored.setting)}
+    if isinstance(stored.setting, CertificateSetting):
+        certificate = x509.load_der_x509_certificate(stored.setting.certificate)
+        out["certificate_info"] = {"subject": certificate.subject.rfc4514_string(),
+                                   "sha256": certificate.fingerprint(hashes.SHA256()).hex(),
+                                   "not_after": certificate.not_valid_after_utc.isoformat()}
+    return out
+
+
+def _object(body: Any) -> dict[str, Any]:
+    if not isinstance(body, dict):
+        raise ApiError(400, "request body must be a JSON object")
+    return body
+
+
+def _text(value: Any, name: str) -> str | None:
+    if value is not None and not isinstance(value, str):
+        raise ApiError(400, f"{name} must be a string")
+    return value
+
+
+def _p12(body: dict[str, Any]) -> tuple[bytes, str | None]:
+    password = _text(body.get("password"), "password")
+    return decode_base64(body.get("p12"), "p12"), password
+
+
+def _upload_json(result: Any) -> dict[str, Any]:
+    return {"user_id": result.user_id, "setting_ids": list(result.setting_ids),
+            "fingerprint": result.fingerprint, "warnings": list(result.warnings),
+            "replaced": list(result.replaced)}
