@@ -214,7 +214,9 @@ class Keychain:
     def _archive_key(self, identity: Identity) -> None:
         if not _may_encrypt(identity.certificate) or identity.private_key is None:
             return
+        # The archive holds keys no identity holds any more; another profile may still carry the same one.
         known = {fingerprint(item.certificate) for item in self._archive}
+        known |= {fingerprint(item.certificate) for item in self._identities.values()}
         if fingerprint(identity.certificate) not in known:
             self._archive.append(ArchivedKey(identity.certificate, identity.private_key))
 

@@ -293,3 +293,14 @@ def test_archived_key_is_a_pair():
     pair = ArchivedKey(pki().alice, pki().alice_key)
     cert, key = pair
     assert cert is pki().alice and key is pki().alice_key
+
+
+def test_a_key_another_profile_still_holds_is_not_archived():
+    # Found by the install sequence property test: the archive is for keys no identity holds any more.
+    keychain = Keychain()
+    keychain.add_identity(identity(pki().alice, pki().alice_key, uuid="A", profile="p1"))
+    keychain.add_identity(identity(pki().alice, pki().alice_key, uuid="C", profile="p2"))
+    keychain.remove_profile("p1", keep_encryption_keys=True)
+    assert keychain.archive == ()
+    keychain.remove_profile("p2", keep_encryption_keys=True)
+    assert [item.certificate for item in keychain.archive] == [pki().alice]
