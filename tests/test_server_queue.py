@@ -5,6 +5,8 @@ Commands go in through the admin API and come out through signed device sessions
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 from hypothesis import settings
 from hypothesis import strategies as st
@@ -147,9 +149,11 @@ def test_a_result_for_another_devices_command_changes_nothing_for_it(server, dev
     assert status_of(server, A, mine) is CommandStatus.SENT
 
 
-def test_unknown_command_uuid_gets_the_next_command(server, device):
+def test_unknown_command_uuid_gets_the_next_command(server, device, caplog):
     x = AdminClient(server).enqueue([A], "ProfileList")[A]
-    assert offered(device.report(Status.ACKNOWLEDGED, "no-such-command")) == x
+    with caplog.at_level(logging.WARNING, logger="mdm_server.service"):
+        assert offered(device.report(Status.ACKNOWLEDGED, "no-such-command")) == x
+    assert "no-such-command" in caplog.text and "unknown_command" in caplog.text
     assert offered(device.report(Status.ERROR, "no-such-command-either")) == x
     assert status_of(server, A, x) is CommandStatus.SENT
     assert offered(device.report(Status.ACKNOWLEDGED, x)) is None
