@@ -24,7 +24,7 @@ from mdm_protocol.cms import SignatureError, verify_chain, verify_detached
 
 from .errors import SMIMEError
 from .mime_entity import CRLF, Entity, message_bytes, multipart_parts, parse_entity, split_envelope
-from .recipients import describe_recipients, envelope_recipients
+from .recipients import Recipient, describe_recipients, envelope_recipients
 
 PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
 SIGNATURE_TYPES = ("application/pkcs7-signature", "application/x-pkcs7-signature")
@@ -177,9 +177,11 @@ def encrypt(message: Message | bytes, recipients: Sequence[x509.Certificate], *,
     for certificate in recipients:
         if not isinstance(certificate, x509.Certificate):
             raise SMIMEError(f"a recipient must be an x509.Certificate, not {type(certificate).__name__}")
-        if not isinstance(certificate.public_key(), rsa.RSAPublicKey):
-            kind = type(certificate.public_key()).__name__.removeprefix("_").replace("PublicKey", "")
-            raise SMIMEError(f"cannot encrypt to {describe_certificate(certificate)}: its certificate has a "
+        public_key = certificate.public_key()
+        if not isinstance(public_key, rsa.RSAPublicKey):
+            is_ec = isinstance(public_key, ec.EllipticCurvePublicKey)
+            kind = "an elliptic-curve (EC)" if is_ec else "a non-RSA"
+            raise SMIMEError(f"cannot encrypt to {describe_certificate(certificate)}: its certificate has "
                              f"{kind} key and S/MIME encryption here supports RSA recipients only")
         digest = certificate.fingerprint(hashes.SHA256())
         if digest not in seen:
@@ -209,6 +211,8 @@ def decrypt_detailed(mime_bytes: bytes, keys: Sequence[tuple[x509.Certificate, P
     recipients = envelope_recipients(der)
     candidates = [(index, certificate, key) for index, (certificate, key) in enumerate(keys)
                   if isinstance(key, rsa.RSAPrivateKey) and any(r.matches(certificate) for r in recipients)]
+    if candidates:
+        _require_readable_recipients(recipients)
     for index, certificate, key in candidates:
         try:
             content = pkcs7.pkcs7_decrypt_der(der, certificate, key, [])
@@ -221,6 +225,14 @@ def decrypt_detailed(mime_bytes: bytes, keys: Sequence[tuple[x509.Certificate, P
                          "its key was not made for that certificate")
     raise SMIMEError("no key on this device can decrypt this message "
                      f"(it was encrypted for {describe_recipients(recipients)})")
+
+
+def _require_readable_recipients(recipients: Sequence[Recipient]) -> None:
+    # cryptography parses only issuer-and-serial key transport (openssl cms -keyid writes subject key ids).
+    odd = [r for r in recipients if r.kind != "key-transport" or r.subject_key_identifier is not None]
+    if odd:
+        raise SMIMEError(f"cannot decrypt: the message names {describe_recipients(odd)}, and cryptography "
+                         "reads only recipients named by issuer and serial number (key transport)")
 
 
 def require_fixed_cryptography(version: str) -> None:
