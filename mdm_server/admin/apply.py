@@ -338,8 +338,7 @@ class LabelAdmin:
         if setting_id not in label.setting_ids:
             raise AdminError(f"setting {setting_id!r} is not applied to label {label_id!r}", 404)
         self.labels.set_settings(label_id, label.setting_ids - {setting_id})
-        devices = self.labels.members(label_id) | self.delivery.holders(setting_id)
-        return self.delivery.reconcile(sorted(devices), {setting_id})
+        return self.delivery.reconcile(sorted(self.delivery.holders(setting_id)), {setting_id})
 
     def on_setting_changed(self, setting_id: str) -> DeliveryReport:
         """A setting was edited: re-render it for every device that has or should have it."""

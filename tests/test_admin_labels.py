@@ -1,0 +1,629 @@
+"""Labels and Apply to Label: membership, devices moving between labels, Install/RemoveProfile queueing,
+nothing queued twice, changed settings re-queued, user-provided settings refused, the V2 labels API.
+
+The fake Renderer below builds real profiles with mdm_protocol.payloads; other admin tests import it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from corpus import DEVICE_MESSAGES, require
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from hypothesis import given
+from hypothesis import strategies as st
+from twisted.web import resource
+
+from device_sim.clock import HeapClock
+from device_sim.memory_http import MemoryHTTP
+from mdm_protocol.checkin import decode_checkin
+from mdm_protocol.osversion import OSVersion
+from mdm_protocol.payloads import configuration_profile, eas_payload, mail_payload, root_certificate_payload
+from mdm_protocol.profile import encode_profile, parse_profile
+from mdm_protocol.report import decode_command
+from mdm_server.admin.apply import LabelAdmin
+from mdm_server.admin.contracts import AdminError, Rendered, RenderError, User
+from mdm_server.admin.device_kind import DeviceFacts, DeviceKind, Ownership, kind_of, platform_of
+from mdm_server.admin.docstore import DocumentStore
+from mdm_server.admin.labels import Criteria, Label
+from mdm_server.push.interface import ProviderResponse, PushRequest
+from mdm_server.storage.interface import CommandStatus, Device, EnrollmentState
+from mdm_server.storage.memory import MemoryStorage
+from mdm_server.wakeups import Waker
+from mdm_server.web.admin_labels_api import AdminLabelsAPI
+from mdm_server.web.json_io import ApiError
+from mdm_server.web.site import make_site
+
+T0 = datetime(2026, 11, 2, 9, 0, tzinfo=UTC).timestamp()
+TOPIC = "com.apple.mgmt.External.6f1d2c1e-5b7a-4c1e-9a55-6d6d73696d00"
+
+
+KeyPair = tuple[x509.Certificate, ec.EllipticCurvePrivateKey]
+
+
+def make_ca(name: str = "Example Corp Mail CA", now: float = T0) -> KeyPair:
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    start = datetime.fromtimestamp(now, UTC) - timedelta(days=1)
+    certificate = (
+        x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
+        .serial_number(x509.random_serial_number()).not_valid_before(start)
+        .not_valid_after(start + timedelta(days=3650))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    return certificate, key
+
+
+CA_CERTIFICATE, CA_KEY = make_ca()
+CA_DER = CA_CERTIFICATE.public_bytes(serialization.Encoding.DER)
+
+
+# A faithful fake Renderer: real profiles, stable identifiers, content hashes that ignore fresh UUIDs -------
+
+
+@dataclass
+class FakeSetting:
+    kind: str  # certificate, user_provided, email, exchange
+    revision: int = 1
+    host: str = "mail.example.com"
+    encrypt: bool = False
+
+
+class FakeUsers:
+    def __init__(self) -> None:
+        self.users: dict[str, User] = {}
+
+    def get_user(self, user_id: str) -> User | None:
+        return self.users.get(user_id)
+
+
+class FakeRenderer:
+    def __init__(self, users: FakeUsers) -> None:
+        self.users = users
+        self.settings: dict[str, FakeSetting] = {}
+        self.renders = 0
+        self._profiles: dict[str, bytes] = {}  # by content hash: equal content renders to equal bytes
+
+    def _setting(self, setting_id: str) -> FakeSetting:
+        setting = self.settings.get(setting_id)
+        if setting is None:
+            raise AdminError(f"no setting {setting_id!r}", 404)
+        return setting
+
+    def setting_kind(self, setting_id: str) -> str:
+        return self._setting(setting_id).kind
+
+    def check_applicable_to_label(self, setting_id: str) -> None:
+        if self._setting(setting_id).kind == "user_provided":
+            raise AdminError(f"setting {setting_id} is a user-provided certificate setting and must not be "
+                             "applied to labels", 409)
+
+    def render(self, setting_id: str, device: Device) -> Rendered:
+        setting, identifier = self._setting(setting_id), f"com.mdmsim.setting.{setting_id}"
+        user = self.users.get_user(device.user_id) if device.user_id else None
+        if setting.kind in ("email", "exchange") and (user is None or not user.email):
+            raise RenderError(f"device {device.device_id} has no user with an email address for $EMAIL$")
+        substituted = [setting_id, setting.revision, setting.host, setting.encrypt, user and user.email]
+        content_hash = hashlib.sha256(json.dumps(substituted).encode()).hexdigest()
+        self.renders += 1
+        if content_hash not in self._profiles:
+            self._profiles[content_hash] = encode_profile(configuration_profile(
+                [self._payload(setting, identifier, user)], identifier=identifier, display_name=setting_id,
+            ))
+        return Rendered(setting_id, identifier, self._profiles[content_hash], content_hash)
+
+    def _payload(self, setting: FakeSetting, identifier: str, user: User | None):
+        if setting.kind == "certificate":
+            return root_certificate_payload(CA_DER, identifier=f"{identifier}.root")
+        if setting.kind == "email":
+            return mail_payload(
+                identifier=f"{identifier}.account", email_account_type="EmailTypeIMAP",
+                incoming_mail_server_host_name=setting.host, outgoing_mail_server_host_name=setting.host,
+                incoming_mail_server_authentication="EmailAuthPassword",
+                outgoing_mail_server_authentication="EmailAuthPassword", email_address=user.email,
+                smime_encrypt_by_default=setting.encrypt or None,
+            )
+        return eas_payload(identifier=f"{identifier}.account", host=setting.host, user_name=user.user_id,
+                           email_address=user.email, smime_encrypt_by_default=setting.encrypt or None)
+
+    def smime_encryption(self, setting_id: str) -> bool:
+        return self._setting(setting_id).encrypt
+
+    def account_key(self, setting_id: str, device: Device) -> tuple[str, str] | None:
+        setting = self._setting(setting_id)
+        if setting.kind != "exchange" or not device.user_id:
+            return None
+        return setting.host, device.user_id
+
+
+class FakePusher:
+    def __init__(self) -> None:
+        self.pushed: list[bytes] = []
+        self.refuse: set[bytes] = set()
+
+    def push(self, request: PushRequest) -> ProviderResponse:
+        if request.token in self.refuse:
+            return ProviderResponse(410, "Unregistered")
+        self.pushed.append(request.token)
+        return ProviderResponse(200)
+
+
+@dataclass
+class Fleet:
+    """The label side of a server on a HeapClock: MemoryStorage, a document store, the fakes above."""
+
+    docs: DocumentStore = field(default_factory=DocumentStore)
+    storage: MemoryStorage = field(default_factory=MemoryStorage)
+    clock: HeapClock = field(default_factory=lambda: HeapClock(T0))
+
+    def __post_init__(self) -> None:
+        self.users = FakeUsers()
+        self.renderer = FakeRenderer(self.users)
+        self.pusher = FakePusher()
+        self.waker = Waker(self.storage, self.pusher, clock=self.clock)
+        self.admin = LabelAdmin(self.storage, self.docs, self.renderer, self.users, clock=self.clock,
+                                wake=self.waker.push_now)
+        self.admin.start()
+
+    def enroll(self, device_id: str, *, product: str = "iPhone15,2", os_version: str | None = "17.5",
+               user: str | None = None, hook: bool = True, **facts) -> Device:
+        facts = {"UDID": device_id, "ProductName": product, **facts}
+        if os_version is not None:
+            facts["OSVersion"] = os_version
+        now = self.clock.seconds()
+        certificate = hashlib.sha256(f"{device_id}/{now}".encode()).hexdigest()
+        self.storage.authenticate(device_id, facts, TOPIC, certificate, now=now)
+        self.storage.token_update(device_id, hashlib.sha256(device_id.encode()).digest(), f"m-{device_id}",
+                                  now=now)
+        if user is not None:
+            self.users.users.setdefault(user, User(user, f"{user}@example.com"))
+            self.storage.bind_user(device_id, user)
+        if hook:
+            self.admin.on_device_changed(device_id)
+        return self.storage.get_device(device_id)
+
+    def commands(self, device_id: str, request_type: str | None = None) -> list:
+        found = self.storage.list_commands(device_id)
+        return [c for c in found if request_type is None or c.request_type == request_type]
+
+    def queued(self, device_id: str) -> list[tuple[str, str]]:
+        """(RequestType, PayloadIdentifier) of every command queued for the device, in queue order."""
+        out = []
+        for command in sorted(self.commands(device_id), key=lambda c: c.queued_at):
+            keys = decode_command(command.payload).keys
+            if command.request_type == "InstallProfile":
+                out.append(("InstallProfile", parse_profile(keys["Payload"]).identifier))
+            else:
+                out.append((command.request_type, keys.get("Identifier")))
+        return out
+
+    def label(self, label_id: str, **body) -> Label:
+        label = Label.from_json({"name": label_id, **body}, label_id=label_id)
+        self.admin.save_label(label)
+        return self.admin.labels.get(label_id)
+
+
+def install(setting_id: str) -> tuple[str, str]:
+    return ("InstallProfile", f"com.mdmsim.setting.{setting_id}")
+
+
+def removal(setting_id: str) -> tuple[str, str]:
+    return ("RemoveProfile", f"com.mdmsim.setting.{setting_id}")
+
+
+@pytest.fixture
+def fleet() -> Fleet:
+    return Fleet()
+
+
+def facts(**overrides) -> DeviceFacts:
+    values = dict(device_id="d", platform="iOS", kind=DeviceKind.IPHONE, os_version=OSVersion(17, 5),
+                  ownership=Ownership.COMPANY, state=EnrollmentState.ENROLLED, user=None)
+    values.update(overrides)
+    return DeviceFacts(**values)
+
+
+# Device kinds and criteria ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("name", "platform", "kind", "version"), [
+    ("nanomdm/Authenticate.1.plist", "iOS", DeviceKind.IPAD, "9.3.5"),
+    ("nanomdm/Authenticate.2.plist", "macOS", DeviceKind.OTHER, "10.12.6"),
+    ("commandment/Authenticate/IOS-11.3.1.xml", "iOS", DeviceKind.IPAD, "11.3.1"),
+])
+def test_real_authenticate_messages_classify(name, platform, kind, version):
+    message = decode_checkin(require(DEVICE_MESSAGES / name).read_bytes())
+    stored = {k: v for k, v in message.to_plist().items() if k not in ("MessageType", "Topic")}
+    assert (platform_of(stored), kind_of(stored)) == (platform, kind)
+    assert stored["OSVersion"] == version
+
+
+def test_device_kinds_from_facts():
+    assert kind_of({"UDID": "u", "ProductName": "iPhone15,2"}) is DeviceKind.IPHONE
+    assert kind_of({"UDID": "u", "ProductName": "iPad13,4"}) is DeviceKind.IPAD
+    assert kind_of({"UDID": "u", "ProductName": "iPad13,4", "IsMultiUser": True}) is DeviceKind.SHARED_IPAD
+    # User Enrollment: an EnrollmentID and no UDID, whatever the hardware.
+    assert kind_of({"EnrollmentID": "e", "ProductName": "iPad13,4"}) is DeviceKind.USER_ENROLLMENT
+    assert kind_of({"UDID": "u", "EnrollmentID": "e", "ProductName": "iPhone1,1"}) is DeviceKind.IPHONE
+    assert kind_of({"UDID": "u"}) is DeviceKind.OTHER
+
+
+def test_criteria_each_condition_can_exclude():
+    everything = Criteria()
+    assert everything.matches(facts())
+    assert not Criteria(platforms=frozenset({"macOS"})).matches(facts())
+    assert not Criteria(device_kinds=frozenset({DeviceKind.IPAD})).matches(facts())
+    assert not Criteria(ownership=frozenset({Ownership.EMPLOYEE})).matches(facts())
+    assert not Criteria(os_version_min=OSVersion(18)).matches(facts())
+    assert not Criteria(os_version_below=OSVersion(17, 5)).matches(facts())  # below is exclusive
+    assert Criteria(os_version_min=OSVersion(17, 5)).matches(facts())  # min is inclusive
+    assert not Criteria(os_version_min=OSVersion(9)).matches(facts(os_version=None))
+
+
+def test_user_attribute_patterns():
+    user = User("jane", "Jane@Sales.Example.com", "Jane", {"USER_CUSTOM1": "emea"})
+    sales = Criteria(user_attributes={"email": "*@sales.example.com", "USER_CUSTOM1": "EMEA"})
+    assert sales.matches(facts(user=user))
+    assert not sales.matches(facts(user=User("joe", "joe@example.com", "Joe", {"USER_CUSTOM1": "emea"})))
+    assert not sales.matches(facts(user=None))
+
+
+@given(st.tuples(st.integers(0, 30), st.integers(0, 9)), st.tuples(st.integers(0, 30), st.integers(0, 9)),
+       st.tuples(st.integers(0, 30), st.integers(0, 9)))
+def test_os_range_is_min_inclusive_below_exclusive(low, high, version):
+    low, high, version = OSVersion(*low), OSVersion(*high), OSVersion(*version)
+    criteria = Criteria(os_version_min=low, os_version_below=high)
+    assert criteria.matches(facts(os_version=version)) == (low <= version < high)
+
+
+@pytest.mark.parametrize(("body", "fragment"), [
+    ({"name": "x", "type": "smart"}, "type must be"),
+    ({"name": "", "type": "manual"}, "name must be"),
+    ({"name": "x", "type": "manual", "criteria": {}}, "manual label has devices"),
+    ({"name": "x", "type": "filter", "deviceUuids": ["a"]}, "filter label has criteria"),
+    ({"name": "x", "type": "filter", "criteria": {"colour": "red"}}, "unknown criteria"),
+    ({"name": "x", "type": "filter", "criteria": {"deviceKinds": ["Phone"]}}, "deviceKinds"),
+    ({"name": "x", "type": "filter", "criteria": {"osVersionMin": "17", "osVersionBelow": "16"}}, "above"),
+    ({"name": "x", "type": "filter", "criteria": {"osVersionMin": "seventeen"}}, "osVersionMin"),
+    ({"name": "x", "type": "filter", "criteria": {"ownership": ["corporate"]}}, "ownership must be"),
+])
+def test_bad_labels_are_refused_with_a_reason(body, fragment):
+    with pytest.raises(AdminError) as caught:
+        Label.from_json(body)
+    assert fragment in caught.value.reason
+
+
+def test_label_round_trips_through_its_document():
+    label = Label.from_json({"name": "Sales iPads", "type": "filter", "criteria": {
+        "platforms": ["iOS"], "osVersionMin": "12.0", "osVersionBelow": "18", "deviceKinds": ["iPad"],
+        "ownership": ["company"], "userAttributes": {"email": "*@sales.example.com"}}}, label_id="sales")
+    assert Label.from_json(label.to_json(), label_id="sales") == label
+
+
+# Membership -------------------------------------------------------------------------------------------------
+
+
+def test_filter_and_manual_membership(fleet):
+    fleet.enroll("phone", product="iPhone15,2")
+    fleet.enroll("pad", product="iPad13,4")
+    fleet.enroll("shared", product="iPad13,4", IsMultiUser=True)
+    fleet.label("ipads", type="filter", criteria={"deviceKinds": ["iPad", "Shared iPad"]})
+    fleet.label("pick", type="manual", deviceUuids=["phone", "shared"])
+    assert fleet.admin.labels.members("ipads") == {"pad", "shared"}
+    assert fleet.admin.labels.members("pick") == {"phone", "shared"}
+    assert fleet.admin.labels.labels_of("shared") == {"ipads", "pick"}
+    # A device enrolled later joins the filter label as it checks in.
+    fleet.enroll("pad2", product="iPad8,1")
+    assert "pad2" in fleet.admin.labels.members("ipads")
+
+
+def test_manual_label_refuses_unknown_devices_and_duplicate_names(fleet):
+    fleet.enroll("a")
+    with pytest.raises(AdminError, match="unknown devices") as caught:
+        fleet.label("m", type="manual", deviceUuids=["a", "ghost"])
+    assert caught.value.status == 404
+    fleet.label("m", type="manual", deviceUuids=["a"])
+    with pytest.raises(AdminError, match="already exists"):
+        fleet.admin.save_label(Label.from_json({"name": "M", "type": "manual"}, label_id="other"))
+
+
+def test_ownership_is_an_attribute_the_admin_sets(fleet):
+    fleet.enroll("a")
+    fleet.label("corporate", type="filter", criteria={"ownership": ["company"]})
+    assert fleet.admin.labels.members("corporate") == frozenset()
+    fleet.admin.set_ownership("a", "company")
+    assert fleet.admin.labels.members("corporate") == {"a"}
+    with pytest.raises(AdminError, match="ownership must be"):
+        fleet.admin.set_ownership("a", "leased")
+    with pytest.raises(AdminError) as caught:
+        fleet.admin.set_ownership("ghost", "company")
+    assert caught.value.status == 404
+
+
+# Apply to Label ---------------------------------------------------------------------------------------------
+
+
+def test_apply_queues_one_install_per_member(fleet):
+    for device_id in ("a", "b", "c"):
+        fleet.enroll(device_id, os_version="17.5" if device_id != "c" else "16.0")
+    fleet.renderer.settings["root"] = FakeSetting("certificate")
+    fleet.label("ios17", type="filter", criteria={"osVersionMin": "17"})
+    report = fleet.admin.apply("ios17", "root")
+    assert report.installs == 2 and report.removals == 0
+    assert fleet.queued("a") == fleet.queued("b") == [install("root")]
+    assert fleet.queued("c") == []
+    command = fleet.commands("a")[0]
+    profile = parse_profile(decode_command(command.payload).keys["Payload"])
+    assert profile.payloads[0].content["PayloadContent"] == CA_DER
+    assert command.status is CommandStatus.QUEUED
+    assert {c.command_uuid for c in report.queued} == {fleet.commands(d)[0].command_uuid for d in ("a", "b")}
+
+
+def test_nothing_is_queued_twice_for_the_same_content(fleet):
+    fleet.enroll("a", user="jane")
+    fleet.renderer.settings["mail"] = FakeSetting("email")
+    fleet.label("all", type="filter")
+    fleet.label("also", type="manual", deviceUuids=["a"])
+    assert fleet.admin.apply("all", "mail").installs == 1
+    assert fleet.admin.apply("all", "mail").installs == 0  # applied again
+    assert fleet.admin.apply("also", "mail").installs == 0  # the same setting through a second label
+    assert fleet.admin.on_device_changed("a").installs == 0  # a TokenUpdate, a DeviceInformation...
+    assert fleet.admin.on_setting_changed("mail").installs == 0  # saved without a change
+    assert fleet.queued("a") == [install("mail")]
+
+
+def test_a_changed_setting_requeues_for_every_device_that_has_it(fleet):
+    fleet.enroll("a", user="jane")
+    fleet.enroll("b", user="joe")
+    fleet.enroll("c", user="ann")
+    fleet.renderer.settings["eas"] = FakeSetting("exchange")
+    fleet.label("first", type="manual", deviceUuids=["a"])
+    fleet.label("second", type="manual", deviceUuids=["b"])
+    fleet.admin.apply("first", "eas")
+    fleet.admin.apply("second", "eas")
+    fleet.renderer.settings["eas"].host = "exchange2.example.com"
+    report = fleet.admin.on_setting_changed("eas")
+    assert sorted(c.device_id for c in report.queued) == ["a", "b"]
+    assert fleet.queued("a") == [install("eas"), install("eas")]
+    assert fleet.queued("c") == []
+    # A user's new email address changes that device's rendering only.
+    fleet.users.users["joe"] = User("joe", "joseph@example.com")
+    assert fleet.admin.on_device_changed("b").installs == 1
+    assert fleet.admin.on_device_changed("a").installs == 0
+
+
+def test_remove_from_label_queues_remove_profile_unless_another_label_brings_it(fleet):
+    for device_id in ("a", "b"):
+        fleet.enroll(device_id)
+    fleet.renderer.settings["root"] = FakeSetting("certificate")
+    fleet.label("both", type="manual", deviceUuids=["a", "b"])
+    fleet.label("only-b", type="manual", deviceUuids=["b"])
+    fleet.admin.apply("both", "root")
+    fleet.admin.apply("only-b", "root")
+    report = fleet.admin.remove("both", "root")
+    assert [(c.device_id, c.request_type) for c in report.queued] == [("a", "RemoveProfile")]
+    assert fleet.queued("a") == [install("root"), removal("root")]
+    assert fleet.queued("b") == [install("root")]
+    with pytest.raises(AdminError, match="not applied"):
+        fleet.admin.remove("both", "root")
+
+
+def test_a_device_moving_between_labels(fleet):
+    fleet.enroll("a", os_version="16.7")
+    fleet.renderer.settings["old-ca"] = FakeSetting("certificate")
+    fleet.renderer.settings["new-ca"] = FakeSetting("certificate", host="x")
+    fleet.label("ios16", type="filter", criteria={"osVersionBelow": "17"})
+    fleet.label("ios17", type="filter", criteria={"osVersionMin": "17"})
+    fleet.admin.apply("ios16", "old-ca")
+    fleet.admin.apply("ios17", "new-ca")
+    assert fleet.queued("a") == [install("old-ca")]
+    # The device updates iOS; its next check-in reports 17.1 (facts change, the server calls the hook).
+    fleet.clock.advance(60)
+    fleet.storage.authenticate("a", {"UDID": "a", "ProductName": "iPhone15,2", "OSVersion": "17.1"}, TOPIC,
+                               fleet.storage.get_device("a").cert_sha256, now=fleet.clock.seconds())
+    fleet.storage.token_update("a", b"t", "m", now=fleet.clock.seconds())
+    fleet.admin.on_device_changed("a")
+    assert fleet.admin.labels.labels_of("a") == {"ios17"}
+    # Re-authenticating is a new enrollment (the queue was cleared): only what it should now have.
+    assert fleet.queued("a") == [install("new-ca")]
+
+
+def test_leaving_a_label_without_reenrolling_queues_removal_first(fleet):
+    fleet.enroll("a")
+    fleet.renderer.settings["x"] = FakeSetting("certificate")
+    fleet.renderer.settings["y"] = FakeSetting("certificate")
+    fleet.label("lx", type="manual", deviceUuids=["a"])
+    fleet.label("ly", type="manual", deviceUuids=[])
+    fleet.admin.apply("lx", "x")
+    fleet.admin.apply("ly", "y")
+    fleet.clock.advance(1)
+    fleet.label("lx", type="manual", deviceUuids=[])
+    fleet.label("ly", type="manual", deviceUuids=["a"])
+    assert fleet.queued("a") == [install("x"), removal("x"), install("y")]
+    assert fleet.admin.labels.get("lx").setting_ids == {"x"}  # an edit keeps the label's settings
+
+
+def test_one_change_that_removes_and_installs_sends_the_removal_first(fleet):
+    fleet.enroll("a")
+    fleet.renderer.settings["ca-1"] = FakeSetting("certificate")
+    fleet.renderer.settings["ca-2"] = FakeSetting("certificate")
+    fleet.label("company", type="filter", criteria={"ownership": ["company"]})
+    fleet.label("byod", type="filter", criteria={"ownership": ["employee", "unknown"]})
+    fleet.admin.apply("company", "ca-1")
+    fleet.admin.apply("byod", "ca-2")
+    fleet.storage.mark_sent("a", fleet.commands("a")[0].command_uuid, now=T0)
+    fleet.storage.record_result("a", fleet.commands("a")[0].command_uuid, "Acknowledged", None, now=T0)
+    report = fleet.admin.set_ownership("a", "company")  # one reconcile: leaves byod, joins company
+    assert [c.request_type for c in report.queued] == ["RemoveProfile", "InstallProfile"]
+    first = fleet.storage.next_command("a", now=T0)
+    assert (first.request_type, decode_command(first.payload).keys["Identifier"]) == removal("ca-2")
+
+
+def test_user_provided_settings_are_refused(fleet):
+    fleet.enroll("a")
+    fleet.renderer.settings["p12"] = FakeSetting("user_provided")
+    fleet.label("l", type="manual", deviceUuids=["a"])
+    with pytest.raises(AdminError, match="must not be applied to labels"):
+        fleet.admin.apply("l", "p12")
+    assert fleet.admin.labels.get("l").setting_ids == frozenset()
+    assert fleet.commands("a") == []
+    with pytest.raises(AdminError) as caught:
+        fleet.admin.apply("l", "no-such-setting")
+    assert caught.value.status == 404
+
+
+def test_render_errors_are_per_device_and_do_not_block_others(fleet):
+    fleet.enroll("with-user", user="jane")
+    fleet.enroll("without-user")
+    fleet.renderer.settings["mail"] = FakeSetting("email")
+    fleet.label("all", type="filter")
+    report = fleet.admin.apply("all", "mail")
+    assert [c.device_id for c in report.queued] == ["with-user"]
+    assert set(report.errors) == {"without-user"}
+    assert "$EMAIL$" in report.errors["without-user"]["mail"]
+    # Once the device has a user, its next inventory change delivers the setting.
+    fleet.users.users["joe"] = User("joe", "joe@example.com")
+    fleet.storage.bind_user("without-user", "joe")
+    assert fleet.admin.on_device_changed("without-user").installs == 1
+
+
+def test_deleting_a_setting_or_a_label_queues_removals(fleet):
+    for device_id in ("a", "b"):
+        fleet.enroll(device_id)
+    fleet.renderer.settings["x"] = FakeSetting("certificate")
+    fleet.renderer.settings["y"] = FakeSetting("certificate")
+    fleet.label("la", type="manual", deviceUuids=["a"])
+    fleet.label("lb", type="manual", deviceUuids=["b"])
+    fleet.admin.apply("la", "x")
+    fleet.admin.apply("lb", "y")
+    del fleet.renderer.settings["x"]
+    assert [c.device_id for c in fleet.admin.on_setting_deleted("x").queued] == ["a"]
+    assert fleet.admin.labels.get("la").setting_ids == frozenset()
+    assert fleet.admin.delete_label("lb").removals == 1
+    assert fleet.queued("a")[-1] == removal("x") and fleet.queued("b")[-1] == removal("y")
+
+
+def test_checked_out_devices_get_nothing_and_start_afresh_when_they_return(fleet):
+    fleet.enroll("a")
+    fleet.renderer.settings["x"] = FakeSetting("certificate")
+    fleet.label("all", type="filter")
+    fleet.admin.apply("all", "x")
+    fleet.clock.advance(10)
+    fleet.storage.check_out("a", now=fleet.clock.seconds())
+    report = fleet.admin.on_device_changed("a")
+    assert report.queued == () and report.skipped == {"a": "device checked out"}
+    assert fleet.admin.delivery.delivered("a") == {}
+    assert "a" not in fleet.admin.labels.members("all")
+    fleet.clock.advance(10)
+    fleet.enroll("a")  # a new enrollment: iOS removed every managed profile at check-out
+    assert fleet.queued("a") == [install("x")]
+
+
+def test_deliveries_survive_a_restart(tmp_path: Path):
+    docs = DocumentStore(tmp_path / "admin.sqlite3")
+    storage = MemoryStorage()
+    first = Fleet(docs=docs, storage=storage)
+    first.enroll("a")
+    first.renderer.settings["x"] = FakeSetting("certificate")
+    first.label("all", type="filter")
+    first.admin.apply("all", "x")
+    docs.close()
+    again = Fleet(docs=DocumentStore(tmp_path / "admin.sqlite3"), storage=storage, clock=first.clock)
+    again.renderer.settings["x"] = FakeSetting("certificate")
+    assert again.admin.labels.members("all") == {"a"}
+    assert again.admin.on_device_changed("a").installs == 0
+    assert again.queued("a") == [install("x")]
+
+
+def test_apply_to_ten_thousand_devices_is_one_batch(fleet, monkeypatch):
+    for index in range(10_000):
+        fleet.enroll(f"device-{index:05d}", hook=False)
+    fleet.admin.labels.load()
+    fleet.renderer.settings["root"] = FakeSetting("certificate")
+    fleet.label("all", type="filter")
+    batches, transactions = [], []
+    enqueue, transaction = fleet.storage.enqueue, fleet.docs.transaction
+    monkeypatch.setattr(fleet.storage, "enqueue",
+                        lambda ids, *args, **kw: batches.append(ids) or enqueue(ids, *args, **kw))
+    monkeypatch.setattr(fleet.docs, "transaction", lambda: transactions.append(1) or transaction())
+    started = time.perf_counter()
+    report = fleet.admin.apply("all", "root")
+    elapsed = time.perf_counter() - started
+    assert report.installs == 10_000 and [len(b) for b in batches] == [10_000]
+    assert len(transactions) == 2  # the label's settings, then every delivery at once
+    print(f"Apply to Label, 10,000 devices: {elapsed:.2f} s")
+    batches.clear()
+    assert fleet.admin.apply("all", "root").installs == 0 and batches == []
+
+
+# The V2 labels API ------------------------------------------------------------------------------------------
+
+
+class Api:
+    """The labels API through a real twisted.web Site, in memory."""
+
+    def __init__(self, fleet: Fleet, *, password: str = "secret") -> None:
+        def authorise(request) -> None:
+            if request.getPassword() != password.encode():
+                raise ApiError(401, "admin credentials required (HTTP Basic)")
+
+        self.resource = AdminLabelsAPI(fleet.admin, fleet.waker, authorise=authorise, clock=fleet.clock,
+                                       trusted_roots=[CA_CERTIFICATE])
+        root = resource.Resource()
+        root.putChild(b"api", self.resource)
+        self.http = MemoryHTTP(make_site(root, reactor=fleet.clock))
+        self.headers = {"Authorization": "Basic YWRtaW46c2VjcmV0", "Content-Type": "application/json"}
+
+    def call(self, method: str, path: str, value=None, headers=None):
+        body = b"" if value is None else json.dumps(value).encode()
+        response = self.http.request(method, path, body, headers or self.headers)
+        return response.status, json.loads(response.body)
+
+
+def test_api_labels_apply_and_device_listing(fleet):
+    api = Api(fleet)
+    fleet.enroll("a", user="jane")
+    fleet.enroll("b", product="iPad13,4", user="joe")
+    fleet.renderer.settings["eas"] = FakeSetting("exchange")
+    status, body = api.call("POST", "/api/v2/labels", {"id": "phones", "name": "Phones", "type": "filter",
+                                                       "criteria": {"deviceKinds": ["iPhone"]}})
+    assert status == 201 and body["memberCount"] == 1
+    status, body = api.call("POST", "/api/v2/labels/phones/apply", {"settingId": "eas"})
+    assert status == 200 and body["installsQueued"] == 1 and body["queued"][0]["deviceUuid"] == "a"
+    status, body = api.call("GET", "/api/v2/devices?labelId=phones")
+    assert status == 200 and body["totalCount"] == 1
+    device = body["results"][0]
+    assert (device["uuid"], device["deviceKind"], device["platform"]) == ("a", "iPhone", "iOS")
+    assert device["labelIds"] == ["phones"] and device["syncIntervalMinutes"] == 240
+    status, body = api.call("GET", "/api/v2/devices?limit=1&offset=1")
+    assert status == 200 and [d["uuid"] for d in body["results"]] == ["b"] and body["totalCount"] == 2
+    status, body = api.call("POST", "/api/v2/labels/phones/remove", {"settingId": "eas"})
+    assert body["removalsQueued"] == 1
+    status, body = api.call("PUT", "/api/v2/devices/b/attributes", {"ownership": "employee"})
+    assert status == 200 and body["ownership"] == "employee"
+
+
+def test_api_errors_are_json_with_reasons(fleet):
+    api = Api(fleet)
+    fleet.enroll("a")
+    fleet.renderer.settings["p12"] = FakeSetting("user_provided")
+    api.call("POST", "/api/v2/labels", {"id": "l", "name": "L", "type": "manual", "deviceUuids": ["a"]})
+    status, body = api.call("POST", "/api/v2/labels/l/apply", {"settingId": "p12"})
+    assert status == 409 and "must not be applied to labels" in body["error"]
+    assert api.call("POST", "/api/v2/labels/l/apply", {})[0] == 400
+    assert api.call("GET", "/api/v2/labels/nope")[0] == 404
+    assert api.call("PATCH", "/api/v2/labels")[0] == 405
+    assert api.call("POST", "/api/v2/labels", {"id": "l", "name": "Other", "type": "manual"})[0] == 409
+    status, body = api.call("GET", "/api/v2/labels", headers={"Authorization": "Basic YWRtaW46bm8="})
+    assert status == 401 and "credentials" in body["error"]
+    assert api.call("GET", "/api/v2/devices?limit=0")[0] == 400
