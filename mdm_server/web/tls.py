@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from OpenSSL import crypto
 from twisted.internet import ssl
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IStreamServerEndpoint
@@ -18,11 +17,11 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 def server_options(certificate_pem: bytes, key_pem: bytes, chain_pem: bytes = b"") -> ssl.CertificateOptions:
     certificate = x509.load_pem_x509_certificate(certificate_pem)
     key = serialization.load_pem_private_key(key_pem, password=None)
-    extra = x509.load_pem_x509_certificates(chain_pem) if chain_pem else []
-    chain = [crypto.X509.from_cryptography(c) for c in extra]
+    chain = x509.load_pem_x509_certificates(chain_pem) if chain_pem else []
+    # cryptography objects, not pyOpenSSL's X509/PKey, which pyOpenSSL deprecates (Twisted passes them on).
     return ssl.CertificateOptions(
-        privateKey=crypto.PKey.from_cryptography_key(key),
-        certificate=crypto.X509.from_cryptography(certificate),
+        privateKey=key,
+        certificate=certificate,
         extraCertChain=chain,
         # A new TLS connection per session is how iOS talks to MDM: resumption makes that affordable.
         enableSessions=True,
