@@ -147,9 +147,9 @@ def _leaf_policy() -> verification.ExtensionPolicy:
             .may_be_present(x509.BasicConstraints, agnostic, None))
 
 
-def chain_root(certificate: x509.Certificate, roots: Sequence[x509.Certificate],
-               intermediates: Sequence[x509.Certificate], now: Moment) -> x509.Certificate:
-    """The trusted root `certificate` chains to at `now`; KeychainError saying why when it does not.
+def verified_chain(certificate: x509.Certificate, roots: Sequence[x509.Certificate],
+                   intermediates: Sequence[x509.Certificate], now: Moment) -> tuple[x509.Certificate, ...]:
+    """The path from `certificate` to a trusted root at `now`; KeychainError saying why there is none.
 
     A self-signed certificate chains only to itself, so it passes only when it is one of `roots`.
     """
@@ -164,7 +164,7 @@ def chain_root(certificate: x509.Certificate, roots: Sequence[x509.Certificate],
         verified = verifier.verify(certificate, list(intermediates))
     except verification.VerificationError as exc:
         raise KeychainError(f"its chain does not end in a trusted root ({exc})") from None
-    return verified.chain[-1]
+    return tuple(verified.chain)
 
 
 class Keychain:
@@ -175,6 +175,9 @@ class Keychain:
         self._identities: dict[str, Identity] = {}
         self._certificates: list[StoredCertificate] = []
         self._archive: list[ArchivedKey] = []
+        # Verified paths by leaf and p12 chain, with the window in which every certificate on them is valid;
+        # readiness asks again on every change, and path building is the costly part. Cleared when certs move.
+        self._paths: dict[tuple[bytes, ...], tuple[datetime, datetime, x509.Certificate]] = {}
 
     # --- profile installs and removals -------------------------------------------------------------------
 
@@ -191,10 +194,12 @@ class Keychain:
     def add_root(self, certificate: x509.Certificate, profile_identifier: str) -> None:
         """A root installed by a profile: trusted for TLS and S/MIME chains (MDM-installed, SPEC 5)."""
         self._certificates.append(StoredCertificate(certificate, profile_identifier, True))
+        self._paths.clear()
 
     def add_intermediate(self, certificate: x509.Certificate, profile_identifier: str) -> None:
         """A CA or other certificate a profile installed that is not a root: used to build chains only."""
         self._certificates.append(StoredCertificate(certificate, profile_identifier, False))
+        self._paths.clear()
 
     def remove_profile(self, profile_identifier: str, *, keep_encryption_keys: bool) -> tuple[Identity, ...]:
         """Drop everything `profile_identifier` installed; return the identities that left.
@@ -209,6 +214,7 @@ class Keychain:
                 self._archive_key(identity)
         self._certificates = [item for item in self._certificates
                               if item.profile_identifier != profile_identifier]
+        self._paths.clear()
         return leaving
 
     def _archive_key(self, identity: Identity) -> None:
@@ -291,14 +297,24 @@ class Keychain:
         if not _allows_purpose(certificate, purpose):
             what = _PURPOSE_NAMES.get(purpose, purpose.dotted_string if purpose else "")
             return False, f"{name} is not for {what}: its extendedKeyUsage excludes it"
-        intermediates = list(identity.chain) + [item.certificate for item in self._certificates
-                                                if not item.trusted_root]
         try:
-            root = chain_root(certificate, self.trusted_roots(), intermediates, moment)
+            root = self._trusted_root(identity, moment)
         except KeychainError as exc:
             return False, f"{name}: {exc.reason}"
         until = certificate.not_valid_after_utc.date().isoformat()
         return True, f"{name} is valid until {until} and chains to “{common_name(root)}”"
+
+    def _trusted_root(self, identity: Identity, moment: datetime) -> x509.Certificate:
+        key = (fingerprint(identity.certificate), *(fingerprint(item) for item in identity.chain))
+        cached = self._paths.get(key)
+        if cached is not None and cached[0] <= moment <= cached[1]:
+            return cached[2]
+        intermediates = list(identity.chain) + [item.certificate for item in self._certificates
+                                                if not item.trusted_root]
+        path = verified_chain(identity.certificate, self.trusted_roots(), intermediates, moment)
+        start = max(item.not_valid_before_utc for item in path)
+        self._paths[key] = (start, min(item.not_valid_after_utc for item in path), path[-1])
+        return path[-1]
 
     def usable_identities(self, now: Moment, *,
                           purpose: x509.ObjectIdentifier | None = EMAIL_PROTECTION) -> tuple[Identity, ...]:

@@ -304,3 +304,18 @@ def test_a_key_another_profile_still_holds_is_not_archived():
     assert keychain.archive == ()
     keychain.remove_profile("p2", keep_encryption_keys=True)
     assert [item.certificate for item in keychain.archive] == [pki().alice]
+
+
+def test_remembered_chains_follow_root_removal_and_the_cas_own_validity():
+    ca_key, leaf_key = new_key(), new_key()
+    short_ca = certificate("Short CA", ca_key, ca=True, eku=None, not_after=NOW + timedelta(days=10))
+    leaf = certificate("dora@example.com", leaf_key, issuer=short_ca, issuer_key=ca_key)
+    keychain = Keychain()
+    keychain.add_root(short_ca, "com.example.short")
+    dora = identity(leaf, leaf_key)
+    assert keychain.usable(dora, NOW)[0]
+    ok, reason = keychain.usable(dora, NOW + timedelta(days=20))  # the leaf is valid, its CA is not
+    assert not ok and "trusted root" in reason
+    assert keychain.usable(dora, NOW + timedelta(days=1))[0]
+    keychain.remove_profile("com.example.short", keep_encryption_keys=True)
+    assert not keychain.usable(dora, NOW + timedelta(days=1))[0]
