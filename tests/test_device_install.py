@@ -285,6 +285,46 @@ def test_any_sequence_of_installs_and_removals_keeps_the_device_consistent(opera
         _check_invariants(device)
 
 
+@functools.cache
+def rich_profile() -> dict[str, Any]:
+    eas = exchange(certificate=p12(pki().bob, pki().bob_key), certificate_password="secret",
+                   smime_signing_certificate_uuid="A")
+    payloads = [root(), alice_p12(uuid="A"), eas, imap(smime_encryption_certificate_uuid="A")]
+    return configuration_profile(payloads, identifier="com.example.rich").to_plist()
+
+
+# Plist XML cannot carry control characters, so generated text avoids them.
+plist_text = st.text(st.characters(blacklist_categories=("Cs", "Cc")), max_size=8)
+plist_values = st.one_of(st.none(), st.booleans(), st.integers(-3, 9000), plist_text, st.just("A"),
+                         st.binary(max_size=16), st.lists(plist_text, max_size=2))
+mutated_keys = st.sampled_from(["PayloadContent", "Password", "PayloadUUID", "Certificate",
+                                "CertificatePassword", "Host", "UserName", "SMIMESigningCertificateUUID",
+                                "SMIMEEncryptionCertificateUUID", "PayloadCertificateFileName",
+                                "PayloadType"])
+
+
+@settings(max_examples=120, deadline=None)
+@given(changes=st.lists(st.tuples(st.integers(0, 3), mutated_keys, plist_values), min_size=1,
+                        max_size=3),
+       version=st.sampled_from(["6.1", "9.3.5", "12.0", "17.1"]))
+def test_mutated_profiles_install_or_fail_cleanly_with_a_chain(changes, version):
+    plist = rich_profile()
+    plist = {**plist, "PayloadContent": [dict(item) for item in plist["PayloadContent"]]}
+    for index, key, value in changes:
+        if value is None:
+            plist["PayloadContent"][index].pop(key, None)
+        else:
+            plist["PayloadContent"][index][key] = value
+    device = DeviceProfiles()
+    device.add_user_account("other.example.com", "alice")
+    result = device.install(encode_plist(plist), os_version=version, now=NOW)
+    if result.ok:
+        assert device.get("com.example.rich") is result.profile
+    else:
+        assert result.error_chain and result.reason and len(device) == 0
+        assert device.keychain.identities() == () and device.keychain.certificates() == ()
+
+
 # --- Exchange and Mail accounts ---------------------------------------------------------------------------
 
 def test_exchange_account_already_on_the_device_is_21005():
