@@ -254,9 +254,10 @@ def _text_of(entity: bytes) -> str:
     if body is None:
         return f"({message.get_content_type()} content)"
     try:
-        return body.get_content()
+        text = body.get_content()
     except (LookupError, ValueError) as exc:
         raise SMIMEError(f"the message text cannot be decoded: {exc}") from None
+    return text.replace("\r\n", "\n")  # the wire form is CRLF; show the text as the user typed it
 
 
 def _addresses(header: str) -> tuple[str, ...]:

@@ -22,6 +22,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from mdm_protocol.cms import SignatureError, verify_chain, verify_detached
 
+from ..keychain import Moment, as_utc
 from .errors import SMIMEError
 from .mime_entity import CRLF, Entity, message_bytes, multipart_parts, parse_entity, split_envelope
 from .recipients import Recipient, describe_recipients, envelope_recipients
@@ -126,7 +127,7 @@ def _rfc8551_signed(produced: bytes, content: bytes) -> bytes:
     return rewritten.to_bytes()
 
 
-def verify(mime_bytes: bytes, *, roots: Sequence[x509.Certificate], now: datetime,
+def verify(mime_bytes: bytes, *, roots: Sequence[x509.Certificate], now: Moment,
            intermediates: Sequence[x509.Certificate] = ()) -> Verified:
     """Check a multipart/signed message: the signature covers the first part, the signer chains to `roots`."""
     outer = parse_entity(message_bytes(mime_bytes))
@@ -146,7 +147,7 @@ def verify(mime_bytes: bytes, *, roots: Sequence[x509.Certificate], now: datetim
     except SignatureError as exc:
         raise SMIMEError(_signature_failure(exc.reason)) from None
     try:
-        verify_chain(info.signer, roots, intermediates=[*info.certificates, *intermediates], now=now,
+        verify_chain(info.signer, roots, intermediates=[*info.certificates, *intermediates], now=as_utc(now),
                      purpose=ExtendedKeyUsageOID.EMAIL_PROTECTION)
     except SignatureError as exc:
         who = describe_certificate(info.signer)
