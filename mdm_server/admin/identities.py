@@ -204,7 +204,7 @@ class IdentityStore:
         if setting_id is not None:
             stored = self.settings.get(setting_id)
             if not isinstance(stored.setting, UserProvidedSetting):
-                raise AdminError(f"setting {setting_id} is a {stored.kind.value} setting; certificates are "
+                raise AdminError(f"setting {setting_id} is of kind {stored.kind.value}; certificates are "
                                  "uploaded for user-provided certificate settings")
             return [stored]
         purposes = V1_CERTIFICATE_TYPES.get(str(v1_type).upper())
