@@ -81,7 +81,7 @@ class SettingsStore:
             current = self.get(setting_id)
             kind = current.kind.value
             if isinstance(body, dict) and body.get("kind", kind) != kind:
-                raise AdminError(f"setting {setting_id} is a {kind} setting; its kind cannot change")
+                raise AdminError(f"setting {setting_id} is of kind {kind}; its kind cannot change")
             stored = StoredSetting(setting_id, current.version + 1, setting_from_json(current.kind, body))
             self._check_references(stored)
             if isinstance(stored.setting, UserProvidedSetting):
