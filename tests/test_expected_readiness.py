@@ -299,6 +299,10 @@ def test_signed_profiles_are_read_and_encrypted_ones_noted():
         "IsEncrypted": True, "EncryptedPayloadContent": b"\x30\x80opaque"}))
     device.install(encrypted)
     assert any("encrypted or not a plist" in note for note in device.readiness().notes)
+    # Raw admin commands (API v1) are not checked: a Payload-less InstallProfile is noted, never a crash.
+    device.send(Command("InstallProfile", {"NotPayload": b"x"}))
+    device.send(Command("RemoveProfile", {}))
+    assert states(device.readiness()) == [(READY, READY)]
 
 
 def test_old_ios_versions_follow_their_rules_end_to_end():

@@ -179,13 +179,16 @@ def gather_evidence(commands: Iterable[QueuedCommand]) -> Evidence:
 def _replay(command: QueuedCommand, profiles: dict[str, InstalledProfile], state: dict[str, Any]) -> None:
     at = command.result_at or 0.0
     if command.request_type == "InstallProfile":
-        plist = _profile_plist(decode_command(command.payload).keys["Payload"])
+        payload = decode_command(command.payload).keys.get("Payload")  # raw admin commands may lack it
+        plist = _profile_plist(payload) if isinstance(payload, bytes) else None
         if plist is None:
             state["notes"].append(f"profile of {command.command_uuid} is encrypted or not a plist")
         else:
             profiles[plist["PayloadIdentifier"]] = InstalledProfile(plist["PayloadIdentifier"], plist, at)
     elif command.request_type == "RemoveProfile":
-        profiles.pop(decode_command(command.payload).keys["Identifier"], None)
+        identifier = decode_command(command.payload).keys.get("Identifier")
+        if isinstance(identifier, str):
+            profiles.pop(identifier, None)
     elif command.request_type == "ProfileList" and command.result:
         listed = {item.payload_identifier for item in parse_profile_list(decode_report(command.result))}
         for identifier in set(profiles) - listed:  # removed on the device (by the user, or expired)
