@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from mdm_protocol.osversion import OSVersion
@@ -77,15 +77,20 @@ class Fleet:
 
     def __init__(self, spec: FleetSpec, *, clock: Any, transport: Transport, push: PushRegistry,
                  observer: Observer | None = None,
-                 behaviour_for: Callable[[DeviceFacts], Behaviour] | None = None) -> None:
+                 behaviour_for: Callable[[DeviceFacts], Behaviour] | None = None,
+                 reuse_signatures: bool = False) -> None:
         self.spec, self.clock, self.transport, self.push = spec, clock, transport, push
         self.observer = observer
         self._behaviour_for = behaviour_for or (lambda facts: spec.behaviour)
+        self.reuse_signatures = reuse_signatures  # virtual-time worlds: sign each distinct body once
         self.runners: list[DeviceRunner] = []
 
     def add(self, index: int) -> DeviceRunner:
         facts = self.spec.facts(index)
-        machine = DeviceMachine(facts, seed=self.spec.seed, behaviour=self._behaviour_for(facts))
+        behaviour = self._behaviour_for(facts)
+        if self.reuse_signatures:
+            behaviour = replace(behaviour, reuse_signatures=True)
+        machine = DeviceMachine(facts, seed=self.spec.seed, behaviour=behaviour)
         runner = DeviceRunner(machine, clock=self.clock, transport=self.transport, push=self.push,
                               observer=self.observer)
         self.runners.append(runner)

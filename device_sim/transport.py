@@ -10,7 +10,6 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
 from cryptography.x509.oid import ExtendedKeyUsageOID
 from twisted.internet import defer
 
@@ -48,7 +47,7 @@ class MemoryTransport:
         self.clock = clock
         self.server_chain = server_chain  # leaf first: what the server would present in its handshake
         self.latency = latency
-        self._trusted: dict[tuple[bytes, ...], bool] = {}
+        self._trusted: dict[frozenset[x509.Certificate], bool] = {}
 
     def send(self, request: SendRequest, roots: tuple[x509.Certificate, ...]) -> defer.Deferred[Reply]:
         if not self._trust(roots):
@@ -64,7 +63,7 @@ class MemoryTransport:
         result.callback(Reply(response.status, response.body))
 
     def _trust(self, roots: tuple[x509.Certificate, ...]) -> bool:
-        key = tuple(sorted(r.fingerprint(hashes.SHA256()) for r in roots))
+        key = frozenset(roots)  # certificates hash and compare by their DER
         if key not in self._trusted:
             self._trusted[key] = chain_trusted(self.server_chain, roots, datetime.fromtimestamp(
                 self.clock.seconds(), UTC))

@@ -1,10 +1,13 @@
 """Device identity on every request: verify `Mdm-Signature` over the exact body and the signer's chain.
 
-Chain results are cached per certificate (validity is still checked each time); signatures never are.
+Chain results are cached per certificate, verified (header, body) pairs per digest; validity is checked
+every time. A cached pair is exactly as valid as it was: the protocol has no nonce to replay against.
 """
 
 from __future__ import annotations
 
+import hashlib
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
@@ -16,6 +19,7 @@ from .enrollment import identity_user
 from .service import DeviceIdentity
 
 MAX_CACHED_CHAINS = 200_000
+MAX_CACHED_REQUESTS = 100_000  # about 300 bytes each
 
 
 class IdentityVerifier:
@@ -25,10 +29,26 @@ class IdentityVerifier:
         self.roots = list(roots)
         self._now = now
         self._chained: set[str] = set()  # fingerprints of certificates already chained to our CA
+        # digest of (header, body) → (identity, signer): a device re-sending a signed body it sent before
+        self._verified: OrderedDict[bytes, tuple[DeviceIdentity, x509.Certificate]] = OrderedDict()
 
     def verify(self, header: str | bytes | None, body: bytes) -> DeviceIdentity:
         if header is None:
             raise SignatureError("request has no Mdm-Signature header (the enrollment sets SignMessage)")
+        raw = header.encode("latin-1") if isinstance(header, str) else header
+        digest = hashlib.sha256(len(raw).to_bytes(4, "big") + raw + body).digest()
+        cached = self._verified.get(digest)
+        if cached is not None:
+            _check_validity(cached[1], self._now())
+            self._verified.move_to_end(digest)
+            return cached[0]
+        identity, signer = self._verify(raw, body)
+        self._verified[digest] = (identity, signer)
+        if len(self._verified) > MAX_CACHED_REQUESTS:
+            self._verified.popitem(last=False)
+        return identity
+
+    def _verify(self, header: bytes, body: bytes) -> tuple[DeviceIdentity, x509.Certificate]:
         info = verify_mdm_signature(header, body)
         fingerprint = info.signer_fingerprint
         moment = self._now()
@@ -39,7 +59,8 @@ class IdentityVerifier:
             if len(self._chained) >= MAX_CACHED_CHAINS:
                 self._chained.clear()
             self._chained.add(fingerprint)
-        return DeviceIdentity(fingerprint, info.signer.subject.rfc4514_string(), identity_user(info.signer))
+        subject = info.signer.subject.rfc4514_string()
+        return DeviceIdentity(fingerprint, subject, identity_user(info.signer)), info.signer
 
 
 def _check_validity(certificate: x509.Certificate, moment: datetime) -> None:

@@ -44,7 +44,8 @@ class World:
         self.transport = MemoryTransport(self.server.site, self.clock, chain)
         self.observer = FleetObserver()
         self.fleet = Fleet(spec, clock=self.clock, transport=self.transport,
-                           push=InProcessPush(self.server.apns), observer=self.observer)
+                           push=InProcessPush(self.server.apns), observer=self.observer,
+                           reuse_signatures=True)
 
     def now(self) -> float:
         return self.clock.seconds()
