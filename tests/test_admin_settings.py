@@ -38,7 +38,12 @@ class Api:
     """JSON over the real twisted.web resource, in memory."""
 
     def __init__(self, world) -> None:
-        resource = AdminSettingsAPI(world.settings, world.users, world.identities, authorise=authorise)
+        self.hooks: list[tuple[str, str]] = []
+        resource = AdminSettingsAPI(
+            world.settings, world.users, world.identities, authorise=authorise,
+            on_setting_changed=lambda i: self.hooks.append(("setting changed", i)),
+            on_setting_deleted=lambda i: self.hooks.append(("setting deleted", i)),
+            on_user_changed=lambda i: self.hooks.append(("user changed", i)))
         self.http = MemoryHTTP(make_site(resource, reactor=Clock()))
 
     def call(self, method: str, path: str, body=None, *, token: str = TOKEN) -> tuple[int, dict]:
@@ -200,6 +205,22 @@ def test_a_referenced_user_provided_setting_cannot_be_deleted_or_repurposed(api)
     assert status == 409
     status, answer = api.call("PUT", "/api/v2/settings/s2", {"kind": "email", **BODIES["email"]})
     assert status == 400 and answer["error"] == "setting s2 is of kind exchange; its kind cannot change"
+
+
+def test_changes_are_announced_so_apply_to_label_can_re_render(api):
+    api.call("POST", "/api/v2/users", {"user_id": "alice"})
+    api.call("POST", "/api/v2/settings", {"kind": "user_provided", "name": "sig", "purpose": "smime_signing"})
+    api.call("POST", "/api/v2/settings", {"kind": "exchange", **BODIES["exchange"],
+                                          "smime": {"signing_identity": "s1"}})
+    assert api.hooks == []  # creating is not delivering: nothing is applied to a label yet
+    api.call("PUT", "/api/v2/settings/s1", {"name": "sig", "purpose": "smime_signing", "display_name": "New"})
+    api.call("PUT", "/api/v2/users/alice", {"email": "alice@example.com"})
+    upload = {"setting_id": "s1", "p12": b64(p12_for("alice")), "password": PASSWORD}
+    api.call("POST", "/api/v2/users/alice/certificates", upload)
+    api.call("POST", "/api/v2/users/alice/certificates", upload)  # refused (409): announces nothing
+    api.call("DELETE", "/api/v2/settings/s2")
+    assert api.hooks == [("setting changed", "s1"), ("setting changed", "s2"), ("user changed", "alice"),
+                         ("user changed", "alice"), ("setting deleted", "s2")]
 
 
 def test_unauthorised_requests_are_refused_before_anything_else(api):

@@ -33,6 +33,7 @@ from ..admin.users import UserStore, user_to_json
 from .json_io import ApiError, read_json, write_json
 
 Handler = Callable[..., tuple[int, Any]]
+Hook = Callable[[str], Any]
 _ID = r"(?P<{}>[^/]+)"
 
 
@@ -42,9 +43,16 @@ class AdminSettingsAPI(resource.Resource):
     isLeaf = True
 
     def __init__(self, settings: SettingsStore, users: UserStore, identities: IdentityStore, *,
-                 authorise: Callable[[Request], None]) -> None:
+                 authorise: Callable[[Request], None], on_setting_changed: Hook | None = None,
+                 on_setting_deleted: Hook | None = None, on_user_changed: Hook | None = None) -> None:
+        """`authorise(request)` raises ApiError(401) to refuse. The hooks let Apply to Label re-render:
+        a setting edited (or a user-provided setting an account uses), deleted, or a user's attributes or
+        certificates changed. Each is called after the change is stored."""
         super().__init__()
         self.settings, self.users, self.identities, self.authorise = settings, users, identities, authorise
+        self._setting_changed = on_setting_changed or _ignore
+        self._setting_deleted = on_setting_deleted or _ignore
+        self._user_changed = on_user_changed or _ignore
         setting, user = _ID.format("setting_id"), _ID.format("user_id")
         certificate = rf"/api/v2/users/{user}/certificates/{setting}"
         self.routes: list[tuple[bytes, re.Pattern[str], Handler]] = [
@@ -105,13 +113,18 @@ class AdminSettingsAPI(resource.Resource):
         return 200, _setting_json(self.settings.get(setting_id))
 
     def update_setting(self, request: Request, setting_id: str) -> tuple[int, Any]:
-        return 200, _setting_json(self.settings.update(setting_id, _object(read_json(request))))
+        stored = self.settings.update(setting_id, _object(read_json(request)))
+        self._setting_changed(setting_id)
+        for account in self.settings.referencing(setting_id):  # accounts embedding this setting's identities
+            self._setting_changed(account.setting_id)
+        return 200, _setting_json(stored)
 
     def delete_setting(self, request: Request, setting_id: str) -> tuple[int, Any]:
         with self.settings.docs.transaction():
             stored = self.settings.delete(setting_id)
             if stored.kind is SettingKind.USER_PROVIDED:
                 self.identities.forget_setting(setting_id)
+        self._setting_deleted(setting_id)
         return 200, {"deleted": setting_id}
 
     def missing(self, request: Request, setting_id: str) -> tuple[int, Any]:
@@ -139,12 +152,15 @@ class AdminSettingsAPI(resource.Resource):
         return 200, user_to_json(self.users.get(user_id))
 
     def update_user(self, request: Request, user_id: str) -> tuple[int, Any]:
-        return 200, user_to_json(self.users.update(user_id, read_json(request)))
+        user = self.users.update(user_id, read_json(request))
+        self._user_changed(user_id)
+        return 200, user_to_json(user)
 
     def delete_user(self, request: Request, user_id: str) -> tuple[int, Any]:
         with self.users.docs.transaction():
             self.users.delete(user_id)
             self.identities.forget_user(user_id)
+        self._user_changed(user_id)
         return 200, {"deleted": user_id}
 
     # Certificates --------------------------------------------------------------------------------------
@@ -159,15 +175,23 @@ class AdminSettingsAPI(resource.Resource):
         setting_id, v1_type = body.get("setting_id"), body.get("type")
         result = self.identities.upload(user_id, p12, password, setting_id=_text(setting_id, "setting_id"),
                                         v1_type=_text(v1_type, "type"))
+        self._user_changed(user_id)
         return 201, _upload_json(result)
 
     def replace_certificate(self, request: Request, user_id: str, setting_id: str) -> tuple[int, Any]:
         p12, password = _p12(_object(read_json(request)))
         result = self.identities.upload(user_id, p12, password, setting_id=setting_id, replace=True)
+        self._user_changed(user_id)
         return 200, _upload_json(result)
 
     def delete_certificate(self, request: Request, user_id: str, setting_id: str) -> tuple[int, Any]:
-        return 200, {"deleted": self.identities.delete(user_id, setting_id)}
+        deleted = self.identities.delete(user_id, setting_id)
+        self._user_changed(user_id)
+        return 200, {"deleted": deleted}
+
+
+def _ignore(identifier: str) -> None:
+    return None
 
 
 def _setting_json(stored: StoredSetting) -> dict[str, Any]:
