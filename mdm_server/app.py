@@ -27,6 +27,7 @@ from .wakeups import Waker
 from .web.admin_api import AdminAPI
 from .web.device import DeviceEndpoint
 from .web.enroll import EnrollResource
+from .web.metrics import MetricsResource
 from .web.site import DEFAULT_BODY_LIMIT, make_site
 from .web.tls import listen_endpoint, server_options
 
@@ -96,6 +97,7 @@ class MDMServer:
         mdm.putChild(b"enroll", self.enroll)
         root = resource.Resource()
         root.putChild(b"mdm", mdm)
+        root.putChild(b"metrics", MetricsResource(self))  # unauthenticated counts only: keep it on loopback
         root.putChild(b"api", AdminAPI(
             self.storage, self.waker, username=self.config.admin_user, password=self.admin_password,
             clock=self.clock,

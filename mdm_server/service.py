@@ -9,10 +9,11 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from mdm_protocol.checkin import Authenticate, CheckOut, TokenUpdate, decode_checkin
+from mdm_protocol.checkin import Authenticate, CheckinMessage, CheckOut, TokenUpdate, decode_checkin
 from mdm_protocol.errors import ProtocolError
 from mdm_protocol.report import CommandReport, Status, decode_report
 
+from .metrics import ServerMetrics
 from .storage.interface import (
     CertificateInUseError,
     CommandStatus,
@@ -72,6 +73,7 @@ class MDMService:
         self._now = now
         self._schedule_wake = schedule_wake or (lambda device_id, delay: None)
         self.not_now_retry = not_now_retry
+        self.metrics = ServerMetrics()  # read by GET /metrics
         # Per device: CommandUUIDs answered NotNow since the last Idle (skipped for the rest of the session).
         self._not_now: dict[str, set[str]] = {}
 
@@ -81,7 +83,13 @@ class MDMService:
         try:
             message = decode_checkin(body)
         except ProtocolError as exc:
+            self.metrics.checkin("malformed", 400)
             return Response.refuse(f"malformed check-in: {exc.reason}")
+        response = self._checkin(identity, message)
+        self.metrics.checkin(message.message_type, response.status)
+        return response
+
+    def _checkin(self, identity: DeviceIdentity, message: CheckinMessage) -> Response:
         if getattr(message, "topic", self.topic) != self.topic:
             return Response.refuse(f"topic {message.topic!r} is not this server's topic")
         try:
@@ -146,11 +154,14 @@ class MDMService:
         try:
             report = decode_report(body)
         except ProtocolError as exc:
+            self.metrics.report("malformed", 400)
             return Response.refuse(f"malformed command report: {exc.reason}")
         try:
-            return self._command_report(identity, report, body)
+            response = self._command_report(identity, report, body)
         except StorageError as exc:
-            return Response.refuse(exc.reason)
+            response = Response.refuse(exc.reason)
+        self.metrics.report(report.status.value, response.status)
+        return response
 
     def _command_report(self, identity: DeviceIdentity, report: CommandReport, body: bytes) -> Response:
         device_id = report.device_id

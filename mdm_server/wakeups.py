@@ -6,6 +6,7 @@ Each outcome is recorded; a token the provider calls invalid is not pushed again
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
@@ -23,6 +24,7 @@ class Waker:
         self.pusher = pusher
         self.clock = clock
         self._scheduled: dict[str, Any] = {}
+        self.outcomes: Counter[str] = Counter()  # accepted, rejected, or why no push was sent (GET /metrics)
 
     def push_now(self, device_ids: Iterable[str]) -> dict[str, PushRecord | str]:
         """Push each device; per device the recorded outcome, or why it could not be pushed."""
@@ -42,6 +44,11 @@ class Waker:
         self._push_one(device_id)
 
     def _push_one(self, device_id: str) -> PushRecord | str:
+        outcome = self._try_push(device_id)
+        self.outcomes[_outcome_label(outcome)] += 1
+        return outcome
+
+    def _try_push(self, device_id: str) -> PushRecord | str:
         device = self.storage.get_device(device_id)
         if device is None:
             return "unknown device"
@@ -58,3 +65,13 @@ class Waker:
             device_id, outcome, now=self.clock.seconds(), reason=response.reason,
             token_invalid=response.token_invalid,
         )
+
+
+def _outcome_label(outcome: PushRecord | str) -> str:
+    if isinstance(outcome, PushRecord):
+        return outcome.outcome.value
+    for prefix, label in (("unknown device", "unknown_device"), ("not pushable", "not_pushable"),
+                          ("push token invalid", "token_invalid")):
+        if outcome.startswith(prefix):
+            return label
+    return "not_sent"

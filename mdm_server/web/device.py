@@ -6,6 +6,7 @@ They read the body and identity, call the pure service, and write its answer; no
 from __future__ import annotations
 
 import logging
+from time import perf_counter
 
 from twisted.web import resource
 from twisted.web.server import Request
@@ -32,7 +33,10 @@ class DeviceEndpoint(resource.Resource):
         self.verifier = verifier
 
     def render_PUT(self, request: Request) -> bytes:
-        return self._write(request, self._answer(request))
+        started = perf_counter()
+        response = self._answer(request)
+        self.service.metrics.request_done(_channel(request), perf_counter() - started)
+        return self._write(request, response)
 
     render_POST = render_PUT  # some MDM clients and proxies use POST for the check-in channel
 
@@ -57,3 +61,8 @@ class DeviceEndpoint(resource.Resource):
         if response.content_type:
             request.setHeader("content-type", response.content_type)
         return response.body
+
+
+def _channel(request: Request) -> str:
+    content_type = (request.getHeader("content-type") or "").split(";")[0].strip().lower()
+    return {CHECKIN_TYPE: "checkin", CONNECT_TYPE: "connect"}.get(content_type, "other")
