@@ -484,6 +484,21 @@ def test_user_provided_settings_are_refused(fleet):
     assert caught.value.status == 404
 
 
+def test_a_changed_user_moves_their_devices_and_rerenders(fleet):
+    fleet.enroll("janes-phone", user="jane")
+    fleet.enroll("joes-phone", user="joe")
+    fleet.renderer.settings["mail"] = FakeSetting("email")
+    fleet.label("sales", type="filter", criteria={"userAttributes": {"USER_CUSTOM1": "sales"}})
+    fleet.admin.apply("sales", "mail")
+    assert fleet.admin.labels.members("sales") == frozenset()
+    fleet.users.users["jane"] = User("jane", "jane@example.com", custom={"USER_CUSTOM1": "Sales"})
+    report = fleet.admin.on_user_changed("jane")
+    assert [(c.device_id, c.request_type) for c in report.queued] == [("janes-phone", "InstallProfile")]
+    fleet.users.users["jane"] = User("jane", "jane.appleseed@example.com", custom={"USER_CUSTOM1": "sales"})
+    assert fleet.admin.on_user_changed("jane").installs == 1  # new address, new rendering
+    assert fleet.admin.on_user_changed("joe").queued == ()
+
+
 def test_render_errors_are_per_device_and_do_not_block_others(fleet):
     fleet.enroll("with-user", user="jane")
     fleet.enroll("without-user")

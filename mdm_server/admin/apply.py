@@ -65,16 +65,13 @@ class DeliveryReport:
     warnings: Mapping[str, Mapping[str, tuple[str, ...]]] = field(default_factory=dict)
     skipped: Mapping[str, str] = field(default_factory=dict)  # device -> why it got nothing
 
-    def count(self, request_type: str) -> int:
-        return sum(1 for change in self.queued if change.request_type == request_type)
-
     @property
     def installs(self) -> int:
-        return self.count("InstallProfile")
+        return sum(1 for change in self.queued if change.request_type == "InstallProfile")
 
     @property
     def removals(self) -> int:
-        return self.count("RemoveProfile")
+        return sum(1 for change in self.queued if change.request_type == "RemoveProfile")
 
 
 class _ReportBuilder:
@@ -304,6 +301,15 @@ class LabelAdmin:
         # Always reconcile: user attributes or a new enrollment change what the device must get.
         report = self.delivery.reconcile([device_id])
         self._schedule(device_id, device)
+        return report
+
+    def on_user_changed(self, user_id: str) -> DeliveryReport:
+        """A user's attributes or certificates changed: their devices re-match labels and re-render."""
+        devices = self.storage.list_devices(user_id=user_id, limit=DEVICE_PAGE)  # a user has few devices
+        for device in devices:
+            self.labels.refresh_device(device)
+        report = self.delivery.reconcile([device.device_id for device in devices])
+        self._refresh_intervals(device.device_id for device in devices)
         return report
 
     def set_ownership(self, device_id: str, ownership: str) -> DeliveryReport:
