@@ -1,7 +1,7 @@
 """Detached CMS SignedData (RFC 5652) for `Mdm-Signature` and S/MIME: sign with cryptography, verify here.
 
-cryptography can build CMS signatures but has no API to verify them (SPEC section 6), so verification parses
-the structure with pyasn1, checks the signed attributes and verifies the signer's signature itself.
+cryptography can build CMS signatures but has no API to verify them (SPEC section 6), so verification reads
+the structure with `_cms_asn1`, checks the signed attributes and verifies the signer's signature itself.
 """
 
 from __future__ import annotations
@@ -21,11 +21,24 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.serialization import pkcs7
 from cryptography.x509 import verification
 from cryptography.x509.oid import ExtendedKeyUsageOID
-from pyasn1.codec.ber import decoder
-from pyasn1.error import PyAsn1Error
-from pyasn1.type import base, namedtype, tag, univ
-from pyasn1_modules import rfc4055, rfc5652
 
+from ._cms_asn1 import (
+    ID_MGF1,
+    OBJECT_IDENTIFIER,
+    OCTET_STRING,
+    Asn1Error,
+    Attribute,
+    BerReader,
+    SignedData,
+    SignerInfo,
+    certificate_issuer,
+    der_set,
+    oid_text,
+    read_content_info,
+    read_pss_parameters,
+    read_signed_data,
+    read_time,
+)
 from .errors import ProtocolError
 
 __all__ = [
@@ -48,6 +61,8 @@ _ID_SIGNED_DATA = "1.2.840.113549.1.7.2"
 _ATTR_CONTENT_TYPE = "1.2.840.113549.1.9.3"
 _ATTR_MESSAGE_DIGEST = "1.2.840.113549.1.9.4"
 _ATTR_SIGNING_TIME = "1.2.840.113549.1.9.5"
+# The signed attributes we check; smimeCapabilities and any other are covered by the signature, no more.
+_CHECKED_ATTRIBUTES = frozenset({_ATTR_CONTENT_TYPE, _ATTR_MESSAGE_DIGEST, _ATTR_SIGNING_TIME})
 
 _DIGESTS = {
     "1.3.14.3.2.26": "sha1",
@@ -70,89 +85,12 @@ _ECDSA = {
     "1.2.840.10045.2.1": None, "1.2.840.10045.4.1": "sha1", "1.2.840.10045.4.3.1": "sha224",
     "1.2.840.10045.4.3.2": "sha256", "1.2.840.10045.4.3.3": "sha384", "1.2.840.10045.4.3.4": "sha512",
 }
-_MGF1 = "1.2.840.113549.1.1.8"
 # cryptography parses certificate fields lazily, so reading one can raise any of these on hostile input.
 _CERTIFICATE_ERRORS = (ValueError, TypeError, x509.DuplicateExtension, x509.UnsupportedGeneralNameType)
 _PURPOSE_NAMES = {
     ExtendedKeyUsageOID.CLIENT_AUTH: "clientAuth",
     ExtendedKeyUsageOID.SERVER_AUTH: "serverAuth",
     ExtendedKeyUsageOID.EMAIL_PROTECTION: "emailProtection",
-}
-
-# Decoding is BER, not DER: Apple's CMS encoder writes indefinite lengths (as `openssl cms -stream` does), and
-# only the signed attributes must be DER, which _checked_attribute_values enforces on their framing.
-# pyasn1 is slow (tens of µs per structure), so the specs below keep what we never inspect opaque:
-# certificates go to cryptography's parser as raw DER, and signed attributes stay raw TLVs because their
-# exact bytes are what the signature covers.
-
-
-def _context(number: int, fmt: int = tag.tagFormatConstructed) -> tag.Tag:
-    return tag.Tag(tag.tagClassContext, fmt, number)
-
-
-class _RawSet(univ.SetOf):
-    componentType = univ.Any()
-
-
-class _IssuerAndSerialNumber(univ.Sequence):
-    componentType = namedtype.NamedTypes(
-        namedtype.NamedType("issuer", univ.Any()),
-        namedtype.NamedType("serialNumber", univ.Integer()),
-    )
-
-
-class _SignerIdentifier(univ.Choice):
-    componentType = namedtype.NamedTypes(
-        namedtype.NamedType("issuerAndSerialNumber", _IssuerAndSerialNumber()),
-        namedtype.NamedType(
-            "subjectKeyIdentifier", univ.OctetString().subtype(implicitTag=_context(0, tag.tagFormatSimple))
-        ),
-    )
-
-
-class _SignerInfo(univ.Sequence):
-    componentType = namedtype.NamedTypes(
-        namedtype.NamedType("version", univ.Integer()),
-        namedtype.NamedType("sid", _SignerIdentifier()),
-        namedtype.NamedType("digestAlgorithm", rfc5652.DigestAlgorithmIdentifier()),
-        namedtype.OptionalNamedType("signedAttrs", _RawSet().subtype(implicitTag=_context(0))),
-        namedtype.NamedType("signatureAlgorithm", rfc5652.SignatureAlgorithmIdentifier()),
-        namedtype.NamedType("signature", univ.OctetString()),
-        namedtype.OptionalNamedType("unsignedAttrs", _RawSet().subtype(implicitTag=_context(1))),
-    )
-
-
-class _SignerInfos(univ.SetOf):
-    componentType = _SignerInfo()
-
-
-class _SignedData(univ.Sequence):
-    componentType = namedtype.NamedTypes(
-        namedtype.NamedType("version", univ.Integer()),
-        namedtype.NamedType("digestAlgorithms", _RawSet()),
-        namedtype.NamedType("encapContentInfo", rfc5652.EncapsulatedContentInfo()),
-        namedtype.OptionalNamedType("certificates", _RawSet().subtype(implicitTag=_context(0))),
-        namedtype.OptionalNamedType("crls", _RawSet().subtype(implicitTag=_context(1))),
-        namedtype.NamedType("signerInfos", _SignerInfos()),
-    )
-
-
-class _SignedContentInfo(univ.Sequence):
-    """rfc5652.ContentInfo with the content decoded as SignedData in the same pass (one decoder call)."""
-
-    componentType = namedtype.NamedTypes(
-        namedtype.NamedType("contentType", rfc5652.ContentType()),
-        namedtype.NamedType("content", _SignedData().subtype(explicitTag=_context(0))),
-    )
-
-
-# The attributes we check, by the last byte of their PKCS #9 OID 1.2.840.113549.1.9.n, with the spec of their
-# one value. smimeCapabilities and any other attribute are covered by the signature but never decoded.
-_PKCS9_OID_PREFIX = bytes.fromhex("06092a864886f70d0109")
-_CHECKED_ATTRIBUTES = {
-    3: (_ATTR_CONTENT_TYPE, rfc5652.ContentType()),
-    4: (_ATTR_MESSAGE_DIGEST, rfc5652.MessageDigest()),
-    5: (_ATTR_SIGNING_TIME, rfc5652.SigningTime()),
 }
 
 
@@ -226,18 +164,16 @@ def verify_detached(signature_der: bytes, data: bytes, *, allow_sha1: bool = Fal
     """
     signed = _decode_signed_data(signature_der)
     signer_info = _single_signer(signed)
-    certificates = _load_certificates(signed)
-    signer = _find_signer(signer_info["sid"], certificates)
-    digest_name = _digest_name(signer_info["digestAlgorithm"]["algorithm"], allow_sha1)
-    content_type = str(signed["encapContentInfo"]["eContentType"])
+    certificates = _load_certificates(signed.certificates)
+    signer = _find_signer(signer_info, signed.certificates, certificates)
+    digest_name = _digest_name(signer_info.digest_algorithm.oid, allow_sha1)
     signing_time = None
-    if signer_info["signedAttrs"].isValue:
-        raw_attributes = [bytes(attribute) for attribute in signer_info["signedAttrs"]]
-        signing_time = _check_signed_attributes(raw_attributes, content_type, digest_name, data)
-        # RFC 5652 section 5.4: the signature covers the DER SET OF the attributes, not the [0] encoding.
-        message = _der_set(raw_attributes)
-    elif content_type != _ID_DATA:
-        raise SignatureError(f"content type {content_type} needs signed attributes, and there are none")
+    if signer_info.signed_attributes is not None:
+        attributes = signer_info.signed_attributes
+        signing_time = _check_signed_attributes(attributes, signed.content_type, digest_name, data)
+        message = der_set([attribute.raw for attribute in attributes])
+    elif signed.content_type != _ID_DATA:
+        raise SignatureError(f"content type {signed.content_type} needs signed attributes; there are none")
     else:
         message = data
     _verify_signature(_public_key(signer), signer_info, digest_name, message)
@@ -245,69 +181,44 @@ def verify_detached(signature_der: bytes, data: bytes, *, allow_sha1: bool = Fal
     return SignedDataInfo(signer, others, digest_name, signing_time)
 
 
-def _decode(substrate: bytes, spec: base.Asn1Item, what: str) -> base.Asn1Item:
-    """Decode one whole value; any parser failure (pyasn1 raises several kinds) becomes SignatureError."""
-    try:
-        value, rest = decoder.decode(substrate, asn1Spec=spec)
-    except (PyAsn1Error, ValueError, TypeError, IndexError, KeyError, OverflowError, RecursionError) as exc:
-        raise SignatureError(f"{what} is malformed: {type(exc).__name__}: {exc}"[:300]) from None
-    if rest:
-        raise SignatureError(f"{what} has {len(rest)} trailing bytes")
-    return value
-
-
-def _decode_signed_data(signature_der: bytes) -> univ.Sequence:
+def _decode_signed_data(signature_der: bytes) -> SignedData:
     if not isinstance(signature_der, bytes | bytearray | memoryview):
         raise SignatureError(f"a CMS signature is bytes, not {type(signature_der).__name__}")
     if not signature_der:
         raise SignatureError("the CMS signature is empty")
     if len(signature_der) > MAX_SIGNATURE_SIZE:
         raise SignatureError(f"the CMS signature is {len(signature_der)} bytes, over {MAX_SIGNATURE_SIZE}")
+    reader = BerReader(bytes(signature_der))
     try:
-        content_info = _decode(bytes(signature_der), _SignedContentInfo(), "the SignedData")
-    except SignatureError as fast_path_error:
-        raise _explain_failure(bytes(signature_der)) from fast_path_error
-    if str(content_info["contentType"]) != _ID_SIGNED_DATA:
-        raise _explain_failure(bytes(signature_der))
-    signed = content_info["content"]
-    if signed["encapContentInfo"]["eContent"].isValue:
+        content_type, content, end = read_content_info(reader)
+    except Asn1Error as exc:
+        raise SignatureError(f"the signature is not CMS: {exc}") from None
+    if end != len(reader.buffer):
+        trailing = len(reader.buffer) - end
+        raise SignatureError(f"the signature has {trailing} trailing bytes after its ContentInfo")
+    if content_type != _ID_SIGNED_DATA:
+        raise SignatureError(f"the CMS content is not SignedData (content type {content_type})")
+    try:
+        signed = read_signed_data(reader, content)
+    except Asn1Error as exc:
+        raise SignatureError(f"the SignedData is malformed: {exc}") from None
+    if signed.embeds_content:
         raise SignatureError("the signature embeds its content; a detached signature was expected")
     return signed
 
 
-def _explain_failure(signature_der: bytes) -> SignatureError:
-    """Why the one-pass decode failed, said precisely (a slow path: only bad input gets here)."""
-    try:
-        content_info = _decode(signature_der, rfc5652.ContentInfo(), "the signature (not CMS)")
-    except SignatureError as error:
-        return error
-    content_type = str(content_info["contentType"])
-    if content_type != _ID_SIGNED_DATA:
-        return SignatureError(f"the CMS content is not SignedData (content type {content_type})")
-    try:
-        _decode(bytes(content_info["content"]), _SignedData(), "the SignedData")
-    except SignatureError as error:
-        return error
-    return SignatureError("the SignedData is malformed")
-
-
-def _single_signer(signed: univ.Sequence) -> univ.Sequence:
-    signer_infos = signed["signerInfos"]
-    if len(signer_infos) == 0:
+def _single_signer(signed: SignedData) -> SignerInfo:
+    if not signed.signer_infos:
         raise SignatureError("the SignedData has no signer")
-    if len(signer_infos) > 1:
-        raise SignatureError(f"the SignedData has {len(signer_infos)} signers; exactly one is supported")
-    return signer_infos[0]
+    if len(signed.signer_infos) > 1:
+        count = len(signed.signer_infos)
+        raise SignatureError(f"the SignedData has {count} signers; exactly one is supported")
+    return signed.signer_infos[0]
 
 
-def _load_certificates(signed: univ.Sequence) -> list[x509.Certificate]:
+def _load_certificates(raw_certificates: Sequence[bytes]) -> list[x509.Certificate]:
     certificates = []
-    if not signed["certificates"].isValue:
-        return certificates
-    for choice in signed["certificates"]:
-        raw = bytes(choice)
-        if raw[:1] != b"\x30":  # attribute and other certificate formats: never a signer, skip them
-            continue
+    for raw in raw_certificates:
         try:
             certificates.append(x509.load_der_x509_certificate(raw))
         except (ValueError, x509.InvalidVersion) as exc:
@@ -315,20 +226,20 @@ def _load_certificates(signed: univ.Sequence) -> list[x509.Certificate]:
     return certificates
 
 
-def _find_signer(sid: univ.Choice, certificates: Sequence[x509.Certificate]) -> x509.Certificate:
-    by_issuer = sid.getName() == "issuerAndSerialNumber"
-    if by_issuer:
-        issuer = bytes(sid["issuerAndSerialNumber"]["issuer"])
-        serial = int(sid["issuerAndSerialNumber"]["serialNumber"])
-    else:
-        key_id = bytes(sid["subjectKeyIdentifier"])
-    for certificate in certificates:
+def _find_signer(
+    signer_info: SignerInfo, raw_certificates: Sequence[bytes], certificates: Sequence[x509.Certificate]
+) -> x509.Certificate:
+    for raw, certificate in zip(raw_certificates, certificates, strict=True):
         try:
-            if by_issuer:
-                found = certificate.serial_number == serial and certificate.issuer.public_bytes() == issuer
+            if signer_info.issuer is not None:
+                # The issuer as encoded: re-encoding cryptography's parsed Name costs ~8 µs per request.
+                found = (
+                    certificate.serial_number == signer_info.serial_number
+                    and certificate_issuer(raw) == signer_info.issuer
+                )
             else:
-                found = _subject_key_identifier(certificate) == key_id
-        except _CERTIFICATE_ERRORS:
+                found = _subject_key_identifier(certificate) == signer_info.subject_key_identifier
+        except (*_CERTIFICATE_ERRORS, Asn1Error):
             continue
         if found:
             return certificate
@@ -349,8 +260,8 @@ def _subject_key_identifier(certificate: x509.Certificate) -> bytes | None:
         return None
 
 
-def _digest_name(oid: univ.ObjectIdentifier, allow_sha1: bool) -> str:
-    name = _DIGESTS.get(str(oid))
+def _digest_name(oid: str, allow_sha1: bool) -> str:
+    name = _DIGESTS.get(oid)
     if name is None:
         raise SignatureError(f"unsupported digest algorithm {oid}")
     if name == "sha1" and not allow_sha1:
@@ -359,89 +270,53 @@ def _digest_name(oid: univ.ObjectIdentifier, allow_sha1: bool) -> str:
 
 
 def _check_signed_attributes(
-    raw_attributes: Sequence[bytes], content_type: str, digest_name: str, data: bytes
+    attributes: Sequence[Attribute], content_type: str, digest_name: str, data: bytes
 ) -> datetime | None:
     """RFC 5652 section 11: contentType must match and messageDigest must be the digest of the content."""
-    values = _checked_attribute_values(raw_attributes)
+    values = _checked_attribute_values(attributes)
     if _ATTR_CONTENT_TYPE not in values or _ATTR_MESSAGE_DIGEST not in values:
         raise SignatureError("the signed attributes lack contentType or messageDigest")
-    signed_type = str(values[_ATTR_CONTENT_TYPE])  # already decoded, one value each
+    signed_type = _attribute_oid(values[_ATTR_CONTENT_TYPE])
     if signed_type != content_type:
         raise SignatureError(f"contentType attribute {signed_type} differs from the content {content_type}")
-    claimed = bytes(values[_ATTR_MESSAGE_DIGEST])
+    kind, claimed = values[_ATTR_MESSAGE_DIGEST]
+    if kind != OCTET_STRING:
+        raise SignatureError(f"the messageDigest attribute is not an OCTET STRING (tag {kind:#04x})")
     if not hmac.compare_digest(claimed, hashlib.new(digest_name, data).digest()):
         raise SignatureError("the messageDigest does not match: signature over a different body")
     if _ATTR_SIGNING_TIME not in values:
         return None
-    return _signing_time(values[_ATTR_SIGNING_TIME])
+    try:
+        return read_time(*values[_ATTR_SIGNING_TIME])
+    except Asn1Error as exc:
+        raise SignatureError(f"the signingTime attribute is not a valid time: {exc}") from None
 
 
-def _checked_attribute_values(raw_attributes: Sequence[bytes]) -> dict[str, base.Asn1Item]:
-    """The single value of each attribute we check, decoded; other attributes are left alone."""
-    values: dict[str, base.Asn1Item] = {}
-    for raw in raw_attributes:
-        # Framing is read by hand because a pyasn1 call costs ~40 µs and this runs on every request.
-        _, start, end = _der_header(raw, 0)
-        if not raw.startswith(_PKCS9_OID_PREFIX, start):
+def _checked_attribute_values(attributes: Sequence[Attribute]) -> dict[str, tuple[int, bytes]]:
+    """The single value of each attribute we check; others (smimeCapabilities...) are only signed over."""
+    values: dict[str, tuple[int, bytes]] = {}
+    for attribute in attributes:
+        if attribute.oid not in _CHECKED_ATTRIBUTES:
             continue
-        kind_byte = start + len(_PKCS9_OID_PREFIX)
-        checked = _CHECKED_ATTRIBUTES.get(raw[kind_byte]) if kind_byte < end else None
-        if checked is None:
-            continue
-        kind, spec = checked
-        set_tag, set_start, set_end = _der_header(raw, kind_byte + 1)
-        _, _, value_end = _der_header(raw, set_start) if set_start < set_end else (0, 0, -1)
-        if set_tag != 0x31 or set_end != end or value_end != set_end or kind in values:
-            raise SignatureError(f"signed attribute {kind} must appear once with exactly one value")
-        values[kind] = _decode(raw[set_start:set_end], spec, f"the signed attribute {kind}")
+        if len(attribute.values) != 1 or attribute.oid in values:
+            raise SignatureError(f"signed attribute {attribute.oid} must appear once with exactly one value")
+        values[attribute.oid] = attribute.values[0]
     return values
 
 
-def _der_header(buffer: bytes, offset: int) -> tuple[int, int, int]:
-    """(tag, content start, content end) of the DER TLV at `offset`, which must fit in `buffer`."""
-    if offset + 2 > len(buffer):
-        raise SignatureError("a signed attribute is truncated")
-    tag_byte, first = buffer[offset], buffer[offset + 1]
-    start = offset + 2
-    if first < 0x80:
-        length = first
-    else:
-        count = first & 0x7F
-        length_bytes = buffer[start : start + count]
-        if count == 0 or count > 3 or len(length_bytes) != count or length_bytes[0] == 0:
-            raise SignatureError("a signed attribute has a non-DER length")
-        length, start = int.from_bytes(length_bytes, "big"), start + count
-    if tag_byte & 0x1F == 0x1F or start + length > len(buffer):
-        raise SignatureError("a signed attribute is malformed")
-    return tag_byte, start, start + length
-
-
-def _signing_time(time: univ.Choice) -> datetime:
+def _attribute_oid(value: tuple[int, bytes]) -> str:
+    kind, content = value
     try:
-        moment = time.getComponent().asDateTime
-    except (PyAsn1Error, ValueError) as exc:
-        raise SignatureError(f"the signingTime attribute is not a valid time: {exc}") from None
-    return moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
+        if kind != OBJECT_IDENTIFIER:
+            raise Asn1Error(f"tag {kind:#04x} is not an OBJECT IDENTIFIER")
+        return oid_text(content)
+    except Asn1Error as exc:
+        raise SignatureError(f"the contentType attribute is malformed: {exc}") from None
 
 
-def _der_length(length: int) -> bytes:
-    if length < 0x80:
-        return bytes([length])
-    octets = length.to_bytes((length.bit_length() + 7) // 8, "big")
-    return bytes([0x80 | len(octets)]) + octets
-
-
-def _der_set(elements: Sequence[bytes]) -> bytes:
-    # DER orders SET OF elements by their encodings, as OpenSSL does when it re-encodes for verification.
-    body = b"".join(sorted(elements))
-    return b"\x31" + _der_length(len(body)) + body
-
-
-def _verify_signature(
-    public_key: object, signer_info: univ.Sequence, digest_name: str, message: bytes
-) -> None:
-    algorithm = str(signer_info["signatureAlgorithm"]["algorithm"])
-    signature = bytes(signer_info["signature"])
+def _verify_signature(public_key: object, signer_info: SignerInfo, digest_name: str, message: bytes) -> None:
+    algorithm = signer_info.signature_algorithm.oid
+    signature = signer_info.signature
     chosen = _HASHES[digest_name]()
     try:
         if algorithm in _ECDSA and isinstance(public_key, ec.EllipticCurvePublicKey):
@@ -451,7 +326,7 @@ def _verify_signature(
             _same_hash(_RSA_PKCS1[algorithm], digest_name)
             public_key.verify(signature, message, padding.PKCS1v15(), chosen)
         elif algorithm == _RSA_PSS and isinstance(public_key, rsa.RSAPublicKey):
-            pss = _pss_padding(signer_info["signatureAlgorithm"]["parameters"], digest_name)
+            pss = _pss_padding(signer_info.signature_algorithm.parameters, digest_name)
             public_key.verify(signature, message, pss, chosen)
         elif algorithm in _ECDSA or algorithm in _RSA_PKCS1 or algorithm == _RSA_PSS:
             raise SignatureError(f"signature algorithm {algorithm} does not fit the signer's key")
@@ -468,24 +343,23 @@ def _same_hash(named: str | None, digest_name: str) -> None:
         raise SignatureError(f"unsupported algorithm mix: a {named} signature over a {digest_name} digest")
 
 
-def _pss_padding(parameters: univ.Any, digest_name: str) -> padding.PSS:
-    if not parameters.isValue:
+def _pss_padding(parameters: bytes | None, digest_name: str) -> padding.PSS:
+    if parameters is None:
         raise SignatureError("RSASSA-PSS signature without parameters")
-    params = _decode(bytes(parameters), rfc4055.RSASSA_PSS_params(), "the RSASSA-PSS-params")
-    # Absent fields take RFC 4055's defaults (SHA-1), which we refuse below like any SHA-1 mismatch.
-    hash_name = _DIGESTS.get(str(params["hashAlgorithm"]["algorithm"]), "sha1")
-    _same_hash(hash_name, digest_name)
-    mgf = params["maskGenAlgorithm"]
-    if str(mgf["algorithm"]) != _MGF1:
-        raise SignatureError(f"unsupported RSASSA-PSS mask generation {mgf['algorithm']}")
-    mgf_hash = _decode(bytes(mgf["parameters"]), rfc5652.DigestAlgorithmIdentifier(), "the MGF1 hash")
-    mgf_name = _DIGESTS.get(str(mgf_hash["algorithm"]))
+    try:
+        params = read_pss_parameters(parameters)
+    except Asn1Error as exc:
+        raise SignatureError(str(exc)) from None
+    # Unknown hashes count as SHA-1, RFC 4055's default, which we refuse below like any SHA-1 mismatch.
+    _same_hash(_DIGESTS.get(params.hash_algorithm, "sha1"), digest_name)
+    if params.mask_generation != ID_MGF1:
+        raise SignatureError(f"unsupported RSASSA-PSS mask generation {params.mask_generation}")
+    mgf_name = _DIGESTS.get(params.mask_generation_hash or "")
     if mgf_name is None or mgf_name == "sha1":
-        raise SignatureError(f"unsupported RSASSA-PSS MGF1 hash {mgf_hash['algorithm']}")
-    salt_length = int(params["saltLength"])
-    if not 0 <= salt_length <= 1024:
-        raise SignatureError(f"RSASSA-PSS salt length {salt_length} is out of range")
-    return padding.PSS(mgf=padding.MGF1(_HASHES[mgf_name]()), salt_length=salt_length)
+        raise SignatureError(f"unsupported RSASSA-PSS MGF1 hash {params.mask_generation_hash}")
+    if not 0 <= params.salt_length <= 1024:
+        raise SignatureError(f"RSASSA-PSS salt length {params.salt_length} is out of range")
+    return padding.PSS(mgf=padding.MGF1(_HASHES[mgf_name]()), salt_length=params.salt_length)
 
 
 # --- certificate chains --------------------------------------------------------------------------------
