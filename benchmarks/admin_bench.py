@@ -1,4 +1,4 @@
-"""Admin-model benchmark: an Exchange setting with per-user S/MIME P12s rendered for 10,000 devices, then queued.
+"""Admin-model benchmark: an Exchange setting with per-user S/MIME P12s rendered for 10,000 devices, queued.
 
 Run: `.venv/bin/python benchmarks/admin_bench.py [--devices 10000] [--users N] [--max-render 10.0]`.
 """
@@ -6,6 +6,7 @@ Run: `.venv/bin/python benchmarks/admin_bench.py [--devices 10000] [--users N] [
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import os
 import platform
@@ -38,24 +39,27 @@ PASSWORD = "bench password"
 
 def machine() -> str:
     cpu = "unknown CPU"
-    try:
+    with contextlib.suppress(OSError, StopIteration):
         cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                    if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return f"{os.cpu_count()} CPUs ({cpu}), Python {platform.python_version()}, SQLite {sqlite3.sqlite_version}"
+    python, sqlite = platform.python_version(), sqlite3.sqlite_version
+    return f"{os.cpu_count()} CPUs ({cpu}), Python {python}, SQLite {sqlite}"
 
 
-def build_admin(directory: Path, users: int) -> tuple[DocumentStore, SettingsStore, UserStore, IdentityStore, str]:
+def build_admin(directory: Path,
+                users: int) -> tuple[DocumentStore, SettingsStore, UserStore, IdentityStore, str]:
     """Two user-provided settings, an Exchange setting using both, and `users` users with their own P12."""
     docs = DocumentStore(directory / "admin.sqlite3")
     settings, user_store = SettingsStore(docs), UserStore(docs)
-    identities = IdentityStore(docs, settings, user_store, SecretBox.load_or_create(directory), now=lambda: NOW)
+    box = SecretBox.load_or_create(directory)
+    identities = IdentityStore(docs, settings, user_store, box, now=lambda: NOW)
     signing = settings.create(SettingKind.USER_PROVIDED, {"name": "Signing", "purpose": "smime_signing"})
-    encryption = settings.create(SettingKind.USER_PROVIDED, {"name": "Encryption", "purpose": "smime_encryption"})
+    encryption = settings.create(SettingKind.USER_PROVIDED,
+                                 {"name": "Encryption", "purpose": "smime_encryption"})
     exchange = settings.create(SettingKind.EXCHANGE, {
         "name": "Exchange", "host": "mail.example.com", "user_name": "corp\\$USERID$",
-        "smime": {"enable_for_ios_9_3_3": True, "signing_enabled": True, "signing_identity": signing.setting_id,
+        "smime": {"enable_for_ios_9_3_3": True, "signing_enabled": True,
+                  "signing_identity": signing.setting_id,
                   "encryption_by_default": True, "encryption_identity": encryption.setting_id,
                   "per_message_switch": True}})
     authority = CertificateAuthority.create("bench CA", now=NOW)
@@ -78,7 +82,8 @@ def devices(count: int, users: int) -> list[Device]:
     out = []
     for index in range(count):
         udid = hashlib.sha1(f"bench-{index}".encode()).hexdigest()
-        facts = {"UDID": udid, "OSVersion": OS_VERSIONS[index % len(OS_VERSIONS)], "ProductName": "iPhone15,2"}
+        version = OS_VERSIONS[index % len(OS_VERSIONS)]
+        facts = {"UDID": udid, "OSVersion": version, "ProductName": "iPhone15,2"}
         out.append(Device(udid, EnrollmentState.ENROLLED, TOPIC, facts, "0" * 64, 0.0, 0.0, 0.0,
                           user_id=f"user{index % users:05d}"))
     return out
@@ -114,7 +119,8 @@ def apply_to_label(directory: Path, docs, renderer, users, fleet: list[Device]) 
         return
     storage = SQLiteStorage(directory / "mdm.sqlite3")
     for device in fleet:
-        storage.authenticate(device.device_id, device.facts, TOPIC, device.device_id + "0" * 24, now=CLOCK_START)
+        certificate = device.device_id + "0" * 24  # 64 hex digits, unique per device
+        storage.authenticate(device.device_id, device.facts, TOPIC, certificate, now=CLOCK_START)
         storage.token_update(device.device_id, bytes.fromhex(device.device_id), f"magic-{device.device_id}",
                              now=CLOCK_START)
         storage.bind_user(device.device_id, device.user_id)
