@@ -13,6 +13,7 @@ from typing import Any
 from twisted.internet import defer
 from twisted.web import resource
 
+from .admin_model import AdminModel
 from .ca import CertificateAuthority
 from .identity import IdentityVerifier
 from .pki import server_tls_files
@@ -73,6 +74,8 @@ class MDMServer:
         self.verifier = IdentityVerifier([self.ca.certificate], now=self.now)
         self.admin_password = config.admin_password or self.state.admin_password
         self.url = config.server_url()  # what devices are told; the real port once listening on port 0
+        self.admin = AdminModel(self, data_dir=config.data_dir, in_memory=config.in_memory)
+        self.admin.start()
         self.root = self._root()
         self.site = make_site(self.root, body_limit=config.body_limit, reactor=clock)
         self.ports: list[Any] = []
@@ -98,10 +101,9 @@ class MDMServer:
         root = resource.Resource()
         root.putChild(b"mdm", mdm)
         root.putChild(b"metrics", MetricsResource(self))  # unauthenticated counts only: keep it on loopback
-        root.putChild(b"api", AdminAPI(
-            self.storage, self.waker, username=self.config.admin_user, password=self.admin_password,
-            clock=self.clock,
-        ))
+        v1 = AdminAPI(self.storage, self.waker, username=self.config.admin_user, password=self.admin_password,
+                      clock=self.clock)
+        root.putChild(b"api", self.admin.api(v1, self))
         return root
 
     @defer.inlineCallbacks
@@ -125,4 +127,5 @@ class MDMServer:
         for port in self.ports:
             yield port.stopListening()
         self.ports.clear()
+        self.admin.stop()
         self.storage.close()

@@ -54,6 +54,7 @@ class Response:
 
 OK = Response(200)
 ScheduleWake = Callable[[str, float], None]  # (device_id, delay seconds): push the device after delay
+DeviceChanged = Callable[[str], object]  # inventory changed: labels and deliveries must be re-evaluated
 
 
 class MDMService:
@@ -67,12 +68,15 @@ class MDMService:
         now: Callable[[], float],
         schedule_wake: ScheduleWake | None = None,
         not_now_retry: float = DEFAULT_NOT_NOW_RETRY,
+        on_device_changed: DeviceChanged | None = None,
     ) -> None:
         self.storage = storage
         self.topic = topic
         self._now = now
         self._schedule_wake = schedule_wake or (lambda device_id, delay: None)
         self.not_now_retry = not_now_retry
+        # Called after Authenticate, TokenUpdate, CheckOut and an acknowledged DeviceInformation.
+        self.on_device_changed: DeviceChanged = on_device_changed or (lambda device_id: None)
         self.metrics = ServerMetrics()  # read by GET /metrics
         # Per device: CommandUUIDs answered NotNow since the last Idle (skipped for the rest of the session).
         self._not_now: dict[str, set[str]] = {}
@@ -114,6 +118,7 @@ class MDMService:
         if identity.user_id is not None:
             self.storage.bind_user(message.device_id, identity.user_id)
         self._not_now.pop(message.device_id, None)
+        self.on_device_changed(message.device_id)
         return OK
 
     def _token_update(self, identity: DeviceIdentity, message: TokenUpdate) -> Response:
@@ -123,6 +128,7 @@ class MDMService:
         self.storage.token_update(
             message.device_id, message.token, message.push_magic, message.unlock_token, now=self._now()
         )
+        self.on_device_changed(message.device_id)  # may queue what its labels carry
         if self.storage.next_command(message.device_id, now=self._now()) is not None:
             self._schedule_wake(message.device_id, 0.0)  # push only now that the token is known
         return OK
@@ -133,6 +139,7 @@ class MDMService:
             return refusal
         self.storage.check_out(message.device_id, now=self._now())
         self._not_now.pop(message.device_id, None)
+        self.on_device_changed(message.device_id)
         return OK
 
     def _check_identity(
@@ -187,6 +194,8 @@ class MDMService:
             )
         elif report.status is Status.NOT_NOW and outcome.changed:
             self._not_now.setdefault(device_id, set()).add(report.command_uuid)
+        elif outcome.changed and outcome.command.request_type == "DeviceInformation":
+            self.on_device_changed(device_id)
 
     def _next(self, device_id: str, last_status: Status, now: float) -> Response:
         skip = self._not_now.get(device_id, set())

@@ -1,0 +1,76 @@
+"""Assembles the EPMM-style admin model: settings, users and their certificates, labels, sync policies.
+
+Durable in `admin.sqlite3` beside the queue database (secrets sealed with a key file), or in memory.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from twisted.web import resource
+from twisted.web.server import Request
+
+from .admin.apply import LabelAdmin
+from .admin.docstore import DocumentStore
+from .admin.identities import IdentityStore
+from .admin.render import SettingsRenderer
+from .admin.secrets_at_rest import SecretBox
+from .admin.settings_store import SettingsStore
+from .admin.users import UserStore
+from .web.admin_api import AdminAPI
+from .web.admin_labels_api import AdminLabelsAPI
+from .web.admin_settings_api import AdminSettingsAPI
+
+ADMIN_DATABASE = "admin.sqlite3"
+SETTINGS_PREFIXES = ("/api/v2/settings", "/api/v2/users")
+LABEL_PREFIXES = ("/api/v2/labels", "/api/v2/sync-policies", "/api/v2/devices", "/api/v2/conflicts")
+
+
+class AdminModel:
+    def __init__(self, server: Any, *, data_dir: Path, in_memory: bool) -> None:
+        self.docs = DocumentStore(":memory:" if in_memory else data_dir / ADMIN_DATABASE)
+        box = SecretBox.ephemeral() if in_memory else SecretBox.load_or_create(data_dir)
+        self.settings = SettingsStore(self.docs)
+        self.users = UserStore(self.docs)
+        self.identities = IdentityStore(self.docs, self.settings, self.users, box, now=server.now)
+        self.renderer = SettingsRenderer(self.settings, self.users, self.identities)
+        self.labels = LabelAdmin(server.storage, self.docs, self.renderer, self.users, clock=server.clock,
+                                 wake=server.waker.push_now)
+        server.service.on_device_changed = self.labels.on_device_changed
+
+    def api(self, v1: AdminAPI, server: Any) -> resource.Resource:
+        authorise = v1._authorise
+        settings = AdminSettingsAPI(
+            self.settings, self.users, self.identities, authorise=authorise,
+            on_setting_changed=self.labels.on_setting_changed,
+            on_setting_deleted=self.labels.on_setting_deleted, on_user_changed=self.labels.on_user_changed,
+        )
+        labels = AdminLabelsAPI(self.labels, server.waker, authorise=authorise, clock=server.clock,
+                                trusted_roots=[server.ca.certificate])
+        return ApiRoot(v1, settings, labels)
+
+    def start(self) -> None:
+        self.labels.start()
+
+    def stop(self) -> None:
+        self.labels.stop()
+        self.docs.close()
+
+
+class ApiRoot(resource.Resource):
+    """/api: the V1 device/queue API, the V2 settings/users API and the V2 labels/policies API."""
+
+    isLeaf = True
+
+    def __init__(self, v1: resource.Resource, settings: resource.Resource, labels: resource.Resource) -> None:
+        super().__init__()
+        self.v1, self.settings, self.labels = v1, settings, labels
+
+    def render(self, request: Request) -> bytes:
+        path = request.path.decode("utf-8", "replace")
+        if path.startswith(SETTINGS_PREFIXES):
+            return self.settings.render(request)
+        if path.startswith(LABEL_PREFIXES):
+            return self.labels.render(request)
+        return self.v1.render(request)
