@@ -1,0 +1,161 @@
+"""`mdmsim load`: load-test push and check-in performance with N simulated devices over real TLS.
+
+By default our own server runs in a separate process on loopback; --target points the fleet at any MDM server.
+Exit 0, 99 when a --threshold fails (k6's convention), 2 on error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+from pathlib import Path
+
+from rich.console import Console
+
+from device_sim.fleet import DEFAULT_KINDS, DEFAULT_OS_MIX, parse_mix
+
+from .durations import parse_duration
+from .load.config import Realism
+from .load.orchestrator import LoadError, LoadOptions, LoadRun
+from .load.progress import LiveProgress, detail_lines, summary_table
+from .load.rollout import BUILTIN_EXCHANGE, RolloutError, RolloutPlan
+from .load.thresholds import Threshold, ThresholdError, evaluate, flat_metrics
+
+EXIT_OK, EXIT_ERROR, EXIT_THRESHOLD = 0, 2, 99
+
+
+def _threshold(text: str) -> Threshold:
+    try:
+        return Threshold.parse(text)
+    except ThresholdError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _fraction(text: str) -> float:
+    value = float(text.rstrip("%")) / (100 if text.endswith("%") else 1)
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a fraction from 0 to 1 (or 0% to 100%)")
+    return value
+
+
+def _mix(text: str):
+    try:
+        return parse_mix(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("load", help="load-test check-ins, pushes and a profile rollout",
+                                   description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    fleet = parser.add_argument_group("the run")
+    fleet.add_argument("--devices", type=int, default=100, help="simulated devices (default 100)")
+    fleet.add_argument("--ramp", type=parse_duration, default=10.0,
+                     help="spread enrollments over this long, e.g. 60s (default 10s)")
+    fleet.add_argument("--duration", type=parse_duration, default=60.0,
+                     help="how long the run lasts from the first enrollment, e.g. 5m (default 60s)")
+    fleet.add_argument("--processes", type=int, default=1,
+                     help="fleet worker processes; their statistics are merged (default 1)")
+    fleet.add_argument("--seed", type=int, default=1, help="fleet seed: same seed, same devices")
+    fleet.add_argument("--os-mix", type=_mix, default=DEFAULT_OS_MIX, help="iOS versions with weights")
+    fleet.add_argument("--kinds", type=_mix, default=DEFAULT_KINDS, help="device kinds with weights")
+    work = parser.add_argument_group("what the server is asked to do")
+    work.add_argument("--rollout", metavar="SETTING",
+                      help="roll a profile out to the fleet's label during the run and measure its delivery: a "
+                           "setting id (Apply to Label, needs the server's V2 labels API), a .mobileconfig file "
+                           f"(InstallProfile to every enrolled device), or '{BUILTIN_EXCHANGE}' (a built-in "
+                           "Exchange profile with a PKCS#12 identity)")
+    work.add_argument("--rollout-at", type=parse_duration,
+                      help="when to start the rollout, after the first enrollment (default: ramp + 5s)")
+    work.add_argument("--sync-interval", type=parse_duration,
+                      help="sync policy for the fleet (the server pushes each device once per interval; needs "
+                           "the server's V2 sync policies API), e.g. 60m")
+    target = parser.add_argument_group("the target (default: our own server, started on loopback)")
+    target.add_argument("--target", metavar="URL",
+                        help="enrollment profile URL of any MDM server speaking the protocol (e.g. what `mdmsim "
+                             "serve` prints: https://localhost:8443/mdm/enroll?token=...)")
+    target.add_argument("--push-link", help="HOST:PORT of the target's push link (mdmsim servers)")
+    target.add_argument("--admin-user", default="admin", help="the target's admin API user (rollout)")
+    target.add_argument("--admin-password", default=os.environ.get("MDMSIM_ADMIN_PASSWORD"),
+                        help="the target's admin API password (env MDMSIM_ADMIN_PASSWORD)")
+    target.add_argument("--ca-file", help="PEM CA the target's TLS certificate chains to (admin and metrics)")
+    target.add_argument("--server-pid", type=int, help="watch this local process's CPU and RSS (a --target here)")
+    target.add_argument("--no-metrics", action="store_true", help="do not scrape the target's GET /metrics")
+    target.add_argument("--memory", action="store_true", help="our server keeps state in memory, not SQLite")
+    realism = parser.add_argument_group("realism")
+    realism.add_argument("--keep-alive", action="store_true",
+                         help="reuse TLS connections (iOS opens a new one per session: the default)")
+    realism.add_argument("--think", type=parse_duration, default=0.0,
+                         help="device think time before each request (uniform 0.5x-1.5x), e.g. 50ms")
+    realism.add_argument("--checkin-interval", type=parse_duration,
+                         help="devices also check in by themselves this often (closed-loop load; 0 = back to "
+                              "back); without it devices check in only when pushed, as iOS does")
+    realism.add_argument("--not-now-rate", type=_fraction, default=0.0,
+                         help="answer NotNow to commands that allow it at this rate, e.g. 5%%")
+    realism.add_argument("--network-error-rate", type=_fraction, default=0.0,
+                         help="requests failing as a dropped connection (the device retries), e.g. 1%%")
+    realism.add_argument("--offline-fraction", type=_fraction, default=0.0,
+                         help="devices that ignore pushes (switched off, no signal)")
+    realism.add_argument("--timeout", type=parse_duration, default=30.0, help="request timeout (default 30s)")
+    realism.add_argument("--apns-delay", type=parse_duration, default=0.0, help="our server's APNs delay")
+    realism.add_argument("--apns-jitter", type=parse_duration, default=0.0, help="our server's APNs jitter")
+    realism.add_argument("--apns-drop-rate", type=_fraction, default=0.0, help="our server's APNs drop rate")
+    out = parser.add_argument_group("results")
+    out.add_argument("--threshold", type=_threshold, action="append", default=[],
+                     help="pass/fail rule, repeatable, e.g. 'checkin.p95<200ms', 'errors.count==0', "
+                          "'rollout.p100<=30s'; a failed one makes the exit code 99")
+    out.add_argument("--json", type=Path, help="write the full report as JSON")
+    out.add_argument("--csv", metavar="PREFIX", help="write PREFIX_stats.csv, PREFIX_history.csv, ...")
+    out.add_argument("--html", type=Path, help="write a self-contained HTML report with plots")
+    parser.set_defaults(func=run)
+
+
+def options_from(args: argparse.Namespace) -> LoadOptions:
+    if args.devices < 1 or args.processes < 1 or args.processes > args.devices:
+        raise LoadError("--devices must be at least 1 and --processes from 1 to --devices")
+    rollout = None
+    if args.rollout:
+        at = args.rollout_at if args.rollout_at is not None else args.ramp + 5.0
+        rollout = RolloutPlan.parse(args.rollout, at)
+    realism = Realism(keep_alive=args.keep_alive, think=args.think, not_now_rate=args.not_now_rate,
+                      network_error_rate=args.network_error_rate, offline_fraction=args.offline_fraction,
+                      timeout=args.timeout, checkin_interval=args.checkin_interval)
+    apns = {"delay": args.apns_delay, "jitter": args.apns_jitter, "drop_rate": args.apns_drop_rate}
+    return LoadOptions(
+        devices=args.devices, duration=args.duration, ramp=args.ramp, processes=args.processes, seed=args.seed,
+        target=args.target, push_link=args.push_link, admin_user=args.admin_user,
+        admin_password=args.admin_password, ca_file=args.ca_file, metrics=not args.no_metrics,
+        server_pid=args.server_pid, rollout=rollout, sync_interval=args.sync_interval, realism=realism,
+        apns={k: v for k, v in apns.items() if v}, in_memory=args.memory, os_mix=args.os_mix, kinds=args.kinds,
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    console = Console(stderr=True)
+    try:
+        options = options_from(args)
+        with tempfile.TemporaryDirectory(prefix="mdmsim-load-") as workdir, LiveProgress(console) as live:
+            report = LoadRun(options, Path(workdir), progress=live).run()
+    except (LoadError, RolloutError) as exc:
+        console.print(f"mdmsim load: {exc}", highlight=False, markup=False)
+        return EXIT_ERROR
+    verdicts = evaluate(args.threshold, flat_metrics(report))
+    report["thresholds"] = [verdict.to_json() for verdict in verdicts]
+    _write(report, args)
+    Console().print(summary_table(report))
+    for line in detail_lines(report):
+        Console().print(line, highlight=False, markup=False)
+    return EXIT_THRESHOLD if any(not verdict.passed for verdict in verdicts) else EXIT_OK
+
+
+def _write(report: dict, args: argparse.Namespace) -> None:
+    from .load.html_report import write_html  # matplotlib takes a second to import: only when asked
+    from .load.reports import write_csv, write_json
+
+    if args.json:
+        write_json(report, args.json)
+    if args.csv:
+        write_csv(report, args.csv)
+    if args.html:
+        write_html(report, args.html)

@@ -1,0 +1,198 @@
+"""What a fleet worker measures: requests per message type, errors by kind, throughput per second, and the
+push-to-check-in and push-to-Acknowledged times of each device during a rollout.
+
+`LoadRunner` is a DeviceRunner with think time and push timestamps; `MeteredTransport` classifies failures.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet import defer
+
+from device_sim import effects as fx
+from device_sim.runner import DeviceRunner
+from device_sim.transport import Reply, Transport, TransportError
+
+from . import histograms as h
+
+ACKNOWLEDGED_INSTALL = "InstallProfile:Acknowledged"
+
+
+class LoadRunner(DeviceRunner):
+    """A device runner that thinks before each request and remembers its rollout milestones."""
+
+    think: float = 0.0
+    rng: random.Random | None = None
+    rollout_push: float | None = None  # first push after the rollout started
+    rollout_checkin: float | None = None
+    rollout_ack: float | None = None
+    loop_pending = False  # a self-initiated check-in is scheduled (closed-loop mode)
+
+    def _send(self, request: fx.SendRequest) -> None:
+        if self.think > 0:
+            self.clock.callLater(self.think * (0.5 + self.rng.random()), super()._send, request)
+        else:
+            super()._send(request)
+
+    def on_push(self, token: bytes, payload: dict[str, Any]) -> None:
+        if self.observer is not None:
+            self.observer.pushed(self)
+        super().on_push(token, payload)
+
+    def check_in(self) -> None:
+        """Start a session without a push (closed-loop load, or a device polling by itself)."""
+        self.loop_pending = False
+        self.perform(self.machine.push(self.now()))
+
+
+def error_kind(reason: str) -> str:
+    """A transport failure's reason (TransportError text) → a short kind for counting."""
+    text = reason.lower()
+    for needle, kind in (("injected", "injected"), ("timed out", "timeout"), ("timeout", "timeout"),
+                         ("refused", "refused"), ("trust", "tls"), ("certificate", "tls"), ("ssl", "tls"),
+                         ("tls", "tls"), ("reset", "reset"), ("closed", "connection_lost"),
+                         ("lost", "connection_lost"), ("dns", "dns")):
+        if needle in text:
+            return kind
+    return "other"
+
+
+class MeteredTransport:
+    """Counts failures by kind and non-2xx answers by status; injects network errors at a given rate."""
+
+    def __init__(self, inner: Transport, errors: Counter[str], *, error_rate: float = 0.0,
+                 rng: random.Random | None = None) -> None:
+        self.inner, self.errors, self.error_rate = inner, errors, error_rate
+        self.rng = rng or random.Random(0)
+
+    def send(self, request: fx.SendRequest, roots: tuple) -> defer.Deferred[Reply]:
+        if self.error_rate and self.rng.random() < self.error_rate:
+            self.errors["injected"] += 1
+            return defer.fail(TransportError("injected network error: connection reset"))
+        return self.inner.send(request, roots).addCallbacks(self._replied, self._failed)
+
+    def _replied(self, reply: Reply) -> Reply:
+        if not 200 <= reply.status < 300:
+            self.errors[f"http_{reply.status}"] += 1
+        return reply
+
+    def _failed(self, failure: Any) -> Any:
+        error = failure.value
+        self.errors[error_kind(error.reason if isinstance(error, TransportError) else str(error))] += 1
+        return failure
+
+
+class LoadObserver:
+    """The worker's statistics: fed by every LoadRunner (as its Observer) and by the enrollment downloads."""
+
+    def __init__(self, clock: Any, *, checkin_interval: float | None = None,
+                 phase: Callable[[LoadRunner], float] = lambda runner: 0.0) -> None:
+        self.clock = clock
+        self.messages: dict[str, h.MessageStats] = {}
+        self.errors: Counter[str] = Counter()
+        self.commands: Counter[str] = Counter()
+        self.enroll_failures: Counter[str] = Counter()
+        self.enrolled = 0
+        self.sessions = 0
+        self.new_ids: list[str] = []  # enrolled device ids not yet reported to the parent
+        self.timeline: dict[int, h.MessageStats] = {}  # wall-clock second → every request answered in it
+        self.checkin_interval, self._phase = checkin_interval, phase
+        self.rollout_started: float | None = None
+        self.push_to_checkin = h.new_histogram()
+        self.push_to_ack = h.new_histogram()
+        self.acked_at: list[float] = []  # seconds since the rollout started, one per device
+
+    # Observer protocol (device_sim.runner.Observer) ----------------------------------------------------
+
+    def request_done(self, runner: LoadRunner, message: str, sent_at: float, status: int | None) -> None:
+        now = runner.now()
+        ok = status is not None and 200 <= status < 300
+        self.record(message.split(":", 1)[0], now - sent_at, ok, now)
+        if ok and self.rollout_started is not None:
+            self._rollout_progress(runner, message, now)
+
+    def effect(self, runner: LoadRunner, effect: fx.Effect) -> None:
+        if isinstance(effect, fx.Enrolled):
+            self.enrolled += 1
+            self.new_ids.append(effect.device_id)
+            if self.checkin_interval is not None:
+                self._loop(runner, self._phase(runner))
+        elif isinstance(effect, fx.EnrollmentFailed):
+            self.enroll_failures[effect.reason] += 1
+        elif isinstance(effect, fx.CommandHandled):
+            self.commands[f"{effect.request_type}:{effect.status}"] += 1
+        elif isinstance(effect, fx.SessionEnded):
+            self.sessions += 1
+            if self.checkin_interval is not None:
+                self._loop(runner, self.checkin_interval)
+
+    def pushed(self, runner: LoadRunner) -> None:
+        if self.rollout_started is not None and runner.rollout_push is None:
+            runner.rollout_push = runner.now()
+
+    # Fed by the worker ---------------------------------------------------------------------------------
+
+    def record(self, message: str, seconds: float, ok: bool, now: float) -> None:
+        stats = self.messages.get(message)
+        if stats is None:
+            stats = self.messages[message] = h.MessageStats()
+        stats.record(seconds, ok)
+        second = int(now)
+        bucket = self.timeline.get(second)
+        if bucket is None:
+            bucket = self.timeline[second] = h.MessageStats()
+        bucket.record(seconds, ok)
+
+    def enrollment_download_failed(self, reason: str) -> None:
+        self.enroll_failures[f"download: {reason}"] += 1
+
+    def start_rollout(self, at: float) -> None:
+        self.rollout_started = at
+
+    # Internals -----------------------------------------------------------------------------------------
+
+    def _rollout_progress(self, runner: LoadRunner, message: str, now: float) -> None:
+        if message == "Idle" and runner.rollout_push is not None and runner.rollout_checkin is None:
+            runner.rollout_checkin = now
+            h.record(self.push_to_checkin, now - runner.rollout_push)
+        elif message == ACKNOWLEDGED_INSTALL and runner.rollout_ack is None:
+            runner.rollout_ack = now
+            self.acked_at.append(now - self.rollout_started)
+            if runner.rollout_push is not None:
+                h.record(self.push_to_ack, now - runner.rollout_push)
+
+    def _loop(self, runner: LoadRunner, delay: float) -> None:
+        if not runner.loop_pending:
+            runner.loop_pending = True
+            self.clock.callLater(delay, runner.check_in)
+
+    # Shipping to the parent ----------------------------------------------------------------------------
+
+    def take_timeline(self, before: float) -> list[dict[str, Any]]:
+        """Completed seconds (those before `before`), encoded, and forgotten here."""
+        done = sorted(second for second in self.timeline if second < before)
+        return [{"second": second, **self.timeline.pop(second).to_wire()} for second in done]
+
+    def progress(self, now: float) -> dict[str, Any]:
+        ids, self.new_ids = self.new_ids, []
+        total = sum(stats.count for stats in self.messages.values())
+        errors = sum(stats.errors for stats in self.messages.values())
+        return {"type": "progress", "at": now, "enrolled": self.enrolled,
+                "enroll_failed": sum(self.enroll_failures.values()), "requests": total, "errors": errors,
+                "rollout_acked": len(self.acked_at), "new_ids": ids, "timeline": self.take_timeline(int(now))}
+
+    def final(self, now: float) -> dict[str, Any]:
+        body = self.progress(now)
+        body.update(
+            type="final", timeline=body["timeline"] + self.take_timeline(float("inf")),
+            messages={name: stats.to_wire() for name, stats in self.messages.items()},
+            error_kinds=dict(self.errors), commands=dict(self.commands),
+            enroll_failures=dict(self.enroll_failures), sessions=self.sessions,
+            rollout={"push_to_checkin": h.encode(self.push_to_checkin), "push_to_ack": h.encode(self.push_to_ack),
+                     "acked_at": self.acked_at},
+        )
+        return body

@@ -1,0 +1,320 @@
+"""Runs a load test: our server in its own process (or any target), K fleet worker processes, the rollout,
+the server watch and live progress; returns the merged report.
+
+Blocking by design: it only reads child pipes (select with a timeout), samples /proc and makes a few API calls.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import selectors
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from device_sim.fleet import DEFAULT_KINDS, DEFAULT_OS_MIX
+
+from . import summary
+from .admin_http import AdminHTTP, AdminHTTPError
+from .config import Realism, WorkerConfig
+from .rollout import RolloutError, RolloutPlan, set_sync_interval, start_rollout
+from .server_watch import ProcessWatch, parse_exposition, server_figures
+
+STARTUP_TIMEOUT = 90.0
+FINAL_TIMEOUT = 60.0
+
+
+class LoadError(Exception):
+    """The run could not be carried out (exit 2); the reason is for the user."""
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    devices: int
+    duration: float
+    ramp: float = 10.0
+    processes: int = 1
+    seed: int = 1
+    target: str | None = None  # an enrollment URL; None: start our own server
+    push_link: str | None = None  # HOST:PORT; our own server's is found by itself
+    admin_user: str | None = None
+    admin_password: str | None = None
+    ca_file: str | None = None
+    metrics: bool = True  # scrape GET /metrics on the target
+    server_pid: int | None = None  # watch this local process's CPU and RSS (a --target on this machine)
+    rollout: RolloutPlan | None = None
+    sync_interval: float | None = None
+    realism: Realism = field(default_factory=Realism)
+    apns: dict[str, float] = field(default_factory=dict)  # our own server's APNs simulation options
+    in_memory: bool = False  # our own server's storage (default: a SQLite file, as `mdmsim serve`)
+    os_mix: tuple[tuple[str, int], ...] = DEFAULT_OS_MIX
+    kinds: tuple[tuple[str, int], ...] = DEFAULT_KINDS
+    tick: float = 1.0
+
+    def public(self) -> dict[str, Any]:
+        """The options as recorded in the report (no password, no profile bytes)."""
+        return {
+            "devices": self.devices, "duration": self.duration, "ramp": self.ramp, "processes": self.processes,
+            "seed": self.seed, "target": self.target or "own server", "sync_interval": self.sync_interval,
+            "rollout": None if self.rollout is None else {"source": self.rollout.source, "at": self.rollout.at},
+            "realism": vars(self.realism), "apns": self.apns, "in_memory": self.in_memory,
+        }
+
+
+@dataclass
+class Child:
+    name: str
+    process: subprocess.Popen
+    buffer: bytes = b""
+    ready: dict[str, Any] | None = None
+    latest: dict[str, Any] = field(default_factory=dict)
+    final: dict[str, Any] | None = None
+    closed: bool = False
+
+    def send(self, message: dict[str, Any]) -> None:
+        try:
+            self.process.stdin.write(json.dumps(message).encode() + b"\n")
+            self.process.stdin.flush()
+        except (BrokenPipeError, OSError):
+            pass
+
+
+Progress = Callable[[dict[str, Any]], None]
+
+
+class LoadRun:
+    def __init__(self, options: LoadOptions, workdir: Path, *, progress: Progress | None = None) -> None:
+        self.options, self.workdir = options, workdir
+        self.show = progress or (lambda status: None)
+        self.run_id = uuid.uuid4().hex[:8]
+        self.selector = selectors.DefaultSelector()
+        self.server: Child | None = None
+        self.workers: list[Child] = []
+        self.timeline: list[dict[str, Any]] = []
+        self.enrolled_ids: list[str] = []
+        self.rollout_start: dict[str, Any] | None = None
+        self.watch: ProcessWatch | None = None
+        self.admin: AdminHTTP | None = None
+        self.start_at = 0.0
+
+    # The run ---------------------------------------------------------------------------------------------
+
+    def run(self) -> dict[str, Any]:
+        try:
+            target = self._target()
+            before = self._scrape()
+            if self.options.sync_interval is not None:
+                set_sync_interval(self._admin(), self.options.sync_interval, self.run_id)
+            self._start_workers(target)
+            self._until(self.start_at + self.options.duration)
+            return self._finish(target, before)
+        except (RolloutError, AdminHTTPError) as exc:
+            raise LoadError(exc.args[0]) from None
+        finally:
+            self._cleanup()
+
+    def _target(self) -> dict[str, Any]:
+        options = self.options
+        if options.target:
+            origin = "{0.scheme}://{0.netloc}".format(urlsplit(options.target))
+            if options.server_pid:
+                self.watch = ProcessWatch(options.server_pid)
+            return {"url": origin, "enroll_url": options.target, "push_link": options.push_link,
+                    "admin_user": options.admin_user, "admin_password": options.admin_password,
+                    "ca_pem": options.ca_file, "own_server": False}
+        config = {"data_dir": str(self.workdir / "server"), "in_memory": options.in_memory,
+                  "apns": options.apns}
+        self.server = self._spawn("server", "mdmsim.load.server_process", config)
+        ready = self._wait_ready([self.server])[0]
+        if ready.get("type") == "error":
+            raise LoadError(f"our server could not start: {ready['reason']}")
+        self.watch = ProcessWatch(ready["pid"])
+        return {**ready, "own_server": True}
+
+    def _admin(self) -> AdminHTTP:
+        return AdminHTTP(self._origin, self._target_info.get("admin_user"),
+                         self._target_info.get("admin_password"), self._target_info.get("ca_pem"))
+
+    def _start_workers(self, target: dict[str, Any]) -> None:
+        self.start_at = time.time() + 1.0  # room for the workers to import and connect
+        base = WorkerConfig(0, self.options.processes, self.options.devices, self.options.seed,
+                            target["enroll_url"], target.get("push_link"), self.start_at, self.options.ramp,
+                            self.options.realism, self.options.os_mix, self.options.kinds, self.options.tick)
+        for index in range(self.options.processes):
+            self.workers.append(self._spawn(f"worker {index}", "mdmsim.load.worker",
+                                            base.for_worker(index).to_json()))
+        self._wait_ready(self.workers)
+
+    def _until(self, deadline: float) -> None:
+        next_tick = time.time() + self.options.tick
+        rollout_at = None if self.options.rollout is None else self.start_at + self.options.rollout.at
+        while time.time() < deadline:
+            self._read(max(0.0, min(next_tick, deadline) - time.time()))
+            if rollout_at is not None and time.time() >= rollout_at:
+                rollout_at = None
+                self._rollout()
+            if time.time() >= next_tick:
+                next_tick += self.options.tick
+                self._tick()
+            dead = [w for w in self.workers if w.closed and w.final is None]
+            if dead:
+                raise LoadError(f"{dead[0].name} died: {self._stderr_tail(dead[0])}")
+
+    def _rollout(self) -> None:
+        plan = self.options.rollout
+        started = time.time()
+        for worker in self.workers:  # before any push can arrive, so no device misses its start
+            worker.send({"cmd": "rollout", "at": started})
+        start = start_rollout(self._admin(), plan, list(self.enrolled_ids), self.run_id)
+        start.started_at = started
+        self.rollout_start = {"source": plan.source, **start.to_json(), "at": started - self.start_at}
+
+    def _tick(self) -> None:
+        now = time.time()
+        point = self.watch.sample(now, now - self.start_at) if self.watch else None
+        latest = [w.latest for w in self.workers]
+        self.show({
+            "elapsed": now - self.start_at, "duration": self.options.duration, "devices": self.options.devices,
+            "enrolled": sum(p.get("enrolled", 0) for p in latest),
+            "enroll_failed": sum(p.get("enroll_failed", 0) for p in latest),
+            "requests": sum(p.get("requests", 0) for p in latest),
+            "errors": sum(p.get("errors", 0) for p in latest),
+            "rollout_acked": sum(p.get("rollout_acked", 0) for p in latest),
+            "rollout_devices": self.rollout_start["devices"] if self.rollout_start else None,
+            "server_cpu": point["cpu"] if point else None, "server_rss": point["rss"] if point else None,
+        })
+
+    def _finish(self, target: dict[str, Any], before: Any) -> dict[str, Any]:
+        for worker in self.workers:
+            worker.send({"cmd": "stop"})
+        deadline = time.time() + FINAL_TIMEOUT
+        while any(w.final is None and not w.closed for w in self.workers) and time.time() < deadline:
+            self._read(0.5)
+        missing = [w.name for w in self.workers if w.final is None]
+        if missing:
+            raise LoadError(f"no final report from {', '.join(missing)}: {self._stderr_tail(self.workers[0])}")
+        elapsed = time.time() - self.start_at
+        if self.watch:
+            self.watch.sample(time.time(), elapsed)
+        after = self._scrape()
+        return self._report(target, before, after, elapsed)
+
+    def _report(self, target: dict[str, Any], before: Any, after: Any, elapsed: float) -> dict[str, Any]:
+        finals = [w.final for w in self.workers]
+        report: dict[str, Any] = {
+            "mdmsim_load": summary.REPORT_VERSION, "options": self.options.public(),
+            "target": {"url": target["url"], "own_server": target["own_server"]},
+            "started_at": self.start_at, "elapsed": elapsed, **summary.merge_finals(finals),
+            "timeline": summary.merge_timeline(self.timeline, self.start_at),
+        }
+        summary.add_rates(report, elapsed)
+        report["rollout"] = (summary.rollout_figures(finals, self.rollout_start)
+                             if self.rollout_start else None)
+        server: dict[str, Any] = self.watch.summary() if self.watch else {}
+        if after is not None:
+            server["metrics"] = server_figures(before, after)
+        report["server"] = server
+        return report
+
+    # Children --------------------------------------------------------------------------------------------
+
+    def _spawn(self, name: str, module: str, config: dict[str, Any]) -> Child:
+        stderr = open(self.workdir / f"{name.replace(' ', '-')}.log", "wb")  # noqa: SIM115 (child owns it)
+        process = subprocess.Popen([sys.executable, "-m", module, json.dumps(config)], stdin=subprocess.PIPE,
+                                   stdout=subprocess.PIPE, stderr=stderr, cwd=os.getcwd())
+        stderr.close()
+        child = Child(name, process)
+        os.set_blocking(process.stdout.fileno(), False)
+        self.selector.register(process.stdout, selectors.EVENT_READ, child)
+        return child
+
+    def _wait_ready(self, children: list[Child]) -> list[dict[str, Any]]:
+        deadline = time.time() + STARTUP_TIMEOUT
+        while any(c.ready is None for c in children):
+            if time.time() > deadline:
+                raise LoadError(f"children did not start within {STARTUP_TIMEOUT:g} s")
+            self._read(0.5)
+            for child in children:
+                if child.closed and child.ready is None:
+                    raise LoadError(f"{child.name} did not start: {self._stderr_tail(child)}")
+        return [c.ready for c in children]
+
+    def _read(self, timeout: float) -> None:
+        for key, _ in self.selector.select(timeout):
+            child: Child = key.data
+            try:
+                data = os.read(key.fd, 1 << 20)
+            except BlockingIOError:
+                continue
+            if not data:
+                child.closed = True
+                self.selector.unregister(key.fileobj)
+                continue
+            child.buffer += data
+            *lines, child.buffer = child.buffer.split(b"\n")
+            for line in lines:
+                if line.strip():
+                    self._message(child, json.loads(line))
+
+    def _message(self, child: Child, message: dict[str, Any]) -> None:
+        kind = message.get("type")
+        if kind in ("ready", "error"):
+            child.ready = message
+            return
+        self.timeline += message.get("timeline", [])
+        self.enrolled_ids += message.get("new_ids", [])
+        if kind == "progress":
+            child.latest = message
+        elif kind == "final":
+            child.latest = child.final = message
+
+    def _stderr_tail(self, child: Child) -> str:
+        path = self.workdir / f"{child.name.replace(' ', '-')}.log"
+        text = path.read_text(errors="replace").strip() if path.exists() else ""
+        return text[-600:] or f"exit code {child.process.poll()}"
+
+    def _cleanup(self) -> None:
+        for child in [*self.workers, *([self.server] if self.server else [])]:
+            if child.process.poll() is None:
+                with contextlib.suppress(OSError):
+                    child.process.stdin.close()  # EOF tells the child to stop
+        for child in [*self.workers, *([self.server] if self.server else [])]:
+            try:
+                child.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                child.process.kill()
+                child.process.wait()
+            child.process.stdout.close()
+        self.selector.close()
+
+    # The target's admin API and metrics ------------------------------------------------------------------
+
+    @property
+    def _target_info(self) -> dict[str, Any]:
+        if self.server is not None:
+            return self.server.ready
+        return {"admin_user": self.options.admin_user, "admin_password": self.options.admin_password,
+                "ca_pem": self.options.ca_file}
+
+    @property
+    def _origin(self) -> str:
+        if self.server is not None:
+            return self.server.ready["url"]
+        return "{0.scheme}://{0.netloc}".format(urlsplit(self.options.target))
+
+    def _scrape(self) -> Any:
+        if not self.options.metrics:
+            return None
+        try:
+            text = self._admin().metrics()
+        except AdminHTTPError:
+            return None
+        return parse_exposition(text) if text else None

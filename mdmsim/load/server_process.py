@@ -1,0 +1,65 @@
+"""Our MDM server as a load target: its own process (and core), ports picked by the system, one ready line.
+
+Run as `python -m mdmsim.load.server_process '<JSON>'`; prints {"url", "push_link", "enroll_url", ...} once
+listening, then serves until SIGTERM or stdin closes (so it never outlives the load run that started it).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+from twisted.internet import stdio
+from twisted.internet.protocol import Protocol
+
+from mdm_server.app import MDMServer, ServerConfig
+
+
+class _ParentWatch(Protocol):
+    def __init__(self, reactor: Any) -> None:
+        self.reactor = reactor
+
+    def connectionLost(self, reason: Any = None) -> None:
+        if self.reactor.running:
+            self.reactor.stop()
+
+
+def main(argv: list[str]) -> int:
+    from twisted.internet import reactor  # this process exists to run the server on the real reactor
+
+    options = json.loads(argv[1])
+    config = ServerConfig(
+        data_dir=Path(options["data_dir"]), listen="ssl:0:interface=127.0.0.1",
+        push_link="tcp:0:interface=127.0.0.1", server_names=("127.0.0.1",),
+        in_memory=bool(options.get("in_memory", False)), apns=dict(options.get("apns", {})),
+    )
+    server = MDMServer(config, clock=reactor)
+    io = stdio.StandardIO(_ParentWatch(reactor), reactor=reactor)
+
+    def started(ports: list[Any]) -> None:
+        ready = {
+            "type": "ready", "pid": os.getpid(), "url": server.url,
+            "push_link": f"127.0.0.1:{ports[1].getHost().port}",
+            "enroll_url": f"{server.url}/mdm/enroll?token={server.state.enroll_token}",
+            "admin_user": config.admin_user, "admin_password": server.admin_password,
+            "ca_pem": str(config.data_dir / "ca.pem"),
+        }
+        io.write(json.dumps(ready).encode() + b"\n")
+
+    def failed(failure: Any) -> None:
+        io.write(json.dumps({"type": "error", "reason": failure.getErrorMessage()}).encode() + b"\n")
+        reactor.stop()
+
+    signal.signal(signal.SIGTERM, lambda *_: reactor.callFromThread(reactor.stop))
+    reactor.callWhenRunning(lambda: server.listen(reactor).addCallbacks(started, failed))
+    reactor.addSystemEventTrigger("before", "shutdown", server.stop)
+    reactor.run(installSignalHandlers=False)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

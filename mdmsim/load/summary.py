@@ -1,0 +1,112 @@
+"""Merging the workers' final reports into the run's report: counts add up, histograms are added.
+
+The report is a plain dict (the JSON file's content); CSV, HTML, the table and thresholds all read it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from . import histograms as h
+
+REPORT_VERSION = 1
+COMPLETION_POINTS = (50, 95, 99, 100)
+
+
+def merge_finals(finals: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """The fleet-side part of the report from every worker's `final` message."""
+    messages = h.merge_messages(final["messages"] for final in finals)
+    total = h.total_of(messages)
+    errors: Counter[str] = Counter()
+    commands: Counter[str] = Counter()
+    enroll_failures: Counter[str] = Counter()
+    for final in finals:
+        errors.update(final["error_kinds"])
+        commands.update(final["commands"])
+        enroll_failures.update(final["enroll_failures"])
+    return {
+        "messages": {name: stats.summary() for name, stats in sorted(messages.items())},
+        "checkin": {**total.summary()},
+        "commands": dict(sorted(commands.items())),
+        "sessions": sum(final["sessions"] for final in finals),
+        "errors": {"by_kind": dict(sorted(errors.items())), "total": sum(errors.values())},
+        "enrollment": {
+            "devices": sum(final["devices"] for final in finals),
+            "enrolled": sum(final["enrolled"] for final in finals),
+            "failed": sum(enroll_failures.values()),
+            "failures": dict(enroll_failures.most_common(20)),
+            "offline": sum(final["offline"] for final in finals),
+        },
+        "fleet": {
+            "workers": len(finals), "cpu_seconds": sum(final["cpu"] for final in finals),
+            "rss": sum(final["rss"] for final in finals), "peak_rss": sum(final["peak_rss"] for final in finals),
+        },
+    }
+
+
+def merge_timeline(buckets: Iterable[Mapping[str, Any]], start: float) -> list[dict[str, Any]]:
+    """Per-second buckets from every worker, added by second; latency percentiles of each merged second."""
+    by_second: dict[int, h.MessageStats] = {}
+    for bucket in buckets:
+        stats = by_second.setdefault(int(bucket["second"]), h.MessageStats())
+        stats.add(h.MessageStats.from_wire(bucket))
+    out = []
+    for second in sorted(by_second):
+        stats = by_second[second]
+        summary = h.LatencySummary.of(stats.histogram)
+        out.append({"t": second - start, "requests": stats.count, "errors": stats.errors,
+                    "p50": summary.p50, "p95": summary.p95, "p99": summary.p99, "max": summary.max})
+    return out
+
+
+def rollout_figures(finals: Sequence[Mapping[str, Any]], start: Mapping[str, Any]) -> dict[str, Any]:
+    """Per-device push-to-check-in and push-to-Acknowledged, and how long until X% of the label had it."""
+    parts = [final["rollout"] for final in finals]
+    push_to_checkin = h.merge(h.decode(part["push_to_checkin"]) for part in parts)
+    push_to_ack = h.merge(h.decode(part["push_to_ack"]) for part in parts)
+    acked = sorted(t for part in parts for t in part["acked_at"])
+    since = h.new_histogram()
+    for seconds in acked:
+        h.record(since, seconds)
+    devices = start["devices"]
+    return {
+        **start,
+        "acknowledged": len(acked),
+        "completion": len(acked) / devices if devices else 0.0,
+        "time_to": {f"p{point}": time_to(acked, devices, point) for point in COMPLETION_POINTS},
+        "push_to_checkin": h.LatencySummary.of(push_to_checkin).to_json(),
+        "push_to_ack": h.LatencySummary.of(push_to_ack).to_json(),
+        "since_rollout": h.LatencySummary.of(since).to_json(),
+        "curve": completion_curve(acked, devices),
+    }
+
+
+def time_to(acked: Sequence[float], devices: int, percent: float) -> float | None:
+    """Seconds from the rollout's start until `percent` of the label's devices acknowledged; None if never."""
+    needed = max(1, math.ceil(devices * percent / 100))
+    return acked[needed - 1] if devices and len(acked) >= needed else None
+
+
+def completion_curve(acked: Sequence[float], devices: int, points: int = 200) -> list[tuple[float, float]]:
+    """(seconds since the rollout started, fraction of the label acknowledged), thinned for plotting."""
+    if not acked or not devices:
+        return []
+    step = max(1, len(acked) // points)
+    curve = [(acked[i], (i + 1) / devices) for i in range(0, len(acked), step)]
+    if curve[-1][0] != acked[-1]:
+        curve.append((acked[-1], len(acked) / devices))
+    return curve
+
+
+def add_rates(report: dict[str, Any], elapsed: float) -> None:
+    """Check-ins per second over the run, and the best and median whole second."""
+    timeline = report.get("timeline", [])
+    per_second = sorted(point["requests"] for point in timeline)
+    checkin = report["checkin"]
+    checkin["rate"] = checkin["count"] / elapsed if elapsed > 0 else 0.0
+    checkin["peak_rate"] = float(per_second[-1]) if per_second else 0.0
+    busy = [n for n in per_second if n > 0]
+    checkin["median_busy_rate"] = float(busy[len(busy) // 2]) if busy else 0.0

@@ -1,0 +1,188 @@
+"""A fleet worker process: runs its share of the devices on its own reactor and core, reports on stdout.
+
+Protocol: one JSON object per line. Out: `ready`, `progress` (each second), `final`. In (stdin): `rollout`
+(with the wall-clock time it started) and `stop`. Run as `python -m mdmsim.load.worker '<config JSON>'`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import resource
+import sys
+from typing import Any
+from urllib.parse import urlencode, urlsplit
+
+from twisted.internet import defer, stdio
+from twisted.protocols.basic import LineReceiver
+
+from device_sim.fleet import FleetSpec
+from device_sim.https_transport import HTTPSTransport
+from device_sim.machine import Behaviour, DeviceMachine
+from device_sim.push_link_client import PushLinkClient
+from mdmsim.enroll_fetch import fetch_enrollment
+
+from .config import WorkerConfig
+from .meter import LoadObserver, LoadRunner, MeteredTransport
+
+
+class FleetWorker:
+    """Enrolls this worker's devices on the ramp and keeps them running until told to stop."""
+
+    def __init__(self, config: WorkerConfig, reactor: Any, emit: Any) -> None:
+        self.config, self.reactor, self.emit = config, reactor, emit
+        realism = config.realism
+        self.spec = FleetSpec(config.devices, seed=config.seed, os_mix=config.os_mix, kinds=config.kinds,
+                              behaviour=Behaviour(not_now_rate=realism.not_now_rate))
+        self.observer = LoadObserver(reactor, checkin_interval=realism.checkin_interval, phase=self._phase)
+        https = HTTPSTransport(reactor, keep_alive=realism.keep_alive, timeout=realism.timeout)
+        self.https = https
+        self.transport = MeteredTransport(https, self.observer.errors, error_rate=realism.network_error_rate,
+                                          rng=random.Random(f"{config.seed}:{config.worker}:faults"))
+        self.push = PushLinkClient()
+        self.runners: list[LoadRunner] = []
+        self._rng = random.Random(f"{config.seed}:{config.worker}:think")
+        self._enrolling = defer.DeferredSemaphore(config.max_enrolling)
+        self._link = None
+        self.stopped = False
+
+    def start(self) -> None:
+        if self.config.push_link:
+            host, _, port = self.config.push_link.rpartition(":")
+            self._link = self.reactor.connectTCP(host, int(port), self.push)
+        now = self.reactor.seconds()
+        for index in self.config.indexes():
+            self.reactor.callLater(self.config.enroll_delay(index, now), self._enroll, index)
+        self.emit({"type": "ready", "worker": self.config.worker, "pid": os.getpid(),
+                   "devices": len(self.config.indexes())})
+        self.reactor.callLater(self.config.progress_every, self._progress)
+
+    def _phase(self, runner: LoadRunner) -> float:
+        # Spread self-initiated check-ins over the interval, deterministically per device.
+        interval = self.config.realism.checkin_interval or 0.0
+        digest = hashlib.sha256(f"{self.config.seed}:{runner.machine.facts.index}:phase".encode()).digest()
+        return interval * int.from_bytes(digest[:4], "big") / 2**32
+
+    def _enroll(self, index: int) -> defer.Deferred:
+        if self.stopped:
+            return defer.succeed(None)
+        return self._enrolling.run(self._download_and_install, index)
+
+    def _download_and_install(self, index: int) -> defer.Deferred:
+        facts = self.spec.facts(index)
+        machine = DeviceMachine(facts, seed=self.spec.seed, behaviour=self.spec.behaviour)
+        runner = LoadRunner(machine, clock=self.reactor, transport=self.transport, push=self.push,
+                            observer=self.observer)
+        runner.think, runner.rng = self.config.realism.think, self._rng
+        runner.online = not self.config.offline(index)
+        self.runners.append(runner)
+        started = self.reactor.seconds()
+        d = fetch_enrollment(self.reactor, _with_user(self.config.enroll_url, facts.user.user_id))
+        d.addTimeout(self.config.realism.timeout, self.reactor)
+
+        def installed(profile: bytes) -> None:
+            self.observer.record("EnrollmentProfile", self.reactor.seconds() - started, True,
+                                 self.reactor.seconds())
+            runner.install_enrollment(profile)
+
+        def failed(failure: Any) -> None:
+            self.observer.record("EnrollmentProfile", self.reactor.seconds() - started, False,
+                                 self.reactor.seconds())
+            reason = failure.getErrorMessage() or failure.type.__name__
+            self.observer.enrollment_download_failed(reason[:120])
+
+        return d.addCallbacks(installed, failed)
+
+    def _progress(self) -> None:
+        if self.stopped:
+            return
+        self.emit(self.observer.progress(self.reactor.seconds()))
+        self.reactor.callLater(self.config.progress_every, self._progress)
+
+    def rollout(self, at: float) -> None:
+        self.observer.start_rollout(at)
+
+    def stop(self) -> None:
+        """Report everything, then leave the reactor (open connections are abandoned with the process)."""
+        if self.stopped:
+            return
+        self.stopped = True
+        final = self.observer.final(self.reactor.seconds())
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        final.update(worker=self.config.worker, devices=len(self.runners),
+                     offline=sum(1 for r in self.runners if not r.online),
+                     cpu=usage.ru_utime + usage.ru_stime, rss=_rss_bytes(), peak_rss=usage.ru_maxrss * 1024)
+        self.emit(final)
+        if self._link is not None:
+            self._link.disconnect()
+        self.finished()
+
+    def finished(self) -> None:
+        """Replaced by `main`: flush stdout, then stop the reactor."""
+
+
+class ParentLink(LineReceiver):
+    """Commands from the parent on stdin; EOF (the parent died) stops the worker too."""
+
+    delimiter = b"\n"
+
+    def __init__(self, worker_ref: list[FleetWorker]) -> None:
+        self.worker_ref = worker_ref
+
+    def lineReceived(self, line: bytes) -> None:
+        try:
+            command = json.loads(line)
+        except ValueError:
+            return
+        worker = self.worker_ref[0]
+        if command.get("cmd") == "rollout":
+            worker.rollout(float(command["at"]))
+        elif command.get("cmd") == "stop":
+            worker.stop()
+
+    def connectionLost(self, reason: Any = None) -> None:
+        # stdin closed (the parent died), or stdout flushed and closed after the final report.
+        from twisted.internet import reactor
+
+        if self.worker_ref and not self.worker_ref[0].stopped:
+            self.worker_ref[0].stop()
+        if reactor.running:
+            reactor.stop()
+
+
+def _rss_bytes() -> int:
+    try:
+        with open("/proc/self/statm") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except OSError:
+        return 0
+
+
+def _with_user(url: str, user: str) -> str:
+    separator = "&" if urlsplit(url).query else "?"
+    return f"{url}{separator}{urlencode({'user': user})}"
+
+
+def main(argv: list[str]) -> int:
+    from twisted.internet import reactor  # a worker owns its process: the real reactor is the point
+
+    config = WorkerConfig.from_json(json.loads(argv[1]))
+    worker_ref: list[FleetWorker] = []
+    link = ParentLink(worker_ref)
+    io = stdio.StandardIO(link, reactor=reactor)
+
+    def emit(message: dict[str, Any]) -> None:
+        io.write(json.dumps(message, separators=(",", ":")).encode() + b"\n")
+
+    worker = FleetWorker(config, reactor, emit)
+    worker.finished = io.loseConnection  # flushes what is written, then connectionLost stops the reactor
+    worker_ref.append(worker)
+    reactor.callWhenRunning(worker_ref[0].start)
+    reactor.run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
