@@ -1,0 +1,113 @@
+"""The product brief's procedure, step by step through the admin API: what the demo and scenarios do.
+
+Root certificate setting, user-provided certificate settings, users' P12 uploads, Exchange settings, labels,
+Apply to Label, sync. Certificates come from a real organisation CA; nothing here touches server internals.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.serialization import pkcs12
+
+from device_sim.mail.issuer import OrganisationCA, Usage
+
+from .admin_client import AdminClient
+
+P12_PASSWORD = "portal-upload"
+
+
+@dataclass
+class Organisation:
+    """An organisation's S/MIME PKI: its CA and each user's (certificate, key) per purpose."""
+
+    name: str
+    domain: str
+    ca: OrganisationCA
+    identities: dict[tuple[str, str], tuple[Any, Any]] = field(default_factory=dict)
+
+    @classmethod
+    def create(cls, name: str, domain: str, *, now: datetime) -> Organisation:
+        return cls(name, domain, OrganisationCA.create(name, domain, ec.generate_private_key(ec.SECP256R1()),
+                                                       now=now))
+
+    def issue(self, address: str, purpose: str, *, now: datetime) -> tuple[Any, Any]:
+        """Signing identities are EC (fast); encryption needs RSA (CMS key transport)."""
+        if purpose == "signing":
+            key = ec.generate_private_key(ec.SECP256R1())
+            usage = Usage.SIGNING
+        else:
+            key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+            usage = Usage.ENCRYPTION
+        certificate = self.ca.issue(address, key, now=now, usage=usage)
+        self.identities[(address, purpose)] = (certificate, key)
+        return certificate, key
+
+    def p12(self, address: str, purpose: str) -> bytes:
+        certificate, key = self.identities[(address, purpose)]
+        encryption = serialization.BestAvailableEncryption(P12_PASSWORD.encode())
+        return pkcs12.serialize_key_and_certificates(address.encode(), key, certificate, None, encryption)
+
+    def root_der(self) -> bytes:
+        return self.ca.certificate.public_bytes(serialization.Encoding.DER)
+
+
+def data(value: bytes) -> str:
+    return base64.b64encode(value).decode("ascii")
+
+
+def certificate_setting(admin: AdminClient, name: str, der: bytes) -> str:
+    body = {"kind": "certificate", "name": name, "certificate": data(der), "file_name": f"{name}.cer"}
+    return admin.post("/api/v2/settings", body)["id"]
+
+
+def user_provided_setting(admin: AdminClient, name: str, purpose: str, **options: Any) -> str:
+    body = {"kind": "user_provided", "name": name, "purpose": purpose, "display_name": name, **options}
+    return admin.post("/api/v2/settings", body)["id"]
+
+
+def exchange_setting(admin: AdminClient, name: str, host: str, smime: dict[str, Any], **options: Any) -> str:
+    body = {"kind": "exchange", "name": name, "host": host, "smime": smime, **options}
+    return admin.post("/api/v2/settings", body)["id"]
+
+
+def add_user(admin: AdminClient, user_id: str, email: str, name: str) -> None:
+    admin.post("/api/v2/users", {"user_id": user_id, "email": email, "display_name": name})
+
+
+def upload(admin: AdminClient, user_id: str, setting_id: str, p12: bytes) -> dict[str, Any]:
+    body = {"setting_id": setting_id, "p12": data(p12), "password": P12_PASSWORD}
+    return admin.post(f"/api/v2/users/{user_id}/certificates", body)
+
+
+def manual_label(admin: AdminClient, label_id: str, name: str, device_ids: Iterable[str]) -> None:
+    admin.post("/api/v2/labels", {"id": label_id, "name": name, "type": "manual",
+                                  "deviceUuids": sorted(device_ids)})
+
+
+def filter_label(
+    admin: AdminClient, label_id: str, name: str, criteria: dict[str, Any], **extra: Any
+) -> None:
+    body = {"id": label_id, "name": name, "type": "filter", "criteria": criteria, **extra}
+    admin.post("/api/v2/labels", body)
+
+
+def apply(admin: AdminClient, label_id: str, setting_id: str) -> dict[str, Any]:
+    return admin.post(f"/api/v2/labels/{label_id}/apply", {"settingId": setting_id})
+
+
+def sync_policy(
+    admin: AdminClient, name: str, minutes: float, label_ids: list[str], priority: int = 1
+) -> None:
+    body = {"name": name, "syncIntervalMinutes": minutes, "labelIds": label_ids, "priority": priority}
+    admin.post("/api/v2/sync-policies", body)
+
+
+def force_check_in(admin: AdminClient, device_ids: Iterable[str]) -> dict[str, Any]:
+    return admin.put("/api/v2/devices/wakeup", {"deviceUuids": sorted(device_ids)})
