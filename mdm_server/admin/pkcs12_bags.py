@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from typing import Any
 
 from cryptography.hazmat.decrepit.ciphers.algorithms import RC2, TripleDES
 from cryptography.hazmat.primitives import hashes, padding
@@ -132,7 +133,10 @@ def _decrypt(info: rfc5652.EncryptedContentInfo, password: str | None) -> bytes 
         return None
 
 
-def _pkcs12_cipher(oid: univ.ObjectIdentifier, parameters: bytes, password: str | None):
+_CipherAndIV = tuple[Any, bytes]  # (a cryptography block cipher or None, the IV)
+
+
+def _pkcs12_cipher(oid: univ.ObjectIdentifier, parameters: bytes, password: str | None) -> _CipherAndIV:
     pbe = _decode(parameters, rfc7292.Pkcs_12PbeParams())
     salt, rounds = bytes(pbe["salt"]), int(pbe["iterations"])
     if not 0 < rounds <= MAX_ITERATIONS:
@@ -144,7 +148,7 @@ def _pkcs12_cipher(oid: univ.ObjectIdentifier, parameters: bytes, password: str 
     return factory(key), iv
 
 
-def _pbes2_cipher(parameters: bytes, password: str | None):
+def _pbes2_cipher(parameters: bytes, password: str | None) -> _CipherAndIV:
     pbes2 = _decode(parameters, rfc8018.PBES2_params())
     kdf, scheme = pbes2["keyDerivationFunc"], pbes2["encryptionScheme"]
     key_length = _PBES2_CIPHERS.get(scheme["algorithm"])

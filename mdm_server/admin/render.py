@@ -117,7 +117,7 @@ def _account_plan(setting: EmailSetting | ExchangeSetting, device: Device, user:
                              ("smime-encryption", setting.smime.encryption_identity)):
         if setting_id is not None:
             refs[role] = _identity(plan, role, setting_id, device, user, identities)
-    smime = smime_arguments(setting.smime, refs.get("smime-signing"), refs.get("smime-encryption"))
+    smime = _smime_arguments(setting.smime, refs.get("smime-signing"), refs.get("smime-encryption"))
     if isinstance(setting, EmailSetting):
         arguments = _mail_arguments(setting, device, user)
     else:
@@ -159,7 +159,7 @@ def _identity(plan: _Plan, role: str, setting_id: str, device: Device, user: Use
     return _Ref(role)
 
 
-def smime_arguments(smime: SMIMEOptions, signing: _Ref | None, encryption: _Ref | None) -> dict[str, Any]:
+def _smime_arguments(smime: SMIMEOptions, signing: _Ref | None, encryption: _Ref | None) -> dict[str, Any]:
     """EPMM's S/MIME options as the builders' keyword arguments (SPEC 4 "Seed settings → keys", SPEC 7).
 
     Old and new keys go side by side so every iOS version finds the one it honours: SMIMEEncryptionEnabled

@@ -12,6 +12,7 @@ from enum import StrEnum
 from typing import Any, ClassVar, get_args, get_type_hints
 
 from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from .contracts import AdminError
 from .variables import EMAIL, USERID, check_template
@@ -364,8 +365,6 @@ def read_certificate_file(data: bytes) -> bytes:
     if not is_ca:
         raise AdminError("the certificate is not a CA (basicConstraints CA:FALSE); a Certificate setting "
                          "carries the CA that signed mail senders' certificates")
-    from cryptography.hazmat.primitives.serialization import Encoding
-
     return certificate.public_bytes(Encoding.DER)
 
 
