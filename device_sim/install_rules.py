@@ -31,6 +31,7 @@ from mdm_protocol.errors import (
 )
 from mdm_protocol.key_catalogue import key_support
 from mdm_protocol.osversion import OSVersion
+from mdm_protocol.pkcs12_memo import load_pkcs12 as memo_load_pkcs12
 from mdm_protocol.profile import IgnoredKey, Profile, validate_profile
 
 from .keychain import Identity, Keychain, Moment, PrivateKey, as_utc, fingerprint, is_self_signed
@@ -149,7 +150,7 @@ def open_pkcs12(data: Any, password: Any) -> Pkcs12Identity:
         # An MDM install cannot prompt for it; a passwordless P12 cannot be imported either (openradar 14450).
         raise Pkcs12Refusal(9000, "no password was given for the PKCS#12")
     try:
-        loaded = pkcs12.load_pkcs12(bytes(data), password.encode("utf-8"))
+        loaded = memo_load_pkcs12(bytes(data), password.encode("utf-8"))
     except (ValueError, TypeError):
         raise Pkcs12Refusal(9000, "the password does not open the PKCS#12 (MAC check failed)") from None
     return _single_identity(loaded)

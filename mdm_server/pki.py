@@ -19,6 +19,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import pkcs12
 
+from mdm_protocol.pkcs12_memo import load_pkcs12 as memo_load_pkcs12
+
 from .ca import (
     CertificateAuthority,
     KeyType,
@@ -131,7 +133,7 @@ def export_pkcs12(
 def load_pkcs12(data: bytes, password: bytes | str) -> Pkcs12Contents:
     """Open a PKCS#12 holding exactly one identity; a wrong password and a corrupt file read the same."""
     try:
-        loaded = pkcs12.load_pkcs12(data, _password_bytes(password))
+        loaded = memo_load_pkcs12(data, _password_bytes(password))
     except (ValueError, TypeError):
         # cryptography cannot tell the two apart either (the MAC check fails first); neither can iOS (9000).
         raise PkiError("wrong password, or not a PKCS#12 file") from None

@@ -67,7 +67,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                            f"(InstallProfile to every enrolled device), or '{BUILTIN_EXCHANGE}' (a built-in "
                            "Exchange profile with a PKCS#12 identity)")
     work.add_argument("--rollout-at", type=parse_duration,
-                      help="when to start the rollout, after the first enrollment (default: ramp + 5s)")
+                      help="when to start the rollout, after the first enrollment (default: once every device "
+                           "has enrolled); the run goes on past --duration until the rollout is complete")
+    work.add_argument("--rollout-timeout", type=parse_duration, default=120.0,
+                      help="give up waiting for the rollout this long after it started (default 120s)")
     work.add_argument("--sync-interval", type=parse_duration,
                       help="sync policy for the fleet (the server pushes each device once per interval; needs "
                            "the server's V2 sync policies API), e.g. 60m")
@@ -116,8 +119,7 @@ def options_from(args: argparse.Namespace) -> LoadOptions:
         raise LoadError("--devices must be at least 1 and --processes from 1 to --devices")
     rollout = None
     if args.rollout:
-        at = args.rollout_at if args.rollout_at is not None else args.ramp + 5.0
-        rollout = RolloutPlan.parse(args.rollout, at)
+        rollout = RolloutPlan.parse(args.rollout, args.rollout_at)
     realism = Realism(keep_alive=args.keep_alive, think=args.think, not_now_rate=args.not_now_rate,
                       network_error_rate=args.network_error_rate, offline_fraction=args.offline_fraction,
                       timeout=args.timeout, checkin_interval=args.checkin_interval)
@@ -126,7 +128,8 @@ def options_from(args: argparse.Namespace) -> LoadOptions:
         devices=args.devices, duration=args.duration, ramp=args.ramp, processes=args.processes, seed=args.seed,
         target=args.target, push_link=args.push_link, admin_user=args.admin_user,
         admin_password=args.admin_password, ca_file=args.ca_file, metrics=not args.no_metrics,
-        server_pid=args.server_pid, rollout=rollout, sync_interval=args.sync_interval, realism=realism,
+        server_pid=args.server_pid, rollout=rollout, sync_interval=args.sync_interval,
+        rollout_timeout=args.rollout_timeout, realism=realism,
         apns={k: v for k, v in apns.items() if v}, in_memory=args.memory, os_mix=args.os_mix, kinds=args.kinds,
     )
 

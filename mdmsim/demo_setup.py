@@ -49,12 +49,14 @@ def build(devices: int, seed: int, *, progress=lambda text: None) -> DemoWorld:
     world = World(spec)
     admin = AdminClient(world.transport.http, world.server.config.admin_user, world.server.admin_password)
     demo = DemoWorld(world, admin, P.Organisation.create("Acme", DOMAIN, now=world.server.now()))
+    demo.org.prepare_rsa_keys(devices)  # users' encryption keys, on the other core while devices enroll
     world.enroll(spread=120)
     world.run_for(180)
     demo.log(f"{world.observer.enrolled}/{devices} devices enrolled")
     progress("enrolled")
     _settings(demo)
     _users(demo, progress)
+    demo.org.close()
     _labels_and_apply(demo)
     world.run_for(3700)  # one sync interval: every device is woken once and installs what was applied
     demo.log("one 60-minute sync interval later")

@@ -7,12 +7,14 @@ Apply to Label, sync. Certificates come from a real organisation CA; nothing her
 from __future__ import annotations
 
 import base64
+import concurrent.futures
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import pkcs12
 
@@ -23,6 +25,12 @@ from .admin_client import AdminClient
 P12_PASSWORD = "portal-upload"
 
 
+def _rsa_key_der(_: int) -> bytes:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    return key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption())
+
+
 @dataclass
 class Organisation:
     """An organisation's S/MIME PKI: its CA and each user's (certificate, key) per purpose."""
@@ -31,6 +39,29 @@ class Organisation:
     domain: str
     ca: OrganisationCA
     identities: dict[tuple[str, str], tuple[Any, Any]] = field(default_factory=dict)
+    _rsa_pool: Any = None
+    _pending: Any = None  # iterator over keys being generated in other processes
+
+    def prepare_rsa_keys(self, count: int) -> None:
+        """Start generating `count` RSA-2048 keys on the other cores (66 ms each) while the caller works."""
+        self._rsa_pool = concurrent.futures.ProcessPoolExecutor(max_workers=max(1, os.cpu_count() or 1))
+        self._pending = self._rsa_pool.map(_rsa_key_der, range(count), chunksize=8)
+
+    def close(self) -> None:
+        """Stop the key generators (keys not taken yet are dropped); later keys are made in-process."""
+        if self._rsa_pool is not None:
+            self._rsa_pool.shutdown(wait=True, cancel_futures=True)
+            self._rsa_pool = self._pending = None
+
+    def _rsa_key(self) -> rsa.RSAPrivateKey:
+        if self._pending is not None:
+            try:
+                # Our own fresh keys: OpenSSL's consistency check would only repeat the generator's work.
+                der = next(self._pending)
+                return serialization.load_der_private_key(der, None, unsafe_skip_rsa_key_validation=True)
+            except StopIteration:
+                self.close()
+        return rsa.generate_private_key(public_exponent=65537, key_size=2048)
 
     @classmethod
     def create(cls, name: str, domain: str, *, now: datetime) -> Organisation:
@@ -43,7 +74,7 @@ class Organisation:
             key = ec.generate_private_key(ec.SECP256R1())
             usage = Usage.SIGNING
         else:
-            key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+            key = self._rsa_key()
             usage = Usage.ENCRYPTION
         certificate = self.ca.issue(address, key, now=now, usage=usage)
         self.identities[(address, purpose)] = (certificate, key)
@@ -51,7 +82,11 @@ class Organisation:
 
     def p12(self, address: str, purpose: str) -> bytes:
         certificate, key = self.identities[(address, purpose)]
-        encryption = serialization.BestAvailableEncryption(P12_PASSWORD.encode())
+        # What a CA or Keychain Access exports: AES-256/SHA-256 with OpenSSL's 2048 KDF rounds (cryptography's
+        # BestAvailableEncryption picks far more rounds, which no real portal upload has).
+        encryption = (serialization.PrivateFormat.PKCS12.encryption_builder().kdf_rounds(2048)
+                      .key_cert_algorithm(pkcs12.PBES.PBESv2SHA256AndAES256CBC).hmac_hash(hashes.SHA256())
+                      .build(P12_PASSWORD.encode()))
         return pkcs12.serialize_key_and_certificates(address.encode(), key, certificate, None, encryption)
 
     def root_der(self) -> bytes:

@@ -13,7 +13,7 @@ from typing import Any
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.serialization import Encoding, pkcs12
+from cryptography.hazmat.primitives.serialization import Encoding
 from pyasn1.codec.der import decoder
 from pyasn1.error import PyAsn1Error
 from pyasn1_modules import rfc5652
@@ -23,6 +23,7 @@ from mdm_protocol.errors import ProtocolError
 from mdm_protocol.key_catalogue import key_support
 from mdm_protocol.osversion import OSVersion
 from mdm_protocol.payloads import EAS, MAIL, PEM, PKCS1, PKCS12, ROOT, SMIME_KEYS
+from mdm_protocol.pkcs12_memo import load_pkcs12 as memo_load_pkcs12
 from mdm_protocol.plist import decode_plist
 from mdm_protocol.report import decode_command, decode_report
 
@@ -268,9 +269,12 @@ class Keychain:
     def _open_pkcs12(self, payload: Mapping[str, Any], where: str) -> Identity:
         password = payload.get("Password")
         try:
-            key, certificate, extra = pkcs12.load_key_and_certificates(
+            loaded = memo_load_pkcs12(
                 payload.get("PayloadContent"), password.encode() if isinstance(password, str) else None
             )
+            key = loaded.key
+            certificate = loaded.cert.certificate if loaded.cert else None
+            extra = [item.certificate for item in loaded.additional_certs]
         except (ValueError, TypeError):
             return Identity(None, False, where, f"the server cannot open the PKCS#12 of {where}")
         for other in extra:

@@ -52,6 +52,7 @@ class LoadOptions:
     server_pid: int | None = None  # watch this local process's CPU and RSS (a --target on this machine)
     rollout: RolloutPlan | None = None
     sync_interval: float | None = None
+    rollout_timeout: float = 120.0  # the run goes on past --duration until the rollout is done, this long at most
     realism: Realism = field(default_factory=Realism)
     apns: dict[str, float] = field(default_factory=dict)  # our own server's APNs simulation options
     in_memory: bool = False  # our own server's storage (default: a SQLite file, as `mdmsim serve`)
@@ -64,7 +65,8 @@ class LoadOptions:
         return {
             "devices": self.devices, "duration": self.duration, "ramp": self.ramp, "processes": self.processes,
             "seed": self.seed, "target": self.target or "own server", "sync_interval": self.sync_interval,
-            "rollout": None if self.rollout is None else {"source": self.rollout.source, "at": self.rollout.at},
+            "rollout": None if self.rollout is None else {"source": self.rollout.source, "at": self.rollout.at,
+                                                          "timeout": self.rollout_timeout},
             "realism": vars(self.realism), "apns": self.apns, "in_memory": self.in_memory,
         }
 
@@ -144,22 +146,25 @@ class LoadRun:
                          self._target_info.get("admin_password"), self._target_info.get("ca_pem"))
 
     def _start_workers(self, target: dict[str, Any]) -> None:
-        self.start_at = time.time() + 1.0  # room for the workers to import and connect
         base = WorkerConfig(0, self.options.processes, self.options.devices, self.options.seed,
-                            target["enroll_url"], target.get("push_link"), self.start_at, self.options.ramp,
+                            target["enroll_url"], target.get("push_link"), 0.0, self.options.ramp,
                             self.options.realism, self.options.os_mix, self.options.kinds, self.options.tick)
         for index in range(self.options.processes):
             self.workers.append(self._spawn(f"worker {index}", "mdmsim.load.worker",
                                             base.for_worker(index).to_json()))
         self._wait_ready(self.workers)
+        # The ramp starts once every worker has imported and connected, so no device starts late.
+        self.start_at = time.time() + 0.2
+        for worker in self.workers:
+            worker.send({"cmd": "start", "at": self.start_at})
 
     def _until(self, deadline: float) -> None:
+        """Run to the deadline, and on while a rollout is still being delivered (up to its timeout)."""
         next_tick = time.time() + self.options.tick
-        rollout_at = None if self.options.rollout is None else self.start_at + self.options.rollout.at
-        while time.time() < deadline:
-            self._read(max(0.0, min(next_tick, deadline) - time.time()))
-            if rollout_at is not None and time.time() >= rollout_at:
-                rollout_at = None
+        while time.time() < deadline or self._rollout_pending():
+            wake = min(next_tick, deadline) if time.time() < deadline else next_tick
+            self._read(max(0.0, wake - time.time()))
+            if self._rollout_due(time.time() >= deadline):
                 self._rollout()
             if time.time() >= next_tick:
                 next_tick += self.options.tick
@@ -167,6 +172,25 @@ class LoadRun:
             dead = [w for w in self.workers if w.closed and w.final is None]
             if dead:
                 raise LoadError(f"{dead[0].name} died: {self._stderr_tail(dead[0])}")
+
+    def _rollout_due(self, at_deadline: bool) -> bool:
+        plan = self.options.rollout
+        if plan is None or self.rollout_start is not None:
+            return False
+        if plan.at is not None:
+            return time.time() >= self.start_at + plan.at or at_deadline
+        latest = [w.latest for w in self.workers]
+        settled = sum(p.get("enrolled", 0) + p.get("enroll_failed", 0) for p in latest)
+        return settled >= self.options.devices or at_deadline
+
+    def _rollout_pending(self) -> bool:
+        if self.options.rollout is None:
+            return False
+        if self.rollout_start is None:
+            return True  # due at the deadline at the latest
+        acked = sum(w.latest.get("rollout_acked", 0) for w in self.workers)
+        started = self.rollout_start["started_at"]
+        return acked < self.rollout_start["devices"] and time.time() < started + self.options.rollout_timeout
 
     def _rollout(self) -> None:
         plan = self.options.rollout

@@ -1,12 +1,13 @@
 """Rolling a profile out to the fleet's label through the server's admin API, and the sync policy for it.
 
-A setting id goes through Apply to Label (V2: manual label of the enrolled devices, apply, force check-in);
-a .mobileconfig file or the built-in `exchange` profile goes as one InstallProfile per device (V1, pushed).
+A setting (an id, or a JSON file to create it) goes through Apply to Label (V2: manual label of the enrolled
+devices, apply, force check-in); a .mobileconfig or the built-in `exchange` profile goes as InstallProfile (V1).
 """
 
 from __future__ import annotations
 
 import base64
+import json
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -51,16 +52,19 @@ def exchange_profile() -> bytes:
 class RolloutPlan:
     """`setting`: a server setting id (V2); `profile`: profile bytes sent as InstallProfile (V1)."""
 
-    at: float  # seconds after the run started
+    at: float | None  # seconds after the run started; None: once every device has enrolled (or failed)
     setting: str | None = None
     profile: bytes | None = None
     source: str = ""
+    setting_body: dict[str, Any] | None = None  # a V2 setting to create on the target, then apply
 
     @classmethod
-    def parse(cls, text: str, at: float) -> RolloutPlan:
+    def parse(cls, text: str, at: float | None = None) -> RolloutPlan:
         if text == BUILTIN_EXCHANGE:
             return cls(at, profile=exchange_profile(), source="built-in Exchange profile with a PKCS#12 identity")
         path = Path(text)
+        if path.suffix == ".json":
+            return cls(at, setting_body=_setting_file(path), source=f"setting from {path}")
         if path.suffix in (".mobileconfig", ".plist") or path.is_file():
             try:
                 return cls(at, profile=path.read_bytes(), source=str(path))
@@ -89,9 +93,27 @@ class RolloutStart:
 def start_rollout(admin: AdminHTTP, plan: RolloutPlan, device_ids: list[str], run_id: str) -> RolloutStart:
     if not device_ids:
         raise RolloutError("no device has enrolled yet: nothing to roll out to")
+    if plan.setting_body is not None:
+        try:
+            created = admin.call("POST", "/api/v2/settings", plan.setting_body)
+        except AdminHTTPError as exc:
+            raise RolloutError(f"the server refused the setting: {exc.reason}") from None
+        return _apply_to_label(admin, created["id"], device_ids, run_id)
     if plan.setting is not None:
         return _apply_to_label(admin, plan.setting, device_ids, run_id)
     return _install_profile(admin, plan.profile, device_ids)
+
+
+def _setting_file(path: Path) -> dict[str, Any]:
+    try:
+        body = json.loads(path.read_text())
+    except OSError as exc:
+        raise RolloutError(f"cannot read the setting {path}: {exc.strerror}") from None
+    except ValueError as exc:
+        raise RolloutError(f"{path} is not JSON: {exc}") from None
+    if not isinstance(body, dict) or not isinstance(body.get("kind"), str):
+        raise RolloutError(f'{path} must hold a setting object with its "kind" (e.g. "exchange")')
+    return body
 
 
 def _install_profile(admin: AdminHTTP, profile: bytes, device_ids: list[str]) -> RolloutStart:

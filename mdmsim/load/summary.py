@@ -43,8 +43,17 @@ def merge_finals(finals: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         "fleet": {
             "workers": len(finals), "cpu_seconds": sum(final["cpu"] for final in finals),
             "rss": sum(final["rss"] for final in finals), "peak_rss": sum(final["peak_rss"] for final in finals),
+            "per_worker": [_worker(final) for final in finals],
         },
     }
+
+
+def _worker(final: Mapping[str, Any]) -> dict[str, Any]:
+    """One worker's own totals: they add up to the merged figures (its percentiles are for reading only)."""
+    total = h.total_of(h.merge_messages([final["messages"]]))
+    return {"worker": final.get("worker"), "devices": final["devices"], "enrolled": final["enrolled"],
+            "requests": total.count, "errors": total.errors, "cpu_seconds": final["cpu"], "rss": final["rss"],
+            "p95": h.LatencySummary.of(total.histogram).p95}
 
 
 def merge_timeline(buckets: Iterable[Mapping[str, Any]], start: float) -> list[dict[str, Any]]:

@@ -18,7 +18,7 @@ _OPERATORS: dict[str, Callable[[float, float], bool]] = {
 _UNITS = {"": 1.0, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "%": 0.01,
           "kb": 1e3, "mb": 1e6, "gb": 1e9, "/s": 1.0}
 _FORM = re.compile(
-    r"^\s*(?P<metric>[A-Za-z][\w.:/-]*?)\s*(?P<op><=|>=|==|!=|<|>)\s*(?P<value>-?\d+(?:\.\d+)?)\s*"
+    r"^\s*(?P<metric>[A-Za-z][\w:/-]*\.[\w.]*?)\s*(?P<op><=|>=|==|!=|<|>)\s*(?P<value>-?\d+(?:\.\d+)?)\s*"
     r"(?P<unit>[a-zA-Zµ%/]*)\s*$"
 )
 

@@ -1,7 +1,7 @@
 """A fleet worker process: runs its share of the devices on its own reactor and core, reports on stdout.
 
-Protocol: one JSON object per line. Out: `ready`, `progress` (each second), `final`. In (stdin): `rollout`
-(with the wall-clock time it started) and `stop`. Run as `python -m mdmsim.load.worker '<config JSON>'`.
+Protocol: one JSON object per line. Out: `ready`, `progress` (each second), `final`. In (stdin): `start` and
+`rollout` (each with a wall-clock time), `stop`. Run as `python -m mdmsim.load.worker '<config JSON>'`.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import os
 import random
 import resource
 import sys
+from dataclasses import replace
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
@@ -48,15 +49,20 @@ class FleetWorker:
         self._link = None
         self.stopped = False
 
-    def start(self) -> None:
+    def ready(self) -> None:
+        """Imported and connected: tell the parent, which answers `start` once every worker is ready."""
         if self.config.push_link:
             host, _, port = self.config.push_link.rpartition(":")
             self._link = self.reactor.connectTCP(host, int(port), self.push)
+        self.emit({"type": "ready", "worker": self.config.worker, "pid": os.getpid(),
+                   "devices": len(self.config.indexes())})
+
+    def start(self, at: float) -> None:
+        """Enroll this worker's devices on the ramp that begins at wall-clock time `at`."""
+        self.config = replace(self.config, start_at=at)
         now = self.reactor.seconds()
         for index in self.config.indexes():
             self.reactor.callLater(self.config.enroll_delay(index, now), self._enroll, index)
-        self.emit({"type": "ready", "worker": self.config.worker, "pid": os.getpid(),
-                   "devices": len(self.config.indexes())})
         self.reactor.callLater(self.config.progress_every, self._progress)
 
     def _phase(self, runner: LoadRunner) -> float:
@@ -137,7 +143,9 @@ class ParentLink(LineReceiver):
         except ValueError:
             return
         worker = self.worker_ref[0]
-        if command.get("cmd") == "rollout":
+        if command.get("cmd") == "start":
+            worker.start(float(command["at"]))
+        elif command.get("cmd") == "rollout":
             worker.rollout(float(command["at"]))
         elif command.get("cmd") == "stop":
             worker.stop()
@@ -179,7 +187,7 @@ def main(argv: list[str]) -> int:
     worker = FleetWorker(config, reactor, emit)
     worker.finished = io.loseConnection  # flushes what is written, then connectionLost stops the reactor
     worker_ref.append(worker)
-    reactor.callWhenRunning(worker_ref[0].start)
+    reactor.callWhenRunning(worker.ready)
     reactor.run()
     return 0
 
