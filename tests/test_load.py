@@ -1,0 +1,290 @@
+"""`mdmsim load`: a real run (our server in its own process, two fleet workers, 200 devices over real TLS, a
+rollout), the merge of statistics across workers, thresholds and their exit codes, and the reports.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import random
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mdmsim import cli
+from mdmsim.load import histograms as h
+from mdmsim.load import summary
+from mdmsim.load.meter import error_kind
+from mdmsim.load.server_watch import histogram_quantile, parse_exposition, server_figures
+from mdmsim.load.thresholds import Threshold, ThresholdError, evaluate, flat_metrics
+
+DEVICES = 200
+MUST_PASS = ["errors.count==0", "enroll.enrolled>=200", "rollout.completion>=100%", "checkin.p99<10s"]
+MUST_FAIL = "checkin.count<1"
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """One load run shared by the tests below: 200 devices in 2 workers, the built-in Exchange rollout."""
+    out = tmp_path_factory.mktemp("load")
+    argv = ["load", "--devices", str(DEVICES), "--processes", "2", "--ramp", "2s", "--duration", "6s",
+            "--rollout", "exchange", "--memory",
+            "--json", str(out / "run.json"), "--html", str(out / "run.html"), "--csv", str(out / "run")]
+    for threshold in [*MUST_PASS, MUST_FAIL]:
+        argv += ["--threshold", threshold]
+    code = cli.main(argv)
+    return code, json.loads((out / "run.json").read_text()), out
+
+
+def test_a_failed_threshold_exits_99_and_the_others_pass(run):
+    code, report, _ = run
+    assert code == 99
+    verdicts = {v["threshold"]: v for v in report["thresholds"]}
+    assert [t for t, v in verdicts.items() if not v["passed"]] == [MUST_FAIL]
+    assert verdicts[MUST_FAIL]["actual"] == report["checkin"]["count"] > 0
+
+
+def test_every_device_enrolls_and_nothing_fails(run):
+    _, report, _ = run
+    assert report["enrollment"] == {"devices": DEVICES, "enrolled": DEVICES, "failed": 0, "failures": {},
+                                    "offline": 0}
+    assert report["errors"] == {"by_kind": {}, "total": 0}
+    assert report["commands"] == {"InstallProfile:Acknowledged": DEVICES}
+    for name in ("EnrollmentProfile", "Authenticate", "TokenUpdate", "Idle", "InstallProfile"):
+        stats = report["messages"][name]
+        assert (stats["count"], stats["errors"]) == (DEVICES, 0), name
+        latency = stats["latency"]
+        assert 0 < latency["p50"] <= latency["p90"] <= latency["p95"] <= latency["p99"] <= latency["max"] < 30
+
+
+def test_two_workers_add_up_to_the_merged_figures(run):
+    _, report, _ = run
+    workers = report["fleet"]["per_worker"]
+    assert len(workers) == 2
+    assert [w["devices"] for w in workers] == [DEVICES // 2, DEVICES // 2]
+    assert sum(w["requests"] for w in workers) == report["checkin"]["count"]
+    assert report["checkin"]["count"] == sum(m["count"] for m in report["messages"].values())
+    assert sum(w["enrolled"] for w in workers) == DEVICES
+    low, high = sorted(w["p95"] for w in workers)
+    assert low * 0.999 <= report["checkin"]["latency"]["p95"] <= high * 1.001  # a merged p95 lies in between
+
+
+def test_the_rollout_is_measured_per_device(run):
+    _, report, _ = run
+    rollout = report["rollout"]
+    assert (rollout["devices"], rollout["queued"], rollout["pushed"], rollout["acknowledged"]) == (DEVICES,) * 4
+    assert rollout["method"] == "install-profile" and rollout["completion"] == 1.0
+    times = rollout["time_to"]
+    assert 0 < times["p50"] <= times["p95"] <= times["p99"] <= times["p100"] < 5
+    assert rollout["push_to_checkin"]["count"] == rollout["push_to_ack"]["count"] == DEVICES
+    assert rollout["push_to_checkin"]["p99"] < rollout["push_to_ack"]["max"]
+    assert rollout["curve"][-1][1] == 1.0
+
+
+def test_throughput_over_time_and_the_server_side(run):
+    _, report, _ = run
+    timeline = report["timeline"]
+    assert sum(point["requests"] for point in timeline) == report["checkin"]["count"]
+    assert report["checkin"]["rate"] > 0 and report["checkin"]["peak_rate"] >= report["checkin"]["rate"]
+    server = report["server"]
+    assert 0 < server["cpu_avg"] <= 1.5 and server["rss_max"] > 20e6 and len(server["samples"]) >= 5
+    counted = server["metrics"]
+    # The server's own counts agree with what the devices saw.
+    assert counted["checkins"] == {"Authenticate": DEVICES, "TokenUpdate": DEVICES}
+    assert counted["reports"] == {"Idle": DEVICES, "Acknowledged": DEVICES}
+    assert counted["pushes"]["accepted"] >= DEVICES and counted["apns"]["delivered"] >= DEVICES
+    assert counted["queue_at_end"]["Acknowledged"] == DEVICES
+    assert counted["latency_estimate"]["connect"]["count"] == 2 * DEVICES
+
+
+def test_html_report_is_self_contained_with_its_plots(run):
+    _, _, out = run
+    page = (out / "run.html").read_text()
+    for plot in ("throughput", "latency", "rollout", "server"):
+        assert f"id='plot-{plot}'" in page
+    assert page.count("<svg") == 4 and "<script" not in page and "http://" not in page.split("<svg")[0]
+
+
+def test_csv_files_hold_the_same_figures(run):
+    _, report, out = run
+    with (out / "run_stats.csv").open() as handle:
+        rows = {row["message"]: row for row in csv.DictReader(handle)}
+    assert int(rows["all"]["count"]) == report["checkin"]["count"]
+    assert float(rows["Idle"]["p99_ms"]) == pytest.approx(report["messages"]["Idle"]["latency"]["p99"] * 1000)
+    with (out / "run_metrics.csv").open() as handle:
+        metrics = {row["metric"]: float(row["value"]) for row in csv.DictReader(handle)}
+    assert metrics["rollout.p100"] == pytest.approx(report["rollout"]["time_to"]["p100"])
+
+
+def test_an_unreachable_target_is_an_error_exit_2(tmp_path):
+    code = cli.main(["load", "--devices", "2", "--duration", "1s", "--ramp", "0s", "--target",
+                     "https://127.0.0.1:9/mdm/enroll?token=x", "--rollout", "exchange", "--rollout-at", "0s",
+                     "--no-metrics"])
+    assert code == 2
+
+
+# Merging across workers: the function itself --------------------------------------------------------------
+
+
+def _final(latencies: dict[str, list[float]], **extra) -> dict:
+    messages = {}
+    for name, values in latencies.items():
+        stats = h.MessageStats()
+        for value in values:
+            stats.record(value, ok=True)
+        messages[name] = stats.to_wire()
+    base = {"messages": messages, "error_kinds": {}, "commands": {}, "enroll_failures": {}, "sessions": 0,
+            "devices": 1, "enrolled": 1, "offline": 0, "cpu": 1.0, "rss": 1, "peak_rss": 1}
+    return {**base, **extra}
+
+
+def test_merge_takes_percentiles_from_merged_histograms_never_averages():
+    fast = _final({"Idle": [0.001] * 900}, error_kinds={"timeout": 2})
+    slow = _final({"Idle": [0.100] * 100}, error_kinds={"timeout": 1, "refused": 4})
+    merged = summary.merge_finals([fast, slow])
+    idle = merged["messages"]["Idle"]
+    assert idle["count"] == 1000
+    # 10% of all requests took 100 ms: the merged p95 is 100 ms; averaging per-worker p95s would say 50.5 ms.
+    assert idle["latency"]["p95"] == pytest.approx(0.100, rel=1e-3)
+    assert idle["latency"]["p50"] == pytest.approx(0.001, rel=1e-3)
+    assert idle["latency"]["mean"] == pytest.approx(0.0109, rel=1e-2)
+    assert merged["errors"] == {"by_kind": {"refused": 4, "timeout": 3}, "total": 7}
+
+
+@settings(max_examples=12, deadline=None)
+@given(st.lists(st.floats(min_value=1e-5, max_value=60), min_size=1, max_size=300), st.integers(1, 5),
+       st.randoms(use_true_random=False))
+def test_merging_any_split_equals_one_histogram_of_everything(values, workers, rng):
+    parts: list[list[float]] = [[] for _ in range(workers)]
+    for value in values:
+        parts[rng.randrange(workers)].append(value)
+    merged = summary.merge_finals([_final({"Idle": part}) for part in parts])["messages"]["Idle"]
+    whole = h.MessageStats()
+    for value in values:
+        whole.record(value, ok=True)
+    assert merged == whole.summary()
+
+
+def test_timeline_buckets_from_workers_add_up_by_second():
+    def bucket(second, values):
+        stats = h.MessageStats()
+        for value in values:
+            stats.record(value, ok=value < 1)
+        return {"second": second, **stats.to_wire()}
+
+    timeline = summary.merge_timeline([bucket(100, [0.01] * 3), bucket(101, [0.02]), bucket(100, [2.0])], 99.5)
+    assert [(p["t"], p["requests"], p["errors"]) for p in timeline] == [(0.5, 4, 1), (1.5, 1, 0)]
+    assert timeline[0]["max"] == pytest.approx(2.0, rel=1e-3)
+
+
+def test_wire_format_refuses_garbage_with_a_clear_error():
+    with pytest.raises(ValueError, match="not an encoded HdrHistogram"):
+        h.MessageStats.from_wire({"count": 1, "errors": 0, "histogram": "garbage!"})
+
+
+# Rollout completion -----------------------------------------------------------------------------------
+
+
+def test_time_to_a_share_of_the_label_is_when_that_many_devices_acknowledged():
+    acked = [1.0, 2.0, 3.0, 4.0]
+    assert summary.time_to(acked, 4, 50) == 2.0
+    assert summary.time_to(acked, 4, 100) == 4.0
+    assert summary.time_to(acked, 5, 100) is None  # one device never acknowledged
+    assert summary.time_to(acked, 5, 80) == 4.0
+    assert summary.time_to([], 0, 50) is None
+
+
+def test_rollout_figures_merge_devices_from_every_worker():
+    def part(acked, latency):
+        hist = h.new_histogram()
+        for _ in acked:
+            h.record(hist, latency)
+        return {"rollout": {"push_to_checkin": h.encode(hist), "push_to_ack": h.encode(hist), "acked_at": acked}}
+
+    start = {"devices": 4, "method": "install-profile"}
+    figures = summary.rollout_figures([part([0.5, 3.0], 0.2), part([1.0], 0.4)], start)
+    assert figures["acknowledged"] == 3 and figures["completion"] == 0.75
+    assert figures["time_to"] == {"p50": 1.0, "p95": None, "p99": None, "p100": None}
+    assert figures["push_to_ack"]["count"] == 3
+    assert figures["push_to_ack"]["max"] == pytest.approx(0.4, rel=1e-3)
+
+
+# Thresholds ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("text", "metric", "op", "value"), [
+    ("checkin.p95<200ms", "checkin.p95", "<", 0.2),
+    ("errors.count == 0", "errors.count", "==", 0.0),
+    ("rollout.p100<=30s", "rollout.p100", "<=", 30.0),
+    ("rollout.completion>=99.5%", "rollout.completion", ">=", 0.995),
+    ("server.rss_max<512MB", "server.rss_max", "<", 512e6),
+    ("checkin.rate>2400/s", "checkin.rate", ">", 2400.0),
+    ("Idle.p99<1m", "Idle.p99", "<", 60.0),
+])
+def test_thresholds_parse_with_units(text, metric, op, value):
+    threshold = Threshold.parse(text)
+    assert (threshold.metric, threshold.op) == (metric, op)
+    assert threshold.value == pytest.approx(value)
+
+
+@pytest.mark.parametrize("text", ["p95<200ms", "checkin.p95 200ms", "checkin.p95<fast", "checkin.p95<2 parsecs"])
+def test_bad_thresholds_are_refused_with_a_reason(text):
+    with pytest.raises(ThresholdError, match="threshold|unit"):
+        Threshold.parse(text)
+
+
+def test_a_threshold_on_an_unmeasured_metric_fails():
+    verdicts = evaluate([Threshold.parse("rollout.p100<30s"), Threshold.parse("errors.count==0")],
+                        {"errors.count": 0.0})
+    assert [(v.passed, v.actual) for v in verdicts] == [(False, None), (True, 0.0)]
+
+
+def test_flat_metrics_name_every_message_statistic():
+    report = {"messages": {"Idle": {"count": 4, "errors": 1, "latency": {"count": 4, "p95": 0.1}}},
+              "checkin": {"count": 4, "errors": 1, "latency": {"p95": 0.1}, "rate": 2.0},
+              "errors": {"by_kind": {"timeout": 1}}, "server": {"cpu_avg": 0.5, "samples": []}}
+    flat = flat_metrics(report)
+    assert flat["Idle.error_rate"] == 0.25 and flat["checkin.rate"] == 2.0
+    assert flat["errors.timeout"] == 1.0 and flat["errors.count"] == 1.0 and flat["server.cpu_avg"] == 0.5
+
+
+# Server side and failure kinds ------------------------------------------------------------------------------
+
+
+def test_server_figures_are_the_difference_over_the_run():
+    before = parse_exposition('mdmsim_checkin_messages_total{message_type="Authenticate",code="200"} 5\n')
+    after = parse_exposition(
+        'mdmsim_checkin_messages_total{message_type="Authenticate",code="200"} 12\n'
+        'mdmsim_checkin_messages_total{message_type="TokenUpdate",code="400"} 1\n'
+        'mdmsim_request_duration_seconds_bucket{channel="connect",le="0.01"} 90\n'
+        'mdmsim_request_duration_seconds_bucket{channel="connect",le="0.1"} 100\n'
+        'mdmsim_request_duration_seconds_bucket{channel="connect",le="+Inf"} 100\n')
+    figures = server_figures(before, after)
+    assert figures["checkins"] == {"Authenticate": 7, "TokenUpdate (400)": 1}
+    assert figures["latency_estimate"]["connect"]["count"] == 100
+    assert figures["latency_estimate"]["connect"]["p50"] == pytest.approx(0.01 * 50 / 90)
+
+
+def test_histogram_quantile_interpolates_like_promql():
+    buckets = [(0.1, 50.0), (0.2, 100.0), (float("inf"), 100.0)]
+    assert histogram_quantile(0.5, buckets) == pytest.approx(0.1)
+    assert histogram_quantile(0.75, buckets) == pytest.approx(0.15)
+    assert histogram_quantile(0.5, []) == 0.0
+
+
+@pytest.mark.parametrize(("reason", "kind"), [
+    ("timed out after 30s", "timeout"), ("no response: Connection was refused by other side", "refused"),
+    ("no response: Connection to the other side was lost in a non-clean fashion", "connection_lost"),
+    ("injected network error: connection reset", "injected"), ("something odd", "other"),
+])
+def test_transport_failures_are_counted_by_kind(reason, kind):
+    assert error_kind(reason) == kind
+
+
+def test_histogram_values_are_kept_within_range():
+    stats = h.MessageStats()
+    for value in (0.0, 1e-9, 7200.0, random.Random(1).random()):
+        stats.record(value, ok=True)
+    latency = stats.summary()["latency"]
+    assert latency["count"] == 4 and latency["max"] == pytest.approx(3600, rel=1e-3)
