@@ -13,6 +13,18 @@ from pathlib import Path
 
 from mdm_server.app import MDMServer, ServerConfig
 
+from .durations import parse_duration
+
+
+def _rate(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a rate from 0 to 1")
+    return value
+
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("serve", help="run the MDM server", description=__doc__)
@@ -30,6 +42,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                              "server.json on first start)")
     parser.add_argument("--body-limit", type=int, default=1024 * 1024, help="largest request body in bytes")
     parser.add_argument("--memory", action="store_true", help="keep state in memory instead of SQLite")
+    apns = parser.add_argument_group("APNs simulation (load testing)")
+    apns.add_argument("--apns-delay", type=parse_duration, default=0.0,
+                      help="delay before a push reaches the device, e.g. 200ms")
+    apns.add_argument("--apns-jitter", type=parse_duration, default=0.0,
+                      help="extra random delay, uniform from 0 to this, e.g. 1s")
+    apns.add_argument("--apns-drop-rate", type=_rate, default=0.0,
+                      help="fraction of pushes APNs silently drops, e.g. 0.01")
     parser.set_defaults(func=run)
 
 
@@ -42,6 +61,7 @@ def run(args: argparse.Namespace) -> int:
         push_link=None if args.push_link == "none" else args.push_link, public_url=args.public_url,
         admin_user=args.admin_user, admin_password=args.admin_password, body_limit=args.body_limit,
         in_memory=args.memory,
+        apns={"delay": args.apns_delay, "jitter": args.apns_jitter, "drop_rate": args.apns_drop_rate},
     )
     server = MDMServer(config, clock=reactor)
 
