@@ -24,6 +24,7 @@ from .web.admin_settings_api import AdminSettingsAPI
 
 ADMIN_DATABASE = "admin.sqlite3"
 SETTINGS_PREFIXES = ("/api/v2/settings", "/api/v2/users")
+KEY_PURGE_INTERVAL = 3600.0
 LABEL_PREFIXES = ("/api/v2/labels", "/api/v2/sync-policies", "/api/v2/devices", "/api/v2/conflicts")
 
 
@@ -38,6 +39,7 @@ class AdminModel:
         self.labels = LabelAdmin(server.storage, self.docs, self.renderer, self.users, clock=server.clock,
                                  wake=server.waker.push_now)
         server.service.on_device_changed = self.labels.on_device_changed
+        self.clock = server.clock
 
     def api(self, v1: AdminAPI, server: Any) -> resource.Resource:
         authorise = v1._authorise
@@ -52,8 +54,16 @@ class AdminModel:
 
     def start(self) -> None:
         self.labels.start()
+        self._purge = self.clock.callLater(KEY_PURGE_INTERVAL, self._purge_keys)
+
+    def _purge_keys(self) -> None:
+        """EPMM's "delete private keys after N days", for keys no render happens to touch."""
+        self.identities.purge_expired_keys()
+        self._purge = self.clock.callLater(KEY_PURGE_INTERVAL, self._purge_keys)
 
     def stop(self) -> None:
+        if self._purge.active():
+            self._purge.cancel()
         self.labels.stop()
         self.docs.close()
 
