@@ -48,7 +48,7 @@ def decode_plist(data: bytes, *, max_size: int = DEFAULT_MAX_SIZE, max_depth: in
         raise PlistError(f"invalid base64 in a <data> element: {exc}") from None
     except Exception as exc:  # expat, struct, overflow, unicode errors all mean "malformed"
         raise PlistError(f"malformed plist: {type(exc).__name__}: {exc}") from None
-    if isinstance(value, dict | list):
+    if isinstance(value, _CONTAINERS):
         _check_shape(value, max_depth, budget=len(data))
     return value
 
