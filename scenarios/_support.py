@@ -43,3 +43,74 @@ def data(value: bytes) -> dict[str, str]:
 
 def device_ids(ctx) -> list[str]:
     return [runner.machine.facts.device_id for runner in ctx.devices]
+
+
+# --- The brief's S/MIME procedure over the admin API, as several scenarios run it ---------------------------------
+
+SMIME_DOMAIN = "acme.test"
+
+
+def virtual_now(ctx):
+    """The world's virtual time as an aware datetime: certificates are issued and judged against it."""
+    return datetime.fromtimestamp(ctx.world.now(), UTC)
+
+
+def smime_address(runner) -> str:
+    return f"{runner.machine.facts.user.user_id}@{SMIME_DOMAIN}"
+
+
+def smime_organisation(ctx):
+    """The organisation's S/MIME CA (EC); users' identities are issued from it as each scenario needs."""
+    from mdmsim.procedure import Organisation
+
+    return Organisation.create("Acme", SMIME_DOMAIN, now=virtual_now(ctx))
+
+
+def register_users(ctx, runners) -> int:
+    """POST /api/v2/users for each device's user (user id, address in SMIME_DOMAIN, display name)."""
+    from mdmsim.procedure import add_user
+
+    for runner in runners:
+        user = runner.machine.facts.user
+        add_user(ctx.admin, user.user_id, smime_address(runner), user.name)
+    return len(runners)
+
+
+def upload_identities(ctx, org, runners, uploads: dict[str, str]) -> int:
+    """Issue and upload one P12 per purpose ("signing" is EC, "encryption" RSA) to the user-provided
+    setting given for it; returns the number of uploads."""
+    from mdmsim.procedure import upload
+
+    now = virtual_now(ctx)
+    for runner in runners:
+        address = smime_address(runner)
+        for purpose, setting_id in uploads.items():
+            org.issue(address, purpose, now=now)
+            upload(ctx.admin, runner.machine.facts.user.user_id, setting_id, org.p12(address, purpose))
+    return len(runners) * len(uploads)
+
+
+def account_readiness(runner, setting_id: str):
+    """The device's own readiness record for the account an Email/Exchange setting rendered, or None."""
+    return runner.machine.readiness.get(f"com.mdmsim.setting.{setting_id}.account")
+
+
+def device_commands(ctx, runner, request_type: str | None = None) -> list[dict]:
+    """The server's record of one device's commands (GET /api/v1/devices/{id}/commands)."""
+    commands = ctx.admin.get(f"/api/v1/devices/{runner.machine.facts.device_id}/commands")["commands"]
+    return [c for c in commands if request_type is None or c["request_type"] == request_type]
+
+
+def ids_of(runners) -> list[str]:
+    return [runner.machine.facts.device_id for runner in runners]
+
+
+def users_of(ctx, indexes) -> list:
+    """The SimUsers of fleet devices by index, whether or not those devices were added (enrolled) yet."""
+    return [ctx.world.fleet.spec.facts(index).user for index in indexes]
+
+
+def server_account(ctx, runner, setting_id: str) -> dict | None:
+    """The server's expected readiness of one device's account for a setting (GET .../readiness), or None."""
+    answer = ctx.admin.get(f"/api/v2/devices/{runner.machine.facts.device_id}/readiness")
+    return next((a for a in answer["accounts"] if a.get("settingId") == setting_id), None)
