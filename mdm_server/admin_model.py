@@ -8,9 +8,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from twisted.web import resource
-from twisted.web.server import Request
-
 from .admin.apply import LabelAdmin
 from .admin.docstore import DocumentStore
 from .admin.identities import IdentityStore
@@ -21,11 +18,10 @@ from .admin.users import UserStore
 from .web.admin_api import AdminAPI
 from .web.admin_labels_api import AdminLabelsAPI
 from .web.admin_settings_api import AdminSettingsAPI
+from .web.json_api import JsonAPI
 
 ADMIN_DATABASE = "admin.sqlite3"
-SETTINGS_PREFIXES = ("/api/v2/settings", "/api/v2/users")
 KEY_PURGE_INTERVAL = 3600.0
-LABEL_PREFIXES = ("/api/v2/labels", "/api/v2/sync-policies", "/api/v2/devices", "/api/v2/conflicts")
 
 
 class AdminModel:
@@ -41,7 +37,7 @@ class AdminModel:
         server.service.on_device_changed = self.labels.on_device_changed
         self.clock = server.clock
 
-    def api(self, v1: AdminAPI, server: Any) -> resource.Resource:
+    def api(self, v1: AdminAPI, server: Any) -> JsonAPI:
         authorise = v1._authorise
         settings = AdminSettingsAPI(
             self.settings, self.users, self.identities, authorise=authorise,
@@ -50,7 +46,8 @@ class AdminModel:
         )
         labels = AdminLabelsAPI(self.labels, server.waker, authorise=authorise, clock=server.clock,
                                 trusted_roots=[server.ca.certificate])
-        return ApiRoot(v1, settings, labels)
+        # One table: /api/v1 (devices, queues, pushes), /api/v2 settings/users and labels/policies.
+        return JsonAPI([*v1.routes, *settings.routes, *labels.routes], authorise=authorise)
 
     def start(self) -> None:
         self.labels.start()
@@ -66,21 +63,3 @@ class AdminModel:
             self._purge.cancel()
         self.labels.stop()
         self.docs.close()
-
-
-class ApiRoot(resource.Resource):
-    """/api: the V1 device/queue API, the V2 settings/users API and the V2 labels/policies API."""
-
-    isLeaf = True
-
-    def __init__(self, v1: resource.Resource, settings: resource.Resource, labels: resource.Resource) -> None:
-        super().__init__()
-        self.v1, self.settings, self.labels = v1, settings, labels
-
-    def render(self, request: Request) -> bytes:
-        path = request.path.decode("utf-8", "replace")
-        if path.startswith(SETTINGS_PREFIXES):
-            return self.settings.render(request)
-        if path.startswith(LABEL_PREFIXES):
-            return self.labels.render(request)
-        return self.v1.render(request)

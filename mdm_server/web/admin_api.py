@@ -11,24 +11,23 @@ from collections.abc import Callable
 from dataclasses import asdict, fields
 from typing import Any
 
-from twisted.web import resource
 from twisted.web.server import Request
 
 from mdm_protocol.errors import ProtocolError
 from mdm_protocol.report import Command, encode_command
 
-from ..storage.interface import Device, EnrollmentState, NewCommand, Storage, StorageError
+from ..storage.interface import Device, EnrollmentState, NewCommand, Storage
 from ..wakeups import Waker
-from .json_io import ApiError, from_json, read_json, to_json, write_json
+from .json_api import JsonAPI
+from .json_io import ApiError, from_json, read_json, to_json
 
 MAX_BATCH = 100_000
 
 
-class AdminAPI(resource.Resource):
-    isLeaf = True
+class AdminAPI(JsonAPI):
 
     def __init__(self, storage: Storage, waker: Waker, *, username: str, password: str, clock: Any) -> None:
-        super().__init__()
+        super().__init__(authorise=self._authorise)
         self.storage, self.waker, self.clock = storage, waker, clock
         self._credentials = (username.encode(), password.encode())
         self.routes: list[tuple[bytes, re.Pattern[str], Callable[..., tuple[int, Any]]]] = [
@@ -42,36 +41,12 @@ class AdminAPI(resource.Resource):
             (b"POST", re.compile(r"/api/v1/push"), self.push),
         ]
 
-    def render(self, request: Request) -> bytes:
-        try:
-            self._authorise(request)
-            handler, params = self._route(request)
-            status, value = handler(request, **params)
-        except ApiError as exc:
-            if exc.status == 401:
-                request.setHeader("www-authenticate", 'Basic realm="mdmsim admin"')
-            return write_json(request, exc.status, {"error": exc.reason})
-        except StorageError as exc:
-            return write_json(request, 400, {"error": exc.reason})
-        return write_json(request, status, value)
-
     def _authorise(self, request: Request) -> None:
         user, password = request.getUser(), request.getPassword()
         ok_user = hmac.compare_digest(user, self._credentials[0])
         ok_password = hmac.compare_digest(password, self._credentials[1])
         if not (ok_user and ok_password):
             raise ApiError(401, "admin credentials required (HTTP Basic)")
-
-    def _route(self, request: Request) -> tuple[Callable[..., tuple[int, Any]], dict[str, str]]:
-        path = request.path.decode("utf-8", "replace").rstrip("/")
-        allowed = False
-        for method, pattern, handler in self.routes:
-            match = pattern.fullmatch(path)
-            if match:
-                allowed = True
-                if method == request.method:
-                    return handler, match.groupdict()
-        raise ApiError(405 if allowed else 404, f"no route for {request.method.decode()} {path}")
 
     # Handlers ------------------------------------------------------------------------------------------
 

@@ -12,7 +12,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from cryptography import x509
-from twisted.web import resource
 from twisted.web.server import Request
 
 from mdm_protocol.commands import certificate_list, profile_list
@@ -23,9 +22,10 @@ from ..admin.contracts import AdminError
 from ..admin.expected_readiness import expected_readiness
 from ..admin.labels import Label
 from ..admin.sync_policy import SyncPolicy
-from ..storage.interface import Device, NewCommand, StorageError
+from ..storage.interface import Device, NewCommand
 from ..wakeups import Waker
-from .json_io import ApiError, read_json, to_json, write_json
+from .json_api import JsonAPI
+from .json_io import ApiError, read_json, to_json
 
 Handler = Callable[..., tuple[int, Any]]
 MAX_WAKEUP = 100_000
@@ -33,13 +33,12 @@ MAX_PAGE = 10_000
 _ID = r"(?P<{}>[^/]+)"
 
 
-class AdminLabelsAPI(resource.Resource):
-    isLeaf = True
+class AdminLabelsAPI(JsonAPI):
 
     def __init__(self, admin: LabelAdmin, waker: Waker, *, authorise: Callable[[Request], Any], clock: Any,
                  trusted_roots: Iterable[x509.Certificate] = ()) -> None:
-        super().__init__()
-        self.admin, self.waker, self.clock, self._authorise = admin, waker, clock, authorise
+        super().__init__(authorise=authorise)
+        self.admin, self.waker, self.clock = admin, waker, clock
         self.trusted_roots = tuple(trusted_roots)  # roots devices trust without a command (enrollment CA)
         label, policy, device = _ID.format("label_id"), _ID.format("policy_id"), _ID.format("device_id")
         table: list[tuple[bytes, str, Handler]] = [
@@ -66,30 +65,7 @@ class AdminLabelsAPI(resource.Resource):
             (b"GET", "/api/v2/conflicts", self.conflicts),
         ]
         # Handlers raise ApiError only, so AdminAPI can take these routes into its own table.
-        self.routes = [(method, re.compile(path), _admin_errors(handler)) for method, path, handler in table]
-
-    def render(self, request: Request) -> bytes:
-        try:
-            if self._authorise(request) is False:
-                raise ApiError(401, "admin credentials required (HTTP Basic)")
-            handler, params = self._route(request)
-            status, value = handler(request, **params)
-        except ApiError as exc:
-            if exc.status == 401:
-                request.setHeader("www-authenticate", 'Basic realm="mdmsim admin"')
-            return write_json(request, exc.status, {"error": exc.reason})
-        return write_json(request, status, value)
-
-    def _route(self, request: Request) -> tuple[Handler, dict[str, str]]:
-        path = request.path.decode("utf-8", "replace").rstrip("/")
-        allowed = False
-        for method, pattern, handler in self.routes:
-            match = pattern.fullmatch(path)
-            if match:
-                allowed = True
-                if method == request.method:
-                    return handler, match.groupdict()
-        raise ApiError(405 if allowed else 404, f"no route for {request.method.decode()} {path}")
+        self.routes = [(method, re.compile(path), handler) for method, path, handler in table]
 
     # Labels and Apply to Label -----------------------------------------------------------------------
 
@@ -290,19 +266,6 @@ class AdminLabelsAPI(resource.Resource):
                          for s, texts in sorted(by_setting.items())],
             "skipped": [{"deviceUuid": d, "reason": reason} for d, reason in sorted(report.skipped.items())],
         }
-
-
-def _admin_errors(handler: Handler) -> Handler:
-    def call(request: Request, **params: str) -> tuple[int, Any]:
-        try:
-            return handler(request, **params)
-        except AdminError as exc:
-            raise ApiError(exc.status, exc.reason) from None
-        except StorageError as exc:
-            raise ApiError(400, exc.reason) from None
-
-    call.__name__ = handler.__name__
-    return call
 
 
 def _setting_id(body: Any) -> str:

@@ -8,11 +8,9 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import unquote
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
-from twisted.web import resource
 from twisted.web.server import Request
 
 from ..admin.contracts import AdminError
@@ -30,17 +28,16 @@ from ..admin.settings import (
 )
 from ..admin.settings_store import SettingsStore
 from ..admin.users import UserStore, user_to_json
-from .json_io import ApiError, read_json, write_json
+from .json_api import JsonAPI
+from .json_io import ApiError, read_json
 
 Handler = Callable[..., tuple[int, Any]]
 Hook = Callable[[str], Any]
 _ID = r"(?P<{}>[^/]+)"
 
 
-class AdminSettingsAPI(resource.Resource):
+class AdminSettingsAPI(JsonAPI):
     """Settings CRUD by kind, users CRUD, certificate uploads (V2 body, or a legacy V1 certificate type)."""
-
-    isLeaf = True
 
     def __init__(self, settings: SettingsStore, users: UserStore, identities: IdentityStore, *,
                  authorise: Callable[[Request], None], on_setting_changed: Hook | None = None,
@@ -48,8 +45,8 @@ class AdminSettingsAPI(resource.Resource):
         """`authorise(request)` raises ApiError(401) to refuse. The hooks let Apply to Label re-render:
         a setting edited (or a user-provided setting an account uses), deleted, or a user's attributes or
         certificates changed. Each is called after the change is stored."""
-        super().__init__()
-        self.settings, self.users, self.identities, self.authorise = settings, users, identities, authorise
+        super().__init__(authorise=authorise)
+        self.settings, self.users, self.identities = settings, users, identities
         self._setting_changed = on_setting_changed or _ignore
         self._setting_deleted = on_setting_deleted or _ignore
         self._user_changed = on_user_changed or _ignore
@@ -72,30 +69,6 @@ class AdminSettingsAPI(resource.Resource):
             (b"PUT", re.compile(certificate), self.replace_certificate),
             (b"DELETE", re.compile(certificate), self.delete_certificate),
         ]
-
-    def render(self, request: Request) -> bytes:
-        try:
-            self.authorise(request)
-            handler, params = self._route(request)
-            status, value = handler(request, **params)
-        except ApiError as exc:
-            if exc.status == 401:
-                request.setHeader("www-authenticate", 'Basic realm="mdmsim admin"')
-            return write_json(request, exc.status, {"error": exc.reason})
-        except AdminError as exc:
-            return write_json(request, exc.status, {"error": exc.reason})
-        return write_json(request, status, value)
-
-    def _route(self, request: Request) -> tuple[Handler, dict[str, str]]:
-        path = request.path.decode("utf-8", "replace").rstrip("/")
-        allowed = False
-        for method, pattern, handler in self.routes:
-            match = pattern.fullmatch(path)
-            if match:
-                allowed = True
-                if method == request.method:
-                    return handler, {name: unquote(value) for name, value in match.groupdict().items()}
-        raise ApiError(405 if allowed else 404, f"no route for {request.method.decode()} {path}")
 
     # Settings ------------------------------------------------------------------------------------------
 
