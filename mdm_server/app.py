@@ -46,6 +46,7 @@ class ServerConfig:
     admin_password: str | None = None  # default: the one generated into server.json on first start
     body_limit: int = DEFAULT_BODY_LIMIT
     in_memory: bool = False  # MemoryStorage instead of the SQLite file (tests, scenarios)
+    key_type: str = "ec"  # CA and TLS keys: EC P-256 (default) or RSA-2048
     apns: dict[str, Any] = field(default_factory=dict)  # APNsSimulation options: delay, jitter, drop_rate
 
     def server_url(self) -> str:
@@ -63,8 +64,9 @@ class MDMServer:
         self.config, self.clock = config, clock
         config.data_dir.mkdir(parents=True, exist_ok=True)
         self.state = ServerState.load_or_create(config.data_dir)
-        self.tls = server_tls_files(config.data_dir, config.server_names, now=self.now())
-        self.ca = CertificateAuthority.load_or_create(config.data_dir, now=self.now())
+        # The CA first, so that its key type is the one asked for (it is kept from then on).
+        self.ca = CertificateAuthority.load_or_create(config.data_dir, key_type=config.key_type, now=self.now())
+        self.tls = server_tls_files(config.data_dir, config.server_names, now=self.now(), key_type=config.key_type)
         self.storage = storage or self._storage()
         self.apns = APNsSimulation(clock=clock, **config.apns)
         self.waker = Waker(self.storage, self.apns, clock=clock)

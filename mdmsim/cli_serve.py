@@ -42,6 +42,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                              "server.json on first start)")
     parser.add_argument("--body-limit", type=int, default=1024 * 1024, help="largest request body in bytes")
     parser.add_argument("--memory", action="store_true", help="keep state in memory instead of SQLite")
+    parser.add_argument("--key-type", choices=("ec", "rsa"), default="ec",
+                        help="key type of a new CA and the TLS certificate: EC P-256 (default) or RSA-2048")
     apns = parser.add_argument_group("APNs simulation (load testing)")
     apns.add_argument("--apns-delay", type=parse_duration, default=0.0,
                       help="delay before a push reaches the device, e.g. 200ms")
@@ -60,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
         data_dir=args.data_dir, listen=args.listen,
         push_link=None if args.push_link == "none" else args.push_link, public_url=args.public_url,
         admin_user=args.admin_user, admin_password=args.admin_password, body_limit=args.body_limit,
-        in_memory=args.memory,
+        in_memory=args.memory, key_type=args.key_type,
         apns={"delay": args.apns_delay, "jitter": args.apns_jitter, "drop_rate": args.apns_drop_rate},
     )
     server = MDMServer(config, clock=reactor)
