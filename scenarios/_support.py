@@ -114,3 +114,26 @@ def server_account(ctx, runner, setting_id: str) -> dict | None:
     """The server's expected readiness of one device's account for a setting (GET .../readiness), or None."""
     answer = ctx.admin.get(f"/api/v2/devices/{runner.machine.facts.device_id}/readiness")
     return next((a for a in answer["accounts"] if a.get("settingId") == setting_id), None)
+
+
+def pkcs12_profile(identifier: str, p12: bytes, password: str, file_name: str, display_name: str) -> bytes:
+    """A profile carrying one identity as a com.apple.security.pkcs12 payload; UUIDs derive from the identifier."""
+    import uuid
+
+    from mdm_protocol.payloads import pkcs12_payload
+
+    def derived(role: str) -> str:
+        return str(uuid.uuid5(uuid.NAMESPACE_URL, f"mdmsim-scenario:{identifier}/{role}")).upper()
+
+    payload = pkcs12_payload(p12, identifier=f"{identifier}.identity", password=password, file_name=file_name,
+                             display_name=display_name, uuid=derived("identity"))
+    return encode_profile(configuration_profile([payload], identifier=identifier, uuid=derived("profile"),
+                                                display_name=display_name))
+
+
+def install_raw(ctx, runner, profile: bytes) -> str:
+    """Queue a raw InstallProfile for one device through POST /api/v1/commands (pushed); its CommandUUID."""
+    body = {"device_ids": [runner.machine.facts.device_id],
+            "command": {"RequestType": "InstallProfile", "Payload": data(profile)}}
+    results = ctx.admin.post("/api/v1/commands", body)["results"]
+    return results[runner.machine.facts.device_id]["command_uuid"]
