@@ -68,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
     server = MDMServer(config, clock=reactor)
 
     def started(_ports):
-        url = config.server_url()
+        url = server.url
         print(f"mdmsim server listening on {url} (data in {config.data_dir.resolve()})")
         print(f"  enrollment profile: {url}/mdm/enroll?token={server.state.enroll_token}")
         print(f"  CA SHA-256 fingerprint: {server.ca.fingerprint}")
