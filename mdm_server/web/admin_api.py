@@ -14,7 +14,7 @@ from typing import Any
 from twisted.web.server import Request
 
 from mdm_protocol.errors import ProtocolError
-from mdm_protocol.report import Command, encode_command
+from mdm_protocol.report import Command, decode_report, encode_command
 
 from ..storage.interface import Device, EnrollmentState, NewCommand, Storage
 from ..wakeups import Waker
@@ -180,7 +180,22 @@ def _command_json(command: Any) -> dict[str, Any]:
     body.pop("payload", None)
     body.pop("result", None)
     body["status"] = command.status.value
+    # A failure in the device's own words (its ErrorChain), without exposing the whole stored report.
+    body["error_chain"] = _error_chain(command.result) if body["status"] in _FAILED else []
     return body
+
+
+_FAILED = ("Error", "CommandFormatError")
+
+
+def _error_chain(result: bytes | None) -> list[dict[str, Any]]:
+    if not result:
+        return []
+    try:
+        report = decode_report(result)
+    except ProtocolError:
+        return []  # the service checked the report before storing it; an unreadable one has no chain to show
+    return [item.to_plist() for item in report.error_chain]
 
 
 def _push_json(outcome: Any) -> dict[str, Any]:
