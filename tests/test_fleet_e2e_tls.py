@@ -97,8 +97,7 @@ def test_fifty_devices_enroll_and_install_an_exchange_profile_over_tls(tmp_path)
         assert statuses == {"Acknowledged"}
     finally:
         link.disconnect()
-        for agent in transport._agents.values():
-            yield agent._pool.closeCachedConnections()
+        transport.close()
         yield server.stop()
 
     for runner in fleet.runners:

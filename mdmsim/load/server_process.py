@@ -28,12 +28,25 @@ class _ParentWatch(Protocol):
             self.reactor.stop()
 
 
+def _profiled(run: Any, name: str) -> None:
+    """With MDMSIM_PROFILE_DIR set, run under cProfile and leave <dir>/<name>.prof (benchmarks read it)."""
+    directory = os.environ.get("MDMSIM_PROFILE_DIR")
+    if not directory:
+        run()
+        return
+    import cProfile
+
+    profiler = cProfile.Profile()
+    profiler.runcall(run)
+    profiler.dump_stats(os.path.join(directory, f"{name}.prof"))
+
+
 def main(argv: list[str]) -> int:
     from twisted.internet import reactor  # this process exists to run the server on the real reactor
 
     options = json.loads(argv[1])
     config = ServerConfig(
-        data_dir=Path(options["data_dir"]), listen="ssl:0:interface=127.0.0.1",
+        data_dir=Path(options["data_dir"]), listen="ssl:0:interface=127.0.0.1:backlog=4096",
         push_link="tcp:0:interface=127.0.0.1", server_names=("127.0.0.1",),
         in_memory=bool(options.get("in_memory", False)), apns=dict(options.get("apns", {})),
     )
@@ -57,7 +70,7 @@ def main(argv: list[str]) -> int:
     signal.signal(signal.SIGTERM, lambda *_: reactor.callFromThread(reactor.stop))
     reactor.callWhenRunning(lambda: server.listen(reactor).addCallbacks(started, failed))
     reactor.addSystemEventTrigger("before", "shutdown", server.stop)
-    reactor.run(installSignalHandlers=False)
+    _profiled(lambda: reactor.run(installSignalHandlers=False), "server")
     return 0
 
 

@@ -173,6 +173,19 @@ def _with_user(url: str, user: str) -> str:
     return f"{url}{separator}{urlencode({'user': user})}"
 
 
+def _profiled(run: Any, name: str) -> None:
+    """With MDMSIM_PROFILE_DIR set, run under cProfile and leave <dir>/<name>.prof (benchmarks read it)."""
+    directory = os.environ.get("MDMSIM_PROFILE_DIR")
+    if not directory:
+        run()
+        return
+    import cProfile
+
+    profiler = cProfile.Profile()
+    profiler.runcall(run)
+    profiler.dump_stats(os.path.join(directory, f"{name}.prof"))
+
+
 def main(argv: list[str]) -> int:
     from twisted.internet import reactor  # a worker owns its process: the real reactor is the point
 
@@ -188,7 +201,7 @@ def main(argv: list[str]) -> int:
     worker.finished = io.loseConnection  # flushes what is written, then connectionLost stops the reactor
     worker_ref.append(worker)
     reactor.callWhenRunning(worker.ready)
-    reactor.run()
+    _profiled(reactor.run, f"worker-{config.worker}")
     return 0
 
 
