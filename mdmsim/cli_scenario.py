@@ -47,6 +47,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     running.add_argument("path", type=Path, help="a scenario file, or a name from `mdmsim scenario list`")
     running.add_argument("--seed", type=int, help="override the scenario's seed")
     running.add_argument("--json", type=Path, help="write the timeline and verdicts as JSON")
+    running.add_argument("--real-network", action="store_true",
+                         help="run on real sockets: the server on loopback TLS ports, devices over HTTPS with "
+                              "the push link, time sped up by --time-factor")
+    running.add_argument("--time-factor", type=float, default=60.0,
+                         help="virtual seconds per real second with --real-network (default 60)")
     running.set_defaults(func=run_one)
 
 
@@ -76,11 +81,29 @@ def run_one(args: argparse.Namespace) -> int:
     except ScenarioBroken as exc:
         console.print(f"[red]scenario broken:[/red] {exc}")
         return 2
-    result = scenario.run(seed=args.seed)
+    result = _run_real(scenario, args) if args.real_network else scenario.run(seed=args.seed)
     print_result(console, scenario, result)
     if args.json:
         args.json.write_text(json.dumps(result.to_json(), indent=1, sort_keys=True) + "\n")
     return result.exit_code
+
+
+def _run_real(scenario: Scenario, args: argparse.Namespace) -> ScenarioResult:
+    from twisted.internet import reactor
+
+    outcome: list = []
+
+    def start() -> None:
+        d = scenario.run_real(reactor, factor=args.time_factor, seed=args.seed)
+        d.addBoth(outcome.append).addBoth(lambda _: reactor.stop())
+
+    reactor.callWhenRunning(start)
+    reactor.run()
+    if not outcome or not isinstance(outcome[0], ScenarioResult):
+        failure = outcome[0] if outcome else None
+        message = failure.getErrorMessage() if failure is not None else "the reactor stopped early"
+        return ScenarioResult(scenario.name, args.seed or scenario.seed, [], [], f"real-network run failed: {message}")
+    return outcome[0]
 
 
 def print_result(console: Console, scenario: Scenario, result: ScenarioResult) -> None:

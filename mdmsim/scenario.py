@@ -10,12 +10,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from twisted.internet import defer
+
 from device_sim.fleet import FleetSpec, parse_mix
 from device_sim.machine import Behaviour, Phase
 from device_sim.runner import DeviceRunner
 
 from .admin_client import AdminClient
 from .durations import parse_duration
+from .real_world import RealWorld
 from .world import World, WorldOptions
 
 
@@ -76,8 +79,8 @@ class Scenario:
     behaviour: Behaviour = field(default_factory=Behaviour)
     behaviour_for: Callable[[Any], Behaviour] | None = None  # per-device faults, from DeviceFacts
     apns: dict[str, Any] = field(default_factory=dict)
-    # What the server presents in TLS, when not its own CA-issued certificate (untrusted-server scenarios).
-    server_chain: Callable[[], tuple[Any, ...]] | None = None
+    # The server presents a TLS certificate from a CA the enrollment profile does not carry.
+    untrusted_server: bool = False
     steps: list[_Step] = field(default_factory=list)
     expectations: list[tuple[str, Check]] = field(default_factory=list)
 
@@ -111,11 +114,33 @@ class Scenario:
         outcomes = [] if broken else [context.judge(name, check) for name, check in self.expectations]
         return ScenarioResult(self.name, seed, timeline, outcomes, broken)
 
-    def _context(self, seed: int, timeline: list, world_options: WorldOptions | None) -> Context:
-        spec = FleetSpec(self.count, seed=seed, os_mix=parse_mix(self.os_mix), kinds=parse_mix(self.kinds),
+    @defer.inlineCallbacks
+    def run_real(self, reactor: Any, *, factor: float = 60.0, seed: int | None = None):
+        """The same scenario on real sockets (loopback TLS, push link), `factor` times faster than real time."""
+        seed = self.seed if seed is None else seed
+        timeline: list[tuple[float, str]] = []
+        world = RealWorld(self.fleet_spec(seed), self.world_options(seed), reactor, factor=factor)
+        if self.behaviour_for is not None:
+            world.fleet._behaviour_for = self.behaviour_for
+        yield world.start()
+        try:
+            context = Context(world, timeline)
+            broken = yield context.play_real(self.steps, parse_duration(self.duration))
+            outcomes = [] if broken else [context.judge(name, check) for name, check in self.expectations]
+        finally:
+            yield world.stop()
+        return ScenarioResult(self.name, seed, timeline, outcomes, broken)
+
+    def world_options(self, seed: int) -> WorldOptions:
+        return WorldOptions(seed=seed, apns=dict(self.apns), untrusted_server=self.untrusted_server)
+
+    def fleet_spec(self, seed: int) -> FleetSpec:
+        return FleetSpec(self.count, seed=seed, os_mix=parse_mix(self.os_mix), kinds=parse_mix(self.kinds),
                          behaviour=self.behaviour)
-        chain = self.server_chain() if self.server_chain else None
-        options = world_options or WorldOptions(seed=seed, apns=dict(self.apns), server_chain=chain)
+
+    def _context(self, seed: int, timeline: list, world_options: WorldOptions | None) -> Context:
+        spec = self.fleet_spec(seed)
+        options = world_options or self.world_options(seed)
         world = World(spec, options)
         if self.behaviour_for is not None:
             world.fleet._behaviour_for = self.behaviour_for
@@ -129,7 +154,7 @@ class Context:
         self.world = world
         self.timeline = timeline
         server = world.server
-        self.admin = AdminClient(world.transport.http, server.config.admin_user, server.admin_password)
+        self.admin = AdminClient(world.admin_http, server.config.admin_user, server.admin_password)
         self._start = world.now()
         self.vars: dict[str, Any] = {}
 
@@ -165,6 +190,30 @@ class Context:
         self.world.clock.run_until(self._start + duration)
         self.log("end")
         return None
+
+    def play_real(self, steps: list[_Step], duration: float) -> defer.Deferred:
+        """Steps at their (scaled) times on the real reactor; fires with the breakage, if any, at the end."""
+        done: defer.Deferred = defer.Deferred()
+        broken: list[str] = []
+
+        def run(step: _Step) -> None:
+            if broken:
+                return
+            try:
+                result = step.action(self)
+            except Exception as exc:
+                broken.append(f"step {step.name!r} at {step.at:g}s raised {type(exc).__name__}: {exc}")
+                return
+            self.log(step.name + (f": {result}" if result else ""))
+
+        def finish() -> None:
+            self.log("end")
+            done.callback(broken[0] if broken else None)
+
+        for step in sorted(steps, key=lambda s: s.at):
+            self.world.clock.callLater(max(0.0, step.at - self.elapsed), run, step)
+        self.world.clock.callLater(max(0.0, duration - self.elapsed), finish)
+        return done
 
     def judge(self, name: str, check: Check) -> Outcome:
         try:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
 from device_sim.clock import HeapClock
 from device_sim.fleet import Fleet, FleetSpec
@@ -19,7 +20,9 @@ from device_sim.runner import DeviceRunner, InProcessPush
 from device_sim.stats import FleetObserver
 from device_sim.transport import MemoryTransport
 from mdm_server.app import MDMServer, ServerConfig
+from mdm_server.ca import CertificateAuthority
 from mdm_server.enrollment import build_enrollment
+from mdm_server.pki import ServerTlsFiles, private_key_pem
 
 EPOCH = datetime(2026, 1, 5, 9, 0, tzinfo=UTC).timestamp()  # a Monday morning; virtual time starts here
 
@@ -29,23 +32,20 @@ class WorldOptions:
     seed: int = 1
     data_dir: Path | None = None  # default: a fresh temporary directory
     apns: dict[str, Any] = field(default_factory=dict)  # APNsSimulation options (delay, drop_rate, ...)
-    server_chain: tuple[x509.Certificate, ...] | None = None  # what TLS presents; default: the real one
+    # The server presents a TLS certificate from a CA the enrollment profile does not carry.
+    untrusted_server: bool = False
+
+    def server_config(self, **overrides: Any) -> ServerConfig:
+        data_dir = self.data_dir or Path(tempfile.mkdtemp(prefix="mdmsim-world-"))
+        return ServerConfig(data_dir=data_dir, in_memory=True, apns={"seed": self.seed, **self.apns}, **overrides)
 
 
-class World:
-    def __init__(self, spec: FleetSpec, options: WorldOptions | None = None) -> None:
-        self.options = options or WorldOptions(seed=spec.seed)
-        self.clock = HeapClock(EPOCH)
-        data_dir = self.options.data_dir or Path(tempfile.mkdtemp(prefix="mdmsim-world-"))
-        config = ServerConfig(data_dir=data_dir, in_memory=True, push_link=None,
-                              apns={"seed": self.options.seed, **self.options.apns})
-        self.server = MDMServer(config, clock=self.clock)
-        chain = self.options.server_chain or _server_chain(self.server)
-        self.transport = MemoryTransport(self.server.site, self.clock, chain)
-        self.observer = FleetObserver()
-        self.fleet = Fleet(spec, clock=self.clock, transport=self.transport,
-                           push=InProcessPush(self.server.apns), observer=self.observer,
-                           reuse_signatures=True)
+class EnrollingWorld:
+    """What both worlds share: a server, a fleet, and enrolling devices with fresh enrollment profiles."""
+
+    server: MDMServer
+    fleet: Fleet
+    clock: Any
 
     def now(self) -> float:
         return self.clock.seconds()
@@ -65,14 +65,38 @@ class World:
     def _enrollment_profile(self, runner: DeviceRunner) -> bytes:
         server = self.server
         return build_enrollment(
-            server.ca, server_url=server.config.server_url(), topic=server.state.topic, now=server.now(),
+            server.ca, server_url=server.url, topic=server.state.topic, now=server.now(),
             user_id=runner.machine.facts.user.user_id,
         ).profile
+
+
+class World(EnrollingWorld):
+    def __init__(self, spec: FleetSpec, options: WorldOptions | None = None) -> None:
+        self.options = options or WorldOptions(seed=spec.seed)
+        self.clock = HeapClock(EPOCH)
+        self.server = MDMServer(self.options.server_config(push_link=None), clock=self.clock)
+        if self.options.untrusted_server:
+            self.server.tls = foreign_tls(self.server.config.server_names, self.server.now())
+        self.transport = MemoryTransport(self.server.site, self.clock, presented_chain(self.server.tls))
+        self.admin_http = self.transport.http
+        self.observer = FleetObserver()
+        self.fleet = Fleet(spec, clock=self.clock, transport=self.transport,
+                           push=InProcessPush(self.server.apns), observer=self.observer,
+                           reuse_signatures=True)
 
     def run_for(self, seconds: float) -> int:
         return self.clock.advance(seconds)
 
 
-def _server_chain(server: MDMServer) -> tuple[x509.Certificate, ...]:
-    leaf = x509.load_pem_x509_certificate(server.tls.certificate_pem)
-    return (leaf, server.ca.certificate)
+def presented_chain(tls: ServerTlsFiles) -> tuple[x509.Certificate, ...]:
+    """What the server sends in its TLS handshake: the leaf, then its CA."""
+    return (x509.load_pem_x509_certificate(tls.certificate_pem),
+            x509.load_pem_x509_certificate(tls.ca_certificate_pem))
+
+
+def foreign_tls(names: tuple[str, ...], now: datetime) -> ServerTlsFiles:
+    """A server certificate from a CA nobody installed: what an untrusted MDM server presents."""
+    authority = CertificateAuthority.create("Foreign CA (not in any profile)", now=now)
+    certificate, key = authority.issue_server_certificate(list(names), now)
+    return ServerTlsFiles(certificate.public_bytes(serialization.Encoding.PEM), private_key_pem(key),
+                          authority.certificate_pem)

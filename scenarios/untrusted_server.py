@@ -2,14 +2,12 @@
 
 
 from mdmsim.scenario import Scenario
-from scenarios._support import self_signed_root
 
 scenario = Scenario(
     name="untrusted-server-certificate",
     purpose="iOS devices will not use SSL with an untrusted certificate: MDM payload fails, no check-in",
     count=12, seed=8, os_mix="9.3.5:1,12.0:1,17.5:1", duration="10m",
-    # A self-signed certificate standing in for a server certificate from a CA nobody installed.
-    server_chain=lambda: (self_signed_root("mdm.example.com"),),
+    untrusted_server=True,  # its TLS certificate comes from a CA no enrollment profile carries
 )
 
 
