@@ -137,3 +137,18 @@ def install_raw(ctx, runner, profile: bytes) -> str:
             "command": {"RequestType": "InstallProfile", "Payload": data(profile)}}
     results = ctx.admin.post("/api/v1/commands", body)["results"]
     return results[runner.machine.facts.device_id]["command_uuid"]
+
+
+def enroll_as(ctx, index: int, user_id: str):
+    """Add fleet device `index` and enroll it with a profile its user downloads for `user_id` (GET
+    /mdm/enroll?user=, admin Basic auth): a second device of an existing user. Returns its runner."""
+    from urllib.parse import quote
+
+    token = base64.b64encode(f"{ctx.admin.username}:{ctx.admin.password}".encode()).decode()
+    response = ctx.world.transport.http.request("GET", f"/mdm/enroll?user={quote(user_id)}",
+                                                headers={"Authorization": f"Basic {token}"})
+    if response.status != 200:
+        raise RuntimeError(f"enrollment download for {user_id} answered HTTP {response.status}")
+    runner = ctx.world.fleet.add(index)
+    runner.install_enrollment(response.body)
+    return runner
