@@ -145,8 +145,8 @@ def enroll_as(ctx, index: int, user_id: str):
     from urllib.parse import quote
 
     token = base64.b64encode(f"{ctx.admin.username}:{ctx.admin.password}".encode()).decode()
-    response = ctx.world.transport.http.request("GET", f"/mdm/enroll?user={quote(user_id)}",
-                                                headers={"Authorization": f"Basic {token}"})
+    response = ctx.world.admin_http.request("GET", f"/mdm/enroll?user={quote(user_id)}",
+                                            headers={"Authorization": f"Basic {token}"})
     if response.status != 200:
         raise RuntimeError(f"enrollment download for {user_id} answered HTTP {response.status}")
     runner = ctx.world.fleet.add(index)

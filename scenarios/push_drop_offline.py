@@ -111,7 +111,7 @@ def _minutes(seconds: float) -> str:
 
 def _metric(ctx, name: str, label: str, value: str) -> float:
     """One sample from GET /metrics (Prometheus text), 0 when absent."""
-    text = ctx.world.transport.http.request("GET", "/metrics").body.decode()
+    text = ctx.world.admin_http.request("GET", "/metrics").body.decode()
     prefix = f'{name}{{{label}="{value}"}} '
     return next((float(line[len(prefix):]) for line in text.splitlines() if line.startswith(prefix)), 0.0)
 
