@@ -181,6 +181,15 @@ class SettingDelivery:
                                                                          rendered.identifier):
             report.unchanged += 1
             return
+        if have is not None and rendered.keys_deleted:
+            # EPMM: a deleted key stays usable on devices that already received it; replacing their profile
+            # with one that lacks the identity would take it away. Hold the update back for them.
+            held = ", ".join(rendered.keys_deleted)
+            report.warnings.setdefault(device.device_id, {})[setting_id] = (
+                f"update held back: the server deleted the private key for {held}; the device keeps the "
+                "identity it already has",)
+            report.unchanged += 1
+            return
         if have is not None and have.identifier != rendered.identifier:
             self._remove(plan, setting_id, have.identifier, report)  # else the old profile would linger
         try:

@@ -42,6 +42,9 @@ class Rendered:
     profile: bytes
     content_hash: str  # hash of the rendered content, ignoring fresh UUIDs: equal hash = nothing to re-send
     warnings: tuple[str, ...] = ()
+    # Identities left out because the server deleted their private keys ("delete private keys after N
+    # days"): devices that already hold them keep them, so this render must not replace what they have.
+    keys_deleted: tuple[str, ...] = ()
 
 
 class Renderer(Protocol):

@@ -42,6 +42,7 @@ class ProfileIdentity:
 class IdentityLookup:
     identity: ProfileIdentity | None
     reason: str | None = None  # why there is none, in words for the administrator
+    key_deleted: bool = False  # there was one, but the server deleted its private key (devices keep theirs)
 
 
 class IdentitySource(Protocol):
@@ -146,7 +147,8 @@ class IdentityStore:
             days = stored.setting.delete_private_keys_after_days
             when = (entry.get("key_deleted_at") or "?")[:10]
             return IdentityLookup(None, f"the private key of user {user_id}'s certificate for {setting_id} "
-                                        f"was deleted on {when} (the setting deletes keys after {days} days)")
+                                        f"was deleted on {when} (the setting deletes keys after {days} days)",
+                                  key_deleted=True)
         return IdentityLookup(self._open(user_id, setting_id, entry, stored.setting.display_name))
 
     def missing(self, setting_id: str) -> list[dict[str, str]]:

@@ -9,7 +9,7 @@ import hashlib
 import json
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from mdm_protocol.errors import MessageError, ProfileError
@@ -61,6 +61,7 @@ class _Planned:
 class _Plan:
     payloads: list[_Planned]
     warnings: list[str]
+    keys_deleted: list[str] = field(default_factory=list)
 
 
 def render_setting(stored: StoredSetting, device: Device, user: User | None, identities: IdentitySource,
@@ -99,7 +100,8 @@ def render_setting(stored: StoredSetting, device: Device, user: User | None, ide
         if validated is not None:
             validated.add(shape)
     warnings = tuple(plan.warnings)
-    return Rendered(stored.setting_id, identifier, encode_profile(profile), content_hash, warnings)
+    return Rendered(stored.setting_id, identifier, encode_profile(profile), content_hash, warnings,
+                    tuple(plan.keys_deleted))
 
 
 def _os_version(device: Device) -> OSVersion | None:
@@ -148,6 +150,8 @@ def _identity(plan: _Plan, role: str, setting_id: str, device: Device, user: Use
     lookup = identities.profile_identity(user.user_id, setting_id)
     if lookup.identity is None:
         plan.warnings.append(f"{role}: {lookup.reason}; {consequence}")
+        if lookup.key_deleted:
+            plan.keys_deleted.append(role)
         return None
     identity = lookup.identity
     for planned in plan.payloads:  # V1 "All" uploads: one identity serving both purposes is installed once
