@@ -5,6 +5,7 @@ No Twisted: the web layer reads the body and a verified identity, calls in, and 
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -53,6 +54,14 @@ class Response:
 
 
 OK = Response(200)
+SHORT_REPORT = 1024  # Idle and plain Acknowledged reports: a device sends the same bytes session after session
+
+
+@functools.lru_cache(maxsize=65536)
+def _decode_short_report(body: bytes) -> CommandReport:
+    """decode_report, memoised for short bodies (reports are immutable; errors are never cached)."""
+    return decode_report(body)
+
 ScheduleWake = Callable[[str, float], None]  # (device_id, delay seconds): push the device after delay
 DeviceChanged = Callable[[str], object]  # inventory changed: labels and deliveries must be re-evaluated
 
@@ -159,7 +168,7 @@ class MDMService:
 
     def handle_command_report(self, identity: DeviceIdentity, body: bytes) -> Response:
         try:
-            report = decode_report(body)
+            report = _decode_short_report(body) if len(body) <= SHORT_REPORT else decode_report(body)
         except ProtocolError as exc:
             self.metrics.report("malformed", 400)
             return Response.refuse(f"malformed command report: {exc.reason}")

@@ -5,7 +5,6 @@ Devices attach a callback per token (their push link); the clock is passed in, n
 
 from __future__ import annotations
 
-import json
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -97,7 +96,7 @@ class APNsSimulation:
             return response
         if endpoint.pending is not None:
             self.stats.coalesced += 1  # APNs keeps only the last push per device
-        endpoint.pending = json.loads(request.payload())
+        endpoint.pending = {"mdm": request.push_magic}  # what the device receives: the decoded payload
         if endpoint.deliver is None:
             self.stats.held_for_offline += 1
         elif endpoint.timer is None:

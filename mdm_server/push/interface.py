@@ -9,6 +9,8 @@ import json
 from dataclasses import dataclass
 from typing import Protocol
 
+_COMPACT = json.JSONEncoder(separators=(",", ":"))  # json.dumps builds a new encoder per call otherwise
+
 
 @dataclass(frozen=True, slots=True)
 class PushRequest:
@@ -18,7 +20,7 @@ class PushRequest:
 
     def payload(self) -> bytes:
         # Exactly {"mdm": PushMagic}, no "aps" key (SPEC section 2).
-        return json.dumps({"mdm": self.push_magic}, separators=(",", ":")).encode()
+        return _COMPACT.encode({"mdm": self.push_magic}).encode()
 
 
 @dataclass(frozen=True, slots=True)
