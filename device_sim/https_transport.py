@@ -176,6 +176,7 @@ class HTTPSTransport:
         self._creators: dict[tuple[Any, ...], _ResumingCreator] = {}
         self._idle: dict[tuple[Any, ...], list[_HTTPClient]] = {}
         self._addresses: dict[tuple[str, int], tuple[str, int]] = {}
+        self._trust_keys: dict[tuple[x509.Certificate, ...], tuple[bytes, ...]] = {}
 
     def send(self, request: SendRequest, roots: tuple[x509.Certificate, ...]) -> defer.Deferred[Reply]:
         parts = urlsplit(request.url)
@@ -184,10 +185,17 @@ class HTTPSTransport:
         if not roots:
             return defer.fail(TransportError("the device trusts no root certificate", untrusted=True))
         host, port = parts.hostname or "", parts.port or 443
-        key = (host, port, tuple(sorted(r.fingerprint(hashes.SHA256()) for r in roots)))
+        key = (host, port, self._trust_key(roots))
         head = _request_head(request, parts, keep_alive=self.keep_alive)
         d = self._connection(key, roots).addCallback(self._exchange, key, head, request.body)
         return d.addTimeout(self.timeout, self.reactor).addErrback(self._failed)
+
+    def _trust_key(self, roots: tuple[x509.Certificate, ...]) -> tuple[bytes, ...]:
+        # Certificates hash by their DER, so equal trust stores share an entry: no SHA-256 per request.
+        key = self._trust_keys.get(roots)
+        if key is None:
+            key = self._trust_keys[roots] = tuple(sorted(r.fingerprint(hashes.SHA256()) for r in roots))
+        return key
 
     def close(self) -> None:
         """Close the connections kept alive (tests and clean shutdowns)."""

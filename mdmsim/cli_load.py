@@ -49,17 +49,26 @@ def _mix(text: str):
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("load", help="load-test check-ins, pushes and a profile rollout",
                                    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    for add_group in (_run_arguments, _work_arguments, _target_arguments, _realism_arguments, _result_arguments):
+        add_group(parser)
+    parser.set_defaults(func=run)
+
+def _run_arguments(parser: argparse.ArgumentParser) -> None:
     fleet = parser.add_argument_group("the run")
     fleet.add_argument("--devices", type=int, default=100, help="simulated devices (default 100)")
     fleet.add_argument("--ramp", type=parse_duration, default=10.0,
-                     help="spread enrollments over this long, e.g. 60s (default 10s)")
+                       help="spread enrollments over this long, e.g. 60s (default 10s)")
     fleet.add_argument("--duration", type=parse_duration, default=60.0,
-                     help="how long the run lasts from the first enrollment, e.g. 5m (default 60s)")
+                       help="how long the run lasts from the first enrollment, e.g. 5m (default 60s)")
+    fleet.add_argument("--after-enrollment", type=parse_duration,
+                       help="end the run this long after every device has enrolled (--duration still caps it)")
     fleet.add_argument("--processes", type=int, default=1,
-                     help="fleet worker processes; their statistics are merged (default 1)")
+                       help="fleet worker processes; their statistics are merged (default 1)")
     fleet.add_argument("--seed", type=int, default=1, help="fleet seed: same seed, same devices")
     fleet.add_argument("--os-mix", type=_mix, default=DEFAULT_OS_MIX, help="iOS versions with weights")
     fleet.add_argument("--kinds", type=_mix, default=DEFAULT_KINDS, help="device kinds with weights")
+
+def _work_arguments(parser: argparse.ArgumentParser) -> None:
     work = parser.add_argument_group("what the server is asked to do")
     work.add_argument("--rollout", metavar="SETTING",
                       help="roll a profile out to the fleet's label during the run and measure its delivery: a "
@@ -74,6 +83,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     work.add_argument("--sync-interval", type=parse_duration,
                       help="sync policy for the fleet (the server pushes each device once per interval; needs "
                            "the server's V2 sync policies API), e.g. 60m")
+
+def _target_arguments(parser: argparse.ArgumentParser) -> None:
     target = parser.add_argument_group("the target (default: our own server, started on loopback)")
     target.add_argument("--target", metavar="URL",
                         help="enrollment profile URL of any MDM server speaking the protocol (e.g. what `mdmsim "
@@ -86,6 +97,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     target.add_argument("--server-pid", type=int, help="watch this local process's CPU and RSS (a --target here)")
     target.add_argument("--no-metrics", action="store_true", help="do not scrape the target's GET /metrics")
     target.add_argument("--memory", action="store_true", help="our server keeps state in memory, not SQLite")
+
+def _realism_arguments(parser: argparse.ArgumentParser) -> None:
     realism = parser.add_argument_group("realism")
     realism.add_argument("--keep-alive", action="store_true",
                          help="reuse TLS connections (iOS opens a new one per session: the default)")
@@ -104,14 +117,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     realism.add_argument("--apns-delay", type=parse_duration, default=0.0, help="our server's APNs delay")
     realism.add_argument("--apns-jitter", type=parse_duration, default=0.0, help="our server's APNs jitter")
     realism.add_argument("--apns-drop-rate", type=_fraction, default=0.0, help="our server's APNs drop rate")
+
+def _result_arguments(parser: argparse.ArgumentParser) -> None:
     out = parser.add_argument_group("results")
     out.add_argument("--threshold", type=_threshold, action="append", default=[],
-                     help="pass/fail rule, repeatable, e.g. 'checkin.p95<200ms', 'errors.count==0', "
+                       help="pass/fail rule, repeatable, e.g. 'checkin.p95<200ms', 'errors.count==0', "
                           "'rollout.p100<=30s'; a failed one makes the exit code 99")
     out.add_argument("--json", type=Path, help="write the full report as JSON")
     out.add_argument("--csv", metavar="PREFIX", help="write PREFIX_stats.csv, PREFIX_history.csv, ...")
     out.add_argument("--html", type=Path, help="write a self-contained HTML report with plots")
-    parser.set_defaults(func=run)
 
 
 def options_from(args: argparse.Namespace) -> LoadOptions:
@@ -126,6 +140,7 @@ def options_from(args: argparse.Namespace) -> LoadOptions:
     apns = {"delay": args.apns_delay, "jitter": args.apns_jitter, "drop_rate": args.apns_drop_rate}
     return LoadOptions(
         devices=args.devices, duration=args.duration, ramp=args.ramp, processes=args.processes, seed=args.seed,
+        after_enrollment=args.after_enrollment,
         target=args.target, push_link=args.push_link, admin_user=args.admin_user,
         admin_password=args.admin_password, ca_file=args.ca_file, metrics=not args.no_metrics,
         server_pid=args.server_pid, rollout=rollout, sync_interval=args.sync_interval,

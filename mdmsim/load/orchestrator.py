@@ -52,6 +52,7 @@ class LoadOptions:
     server_pid: int | None = None  # watch this local process's CPU and RSS (a --target on this machine)
     rollout: RolloutPlan | None = None
     sync_interval: float | None = None
+    after_enrollment: float | None = None  # end this long after every device enrolled (--duration caps it)
     rollout_timeout: float = 120.0  # the run goes on past --duration until the rollout is done, this long at most
     realism: Realism = field(default_factory=Realism)
     apns: dict[str, float] = field(default_factory=dict)  # our own server's APNs simulation options
@@ -65,6 +66,7 @@ class LoadOptions:
         return {
             "devices": self.devices, "duration": self.duration, "ramp": self.ramp, "processes": self.processes,
             "seed": self.seed, "target": self.target or "own server", "sync_interval": self.sync_interval,
+            "after_enrollment": self.after_enrollment,
             "rollout": None if self.rollout is None else {"source": self.rollout.source, "at": self.rollout.at,
                                                           "timeout": self.rollout_timeout},
             "realism": vars(self.realism), "apns": self.apns, "in_memory": self.in_memory,
@@ -104,6 +106,11 @@ class LoadRun:
         self.enrolled_ids: list[str] = []
         self.rollout_start: dict[str, Any] | None = None
         self.watch: ProcessWatch | None = None
+        self.fleet_watch: list[ProcessWatch] = []
+        self.fleet_samples: list[dict[str, float]] = []
+        self.enrolled_after: float | None = None  # seconds from the start until every device settled
+        self.sync_policy: str | None = None
+        self._gave_up_waiting: float | None = None  # when a rollout stops waiting for enrollment
         self.admin: AdminHTTP | None = None
         self.start_at = 0.0
 
@@ -114,7 +121,7 @@ class LoadRun:
             target = self._target()
             before = self._scrape()
             if self.options.sync_interval is not None:
-                set_sync_interval(self._admin(), self.options.sync_interval, self.run_id)
+                self.sync_policy = set_sync_interval(self._admin(), self.options.sync_interval, self.run_id)
             self._start_workers(target)
             self._until(self.start_at + self.options.duration)
             return self._finish(target, before)
@@ -152,16 +159,20 @@ class LoadRun:
         for index in range(self.options.processes):
             self.workers.append(self._spawn(f"worker {index}", "mdmsim.load.worker",
                                             base.for_worker(index).to_json()))
-        self._wait_ready(self.workers)
+        self.fleet_watch = [ProcessWatch(ready["pid"]) for ready in self._wait_ready(self.workers)]
         # The ramp starts once every worker has imported and connected, so no device starts late.
         self.start_at = time.time() + 0.2
         for worker in self.workers:
             worker.send({"cmd": "start", "at": self.start_at})
 
     def _until(self, deadline: float) -> None:
-        """Run to the deadline, and on while a rollout is still being delivered (up to its timeout)."""
+        """Run to the deadline, and on while a rollout is still being delivered (up to its timeout).
+
+        With `after_enrollment`, the deadline moves to that long after every device enrolled (never later)."""
         next_tick = time.time() + self.options.tick
         while time.time() < deadline or self._rollout_pending():
+            if self.options.after_enrollment is not None and self.enrolled_after is not None:
+                deadline = min(deadline, self.start_at + self.enrolled_after + self.options.after_enrollment)
             wake = min(next_tick, deadline) if time.time() < deadline else next_tick
             self._read(max(0.0, wake - time.time()))
             if self._rollout_due(time.time() >= deadline):
@@ -174,20 +185,27 @@ class LoadRun:
                 raise LoadError(f"{dead[0].name} died: {self._stderr_tail(dead[0])}")
 
     def _rollout_due(self, at_deadline: bool) -> bool:
+        """At its time; by default once every device settled, waiting past the deadline (a slow machine)
+        for up to the rollout timeout before rolling out to whoever enrolled."""
         plan = self.options.rollout
         if plan is None or self.rollout_start is not None:
             return False
         if plan.at is not None:
             return time.time() >= self.start_at + plan.at or at_deadline
-        latest = [w.latest for w in self.workers]
-        settled = sum(p.get("enrolled", 0) + p.get("enroll_failed", 0) for p in latest)
-        return settled >= self.options.devices or at_deadline
+        if self.enrolled_after is not None or self._settled() >= self.options.devices:
+            return True
+        if at_deadline and self._gave_up_waiting is None:
+            self._gave_up_waiting = time.time() + self.options.rollout_timeout
+        return self._gave_up_waiting is not None and time.time() >= self._gave_up_waiting
+
+    def _settled(self) -> int:
+        return sum(w.latest.get("enrolled", 0) + w.latest.get("enroll_failed", 0) for w in self.workers)
 
     def _rollout_pending(self) -> bool:
         if self.options.rollout is None:
             return False
         if self.rollout_start is None:
-            return True  # due at the deadline at the latest
+            return True  # due once enrollment settles, or a rollout timeout after the deadline
         acked = sum(w.latest.get("rollout_acked", 0) for w in self.workers)
         started = self.rollout_start["started_at"]
         return acked < self.rollout_start["devices"] and time.time() < started + self.options.rollout_timeout
@@ -204,7 +222,10 @@ class LoadRun:
     def _tick(self) -> None:
         now = time.time()
         point = self.watch.sample(now, now - self.start_at) if self.watch else None
+        self._sample_fleet(now)
         latest = [w.latest for w in self.workers]
+        if self.enrolled_after is None and self._settled() >= self.options.devices:
+            self.enrolled_after = now - self.start_at
         self.show({
             "elapsed": now - self.start_at, "duration": self.options.duration, "devices": self.options.devices,
             "enrolled": sum(p.get("enrolled", 0) for p in latest),
@@ -215,6 +236,12 @@ class LoadRun:
             "rollout_devices": self.rollout_start["devices"] if self.rollout_start else None,
             "server_cpu": point["cpu"] if point else None, "server_rss": point["rss"] if point else None,
         })
+
+    def _sample_fleet(self, now: float) -> None:
+        points = [p for p in (w.sample(now, now - self.start_at) for w in self.fleet_watch) if p]
+        if points:
+            self.fleet_samples.append({"t": now - self.start_at, "cpu": sum(p["cpu"] for p in points),
+                                       "rss": sum(p["rss"] for p in points)})
 
     def _finish(self, target: dict[str, Any], before: Any) -> dict[str, Any]:
         for worker in self.workers:
@@ -235,11 +262,16 @@ class LoadRun:
         finals = [w.final for w in self.workers]
         report: dict[str, Any] = {
             "mdmsim_load": summary.REPORT_VERSION, "options": self.options.public(),
-            "target": {"url": target["url"], "own_server": target["own_server"]},
+            "target": {"url": target["url"], "own_server": target["own_server"], "sync_policy": self.sync_policy},
             "started_at": self.start_at, "elapsed": elapsed, **summary.merge_finals(finals),
             "timeline": summary.merge_timeline(self.timeline, self.start_at),
         }
         summary.add_rates(report, elapsed)
+        report["enrollment"]["completed_after"] = self.enrolled_after
+        report["fleet"]["samples"] = self.fleet_samples
+        if self.fleet_samples:  # CPU as a fraction of one core, summed over the workers
+            report["fleet"]["cpu_avg"] = sum(w.summary().get("cpu_avg", 0.0) for w in self.fleet_watch)
+            report["fleet"]["rss_max"] = max(s["rss"] for s in self.fleet_samples)
         report["rollout"] = (summary.rollout_figures(finals, self.rollout_start)
                              if self.rollout_start else None)
         server: dict[str, Any] = self.watch.summary() if self.watch else {}

@@ -152,12 +152,11 @@ class ParentLink(LineReceiver):
 
     def connectionLost(self, reason: Any = None) -> None:
         # stdin closed (the parent died), or stdout flushed and closed after the final report.
-        from twisted.internet import reactor
-
-        if self.worker_ref and not self.worker_ref[0].stopped:
-            self.worker_ref[0].stop()
-        if reactor.running:
-            reactor.stop()
+        worker = self.worker_ref[0]
+        if not worker.stopped:
+            worker.stop()
+        if worker.reactor.running:
+            worker.reactor.stop()
 
 
 def _rss_bytes() -> int:
