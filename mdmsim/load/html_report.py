@@ -14,6 +14,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # no display: render to SVG only
 import matplotlib.pyplot as plt  # noqa: E402 (the backend must be chosen first)
+from matplotlib import ticker  # noqa: E402
 
 STYLE = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1100px;color:#222}
 table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:.25em .6em;text-align:right}
@@ -79,8 +80,12 @@ def _latency_plot(timeline: list[dict[str, Any]]) -> str:
     for key in ("p50", "p95", "p99"):
         axes.plot(t, [p[key] * 1000 for p in timeline], label=key)
     axes.set_xlabel("seconds since start")
-    axes.set_ylabel("ms")
-    axes.set_yscale("symlog", linthresh=1.0)
+    axes.set_ylabel("ms (log scale)")
+    axes.set_yscale("log")
+    plain = ticker.FuncFormatter(lambda value, _: f"{value:g}")
+    axes.yaxis.set_major_formatter(plain)
+    axes.yaxis.set_minor_formatter(plain)
+    axes.grid(True, which="major", color="#ddd")
     axes.legend(loc="upper left")
     return _svg(figure)
 
