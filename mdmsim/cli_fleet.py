@@ -29,6 +29,8 @@ def _mix_text(mix) -> str:
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("fleet", help="run simulated devices against an MDM server",
                                    description=__doc__)
+    parser.add_argument("--server", help="the server's base URL (e.g. https://localhost:8443); --enroll-url may "
+                                          "then be a path on it. Devices use the URLs in their enrollment profile")
     parser.add_argument("--enroll-url", required=True,
                         help="where each device downloads its enrollment profile (e.g. the URL "
                              "`mdmsim serve` prints: https://localhost:8443/mdm/enroll?token=...)")
@@ -55,6 +57,8 @@ def run(args: argparse.Namespace) -> int:
     console = Console(stderr=True)
     spec = FleetSpec(args.devices, seed=args.seed, os_mix=args.os_mix, kinds=args.kinds)
     push = PushLinkClient()
+    if args.server and args.enroll_url.startswith("/"):
+        args.enroll_url = args.server.rstrip("/") + args.enroll_url
     if args.push_link != "none":
         host, _, port = args.push_link.rpartition(":")
         reactor.connectTCP(host, int(port), push)
