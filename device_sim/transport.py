@@ -43,7 +43,7 @@ class MemoryTransport:
 
     def __init__(self, site: Any, clock: Any, server_chain: tuple[x509.Certificate, ...], *,
                  latency: float = 0.0) -> None:
-        self.http = MemoryHTTP(site)
+        self.http = MemoryHTTP(site, keep_alive=True)  # no TLS here: one channel serves every device
         self.clock = clock
         self.server_chain = server_chain  # leaf first: what the server would present in its handshake
         self.latency = latency
