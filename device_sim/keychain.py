@@ -178,6 +178,7 @@ class Keychain:
         # Verified paths by leaf and p12 chain, with the window in which every certificate on them is valid;
         # readiness asks again on every change, and path building is the costly part. Cleared when certs move.
         self._paths: dict[tuple[bytes, ...], tuple[datetime, datetime, x509.Certificate]] = {}
+        self._roots: tuple[x509.Certificate, ...] | None = None  # trusted_roots(), until certificates move
 
     # --- profile installs and removals -------------------------------------------------------------------
 
@@ -195,11 +196,13 @@ class Keychain:
         """A root installed by a profile: trusted for TLS and S/MIME chains (MDM-installed, SPEC 5)."""
         self._certificates.append(StoredCertificate(certificate, profile_identifier, True))
         self._paths.clear()
+        self._roots = None
 
     def add_intermediate(self, certificate: x509.Certificate, profile_identifier: str) -> None:
         """A CA or other certificate a profile installed that is not a root: used to build chains only."""
         self._certificates.append(StoredCertificate(certificate, profile_identifier, False))
         self._paths.clear()
+        self._roots = None
 
     def remove_profile(self, profile_identifier: str, *, keep_encryption_keys: bool) -> tuple[Identity, ...]:
         """Drop everything `profile_identifier` installed; return the identities that left.
@@ -215,6 +218,7 @@ class Keychain:
         self._certificates = [item for item in self._certificates
                               if item.profile_identifier != profile_identifier]
         self._paths.clear()
+        self._roots = None
         return leaving
 
     def _archive_key(self, identity: Identity) -> None:
@@ -259,6 +263,11 @@ class Keychain:
 
     def trusted_roots(self) -> tuple[x509.Certificate, ...]:
         """Roots installed by profiles, then the built-in store; each certificate once."""
+        if self._roots is None:
+            self._roots = self._collect_roots()
+        return self._roots
+
+    def _collect_roots(self) -> tuple[x509.Certificate, ...]:
         seen: set[bytes] = set()
         out = []
         for certificate in [item.certificate for item in self._certificates if item.trusted_root] + list(
