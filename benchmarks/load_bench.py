@@ -84,14 +84,19 @@ def throughput(args: argparse.Namespace) -> list[str]:
 
 def rollout(args: argparse.Namespace) -> list[str]:
     devices = args.rollout_devices
+    realism = Realism(keep_alive=args.rollout_keep_alive, timeout=120.0)
     options = LoadOptions(devices=devices, duration=args.rollout_ramp + 10, ramp=args.rollout_ramp,
+                          processes=args.rollout_processes, realism=realism,
                           rollout=RolloutPlan.parse("exchange"), rollout_timeout=600)
-    print(f"  rollout to {devices} devices ...", flush=True)
-    report = run(options, "rollout", args.keep)
+    how = (f"{args.rollout_processes} fleet process(es), "
+           f"{'keep-alive' if args.rollout_keep_alive else 'a new TLS connection per request'}")
+    print(f"  rollout to {devices} devices, {how} ...", flush=True)
+    report = run(options, f"rollout-{args.rollout_processes}p{'-keepalive' if args.rollout_keep_alive else ''}",
+                 args.keep)
     r = report["rollout"]
     t, ack, checkin = r["time_to"], r["push_to_ack"], r["push_to_checkin"]
     return [
-        f"### Rollout: one Exchange profile with a PKCS#12 identity to {devices} enrolled devices",
+        f"### Rollout: one Exchange profile with a PKCS#12 identity to {devices} enrolled devices ({how})",
         f"- enrollment: {report['enrollment']['enrolled']}/{devices} in "
         f"{report['enrollment']['completed_after'] or float('nan'):.0f} s (ramp {args.rollout_ramp:g} s), "
         f"{report['enrollment']['failed']} failed",
@@ -146,6 +151,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=40.0, help="throughput: measured seconds per mode")
     parser.add_argument("--rollout-devices", type=int, default=10_000)
     parser.add_argument("--rollout-ramp", type=float, default=90.0)
+    parser.add_argument("--rollout-processes", type=int, default=1, help="rollout: fleet worker processes")
+    parser.add_argument("--rollout-keep-alive", action="store_true", help="rollout: keep TLS connections")
     parser.add_argument("--idle-devices", type=int, default=50_000)
     parser.add_argument("--idle-ramp", type=float, default=300.0)
     parser.add_argument("--idle-seconds", type=float, default=600.0)

@@ -158,6 +158,9 @@ def run(args: argparse.Namespace) -> int:
     except (LoadError, RolloutError) as exc:
         console.print(f"mdmsim load: {exc}", highlight=False, markup=False)
         return EXIT_ERROR
+    except KeyboardInterrupt:  # the children were stopped on the way out
+        console.print("mdmsim load: interrupted; no report", highlight=False)
+        return EXIT_ERROR
     verdicts = evaluate(args.threshold, flat_metrics(report))
     report["thresholds"] = [verdict.to_json() for verdict in verdicts]
     _write(report, args)

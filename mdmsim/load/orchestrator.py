@@ -317,8 +317,12 @@ class LoadRun:
             child.buffer += data
             *lines, child.buffer = child.buffer.split(b"\n")
             for line in lines:
-                if line.strip():
-                    self._message(child, json.loads(line))
+                try:
+                    message = json.loads(line) if line.strip() else None
+                except ValueError:  # a stray print in a child: not ours to interpret
+                    message = None
+                if isinstance(message, dict):
+                    self._message(child, message)
 
     def _message(self, child: Child, message: dict[str, Any]) -> None:
         kind = message.get("type")
