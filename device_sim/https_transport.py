@@ -26,6 +26,7 @@ from .effects import SendRequest
 from .transport import Reply, TransportError
 
 MAX_RESPONSE = 16 * 1024 * 1024  # an MDM command (a profile with certificates) is far smaller
+IDLE_REUSE = 20.0  # seconds a kept-alive connection may sit idle and still be reused (twisted.web closes at 30)
 
 
 @implementer(IOpenSSLClientConnectionCreator)
@@ -51,7 +52,9 @@ class _HTTPClient(Protocol):
         self.waiting: defer.Deferred[Reply] | None = None
         self.closed = False
         self.keep = False  # the server did not ask to close after this answer
-        self._answered = False  # any response byte seen: a failure after it is not a TLS trust failure
+        self.answered = False  # any response byte seen: a failure after it is not a TLS trust failure
+        self.reused = False  # taken from the keep-alive pool
+        self.idle_since = 0.0
 
     def connectionMade(self) -> None:
         connected = self.factory.connected
@@ -62,6 +65,7 @@ class _HTTPClient(Protocol):
 
     def request(self, head: bytes, body: bytes) -> defer.Deferred[Reply]:
         self.buffer.clear()
+        self.answered = False
         self.waiting = defer.Deferred(canceller=self._cancel)
         self.transport.write(head + body)
         return self.waiting
@@ -72,7 +76,7 @@ class _HTTPClient(Protocol):
         self.transport.abortConnection()
 
     def dataReceived(self, data: bytes) -> None:
-        self._answered = True
+        self.answered = True
         self.buffer += data
         if len(self.buffer) > MAX_RESPONSE:
             self._fail(TransportError(f"response larger than {MAX_RESPONSE} bytes"))
@@ -123,7 +127,7 @@ class _HTTPClient(Protocol):
                 waiting, self.waiting = self.waiting, None
                 waiting.callback(reply)
                 return
-        untrusted = not self._answered and reason is not None and reason.check(SSL.Error) is not None
+        untrusted = not self.answered and reason is not None and reason.check(SSL.Error) is not None
         message = reason.getErrorMessage() if reason is not None else "connection lost"
         self._fail(TransportError(f"no response: {message}", untrusted=untrusted))
 
@@ -187,7 +191,9 @@ class HTTPSTransport:
         host, port = parts.hostname or "", parts.port or 443
         key = (host, port, self._trust_key(roots))
         head = _request_head(request, parts, keep_alive=self.keep_alive)
-        d = self._connection(key, roots).addCallback(self._exchange, key, head, request.body)
+        pooled = self._pooled(key)
+        d = defer.succeed(pooled) if pooled is not None else self._connect(key, roots)
+        d.addCallback(self._exchange, key, roots, head, request.body)
         return d.addTimeout(self.timeout, self.reactor).addErrback(self._failed)
 
     def _trust_key(self, roots: tuple[x509.Certificate, ...]) -> tuple[bytes, ...]:
@@ -204,12 +210,18 @@ class HTTPSTransport:
                 client.transport.loseConnection()
         self._idle.clear()
 
-    def _connection(self, key: tuple[Any, ...], roots: tuple[x509.Certificate, ...]) -> defer.Deferred:
-        idle = self._idle.get(key)
+    def _pooled(self, key: tuple[Any, ...]) -> _HTTPClient | None:
+        """A kept-alive connection idle for less than IDLE_REUSE (servers close theirs after ~30 s)."""
+        idle, now = self._idle.get(key), self.reactor.seconds()
         while idle:
             client = idle.pop()
-            if not client.closed:
-                return defer.succeed(client)
+            if not client.closed and now - client.idle_since < IDLE_REUSE:
+                client.reused = True
+                return client
+            client.transport.loseConnection()
+        return None
+
+    def _connect(self, key: tuple[Any, ...], roots: tuple[x509.Certificate, ...]) -> defer.Deferred:
         host, port = key[0], key[1]
         creator = self._creators.get(key)
         if creator is None:
@@ -236,21 +248,26 @@ class HTTPSTransport:
                 self._addresses[(host, port)] = info[0][4][:2]
         return self._addresses[(host, port)]
 
-    def _exchange(self, client: _HTTPClient, key: tuple[Any, ...], head: bytes, body: bytes
-                  ) -> defer.Deferred[Reply]:
+    def _exchange(self, client: _HTTPClient, key: tuple[Any, ...], roots: tuple[x509.Certificate, ...],
+                  head: bytes, body: bytes) -> defer.Deferred[Reply]:
         def done(reply: Reply) -> Reply:
             if self.resume_sessions:
                 session = client.transport.getHandle().get_session()
                 if session is not None:
                     self._creators[key].session = session
             if self.keep_alive and client.keep and not client.closed:
+                client.idle_since = self.reactor.seconds()
                 self._idle.setdefault(key, []).append(client)
             else:
                 client.transport.loseConnection()
             return reply
 
-        def failed(failure: Failure) -> Failure:
+        def failed(failure: Failure) -> Any:
             client.transport.abortConnection()
+            if client.reused and not client.answered and failure.check(TransportError):
+                # The server closed a kept-alive connection as we reused it: once more on a new one (PUT is
+                # idempotent; HTTP clients do the same).
+                return self._connect(key, roots).addCallback(self._exchange, key, roots, head, body)
             return failure
 
         return client.request(head, body).addCallbacks(done, failed)

@@ -9,9 +9,16 @@ import json
 import random
 
 import pytest
+import pytest_twisted
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from OpenSSL.SSL import _lib
 
+from device_sim.effects import SendRequest
+from device_sim.https_transport import HTTPSTransport
+from device_sim.transport import TransportError
+from mdm_server.app import MDMServer, ServerConfig
+from mdm_server.ca import CertificateAuthority
 from mdmsim import cli
 from mdmsim.load import histograms as h
 from mdmsim.load import summary
@@ -317,3 +324,37 @@ def test_histogram_values_are_kept_within_range():
         stats.record(value, ok=True)
     latency = stats.summary()["latency"]
     assert latency["count"] == 4 and latency["max"] == pytest.approx(3600, rel=1e-3)
+
+
+# The fleet's HTTPS client over real TLS on loopback --------------------------------------------------------
+
+
+@pytest_twisted.inlineCallbacks
+def test_https_transport_keep_alive_resumes_and_retries_a_connection_the_server_closed(tmp_path):
+    from twisted.internet import reactor  # pytest-twisted's reactor: this test really uses sockets
+
+    server = MDMServer(ServerConfig(data_dir=tmp_path / "data", listen="ssl:0:interface=127.0.0.1",
+                                    push_link=None, server_names=("127.0.0.1",), in_memory=True), clock=reactor)
+    yield server.listen(reactor)
+    transport = HTTPSTransport(reactor, keep_alive=True)
+    request = SendRequest(1, f"{server.url}/mdm/connect", "application/x-apple-aspen-mdm", b"not a plist",
+                          "not a signature", "Idle")
+    try:
+        first = yield transport.send(request, (server.ca.certificate,))
+        assert first.status == 400 and b"Mdm-Signature" in first.body  # refused, but answered over TLS
+        (pool,) = transport._idle.values()
+        (client,) = pool  # the connection waits in the pool
+        client.transport.loseConnection()  # as if the server closed it just as it was reused...
+        second = yield transport.send(request, (server.ca.certificate,))  # ...before the client noticed
+        assert second.status == 400 and client.reused and client.closed
+        (fresh,) = pool
+        assert fresh is not client and not fresh.reused
+        session = fresh.transport.getHandle()
+        assert _lib.SSL_session_reused(session._ssl) == 1  # TLS resumed the first connection's session
+        stranger = CertificateAuthority.create("another CA", now=server.now()).certificate
+        refused = yield transport.send(request, (stranger,)).addCallbacks(lambda reply: reply,
+                                                                          lambda failure: failure.value)
+        assert isinstance(refused, TransportError) and refused.untrusted
+    finally:
+        transport.close()
+        yield server.stop()
