@@ -7,6 +7,7 @@ UNENROLLED (checked out). Inputs are grouped by caller: runner (responses, pushe
 from __future__ import annotations
 
 import hashlib
+import random
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -82,7 +83,8 @@ class DeviceMachine:
         self.push_token = hashlib.sha256(f"{seed}:{facts.index}:push-token".encode()).digest()
         magic = hashlib.sha256(f"{seed}:{facts.index}:magic".encode()).digest()[:16]
         self.push_magic = str(uuid.UUID(bytes=magic)).upper()
-        self._rng = device_rng(seed, facts.index, "behaviour")
+        self._seed = seed
+        self._random: random.Random | None = None  # drawn from only when answering commands: made lazily
         self._next_id = 0
         self._pending: _Pending | None = None
         self._in_session = False
@@ -92,6 +94,12 @@ class DeviceMachine:
         self._wakes: list[tuple[float, str]] = []
         self._signed: tuple[bytes, str] | None = None  # (body, signature) of the last Idle report
         self._idle_body: bytes | None = None
+
+    @property
+    def _rng(self) -> random.Random:
+        if self._random is None:  # 2.9 KB of Mersenne Twister state a device may never need
+            self._random = device_rng(self._seed, self.facts.index, "behaviour")
+        return self._random
 
     # Inputs from the runner -------------------------------------------------------------------------
 

@@ -38,8 +38,8 @@ DATABASE_FILE = "mdmsim.sqlite3"
 @dataclass
 class ServerConfig:
     data_dir: Path = Path("mdmsim-data")
-    listen: str = "ssl:8443:interface=127.0.0.1"
-    push_link: str | None = "tcp:8444:interface=127.0.0.1"
+    listen: str = "ssl:8443:interface=127.0.0.1:backlog=1024"
+    push_link: str | None = "tcp:8444:interface=127.0.0.1:backlog=1024"
     server_names: tuple[str, ...] = ("localhost", "127.0.0.1")
     public_url: str | None = None  # what devices are told to use; default https://<first name>:<port>
     admin_user: str = "admin"

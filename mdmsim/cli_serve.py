@@ -30,10 +30,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("serve", help="run the MDM server", description=__doc__)
     parser.add_argument("--data-dir", type=Path, default=Path("mdmsim-data"),
                         help="where the CA, TLS files, server.json and the SQLite database live")
-    parser.add_argument("--listen", default="ssl:8443:interface=127.0.0.1",
+    parser.add_argument("--listen", default="ssl:8443:interface=127.0.0.1:backlog=1024",
                         help="Twisted endpoint for devices and the admin API; ssl: uses our CA-issued "
                              "certificate, tcp: serves plain HTTP behind a TLS proxy")
-    parser.add_argument("--push-link", default="tcp:8444:interface=127.0.0.1",
+    parser.add_argument("--push-link", default="tcp:8444:interface=127.0.0.1:backlog=1024",
                         help="Twisted endpoint where fleet processes connect for pushes ('none' to disable)")
     parser.add_argument("--public-url", help="base URL devices are told to use (default https://localhost:PORT)")
     parser.add_argument("--admin-user", default="admin", help="admin API user name")
