@@ -81,13 +81,13 @@ class Fleet:
                  reuse_signatures: bool = False) -> None:
         self.spec, self.clock, self.transport, self.push = spec, clock, transport, push
         self.observer = observer
-        self._behaviour_for = behaviour_for or (lambda facts: spec.behaviour)
+        self.behaviour_for = behaviour_for or (lambda facts: spec.behaviour)  # per-device faults
         self.reuse_signatures = reuse_signatures  # virtual-time worlds: sign each distinct body once
         self.runners: list[DeviceRunner] = []
 
     def add(self, index: int) -> DeviceRunner:
         facts = self.spec.facts(index)
-        behaviour = self._behaviour_for(facts)
+        behaviour = self.behaviour_for(facts)
         if self.reuse_signatures:
             behaviour = replace(behaviour, reuse_signatures=True)
         machine = DeviceMachine(facts, seed=self.spec.seed, behaviour=behaviour)

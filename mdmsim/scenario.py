@@ -121,7 +121,7 @@ class Scenario:
         timeline: list[tuple[float, str]] = []
         world = RealWorld(self.fleet_spec(seed), self.world_options(seed), reactor, factor=factor)
         if self.behaviour_for is not None:
-            world.fleet._behaviour_for = self.behaviour_for
+            world.fleet.behaviour_for = self.behaviour_for
         yield world.start()
         try:
             context = Context(world, timeline)
@@ -143,7 +143,7 @@ class Scenario:
         options = world_options or self.world_options(seed)
         world = World(spec, options)
         if self.behaviour_for is not None:
-            world.fleet._behaviour_for = self.behaviour_for
+            world.fleet.behaviour_for = self.behaviour_for
         return Context(world, timeline)
 
 
