@@ -383,6 +383,8 @@ def _die_with_parent() -> None:
 class ServerProcess:
     """`mdmsim serve` on loopback ports, optionally under `py-spy record`; SIGTERM stops it cleanly."""
 
+    started: list[ServerProcess] = []  # every one this process started: stopped again however the run ends
+
     def __init__(self, data_dir: Path, ports: tuple[int, int], *, profile_to: Path | None = None,
                  pin: bool = True, backlog: int | None = None) -> None:
         self.data_dir, self.ports, self.profile_to, self.pin = data_dir, ports, profile_to, pin
@@ -401,6 +403,7 @@ class ServerProcess:
             spy = str(Path(sys.executable).parent / "py-spy")
             command = [spy, "record", "--rate", "200", "--nonblocking", "--full-filenames", "--format", "raw",
                        "--output", str(self.profile_to), "--", *command]
+        ServerProcess.started.append(self)
         with open(self.log, "wb") as log:
             self.process = subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
                                             stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent)
@@ -421,6 +424,11 @@ class ServerProcess:
         password = json.loads((self.data_dir / "server.json").read_text())["admin_password"]
         return {"enroll_url": urls[0].strip(), "url": f"https://127.0.0.1:{listen}", "push_port": link,
                 "password": password, "ca_file": str(self.data_dir / "ca.pem")}
+
+    def log_tail(self, lines: int = 8) -> str:
+        with contextlib.suppress(OSError):
+            return " | ".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+        return ""
 
     def _find_pid(self) -> bool:
         if self.profile_to is None:
@@ -576,7 +584,7 @@ class FleetRun:
                 reached = self.observer.sessions_reach(target)
                 answer, admin_cpu = yield threads.deferToThread(push_all)
                 totals["pushed"] += sum(1 for v in answer["results"].values() if v.get("pushed"))
-                yield reached.addTimeout(round_timeout, self.reactor)
+                yield reached.addTimeout(round_timeout, self.reactor).addErrback(self._stalled, target)
                 totals.update(usage.since(fleet_cpu_excluded=admin_cpu))
                 totals.update(usage.tcp_since())
                 totals["sessions"] += len(ids)
@@ -584,6 +592,12 @@ class FleetRun:
             return _checkin_figures(totals, rounds, keep_alive)
 
         return run()
+
+    def _stalled(self, failure: Any, target: int) -> None:
+        messages = {name: (stats.count, stats.errors) for name, stats in self.observer.inner.messages.items()}
+        raise RuntimeError(f"push round stalled: {self.observer.inner.sessions} of {target} sessions; requests "
+                           f"(count, errors) {messages}; pushes delivered {self.push.delivered}; "
+                           f"{failure.getErrorMessage()}; server log ends: {self.server.log_tail()}")
 
     def close(self) -> None:
         self.link.disconnect()
@@ -675,14 +689,30 @@ def cprofile_summary(profiler: cProfile.Profile, top: int = 15) -> dict[str, Any
 
 
 def server_runs(reactor: Any, args: argparse.Namespace, workdir: Path) -> Any:
+    """The measured runs (one per listen backlog), then the profiled one."""
     from twisted.internet import defer
 
     @defer.inlineCallbacks
-    def measured(backlog: int | None):
+    def both():
+        out = {"measured": []}
+        for backlog in args.backlogs:
+            out["measured"].append((yield measured_run(reactor, args, workdir, backlog)))
+        if args.profile_devices:
+            out["profile"] = yield profiled_run(reactor, args, workdir)
+        return out
+
+    return both()
+
+
+def measured_run(reactor: Any, args: argparse.Namespace, workdir: Path, backlog: int | None) -> Any:
+    """Enroll the fleet, then push rounds with a new TLS connection per session and with keep-alive."""
+    from twisted.internet import defer
+
+    @defer.inlineCallbacks
+    def run_it():
         name = f"measured-{backlog or 'default'}"
         server = ServerProcess(workdir / name, (free_port(), free_port()), pin=args.pin, backlog=backlog)
-        info = server.start()
-        run = FleetRun(reactor, server, info, args.devices, seed=3)
+        run = FleetRun(reactor, server, server.start(), args.devices, seed=3)
         try:
             yield _link_up(reactor, run)
             enrollment = yield run.enroll(args.window, args.timeout)
@@ -694,10 +724,17 @@ def server_runs(reactor: Any, args: argparse.Namespace, workdir: Path) -> Any:
         return {"listen_backlog": backlog or "Twisted default (50)", "enrollment": enrollment,
                 "checkins": [fresh, kept]}
 
+    return run_it()
+
+
+def profiled_run(reactor: Any, args: argparse.Namespace, workdir: Path) -> Any:
+    """Enrollment under py-spy; then, on a second server process with the same data and ports (also under
+    py-spy), push rounds with the fleet under cProfile: each phase gets its own server profile."""
+    from twisted.internet import defer
+
     @defer.inlineCallbacks
-    def profiled():
-        data_dir, ports = workdir / "profiled", (free_port(), free_port())
-        backlog = args.backlogs[-1]
+    def run_it():
+        data_dir, ports, backlog = workdir / "profiled", (free_port(), free_port()), args.backlogs[-1]
         server = ServerProcess(data_dir, ports, profile_to=workdir / "spy-enroll.txt", pin=args.pin, backlog=backlog)
         run = FleetRun(reactor, server, server.start(), args.profile_devices, seed=11)
         try:
@@ -705,15 +742,15 @@ def server_runs(reactor: Any, args: argparse.Namespace, workdir: Path) -> Any:
             yield run.enroll(args.window, args.timeout)
         finally:
             run.link.disconnect()
+            yield _until(reactor, lambda: run.push._link is None, "the push link did not close")
             server.stop()
-        # Same data and ports, a new profiled process: the enrolled fleet re-attaches and checks in there.
         server = run.server = ServerProcess(data_dir, ports, profile_to=workdir / "spy-checkin.txt", pin=args.pin,
                                             backlog=backlog)
-        run.info = server.start()
-        run.link = reactor.connectTCP("127.0.0.1", ports[1], run.push)
+        run.info, previous = server.start(), run.push._link
+        run.link = reactor.connectTCP("127.0.0.1", ports[1], run.push)  # re-attaches every device
         profiler = cProfile.Profile(time.process_time)  # CPU, not wall: waiting in epoll is not work
         try:
-            yield _link_up(reactor, run)
+            yield _link_up(reactor, run, previous=previous)
             profiler.enable()
             yield run.checkins(args.profile_rounds, args.round_timeout, keep_alive=False)
             profiler.disable()
@@ -724,28 +761,30 @@ def server_runs(reactor: Any, args: argparse.Namespace, workdir: Path) -> Any:
                 "server_checkins": spy_summary(workdir / "spy-checkin.txt"),
                 "fleet_checkins_cprofile": cprofile_summary(profiler)}
 
-    @defer.inlineCallbacks
-    def both():
-        out = {"measured": []}
-        for backlog in args.backlogs:
-            out["measured"].append((yield measured(backlog)))
-        if args.profile_devices:
-            out["profile"] = yield profiled()
-        return out
-
-    return both()
+    return run_it()
 
 
-def _link_up(reactor: Any, run: FleetRun, timeout: float = 30.0) -> Any:
-    """Fires once the push link is connected (devices registered before then are attached on connect)."""
+def _link_up(reactor: Any, run: FleetRun, *, previous: Any = None) -> Any:
+    """Fires once a push link other than `previous` is connected, plus a moment for the server to read the
+    Attach lines sent on connect: a push to a token the server has not seen yet is refused as BadDeviceToken."""
+    from twisted.internet import task
+
+    def connected() -> bool:
+        return run.push._link is not None and run.push._link is not previous
+
+    d = _until(reactor, connected, "the push link did not connect")
+    return d.addCallback(lambda _: task.deferLater(reactor, 0.5, lambda: None))
+
+
+def _until(reactor: Any, condition: Any, failure: str, timeout: float = 30.0) -> Any:
     from twisted.internet import defer, task
 
     @defer.inlineCallbacks
     def wait():
         deadline = time.time() + timeout
-        while run.push._link is None:
+        while not condition():
             if time.time() > deadline:
-                raise RuntimeError("the push link did not connect")
+                raise RuntimeError(failure)
             yield task.deferLater(reactor, 0.05, lambda: None)
 
     return wait()
@@ -763,14 +802,20 @@ def run_servers(args: argparse.Namespace) -> dict[str, Any]:
             reactor.stop()
 
         reactor.callWhenRunning(lambda: server_runs(reactor, args, Path(workdir)).addBoth(finish))
-        reactor.run()
-    value = outcome.get("value")
+        try:
+            reactor.run()  # Ctrl-C or SIGTERM stop it too
+        finally:
+            for server in ServerProcess.started:
+                server.stop()
+    if "value" not in outcome:
+        raise RuntimeError("interrupted before the server runs finished")
+    value = outcome["value"]
     if hasattr(value, "getTraceback"):
         raise RuntimeError(value.getTraceback())
     return value
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--memory-sizes", default="5000,20000", help="fleet sizes for (a), comma-separated")
     parser.add_argument("--traced-devices", type=int, default=2000, help="devices in the tracemalloc run")
@@ -791,7 +836,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="also write the figures here")
     parser.add_argument("--memory-child", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--traced", action="store_true", help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     if args.memory_child:
         print(json.dumps(memory_child(args.memory_child, args.traced, args.generators)))
         return 0
