@@ -827,8 +827,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--profile-rounds", type=int, default=4)
     parser.add_argument("--timeout", type=float, default=600.0, help="bound on one enrollment run, seconds")
     parser.add_argument("--round-timeout", type=float, default=120.0, help="bound on one push round, seconds")
-    parser.add_argument("--backlogs", default="0,1024", type=lambda text: [int(n) or None for n in text.split(",")],
-                        help="server listen backlogs to measure, comma-separated (0: Twisted's default of 50)")
+    parser.add_argument("--backlogs", default="1024", type=lambda text: [int(n) or None for n in text.split(",")],
+                        help="server listen backlogs to measure, comma-separated (0: Twisted's own default of 50, "
+                             "which a push to a whole fleet overflows)")
     parser.add_argument("--pin", action="store_true",
                         help="pin the server to CPU 0 and the fleet to CPU 1 (on a shared machine, other load on "
                              "a pinned core then stalls it)")
