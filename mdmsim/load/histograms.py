@@ -1,7 +1,6 @@
 """Latency statistics that merge exactly across worker processes: HdrHistogram per message type.
 
-Workers ship histograms encoded (HdrHistogram's compressed form); the parent decodes and adds them, so merged
-percentiles are those of all the samples together, never an average of per-process percentiles.
+Workers ship them encoded; the parent adds them, so percentiles are of all samples, never averaged.
 """
 
 from __future__ import annotations

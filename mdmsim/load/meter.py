@@ -1,5 +1,4 @@
-"""What a fleet worker measures: requests per message type, errors by kind, throughput per second, and the
-push-to-check-in and push-to-Acknowledged times of each device during a rollout.
+"""What a fleet worker measures: requests per message type, errors by kind, throughput, rollout milestones.
 
 `LoadRunner` is a DeviceRunner with think time and push timestamps; `MeteredTransport` classifies failures.
 """

@@ -1,5 +1,4 @@
-"""Runs a load test: our server in its own process (or any target), K fleet worker processes, the rollout,
-the server watch and live progress; returns the merged report.
+"""Runs a load test: our server (or any target), K fleet worker processes, the rollout, the server watch.
 
 Blocking by design: it only reads child pipes (select with a timeout), samples /proc and makes a few API calls.
 """

@@ -1,7 +1,6 @@
 """Rolling a profile out to the fleet's label through the server's admin API, and the sync policy for it.
 
-A setting (an id, or a JSON file to create it) goes through Apply to Label (V2: manual label of the enrolled
-devices, apply, force check-in); a .mobileconfig or the built-in `exchange` profile goes as InstallProfile (V1).
+A setting (id or JSON file) goes by Apply to Label (V2); a .mobileconfig or `exchange` by InstallProfile (V1).
 """
 
 from __future__ import annotations

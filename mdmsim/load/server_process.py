@@ -1,7 +1,6 @@
 """Our MDM server as a load target: its own process (and core), ports picked by the system, one ready line.
 
-Run as `python -m mdmsim.load.server_process '<JSON>'`; prints {"url", "push_link", "enroll_url", ...} once
-listening, then serves until SIGTERM or stdin closes (so it never outlives the load run that started it).
+`python -m mdmsim.load.server_process '<JSON>'`; serves until SIGTERM or stdin closes (its parent died).
 """
 
 from __future__ import annotations

@@ -1,7 +1,6 @@
 """Pass/fail thresholds over a load run's figures, k6 style: `checkin.p95<200ms`, `errors.count==0`.
 
-A threshold names a flat metric of the JSON report (see `flat_metrics`), an operator and a value with an
-optional unit (ms, s, m for durations in seconds; % for ratios; KB, MB, GB for bytes).
+METRIC OP VALUE[UNIT]: a flat metric of the report (`flat_metrics`); units ms, s, m, %, /s, KB, MB, GB.
 """
 
 from __future__ import annotations

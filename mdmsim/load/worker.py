@@ -1,7 +1,6 @@
 """A fleet worker process: runs its share of the devices on its own reactor and core, reports on stdout.
 
-Protocol: one JSON object per line. Out: `ready`, `progress` (each second), `final`. In (stdin): `start` and
-`rollout` (each with a wall-clock time), `stop`. Run as `python -m mdmsim.load.worker '<config JSON>'`.
+JSON lines out: `ready`, `progress` (each second), `final`; in (stdin): `start`, `rollout` (with times), `stop`.
 """
 
 from __future__ import annotations
