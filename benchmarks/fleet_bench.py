@@ -258,7 +258,8 @@ def components(machines: list[DeviceMachine], sample: int = 6) -> dict[str, Any]
     shared = {key for key in mine if key in others}
     parts = [("keychain (identity, CA certificate, path cache)", machine.profiles.keychain),
              ("installed profile (payload dictionaries, PKCS#12 and CA bytes)", machine.profiles._profiles),
-             ("facts (hardware, names, ids)", machine.facts), ("behaviour rng (random.Random)", machine._rng),
+             ("facts (hardware, names, ids)", machine.facts),
+             ("behaviour rng (random.Random)", _rng_if_made(machine)),
              ("readiness and user choices", (machine.readiness, machine.choices)),
              ("enrollment (URLs, topic)", machine.enrollment),
              ("push token and magic", (machine.push_token, machine.push_magic)),
@@ -273,6 +274,11 @@ def components(machines: list[DeviceMachine], sample: int = 6) -> dict[str, Any]
         sys.getsizeof(obj) for obj in rest.values())
     out["raw payload bytes kept (PayloadContent, Password)"] = raw_payload_bytes(machine)
     return out
+
+
+def _rng_if_made(machine: DeviceMachine) -> Any:
+    """The machine's behaviour RNG without creating it (newer machines make it on first use)."""
+    return machine.__dict__.get("_random", machine.__dict__.get("_rng"))
 
 
 def raw_payload_bytes(machine: DeviceMachine) -> int:
