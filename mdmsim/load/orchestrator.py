@@ -110,14 +110,14 @@ class LoadRun:
         self.enrolled_after: float | None = None  # seconds from the start until every device settled
         self.sync_policy: str | None = None
         self._gave_up_waiting: float | None = None  # when a rollout stops waiting for enrollment
-        self.admin: AdminHTTP | None = None
+        self.target: dict[str, Any] = {}  # url, enroll_url, push_link, admin credentials, ca_pem
         self.start_at = 0.0
 
     # The run ---------------------------------------------------------------------------------------------
 
     def run(self) -> dict[str, Any]:
         try:
-            target = self._target()
+            self.target = target = self._target()
             before = self._scrape()
             if self.options.sync_interval is not None:
                 self.sync_policy = set_sync_interval(self._admin(), self.options.sync_interval, self.run_id)
@@ -148,8 +148,9 @@ class LoadRun:
         return {**ready, "own_server": True}
 
     def _admin(self) -> AdminHTTP:
-        return AdminHTTP(self._origin, self._target_info.get("admin_user"),
-                         self._target_info.get("admin_password"), self._target_info.get("ca_pem"))
+        target = self.target
+        return AdminHTTP(target["url"], target.get("admin_user"), target.get("admin_password"),
+                         target.get("ca_pem"))
 
     def _start_workers(self, target: dict[str, Any]) -> None:
         base = WorkerConfig(0, self.options.processes, self.options.devices, self.options.seed,
@@ -355,19 +356,6 @@ class LoadRun:
         self.selector.close()
 
     # The target's admin API and metrics ------------------------------------------------------------------
-
-    @property
-    def _target_info(self) -> dict[str, Any]:
-        if self.server is not None:
-            return self.server.ready
-        return {"admin_user": self.options.admin_user, "admin_password": self.options.admin_password,
-                "ca_pem": self.options.ca_file}
-
-    @property
-    def _origin(self) -> str:
-        if self.server is not None:
-            return self.server.ready["url"]
-        return "{0.scheme}://{0.netloc}".format(urlsplit(self.options.target))
 
     def _scrape(self) -> Any:
         if not self.options.metrics:
