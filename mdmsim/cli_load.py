@@ -88,7 +88,8 @@ def _target_arguments(parser: argparse.ArgumentParser) -> None:
     target = parser.add_argument_group("the target (default: our own server, started on loopback)")
     target.add_argument("--target", metavar="URL",
                         help="enrollment profile URL of any MDM server speaking the protocol (e.g. what `mdmsim "
-                             "serve` prints: https://localhost:8443/mdm/enroll?token=...)")
+                             "serve` prints: https://localhost:8443/mdm/enroll?token=...); devices get pushes only "
+                             "through an mdmsim push link (--push-link): elsewhere use --checkin-interval")
     target.add_argument("--push-link", help="HOST:PORT of the target's push link (mdmsim servers)")
     target.add_argument("--admin-user", default="admin", help="the target's admin API user (rollout)")
     target.add_argument("--admin-password", default=os.environ.get("MDMSIM_ADMIN_PASSWORD"),
