@@ -29,8 +29,9 @@ class IdentityVerifier:
         self.roots = list(roots)
         self._now = now
         self._chained: set[str] = set()  # fingerprints of certificates already chained to our CA
-        # digest of (header, body) → (identity, signer): a device re-sending a signed body it sent before
-        self._verified: OrderedDict[bytes, tuple[DeviceIdentity, x509.Certificate]] = OrderedDict()
+        # digest of (header, body) → (identity, validity window): a device re-sending a body it signed before.
+        # The window, not the certificate: 100,000 parsed certificates would hold ~160 MB.
+        self._verified: OrderedDict[bytes, tuple[DeviceIdentity, datetime, datetime]] = OrderedDict()
 
     def verify(self, header: str | bytes | None, body: bytes) -> DeviceIdentity:
         if header is None:
@@ -39,11 +40,12 @@ class IdentityVerifier:
         digest = hashlib.sha256(len(raw).to_bytes(4, "big") + raw + body).digest()
         cached = self._verified.get(digest)
         if cached is not None:
-            _check_validity(cached[1], self._now())
+            identity, not_before, not_after = cached
+            _check_window(identity.subject, not_before, not_after, self._now())
             self._verified.move_to_end(digest)
-            return cached[0]
+            return identity
         identity, signer = self._verify(raw, body)
-        self._verified[digest] = (identity, signer)
+        self._verified[digest] = (identity, signer.not_valid_before_utc, signer.not_valid_after_utc)
         if len(self._verified) > MAX_CACHED_REQUESTS:
             self._verified.popitem(last=False)
         return identity
@@ -64,9 +66,11 @@ class IdentityVerifier:
 
 
 def _check_validity(certificate: x509.Certificate, moment: datetime) -> None:
+    _check_window(certificate.subject.rfc4514_string(), certificate.not_valid_before_utc,
+                  certificate.not_valid_after_utc, moment)
+
+
+def _check_window(subject: str, not_before: datetime, not_after: datetime, moment: datetime) -> None:
     moment = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-    if not certificate.not_valid_before_utc <= moment <= certificate.not_valid_after_utc:
-        raise SignatureError(
-            f"identity certificate {certificate.subject.rfc4514_string()} "
-            f"is not valid at {moment.isoformat()}"
-        )
+    if not not_before <= moment <= not_after:
+        raise SignatureError(f"identity certificate {subject} is not valid at {moment.isoformat()}")
