@@ -9,20 +9,27 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
+from hdrh.histogram import HdrHistogram
+
 from . import effects as fx
 
 
 @dataclass
 class MessageStats:
+    """Counts and a bounded latency histogram (1 µs to 1 h, 3 significant digits): long runs stay small."""
+
     count: int = 0
     errors: int = 0
-    latencies: list[float] = field(default_factory=list)
+    latencies: HdrHistogram = field(default_factory=lambda: HdrHistogram(1, 3_600_000_000, 3))
+
+    def record(self, seconds: float) -> None:
+        self.latencies.record_value(min(3_600_000_000, max(1, round(seconds * 1e6))))
 
     def percentile(self, fraction: float) -> float:
-        if not self.latencies:
+        """Seconds; 0 for a message type never timed."""
+        if not self.latencies.get_total_count():
             return 0.0
-        ordered = sorted(self.latencies)
-        return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+        return self.latencies.get_value_at_percentile(fraction * 100) / 1e6
 
 
 @dataclass
@@ -46,7 +53,7 @@ class FleetObserver:
     def request_done(self, runner: Any, message: str, sent_at: float, status: int | None) -> None:
         stats = self.messages[message.split(":")[0] if ":" in message else message]
         stats.count += 1
-        stats.latencies.append(runner.now() - sent_at)
+        stats.record(runner.now() - sent_at)
         if status is None or not 200 <= status < 300:
             stats.errors += 1
 
