@@ -39,6 +39,7 @@ class EnrollResource(resource.Resource):
         user = request.args.get(b"user", [b""])[0].decode("utf-8", "replace") or None
         if user is not None and not (0 < len(user) <= 128):
             request.setResponseCode(400)
+            request.setHeader("content-type", "text/plain; charset=utf-8")
             return b"user id must be 1 to 128 characters\n"
         enrollment = build_enrollment(
             self.authority, server_url=self.server_url, topic=self.topic, now=self.now(), user_id=user
