@@ -115,7 +115,8 @@ def rollout(args: argparse.Namespace) -> list[str]:
 
 def idle(args: argparse.Namespace) -> list[str]:
     devices = args.idle_devices
-    options = LoadOptions(devices=devices, duration=3 * args.idle_ramp + args.idle_seconds, ramp=args.idle_ramp,
+    # --duration only caps the run: enrollment on a shared machine took 3.4x the ramp once (and cut the idle part).
+    options = LoadOptions(devices=devices, duration=10 * args.idle_ramp + args.idle_seconds, ramp=args.idle_ramp,
                           after_enrollment=args.idle_seconds, sync_interval=3600.0, realism=Realism(timeout=60.0))
     print(f"  {devices} devices idling ...", flush=True)
     report = run(options, "idle", args.keep)
