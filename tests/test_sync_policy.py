@@ -126,7 +126,7 @@ def test_ten_thousand_devices_on_an_hour_are_spread_over_the_hour():
 def test_each_device_keeps_its_slot_and_never_fires_early():
     clock = HeapClock(0.0)
     fired: list[tuple[float, str]] = []
-    scheduler = SpreadWakeScheduler(clock, lambda ids: fired.extend((clock.seconds(), d) for d in ids))
+    scheduler = SpreadWakeScheduler(clock, lambda ids: fired.extend((clock.seconds(), d) for d in ids), bucket=60)
     scheduler.start()
     scheduler.set_interval("device-a", 600)
     due = next_wake_time("device-a", 600, 0.0)

@@ -16,7 +16,7 @@ from .docstore import DocumentStore
 POLICY_KIND = "sync_policy"
 DEFAULT_POLICY_ID = "default"
 DEFAULT_INTERVAL = 4 * 3600.0  # seconds; EPMM's default sync policy syncs iOS devices every 240 minutes
-MIN_INTERVAL = 60.0  # one wake-up bucket (sync_schedule.DEFAULT_BUCKET): shorter would not be honoured
+MIN_INTERVAL = 60.0  # one minute: the shortest interval offered (well above a wake-up bucket)
 MAX_INTERVAL = 30 * 86400.0
 
 

@@ -15,7 +15,8 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-DEFAULT_BUCKET = 60.0  # seconds: wake-ups due within one bucket go out together
+DEFAULT_BUCKET = 10.0  # seconds: wake-ups due within one bucket go out together (60 s made
+# bursts of ~850 devices a minute at 50,000 devices; 10 s spreads them six times finer for 6 timers a minute)
 Wake = Callable[[list[str]], Any]  # push these devices now (Waker.push_now)
 
 
