@@ -110,7 +110,7 @@ class SignedDataInfo:
     @property
     def signer_fingerprint(self) -> str:
         """SHA-256 of the signer certificate, lowercase hex: what an enrollment binds to (DESIGN 7)."""
-        return self.signer.fingerprint(hashes.SHA256()).hex()
+        return _fingerprint(self.signer)
 
 
 # --- signing -------------------------------------------------------------------------------------------
@@ -216,14 +216,46 @@ def _single_signer(signed: SignedData) -> SignerInfo:
     return signed.signer_infos[0]
 
 
+# A device embeds the same certificate in every request: parse it (and derive its key and fingerprint) once.
+# Certificates are immutable; the memo is bounded and simply starts over when full.
+MAX_MEMO_CERTIFICATES = 20_000
+_certificates: dict[bytes, x509.Certificate] = {}
+_derived: dict[int, tuple[x509.Certificate, object, str]] = {}  # id(certificate) → (it, public key, fingerprint)
+
+
 def _load_certificates(raw_certificates: Sequence[bytes]) -> list[x509.Certificate]:
     certificates = []
     for raw in raw_certificates:
-        try:
-            certificates.append(x509.load_der_x509_certificate(raw))
-        except (ValueError, x509.InvalidVersion) as exc:
-            raise SignatureError(f"an embedded certificate is malformed: {exc}") from None
+        certificate = _certificates.get(raw)
+        if certificate is None:
+            try:
+                certificate = x509.load_der_x509_certificate(raw)
+            except (ValueError, x509.InvalidVersion) as exc:
+                raise SignatureError(f"an embedded certificate is malformed: {exc}") from None
+            if len(_certificates) >= MAX_MEMO_CERTIFICATES:
+                _certificates.clear()
+                _derived.clear()
+            _certificates[raw] = certificate
+        certificates.append(certificate)
     return certificates
+
+
+def _derive(certificate: x509.Certificate) -> tuple[x509.Certificate, object, str]:
+    derived = _derived.get(id(certificate))
+    if derived is None or derived[0] is not certificate:
+        try:
+            key = certificate.public_key()
+        except (ValueError, UnsupportedAlgorithm) as exc:
+            raise SignatureError(f"the signer's public key is unusable: {exc}") from None
+        derived = (certificate, key, certificate.fingerprint(hashes.SHA256()).hex())
+        if len(_derived) >= MAX_MEMO_CERTIFICATES:
+            _derived.clear()
+        _derived[id(certificate)] = derived
+    return derived
+
+
+def _fingerprint(certificate: x509.Certificate) -> str:
+    return _derive(certificate)[2]
 
 
 def _find_signer(
@@ -247,10 +279,7 @@ def _find_signer(
 
 
 def _public_key(certificate: x509.Certificate) -> object:
-    try:
-        return certificate.public_key()
-    except (ValueError, UnsupportedAlgorithm) as exc:
-        raise SignatureError(f"the signer's public key is unusable: {exc}") from None
+    return _derive(certificate)[1]
 
 
 def _subject_key_identifier(certificate: x509.Certificate) -> bytes | None:
