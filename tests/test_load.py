@@ -150,7 +150,9 @@ def test_realism_switches_and_apply_to_label(tmp_path):
     assert report["commands"]["InstallProfile:NotNow"] > 0
     assert 0 < rollout["acknowledged"] <= 40 - offline
     assert report["commands"]["InstallProfile:Acknowledged"] >= rollout["acknowledged"]
-    assert rollout["push_to_checkin"]["p50"] >= 0.05  # the APNs simulation held each push 50 ms
+    # push→check-in runs from the push reaching the device (the APNs delay is before that) to the Idle
+    # answered, so it holds at least the 10 ms of think time; it is not anchored at the server's push.
+    assert rollout["push_to_checkin"]["p50"] >= 0.01
 
 
 def test_an_unreachable_target_is_an_error_exit_2(tmp_path):
