@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from urllib.parse import urlencode, urlsplit
 
 from rich.console import Console
 
@@ -19,7 +18,7 @@ from device_sim.report import fleet_json, readiness_rows, readiness_table
 from device_sim.stats import FleetObserver
 
 from .durations import parse_duration
-from .enroll_fetch import fetch_enrollment
+from .enroll_fetch import fetch_enrollment, with_user
 
 
 def _mix_text(mix) -> str:
@@ -69,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
 
     def enroll(index: int) -> None:
         runner = fleet.add(index)
-        url = _with_user(args.enroll_url, runner.machine.facts.user.user_id)
+        url = with_user(args.enroll_url, runner.machine.facts.user.user_id)
         d = fetch_enrollment(reactor, url)
         d.addCallbacks(runner.install_enrollment,
                        lambda failure: failures.append(f"{index}: {failure.getErrorMessage()}"))
@@ -96,8 +95,4 @@ def run(args: argparse.Namespace) -> int:
     ok = observer.enrolled == spec.count and not failures
     return 0 if ok else 1
 
-
-def _with_user(url: str, user: str) -> str:
-    separator = "&" if urlsplit(url).query else "?"
-    return f"{url}{separator}{urlencode({'user': user})}"
 

@@ -6,6 +6,7 @@ iOS lets a user download a profile from an untrusted site (with a warning); its 
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlencode, urlsplit
 
 from twisted.internet import ssl
 from twisted.web.client import Agent, readBody
@@ -31,3 +32,9 @@ def fetch_enrollment(reactor: Any, url: str):
         return readBody(response)
 
     return agent.request(b"GET", url.encode()).addCallback(body)
+
+
+def with_user(url: str, user: str) -> str:
+    """The enrollment URL for one user's device (`?user=` binds the enrollment to that user)."""
+    separator = "&" if urlsplit(url).query else "?"
+    return f"{url}{separator}{urlencode({'user': user})}"

@@ -7,10 +7,13 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+from .contracts import AdminError
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS admin_documents (
@@ -74,3 +77,13 @@ class DocumentStore:
 
     def close(self) -> None:
         self._db.close()
+
+
+def document_id(body: Any) -> str:
+    """The id an admin gave a new label or policy in its JSON body, or a fresh one; ids become URL parts."""
+    value = body.get("id")
+    if value is None:
+        return str(uuid.uuid4())
+    if not isinstance(value, str) or not value or "/" in value:
+        raise AdminError("id must be a non-empty string without '/'")
+    return value

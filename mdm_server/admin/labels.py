@@ -6,7 +6,6 @@ Filter membership is recomputed when a label changes and, per device, whenever i
 from __future__ import annotations
 
 import fnmatch
-import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
@@ -18,7 +17,7 @@ from mdm_protocol.osversion import OSVersion
 from ..storage.interface import Device, EnrollmentState
 from .contracts import AdminError
 from .device_kind import DeviceFacts, DeviceKind, Inventory, Ownership, parse_ownership
-from .docstore import DocumentStore
+from .docstore import DocumentStore, document_id
 
 LABEL_KIND = "label"
 MAX_NAME = 128
@@ -159,19 +158,11 @@ class Label:
             raise AdminError("a filter label has criteria, not a device list")
         criteria = None if manual else Criteria.from_json(body.get("criteria") or {})
         return cls(
-            label_id or _label_id(body), name.strip(), label_type, description,
+            label_id or document_id(body), name.strip(), label_type, description,
             frozenset(_strings(body, "deviceUuids")) if manual else frozenset(), criteria, sentry,
             frozenset(_strings(body, "settingIds")),
         )
 
-
-def _label_id(body: Mapping[str, Any]) -> str:
-    value = body.get("id")
-    if value is None:
-        return str(uuid.uuid4())
-    if not isinstance(value, str) or not value or "/" in value:
-        raise AdminError("id must be a non-empty string without '/'")
-    return value
 
 
 class LabelBook:

@@ -4,14 +4,13 @@ applied to any of its labels, else the default policy (every 4 hours, EPMM's def
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
 from .contracts import AdminError
-from .docstore import DocumentStore
+from .docstore import DocumentStore, document_id
 
 POLICY_KIND = "sync_policy"
 DEFAULT_POLICY_ID = "default"
@@ -71,16 +70,8 @@ class SyncPolicy:
         labels = body.get("labelIds", [])
         if not isinstance(labels, list) or not all(isinstance(item, str) and item for item in labels):
             raise AdminError("labelIds must be a list of label ids")
-        return cls(policy_id or _policy_id(body), name.strip(), status, priority, interval, frozenset(labels))
+        return cls(policy_id or document_id(body), name.strip(), status, priority, interval, frozenset(labels))
 
-
-def _policy_id(body: Mapping[str, Any]) -> str:
-    value = body.get("id")
-    if value is None:
-        return str(uuid.uuid4())
-    if not isinstance(value, str) or not value or "/" in value:
-        raise AdminError("id must be a non-empty string without '/'")
-    return value
 
 
 DEFAULT_POLICY = SyncPolicy(

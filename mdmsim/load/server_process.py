@@ -17,6 +17,8 @@ from twisted.internet.protocol import Protocol
 
 from mdm_server.app import MDMServer, ServerConfig
 
+from .profiling import run_profiled
+
 
 class _ParentWatch(Protocol):
     def __init__(self, reactor: Any) -> None:
@@ -25,19 +27,6 @@ class _ParentWatch(Protocol):
     def connectionLost(self, reason: Any = None) -> None:
         if self.reactor.running:
             self.reactor.stop()
-
-
-def _profiled(run: Any, name: str) -> None:
-    """With MDMSIM_PROFILE_DIR set, run under cProfile and leave <dir>/<name>.prof (benchmarks read it)."""
-    directory = os.environ.get("MDMSIM_PROFILE_DIR")
-    if not directory:
-        run()
-        return
-    import cProfile
-
-    profiler = cProfile.Profile()
-    profiler.runcall(run)
-    profiler.dump_stats(os.path.join(directory, f"{name}.prof"))
 
 
 def main(argv: list[str]) -> int:
@@ -69,7 +58,7 @@ def main(argv: list[str]) -> int:
     signal.signal(signal.SIGTERM, lambda *_: reactor.callFromThread(reactor.stop))
     reactor.callWhenRunning(lambda: server.listen(reactor).addCallbacks(started, failed))
     reactor.addSystemEventTrigger("before", "shutdown", server.stop)
-    _profiled(lambda: reactor.run(installSignalHandlers=False), "server")
+    run_profiled(lambda: reactor.run(installSignalHandlers=False), "server")
     return 0
 
 

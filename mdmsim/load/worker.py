@@ -13,7 +13,6 @@ import resource
 import sys
 from dataclasses import replace
 from typing import Any
-from urllib.parse import urlencode, urlsplit
 
 from twisted.internet import defer, stdio
 from twisted.protocols.basic import LineReceiver
@@ -22,10 +21,11 @@ from device_sim.fleet import FleetSpec
 from device_sim.https_transport import HTTPSTransport
 from device_sim.machine import Behaviour, DeviceMachine
 from device_sim.push_link_client import PushLinkClient
-from mdmsim.enroll_fetch import fetch_enrollment
+from mdmsim.enroll_fetch import fetch_enrollment, with_user
 
 from .config import WorkerConfig
 from .meter import LoadObserver, LoadRunner, MeteredTransport
+from .profiling import run_profiled
 
 
 class FleetWorker:
@@ -84,7 +84,7 @@ class FleetWorker:
         runner.online = not self.config.offline(index)
         self.runners.append(runner)
         started = self.reactor.seconds()
-        d = fetch_enrollment(self.reactor, _with_user(self.config.enroll_url, facts.user.user_id))
+        d = fetch_enrollment(self.reactor, with_user(self.config.enroll_url, facts.user.user_id))
         d.addTimeout(self.config.realism.timeout, self.reactor)
 
         def installed(profile: bytes) -> None:
@@ -166,23 +166,6 @@ def _rss_bytes() -> int:
         return 0
 
 
-def _with_user(url: str, user: str) -> str:
-    separator = "&" if urlsplit(url).query else "?"
-    return f"{url}{separator}{urlencode({'user': user})}"
-
-
-def _profiled(run: Any, name: str) -> None:
-    """With MDMSIM_PROFILE_DIR set, run under cProfile and leave <dir>/<name>.prof (benchmarks read it)."""
-    directory = os.environ.get("MDMSIM_PROFILE_DIR")
-    if not directory:
-        run()
-        return
-    import cProfile
-
-    profiler = cProfile.Profile()
-    profiler.runcall(run)
-    profiler.dump_stats(os.path.join(directory, f"{name}.prof"))
-
 
 def main(argv: list[str]) -> int:
     from twisted.internet import reactor  # a worker owns its process: the real reactor is the point
@@ -199,7 +182,7 @@ def main(argv: list[str]) -> int:
     worker.finished = io.loseConnection  # flushes what is written, then connectionLost stops the reactor
     worker_ref.append(worker)
     reactor.callWhenRunning(worker.ready)
-    _profiled(reactor.run, f"worker-{config.worker}")
+    run_profiled(reactor.run, f"worker-{config.worker}")
     return 0
 
 
