@@ -38,7 +38,7 @@ class AdminModel:
         self.clock = server.clock
 
     def api(self, v1: AdminAPI, server: Any) -> JsonAPI:
-        authorise = v1._authorise
+        authorise = v1.authorise  # HTTP Basic against the admin credentials
         settings = AdminSettingsAPI(
             self.settings, self.users, self.identities, authorise=authorise,
             on_setting_changed=self.labels.on_setting_changed,
