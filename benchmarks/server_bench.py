@@ -84,14 +84,15 @@ def raw_request(body: bytes, signature: str) -> bytes:
 # The server: its own process, pinned to one core, listening on port 0 --------------------------------------
 
 
-def serve(data_dir: Path, ready, profile_path: str | None) -> None:
+def serve(data_dir: Path, ready, profile_path: str | None, lean: bool = True) -> None:
     os.sched_setaffinity(0, {SERVER_CPU})
     # Sync wake-ups push the bench devices, whose tokens no APNs simulation knows: one warning each.
     logging.disable(logging.WARNING)
     from twisted.internet import reactor
 
     profiler = cProfile.Profile() if profile_path else None
-    config = ServerConfig(data_dir=data_dir, listen="ssl:0:interface=127.0.0.1", push_link=None)
+    config = ServerConfig(data_dir=data_dir, listen="ssl:0:interface=127.0.0.1", push_link=None,
+                          lean_device_http=lean)
     server = MDMServer(config, clock=reactor)
     server.listen(reactor).addCallback(lambda ports: ready.send(ports[0].getHost().port))
     if profiler:
@@ -202,7 +203,7 @@ def run_tls(args: argparse.Namespace, data_dir: Path, fleet: list[tuple]) -> lis
     spawn = multiprocessing.get_context("spawn")
     ready, ready_child = spawn.Pipe()
     profile_path = str(data_dir / "server.prof") if args.profile else None
-    server = spawn.Process(target=serve, args=(data_dir, ready_child, profile_path))
+    server = spawn.Process(target=serve, args=(data_dir, ready_child, profile_path, not args.web_only))
     server.start()
     try:
         if not ready.poll(60):
@@ -353,6 +354,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--queue-devices", type=int, default=10_000, help="devices for the queue benchmark")
     parser.add_argument("--skip-tls", action="store_true", help="run only the queue benchmark")
     parser.add_argument("--profile", action="store_true", help="cProfile the server; print where time goes")
+    parser.add_argument("--web-only", action="store_true",
+                        help="serve device check-ins through twisted.web, not the lean device channel (A/B)")
     args = parser.parse_args(argv)
     print(f"{machine()}; {datetime.now(UTC):%Y-%m-%d}")
     if not args.skip_tls:

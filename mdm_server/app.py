@@ -27,6 +27,7 @@ from .storage.sqlite import SQLiteStorage
 from .wakeups import Waker
 from .web.admin_api import AdminAPI
 from .web.device import DeviceEndpoint
+from .web.device_channel import DeviceChannelFactory
 from .web.enroll import EnrollResource
 from .web.metrics import MetricsResource
 from .web.site import DEFAULT_BODY_LIMIT, make_site
@@ -48,6 +49,7 @@ class ServerConfig:
     in_memory: bool = False  # MemoryStorage instead of the SQLite file (tests, scenarios)
     key_type: str = "ec"  # CA and TLS keys: EC P-256 (default) or RSA-2048
     apns: dict[str, Any] = field(default_factory=dict)  # APNsSimulation options: delay, jitter, drop_rate
+    lean_device_http: bool = True  # device check-ins on the lean channel; False: all through twisted.web
 
     def server_url(self) -> str:
         if self.public_url:
@@ -80,6 +82,10 @@ class MDMServer:
         self.admin.start()
         self.root = self._root()
         self.site = make_site(self.root, body_limit=config.body_limit, reactor=clock)
+        self.http = self.site
+        if config.lean_device_http:
+            self.http = DeviceChannelFactory(self.site, self.device_endpoint, clock=clock,
+                                             body_limit=config.body_limit)
         self.ports: list[Any] = []
 
     def now(self) -> datetime:
@@ -91,7 +97,7 @@ class MDMServer:
         return SQLiteStorage(self.config.data_dir / DATABASE_FILE)
 
     def _root(self) -> resource.Resource:
-        endpoint = DeviceEndpoint(self.service, self.verifier)
+        self.device_endpoint = endpoint = DeviceEndpoint(self.service, self.verifier)
         mdm = resource.Resource()
         mdm.putChild(b"checkin", endpoint)
         mdm.putChild(b"connect", endpoint)
@@ -112,7 +118,7 @@ class MDMServer:
     def listen(self, reactor: Any):
         tls = self.tls
         options = server_options(tls.certificate_pem, tls.private_key_pem, tls.ca_certificate_pem)
-        port = yield listen_endpoint(reactor, self.config.listen, self.site, options)
+        port = yield listen_endpoint(reactor, self.config.listen, self.http, options)
         self.ports.append(port)
         if not self.config.public_url:
             # With port 0 the system picks the port: profiles must carry the real one.

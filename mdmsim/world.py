@@ -77,7 +77,7 @@ class World(EnrollingWorld):
         self.server = MDMServer(self.options.server_config(push_link=None), clock=self.clock)
         if self.options.untrusted_server:
             self.server.tls = foreign_tls(self.server.config.server_names, self.server.now())
-        self.transport = MemoryTransport(self.server.site, self.clock, presented_chain(self.server.tls))
+        self.transport = MemoryTransport(self.server.http, self.clock, presented_chain(self.server.tls))
         self.admin_http = self.transport.http
         self.observer = FleetObserver()
         self.fleet = Fleet(spec, clock=self.clock, transport=self.transport,

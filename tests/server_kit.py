@@ -44,7 +44,7 @@ class SignedDevice:
             self.certificate, self.key = self.server.ca.issue_device_identity(
                 f"device {self.udid[:8]}", self.server.now()
             )
-        self.http = MemoryHTTP(self.server.site)
+        self.http = MemoryHTTP(self.server.http)
         self.token = self.token or hashlib.sha256(self.udid.encode()).digest()
         self.push_magic = self.push_magic or f"magic-{self.udid[:8]}"
 
@@ -106,7 +106,7 @@ class AdminClient:
     """The admin JSON API through the same in-memory HTTP channel, HTTP Basic with the server's password."""
 
     def __init__(self, server: MDMServer, *, user: str = "admin", password: str | None = None) -> None:
-        self.http = MemoryHTTP(server.site)
+        self.http = MemoryHTTP(server.http)
         password = server.admin_password if password is None else password
         self.authorization = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
 

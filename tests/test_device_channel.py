@@ -1,0 +1,219 @@
+"""The lean device channel: HTTP/1.1 framing of device check-ins, hand-off of everything else to twisted.web,
+answers identical to the twisted.web path, pipelining, idle timeout, and no crash on a failing service."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from server_kit import CHECKIN, CONNECT, SignedDevice, make_server
+from twisted.internet.testing import StringTransport
+
+from device_sim.memory_http import MemoryHTTP, parse_response
+from mdm_protocol.cms import mdm_signature
+from mdm_protocol.report import CommandReport, Status, encode_report
+from mdm_server.web.device_channel import DeviceChannelFactory
+from mdm_server.web.device_wire import MAX_HEAD, Route, parse_head
+
+LIMIT = 1024 * 1024
+
+
+def head(*lines: str, request: str = "PUT /mdm/connect HTTP/1.1") -> bytes:
+    return ("\r\n".join([request, *lines]) + "\r\n\r\n").encode("latin-1")
+
+
+# The framing, sans IO ---------------------------------------------------------------------------------------
+
+
+def test_a_device_put_is_framed_by_its_content_length():
+    raw = head("Host: x", "Content-Type: application/x-apple-aspen-mdm", "Mdm-Signature: abc", "Content-Length: 12")
+    parsed = parse_head(raw + b"x" * 12, LIMIT)
+    assert parsed.route is Route.DEVICE
+    assert (parsed.method, parsed.path, parsed.length, parsed.size) == (b"PUT", b"/mdm/connect", 12, len(raw))
+    assert parsed.header(b"mdm-signature") == "abc" and parsed.keep_alive
+
+
+def test_every_prefix_of_a_head_is_incomplete():
+    raw = head("Host: x", "Content-Length: 3")
+    assert all(parse_head(raw[:cut], LIMIT) is None for cut in range(len(raw)))
+    assert parse_head(raw, LIMIT) is not None
+
+
+@pytest.mark.parametrize(("lines", "request_line", "keep_alive"), [
+    ((), "PUT /mdm/checkin HTTP/1.1", True),
+    (("Connection: close",), "PUT /mdm/checkin HTTP/1.1", False),
+    ((), "PUT /mdm/checkin HTTP/1.0", False),
+    (("Connection: Keep-Alive",), "POST /mdm/checkin?x=1 HTTP/1.0", True),
+])
+def test_keep_alive_follows_the_http_version_and_connection_header(lines, request_line, keep_alive):
+    parsed = parse_head(head(*lines, request=request_line), LIMIT)
+    assert parsed.route is Route.DEVICE and parsed.keep_alive is keep_alive and parsed.length == 0
+
+
+@pytest.mark.parametrize("raw", [
+    head(request="GET /mdm/enroll HTTP/1.1"),
+    head(request="PUT /api/v1/commands HTTP/1.1"),
+    head(request="DELETE /mdm/connect HTTP/1.1"),
+    head("Transfer-Encoding: chunked"),
+    head("Expect: 100-continue", "Content-Length: 5"),
+    head(f"Content-Length: {LIMIT + 1}"),
+    head("Content-Length: -1"),
+    head("Content-Length: 5", "Content-Length: 6"),
+    head("Content-Type: a", " folded"),
+    head("Bad Header: x"),
+    head("no colon"),
+    head(request="PUT /mdm/connect HTTP/2.0"),
+    head(request="PUT  /mdm/connect HTTP/1.1"),
+    b"\x16\x03\x01" * (MAX_HEAD // 3 + 1),  # TLS bytes on a plain port: no blank line, ever
+], ids=["other-path", "admin-put", "method", "chunked", "expect", "over-cap", "negative-length", "two-lengths",
+        "obs-fold", "space-in-name", "no-colon", "http2", "double-space", "no-end"])
+def test_what_the_lean_path_does_not_own_goes_to_the_web(raw):
+    assert parse_head(raw, LIMIT).route is Route.WEB
+
+
+# The channel, in memory with the real server -----------------------------------------------------------------
+
+
+@pytest.fixture
+def server(tmp_path):
+    return make_server(tmp_path)
+
+
+@pytest.fixture
+def device(server):
+    device = SignedDevice(server, "channel-device-0001")
+    device.enroll()
+    return device
+
+
+def signed_idle(device: SignedDevice, *, close: bool = False) -> bytes:
+    body = encode_report(CommandReport(Status.IDLE, udid=device.udid))
+    lines = [f"Content-Type: {CONNECT}", f"Mdm-Signature: {mdm_signature(body, device.certificate, device.key)}",
+             f"Content-Length: {len(body)}"] + (["Connection: close"] if close else [])
+    return head("Host: localhost", *lines) + body
+
+
+def connect(factory):
+    transport = StringTransport()
+    channel = factory.buildProtocol(None)
+    channel.makeConnection(transport)
+    return channel, transport
+
+
+def responses(raw: bytes) -> list:
+    out = []
+    while raw:
+        response = parse_response(raw)
+        out.append(response)
+        head_end = raw.index(b"\r\n\r\n") + 4
+        raw = raw[head_end + len(response.body):]
+    return out
+
+
+def test_the_listening_factory_is_the_lean_channel_unless_turned_off(server, tmp_path):
+    assert isinstance(server.http, DeviceChannelFactory)
+    plain = make_server(tmp_path / "web", lean_device_http=False)
+    assert plain.http is plain.site
+
+
+def test_answers_match_the_twisted_web_path(server, device):
+    lean, web = MemoryHTTP(server.http), MemoryHTTP(server.site)
+    body = encode_report(CommandReport(Status.IDLE, udid=device.udid))
+    good = {"Content-Type": CONNECT, "Mdm-Signature": mdm_signature(body, device.certificate, device.key)}
+    cases = [
+        (body, good),
+        (body, {**good, "Content-Type": "text/plain"}),
+        (body, {"Content-Type": CONNECT}),
+        (b"<not a plist", {**good, "Mdm-Signature": mdm_signature(b"<not a plist", device.certificate, device.key)}),
+        (body + b" ", good),
+    ]
+    for payload, headers in cases:
+        ours, theirs = (http.request("PUT", "/mdm/connect", payload, headers) for http in (lean, web))
+        assert (ours.status, ours.body, ours.headers.get("content-type")) == (
+            theirs.status, theirs.body, theirs.headers.get("content-type"))
+    assert [case.status for case in (lean.request("PUT", "/mdm/connect", *c) for c in cases)] == [
+        200, 400, 400, 400, 400]
+
+
+def test_a_response_carries_date_and_length_and_keeps_the_connection(server, device):
+    channel, transport = connect(server.http)
+    channel.dataReceived(signed_idle(device))
+    raw = transport.value()
+    assert raw.startswith(b"HTTP/1.1 200 OK\r\n") and b"\r\nDate: " in raw and b"Content-Length: 0\r\n" in raw
+    assert not transport.disconnecting
+
+
+def test_connection_close_is_honoured(server, device):
+    channel, transport = connect(server.http)
+    channel.dataReceived(signed_idle(device, close=True))
+    assert b"Connection: close\r\n" in transport.value() and transport.disconnecting
+
+
+def test_pipelined_requests_are_answered_in_order(server, device):
+    channel, transport = connect(server.http)
+    before = server.service.metrics.latency["connect"].count if "connect" in server.service.metrics.latency else 0
+    channel.dataReceived(signed_idle(device) + signed_idle(device) + signed_idle(device))
+    assert [r.status for r in responses(transport.value())] == [200, 200, 200]
+    assert server.service.metrics.latency["connect"].count == before + 3
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(cuts=st.lists(st.integers(min_value=0, max_value=10_000), max_size=12))
+def test_any_split_of_the_byte_stream_gives_the_same_answers(server, device, cuts):
+    stream = signed_idle(device) + signed_idle(device)
+    channel, transport = connect(server.http)
+    points = sorted({cut % (len(stream) + 1) for cut in cuts})
+    for start, end in zip([0, *points], [*points, len(stream)], strict=True):
+        channel.dataReceived(stream[start:end])
+    assert [r.status for r in responses(transport.value())] == [200, 200]
+
+
+def test_a_later_non_device_request_hands_the_connection_to_twisted_web(server, device):
+    channel, transport = connect(server.http)
+    channel.dataReceived(signed_idle(device))
+    channel.dataReceived(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n")
+    first, second = responses(transport.value())
+    assert first.status == 200 and first.body == b""
+    assert second.status == 200 and b"mdmsim_" in second.body
+    channel.dataReceived(signed_idle(device))  # twisted.web serves the rest of this connection's requests
+    assert [r.status for r in responses(transport.value())] == [200, 200, 200]
+
+
+def test_an_oversized_body_is_refused_by_twisted_web_and_changes_nothing(server, device):
+    before = server.storage.get_device(device.udid)
+    channel, transport = connect(server.http)
+    channel.dataReceived(head(f"Content-Type: {CHECKIN}", f"Content-Length: {LIMIT + 1}", "Mdm-Signature: x"))
+    channel.dataReceived(b"\0" * (LIMIT + 1))
+    assert parse_response(transport.value()).status == 413
+    assert server.storage.get_device(device.udid) == before
+
+
+def test_a_silent_connection_times_out_but_a_reading_one_does_not(server, device):
+    channel, transport = connect(server.http)
+    server.clock.advance(20)
+    channel.dataReceived(signed_idle(device)[:50])  # a slow client still sending
+    server.clock.advance(20)
+    assert not transport.disconnecting
+    server.clock.advance(15)
+    assert transport.disconnecting
+
+
+def test_a_failing_service_is_a_500_and_the_server_carries_on(server, device, monkeypatch):
+    def broken(identity, body):
+        raise RuntimeError("storage exploded")
+
+    monkeypatch.setattr(server.service, "handle_command_report", broken)
+    channel, transport = connect(server.http)
+    channel.dataReceived(signed_idle(device))
+    assert parse_response(transport.value()).status == 500 and transport.disconnecting
+    monkeypatch.undo()
+    channel, transport = connect(server.http)
+    channel.dataReceived(signed_idle(device))
+    assert parse_response(transport.value()).status == 200
+
+
+def test_the_device_metrics_count_lean_requests(server, device):
+    before = server.service.metrics.latency["connect"].count if "connect" in server.service.metrics.latency else 0
+    channel, _ = connect(server.http)
+    channel.dataReceived(signed_idle(device))
+    assert server.service.metrics.latency["connect"].count == before + 1
