@@ -16,40 +16,37 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from OpenSSL import SSL
 from twisted.internet import defer, ssl
-from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
-from twisted.internet.protocol import ClientFactory, Protocol
-from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
-from zope.interface import implementer
 
 from .effects import SendRequest
+from .tls_link import ClientTLS, LinkFactory, TLSLink
 from .transport import Reply, TransportError
 
 MAX_RESPONSE = 16 * 1024 * 1024  # an MDM command (a profile with certificates) is far smaller
 IDLE_REUSE = 20.0  # seconds a kept-alive connection may sit idle and still be reused (twisted.web closes at 30)
 
 
-@implementer(IOpenSSLClientConnectionCreator)
-class _ResumingCreator:
-    """Twisted's verifying client TLS options, plus the last session offered for resumption (as iOS does)."""
+class _Request:
+    """One PUT in flight: the Deferred its sender waits on, its bytes, where it goes and its timer."""
 
-    def __init__(self, hostname: str, trust: Any) -> None:
-        self._inner = ssl.optionsForClientTLS(hostname, trustRoot=trust)
-        self.session: SSL.Session | None = None
+    __slots__ = ("result", "data", "key", "roots", "timer", "client", "connector")
 
-    def clientConnectionForTLS(self, tls_protocol: Any) -> SSL.Connection:
-        connection = self._inner.clientConnectionForTLS(tls_protocol)
-        if self.session is not None:
-            connection.set_session(self.session)
-        return connection
+    def __init__(self, data: bytes, key: tuple[Any, ...], roots: tuple[x509.Certificate, ...]) -> None:
+        self.result: defer.Deferred[Reply] = defer.Deferred()
+        self.data, self.key, self.roots = data, key, roots
+        self.timer: Any = None
+        self.client: _HTTPClient | None = None
+        self.connector: Any = None
 
 
-class _HTTPClient(Protocol):
-    """HTTP/1.1 over one connection: one request at a time, the answer framed by Content-Length or chunks."""
+class _HTTPClient:
+    """HTTP/1.1 over one TLS link: one request at a time, the answer framed by Content-Length or chunks."""
 
-    def __init__(self) -> None:
+    def __init__(self, owner: HTTPSTransport, request: _Request) -> None:
+        self.owner = owner
+        self.transport: TLSLink | None = None  # set by the link once TCP is up
         self.buffer = bytearray()
-        self.waiting: defer.Deferred[Reply] | None = None
+        self.waiting: _Request | None = request
         self.closed = False
         self.keep = False  # the server did not ask to close after this answer
         self.answered = False  # any response byte seen: a failure after it is not a TLS trust failure
@@ -57,23 +54,16 @@ class _HTTPClient(Protocol):
         self.idle_since = 0.0
 
     def connectionMade(self) -> None:
-        connected = self.factory.connected
-        if connected.called:  # the request timed out while connecting: nobody waits for this connection
+        if self.waiting is None:  # the request timed out while connecting: nobody waits for this connection
             self.transport.abortConnection()
         else:
-            connected.callback(self)
+            self.transport.write(self.waiting.data)  # leaves with the TLS client's Finished
 
-    def request(self, head: bytes, body: bytes) -> defer.Deferred[Reply]:
+    def send(self, request: _Request) -> None:
         self.buffer.clear()
         self.answered = False
-        self.waiting = defer.Deferred(canceller=self._cancel)
-        self.transport.write(head + body)
-        return self.waiting
-
-    def _cancel(self, waiting: defer.Deferred) -> None:
-        # A timeout: forget the request (the Deferred fails with CancelledError) and drop the connection.
-        self.waiting = None
-        self.transport.abortConnection()
+        self.waiting, request.client = request, self
+        self.transport.write(request.data)
 
     def dataReceived(self, data: bytes) -> None:
         self.answered = True
@@ -89,8 +79,8 @@ class _HTTPClient(Protocol):
             self.transport.abortConnection()
             return
         if reply is not None and self.waiting is not None:
-            waiting, self.waiting = self.waiting, None
-            waiting.callback(reply)
+            request, self.waiting = self.waiting, None
+            self.owner._answered(self, request, reply)
 
     def _parse(self) -> Reply | None:
         """The complete reply once it is all here; IndexError or ValueError when it is not HTTP."""
@@ -114,7 +104,7 @@ class _HTTPClient(Protocol):
         self.keep = False
         return Reply(status, bytes(rest)) if self.closed else None  # read until the server closes
 
-    def connectionLost(self, reason: Failure = None) -> None:
+    def connectionLost(self, reason: Failure | None = None) -> None:
         self.closed = True
         if self.waiting is None:
             return
@@ -124,8 +114,8 @@ class _HTTPClient(Protocol):
             except (IndexError, ValueError):
                 reply = None
             if reply is not None:
-                waiting, self.waiting = self.waiting, None
-                waiting.callback(reply)
+                request, self.waiting = self.waiting, None
+                self.owner._answered(self, request, reply)
                 return
         untrusted = not self.answered and reason is not None and reason.check(SSL.Error) is not None
         message = reason.getErrorMessage() if reason is not None else "connection lost"
@@ -133,8 +123,8 @@ class _HTTPClient(Protocol):
 
     def _fail(self, error: TransportError) -> None:
         if self.waiting is not None:
-            waiting, self.waiting = self.waiting, None
-            waiting.errback(Failure(error))
+            request, self.waiting = self.waiting, None
+            self.owner._lost(self, request, error)
 
 
 def _dechunk(data: bytes | bytearray) -> bytes | None:
@@ -154,22 +144,6 @@ def _dechunk(data: bytes | bytearray) -> bytes | None:
         position = start + size + 2
 
 
-class _ConnectFactory(ClientFactory):
-    """One connection attempt: `connected` fires with the protocol once TCP is up (TLS follows lazily)."""
-
-    def __init__(self) -> None:
-        self.connected: defer.Deferred[_HTTPClient] = defer.Deferred()
-
-    def buildProtocol(self, addr: Any) -> _HTTPClient:
-        client = _HTTPClient()
-        client.factory = self
-        return client
-
-    def clientConnectionFailed(self, connector: Any, reason: Failure) -> None:
-        if not self.connected.called:
-            self.connected.errback(reason)
-
-
 class HTTPSTransport:
     """One TLS client context per distinct trust store and server; a fleet trusting one CA shares it."""
 
@@ -177,24 +151,48 @@ class HTTPSTransport:
                  resume_sessions: bool = True) -> None:
         self.reactor, self.keep_alive, self.timeout = reactor, keep_alive, timeout
         self.resume_sessions = resume_sessions
-        self._creators: dict[tuple[Any, ...], _ResumingCreator] = {}
+        self._tls: dict[tuple[Any, ...], ClientTLS] = {}
         self._idle: dict[tuple[Any, ...], list[_HTTPClient]] = {}
         self._addresses: dict[tuple[str, int], tuple[str, int]] = {}
         self._trust_keys: dict[tuple[x509.Certificate, ...], tuple[bytes, ...]] = {}
+        self._targets: dict[tuple[str, str], tuple[str, int, bytes]] = {}  # (url, type) → host, port, head start
 
     def send(self, request: SendRequest, roots: tuple[x509.Certificate, ...]) -> defer.Deferred[Reply]:
-        parts = urlsplit(request.url)
-        if parts.scheme != "https":
-            return defer.fail(TransportError(f"iOS only talks to MDM over https, not {request.url}"))
+        try:
+            host, port, head = self._target(request.url, request.content_type)
+        except TransportError as exc:
+            return defer.fail(exc)
         if not roots:
             return defer.fail(TransportError("the device trusts no root certificate", untrusted=True))
-        host, port = parts.hostname or "", parts.port or 443
         key = (host, port, self._trust_key(roots))
-        head = _request_head(request, parts, keep_alive=self.keep_alive)
+        data = b"%sMdm-Signature: %s\r\nContent-Length: %d\r\n%s%s" % (
+            head, request.signature.encode("latin-1"), len(request.body), self._connection_header,
+            request.body)
+        exchange = _Request(data, key, roots)
+        exchange.timer = self.reactor.callLater(self.timeout, self._timed_out, exchange)
         pooled = self._pooled(key)
-        d = defer.succeed(pooled) if pooled is not None else self._connect(key, roots)
-        d.addCallback(self._exchange, key, roots, head, request.body)
-        return d.addTimeout(self.timeout, self.reactor).addErrback(self._failed)
+        if pooled is not None:
+            pooled.send(exchange)
+        else:
+            self._connect(exchange)
+        return exchange.result
+
+    @property
+    def _connection_header(self) -> bytes:
+        return b"Connection: keep-alive\r\n\r\n" if self.keep_alive else b"Connection: close\r\n\r\n"
+
+    def _target(self, url: str, content_type: str) -> tuple[str, int, bytes]:
+        # Every device of a fleet sends to the same few URLs: split each once.
+        target = self._targets.get((url, content_type))
+        if target is None:
+            parts = urlsplit(url)
+            if parts.scheme != "https":
+                raise TransportError(f"iOS only talks to MDM over https, not {url}")
+            path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+            head = f"PUT {path} HTTP/1.1\r\nHost: {parts.netloc}\r\nContent-Type: {content_type}\r\n"
+            target = (parts.hostname or "", parts.port or 443, head.encode("latin-1"))
+            self._targets[(url, content_type)] = target
+        return target
 
     def _trust_key(self, roots: tuple[x509.Certificate, ...]) -> tuple[bytes, ...]:
         # Certificates hash by their DER, so equal trust stores share an entry: no SHA-256 per request.
@@ -221,18 +219,21 @@ class HTTPSTransport:
             client.transport.loseConnection()
         return None
 
-    def _connect(self, key: tuple[Any, ...], roots: tuple[x509.Certificate, ...]) -> defer.Deferred:
-        host, port = key[0], key[1]
-        creator = self._creators.get(key)
-        if creator is None:
-            pem = [ssl.Certificate.loadPEM(r.public_bytes(serialization.Encoding.PEM)) for r in roots]
-            creator = self._creators[key] = _ResumingCreator(host, ssl.trustRootFromCertificates(pem))
-        address, address_port = self._resolve(host, port)
-        factory = _ConnectFactory()
-        # connectTCP with a TLS wrapper, not endpoints: connectProtocol builds a factory class per call.
-        self.reactor.connectTCP(address, address_port, TLSMemoryBIOFactory(creator, True, factory),
-                                timeout=self.timeout)
-        return factory.connected
+    def _connect(self, exchange: _Request) -> None:
+        host, port = exchange.key[0], exchange.key[1]
+        tls = self._tls.get(exchange.key)
+        if tls is None:
+            pem = [ssl.Certificate.loadPEM(r.public_bytes(serialization.Encoding.PEM)) for r in exchange.roots]
+            tls = self._tls[exchange.key] = ClientTLS(host, ssl.trustRootFromCertificates(pem))
+        try:
+            address, address_port = self._resolve(host, port)
+        except TransportError as exc:
+            self._finish(exchange, Failure(exc))
+            return
+        client = exchange.client = _HTTPClient(self, exchange)
+        factory = LinkFactory(tls, client, lambda reason: self._not_connected(exchange, reason))
+        # The request's own timer bounds the connection attempt: no second timer per connection.
+        exchange.connector = self.reactor.connectTCP(address, address_port, factory, timeout=None)
 
     def _resolve(self, host: str, port: int) -> tuple[str, int]:
         # Resolved once per server (blocking, but once): Twisted's resolver would use a thread per connection.
@@ -248,44 +249,55 @@ class HTTPSTransport:
                 self._addresses[(host, port)] = info[0][4][:2]
         return self._addresses[(host, port)]
 
-    def _exchange(self, client: _HTTPClient, key: tuple[Any, ...], roots: tuple[x509.Certificate, ...],
-                  head: bytes, body: bytes) -> defer.Deferred[Reply]:
-        def done(reply: Reply) -> Reply:
-            if self.resume_sessions:
-                session = client.transport.getHandle().get_session()
-                if session is not None:
-                    self._creators[key].session = session
-            if self.keep_alive and client.keep and not client.closed:
-                client.idle_since = self.reactor.seconds()
-                self._idle.setdefault(key, []).append(client)
-            else:
-                client.transport.loseConnection()
-            return reply
+    # How an exchange ends: answered, lost, never connected, or timed out --------------------------------
 
-        def failed(failure: Failure) -> Any:
+    def _answered(self, client: _HTTPClient, exchange: _Request, reply: Reply) -> None:
+        link = client.transport
+        if self.resume_sessions:
+            session = link.getHandle().get_session()
+            if session is not None:
+                self._tls[exchange.key].session = session
+        if self.keep_alive and client.keep and not client.closed:
+            client.idle_since = self.reactor.seconds()
+            self._idle.setdefault(exchange.key, []).append(client)
+        else:
+            link.loseConnection()
+        self._finish(exchange, reply)
+
+    def _lost(self, client: _HTTPClient, exchange: _Request, error: TransportError) -> None:
+        if client.transport is not None:
             client.transport.abortConnection()
-            if client.reused and not client.answered and failure.check(TransportError):
-                # The server closed a kept-alive connection as we reused it: once more on a new one (PUT is
-                # idempotent; HTTP clients do the same).
-                return self._connect(key, roots).addCallback(self._exchange, key, roots, head, body)
-            return failure
+        if client.reused and not client.answered and exchange.timer is not None:
+            # The server closed a kept-alive connection as we reused it: once more on a new one (PUT is
+            # idempotent; HTTP clients do the same).
+            self._connect(exchange)
+            return
+        self._finish(exchange, Failure(error))
 
-        return client.request(head, body).addCallbacks(done, failed)
-
-    def _failed(self, failure: Failure) -> Failure:
-        if failure.check(TransportError):
-            return failure
-        if failure.check(defer.TimeoutError, defer.CancelledError):
-            raise TransportError(f"timed out after {self.timeout:g}s")
-        error = failure.value
+    def _not_connected(self, exchange: _Request, reason: Failure) -> None:
+        error = reason.value
         untrusted = isinstance(error, SSL.Error)
-        raise TransportError(f"{type(error).__name__}: {error}", untrusted=untrusted)
+        self._finish(exchange, Failure(TransportError(f"{type(error).__name__}: {error}", untrusted=untrusted)))
 
+    def _timed_out(self, exchange: _Request) -> None:
+        exchange.timer = None
+        client = exchange.client
+        if client is not None:
+            client.waiting = None
+            if client.transport is not None:
+                client.transport.abortConnection()
+        if exchange.connector is not None and exchange.connector.state == "connecting":
+            exchange.connector.stopConnecting()
+        self._finish(exchange, Failure(TransportError(f"timed out after {self.timeout:g}s")))
 
-def _request_head(request: SendRequest, parts: Any, *, keep_alive: bool) -> bytes:
-    path = parts.path or "/"
-    if parts.query:
-        path += "?" + parts.query
-    return (f"PUT {path} HTTP/1.1\r\nHost: {parts.netloc}\r\nContent-Type: {request.content_type}\r\n"
-            f"Mdm-Signature: {request.signature}\r\nContent-Length: {len(request.body)}\r\n"
-            f"Connection: {'keep-alive' if keep_alive else 'close'}\r\n\r\n").encode("latin-1")
+    def _finish(self, exchange: _Request, outcome: Reply | Failure) -> None:
+        if exchange.result.called:
+            return  # already timed out
+        if exchange.timer is not None:
+            exchange.timer.cancel()
+            exchange.timer = None
+        exchange.client = exchange.connector = None
+        if isinstance(outcome, Failure):
+            exchange.result.errback(outcome)
+        else:
+            exchange.result.callback(outcome)

@@ -1,0 +1,211 @@
+"""Client TLS for the fleet's HTTPS: OpenSSL memory BIOs driven straight from a TCP protocol, one per connection.
+
+Twisted's TLS wrapper costs more per connection than the handshake it drives (factories, logging, interfaces).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any
+
+from OpenSSL import SSL
+from service_identity import VerificationError
+from service_identity.hazmat import DNS_ID, IPAddress_ID, verify_service_identity
+from service_identity.pyopenssl import extract_patterns
+from twisted.internet import ssl
+from twisted.internet.protocol import ClientFactory, Protocol
+from twisted.python.failure import Failure
+
+READ_SIZE = 1 << 17  # bytes taken from a BIO per call: every record of an MDM exchange fits in one
+MAX_LEAVES = 64  # server certificates whose name check is remembered
+
+
+class ClientTLS:
+    """The TLS client side for one server name and trust store: Twisted's context, verified like Twisted's
+    `optionsForClientTLS` (chain to the trust store, then the name), plus the last session to resume."""
+
+    def __init__(self, hostname: str, trust: Any) -> None:
+        self.context = ssl.CertificateOptions(trustRoot=trust).getContext()
+        try:
+            ipaddress.ip_address(hostname)
+            self._service, self._server_name = IPAddress_ID(hostname), None  # no SNI for an address
+        except ValueError:
+            self._service, self._server_name = DNS_ID(hostname), hostname.encode("idna")
+        self._names_checked: dict[bytes, str | None] = {}  # leaf digest → mismatch reason (None: it matches)
+        self.context.set_verify(SSL.VERIFY_PEER | SSL.VERIFY_FAIL_IF_NO_PEER_CERT, self._verify)
+        self.session: SSL.Session | None = None
+
+    def connection(self, link: TLSLink) -> SSL.Connection:
+        connection = SSL.Connection(self.context, None)
+        connection.set_app_data(link)
+        if self._server_name is not None:
+            connection.set_tlsext_host_name(self._server_name)
+        if self.session is not None:
+            connection.set_session(self.session)
+        connection.set_connect_state()
+        return connection
+
+    def _verify(self, connection: SSL.Connection, certificate: Any, error: int, depth: int, ok: int) -> bool:
+        if depth != 0 or not ok:
+            return bool(ok)
+        try:
+            # A resumed session skips this; a full handshake meets the same leaf each time: check its name once.
+            digest = certificate.digest("sha256")
+            if digest not in self._names_checked:
+                if len(self._names_checked) >= MAX_LEAVES:
+                    self._names_checked.clear()
+                self._names_checked[digest] = self._name_mismatch(certificate)
+            reason = self._names_checked[digest]
+        except Exception as exc:  # an exception raised into OpenSSL's callback would be lost
+            reason = f"unreadable server certificate: {exc}"
+        if reason is not None:
+            connection.get_app_data().verification_failed(reason)
+        return reason is None
+
+    def _name_mismatch(self, certificate: Any) -> str | None:
+        try:
+            verify_service_identity(extract_patterns(certificate), [self._service], [])
+        except VerificationError as exc:
+            return f"the server certificate is not for {self._service}: {exc}"
+        return None
+
+
+class TLSLink(Protocol):
+    """One TCP connection carrying TLS for one application object (`app`): the app sees `write`,
+    `loseConnection`, `abortConnection` and `getHandle` here, and gets `connectionMade`, `dataReceived` and
+    `connectionLost` back. Writes made before the handshake completes leave with the client's Finished."""
+
+    def __init__(self, tls: ClientTLS, app: Any) -> None:
+        self.tls, self.app = tls, app
+        self.connection: SSL.Connection | None = None
+        self.handshaken = self.closing = self.lost = False
+        self.unsent: list[bytes] = []
+        self.failure: Failure | None = None  # why TLS failed, reported instead of the TCP reason
+
+    def getHandle(self) -> SSL.Connection:
+        return self.connection
+
+    def connectionMade(self) -> None:
+        self.connection = self.tls.connection(self)
+        self.app.transport = self
+        self.app.connectionMade()
+        if not self.lost and not self.closing:
+            self._step()
+            self._flush()
+
+    def write(self, data: bytes) -> None:
+        if self.closing or self.lost:
+            return
+        if not self.handshaken:
+            self.unsent.append(data)
+            return
+        self._send(data)
+        self._flush()
+
+    def dataReceived(self, data: bytes) -> None:
+        connection = self.connection
+        connection.bio_write(data)
+        if not self.handshaken:
+            self._step()
+            if self.unsent and self.handshaken:
+                self._send(b"".join(self.unsent))
+                self.unsent.clear()
+            self._flush()
+            if not self.handshaken:
+                return
+        while not self.lost:
+            try:
+                plain = connection.recv(READ_SIZE)
+            except SSL.WantReadError:
+                return
+            except SSL.ZeroReturnError:  # the server's close_notify: answer it and close
+                self._shut_down()
+                return
+            except SSL.Error:
+                self._fail(Failure())
+                return
+            if not self.closing:
+                self.app.dataReceived(plain)
+
+    def loseConnection(self) -> None:
+        """Send close_notify; TCP closes once the server answers with its own (as Twisted's TLS does)."""
+        if self.closing or self.lost:
+            return
+        self.closing = True
+        if not self.handshaken:
+            self.transport.abortConnection()
+            return
+        self._shut_down()
+
+    def abortConnection(self) -> None:
+        self.closing = True
+        if not self.lost:
+            self.transport.abortConnection()
+
+    def verification_failed(self, reason: str) -> None:
+        self.failure = Failure(SSL.Error(reason))
+
+    def connectionLost(self, reason: Failure = None) -> None:
+        if self.lost:
+            return
+        self.lost = True
+        self.app.connectionLost(self.failure or reason)
+
+    def _step(self) -> None:
+        try:
+            self.connection.do_handshake()
+        except SSL.WantReadError:
+            return
+        except SSL.Error:
+            self._fail(Failure())
+            return
+        self.handshaken = True
+
+    def _send(self, data: bytes) -> None:
+        try:
+            self.connection.sendall(data)
+        except SSL.Error:
+            self._fail(Failure())
+
+    def _flush(self) -> None:
+        while True:
+            try:
+                data = self.connection.bio_read(READ_SIZE)
+            except SSL.WantReadError:
+                return
+            self.transport.write(data)
+            if len(data) < READ_SIZE:
+                return
+
+    def _shut_down(self) -> None:
+        try:
+            done = self.connection.shutdown()
+        except SSL.Error:
+            done = True
+        self._flush()
+        if done:
+            self.transport.loseConnection()
+
+    def _fail(self, failure: Failure) -> None:
+        if self.failure is None:
+            self.failure = failure
+        self.closing = True
+        self._flush()  # an alert for the server, when OpenSSL made one
+        self.transport.loseConnection()
+
+
+class LinkFactory(ClientFactory):
+    """One connection attempt; quiet, because a fleet makes thousands a second."""
+
+    noisy = False
+
+    def __init__(self, tls: ClientTLS, app: Any, failed: Any) -> None:
+        self.tls, self.app, self.failed = tls, app, failed
+
+    def buildProtocol(self, addr: Any) -> TLSLink:
+        link = TLSLink(self.tls, self.app)
+        link.factory = self
+        return link
+
+    def clientConnectionFailed(self, connector: Any, reason: Failure) -> None:
+        self.failed(reason)
