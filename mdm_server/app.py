@@ -118,7 +118,8 @@ class MDMServer:
     def listen(self, reactor: Any):
         tls = self.tls
         options = server_options(tls.certificate_pem, tls.private_key_pem, tls.ca_certificate_pem)
-        port = yield listen_endpoint(reactor, self.config.listen, self.http, options)
+        port = yield listen_endpoint(reactor, self.config.listen, self.http, options,
+                                     whole_writes=self.config.lean_device_http)
         self.ports.append(port)
         if not self.config.public_url:
             # With port 0 the system picks the port: profiles must carry the real one.
