@@ -21,8 +21,6 @@ from mdm_protocol.errors import (
     EAS,
     EMAIL,
     INSTALLATION,
-    MC_INSTALLATION,
-    MDM,
     MDM_ERRORS,
     PROFILE,
     KnownError,
@@ -45,11 +43,8 @@ ACCOUNT_TYPES = (MAIL, EAS_TYPE)
 SMIME_IDENTITY_KEYS = ("SMIMESigningCertificateUUID", "SMIMEEncryptionCertificateUUID")
 MDM_FIXED_KEYS = ("Topic", "ServerURL", "CheckInURL")  # com.apple.mdm.yaml: cannot change on update
 
-# Codes from Apple's archived MDM error table that mdm_protocol.errors does not catalogue (yet).
-MULTIPLE_MDM = KnownError(MDM, 12001, "Multiple MDM instances")
-MDM_REPLACEMENT_MISMATCH = KnownError(MDM, 12012, "MDM replacement mismatch")
-NO_MDM_IN_REPLACEMENT = KnownError(MC_INSTALLATION, 4015,
-                                   "Replacement profile does not contain an MDM payload")
+MULTIPLE_MDM, MDM_REPLACEMENT_MISMATCH = MDM_ERRORS[12001], MDM_ERRORS[12012]
+NO_MDM_IN_REPLACEMENT = INSTALLATION[4015]
 
 
 def password_incorrect(file_name: str) -> str:

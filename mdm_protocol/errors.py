@@ -76,6 +76,7 @@ PAYLOAD = _known(MC_PAYLOAD, {
 INSTALLATION = _known(MC_INSTALLATION, {
     4000: "Invalid Profile", 4001: "Profile Installation Failed", 4002: "Duplicate UUID",
     4009: "Device locked", 4014: "No device identity",
+    4015: "Replacement profile does not contain an MDM payload",
 })
 CERTIFICATE = _known(MC_CERTIFICATE, {
     9000: "Invalid password", 9001: "Too many certificates in payload", 9002: "Cannot store certificate",
@@ -87,7 +88,8 @@ EAS = _known(MC_EAS, {
     21006: "Cannot decrypt certificate", 21007: "Cannot verify account", 21009: "No enabled data classes",
 })
 MDM_ERRORS = _known(MDM, {
-    12000: "Bad access rights", 12013: "Profile not managed", 12021: "Not a valid request type",
+    12000: "Bad access rights", 12001: "Multiple MDM instances", 12012: "MDM replacement mismatch",
+    12013: "Profile not managed", 12021: "Not a valid request type",
     12075: "Profile not installed",
 })
 HTTP_TRANSACTION = _known(MC_HTTP_TRANSACTION, {23002: "Invalid server certificate"})
