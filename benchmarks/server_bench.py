@@ -290,7 +290,7 @@ def drain(server: MDMServer, ids: list[str]) -> float:
 
 
 def cost_breakdown(repeat: int = 400) -> dict[str, float]:
-    """Microseconds per signed Idle report: signature check, service (SQLite), whole web tree in memory."""
+    """Microseconds per signed Idle report: signature check, service (SQLite), each HTTP path in memory."""
     with tempfile.TemporaryDirectory(prefix="server-bench-cost-") as tmp:
         server = MDMServer(ServerConfig(data_dir=Path(tmp)), clock=HeapClock(time.time()))
         udid = "0" * 40
@@ -300,19 +300,22 @@ def cost_breakdown(repeat: int = 400) -> dict[str, float]:
         server.storage.token_update(udid, b"t" * 32, "magic", now=time.time())
         body = encode_report(CommandReport(Status.IDLE, udid=udid))
         # Distinct signatures, as devices send: a repeated one is a cache hit in the verifier.
-        signatures = iter([mdm_signature(body, certificate, key) for _ in range(2 * repeat + 2)])
-        http = MemoryHTTP(server.site)
+        signatures = iter([mdm_signature(body, certificate, key) for _ in range(3 * repeat + 3)])
+        lean, web = MemoryHTTP(server.http, keep_alive=True), MemoryHTTP(server.site, keep_alive=True)
 
-        def web() -> object:
-            headers = {"Content-Type": "application/x-apple-aspen-mdm", "Mdm-Signature": next(signatures)}
-            return http.request("PUT", "/mdm/connect", body, headers)
+        def through(http: MemoryHTTP):
+            def put() -> object:
+                headers = {"Content-Type": "application/x-apple-aspen-mdm", "Mdm-Signature": next(signatures)}
+                return http.request("PUT", "/mdm/connect", body, headers)
+            return put
 
         cached = mdm_signature(body, certificate, key)
         steps = {
             "verify Mdm-Signature": lambda: server.verifier.verify(next(signatures), body),
             "  (same signature again)": lambda: server.verifier.verify(cached, body),
             "service (decode, SQLite)": lambda: server.service.handle_command_report(identity, body),
-            "web tree in memory (all)": web,
+            "lean device channel (all)": through(lean),
+            "twisted.web tree (all)": through(web),
         }
         figures = {}
         for name, step in steps.items():
