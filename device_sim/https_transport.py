@@ -7,6 +7,7 @@ resumption per server and trust store: Agent's per-request machinery cost more t
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import socket
 from typing import Any
@@ -16,6 +17,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from OpenSSL import SSL
 from twisted.internet import defer, ssl
+from twisted.internet.error import NotConnectingError
 from twisted.python.failure import Failure
 
 from .effects import SendRequest
@@ -281,14 +283,15 @@ class HTTPSTransport:
 
     def _timed_out(self, exchange: _Request) -> None:
         exchange.timer = None
-        client = exchange.client
+        client, connector = exchange.client, exchange.connector
+        self._finish(exchange, Failure(TransportError(f"timed out after {self.timeout:g}s")))
         if client is not None:
             client.waiting = None
             if client.transport is not None:
                 client.transport.abortConnection()
-        if exchange.connector is not None and exchange.connector.state == "connecting":
-            exchange.connector.stopConnecting()
-        self._finish(exchange, Failure(TransportError(f"timed out after {self.timeout:g}s")))
+            elif connector is not None:  # TCP is not up yet: give up the attempt
+                with contextlib.suppress(NotConnectingError):
+                    connector.stopConnecting()
 
     def _finish(self, exchange: _Request, outcome: Reply | Failure) -> None:
         if exchange.result.called:

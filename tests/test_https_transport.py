@@ -1,0 +1,193 @@
+"""The fleet's HTTPS client over real TLS on loopback: a connection per request with resumed sessions, trust
+and name checks as iOS makes them, timeouts on a fake clock, and HTTP framing under any split of the bytes.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+import pytest_twisted
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from OpenSSL.SSL import _lib
+from twisted.internet import defer, protocol, task
+from twisted.internet.testing import MemoryReactorClock
+
+from device_sim import https_transport, tls_link
+from device_sim.effects import SendRequest
+from device_sim.https_transport import HTTPSTransport
+from device_sim.transport import Reply, TransportError
+from mdm_server.app import MDMServer, ServerConfig
+from mdm_server.ca import CertificateAuthority
+
+
+def _request(url: str) -> SendRequest:
+    return SendRequest(1, url, "application/x-apple-aspen-mdm", b"not a plist", "not a signature", "Idle")
+
+
+def _outcome(d: defer.Deferred) -> defer.Deferred:
+    return d.addCallbacks(lambda reply: reply, lambda failure: failure.value)
+
+
+@pytest_twisted.inlineCallbacks
+def _server(tmp_path, names=("127.0.0.1",)):
+    from twisted.internet import reactor
+
+    server = MDMServer(ServerConfig(data_dir=tmp_path / "data", listen="ssl:0:interface=127.0.0.1",
+                                    push_link=None, server_names=names, in_memory=True), clock=reactor)
+    yield server.listen(reactor)
+    return server
+
+
+@pytest_twisted.inlineCallbacks
+def test_each_request_opens_a_connection_closes_it_and_resumes_the_tls_session(tmp_path, monkeypatch):
+    from twisted.internet import reactor
+
+    server = yield _server(tmp_path)
+    made = []
+    connection = tls_link.ClientTLS.connection
+    monkeypatch.setattr(tls_link.ClientTLS, "connection", lambda self, link: made.append(
+        connection(self, link)) or made[-1])
+    transport = HTTPSTransport(reactor)
+    url = f"https://127.0.0.1:{server.ports[0].getHost().port}/mdm/connect"
+    try:
+        first = yield transport.send(_request(url), (server.ca.certificate,))
+        second = yield transport.send(_request(url), (server.ca.certificate,))
+        assert first == second and first.status == 400 and b"Mdm-Signature" in first.body  # answered over TLS
+        assert len(made) == 2 and not transport._idle  # a new connection each time, none kept
+        assert [_lib.SSL_session_reused(c._ssl) for c in made] == [0, 1]  # the second resumed the first
+    finally:
+        yield server.stop()
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_server_certificate_for_another_name_is_untrusted(tmp_path):
+    from twisted.internet import reactor
+
+    server = yield _server(tmp_path, names=("mdm.example.test",))  # the certificate does not name 127.0.0.1
+    transport = HTTPSTransport(reactor)
+    try:
+        url = f"https://127.0.0.1:{server.ports[0].getHost().port}/mdm/connect"
+        refused = yield _outcome(transport.send(_request(url), (server.ca.certificate,)))
+        assert isinstance(refused, TransportError) and refused.untrusted
+        assert "127.0.0.1" in refused.reason
+        stranger = CertificateAuthority.create("another CA", now=server.now()).certificate
+        refused = yield _outcome(transport.send(_request(url), (stranger,)))
+        assert isinstance(refused, TransportError) and refused.untrusted
+    finally:
+        yield server.stop()
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_refused_connection_is_a_transport_error_not_a_trust_failure():
+    from twisted.internet import reactor
+
+    port = reactor.listenTCP(0, protocol.Factory(), interface="127.0.0.1")
+    number = port.getHost().port
+    yield port.stopListening()  # nothing listens there now
+    ca = CertificateAuthority.create("CA", now=datetime.now(UTC))
+    failed = yield _outcome(HTTPSTransport(reactor).send(_request(f"https://127.0.0.1:{number}/"),
+                                                         (ca.certificate,)))
+    assert isinstance(failed, TransportError) and not failed.untrusted
+    assert failed.reason.startswith("ConnectionRefusedError")
+
+
+class _Silent(protocol.Protocol):
+    """Accepts TCP and says nothing: the TLS handshake never completes."""
+
+    def connectionMade(self) -> None:
+        self.factory.made.callback(self)
+
+    def connectionLost(self, reason=None) -> None:
+        self.factory.lost.callback(None)
+
+
+class _RealSocketsFakeTime:
+    """Sockets from the real reactor, time from a Clock the test advances."""
+
+    def __init__(self, real, clock: task.Clock) -> None:
+        self.connectTCP, self.callLater, self.seconds = real.connectTCP, clock.callLater, clock.seconds
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_silent_server_times_out_on_the_clock_and_the_connection_is_dropped():
+    from twisted.internet import reactor
+
+    factory = protocol.Factory.forProtocol(_Silent)
+    factory.made, factory.lost = defer.Deferred(), defer.Deferred()
+    port = reactor.listenTCP(0, factory, interface="127.0.0.1")
+    clock = task.Clock()
+    ca = CertificateAuthority.create("CA", now=datetime.now(UTC))
+    transport = HTTPSTransport(_RealSocketsFakeTime(reactor, clock), timeout=12)
+    try:
+        result = _outcome(transport.send(_request(f"https://127.0.0.1:{port.getHost().port}/"),
+                                         (ca.certificate,)))
+        yield factory.made
+        clock.advance(11.9)
+        assert not result.called
+        clock.advance(0.2)
+        failed = yield result
+        assert isinstance(failed, TransportError) and failed.reason == "timed out after 12s"
+        yield factory.lost  # the client dropped the connection
+        assert not clock.getDelayedCalls()
+    finally:
+        yield port.stopListening()
+
+
+def test_a_connection_attempt_is_abandoned_when_the_request_times_out():
+    reactor = MemoryReactorClock()
+    ca = CertificateAuthority.create("CA", now=datetime.now(UTC))
+    result = _outcome(HTTPSTransport(reactor, timeout=5).send(_request("https://127.0.0.1:8443/"),
+                                                              (ca.certificate,)))
+    (attempt,) = reactor.tcpClients
+    assert attempt[:2] == ("127.0.0.1", 8443) and attempt[3] is None  # the request's timer is the only one
+    reactor.advance(5)
+    assert isinstance(result.result, TransportError) and result.result.reason == "timed out after 5s"
+    assert reactor.connectors[0].stoppedConnecting
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1/mdm", "ftp://x/"])
+def test_only_https_is_spoken(url):
+    failed = _outcome(HTTPSTransport(MemoryReactorClock()).send(_request(url), ("a root",)))
+    assert isinstance(failed.result, TransportError) and "https" in failed.result.reason
+
+
+# HTTP framing ----------------------------------------------------------------------------------------------
+
+
+class _Owner:
+    def __init__(self) -> None:
+        self.replies: list[Reply] = []
+
+    def _answered(self, client, request, reply: Reply) -> None:
+        self.replies.append(reply)
+
+    def _lost(self, client, request, error) -> None:
+        raise AssertionError(error.reason)
+
+
+def _chunked(body: bytes, sizes: list[int]) -> bytes:
+    out, position = b"", 0
+    for size in sizes:
+        piece, position = body[position:position + size], position + size
+        if piece:
+            out += b"%x;ext=1\r\n%s\r\n" % (len(piece), piece)
+    if position < len(body):
+        out += b"%x\r\n%s\r\n" % (len(body) - position, body[position:])
+    return out + b"0\r\n\r\n"
+
+
+@settings(max_examples=150, deadline=None)
+@given(body=st.binary(max_size=400), chunked=st.booleans(), sizes=st.lists(st.integers(1, 64), max_size=8),
+       cuts=st.lists(st.integers(0, 600), max_size=6))
+def test_a_reply_is_the_same_however_its_bytes_are_split(body, chunked, sizes, cuts):
+    if chunked:
+        raw = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + _chunked(body, sizes)
+    else:
+        raw = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nServer: x\r\n\r\n%s" % (len(body), body)
+    owner = _Owner()
+    client = https_transport._HTTPClient(owner, object())
+    for start, end in zip([0, *sorted(cuts)], [*sorted(cuts), len(raw)], strict=True):
+        client.dataReceived(raw[start:end])
+    assert owner.replies == [Reply(200, body)]
