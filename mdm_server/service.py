@@ -20,9 +20,14 @@ from .storage.interface import (
     CommandStatus,
     Device,
     EnrollmentState,
+    Exchange,
+    QueuedCommand,
+    Reported,
     ResultKind,
+    ResultOutcome,
     Storage,
     StorageError,
+    Visit,
 )
 
 log = logging.getLogger(__name__)
@@ -156,12 +161,12 @@ class MDMService:
     ) -> Response | None:
         device = self.storage.get_device(device_id)
         if device is None:
-            return Response.refuse(f"unknown device {device_id!r}: Authenticate first")
+            return _unknown_device(device_id)
         if device.cert_sha256 != identity.cert_sha256:
-            return Response.refuse(f"identity certificate does not belong to device {device_id!r}")
+            return _foreign_certificate(device_id)
         authenticated_ok = allow_authenticated and device.state is EnrollmentState.AUTHENTICATED
         if device.state is not EnrollmentState.ENROLLED and not authenticated_ok:
-            return Response.refuse(f"device {device_id!r} is {device.state.value}, not enrolled")
+            return _not_enrolled(device_id, device.state)
         return None
 
     # Command channel -------------------------------------------------------------------------------
@@ -181,21 +186,32 @@ class MDMService:
 
     def _command_report(self, identity: DeviceIdentity, report: CommandReport, body: bytes) -> Response:
         device_id = report.device_id
-        refusal = self._check_identity(identity, device_id)
-        if refusal:
-            return refusal
         now = self._now()
-        self.storage.touch(device_id, now=now)
+        # One facts-free lookup checks the identity, records the check-in and says whether work waits.
+        visit = self.storage.visit(device_id, identity.cert_sha256, now=now)
+        if visit is None or not visit.admits(identity.cert_sha256):
+            return _visit_refusal(visit, device_id, identity)
         if report.status is Status.IDLE:
-            self._not_now[device_id] = set()  # a new session: NotNow'd commands are offered again
-        else:
-            self._record(device_id, report, body, now)
-        return self._next(device_id, report.status, now)
+            self._not_now.pop(device_id, None)  # a new session: NotNow'd commands are offered again
+            if not visit.pending:
+                return OK  # the hot case: nothing queued, nothing more to read or write
+            return self._answer(device_id, report.status, self._exchange(device_id, None, now).sent, now)
+        reported = Reported(report.command_uuid, CommandStatus(report.status.value), body)
+        exchange = self._exchange(device_id, reported, now)
+        self._take(device_id, report, exchange.outcome)
+        sent = exchange.sent
+        if sent is None and exchange.outcome.changed and exchange.outcome.command.request_type in _INVENTORY:
+            sent = self._exchange(device_id, None, now).sent  # held back for what labels may have queued
+        return self._answer(device_id, report.status, sent, now)
 
-    def _record(self, device_id: str, report: CommandReport, body: bytes, now: float) -> None:
-        outcome = self.storage.record_result(
-            device_id, report.command_uuid, CommandStatus(report.status.value), body, now=now
-        )
+    def _exchange(self, device_id: str, reported: Reported | None, now: float) -> Exchange:
+        skip = self._not_now.get(device_id, _NOTHING_SKIPPED)
+        if reported is not None and reported.status is CommandStatus.NOT_NOW:
+            skip = skip | {reported.command_uuid}  # not offered again this session
+        return self.storage.exchange(device_id, reported, skip=skip, now=now, stop_after=_INVENTORY)
+
+    def _take(self, device_id: str, report: CommandReport, outcome: ResultOutcome) -> None:
+        """Act on how storage took a report: log what was ignored, remember NotNow, refresh inventory."""
         if outcome.kind in (ResultKind.UNKNOWN_COMMAND, ResultKind.OTHER_DEVICE, ResultKind.CONFLICT):
             log.warning(
                 "device %s reported %s for command %s: %s; ignored",
@@ -203,21 +219,45 @@ class MDMService:
             )
         elif report.status is Status.NOT_NOW and outcome.changed:
             self._not_now.setdefault(device_id, set()).add(report.command_uuid)
-        elif outcome.changed and outcome.command.request_type == "DeviceInformation":
+        elif outcome.changed and outcome.command.request_type in _INVENTORY:
             self.on_device_changed(device_id)
 
-    def _next(self, device_id: str, last_status: Status, now: float) -> Response:
-        skip = self._not_now.get(device_id, set())
-        command = self.storage.next_command(device_id, skip=skip, now=now)
-        if command is None:
-            # The device re-polls by itself only when NotNow was its last status (SPEC section 2).
-            if skip and last_status is not Status.NOT_NOW:
-                self._schedule_wake(device_id, self.not_now_retry)
-            return OK  # zero-byte body: the session ends
-        self.storage.mark_sent(device_id, command.command_uuid, now=now)
-        return Response(200, command.payload, COMMAND_CONTENT_TYPE)
+    def _answer(self, device_id: str, last_status: Status, sent: QueuedCommand | None, now: float) -> Response:
+        if sent is not None:
+            return Response(200, sent.payload, COMMAND_CONTENT_TYPE)
+        # The device re-polls by itself only when NotNow was its last status (SPEC section 2).
+        if self._not_now.get(device_id) and last_status is not Status.NOT_NOW:
+            self._schedule_wake(device_id, self.not_now_retry)
+        return OK  # zero-byte body: the session ends
 
     # Read side used by the admin API -----------------------------------------------------------------
 
     def device(self, device_id: str) -> Device | None:
         return self.storage.get_device(device_id)
+
+
+_NOTHING_SKIPPED: frozenset[str] = frozenset()
+# Results that change what the server knows of a device: labels are re-evaluated (and may queue commands
+# for it) before the next command is chosen, so `exchange` stops after recording them.
+_INVENTORY = frozenset({"DeviceInformation"})
+
+
+def _visit_refusal(visit: Visit | None, device_id: str, identity: DeviceIdentity) -> Response:
+    """Why a command-channel request was refused, checked in the same order as `_check_identity`."""
+    if visit is None:
+        return _unknown_device(device_id)
+    if visit.cert_sha256 != identity.cert_sha256:
+        return _foreign_certificate(device_id)
+    return _not_enrolled(device_id, visit.state)
+
+
+def _unknown_device(device_id: str) -> Response:
+    return Response.refuse(f"unknown device {device_id!r}: Authenticate first")
+
+
+def _foreign_certificate(device_id: str) -> Response:
+    return Response.refuse(f"identity certificate does not belong to device {device_id!r}")
+
+
+def _not_enrolled(device_id: str, state: EnrollmentState) -> Response:
+    return Response.refuse(f"device {device_id!r} is {state.value}, not enrolled")

@@ -128,6 +128,23 @@ class Device:
 
 
 @dataclass(frozen=True, slots=True)
+class Visit:
+    """A device as its command channel needs it: the certificate it is bound to and whether work waits.
+
+    Read without the Authenticate facts, which the command channel never needs.
+    """
+
+    device_id: str
+    state: EnrollmentState
+    cert_sha256: str
+    pending: bool  # a command is Queued, Sent or NotNow (it may still be skipped or time out)
+
+    def admits(self, cert_sha256: str) -> bool:
+        """The request proved this device's own identity and the device may use its command channel."""
+        return self.state is EnrollmentState.ENROLLED and self.cert_sha256 == cert_sha256
+
+
+@dataclass(frozen=True, slots=True)
 class NewCommand:
     """A command to queue: its CommandUUID, RequestType and the encoded command plist the device receives."""
 
@@ -174,6 +191,23 @@ class ResultOutcome:
 
 
 @dataclass(frozen=True, slots=True)
+class Reported:
+    """A device's report of a command, as `exchange` records it (see `record_result`)."""
+
+    command_uuid: str
+    status: CommandStatus
+    result: bytes | None  # the report's bytes, kept with the command
+
+
+@dataclass(frozen=True, slots=True)
+class Exchange:
+    """What one `exchange` did: how the report was taken, and the command now Sent to the device."""
+
+    outcome: ResultOutcome | None  # None when nothing was reported (Idle)
+    sent: QueuedCommand | None  # None: nothing to send, or `stop_after` held it back
+
+
+@dataclass(frozen=True, slots=True)
 class PushRecord:
     device_id: str
     pushed_at: float
@@ -191,6 +225,12 @@ class Storage(Protocol):
     DeviceNotFoundError for a device that never authenticated; lookups and removals answer None, (), False
     or 0; record_result never raises for an unknown command or device, its outcome says so.
     `now` is seconds on the caller's clock (the reactor's `seconds()`), never read by storage itself.
+
+    The command channel needs two calls: `visit` (one facts-free lookup that also records the check-in
+    when the certificate is the device's and it is enrolled) and, only when a report or pending work
+    needs it, `exchange` (record_result, next_command and mark_sent as one transaction). `visit` leaves
+    last_seen_at alone when it is under rules.SEEN_RESOLUTION old and no push went out since; `touch`
+    always writes it.
     """
 
     # Enrollments (check-in messages).
@@ -209,6 +249,7 @@ class Storage(Protocol):
     def check_out(self, device_id: str, *, now: float) -> Device: ...
     def bind_user(self, device_id: str, user_id: str | None) -> Device: ...
     def touch(self, device_id: str, *, now: float) -> None: ...
+    def visit(self, device_id: str, cert_sha256: str, *, now: float) -> Visit | None: ...
     def get_device(self, device_id: str) -> Device | None: ...
     def device_for_certificate(self, cert_sha256: str) -> Device | None: ...
     def list_devices(
@@ -235,6 +276,15 @@ class Storage(Protocol):
         self, device_id: str, *, skip: Iterable[str] = (), now: float
     ) -> QueuedCommand | None: ...
     def mark_sent(self, device_id: str, command_uuid: str, *, now: float) -> QueuedCommand: ...
+    def exchange(
+        self,
+        device_id: str,
+        reported: Reported | None = None,
+        *,
+        skip: Iterable[str] = (),
+        now: float,
+        stop_after: Iterable[str] = (),
+    ) -> Exchange: ...
     def record_result(
         self,
         device_id: str,

@@ -17,12 +17,15 @@ from .interface import (
     CommandStatus,
     Device,
     EnrollmentState,
+    Exchange,
     PushOutcome,
     PushRecord,
     QueuedCommand,
+    Reported,
     ResultKind,
     ResultOutcome,
     StorageClosedError,
+    Visit,
 )
 from .rules import (
     already_queued,
@@ -36,9 +39,11 @@ from .rules import (
     check_optional_id,
     check_priority,
     check_push,
+    check_reported,
     check_skip,
     check_states,
     check_statuses,
+    check_stop_after,
     check_timeout,
     checked_out_devices,
     decode_facts,
@@ -47,6 +52,7 @@ from .rules import (
     plan_enqueue,
     reported_status,
     result_kind,
+    seen_is_current,
     unknown_devices,
 )
 
@@ -157,6 +163,20 @@ class MemoryStorage:
         device_id, now = check_id(device_id), check_now(now)
         self._devices[device_id] = replace(self._device(device_id), last_seen_at=now)
 
+    def visit(self, device_id: str, cert_sha256: str, *, now: float) -> Visit | None:
+        self._live()
+        device_id, cert, now = check_id(device_id), check_cert(cert_sha256), check_now(now)
+        device = self._devices.get(device_id)
+        if device is None:
+            return None
+        pending = any(slot.command.pending for slot in self._queues.get(device_id, {}).values())
+        visit = Visit(device_id, device.state, device.cert_sha256, pending)
+        push = self._pushes.get(device_id)
+        pushed_at = None if push is None else push.pushed_at
+        if visit.admits(cert) and not seen_is_current(device.last_seen_at, pushed_at, now):
+            self._devices[device_id] = replace(device, last_seen_at=now)
+        return visit
+
     def get_device(self, device_id: str) -> Device | None:
         self._live()
         return self._devices.get(check_id(device_id))
@@ -246,6 +266,30 @@ class MemoryStorage:
             raise CommandStateError(f"command {command_uuid} is already {slot.command.status}")
         slot.command = replace(slot.command, status=CommandStatus.SENT, sent_at=now)
         return slot.command
+
+    def exchange(
+        self,
+        device_id: str,
+        reported: Reported | None = None,
+        *,
+        skip: Iterable[str] = (),
+        now: float,
+        stop_after: Iterable[str] = (),
+    ) -> Exchange:
+        self._live()
+        device_id, reported, stop = check_id(device_id), check_reported(reported), check_stop_after(stop_after)
+        skipped, now = check_skip(skip), check_now(now)
+        self._device(device_id)
+        outcome = None
+        if reported is not None:
+            outcome = self.record_result(
+                device_id, reported.command_uuid, reported.status, reported.result, now=now
+            )
+            if outcome.changed and outcome.command.request_type in stop:
+                return Exchange(outcome, None)
+        command = self.next_command(device_id, skip=skipped, now=now)
+        sent = None if command is None else self.mark_sent(device_id, command.command_uuid, now=now)
+        return Exchange(outcome, sent)
 
     def record_result(
         self,

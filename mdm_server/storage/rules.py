@@ -29,9 +29,13 @@ from .interface import (
     NewCommand,
     PushOutcome,
     PushRecord,
+    Reported,
     ResultKind,
 )
 
+# A command-channel check-in within this many seconds of the stored last_seen_at (and with no push since)
+# leaves it as stored: a session's later requests cost no write. Admin pages show it to the second.
+SEEN_RESOLUTION = 1.0
 MAX_ID_LENGTH = 255
 MAX_LIST_LIMIT = 10_000
 _PRIORITY_RANGE = range(-(2**31), 2**31)
@@ -114,6 +118,23 @@ def check_statuses(statuses: Iterable[object] | None) -> frozenset[CommandStatus
 
 def check_skip(skip: Iterable[object]) -> frozenset[str]:
     return frozenset(check_id(uuid, "skip CommandUUID") for uuid in _collection(skip, "skip"))
+
+
+def check_stop_after(request_types: Iterable[object]) -> frozenset[str]:
+    return frozenset(check_id(t, "stop_after RequestType") for t in _collection(request_types, "stop_after"))
+
+
+def check_reported(reported: object) -> Reported | None:
+    """`exchange`'s report, checked as `record_result` checks its arguments."""
+    if reported is None:
+        return None
+    if not isinstance(reported, Reported):
+        raise InvalidRecordError(f"reported must be a Reported or None, not {type(reported).__name__}")
+    uuid, status = check_id(reported.command_uuid, "command_uuid"), reported_status(reported.status)
+    result = check_optional_bytes(reported.result, "result")
+    if (uuid, status, result) != (reported.command_uuid, reported.status, reported.result):
+        reported = Reported(uuid, status, result)  # a str status or bytearray result, normalised
+    return reported
 
 
 def reported_status(status: object) -> CommandStatus:
@@ -229,3 +250,13 @@ def has_timed_out(status: CommandStatus, sent_at: float | None, timeout: float |
     if status is not CommandStatus.SENT or timeout is None or sent_at is None:
         return False
     return sent_at + timeout <= now
+
+
+def seen_is_current(last_seen_at: float, pushed_at: float | None, now: float) -> bool:
+    """Whether a check-in at `now` may leave last_seen_at as stored (see SEEN_RESOLUTION).
+
+    Never after a push: "checked in since the push" compares the two times, so it must stay exact.
+    """
+    if pushed_at is not None and pushed_at > last_seen_at:
+        return False
+    return last_seen_at <= now < last_seen_at + SEEN_RESOLUTION

@@ -23,13 +23,15 @@ from .interface import (
     CommandStatus,
     Device,
     EnrollmentState,
+    Exchange,
     PushOutcome,
     PushRecord,
     QueuedCommand,
-    ResultKind,
+    Reported,
     ResultOutcome,
     StorageClosedError,
     StorageError,
+    Visit,
 )
 from .rules import (
     already_queued,
@@ -43,16 +45,19 @@ from .rules import (
     check_optional_id,
     check_priority,
     check_push,
+    check_reported,
     check_skip,
     check_states,
     check_statuses,
+    check_stop_after,
     check_timeout,
     checked_out_devices,
     encode_facts,
     plan_enqueue,
     reported_status,
-    result_kind,
+    seen_is_current,
 )
+from .sqlite_channel import SEEN, VISIT, command_at, next_seq, record, send
 from .sqlite_queries import (
     COMMAND_SELECT,
     DEVICE_SELECT,
@@ -69,9 +74,10 @@ from .sqlite_queries import (
     require_device,
     update_device,
 )
-from .sqlite_schema import PENDING_SQL, migrate
+from .sqlite_schema import migrate
 
 _SYNCHRONOUS = ("NORMAL", "FULL")
+_STATES = {state.value: state for state in EnrollmentState}  # faster than EnrollmentState(text)
 
 
 class SQLiteStorage:
@@ -166,6 +172,20 @@ class SQLiteStorage:
         with self._write() as db:
             update_device(db, device_id, "last_seen_at = ?", (now,))
 
+    def visit(self, device_id: str, cert_sha256: str, *, now: float) -> Visit | None:
+        device_id, cert, now = check_id(device_id), check_cert(cert_sha256), check_now(now)
+        db = self._connection()
+        try:  # no explicit transaction: one autocommit read, and at most one autocommit write
+            row = db.execute(VISIT, (device_id,)).fetchone()
+            if row is None:
+                return None
+            visit = Visit(device_id, _STATES[row[0]], row[1], bool(row[4]))
+            if visit.admits(cert) and not seen_is_current(row[2], row[3], now):
+                db.execute(SEEN, (now, device_id))
+        except sqlite3.Error as exc:
+            raise self._failure(exc) from None
+        return visit
+
     def get_device(self, device_id: str) -> Device | None:
         device_id = check_id(device_id)
         with self._read() as db:
@@ -250,15 +270,28 @@ class SQLiteStorage:
     def next_command(self, device_id: str, *, skip: Iterable[str] = (), now: float) -> QueuedCommand | None:
         device_id, skipped, now = check_id(device_id), check_skip(skip), check_now(now)
         with self._write() as db:
-            db.execute(f"{EXPIRE_SENT} AND device_id = ?", (now, now, device_id))
-            # At most len(skipped) rows can be passed over, so that many plus one always suffices.
-            rows = db.execute(
-                f"{COMMAND_SELECT} WHERE c.device_id = ? AND c.status IN {PENDING_SQL} {QUEUE_ORDER} LIMIT ?",
-                (device_id, len(skipped) + 1),
-            ).fetchall()
-            if not rows:
-                require_device(db, device_id)  # only an empty answer needs telling apart from a stranger
-        return next((command_from_row(row) for row in rows if row[1] not in skipped), None)
+            seq = next_seq(db, device_id, skipped, now)
+            return None if seq is None else command_at(db, seq)
+
+    def exchange(
+        self,
+        device_id: str,
+        reported: Reported | None = None,
+        *,
+        skip: Iterable[str] = (),
+        now: float,
+        stop_after: Iterable[str] = (),
+    ) -> Exchange:
+        device_id, reported, stop = check_id(device_id), check_reported(reported), check_stop_after(stop_after)
+        skipped, now = check_skip(skip), check_now(now)
+        with self._write() as db:  # one transaction: the result and the next command's Sent, or neither
+            outcome = None
+            if reported is not None:
+                outcome = record(db, device_id, reported.command_uuid, reported.status, reported.result, now)
+                if outcome.changed and outcome.command.request_type in stop:
+                    return Exchange(outcome, None)
+            seq = next_seq(db, device_id, skipped, now)
+            return Exchange(outcome, None if seq is None else send(db, seq, now))
 
     def mark_sent(self, device_id: str, command_uuid: str, *, now: float) -> QueuedCommand:
         device_id, command_uuid = check_id(device_id), check_id(command_uuid, "command_uuid")
@@ -286,32 +319,7 @@ class SQLiteStorage:
         device_id, command_uuid = check_id(device_id), check_id(command_uuid, "command_uuid")
         status, result, now = reported_status(status), check_optional_bytes(result, "result"), check_now(now)
         with self._write() as db:
-            row = find_command(db, device_id, command_uuid)
-            if row is None:
-                owned = db.execute(
-                    "SELECT 1 FROM commands WHERE command_uuid = ?", (command_uuid,)
-                ).fetchone()
-                return ResultOutcome(ResultKind.OTHER_DEVICE if owned else ResultKind.UNKNOWN_COMMAND, None)
-            command = command_from_row(row)
-            kind = result_kind(command.status, status)
-            if kind is not ResultKind.RECORDED:
-                return ResultOutcome(kind, command, command.status)
-            not_now = int(status is CommandStatus.NOT_NOW)
-            db.execute(
-                """UPDATE commands SET status = ?, result = ?, result_at = ?,
-                    not_now_count = not_now_count + ? WHERE seq = ?""",
-                (status.value, result, now, not_now, row[-1]),
-            )
-            if not_now:
-                update_device(db, device_id, "not_now_count = not_now_count + 1", ())
-        stored = replace(
-            command,
-            status=status,
-            result=result,
-            result_at=now,
-            not_now_count=command.not_now_count + not_now,
-        )
-        return ResultOutcome(kind, stored, command.status)
+            return record(db, device_id, command_uuid, status, result, now)
 
     def get_command(self, device_id: str, command_uuid: str) -> QueuedCommand | None:
         device_id, command_uuid = check_id(device_id), check_id(command_uuid, "command_uuid")
@@ -423,7 +431,7 @@ class SQLiteStorage:
                 raise
             db.execute("COMMIT")
         except sqlite3.Error as exc:
-            raise StorageError(f"SQLite storage {self.path} failed: {exc}") from None
+            raise self._failure(exc) from None
 
     @contextmanager
     def _read(self) -> Iterator[sqlite3.Connection]:
@@ -431,7 +439,10 @@ class SQLiteStorage:
         try:
             yield db
         except sqlite3.Error as exc:
-            raise StorageError(f"SQLite storage {self.path} failed: {exc}") from None
+            raise self._failure(exc) from None
+
+    def _failure(self, exc: sqlite3.Error) -> StorageError:
+        return StorageError(f"SQLite storage {self.path} failed: {exc}")
 
     def _connection(self) -> sqlite3.Connection:
         if self._db is None:

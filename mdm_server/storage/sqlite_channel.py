@@ -1,0 +1,88 @@
+"""The SQLite statements of the command channel, the server's hot path: few statements, constant texts.
+
+sqlite3 caches prepared statements by their text, so every text here is built once, at import.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+from .interface import CommandStatus, QueuedCommand, ResultKind, ResultOutcome
+from .rules import result_kind, unknown_devices
+from .sqlite_queries import command_from_row
+from .sqlite_schema import PENDING_SQL
+
+# The identity check without the facts, and what decides whether last_seen_at needs writing.
+VISIT = f"""SELECT d.state, d.cert_sha256, d.last_seen_at, p.pushed_at,
+    EXISTS (SELECT 1 FROM commands AS c WHERE c.device_id = d.device_id AND c.status IN {PENDING_SQL})
+    FROM devices AS d LEFT JOIN pushes AS p USING (device_id) WHERE d.device_id = ?"""
+SEEN = "UPDATE devices SET last_seen_at = ? WHERE device_id = ?"
+
+_COLUMNS = """device_id, command_uuid, request_type,
+    (SELECT data FROM payloads WHERE payloads.payload_id = commands.payload_id), priority, status, timeout,
+    queued_at, sent_at, result_at, result, not_now_count"""
+_BY_SEQ = f"SELECT {_COLUMNS} FROM commands WHERE seq = ?"
+_FIND = "SELECT seq, status FROM commands WHERE device_id = ? AND command_uuid = ?"
+_OWNED = "SELECT 1 FROM commands WHERE command_uuid = ?"
+_RECORD = f"""UPDATE commands SET status = ?, result = ?, result_at = ?, not_now_count = not_now_count + ?
+    WHERE seq = ? RETURNING {_COLUMNS}"""
+_COUNT_NOT_NOW = "UPDATE devices SET not_now_count = not_now_count + 1 WHERE device_id = ?"
+_SEND = f"UPDATE commands SET status = 'Sent', sent_at = ? WHERE seq = ? RETURNING {_COLUMNS}"
+_EXPIRE = "UPDATE commands SET status = 'TimedOut', result_at = ? WHERE seq = ?"
+# One statement answers "what next?": every overdue Sent command (kind 1, to expire), the first `?3`
+# pending commands that are not overdue, in queue order (kind 0), and a row of kind 2 if the device is
+# unknown. The IN term lets both halves walk the pending index, never the device's finished commands.
+_NEXT = f"""SELECT seq, command_uuid, 1, 0, 0 FROM commands
+        WHERE device_id = ?1 AND status IN {PENDING_SQL} AND status = 'Sent' AND sent_at + timeout <= ?2
+    UNION ALL SELECT * FROM (
+        SELECT seq, command_uuid, 0, -priority, queued_at FROM commands
+        WHERE device_id = ?1 AND status IN {PENDING_SQL}
+            AND (status <> 'Sent' OR timeout IS NULL OR sent_at + timeout > ?2)
+        ORDER BY priority DESC, queued_at, seq LIMIT ?3)
+    UNION ALL SELECT NULL, NULL, 2, 0, 0 WHERE NOT EXISTS (SELECT 1 FROM devices WHERE device_id = ?1)"""
+_OVERDUE, _UNKNOWN = 1, 2
+
+
+def record(
+    db: sqlite3.Connection, device_id: str, uuid: str, status: CommandStatus, result: bytes | None, now: float
+) -> ResultOutcome:
+    """`record_result` inside the caller's transaction."""
+    found = db.execute(_FIND, (device_id, uuid)).fetchone()
+    if found is None:
+        owned = db.execute(_OWNED, (uuid,)).fetchone()
+        return ResultOutcome(ResultKind.OTHER_DEVICE if owned else ResultKind.UNKNOWN_COMMAND, None)
+    seq, previous = found[0], CommandStatus(found[1])
+    kind = result_kind(previous, status)
+    if kind is not ResultKind.RECORDED:
+        return ResultOutcome(kind, command_at(db, seq), previous)
+    not_now = int(status is CommandStatus.NOT_NOW)
+    # fetchall: a RETURNING statement only finishes (and its change only counts) once stepped to the end.
+    rows = db.execute(_RECORD, (status.value, result, now, not_now, seq)).fetchall()
+    if not_now:
+        db.execute(_COUNT_NOT_NOW, (device_id,))
+    return ResultOutcome(kind, command_from_row(rows[0]), previous)
+
+
+def next_seq(db: sqlite3.Connection, device_id: str, skipped: frozenset[str], now: float) -> int | None:
+    """The device's next command not in `skipped`, after marking its overdue Sent commands TimedOut."""
+    rows = db.execute(_NEXT, (device_id, now, len(skipped) + 1)).fetchall()
+    candidates = []
+    for row in rows:
+        if row[2] == _UNKNOWN:
+            raise unknown_devices([device_id])
+        if row[2] == _OVERDUE:
+            db.execute(_EXPIRE, (now, row[0]))
+        elif row[1] not in skipped:
+            candidates.append(row)
+    if not candidates:
+        return None
+    # A compound SELECT promises no order, so the queue order is applied here (to at most len(skip)+1 rows).
+    return min(candidates, key=lambda row: (row[3], row[4], row[0]))[0]
+
+
+def send(db: sqlite3.Connection, seq: int, now: float) -> QueuedCommand:
+    return command_from_row(db.execute(_SEND, (now, seq)).fetchall()[0])
+
+
+def command_at(db: sqlite3.Connection, seq: int) -> QueuedCommand:
+    return command_from_row(db.execute(_BY_SEQ, (seq,)).fetchone())
