@@ -13,10 +13,10 @@ import os
 import sqlite3
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import replace
 from typing import Any
 
 from .interface import (
+    PENDING_STATUSES,
     CommandNotFoundError,
     CommandSource,
     CommandStateError,
@@ -34,7 +34,6 @@ from .interface import (
     Visit,
 )
 from .rules import (
-    already_queued,
     certificate_in_use,
     check_bytes,
     check_cert,
@@ -57,7 +56,7 @@ from .rules import (
     reported_status,
     seen_is_current,
 )
-from .sqlite_channel import SEEN, VISIT, command_at, next_seq, record, send
+from .sqlite_channel import FIND, SEEN, VISIT, command_at, next_seq, record, send
 from .sqlite_queries import (
     COMMAND_SELECT,
     DEVICE_SELECT,
@@ -69,14 +68,13 @@ from .sqlite_queries import (
     command_from_row,
     device_from_row,
     find_command,
+    insert_commands,
     load_device,
-    queued_pairs,
     require_device,
     update_device,
 )
-from .sqlite_schema import migrate
+from .sqlite_schema import open_database
 
-_SYNCHRONOUS = ("NORMAL", "FULL")
 _STATES = {state.value: state for state in EnrollmentState}  # faster than EnrollmentState(text)
 
 
@@ -84,25 +82,9 @@ class SQLiteStorage:
     """`Storage` in a SQLite file (or ":memory:"). Use it from one thread only: the reactor's."""
 
     def __init__(self, path: str | os.PathLike[str], *, synchronous: str = "NORMAL") -> None:
-        if synchronous not in _SYNCHRONOUS:
-            raise StorageError(f"synchronous must be one of {', '.join(_SYNCHRONOUS)}, not {synchronous!r}")
         self.path = os.fspath(path)
         self._db: sqlite3.Connection | None = None
-        try:
-            db = sqlite3.connect(self.path, isolation_level=None)  # we issue BEGIN/COMMIT ourselves
-            try:
-                db.execute("PRAGMA journal_mode = WAL").fetchone()
-                db.execute(f"PRAGMA synchronous = {synchronous}")
-                db.execute("PRAGMA foreign_keys = ON")
-                # Another process (a report tool) may hold the write lock briefly; wait a little, not forever.
-                db.execute("PRAGMA busy_timeout = 2000")
-                self.schema_version_found = migrate(db)
-            except BaseException:
-                db.close()
-                raise
-        except sqlite3.Error as exc:
-            raise StorageError(f"cannot open SQLite storage {self.path}: {exc}") from None
-        self._db = db
+        self._db, self.schema_version_found = open_database(self.path, synchronous)
 
     # Enrollments.
 
@@ -244,27 +226,7 @@ class SQLiteStorage:
             return {}
         with self._write() as db:
             check_targets(db, [device_id for device_id, _ in plan])
-            payload_ids: dict[bytes, int] = {}
-            rows = []
-            for device_id, new in plan:
-                payload_id = payload_ids.get(new.payload)
-                if payload_id is None:
-                    payload_id = db.execute(
-                        "INSERT INTO payloads (data) VALUES (?)", (new.payload,)
-                    ).lastrowid
-                    payload_ids[new.payload] = payload_id
-                rows.append(
-                    (device_id, new.command_uuid, new.request_type, payload_id, priority, timeout, now)
-                )
-            try:
-                db.executemany(
-                    """INSERT INTO commands (device_id, command_uuid, request_type, payload_id, priority,
-                        status, timeout, queued_at) VALUES (?, ?, ?, ?, ?, 'Queued', ?, ?)""",
-                    rows,
-                )
-            except sqlite3.IntegrityError:
-                # Targets were checked above, so only UNIQUE (device_id, command_uuid) can have failed.
-                raise already_queued(queued_pairs(db, plan)) from None
+            insert_commands(db, plan, priority, timeout, now)
         return {device_id: new.command_uuid for device_id, new in plan}
 
     def next_command(self, device_id: str, *, skip: Iterable[str] = (), now: float) -> QueuedCommand | None:
@@ -297,15 +259,13 @@ class SQLiteStorage:
         device_id, command_uuid = check_id(device_id), check_id(command_uuid, "command_uuid")
         now = check_now(now)
         with self._write() as db:
-            row = find_command(db, device_id, command_uuid)
-            if row is None:
+            found = db.execute(FIND, (device_id, command_uuid)).fetchone()
+            if found is None:
                 require_device(db, device_id)
                 raise CommandNotFoundError(f"command {command_uuid} is not queued for device {device_id}")
-            command = command_from_row(row)
-            if not command.pending:
-                raise CommandStateError(f"command {command_uuid} is already {command.status}")
-            db.execute("UPDATE commands SET status = 'Sent', sent_at = ? WHERE seq = ?", (now, row[-1]))
-        return replace(command, status=CommandStatus.SENT, sent_at=now)
+            if CommandStatus(found[1]) not in PENDING_STATUSES:
+                raise CommandStateError(f"command {command_uuid} is already {found[1]}")
+            return send(db, found[0], now)
 
     def record_result(
         self,

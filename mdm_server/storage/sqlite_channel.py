@@ -22,7 +22,7 @@ _COLUMNS = """device_id, command_uuid, request_type,
     (SELECT data FROM payloads WHERE payloads.payload_id = commands.payload_id), priority, status, timeout,
     queued_at, sent_at, result_at, result, not_now_count"""
 _BY_SEQ = f"SELECT {_COLUMNS} FROM commands WHERE seq = ?"
-_FIND = "SELECT seq, status FROM commands WHERE device_id = ? AND command_uuid = ?"
+FIND = "SELECT seq, status FROM commands WHERE device_id = ? AND command_uuid = ?"
 _OWNED = "SELECT 1 FROM commands WHERE command_uuid = ?"
 _RECORD = f"""UPDATE commands SET status = ?, result = ?, result_at = ?, not_now_count = not_now_count + ?
     WHERE seq = ? RETURNING {_COLUMNS}"""
@@ -47,7 +47,7 @@ def record(
     db: sqlite3.Connection, device_id: str, uuid: str, status: CommandStatus, result: bytes | None, now: float
 ) -> ResultOutcome:
     """`record_result` inside the caller's transaction."""
-    found = db.execute(_FIND, (device_id, uuid)).fetchone()
+    found = db.execute(FIND, (device_id, uuid)).fetchone()
     if found is None:
         owned = db.execute(_OWNED, (uuid,)).fetchone()
         return ResultOutcome(ResultKind.OTHER_DEVICE if owned else ResultKind.UNKNOWN_COMMAND, None)

@@ -9,8 +9,8 @@ import sqlite3
 from collections.abc import Iterable
 from typing import Any
 
-from .interface import CommandStatus, Device, EnrollmentState, QueuedCommand
-from .rules import checked_out_devices, decode_facts, unknown_devices
+from .interface import CommandStatus, Device, EnrollmentState, NewCommand, QueuedCommand
+from .rules import already_queued, checked_out_devices, decode_facts, unknown_devices
 from .sqlite_schema import PENDING_SQL
 
 DEVICE_SELECT = """SELECT device_id, state, topic, facts, cert_sha256, authenticated_at, last_checkin_at,
@@ -74,6 +74,30 @@ def check_targets(db: sqlite3.Connection, device_ids: list[str]) -> None:
     gone = [device_id for device_id in device_ids if states[device_id] == EnrollmentState.UNENROLLED]
     if gone:
         raise checked_out_devices(gone)
+
+
+def insert_commands(
+    db: sqlite3.Connection, plan: tuple[tuple[str, NewCommand], ...], priority: int, timeout: float | None,
+    now: float,
+) -> None:
+    """Queue a checked plan; each distinct body is stored once however many devices get it."""
+    payload_ids: dict[bytes, int] = {}
+    rows = []
+    for device_id, new in plan:
+        payload_id = payload_ids.get(new.payload)
+        if payload_id is None:
+            payload_id = db.execute("INSERT INTO payloads (data) VALUES (?)", (new.payload,)).lastrowid
+            payload_ids[new.payload] = payload_id
+        rows.append((device_id, new.command_uuid, new.request_type, payload_id, priority, timeout, now))
+    try:
+        db.executemany(
+            """INSERT INTO commands (device_id, command_uuid, request_type, payload_id, priority,
+                status, timeout, queued_at) VALUES (?, ?, ?, ?, ?, 'Queued', ?, ?)""",
+            rows,
+        )
+    except sqlite3.IntegrityError:
+        # Targets were checked before, so only UNIQUE (device_id, command_uuid) can have failed.
+        raise already_queued(queued_pairs(db, plan)) from None
 
 
 def queued_pairs(db: sqlite3.Connection, plan: Iterable[tuple[str, Any]]) -> list[tuple[str, str]]:

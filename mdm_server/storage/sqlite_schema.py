@@ -1,4 +1,4 @@
-"""The SQLite schema, versioned with `PRAGMA user_version`, and the migrations that bring a file up to date.
+"""The SQLite schema, versioned with `PRAGMA user_version`: opening a file and bringing it up to date.
 
 A new version appends a step to MIGRATIONS; a file written by a newer mdmsim is refused, never guessed at.
 """
@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import sqlite3
 
-from .interface import SchemaVersionError
+from .interface import SchemaVersionError, StorageError
+
+SYNCHRONOUS = ("NORMAL", "FULL")
 
 _PENDING = "('Queued', 'Sent', 'NotNow')"
 
@@ -99,3 +101,23 @@ def migrate(db: sqlite3.Connection) -> int:
             raise
         db.execute("COMMIT")
     return found
+
+
+def open_database(path: str, synchronous: str) -> tuple[sqlite3.Connection, int]:
+    """A connection in WAL mode with the schema up to date, and the schema version the file had."""
+    if synchronous not in SYNCHRONOUS:
+        raise StorageError(f"synchronous must be one of {', '.join(SYNCHRONOUS)}, not {synchronous!r}")
+    try:
+        db = sqlite3.connect(path, isolation_level=None)  # we issue BEGIN/COMMIT ourselves
+        try:
+            db.execute("PRAGMA journal_mode = WAL").fetchone()
+            db.execute(f"PRAGMA synchronous = {synchronous}")
+            db.execute("PRAGMA foreign_keys = ON")
+            # Another process (sqlite3 looking in) may hold the write lock briefly; wait a little, not forever.
+            db.execute("PRAGMA busy_timeout = 2000")
+            return db, migrate(db)
+        except BaseException:
+            db.close()
+            raise
+    except sqlite3.Error as exc:
+        raise StorageError(f"cannot open SQLite storage {path}: {exc}") from None
