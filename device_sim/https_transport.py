@@ -21,7 +21,7 @@ from twisted.internet.error import NotConnectingError
 from twisted.python.failure import Failure
 
 from .effects import SendRequest
-from .tls_link import ClientTLS, LinkFactory, TLSLink
+from .tls_link import IOS_TLS_GROUPS, ClientTLS, LinkFactory, TLSLink, check_groups
 from .transport import Reply, TransportError
 
 MAX_RESPONSE = 16 * 1024 * 1024  # an MDM command (a profile with certificates) is far smaller
@@ -150,9 +150,13 @@ class HTTPSTransport:
     """One TLS client context per distinct trust store and server; a fleet trusting one CA shares it."""
 
     def __init__(self, reactor: Any, *, keep_alive: bool = False, timeout: float = 30.0,
-                 resume_sessions: bool = True) -> None:
+                 resume_sessions: bool = True, tls_groups: str | None = IOS_TLS_GROUPS) -> None:
+        """`tls_groups`: the key exchange groups offered (OpenSSL names, colon-separated); None leaves
+        OpenSSL's defaults, which lead with the post-quantum hybrid only iOS 26 and later offer."""
         self.reactor, self.keep_alive, self.timeout = reactor, keep_alive, timeout
-        self.resume_sessions = resume_sessions
+        self.resume_sessions, self.tls_groups = resume_sessions, tls_groups
+        if tls_groups is not None:
+            check_groups(tls_groups)
         self._tls: dict[tuple[Any, ...], ClientTLS] = {}
         self._idle: dict[tuple[Any, ...], list[_HTTPClient]] = {}
         self._addresses: dict[tuple[str, int], tuple[str, int]] = {}
@@ -226,7 +230,8 @@ class HTTPSTransport:
         tls = self._tls.get(exchange.key)
         if tls is None:
             pem = [ssl.Certificate.loadPEM(r.public_bytes(serialization.Encoding.PEM)) for r in exchange.roots]
-            tls = self._tls[exchange.key] = ClientTLS(host, ssl.trustRootFromCertificates(pem))
+            tls = self._tls[exchange.key] = ClientTLS(host, ssl.trustRootFromCertificates(pem),
+                                                     groups=self.tls_groups)
         try:
             address, address_port = self._resolve(host, port)
         except TransportError as exc:

@@ -5,10 +5,11 @@ Twisted's TLS wrapper costs more per connection than the handshake it drives (fa
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 from typing import Any
 
-from OpenSSL import SSL
+from OpenSSL import SSL, crypto
 from service_identity import VerificationError
 from service_identity.hazmat import DNS_ID, IPAddress_ID, verify_service_identity
 from service_identity.pyopenssl import extract_patterns
@@ -16,6 +17,9 @@ from twisted.internet import ssl
 from twisted.internet.protocol import ClientFactory, Protocol
 from twisted.python.failure import Failure
 
+# The key exchange groups iOS 9 to 17 offer, in its order. OpenSSL 3.5+ would lead with the hybrid
+# X25519MLKEM768 (iOS 26 and later), whose ML-KEM key generation costs the client ~20% of a resumed session.
+IOS_TLS_GROUPS = "X25519:P-256:P-384:P-521"
 READ_SIZE = 1 << 17  # bytes taken from a BIO per call: every record of an MDM exchange fits in one
 MAX_LEAVES = 64  # server certificates whose name check is remembered
 
@@ -24,8 +28,10 @@ class ClientTLS:
     """The TLS client side for one server name and trust store: Twisted's context, verified like Twisted's
     `optionsForClientTLS` (chain to the trust store, then the name), plus the last session to resume."""
 
-    def __init__(self, hostname: str, trust: Any) -> None:
+    def __init__(self, hostname: str, trust: Any, *, groups: str | None = IOS_TLS_GROUPS) -> None:
         self.context = ssl.CertificateOptions(trustRoot=trust).getContext()
+        if groups is not None:
+            _set_groups(self.context, groups)
         try:
             ipaddress.ip_address(hostname)
             self._service, self._server_name = IPAddress_ID(hostname), None  # no SNI for an address
@@ -50,7 +56,7 @@ class ClientTLS:
             return bool(ok)
         try:
             # A resumed session skips this; a full handshake meets the same leaf each time: check its name once.
-            digest = certificate.digest("sha256")
+            digest = hashlib.sha256(crypto.dump_certificate(crypto.FILETYPE_ASN1, certificate)).digest()
             if digest not in self._names_checked:
                 if len(self._names_checked) >= MAX_LEAVES:
                     self._names_checked.clear()
@@ -70,6 +76,19 @@ class ClientTLS:
         return None
 
 
+def check_groups(groups: str) -> None:
+    """A ValueError with the reason unless OpenSSL knows every group named."""
+    _set_groups(SSL.Context(SSL.TLS_CLIENT_METHOD), groups)
+
+
+def _set_groups(context: SSL.Context, groups: str) -> None:
+    # pyOpenSSL has no public call for the groups list; its cryptography binding has OpenSSL's.
+    from OpenSSL._util import lib
+
+    if lib.SSL_CTX_set1_curves_list(context._context, groups.encode("ascii")) != 1:
+        raise ValueError(f"OpenSSL refused the TLS groups {groups!r}")
+
+
 class TLSLink(Protocol):
     """One TCP connection carrying TLS for one application object (`app`): the app sees `write`,
     `loseConnection`, `abortConnection` and `getHandle` here, and gets `connectionMade`, `dataReceived` and
@@ -80,6 +99,7 @@ class TLSLink(Protocol):
         self.connection: SSL.Connection | None = None
         self.handshaken = self.closing = self.lost = False
         self.unsent: list[bytes] = []
+        self.direct = True  # every byte so far went straight to the socket
         self.failure: Failure | None = None  # why TLS failed, reported instead of the TCP reason
 
     def getHandle(self) -> SSL.Connection:
@@ -162,8 +182,10 @@ class TLSLink(Protocol):
         self.handshaken = True
 
     def _send(self, data: bytes) -> None:
+        # A memory BIO takes every record, so one SSL_write sends it all (pyOpenSSL's sendall costs ~3x more).
         try:
-            self.connection.sendall(data)
+            while data:
+                data = data[self.connection.send(data):]
         except SSL.Error:
             self._fail(Failure())
 
@@ -173,9 +195,22 @@ class TLSLink(Protocol):
                 data = self.connection.bio_read(READ_SIZE)
             except SSL.WantReadError:
                 return
-            self.transport.write(data)
+            self._write(data)
             if len(data) < READ_SIZE:
                 return
+
+    def _write(self, data: bytes) -> None:
+        # Straight to the socket while nothing waits in Twisted's buffer: its write() waits for the next
+        # poll (two epoll changes and a loop turn per TLS flight, three flights per session).
+        if self.direct:
+            try:
+                sent = self.transport.getHandle().send(data)
+            except OSError:  # EAGAIN, or an error Twisted will meet and report on its next write
+                sent = 0
+            if sent == len(data):
+                return
+            data, self.direct = data[sent:], False
+        self.transport.write(data)
 
     def _shut_down(self) -> None:
         try:

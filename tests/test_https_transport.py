@@ -57,8 +57,28 @@ def test_each_request_opens_a_connection_closes_it_and_resumes_the_tls_session(t
         assert first == second and first.status == 400 and b"Mdm-Signature" in first.body  # answered over TLS
         assert len(made) == 2 and not transport._idle  # a new connection each time, none kept
         assert [_lib.SSL_session_reused(c._ssl) for c in made] == [0, 1]  # the second resumed the first
+        assert made[0].get_group_name() == "x25519"  # what iOS 9 to 17 lead with, not the PQ hybrid
     finally:
         yield server.stop()
+
+
+@pytest_twisted.inlineCallbacks
+def test_the_offered_key_exchange_groups_can_be_chosen(tmp_path, monkeypatch):
+    from twisted.internet import reactor
+
+    server = yield _server(tmp_path)
+    made = []
+    connection = tls_link.ClientTLS.connection
+    monkeypatch.setattr(tls_link.ClientTLS, "connection", lambda self, link: made.append(
+        connection(self, link)) or made[-1])
+    try:
+        url = f"https://127.0.0.1:{server.ports[0].getHost().port}/mdm/connect"
+        yield HTTPSTransport(reactor, tls_groups="P-256").send(_request(url), (server.ca.certificate,))
+        assert made[0].get_group_name() == "secp256r1"
+    finally:
+        yield server.stop()
+    with pytest.raises(ValueError, match="no-such-group"):
+        HTTPSTransport(reactor, tls_groups="no-such-group")
 
 
 @pytest_twisted.inlineCallbacks
