@@ -54,20 +54,26 @@ class Signer:
     certificate: x509.Certificate
     certificate_der: bytes
     sid: bytes
+    certificates: bytes  # the SignedData's [0] certificates: this one alone
 
 
 def der(tag: int, content: bytes) -> bytes:
     length = len(content)
     if length < 0x80:
         return bytes((tag, length)) + content
+    if length < 0x100:
+        return bytes((tag, 0x81, length)) + content
+    if length < 0x10000:
+        return bytes((tag, 0x82, length >> 8, length & 0xFF)) + content
     octets = length.to_bytes((length.bit_length() + 7) // 8, "big")
     return bytes((tag, 0x80 | len(octets))) + octets + content
 
 
 def shape_key(private_key: Any) -> tuple[str, ...] | None:
-    """Keys whose signatures share a shape (SHA-256, default padding); None for keys we leave to cryptography."""
+    """Keys whose signatures share a shape (SHA-256, default padding; the curve or modulus size changes no
+    identifier); None for keys we leave to cryptography."""
     if isinstance(private_key, ec.EllipticCurvePrivateKey):
-        return ("ec", private_key.curve.name)
+        return ("ec",)
     if isinstance(private_key, rsa.RSAPrivateKey):
         return ("rsa",)
     return None
@@ -109,7 +115,8 @@ def read_signer(certificate: x509.Certificate) -> Signer:
         raise Asn1Error("the tbsCertificate lacks its serialNumber")
     algorithm = reader.expect(serial[4], tbs[3], SEQUENCE, "the tbsCertificate signature")
     issuer = reader.expect(algorithm[4], tbs[3], SEQUENCE, "the issuer")
-    return Signer(certificate, encoded, der(SEQUENCE, reader.whole(issuer) + reader.whole(serial)))
+    sid = der(SEQUENCE, reader.whole(issuer) + reader.whole(serial))
+    return Signer(certificate, encoded, sid, der(CONTEXT_0, encoded))
 
 
 def signing_time(now: float) -> bytes:
@@ -122,15 +129,22 @@ def signing_time(now: float) -> bytes:
     return der(SEQUENCE, _SIGNING_TIME + der(SET, value))
 
 
+# The messageDigest attribute up to its 32 octets of SHA-256.
+_DIGEST_ATTRIBUTE_HEAD = der(SEQUENCE, _MESSAGE_DIGEST + der(SET, der(OCTET_STRING, bytes(32))))[:-32]
+
+
 def assemble(shape: Shape, signer: Signer, digest: bytes, time_attribute: bytes, sign: Any) -> bytes:
     """The DER ContentInfo; `sign` gets the DER SET of signed attributes and returns the signature."""
-    digest_attribute = der(SEQUENCE, _MESSAGE_DIGEST + der(SET, der(OCTET_STRING, digest)))
+    if len(digest) == 32:
+        digest_attribute = _DIGEST_ATTRIBUTE_HEAD + digest
+    else:
+        digest_attribute = der(SEQUENCE, _MESSAGE_DIGEST + der(SET, der(OCTET_STRING, digest)))
     attributes = b"".join(sorted((*shape.fixed_attributes, time_attribute, digest_attribute)))
     signature = sign(der(SET, attributes))
-    signer_info = der(SEQUENCE, shape.signer_head + signer.sid + shape.digest_algorithm
-                      + der(CONTEXT_0, attributes) + shape.signature_algorithm + der(OCTET_STRING, signature))
-    signed_data = der(SEQUENCE, shape.signed_data_head + der(CONTEXT_0, signer.certificate_der)
-                      + der(SET, signer_info))
+    signer_info = der(SEQUENCE, b"".join((
+        shape.signer_head, signer.sid, shape.digest_algorithm, der(CONTEXT_0, attributes),
+        shape.signature_algorithm, der(OCTET_STRING, signature))))
+    signed_data = der(SEQUENCE, shape.signed_data_head + signer.certificates + der(SET, signer_info))
     return der(SEQUENCE, _SIGNED_DATA + der(CONTEXT_0, signed_data))
 
 
@@ -144,25 +158,31 @@ class Templates:
 
     def __init__(self) -> None:
         self.shapes: dict[tuple[str, ...], Shape | None] = {}  # None: this kind of key is not templated
+        self._kinds: dict[type, tuple[str, ...] | None] = {}  # key class → shape_key (isinstance on ABCs is slow)
         self.signers: dict[int, Signer] = {}  # id(certificate) → its pieces (checked by identity)
         self._time: tuple[int, bytes] = (-1, b"")
 
     def sign(self, data: bytes, certificate: x509.Certificate, private_key: Any, fallback: Any) -> bytes:
         """A signature from the template, or `fallback()` (cryptography) when there is none yet."""
-        kind = shape_key(private_key)
-        if kind is None or self.shapes.get(kind, True) is None:
+        kind = self._kinds.get(type(private_key), False)
+        if kind is False:
+            kind = self._kinds[type(private_key)] = shape_key(private_key)
+        if kind is None:
+            return fallback()
+        shape = self.shapes.get(kind, False)
+        if shape is None:
             return fallback()
         signer = self._signer(certificate)
-        shape = self.shapes.get(kind)
-        if shape is None:
+        if shape is False:
             return self._first(kind, signer, fallback)
-        if isinstance(private_key, ec.EllipticCurvePrivateKey):
-            def sign(message: bytes) -> bytes:
-                return private_key.sign(message, _ECDSA_SHA256)
+        sign = private_key.sign
+        if kind[0] == "ec":
+            def signed(message: bytes) -> bytes:
+                return sign(message, _ECDSA_SHA256)
         else:
-            def sign(message: bytes) -> bytes:
-                return private_key.sign(message, _PKCS1, _SHA256)
-        return assemble(shape, signer, hashlib.sha256(data).digest(), self._signing_time(), sign)
+            def signed(message: bytes) -> bytes:
+                return sign(message, _PKCS1, _SHA256)
+        return assemble(shape, signer, hashlib.sha256(data).digest(), self._signing_time(), signed)
 
     def _signing_time(self) -> bytes:
         second = int(time.time())  # the attribute has whole seconds: encode each second once

@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import calendar
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
+from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding
 from cryptography.hazmat.primitives.serialization import pkcs7
+from cryptography.x509.oid import NameOID
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -30,9 +32,19 @@ def ca() -> CertificateAuthority:
     return CertificateAuthority.create("mdmsim Template CA", now=NOW)
 
 
-@pytest.fixture(scope="module", params=["ec", "rsa"])
+@pytest.fixture(scope="module", params=["ec", "rsa", "p384"])
 def identity(request, ca):
+    if request.param == "p384":  # another curve: the same shape as P-256 (ecdsa-with-SHA256)
+        return _self_signed(ec.generate_private_key(ec.SECP384R1()))
     return ca.issue_device_identity(f"template-{request.param}", NOW, request.param)
+
+
+def _self_signed(key):
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "P-384 device")])
+    certificate = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+                   .serial_number(x509.random_serial_number()).not_valid_before(NOW)
+                   .not_valid_after(NOW + timedelta(days=30)).sign(key, hashes.SHA256()))
+    return certificate, key
 
 
 def _pieces(signature: bytes) -> tuple[bytes, bytes]:
@@ -146,4 +158,4 @@ def test_a_signature_of_unexpected_shape_turns_the_template_off_for_that_kind(ca
 
     for _ in range(3):
         assert verify_detached(templates.sign(BODY, certificate, key, builder), BODY).signer == certificate
-    assert len(calls) == 3 and templates.shapes == {("ec", "secp256r1"): None}
+    assert len(calls) == 3 and templates.shapes == {("ec",): None}
