@@ -18,6 +18,7 @@ import pytest
 from hypothesis import event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
+from storage_channel_conformance import ChannelConformance
 from storage_conformance import (
     FACTS,
     T0,
@@ -38,6 +39,7 @@ from mdm_server.storage import (
     MemoryStorage,
     NewCommand,
     PushOutcome,
+    Reported,
     SchemaVersionError,
     SQLiteStorage,
     Storage,
@@ -69,6 +71,10 @@ class TestDevices(DeviceConformance):
 
 
 class TestQueue(QueueConformance):
+    pass
+
+
+class TestChannel(ChannelConformance):
     pass
 
 
@@ -156,13 +162,18 @@ def test_a_shared_command_body_is_stored_once_and_collected(tmp_path):
 _KILLED_WRITER = textwrap.dedent(
     """
     import sys
-    from mdm_server.storage import NewCommand, SQLiteStorage
+    from mdm_server.storage import NewCommand, Reported, SQLiteStorage
     store = SQLiteStorage(sys.argv[1])
     store.authenticate("dev", {"OSVersion": "17.5"}, sys.argv[2], "ab" * 32, now=1.0)
-    store.enqueue(["dev"], NewCommand("c1", "ProfileList", b"<plist/>"), now=2.0)
-    store.enqueue(["dev"], NewCommand("c2", "ProfileList", b"<plist/>"), now=2.0)
+    store.token_update("dev", b"token", "magic", now=1.0)
+    for uuid in ("c1", "c2", "c3", "c4"):
+        store.enqueue(["dev"], NewCommand(uuid, "ProfileList", b"<plist/>"), now=2.0)
     store.mark_sent("dev", "c1", now=3.0)
     store.record_result("dev", "c1", "Acknowledged", b"<dict/>", now=4.0)
+    # The server's own path: the check-in, then one transaction per report (result and next command).
+    store.visit("dev", "ab" * 32, now=5.0)
+    store.exchange("dev", now=5.0)
+    store.exchange("dev", Reported("c2", "Acknowledged", b"<dict/>"), now=6.0)
     print("acknowledged", flush=True)
     sys.stdin.read()  # hold the connection open until killed
     """
@@ -187,8 +198,30 @@ def test_acknowledged_writes_survive_kill_9(tmp_path):
     # The commits are still only in the WAL: reopening must replay them.
     assert Path(f"{path}-wal").stat().st_size > 0
     store = SQLiteStorage(path)
-    assert store.get_command("dev", "c1").status is CommandStatus.ACKNOWLEDGED
-    assert store.next_command("dev", now=5.0).command_uuid == "c2"
+    assert [(c.command_uuid, c.status) for c in store.list_commands("dev")] == [
+        ("c1", "Acknowledged"), ("c2", "Acknowledged"), ("c3", "Sent"), ("c4", "Queued"),
+    ]  # fmt: skip
+    assert store.get_command("dev", "c3").sent_at == 6.0 and store.get_device("dev").last_seen_at == 5.0
+    store.close()
+
+
+def test_an_exchange_that_fails_leaves_no_half_of_it(tmp_path):
+    """The result and the next command's Sent commit together or not at all: the device re-sends."""
+    path = tmp_path / "s.sqlite3"
+    store = SQLiteStorage(path)
+    enroll(store, "d")
+    for uuid in ("a", "b"):
+        store.enqueue(["d"], command(uuid), now=T0)
+    store.exchange("d", now=T0 + 1)
+    saboteur = sqlite3.connect(path)  # a real failure inside the transaction, after the result is written
+    saboteur.execute("CREATE TRIGGER no_send BEFORE UPDATE OF sent_at ON commands BEGIN "
+                     "SELECT RAISE(ABORT, 'disk on fire'); END")  # fmt: skip
+    saboteur.commit()
+    saboteur.close()
+    with pytest.raises(StorageError, match="disk on fire"):
+        store.exchange("d", Reported("a", CommandStatus.ACKNOWLEDGED, b"<dict/>"), now=T0 + 2)
+    a, b = store.get_command("d", "a"), store.get_command("d", "b")
+    assert (a.status, a.result, b.status) == (CommandStatus.SENT, None, CommandStatus.QUEUED)
     store.close()
 
 
@@ -279,6 +312,24 @@ class SQLiteMatchesMemory(RuleBasedStateMachine):
     @rule(device=st.sampled_from(DEVICES), status=st.sampled_from(STATUSES), data=st.data())
     def record_result(self, device, status, data):
         self._report(device, data.draw(self._any_uuid(), label="uuid"), status)
+
+    @rule(device=st.sampled_from(DEVICES), who=st.sampled_from([*DEVICES, 0, 1]))
+    def visit(self, device, who):
+        # Any identity: the device's own, another device's, or one an earlier Authenticate may have bound.
+        self.both(lambda s: s.visit(device, cert(who), now=self.now))
+
+    @rule(device=st.sampled_from(DEVICES), status=st.sampled_from([None, *STATUSES[:4]]),
+          stop=st.sampled_from([(), ("ProfileList",)]), data=st.data())  # fmt: skip
+    def exchange(self, device, status, stop, data):
+        """The server's one-transaction turn: record a report (or none), then send the next command."""
+        skip = data.draw(st.frozensets(self._any_uuid()), label="skip")
+        reported = None
+        if status is not None:
+            uuid = data.draw(self._any_uuid(), label="uuid")
+            reported = Reported(uuid, CommandStatus(status), f"{status}@{self.now}".encode())
+        kind, answer = self.both(lambda s: s.exchange(device, reported, skip=skip, now=self.now, stop_after=stop))
+        if kind == "ok" and answer.sent is not None:
+            assert answer.sent.status is CommandStatus.SENT and answer.sent.command_uuid not in skip
 
     @rule(device=st.sampled_from(DEVICES), clear=st.booleans(), data=st.data())
     def remove(self, device, clear, data):

@@ -132,8 +132,8 @@ def check_reported(reported: object) -> Reported | None:
         raise InvalidRecordError(f"reported must be a Reported or None, not {type(reported).__name__}")
     uuid, status = check_id(reported.command_uuid, "command_uuid"), reported_status(reported.status)
     result = check_optional_bytes(reported.result, "result")
-    if (uuid, status, result) != (reported.command_uuid, reported.status, reported.result):
-        reported = Reported(uuid, status, result)  # a str status or bytearray result, normalised
+    if status is not reported.status or result is not reported.result:
+        reported = Reported(uuid, status, result)  # a str status or a bytearray result, normalised
     return reported
 
 
