@@ -115,7 +115,7 @@ class Device:
     cert_sha256: str  # lowercase hex SHA-256 of the identity certificate bound at Authenticate
     authenticated_at: float
     last_checkin_at: float
-    last_seen_at: float
+    last_seen_at: float  # any request; to within rules.SEEN_RESOLUTION on the command channel, exact after a push
     push_token: bytes | None = None
     push_magic: str | None = None
     unlock_token: bytes | None = None
@@ -221,14 +221,15 @@ class Storage(Protocol):
     """The server's storage. Calls are synchronous and short: they run on the reactor thread.
 
     Bad arguments raise InvalidRecordError, backend failures StorageError; nothing else escapes.
-    Calls that change a device (check-ins, touch, enqueue, next_command, mark_sent, record_push) raise
-    DeviceNotFoundError for a device that never authenticated; lookups and removals answer None, (), False
-    or 0; record_result never raises for an unknown command or device, its outcome says so.
+    Calls that change a device (check-ins, touch, enqueue, next_command, mark_sent, exchange, record_push)
+    raise DeviceNotFoundError for a device that never authenticated; lookups (visit too) and removals
+    answer None, (), False or 0; record_result never raises for an unknown command or device, its outcome
+    says so.
     `now` is seconds on the caller's clock (the reactor's `seconds()`), never read by storage itself.
 
     The command channel needs two calls: `visit` (one facts-free lookup that also records the check-in
     when the certificate is the device's and it is enrolled) and, only when a report or pending work
-    needs it, `exchange` (record_result, next_command and mark_sent as one transaction). `visit` leaves
+    needs it, `exchange` (record_result, next_command and mark_sent in one transaction). `visit` leaves
     last_seen_at alone when it is under rules.SEEN_RESOLUTION old and no push went out since; `touch`
     always writes it.
     """

@@ -267,24 +267,15 @@ class MemoryStorage:
         slot.command = replace(slot.command, status=CommandStatus.SENT, sent_at=now)
         return slot.command
 
-    def exchange(
-        self,
-        device_id: str,
-        reported: Reported | None = None,
-        *,
-        skip: Iterable[str] = (),
-        now: float,
-        stop_after: Iterable[str] = (),
-    ) -> Exchange:
+    def exchange(self, device_id: str, reported: Reported | None = None, *, skip: Iterable[str] = (), now: float,
+                 stop_after: Iterable[str] = ()) -> Exchange:
         self._live()
         device_id, reported, stop = check_id(device_id), check_reported(reported), check_stop_after(stop_after)
         skipped, now = check_skip(skip), check_now(now)
         self._device(device_id)
         outcome = None
         if reported is not None:
-            outcome = self.record_result(
-                device_id, reported.command_uuid, reported.status, reported.result, now=now
-            )
+            outcome = self.record_result(device_id, reported.command_uuid, reported.status, reported.result, now=now)
             if outcome.changed and outcome.command.request_type in stop:
                 return Exchange(outcome, None)
         command = self.next_command(device_id, skip=skipped, now=now)

@@ -235,15 +235,8 @@ class SQLiteStorage:
             seq = next_seq(db, device_id, skipped, now)
             return None if seq is None else command_at(db, seq)
 
-    def exchange(
-        self,
-        device_id: str,
-        reported: Reported | None = None,
-        *,
-        skip: Iterable[str] = (),
-        now: float,
-        stop_after: Iterable[str] = (),
-    ) -> Exchange:
+    def exchange(self, device_id: str, reported: Reported | None = None, *, skip: Iterable[str] = (), now: float,
+                 stop_after: Iterable[str] = ()) -> Exchange:
         device_id, reported, stop = check_id(device_id), check_reported(reported), check_stop_after(stop_after)
         skipped, now = check_skip(skip), check_now(now)
         with self._write() as db:  # one transaction: the result and the next command's Sent, or neither
