@@ -8,8 +8,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from twisted.internet.protocol import ClientFactory
-from twisted.protocols.basic import LineReceiver
+from twisted.internet.protocol import ClientFactory, Protocol
 
 from mdm_protocol.errors import MessageError
 from mdm_protocol.push_link import ATTACH_BATCH, MAX_LINE, Attach, Delivery, decode_link, encode_link
@@ -19,12 +18,33 @@ from .runner import OnPush
 log = logging.getLogger(__name__)
 
 
-class PushLinkClientProtocol(LineReceiver):
-    delimiter = b"\n"
-    MAX_LENGTH = MAX_LINE
+class PushLinkClientProtocol(Protocol):
+    """Newline-delimited lines; a push to a whole fleet arrives as chunks of hundreds of lines, which one
+    split handles (LineReceiver re-copies the rest of its buffer for every line)."""
+
+    def __init__(self) -> None:
+        self._partial = b""
 
     def connectionMade(self) -> None:
         self.factory.connected(self)
+
+    def dataReceived(self, data: bytes) -> None:
+        lines = (self._partial + data if self._partial else data).split(b"\n")
+        self._partial = lines.pop()
+        for line in lines:
+            if len(line) > MAX_LINE:
+                self._too_long()
+                return
+            self.lineReceived(line)
+            if self.transport.disconnecting:
+                return
+        if len(self._partial) > MAX_LINE:
+            self._too_long()
+
+    def _too_long(self) -> None:
+        log.warning("push link: a line over %d bytes; closing the link", MAX_LINE)
+        self._partial = b""
+        self.transport.loseConnection()
 
     def lineReceived(self, line: bytes) -> None:
         try:
