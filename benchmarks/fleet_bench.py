@@ -722,20 +722,23 @@ def measured_run(reactor: Any, args: argparse.Namespace, workdir: Path, backlog:
         try:
             yield _link_up(reactor, run)
             enrollment = yield run.enroll(args.window, args.timeout)
-            fresh = yield run.checkins(args.rounds, args.round_timeout, keep_alive=False)
-            kept = yield run.checkins(args.rounds, args.round_timeout, keep_alive=True)
+            checkins = []
+            if "checkins" not in args.skipped:
+                checkins.append((yield run.checkins(args.rounds, args.round_timeout, keep_alive=False)))
+                checkins.append((yield run.checkins(args.rounds, args.round_timeout, keep_alive=True)))
         finally:
             run.close()
             server.stop()
         return {"listen_backlog": backlog or "Twisted default (50)", "enrollment": enrollment,
-                "checkins": [fresh, kept]}
+                "checkins": checkins}
 
     return run_it()
 
 
 def profiled_run(reactor: Any, args: argparse.Namespace, workdir: Path) -> Any:
-    """Enrollment under py-spy; then, on a second server process with the same data and ports (also under
-    py-spy), push rounds with the fleet under cProfile: each phase gets its own server profile."""
+    """Enrollment with the server under py-spy and the fleet under cProfile; then, on a second server process
+    with the same data and ports (also under py-spy), push rounds with the fleet under cProfile: each phase gets
+    its own server profile."""
     from twisted.internet import defer
 
     @defer.inlineCallbacks
@@ -743,13 +746,21 @@ def profiled_run(reactor: Any, args: argparse.Namespace, workdir: Path) -> Any:
         data_dir, ports, backlog = workdir / "profiled", (free_port(), free_port()), args.backlogs[-1]
         server = ServerProcess(data_dir, ports, profile_to=workdir / "spy-enroll.txt", pin=args.pin, backlog=backlog)
         run = FleetRun(reactor, server, server.start(), args.profile_devices, seed=11)
+        enrolling = cProfile.Profile(time.process_time)
         try:
             yield _link_up(reactor, run)
+            enrolling.enable()
             yield run.enroll(args.window, args.timeout)
+            enrolling.disable()
         finally:
             run.link.disconnect()
             yield _until(reactor, lambda: run.push._link is None, "the push link did not close")
             server.stop()
+        out = {"server_enrollment": spy_summary(workdir / "spy-enroll.txt"),
+               "fleet_enrollment_cprofile": cprofile_summary(enrolling)}
+        if "checkins" in args.skipped:
+            run.close()
+            return out
         server = run.server = ServerProcess(data_dir, ports, profile_to=workdir / "spy-checkin.txt", pin=args.pin,
                                             backlog=backlog)
         run.info, previous = server.start(), run.push._link
@@ -763,8 +774,7 @@ def profiled_run(reactor: Any, args: argparse.Namespace, workdir: Path) -> Any:
         finally:
             run.close()
             server.stop()
-        return {"server_enrollment": spy_summary(workdir / "spy-enroll.txt"),
-                "server_checkins": spy_summary(workdir / "spy-checkin.txt"),
+        return {**out, "server_checkins": spy_summary(workdir / "spy-checkin.txt"),
                 "fleet_checkins_cprofile": cprofile_summary(profiler)}
 
     return run_it()
@@ -839,7 +849,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--pin", action="store_true",
                         help="pin the server to CPU 0 and the fleet to CPU 1 (on a shared machine, other load on "
                              "a pinned core then stalls it)")
-    parser.add_argument("--skip", default="", help="comma-separated parts to skip: memory,server")
+    parser.add_argument("--skip", default="", help="comma-separated parts to skip: memory, server, checkins (the "
+                        "push rounds after enrollment)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     parser.add_argument("--memory-child", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--traced", action="store_true", help=argparse.SUPPRESS)
@@ -851,7 +862,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.memory_child:
         print(json.dumps(memory_child(args.memory_child, args.traced, args.generators)))
         return 0
-    skip = set(filter(None, args.skip.split(",")))
+    skip = args.skipped = set(filter(None, args.skip.split(",")))
     report: dict[str, Any] = {"machine": machine_info(), "command": " ".join(sys.argv)}
     if "memory" not in skip:
         sizes = [int(n) for n in args.memory_sizes.split(",") if n]

@@ -5,15 +5,24 @@ Each call issues a new device identity (EC P-256 by default) with a random PKCS#
 
 from __future__ import annotations
 
+import base64
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from xml.sax.saxutils import escape
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import NameOID
 
-from mdm_protocol.payloads import configuration_profile, mdm_payload, pkcs12_payload, root_certificate_payload
+from mdm_protocol.payloads import (
+    configuration_profile,
+    mdm_payload,
+    new_uuid,
+    pkcs12_payload,
+    root_certificate_payload,
+)
 from mdm_protocol.profile import encode_profile
 
 from .ca import CertificateAuthority, KeyType
@@ -23,6 +32,21 @@ ENROLLMENT_IDENTIFIER = "com.mdmsim.enrollment"
 # Inspect and install/remove profiles (1|2), device and network information (16|32), apps (256) and the
 # rest of what an MDM server usually asks; never 0, 2 needs 1, 128 needs 64 (SPEC section 4).
 ACCESS_RIGHTS = 8191
+# The PKCS#12 keeps the legacy suite every iOS 9-18 opens (3DES, SHA-1 MAC) but one KDF round, not 2,048: its
+# password is random (ENROLLMENT_PASSWORD_BITS) and travels in the same profile, so stretching it defends
+# nothing, while the 2,048 rounds were half the server's CPU per enrollment (a decision of the project lead).
+ENROLLMENT_KDF_ROUNDS = 1
+ENROLLMENT_PASSWORD_BYTES = 18
+ENROLLMENT_PASSWORD_BITS = 8 * ENROLLMENT_PASSWORD_BYTES  # 144: beyond guessing even at one round
+# Stand-ins for what differs between enrollment profiles; valid in their place, so the skeleton validates.
+_SLOTS = {
+    b"profile_uuid": "5107A000-0000-4000-8000-00000000000A",
+    b"root_uuid": "5107A000-0000-4000-8000-00000000000B",
+    b"identity_uuid": "5107A000-0000-4000-8000-00000000000C",
+    b"mdm_uuid": "5107A000-0000-4000-8000-00000000000D",
+    b"password": "mdmsim-password-slot-5107A",
+}
+_P12_SLOT = b"mdmsim PKCS#12 slot 5107A"
 
 
 @dataclass(frozen=True)
@@ -30,6 +54,53 @@ class Enrollment:
     profile: bytes  # the .mobileconfig
     identity: x509.Certificate
     user_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ProfileTemplate:
+    """The enrollment profile's XML with %-slots for its UUIDs, the PKCS#12 and its password.
+
+    Every device's profile is the same but for those; building and validating the payloads and writing the
+    plist cost more than issuing the identity, so they happen once per (CA, server URL, topic).
+    """
+
+    xml: bytes  # `bytes % mapping` fills it; a literal % in it is doubled
+
+    def fill(self, p12: bytes, password: str) -> bytes:
+        """A complete .mobileconfig with fresh PayloadUUIDs (the PKCS#12's base64 on one line: valid plist)."""
+        values = {name: new_uuid().encode("ascii") for name in _SLOTS if name.endswith(b"_uuid")}
+        values[b"password"] = escape(password).encode("utf-8")
+        values[b"p12"] = base64.b64encode(p12)
+        return self.xml % values
+
+
+@functools.lru_cache(maxsize=32)
+def profile_template(ca_der: bytes, server_url: str, topic: str) -> ProfileTemplate:
+    """The validated skeleton for one CA (DER), server URL and push topic; ProfileError if it is invalid."""
+    root = root_certificate_payload(
+        ca_der, identifier=f"{ENROLLMENT_IDENTIFIER}.root", uuid=_SLOTS[b"root_uuid"], file_name="mdmsim-ca.cer",
+        display_name="mdmsim CA",
+    )
+    identity = pkcs12_payload(
+        _P12_SLOT, identifier=f"{ENROLLMENT_IDENTIFIER}.identity", uuid=_SLOTS[b"identity_uuid"],
+        password=_SLOTS[b"password"], file_name="identity.p12", display_name="MDM identity",
+    )
+    mdm = mdm_payload(
+        f"{server_url}/mdm/connect", topic, identity.uuid, identifier=f"{ENROLLMENT_IDENTIFIER}.mdm",
+        uuid=_SLOTS[b"mdm_uuid"], check_in_url=f"{server_url}/mdm/checkin", sign_message=True,
+        access_rights=ACCESS_RIGHTS, check_out_when_removed=True, display_name="mdmsim MDM",
+    )
+    profile = configuration_profile(
+        [root, identity, mdm], identifier=ENROLLMENT_IDENTIFIER, uuid=_SLOTS[b"profile_uuid"],
+        display_name="mdmsim enrollment", organization="mdmsim",
+    )
+    xml = encode_profile(profile).replace(b"%", b"%%")
+    at = xml.index(base64.b64encode(_P12_SLOT))
+    start, end = xml.rindex(b"<data>", 0, at), xml.index(b"</data>", at) + len(b"</data>")
+    xml = xml[:start] + b"<data>%(p12)s</data>" + xml[end:]
+    for name, stand_in in _SLOTS.items():
+        xml = xml.replace(escape(stand_in).encode("utf-8"), b"%(" + name + b")s")
+    return ProfileTemplate(xml)
 
 
 def build_enrollment(
@@ -40,26 +111,10 @@ def build_enrollment(
     """A fresh enrollment profile; a `user_id` is written into the identity (x509 UID) to bind the device."""
     name = common_name() if common_name else f"mdmsim device identity {x509.random_serial_number():x}"[:64]
     certificate, key = authority.issue_device_identity(name, now, key_type, user_id=user_id)
-    password = random_password()
-    p12 = export_pkcs12(certificate, key, password, "MDM identity")
-    root = root_certificate_payload(
-        authority.certificate.public_bytes(serialization.Encoding.DER),
-        identifier=f"{ENROLLMENT_IDENTIFIER}.root", file_name="mdmsim-ca.cer", display_name="mdmsim CA",
-    )
-    identity = pkcs12_payload(
-        p12, identifier=f"{ENROLLMENT_IDENTIFIER}.identity", password=password, file_name="identity.p12",
-        display_name="MDM identity",
-    )
-    mdm = mdm_payload(
-        f"{server_url}/mdm/connect", topic, identity.uuid, identifier=f"{ENROLLMENT_IDENTIFIER}.mdm",
-        check_in_url=f"{server_url}/mdm/checkin", sign_message=True, access_rights=ACCESS_RIGHTS,
-        check_out_when_removed=True, display_name="mdmsim MDM",
-    )
-    profile = configuration_profile(
-        [root, identity, mdm], identifier=ENROLLMENT_IDENTIFIER, display_name="mdmsim enrollment",
-        organization="mdmsim",
-    )
-    return Enrollment(encode_profile(profile), certificate, user_id)
+    password = random_password(ENROLLMENT_PASSWORD_BYTES)
+    p12 = export_pkcs12(certificate, key, password, "MDM identity", kdf_rounds=ENROLLMENT_KDF_ROUNDS)
+    ca_der = authority.certificate.public_bytes(serialization.Encoding.DER)
+    return Enrollment(profile_template(ca_der, server_url, topic).fill(p12, password), certificate, user_id)
 
 
 def identity_user(certificate: x509.Certificate) -> str | None:

@@ -114,11 +114,18 @@ def export_pkcs12(
     *,
     chain: Sequence[x509.Certificate] = (),
     encryption: Pkcs12Encryption = Pkcs12Encryption.LEGACY,
+    kdf_rounds: int = PKCS12_KDF_ROUNDS,
 ) -> bytes:
-    """A password-protected PKCS#12 of one identity (plus an optional CA chain), as iOS installs it."""
+    """A password-protected PKCS#12 of one identity (plus an optional CA chain), as iOS installs it.
+
+    `kdf_rounds` applies to the key, certificate and MAC derivations alike. Keep the default wherever a person
+    chose the password; fewer rounds only where the password is random and travels with the file.
+    """
+    if isinstance(kdf_rounds, bool) or not isinstance(kdf_rounds, int) or kdf_rounds < 1:
+        raise PkiError(f"PKCS#12 KDF rounds must be a whole number of at least 1, not {kdf_rounds!r}")
     if private_key.public_key() != certificate.public_key():
         raise PkiError("the private key does not belong to the certificate")
-    builder = serialization.PrivateFormat.PKCS12.encryption_builder().kdf_rounds(PKCS12_KDF_ROUNDS)
+    builder = serialization.PrivateFormat.PKCS12.encryption_builder().kdf_rounds(kdf_rounds)
     if encryption is Pkcs12Encryption.LEGACY:
         algorithm, mac_hash = pkcs12.PBES.PBESv1SHA1And3KeyTripleDESCBC, hashes.SHA1()
     else:

@@ -5,33 +5,221 @@ iOS lets a user download a profile from an untrusted site (with a warning); its 
 
 from __future__ import annotations
 
+import functools
+import ipaddress
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
-from twisted.internet import ssl
-from twisted.web.client import Agent, readBody
-from twisted.web.iweb import IPolicyForHTTPS
+from OpenSSL import SSL
+from twisted.internet import defer, ssl
+from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
+from twisted.internet.protocol import ClientFactory, Protocol
+from twisted.protocols.tls import TLSMemoryBIOFactory
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
+MAX_PROFILE = 4 * 1024 * 1024  # an enrollment profile is a few KB; a bound keeps a wrong URL from filling memory
+DEFAULT_TIMEOUT = 60.0
+USER_AGENT = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 Mobile/15E148 Safari/604.1"
 
-@implementer(IPolicyForHTTPS)
-class _DownloadPolicy:
+
+class EnrollmentFetchError(Exception):
+    """The profile could not be downloaded; `reason` says why (for logs and the fleet's failure list)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@functools.cache
+def _unverified_context() -> SSL.Context:
+    # One context for every download: building one per connection (what Agent's policy did) costs more than
+    # the handshake. Twisted's defaults otherwise (TLS 1.2+, its cipher list).
+    return ssl.CertificateOptions(verify=False).getContext()
+
+
+@implementer(IOpenSSLClientConnectionCreator)
+class _UnverifiedCreator:
     """No verification for the download only: the user taps through Safari's warning, as in the field."""
 
-    def creatorForNetloc(self, hostname: bytes, port: int):
-        return ssl.CertificateOptions(verify=False)
+    def __init__(self, hostname: str) -> None:
+        try:
+            ipaddress.ip_address(hostname)
+            self._server_name = None  # SNI carries DNS names only (RFC 6066)
+        except ValueError:
+            self._server_name = hostname.encode("idna")
+
+    def clientConnectionForTLS(self, tls_protocol: Any) -> SSL.Connection:
+        connection = SSL.Connection(_unverified_context(), None)
+        connection.set_app_data(tls_protocol)
+        if self._server_name is not None:
+            connection.set_tlsext_host_name(self._server_name)
+        return connection
 
 
-def fetch_enrollment(reactor: Any, url: str):
-    """Deferred firing with the profile bytes; fails on a non-200 answer."""
-    agent = Agent(reactor, contextFactory=_DownloadPolicy())
+class _Download(Protocol):
+    """One GET on one connection; the answer ends at its Content-Length, its last chunk, or the close."""
 
-    def body(response):
-        if response.code != 200:
-            raise RuntimeError(f"enrollment download answered HTTP {response.code}")
-        return readBody(response)
+    def __init__(self, request: bytes, done: defer.Deferred[bytes]) -> None:
+        self.request, self.done = request, done
+        self.buffer = bytearray()
+        self.lost = False
 
-    return agent.request(b"GET", url.encode()).addCallback(body)
+    def connectionMade(self) -> None:
+        if self.done.called:  # cancelled (timed out) while connecting
+            self.transport.abortConnection()
+        else:
+            self.transport.write(self.request)
+
+    def dataReceived(self, data: bytes) -> None:
+        self.buffer += data
+        if len(self.buffer) > MAX_PROFILE:
+            self._finish(Failure(EnrollmentFetchError(f"the answer is larger than {MAX_PROFILE} bytes")))
+        else:
+            self._conclude(closed=False)
+
+    def connectionLost(self, reason: Failure = None) -> None:
+        self.lost = True
+        if self.buffer:
+            self._conclude(closed=True)
+        if not self.done.called:
+            message = reason.getErrorMessage() if reason is not None else "connection lost"
+            self.done.errback(EnrollmentFetchError(f"no answer: {message}"))
+
+    def _conclude(self, *, closed: bool) -> None:
+        try:
+            answer = parse_response(self.buffer, closed=closed)
+        except EnrollmentFetchError as exc:
+            self._finish(Failure(exc))
+            return
+        if answer is not None:
+            status, body = answer
+            if status == 200:
+                self._finish(body)
+            else:
+                text = body[:120].decode("utf-8", "replace").strip()
+                self._finish(Failure(EnrollmentFetchError(f"enrollment download answered HTTP {status}: {text}")))
+
+    def _finish(self, result: bytes | Failure) -> None:
+        if not self.done.called:
+            if isinstance(result, Failure):
+                self.done.errback(result)
+            else:
+                self.done.callback(result)
+        if not self.lost:
+            self.transport.loseConnection()
+
+
+class _DownloadFactory(ClientFactory):
+    """One download: `done` fires with the profile; cancelling it (a timeout) drops the connection."""
+
+    noisy = False  # no "Starting factory" log line around every download
+
+    def __init__(self, request: bytes) -> None:
+        self.request = request
+        self.done: defer.Deferred[bytes] = defer.Deferred(canceller=self._cancel)
+        self.download: _Download | None = None
+        self.connector: Any = None
+
+    def buildProtocol(self, addr: Any) -> _Download:
+        self.download = _Download(self.request, self.done)
+        return self.download
+
+    def clientConnectionFailed(self, connector: Any, reason: Failure) -> None:
+        if not self.done.called:
+            self.done.errback(EnrollmentFetchError(f"cannot connect: {reason.getErrorMessage()}"))
+
+    def _cancel(self, done: defer.Deferred) -> None:
+        if self.download is not None and self.download.transport is not None:
+            self.download.transport.abortConnection()
+        elif self.connector is not None:
+            self.connector.stopConnecting()
+
+
+def fetch_enrollment(reactor: Any, url: str, *, timeout: float = DEFAULT_TIMEOUT) -> defer.Deferred[bytes]:
+    """Deferred firing with the profile bytes; fails with EnrollmentFetchError on a non-200 answer, a refused
+    or lost connection, or no answer within `timeout` seconds.
+
+    One GET with `Connection: close`, as Safari downloads a .mobileconfig: https unverified, or plain http.
+    """
+    parts = urlsplit(url)
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        return defer.fail(EnrollmentFetchError(f"an enrollment URL must be http(s)://host/..., not {url!r}"))
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        return defer.fail(EnrollmentFetchError(f"the port in {url!r} is not a number from 0 to 65535"))
+    factory = _DownloadFactory(_request_head(parts))
+    wrapped = factory
+    if parts.scheme == "https":
+        wrapped = TLSMemoryBIOFactory(_UnverifiedCreator(parts.hostname), True, factory)
+    factory.connector = reactor.connectTCP(parts.hostname, port, wrapped, timeout=timeout)
+    return factory.done.addTimeout(timeout, reactor).addErrback(_timed_out, timeout)
+
+
+def _timed_out(failure: Failure, timeout: float) -> Failure:
+    if failure.check(defer.TimeoutError):  # ours; a caller's own cancel stays a CancelledError
+        raise EnrollmentFetchError(f"no answer within {timeout:g} s")
+    return failure
+
+
+def _request_head(parts: Any) -> bytes:
+    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    return (f"GET {target} HTTP/1.1\r\nHost: {parts.netloc.rpartition('@')[2]}\r\nUser-Agent: {USER_AGENT}\r\n"
+            f"Accept: */*\r\nConnection: close\r\n\r\n").encode("latin-1")
+
+
+def parse_response(data: bytes | bytearray, *, closed: bool) -> tuple[int, bytes] | None:
+    """(status, body) of a complete HTTP/1.1 answer, None while more is to come; EnrollmentFetchError when it
+    is not HTTP. A body without Content-Length or chunking ends when the server closes (`closed`)."""
+    end = data.find(b"\r\n\r\n")
+    if end < 0:
+        if closed:
+            raise EnrollmentFetchError(f"the connection closed before a whole HTTP head: {bytes(data[:60])!r}")
+        return None
+    lines = bytes(data[:end]).decode("latin-1").split("\r\n")
+    status_line = lines[0].split(" ", 2)
+    if len(status_line) < 2 or not status_line[0].startswith("HTTP/") or not status_line[1].isdigit():
+        raise EnrollmentFetchError(f"not an HTTP answer: {lines[0][:60]!r}")
+    headers = {name.strip().lower(): value.strip() for name, _, value in (line.partition(":") for line in lines[1:])}
+    rest = data[end + 4:]
+    if headers.get("transfer-encoding", "").lower() == "chunked":
+        body = _dechunk(rest)
+    elif "content-length" in headers:
+        length = _content_length(headers["content-length"])
+        body = bytes(rest[:length]) if len(rest) >= length else None
+    else:
+        body = bytes(rest) if closed else None
+    if body is None and closed:
+        raise EnrollmentFetchError("the connection closed before the whole profile arrived")
+    return None if body is None else (int(status_line[1]), body)
+
+
+def _content_length(text: str) -> int:
+    if not text.isdigit():
+        raise EnrollmentFetchError(f"Content-Length {text[:40]!r} is not a number")
+    return int(text)
+
+
+def _dechunk(data: bytes | bytearray) -> bytes | None:
+    """The body of a complete chunked message, None while more is to come."""
+    out, position = bytearray(), 0
+    while True:
+        line_end = data.find(b"\r\n", position)
+        if line_end < 0:
+            return None
+        size_text = bytes(data[position:line_end]).split(b";")[0].strip()
+        try:
+            size = int(size_text, 16)
+        except ValueError:
+            raise EnrollmentFetchError(f"bad chunk size {size_text[:20]!r}") from None
+        start = line_end + 2
+        if size == 0:
+            return bytes(out)
+        if len(data) < start + size + 2:
+            return None
+        out += data[start:start + size]
+        position = start + size + 2
 
 
 def with_user(url: str, user: str) -> str:
