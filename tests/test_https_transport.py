@@ -4,6 +4,7 @@ and name checks as iOS makes them, timeouts on a fake clock, and HTTP framing un
 
 from __future__ import annotations
 
+import hashlib
 from datetime import UTC, datetime
 
 import pytest
@@ -11,7 +12,7 @@ import pytest_twisted
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from OpenSSL.SSL import _lib
-from twisted.internet import defer, protocol, task
+from twisted.internet import defer, protocol, ssl, task
 from twisted.internet.testing import MemoryReactorClock
 
 from device_sim import https_transport, tls_link
@@ -211,3 +212,50 @@ def test_a_reply_is_the_same_however_its_bytes_are_split(body, chunked, sizes, c
     for start, end in zip([0, *sorted(cuts)], [*sorted(cuts), len(raw)], strict=True):
         client.dataReceived(raw[start:end])
     assert owner.replies == [Reply(200, body)]
+
+
+# Large bodies over a plain TLS server -----------------------------------------------------------------------
+
+
+class _Digesting(protocol.Protocol):
+    """Answers each PUT with the SHA-256 of its body (HTTP/1.1, Content-Length framing, keep-alive)."""
+
+    def connectionMade(self) -> None:
+        self.buffer = b""
+
+    def dataReceived(self, data: bytes) -> None:
+        self.buffer += data
+        while b"\r\n\r\n" in self.buffer:
+            head, _, rest = self.buffer.partition(b"\r\n\r\n")
+            length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+            if len(rest) < length:
+                return
+            body, self.buffer = rest[:length], rest[length:]
+            digest = hashlib.sha256(body).hexdigest().encode()
+            self.transport.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(digest), digest))
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_body_larger_than_the_socket_takes_at_once_arrives_whole_and_in_order(monkeypatch):
+    from twisted.internet import reactor
+
+    ca = CertificateAuthority.create("CA", now=datetime.now(UTC))
+    certificate, key = ca.issue_server_certificate(["127.0.0.1"], datetime.now(UTC))
+    options = ssl.CertificateOptions(privateKey=key, certificate=certificate)
+    port = reactor.listenSSL(0, protocol.Factory.forProtocol(_Digesting), options, interface="127.0.0.1")
+    links = []
+    connection = tls_link.ClientTLS.connection
+    monkeypatch.setattr(tls_link.ClientTLS, "connection", lambda self, link: links.append(link) or connection(
+        self, link))
+    transport = HTTPSTransport(reactor, keep_alive=True)
+    url = f"https://127.0.0.1:{port.getHost().port}/mdm/connect"
+    try:
+        for body in (bytes(range(256)) * (48 * 1024), b"small after large"):  # 12 MB, then a few bytes
+            request = SendRequest(1, url, "application/x-apple-aspen-mdm", body, "sig", "Idle")
+            reply = yield transport.send(request, (ca.certificate,))
+            assert reply == Reply(200, hashlib.sha256(body).hexdigest().encode())
+        (link,) = links  # both on one kept-alive connection...
+        assert not link.direct  # ...where the socket took part of 12 MB and Twisted queued the rest
+    finally:
+        transport.close()
+        yield port.stopListening()
