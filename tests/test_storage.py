@@ -6,6 +6,7 @@ The state machine runs random operation sequences on both backends and demands i
 from __future__ import annotations
 
 import itertools
+import plistlib
 import signal
 import sqlite3
 import subprocess
@@ -45,6 +46,7 @@ from mdm_server.storage import (
     Storage,
     StorageError,
 )
+from mdm_server.storage.sqlite_schema import MIGRATIONS
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -101,6 +103,36 @@ def test_file_is_wal_with_a_schema_version(tmp_path):
     assert raw.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     raw.close()
     assert SQLiteStorage(path).schema_version_found == SCHEMA_VERSION  # no migration the second time
+
+
+def test_a_version_1_file_is_migrated_in_place(tmp_path):
+    """Version 2 keeps commands without a timeout out of the deadline index; the rows stay as they were."""
+    path = tmp_path / "v1.sqlite3"
+    raw = sqlite3.connect(path)
+    for statement in MIGRATIONS[0]:
+        raw.execute(statement)
+    raw.execute("PRAGMA user_version = 1")
+    raw.execute("INSERT INTO devices (device_id, state, topic, facts, cert_sha256, authenticated_at, "
+                "last_checkin_at, last_seen_at) VALUES ('d', 'enrolled', ?, ?, ?, ?, ?, ?)",
+                (TOPIC, plistlib.dumps({}, fmt=plistlib.FMT_BINARY), cert("d"), T0, T0, T0))
+    raw.execute("INSERT INTO payloads (payload_id, data) VALUES (1, x'00')")
+    raw.executemany("INSERT INTO commands (device_id, command_uuid, request_type, payload_id, priority, status, "
+                    "timeout, queued_at, sent_at) VALUES ('d', ?, 'ProfileList', 1, 0, 'Sent', ?, ?, ?)",
+                    [("timed", 30.0, T0, T0), ("open", None, T0, T0)])  # fmt: skip
+    raw.commit()
+    raw.close()
+    store = SQLiteStorage(path)
+    assert store.schema_version_found == 1
+    assert store.expire_commands(now=T0 + 30) == 1
+    assert [c.status for c in store.list_commands("d")] == [CommandStatus.TIMED_OUT, CommandStatus.SENT]
+    assert store.exchange("d", now=T0 + 31).sent.command_uuid == "open"
+    store.close()
+    raw = sqlite3.connect(path)
+    index = raw.execute("SELECT sql FROM sqlite_master WHERE name = 'commands_deadline'").fetchone()[0]
+    assert "timeout IS NOT NULL" in index
+    assert raw.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+    assert raw.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    raw.close()
 
 
 def test_newer_schema_is_refused(tmp_path):

@@ -19,8 +19,9 @@ COMMAND_SELECT = """SELECT c.device_id, c.command_uuid, c.request_type, p.data, 
     c.timeout, c.queued_at, c.sent_at, c.result_at, c.result, c.not_now_count, c.seq
     FROM commands AS c JOIN payloads AS p USING (payload_id)"""
 QUEUE_ORDER = "ORDER BY c.priority DESC, c.queued_at, c.seq"
+# "timeout IS NOT NULL" is the deadline index's own condition: SQLite uses a partial index only when told.
 EXPIRE_SENT = """UPDATE commands SET status = 'TimedOut', result_at = ?
-    WHERE status = 'Sent' AND sent_at + timeout <= ?"""
+    WHERE status = 'Sent' AND timeout IS NOT NULL AND sent_at + timeout <= ?"""
 _IN_CHUNK = 500  # ids per "IN (...)" query, well under SQLite's bound-parameter limit
 
 

@@ -76,8 +76,18 @@ _V1 = (
     """,
 )
 
+# Version 2: only commands with a timeout are in the deadline index. Every command Sent without one was
+# in it too (under NULL), which cost each Sent and each result a page write for an entry nothing reads.
+_V2 = (
+    "DROP INDEX commands_deadline",
+    """
+    CREATE INDEX commands_deadline ON commands (sent_at + timeout)
+        WHERE status = 'Sent' AND timeout IS NOT NULL
+    """,
+)
+
 # MIGRATIONS[n] takes a file from version n to n + 1; version 0 is an empty (new) file.
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1,)
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2)
 SCHEMA_VERSION = len(MIGRATIONS)
 PENDING_SQL = _PENDING
 
