@@ -25,6 +25,7 @@ from .tls_link import IOS_TLS_GROUPS, ClientTLS, LinkFactory, TLSLink, check_gro
 from .transport import Reply, TransportError
 
 MAX_RESPONSE = 16 * 1024 * 1024  # an MDM command (a profile with certificates) is far smaller
+MAX_CLIENT_TLS = 256  # (server, trust store, groups) whose TLS context and last session are kept
 IDLE_REUSE = 20.0  # seconds a kept-alive connection may sit idle and still be reused (twisted.web closes at 30)
 
 
@@ -146,6 +147,9 @@ def _dechunk(data: bytes | bytearray) -> bytes | None:
         position = start + size + 2
 
 
+_SHARED_TLS: dict[tuple[Any, ...], ClientTLS] = {}
+
+
 class HTTPSTransport:
     """One TLS client context per distinct trust store and server; a fleet trusting one CA shares it."""
 
@@ -157,7 +161,9 @@ class HTTPSTransport:
         self.resume_sessions, self.tls_groups = resume_sessions, tls_groups
         if tls_groups is not None:
             check_groups(tls_groups)
-        self._tls: dict[tuple[Any, ...], ClientTLS] = {}
+        # Sessions outlive a transport, as a device's TLS session cache outlives one connection pool: a new
+        # transport for the same server resumes instead of opening with a full handshake per device.
+        self._tls: dict[tuple[Any, ...], ClientTLS] = _SHARED_TLS if resume_sessions else {}
         self._idle: dict[tuple[Any, ...], list[_HTTPClient]] = {}
         self._addresses: dict[tuple[str, int], tuple[str, int]] = {}
         self._trust_keys: dict[tuple[x509.Certificate, ...], tuple[bytes, ...]] = {}
@@ -227,11 +233,7 @@ class HTTPSTransport:
 
     def _connect(self, exchange: _Request) -> None:
         host, port = exchange.key[0], exchange.key[1]
-        tls = self._tls.get(exchange.key)
-        if tls is None:
-            pem = [ssl.Certificate.loadPEM(r.public_bytes(serialization.Encoding.PEM)) for r in exchange.roots]
-            tls = self._tls[exchange.key] = ClientTLS(host, ssl.trustRootFromCertificates(pem),
-                                                     groups=self.tls_groups)
+        tls = self._client_tls(exchange)
         try:
             address, address_port = self._resolve(host, port)
         except TransportError as exc:
@@ -241,6 +243,17 @@ class HTTPSTransport:
         factory = LinkFactory(tls, client, lambda reason: self._not_connected(exchange, reason))
         # The request's own timer bounds the connection attempt: no second timer per connection.
         exchange.connector = self.reactor.connectTCP(address, address_port, factory, timeout=None)
+
+    def _client_tls(self, exchange: _Request) -> ClientTLS:
+        key = (*exchange.key, self.tls_groups)
+        tls = self._tls.get(key)
+        if tls is None:
+            pem = [ssl.Certificate.loadPEM(r.public_bytes(serialization.Encoding.PEM)) for r in exchange.roots]
+            if len(self._tls) >= MAX_CLIENT_TLS:
+                self._tls.clear()
+            tls = self._tls[key] = ClientTLS(exchange.key[0], ssl.trustRootFromCertificates(pem),
+                                             groups=self.tls_groups)
+        return tls
 
     def _resolve(self, host: str, port: int) -> tuple[str, int]:
         # Resolved once per server (blocking, but once): Twisted's resolver would use a thread per connection.
@@ -263,7 +276,7 @@ class HTTPSTransport:
         if self.resume_sessions:
             session = link.getHandle().get_session()
             if session is not None:
-                self._tls[exchange.key].session = session
+                link.tls.session = session
         if self.keep_alive and client.keep and not client.closed:
             client.idle_since = self.reactor.seconds()
             self._idle.setdefault(exchange.key, []).append(client)

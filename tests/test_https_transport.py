@@ -59,6 +59,12 @@ def test_each_request_opens_a_connection_closes_it_and_resumes_the_tls_session(t
         assert len(made) == 2 and not transport._idle  # a new connection each time, none kept
         assert [_lib.SSL_session_reused(c._ssl) for c in made] == [0, 1]  # the second resumed the first
         assert made[0].get_group_name() == "x25519"  # what iOS 9 to 17 lead with, not the PQ hybrid
+        yield HTTPSTransport(reactor, keep_alive=True).send(_request(url), (server.ca.certificate,))
+        assert _lib.SSL_session_reused(made[2]._ssl) == 1  # a new transport resumes too, like a device would
+        unresumed = HTTPSTransport(reactor, resume_sessions=False)
+        for _ in range(2):
+            yield unresumed.send(_request(url), (server.ca.certificate,))
+        assert [_lib.SSL_session_reused(c._ssl) for c in made[3:]] == [0, 0]
     finally:
         yield server.stop()
 
