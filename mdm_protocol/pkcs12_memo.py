@@ -17,6 +17,9 @@ _memo: OrderedDict[bytes, pkcs12.PKCS12KeyAndCertificates | ValueError] = Ordere
 
 def load_pkcs12(data: bytes, password: bytes | None) -> pkcs12.PKCS12KeyAndCertificates:
     """`cryptography`'s `pkcs12.load_pkcs12`, memoised; raises the same ValueError for bad data/password."""
+    if password is not None and b"\0" in password:
+        # cryptography panics (an uncatchable-looking PanicException) on it; no file can match such a password.
+        raise ValueError("a PKCS#12 password cannot contain NUL")
     key = hashlib.sha256(len(data).to_bytes(8, "big") + bytes(data) + b"\0" + (password or b"")).digest()
     found = _memo.get(key)
     if found is None:

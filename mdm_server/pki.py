@@ -6,6 +6,8 @@ Re-exports the certificate authority from `ca` so callers import everything PKI 
 from __future__ import annotations
 
 import enum
+import hashlib
+import hmac
 import ipaddress
 import secrets
 from collections.abc import Sequence
@@ -56,6 +58,9 @@ DEFAULT_SERVER_NAMES = ("localhost", "127.0.0.1")
 RENEW_BEFORE = timedelta(days=30)
 # What `openssl pkcs12 -export` writes (with or without -legacy); the password, not the count, defends.
 PKCS12_KDF_ROUNDS = 2048
+CRYPTOGRAPHY_MAC_ROUNDS = 2048  # what cryptography's export uses for the MAC key whatever kdf_rounds says
+# DER of the digest OIDs (tag, length, value) a PKCS#12 MAC names, to the hashlib names for them.
+_MAC_DIGESTS = {bytes.fromhex("06052b0e03021a"): "sha1", bytes.fromhex("0609608648016503040201"): "sha256"}
 
 
 class Pkcs12Encryption(enum.Enum):
@@ -106,6 +111,16 @@ def _password_bytes(password: bytes | str) -> bytes:
     return value
 
 
+def _password_text(password: bytes | str) -> str:
+    try:
+        text = _password_bytes(password).decode("utf-8")
+    except UnicodeDecodeError:
+        raise PkiError("a PKCS#12 password must be UTF-8 text (it is stored as BMPString)") from None
+    if "\0" in text:
+        raise PkiError("a PKCS#12 password must not contain NUL (it ends the password in the file)")
+    return text
+
+
 def export_pkcs12(
     certificate: x509.Certificate,
     private_key: PrivateKey,
@@ -123,6 +138,7 @@ def export_pkcs12(
     """
     if isinstance(kdf_rounds, bool) or not isinstance(kdf_rounds, int) or kdf_rounds < 1:
         raise PkiError(f"PKCS#12 KDF rounds must be a whole number of at least 1, not {kdf_rounds!r}")
+    text = _password_text(password)
     if private_key.public_key() != certificate.public_key():
         raise PkiError("the private key does not belong to the certificate")
     builder = serialization.PrivateFormat.PKCS12.encryption_builder().kdf_rounds(kdf_rounds)
@@ -132,9 +148,79 @@ def export_pkcs12(
         algorithm, mac_hash = pkcs12.PBES.PBESv2SHA256AndAES256CBC, hashes.SHA256()
     builder = builder.key_cert_algorithm(algorithm).hmac_hash(mac_hash)
     name = friendly_name.encode("utf-8") if isinstance(friendly_name, str) else friendly_name
-    return pkcs12.serialize_key_and_certificates(
-        name or None, private_key, certificate, list(chain) or None, builder.build(_password_bytes(password))
+    data = pkcs12.serialize_key_and_certificates(
+        name or None, private_key, certificate, list(chain) or None, builder.build(text.encode("utf-8"))
     )
+    return data if kdf_rounds == CRYPTOGRAPHY_MAC_ROUNDS else _with_mac_rounds(data, text, kdf_rounds)
+
+
+def _with_mac_rounds(pfx: bytes, password: str, rounds: int) -> bytes:
+    """`pfx` with its MAC recomputed over the same authSafe with `rounds` KDF rounds and the same salt and hash.
+
+    cryptography derives the MAC key with 2,048 rounds whatever `kdf_rounds` says; at one round that one
+    derivation was most of the export. DER leaves `iterations` out when it is 1 (its DEFAULT), as
+    `openssl pkcs12 -nomaciter` does.
+    """
+    _, body, _ = _der_item(pfx, 0)
+    _, _, version_end = _der_item(pfx, body)
+    _, content_info, auth_safe_end = _der_item(pfx, version_end)
+    _, _, content_type_end = _der_item(pfx, content_info)
+    _, explicit, _ = _der_item(pfx, content_type_end)
+    _, octets, octets_end = _der_item(pfx, explicit)
+    _, mac_data, _ = _der_item(pfx, auth_safe_end)
+    _, digest_info, digest_info_end = _der_item(pfx, mac_data)
+    _, algorithm_start, algorithm_end = _der_item(pfx, digest_info)
+    _, _, oid_end = _der_item(pfx, algorithm_start)
+    algorithm = pfx[digest_info:algorithm_end]
+    _, salt_start, salt_end = _der_item(pfx, digest_info_end)
+    digest = _MAC_DIGESTS.get(pfx[algorithm_start:oid_end])
+    if digest is None:
+        raise PkiError("cannot recompute this PKCS#12 MAC: its digest is neither SHA-1 nor SHA-256")
+    salt = pfx[salt_start:salt_end]
+    key = _pkcs12_mac_key(password, salt, rounds, digest)
+    mac = hmac.new(key, pfx[octets:octets_end], digest).digest()
+    iterations = _der(0x02, rounds.to_bytes((rounds.bit_length() + 8) // 8, "big")) if rounds > 1 else b""
+    mac_data_der = _der(0x30, _der(0x30, algorithm + _der(0x04, mac)) + _der(0x04, salt) + iterations)
+    return _der(0x30, pfx[body:auth_safe_end] + mac_data_der)
+
+
+def _pkcs12_mac_key(password: str, salt: bytes, rounds: int, digest: str) -> bytes:
+    """RFC 7292 appendix B.2 with ID 3 (MAC key): one hash block, the HMAC key's length for SHA-1 and SHA-256."""
+    block = 64  # v, the input block size of SHA-1 and SHA-256
+    secret = password.encode("utf-16-be") + b"\0\0"  # BMPString with its terminator, as OpenSSL writes it
+    salt_part = _repeat_to_blocks(salt, block)
+    password_part = _repeat_to_blocks(secret, block)
+    value = hashlib.new(digest, bytes([3]) * block + salt_part + password_part).digest()
+    for _ in range(rounds - 1):
+        value = hashlib.new(digest, value).digest()
+    return value
+
+
+def _repeat_to_blocks(data: bytes, block: int) -> bytes:
+    length = block * -(-len(data) // block)
+    return (data * -(-length // len(data)))[:length] if data else b""
+
+
+def _der_item(data: bytes, position: int) -> tuple[int, int, int]:
+    """(tag, content start, content end) of the DER item at `position`; PkiError when it runs off the end."""
+    try:
+        tag, length = data[position], data[position + 1]
+        start = position + 2
+        if length & 0x80:
+            count = length & 0x7F
+            length, start = int.from_bytes(data[start:start + count], "big"), start + count
+    except IndexError:
+        raise PkiError("the PKCS#12 DER ends inside an item") from None
+    if start + length > len(data):
+        raise PkiError("a PKCS#12 DER item is longer than the data")
+    return tag, start, start + length
+
+
+def _der(tag: int, content: bytes) -> bytes:
+    if len(content) < 0x80:
+        return bytes([tag, len(content)]) + content
+    size = len(content).to_bytes((len(content).bit_length() + 7) // 8, "big")
+    return bytes([tag, 0x80 | len(size)]) + size + content
 
 
 def load_pkcs12(data: bytes, password: bytes | str) -> Pkcs12Contents:

@@ -20,6 +20,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509 import verification
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mdm_protocol.cms import verify_chain
 from mdm_server.pki import (
@@ -287,3 +289,110 @@ def test_server_tls_files_load_into_twisted(tmp_path):
     other_key = server_tls_files(tmp_path / "other", now=NOW).private_key_pem
     with pytest.raises(error.VerifyError):
         ssl.PrivateCertificate.loadPEM(files.certificate_pem + other_key)
+
+
+# --- PKCS#12 KDF rounds (the enrollment identity uses 1: its random password travels with it) -------------
+
+
+def mac_iterations(bundle: bytes) -> int:
+    """The MAC's KDF rounds as the file states them (DER omits the DEFAULT of 1)."""
+    from pyasn1.codec.der import decoder
+    from pyasn1_modules import rfc7292
+
+    pfx, rest = decoder.decode(bundle, asn1Spec=rfc7292.PFX())
+    assert rest == b""
+    return int(pfx["macData"]["iterations"])
+
+
+def openssl_rounds(tmp_path: Path, bundle: bytes, password: str) -> list[str]:
+    """What `openssl pkcs12 -info` reports for the MAC and each encrypted bag ("MAC: sha1, Iteration 1", ...)."""
+    (tmp_path / "x.p12").write_bytes(bundle)
+    result = subprocess.run(
+        [OPENSSL, "pkcs12", "-in", str(tmp_path / "x.p12"), "-passin", f"pass:{password}", "-info", "-noout"],
+        capture_output=True, text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    return [line for line in (result.stdout + result.stderr).splitlines() if "Iteration" in line]
+
+
+def test_default_kdf_rounds_stay_2048_for_key_bags_and_mac(identity):
+    bundle = export_pkcs12(*identity, "pw", "device")
+    assert mac_iterations(bundle) == 2048
+    assert b"\x02\x02\x08\x00" in bundle  # INTEGER 2048 in the bags' PBE parameters
+
+
+@pytest.mark.parametrize("rounds", [1, 2, 1000, 2048, 3000])
+def test_kdf_rounds_reach_the_mac_as_written(identity, rounds):
+    bundle = export_pkcs12(*identity, "pw", "device", kdf_rounds=rounds)
+    assert mac_iterations(bundle) == rounds
+    assert load_pkcs12(bundle, "pw").certificate == identity[0]
+
+
+def test_one_round_mac_leaves_iterations_out_as_der_requires(identity):
+    bundle = export_pkcs12(*identity, "pw", "device", kdf_rounds=1)
+    sha1_digest_info = bytes.fromhex("3021300906052b0e03021a05000414")
+    mac_data = bundle[bundle.rindex(sha1_digest_info) - 2:]
+    # SEQUENCE { DigestInfo (33 bytes), OCTET STRING salt (8 bytes) } and nothing after: no INTEGER 1
+    assert mac_data[:2] == bytes([0x30, 2 + 33 + 2 + 8]) and len(mac_data) == 2 + 2 + 33 + 2 + 8
+
+
+@pytest.mark.skipif(OPENSSL is None, reason="openssl command line not on PATH")
+@pytest.mark.parametrize("encryption", list(Pkcs12Encryption), ids=lambda e: e.name)
+def test_openssl_reads_one_round_pkcs12_with_every_derivation_at_one(tmp_path, identity, encryption):
+    bundle = export_pkcs12(*identity, "s3cret", "device", encryption=encryption, kdf_rounds=1)
+    lines = openssl_rounds(tmp_path, bundle, "s3cret")
+    assert len(lines) == 3, lines  # the MAC, the certificate bag, the shrouded key bag
+    assert all(re.search(r"Iteration 1\b", line) for line in lines), lines
+    assert lines[0].startswith("MAC: sha1" if encryption is Pkcs12Encryption.LEGACY else "MAC: sha256")
+
+
+@settings(max_examples=25, deadline=None)
+@given(password=st.text(st.characters(exclude_categories=("Cs",), exclude_characters="\0"), min_size=1,
+                        max_size=40),
+       rounds=st.integers(1, 40), encryption=st.sampled_from(list(Pkcs12Encryption)))
+def test_any_password_opens_its_pkcs12_at_any_round_count_and_no_other_does(password, rounds, encryption):
+    certificate, key = _HYPOTHESIS_IDENTITY
+    bundle = export_pkcs12(certificate, key, password, "device", encryption=encryption, kdf_rounds=rounds)
+    assert mac_iterations(bundle) == rounds
+    contents = load_pkcs12(bundle, password)
+    assert contents.certificate == certificate and contents.private_key.public_key() == key.public_key()
+    with pytest.raises(PkiError, match="wrong password"):
+        load_pkcs12(bundle, password + "x")
+
+
+def test_device_opens_one_round_pkcs12_as_ios_would(identity):
+    from device_sim.install_rules import Pkcs12Refusal, open_pkcs12
+
+    bundle = export_pkcs12(*identity, "s3cret", "MDM identity", kdf_rounds=1)
+    assert open_pkcs12(bundle, "s3cret").certificate == identity[0]
+    with pytest.raises(Pkcs12Refusal) as refused:
+        open_pkcs12(bundle, "wrong")
+    assert refused.value.code == 9000
+
+
+@pytest.mark.parametrize("rounds", [0, -5, True, 1.5, "1"])
+def test_kdf_rounds_must_be_a_positive_whole_number(identity, rounds):
+    with pytest.raises(PkiError, match="KDF rounds"):
+        export_pkcs12(*identity, "pw", "device", kdf_rounds=rounds)
+
+
+def test_export_refuses_a_password_that_is_not_utf8(identity):
+    with pytest.raises(PkiError, match="UTF-8"):
+        export_pkcs12(*identity, b"\xff\xfe", "device", kdf_rounds=1)
+
+
+def test_a_nul_in_a_password_is_refused_not_a_crash(identity):
+    from device_sim.install_rules import Pkcs12Refusal, open_pkcs12
+
+    with pytest.raises(PkiError, match="NUL"):
+        export_pkcs12(*identity, "pass\0word", "device")
+    bundle = export_pkcs12(*identity, "pass", "device", kdf_rounds=1)
+    # cryptography itself panics on such a password; a profile may carry one, so it reads as a wrong password.
+    with pytest.raises(PkiError, match="wrong password"):
+        load_pkcs12(bundle, "pass\0word")
+    with pytest.raises(Pkcs12Refusal) as refused:
+        open_pkcs12(bundle, "pass\0")
+    assert refused.value.code == 9000
+
+
+_HYPOTHESIS_IDENTITY = CertificateAuthority.create("hypothesis CA", now=NOW).issue_device_identity("device", NOW)
