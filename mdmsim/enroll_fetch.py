@@ -106,7 +106,11 @@ class _Download(Protocol):
                 self.done.errback(result)
             else:
                 self.done.callback(result)
-        if not self.lost:
+        if self.lost:
+            return
+        if isinstance(result, Failure):
+            self.transport.abortConnection()  # nothing more worth reading, and maybe a lot of it
+        else:
             self.transport.loseConnection()
 
 
