@@ -60,7 +60,23 @@ def common_name(certificate: x509.Certificate) -> str:
     return certificate.subject.rfc4514_string() or "(no subject)"
 
 
+# Every device of a fleet installs the same few roots: their self-signatures (~0.1 ms each) are checked once per
+# process. Certificates hash and compare by their DER, so an equal certificate finds the answer too.
+_SELF_SIGNED: dict[x509.Certificate, bool] = {}
+MAX_SELF_SIGNED_MEMO = 1024
+
+
 def is_self_signed(certificate: x509.Certificate) -> bool:
+    known = _SELF_SIGNED.get(certificate)
+    if known is not None:
+        return known
+    answer = _signs_itself(certificate)
+    if len(_SELF_SIGNED) < MAX_SELF_SIGNED_MEMO:  # full: the fleet's roots, seen first, stay; others pay each time
+        _SELF_SIGNED[certificate] = answer
+    return answer
+
+
+def _signs_itself(certificate: x509.Certificate) -> bool:
     if certificate.issuer != certificate.subject:
         return False
     try:

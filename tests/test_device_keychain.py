@@ -319,3 +319,34 @@ def test_remembered_chains_follow_root_removal_and_the_cas_own_validity():
     assert keychain.usable(dora, NOW + timedelta(days=1))[0]
     keychain.remove_profile("com.example.short", keep_encryption_keys=True)
     assert not keychain.usable(dora, NOW + timedelta(days=1))[0]
+
+
+# --- self-signature memo (every device of a fleet installs the same root) ---------------------------------
+
+
+def test_self_signature_is_checked_once_per_distinct_root_and_answers_stay_right(monkeypatch):
+    from device_sim import keychain
+
+    monkeypatch.setattr(keychain, "_SELF_SIGNED", {})
+    checks = []
+    original = keychain._signs_itself
+    monkeypatch.setattr(keychain, "_signs_itself", lambda c: checks.append(c) or original(c))
+    root_key, other_key = new_key(), new_key()
+    root = certificate("Fleet Root", root_key, ca=True)
+    # Same subject and issuer name, but signed by another key: a forgery of "self-signed".
+    impostor = certificate("Fleet Root", other_key, issuer=root, issuer_key=root_key, ca=True)
+    leaf = certificate("leaf", new_key(), issuer=root, issuer_key=root_key)
+    again = x509.load_der_x509_certificate(root.public_bytes(serialization.Encoding.DER))  # another object
+    answers = [keychain.is_self_signed(c) for c in (root, again, root, impostor, impostor, leaf)]
+    assert answers == [True, True, True, False, False, False]
+    assert checks == [root, impostor, leaf]
+
+
+def test_self_signature_memo_is_bounded_and_still_answers_when_full(monkeypatch):
+    from device_sim import keychain
+
+    monkeypatch.setattr(keychain, "_SELF_SIGNED", {})
+    monkeypatch.setattr(keychain, "MAX_SELF_SIGNED_MEMO", 2)
+    roots = [certificate(f"root {n}", new_key(), ca=True) for n in range(4)]
+    assert all(keychain.is_self_signed(root) for root in roots + roots)
+    assert list(keychain._SELF_SIGNED) == roots[:2]
