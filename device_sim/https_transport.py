@@ -1,8 +1,6 @@
 """Real HTTPS from simulated devices: TLS checked against each device's own trust store, like iOS.
 
-A new TLS connection per request by default (as iOS opens one per session), keep-alive on request. A lean
-HTTP/1.1 client (one PUT, a Content-Length or chunked answer) instead of twisted.web's Agent, and TLS session
-resumption per server and trust store: Agent's per-request machinery cost more than the device itself.
+A connection per request (iOS opens one per session) or keep-alive; lean HTTP/1.1 over `tls_link`, sessions resumed.
 """
 
 from __future__ import annotations

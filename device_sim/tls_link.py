@@ -169,7 +169,11 @@ class TLSLink(Protocol):
         if self.lost:
             return
         self.lost = True
-        self.app.connectionLost(self.failure or reason)
+        # Break the link ↔ app and link ↔ SSL.Connection cycles: plain refcounting frees them, no GC pass.
+        app, self.app = self.app, None
+        if self.connection is not None:
+            self.connection.set_app_data(None)
+        app.connectionLost(self.failure or reason)
 
     def _step(self) -> None:
         try:
@@ -238,9 +242,7 @@ class LinkFactory(ClientFactory):
         self.tls, self.app, self.failed = tls, app, failed
 
     def buildProtocol(self, addr: Any) -> TLSLink:
-        link = TLSLink(self.tls, self.app)
-        link.factory = self
-        return link
+        return TLSLink(self.tls, self.app)
 
     def clientConnectionFailed(self, connector: Any, reason: Failure) -> None:
         self.failed(reason)
