@@ -52,9 +52,8 @@ class Signer:
     """One signer certificate's part: its DER and the issuerAndSerialNumber naming it."""
 
     certificate: x509.Certificate
-    certificate_der: bytes
     sid: bytes
-    certificates: bytes  # the SignedData's [0] certificates: this one alone
+    certificates: bytes  # the SignedData's [0] certificates: this one alone (its DER, once: ~0.6 KB a signer)
 
 
 def der(tag: int, content: bytes) -> bytes:
@@ -79,8 +78,9 @@ def shape_key(private_key: Any) -> tuple[str, ...] | None:
     return None
 
 
-def read_shape(signature: bytes, certificate_der: bytes) -> Shape:
-    """The shared parts of a detached SignedData with one signer, its certificate and nothing else."""
+def read_shape(signature: bytes, signer_certificates: bytes) -> Shape:
+    """The shared parts of a detached SignedData with one signer and `signer_certificates` (its [0] field
+    holding the signer's certificate alone)."""
     reader = BerReader(signature)
     try:
         _, content, _ = read_content_info(reader)
@@ -95,7 +95,8 @@ def read_shape(signature: bytes, certificate_der: bytes) -> Shape:
     except (Asn1Error, ValueError) as exc:
         raise TemplateError(f"unexpected SignedData layout: {exc}") from None
     tags = (certificates[0], attributes[0], signer_infos[0])
-    if tags != (CONTEXT_0, CONTEXT_0, SET) or reader.whole(embedded) != certificate_der or len(every) - len(kept) != 2:
+    alone = reader.whole(certificates) == signer_certificates
+    if tags != (CONTEXT_0, CONTEXT_0, SET) or not alone or len(every) - len(kept) != 2:
         raise TemplateError("the SignedData has more than its signer's certificate, or lacks digest or time")
     head = b"".join(reader.whole(item) for item in (version, digests, encapsulated))
     return Shape(head, reader.whole(signer_version), reader.whole(digest_algorithm), kept,
@@ -116,7 +117,7 @@ def read_signer(certificate: x509.Certificate) -> Signer:
     algorithm = reader.expect(serial[4], tbs[3], SEQUENCE, "the tbsCertificate signature")
     issuer = reader.expect(algorithm[4], tbs[3], SEQUENCE, "the issuer")
     sid = der(SEQUENCE, reader.whole(issuer) + reader.whole(serial))
-    return Signer(certificate, encoded, sid, der(CONTEXT_0, encoded))
+    return Signer(certificate, sid, der(CONTEXT_0, encoded))
 
 
 def signing_time(now: float) -> bytes:
@@ -202,7 +203,7 @@ class Templates:
     def _first(self, kind: tuple[str, ...], signer: Signer, fallback: Any) -> bytes:
         signature = fallback()
         try:
-            self.shapes[kind] = read_shape(signature, signer.certificate_der)
+            self.shapes[kind] = read_shape(signature, signer.certificates)
         except TemplateError:
             self.shapes[kind] = None
         return signature

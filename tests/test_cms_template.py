@@ -60,7 +60,7 @@ def test_the_template_rebuilds_cryptographys_signature_byte_for_byte(identity):
     certificate, key = identity
     made = cms._build(BODY, certificate, key, hashes.SHA256())
     signer = _cms_template.read_signer(certificate)
-    shape = _cms_template.read_shape(made, signer.certificate_der)
+    shape = _cms_template.read_shape(made, signer.certificates)
     time_attribute, value = _pieces(made)
     signed: list[bytes] = []
 
