@@ -17,8 +17,10 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES
+from cryptography.hazmat.primitives import hashes, padding, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.ciphers import Cipher, modes
 from cryptography.hazmat.primitives.serialization import pkcs12
 
 from mdm_protocol.pkcs12_memo import load_pkcs12 as memo_load_pkcs12
@@ -61,6 +63,15 @@ PKCS12_KDF_ROUNDS = 2048
 CRYPTOGRAPHY_MAC_ROUNDS = 2048  # what cryptography's export uses for the MAC key whatever kdf_rounds says
 # DER of the digest OIDs (tag, length, value) a PKCS#12 MAC names, to the hashlib names for them.
 _MAC_DIGESTS = {bytes.fromhex("06052b0e03021a"): "sha1", bytes.fromhex("0609608648016503040201"): "sha256"}
+_SHA1_ALGORITHM = bytes.fromhex("300906052b0e03021a0500")
+_OID_DATA = bytes.fromhex("06092a864886f70d010701")
+_OID_ENCRYPTED_DATA = bytes.fromhex("06092a864886f70d010706")
+_OID_PBE_3DES = bytes.fromhex("060a2a864886f70d010c0103")  # pbeWithSHAAnd3-KeyTripleDES-CBC
+_OID_SHROUDED_KEY_BAG = bytes.fromhex("060b2a864886f70d010c0a0102")
+_OID_CERT_BAG = bytes.fromhex("060b2a864886f70d010c0a0103")
+_OID_X509_CERTIFICATE = bytes.fromhex("060a2a864886f70d01091601")
+_OID_FRIENDLY_NAME = bytes.fromhex("06092a864886f70d010914")
+_OID_LOCAL_KEY_ID = bytes.fromhex("06092a864886f70d010915")
 
 
 class Pkcs12Encryption(enum.Enum):
@@ -134,20 +145,28 @@ def export_pkcs12(
     """A password-protected PKCS#12 of one identity (plus an optional CA chain), as iOS installs it.
 
     `kdf_rounds` applies to the key, certificate and MAC derivations alike. Keep the default wherever a person
-    chose the password; fewer rounds only where the password is random and travels with the file.
+    chose the password; fewer rounds only where the password is random and travels with the file. cryptography
+    always derives the MAC key with 2,048 rounds, so other counts of the LEGACY suite are written here, and a
+    MODERN file gets its MAC recomputed.
     """
     if isinstance(kdf_rounds, bool) or not isinstance(kdf_rounds, int) or kdf_rounds < 1:
         raise PkiError(f"PKCS#12 KDF rounds must be a whole number of at least 1, not {kdf_rounds!r}")
     text = _password_text(password)
     if private_key.public_key() != certificate.public_key():
         raise PkiError("the private key does not belong to the certificate")
+    name = friendly_name.encode("utf-8") if isinstance(friendly_name, str) else bytes(friendly_name)
+    try:
+        name.decode("utf-8")
+    except UnicodeDecodeError:
+        raise PkiError("a PKCS#12 friendly name must be UTF-8 text (it is stored as BMPString)") from None
+    if encryption is Pkcs12Encryption.LEGACY and kdf_rounds != CRYPTOGRAPHY_MAC_ROUNDS:
+        return _legacy_pkcs12(certificate, private_key, tuple(chain), name or None, text, kdf_rounds)
     builder = serialization.PrivateFormat.PKCS12.encryption_builder().kdf_rounds(kdf_rounds)
     if encryption is Pkcs12Encryption.LEGACY:
         algorithm, mac_hash = pkcs12.PBES.PBESv1SHA1And3KeyTripleDESCBC, hashes.SHA1()
     else:
         algorithm, mac_hash = pkcs12.PBES.PBESv2SHA256AndAES256CBC, hashes.SHA256()
     builder = builder.key_cert_algorithm(algorithm).hmac_hash(mac_hash)
-    name = friendly_name.encode("utf-8") if isinstance(friendly_name, str) else friendly_name
     data = pkcs12.serialize_key_and_certificates(
         name or None, private_key, certificate, list(chain) or None, builder.build(text.encode("utf-8"))
     )
@@ -177,23 +196,80 @@ def _with_mac_rounds(pfx: bytes, password: str, rounds: int) -> bytes:
     if digest is None:
         raise PkiError("cannot recompute this PKCS#12 MAC: its digest is neither SHA-1 nor SHA-256")
     salt = pfx[salt_start:salt_end]
-    key = _pkcs12_mac_key(password, salt, rounds, digest)
+    key = _pkcs12_kdf(password, salt, 3, rounds, hashlib.new(digest).digest_size, digest)
     mac = hmac.new(key, pfx[octets:octets_end], digest).digest()
-    iterations = _der(0x02, rounds.to_bytes((rounds.bit_length() + 8) // 8, "big")) if rounds > 1 else b""
-    mac_data_der = _der(0x30, _der(0x30, algorithm + _der(0x04, mac)) + _der(0x04, salt) + iterations)
+    mac_data_der = _der(0x30, _der(0x30, algorithm + _der(0x04, mac)) + _der(0x04, salt) + _der_rounds(rounds))
     return _der(0x30, pfx[body:auth_safe_end] + mac_data_der)
 
 
-def _pkcs12_mac_key(password: str, salt: bytes, rounds: int, digest: str) -> bytes:
-    """RFC 7292 appendix B.2 with ID 3 (MAC key): one hash block, the HMAC key's length for SHA-1 and SHA-256."""
+def _legacy_pkcs12(certificate: x509.Certificate, private_key: PrivateKey, chain: tuple[x509.Certificate, ...],
+                   name: bytes | None, password: str, rounds: int) -> bytes:
+    """The LEGACY suite written here, for round counts cryptography cannot do (its MAC always takes 2,048).
+
+    The layout is cryptography's (and OpenSSL's): certificates in a 3DES-encrypted SafeContents, the key in a
+    pkcs8ShroudedKeyBag, friendlyName and localKeyID (SHA-1 of the certificate) on the leaf and the key.
+    """
+    attributes = [_der(0x30, _OID_LOCAL_KEY_ID + _der(0x31, _der(0x04, certificate.fingerprint(hashes.SHA1()))))]
+    if name:
+        bmp = _der(0x1E, name.decode("utf-8").encode("utf-16-be"))
+        attributes.append(_der(0x30, _OID_FRIENDLY_NAME + _der(0x31, bmp)))
+    bag_attributes = _der(0x31, b"".join(sorted(attributes)))  # DER orders a SET OF by encoding
+    certificates = [_cert_bag(certificate, bag_attributes), *(_cert_bag(extra, b"") for extra in chain)]
+    pkcs8 = private_key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
+                                      serialization.NoEncryption())
+    algorithm, encrypted_key = _pbe_encrypt(pkcs8, password, rounds)
+    key_bag = _der(0x30, _OID_SHROUDED_KEY_BAG + _der(0xA0, _der(0x30, algorithm + _der(0x04, encrypted_key)))
+                   + bag_attributes)
+    algorithm, encrypted = _pbe_encrypt(_der(0x30, b"".join(certificates)), password, rounds)
+    encrypted_data = _der(0x30, b"\x02\x01\x00" + _der(0x30, _OID_DATA + algorithm + _der(0x80, encrypted)))
+    auth_safe = _der(0x30, _der(0x30, _OID_ENCRYPTED_DATA + _der(0xA0, encrypted_data))
+                     + _der(0x30, _OID_DATA + _der(0xA0, _der(0x04, _der(0x30, key_bag)))))
+    salt = secrets.token_bytes(8)
+    mac = hmac.new(_pkcs12_kdf(password, salt, 3, rounds, 20), auth_safe, "sha1").digest()
+    mac_data = _der(0x30, _der(0x30, _SHA1_ALGORITHM + _der(0x04, mac)) + _der(0x04, salt) + _der_rounds(rounds))
+    return _der(0x30, b"\x02\x01\x03" + _der(0x30, _OID_DATA + _der(0xA0, _der(0x04, auth_safe))) + mac_data)
+
+
+def _cert_bag(certificate: x509.Certificate, attributes: bytes) -> bytes:
+    der = certificate.public_bytes(serialization.Encoding.DER)
+    value = _der(0x30, _OID_X509_CERTIFICATE + _der(0xA0, _der(0x04, der)))
+    return _der(0x30, _OID_CERT_BAG + _der(0xA0, value) + attributes)
+
+
+def _pbe_encrypt(plain: bytes, password: str, rounds: int) -> tuple[bytes, bytes]:
+    """pbeWithSHAAnd3-KeyTripleDES-CBC: (its AlgorithmIdentifier with a fresh salt, the ciphertext)."""
+    salt = secrets.token_bytes(8)
+    key, iv = _pkcs12_kdf(password, salt, 1, rounds, 24), _pkcs12_kdf(password, salt, 2, rounds, 8)
+    padder = padding.PKCS7(64).padder()
+    encryptor = Cipher(TripleDES(key), modes.CBC(iv)).encryptor()
+    encrypted = encryptor.update(padder.update(plain) + padder.finalize()) + encryptor.finalize()
+    parameters = _der(0x30, _der(0x04, salt) + _der(0x02, rounds.to_bytes((rounds.bit_length() + 8) // 8, "big")))
+    return _der(0x30, _OID_PBE_3DES + parameters), encrypted
+
+
+def _der_rounds(rounds: int) -> bytes:
+    """MacData's iterations: left out at 1, its DEFAULT, as DER requires (and `openssl pkcs12 -nomaciter`)."""
+    return _der(0x02, rounds.to_bytes((rounds.bit_length() + 8) // 8, "big")) if rounds > 1 else b""
+
+
+def _pkcs12_kdf(password: str, salt: bytes, purpose: int, rounds: int, size: int, digest: str = "sha1") -> bytes:
+    """RFC 7292 appendix B.2: `size` bytes for `purpose` (1 key, 2 IV, 3 MAC key) from the password."""
     block = 64  # v, the input block size of SHA-1 and SHA-256
     secret = password.encode("utf-16-be") + b"\0\0"  # BMPString with its terminator, as OpenSSL writes it
-    salt_part = _repeat_to_blocks(salt, block)
-    password_part = _repeat_to_blocks(secret, block)
-    value = hashlib.new(digest, bytes([3]) * block + salt_part + password_part).digest()
-    for _ in range(rounds - 1):
-        value = hashlib.new(digest, value).digest()
-    return value
+    mixed = bytearray(_repeat_to_blocks(salt, block) + _repeat_to_blocks(secret, block))
+    out = b""
+    while True:
+        value = hashlib.new(digest, bytes([purpose]) * block + mixed).digest()
+        for _ in range(rounds - 1):
+            value = hashlib.new(digest, value).digest()
+        out += value
+        if len(out) >= size:
+            return out[:size]
+        # More output wanted (a 3DES key): each block of the input plus the output repeated, plus one.
+        addend = int.from_bytes(_repeat_to_blocks(value, block)[:block], "big") + 1
+        for start in range(0, len(mixed), block):
+            total = (int.from_bytes(mixed[start:start + block], "big") + addend) % (1 << (8 * block))
+            mixed[start:start + block] = total.to_bytes(block, "big")
 
 
 def _repeat_to_blocks(data: bytes, block: int) -> bytes:

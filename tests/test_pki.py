@@ -188,12 +188,13 @@ def test_leaf_never_outlives_its_ca(ca):
 # --- PKCS#12 -------------------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("rounds", [1, 2048])
 @pytest.mark.parametrize("encryption", list(Pkcs12Encryption), ids=lambda e: e.name)
-def test_pkcs12_round_trip(ca, identity, encryption):
+def test_pkcs12_round_trip(ca, identity, encryption, rounds):
     certificate, key = identity
     password = random_password()
     bundle = export_pkcs12(certificate, key, password.encode(), "Device identity", chain=[ca.certificate],
-                           encryption=encryption)
+                           encryption=encryption, kdf_rounds=rounds)
     contents = load_pkcs12(bundle, password)
     assert contents.certificate == certificate
     assert contents.private_key.private_numbers() == key.private_numbers()
@@ -376,9 +377,12 @@ def test_kdf_rounds_must_be_a_positive_whole_number(identity, rounds):
         export_pkcs12(*identity, "pw", "device", kdf_rounds=rounds)
 
 
-def test_export_refuses_a_password_that_is_not_utf8(identity):
-    with pytest.raises(PkiError, match="UTF-8"):
-        export_pkcs12(*identity, b"\xff\xfe", "device", kdf_rounds=1)
+@pytest.mark.parametrize("rounds", [1, 2048])
+def test_export_refuses_a_password_or_name_that_is_not_utf8(identity, rounds):
+    with pytest.raises(PkiError, match="password must be UTF-8"):
+        export_pkcs12(*identity, b"\xff\xfe", "device", kdf_rounds=rounds)
+    with pytest.raises(PkiError, match="friendly name must be UTF-8"):
+        export_pkcs12(*identity, "pw", b"\xff\xfe", kdf_rounds=rounds)
 
 
 def test_a_nul_in_a_password_is_refused_not_a_crash(identity):
@@ -396,3 +400,58 @@ def test_a_nul_in_a_password_is_refused_not_a_crash(identity):
 
 
 _HYPOTHESIS_IDENTITY = CertificateAuthority.create("hypothesis CA", now=NOW).issue_device_identity("device", NOW)
+
+
+# --- the LEGACY writer for round counts cryptography cannot do -------------------------------------------
+
+
+def openssl_layout(tmp_path: Path, bundle: bytes, password: str) -> list[str]:
+    """`openssl pkcs12 -info -nodes` without what differs between two exports (base64, round counts)."""
+    (tmp_path / "layout.p12").write_bytes(bundle)
+    result = subprocess.run([OPENSSL, "pkcs12", "-in", str(tmp_path / "layout.p12"), "-passin",
+                             f"pass:{password}", "-info", "-nodes"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    lines = (result.stderr + result.stdout).splitlines()
+    return [re.sub(r"Iteration \d+", "Iteration N", line) for line in lines
+            if not re.fullmatch(r"[A-Za-z0-9+/=]+", line)]
+
+
+@pytest.mark.skipif(OPENSSL is None, reason="openssl command line not on PATH")
+def test_one_round_legacy_file_has_cryptographys_layout(tmp_path, ca, identity):
+    ours = export_pkcs12(*identity, "pw", "MDM identity", chain=[ca.certificate], kdf_rounds=1)
+    theirs = export_pkcs12(*identity, "pw", "MDM identity", chain=[ca.certificate])  # cryptography's writer
+    layout = openssl_layout(tmp_path, ours, "pw")
+    assert layout == openssl_layout(tmp_path, theirs, "pw")
+    assert "Shrouded Keybag: pbeWithSHA1And3-KeyTripleDES-CBC, Iteration N" in layout
+    assert sum("localKeyID" in line for line in layout) == 2  # on the leaf and on its key, as OpenSSL pairs them
+
+
+def test_one_round_legacy_file_is_strict_der(ca, identity):
+    from pyasn1.codec.der import decoder, encoder
+    from pyasn1_modules import rfc7292
+
+    bundle = export_pkcs12(*identity, "pw", "MDM identity", chain=[ca.certificate], kdf_rounds=1)
+    pfx, rest = decoder.decode(bundle, asn1Spec=rfc7292.PFX())
+    assert rest == b"" and encoder.encode(pfx) == bundle
+    inner = decoder.decode(bytes(pfx["authSafe"]["content"]), asn1Spec=rfc7292.univ.OctetString())[0]
+    auth_safe, rest = decoder.decode(bytes(inner), asn1Spec=rfc7292.AuthenticatedSafe())
+    assert rest == b"" and encoder.encode(auth_safe) == bytes(inner)
+    key_contents = decoder.decode(bytes(auth_safe[1]["content"]), asn1Spec=rfc7292.univ.OctetString())[0]
+    safe_contents, _ = decoder.decode(bytes(key_contents), asn1Spec=rfc7292.SafeContents())
+    assert encoder.encode(safe_contents) == bytes(key_contents)  # attributes in DER's SET OF order
+    assert safe_contents[0]["bagId"] == rfc7292.id_pkcs8ShroudedKeyBag
+
+
+def test_one_round_legacy_file_holds_rsa_keys_and_any_friendly_name(ca):
+    from device_sim.install_rules import open_pkcs12
+
+    certificate, key = ca.issue_device_identity("rsa-device", NOW, "rsa")
+    bundle = export_pkcs12(certificate, key, "pw", "Ünïcødé Ωmega identity", kdf_rounds=1)
+    contents = load_pkcs12(bundle, "pw")
+    assert contents.private_key.private_numbers() == key.private_numbers()
+    assert contents.friendly_name == "Ünïcødé Ωmega identity"
+    assert open_pkcs12(bundle, "pw").certificate == certificate
+    # Outside the BMP the name is written as UTF-16 surrogates, byte for byte as cryptography writes it
+    # (OpenSSL then reads no name from either file).
+    ours, theirs = (export_pkcs12(certificate, key, "pw", "a🙂", kdf_rounds=rounds) for rounds in (1, 2048))
+    assert bytes.fromhex("1e060061d83dde42") in ours and bytes.fromhex("1e060061d83dde42") in theirs
