@@ -271,7 +271,7 @@ class HTTPSTransport:
 
     def _answered(self, client: _HTTPClient, exchange: _Request, reply: Reply) -> None:
         link = client.transport
-        if self.resume_sessions:
+        if self.resume_sessions and not client.reused:  # a kept-alive connection's ticket was taken already
             session = link.getHandle().get_session()
             if session is not None:
                 link.tls.session = session
