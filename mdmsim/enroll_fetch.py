@@ -11,12 +11,12 @@ from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 from OpenSSL import SSL
+from OpenSSL._util import lib  # pyOpenSSL has no public call for the key exchange groups
 from twisted.internet import defer, ssl
-from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
 from twisted.internet.protocol import ClientFactory, Protocol
-from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
-from zope.interface import implementer
+
+from device_sim.tls_link import IOS_TLS_GROUPS, LinkFactory, TLSLink
 
 MAX_PROFILE = 4 * 1024 * 1024  # an enrollment profile is a few KB; a bound keeps a wrong URL from filling memory
 DEFAULT_TIMEOUT = 60.0
@@ -34,13 +34,17 @@ class EnrollmentFetchError(Exception):
 @functools.cache
 def _unverified_context() -> SSL.Context:
     # One context for every download: building one per connection (what Agent's policy did) costs more than
-    # the handshake. Twisted's defaults otherwise (TLS 1.2+, its cipher list).
-    return ssl.CertificateOptions(verify=False).getContext()
+    # the handshake. Twisted's defaults (TLS 1.2+, its ciphers) with the groups Safari on iOS 9-17 offers, as
+    # the fleet's check-ins do: OpenSSL 4 would lead with X25519MLKEM768, costly on both sides.
+    context = ssl.CertificateOptions(verify=False).getContext()
+    if lib.SSL_CTX_set1_curves_list(context._context, IOS_TLS_GROUPS.encode("ascii")) != 1:
+        raise EnrollmentFetchError(f"OpenSSL refused the TLS groups {IOS_TLS_GROUPS!r}")
+    return context
 
 
-@implementer(IOpenSSLClientConnectionCreator)
-class _UnverifiedCreator:
-    """No verification for the download only: the user taps through Safari's warning, as in the field."""
+class _UnverifiedTLS:
+    """The TLS side of a `TLSLink` that verifies nothing, for the download only: the user taps through
+    Safari's warning, as in the field (the profile's root then governs MDM)."""
 
     def __init__(self, hostname: str) -> None:
         try:
@@ -49,21 +53,25 @@ class _UnverifiedCreator:
         except ValueError:
             self._server_name = hostname.encode("idna")
 
-    def clientConnectionForTLS(self, tls_protocol: Any) -> SSL.Connection:
+    def connection(self, link: TLSLink) -> SSL.Connection:
         connection = SSL.Connection(_unverified_context(), None)
-        connection.set_app_data(tls_protocol)
+        connection.set_app_data(link)
         if self._server_name is not None:
             connection.set_tlsext_host_name(self._server_name)
+        connection.set_connect_state()
         return connection
 
 
 class _Download(Protocol):
-    """One GET on one connection; the answer ends at its Content-Length, its last chunk, or the close."""
+    """One GET on one connection; the answer ends at its Content-Length, its last chunk, or the close.
+    `done` fires with the profile; cancelling it (a timeout) drops the connection or the attempt."""
 
-    def __init__(self, request: bytes, done: defer.Deferred[bytes]) -> None:
-        self.request, self.done = request, done
+    def __init__(self, request: bytes) -> None:
+        self.request = request
+        self.done: defer.Deferred[bytes] = defer.Deferred(canceller=self._cancel)
         self.buffer = bytearray()
         self.lost = False
+        self.connector: Any = None
 
     def connectionMade(self) -> None:
         if self.done.called:  # cancelled (timed out) while connecting
@@ -113,31 +121,30 @@ class _Download(Protocol):
         else:
             self.transport.loseConnection()
 
-
-class _DownloadFactory(ClientFactory):
-    """One download: `done` fires with the profile; cancelling it (a timeout) drops the connection."""
-
-    noisy = False  # no "Starting factory" log line around every download
-
-    def __init__(self, request: bytes) -> None:
-        self.request = request
-        self.done: defer.Deferred[bytes] = defer.Deferred(canceller=self._cancel)
-        self.download: _Download | None = None
-        self.connector: Any = None
-
-    def buildProtocol(self, addr: Any) -> _Download:
-        self.download = _Download(self.request, self.done)
-        return self.download
-
-    def clientConnectionFailed(self, connector: Any, reason: Failure) -> None:
+    def connect_failed(self, reason: Failure) -> None:
         if not self.done.called:
             self.done.errback(EnrollmentFetchError(f"cannot connect: {reason.getErrorMessage()}"))
 
     def _cancel(self, done: defer.Deferred) -> None:
-        if self.download is not None and self.download.transport is not None:
-            self.download.transport.abortConnection()
+        if self.transport is not None:
+            self.transport.abortConnection()
         elif self.connector is not None:
             self.connector.stopConnecting()
+
+
+class _PlainFactory(ClientFactory):
+    """An http:// download (a profile server behind a proxy); https goes over the fleet's `TLSLink`."""
+
+    noisy = False  # no "Starting factory" log line around every download
+
+    def __init__(self, download: _Download) -> None:
+        self.download = download
+
+    def buildProtocol(self, addr: Any) -> _Download:
+        return self.download
+
+    def clientConnectionFailed(self, connector: Any, reason: Failure) -> None:
+        self.download.connect_failed(reason)
 
 
 def fetch_enrollment(reactor: Any, url: str, *, timeout: float = DEFAULT_TIMEOUT) -> defer.Deferred[bytes]:
@@ -153,12 +160,13 @@ def fetch_enrollment(reactor: Any, url: str, *, timeout: float = DEFAULT_TIMEOUT
         port = parts.port or (443 if parts.scheme == "https" else 80)
     except ValueError:
         return defer.fail(EnrollmentFetchError(f"the port in {url!r} is not a number from 0 to 65535"))
-    factory = _DownloadFactory(_request_head(parts))
-    wrapped = factory
+    download = _Download(_request_head(parts))
     if parts.scheme == "https":
-        wrapped = TLSMemoryBIOFactory(_UnverifiedCreator(parts.hostname), True, factory)
-    factory.connector = reactor.connectTCP(parts.hostname, port, wrapped, timeout=timeout)
-    return factory.done.addTimeout(timeout, reactor).addErrback(_timed_out, timeout)
+        factory = LinkFactory(_UnverifiedTLS(parts.hostname), download, download.connect_failed)
+    else:
+        factory = _PlainFactory(download)
+    download.connector = reactor.connectTCP(parts.hostname, port, factory, timeout=timeout)
+    return download.done.addTimeout(timeout, reactor).addErrback(_timed_out, timeout)
 
 
 def _timed_out(failure: Failure, timeout: float) -> Failure:

@@ -188,7 +188,8 @@ class Profiles(resource.Resource):
                 request.write(PROFILE[start:start + 700])
             request.finish()
             return server.NOT_DONE_YET
-        self.sni = request.channel.transport.getHandle().get_servername()
+        handle = request.channel.transport.getHandle()
+        self.sni, self.group = handle.get_servername(), handle.get_group_name()
         return PROFILE
 
 
@@ -206,6 +207,8 @@ def test_downloads_over_tls_from_a_server_it_does_not_trust(tmp_path):
     try:
         assert (yield fetch_enrollment(reactor, f"https://127.0.0.1:{number}/length")) == PROFILE
         assert profiles.sni is None  # no SNI for an IP address (RFC 6066)
+        # Safari on iOS 9-17 offers X25519 first, not OpenSSL 4's X25519MLKEM768 (dearer on both sides)
+        assert profiles.group == "x25519"
         assert (yield fetch_enrollment(reactor, f"https://localhost:{number}/chunked")) == PROFILE
         assert (yield fetch_enrollment(reactor, f"https://localhost:{number}/length")) == PROFILE
         assert profiles.sni == b"localhost"
