@@ -205,8 +205,8 @@ class Keychain:
             raise KeychainError(f"PayloadUUID {identity.payload_uuid} already holds an identity of profile "
                                 f"{held.profile_identifier!r}")
         self._identities[identity.payload_uuid] = identity
-        current = fingerprint(identity.certificate)
-        self._archive = [item for item in self._archive if fingerprint(item.certificate) != current]
+        if self._archive:  # certificates compare by their DER: equal ones are the same identity again
+            self._archive = [item for item in self._archive if item.certificate != identity.certificate]
 
     def add_root(self, certificate: x509.Certificate, profile_identifier: str) -> None:
         """A root installed by a profile: trusted for TLS and S/MIME chains (MDM-installed, SPEC 5)."""
@@ -284,15 +284,9 @@ class Keychain:
         return self._roots
 
     def _collect_roots(self) -> tuple[x509.Certificate, ...]:
-        seen: set[bytes] = set()
-        out = []
-        for certificate in [item.certificate for item in self._certificates if item.trusted_root] + list(
-                self._builtin):
-            digest = fingerprint(certificate)
-            if digest not in seen:
-                seen.add(digest)
-                out.append(certificate)
-        return tuple(out)
+        # Certificates hash and compare by their DER: no SHA-256 per root on every enrollment.
+        profile_roots = [item.certificate for item in self._certificates if item.trusted_root]
+        return tuple(dict.fromkeys(profile_roots + list(self._builtin)))
 
     @property
     def archive(self) -> tuple[ArchivedKey, ...]:
