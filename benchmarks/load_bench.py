@@ -1,6 +1,6 @@
 """Load benchmark: `mdmsim load` end to end on this machine, our server in one process, the fleet in another.
 
-Scenarios: sustained check-ins/s over TLS (a new connection per request, and keep-alive); a rollout of one
+Scenarios: sustained check-ins/s over TLS (a connection per session, and keep-alive); a rollout of one
 Exchange profile with a PKCS#12 identity to 10,000 enrolled devices; 50,000 devices idling on a 60-minute sync
 interval for 10 minutes. Run: `.venv/bin/python benchmarks/load_bench.py [throughput|rollout|idle ...]`.
 """
@@ -22,6 +22,8 @@ from mdmsim.load.config import Realism
 from mdmsim.load.orchestrator import LoadOptions, LoadRun
 from mdmsim.load.rollout import RolloutPlan
 
+CONNECTION_NAMES = {"per-session": "a new TLS connection per session (iOS-like, default)",
+                    "per-request": "a new TLS connection per request", "keep-alive": "keep-alive"}
 GO_REFERENCE = (750, 880)  # check-ins/s of an established Go MDM server with a Go device simulator, here
 
 
@@ -65,13 +67,13 @@ def throughput(args: argparse.Namespace) -> list[str]:
     lines.append("| connections | check-ins/s | server CPU | fleet CPU | per server CPU-s | per fleet CPU-s | "
                  "Idle p50 / p99 ms | errors | load avg |")
     lines.append("|---|---|---|---|---|---|---|---|---|")
-    for keep_alive in (False, True):
+    for mode in args.connections.split(","):
         options = LoadOptions(devices=args.devices, duration=3 * args.ramp + args.seconds + 10, ramp=args.ramp,
                               after_enrollment=args.seconds + 5,
-                              realism=Realism(keep_alive=keep_alive, checkin_interval=0.0))
-        name = "keep-alive" if keep_alive else "new TLS connection per request"
+                              realism=Realism(connections=mode, checkin_interval=0.0))
+        name = CONNECTION_NAMES[mode]
         print(f"  throughput, {name} ...", flush=True)
-        report = run(options, f"throughput-{'keepalive' if keep_alive else 'per-request'}", args.keep)
+        report = run(options, f"throughput-{mode}", args.keep)
         figures, idle = steady(report), report["messages"]["Idle"]["latency"]
         lines.append(
             f"| {name} | **{figures['rate']:.0f}** | {figures['server_cpu']:.0%} | {figures['fleet_cpu']:.0%} | "
@@ -84,17 +86,16 @@ def throughput(args: argparse.Namespace) -> list[str]:
 
 def rollout(args: argparse.Namespace) -> list[str]:
     devices = args.rollout_devices
-    realism = Realism(keep_alive=args.rollout_keep_alive, timeout=120.0)
+    realism = Realism(connections=args.rollout_connections, timeout=120.0)
     options = LoadOptions(devices=devices, duration=args.rollout_ramp + 10, ramp=args.rollout_ramp,
                           processes=args.rollout_processes, realism=realism,
                           rollout=RolloutPlan.parse("exchange"), rollout_timeout=600)
-    how = (f"{args.rollout_processes} fleet process(es), "
-           f"{'keep-alive' if args.rollout_keep_alive else 'a new TLS connection per request'}")
+    how = f"{args.rollout_processes} fleet process(es), {CONNECTION_NAMES[args.rollout_connections]}"
     print(f"  rollout to {devices} devices, {how} ...", flush=True)
-    report = run(options, f"rollout-{args.rollout_processes}p{'-keepalive' if args.rollout_keep_alive else ''}",
-                 args.keep)
+    report = run(options, f"rollout-{args.rollout_processes}p-{args.rollout_connections}", args.keep)
     r = report["rollout"]
     t, ack, checkin = r["time_to"], r["push_to_ack"], r["push_to_checkin"]
+    arrival_ack, arrival_checkin = r["delivery_to_ack"], r["delivery_to_checkin"]
     return [
         f"### Rollout: one Exchange profile with a PKCS#12 identity to {devices} enrolled devices ({how})",
         f"- enrollment: {report['enrollment']['enrolled']}/{devices} in "
@@ -104,8 +105,13 @@ def rollout(args: argparse.Namespace) -> list[str]:
         f"{r['pushed']} pushed)",
         f"- **time until 50% / 95% / 99% / 100% Acknowledged: {_s(t['p50'])} / {_s(t['p95'])} / {_s(t['p99'])} / "
         f"{_s(t['p100'])}** (target 100% ≤ 30 s); {r['acknowledged']}/{r['devices']} acknowledged",
-        f"- push→check-in p50 {checkin['p50']:.2f} s, p99 {checkin['p99']:.2f} s; **push→Acknowledged p50 "
-        f"{ack['p50']:.2f} s, p99 {ack['p99']:.2f} s**, max {ack['max']:.2f} s",
+        f"- from the server's push: push→check-in p50 {checkin['p50']:.2f} s, p99 {checkin['p99']:.2f} s; "
+        f"**push→Acknowledged p50 {ack['p50']:.2f} s, p99 {ack['p99']:.2f} s**, max {ack['max']:.2f} s",
+        f"- from the push reaching the device: →check-in p50 {arrival_checkin['p50']:.2f} s, p99 "
+        f"{arrival_checkin['p99']:.2f} s; →Acknowledged p50 {arrival_ack['p50']:.2f} s, p99 "
+        f"{arrival_ack['p99']:.2f} s",
+        f"- CPU: server {_cpu_seconds(report['server']):.1f} s, fleet {report['fleet']['cpu_seconds']:.1f} s over "
+        f"the run (enrollment included)",
         f"- errors {report['errors']['total']} {report['errors']['by_kind'] or ''}; server CPU avg "
         f"{report['server']['cpu_avg']:.0%}, RSS max {report['server']['rss_max'] / 1e6:.0f} MB; fleet RSS max "
         f"{report['fleet'].get('rss_max', 0) / 1e6:.0f} MB; load avg {report['bench']['load_before']:.1f}→"
@@ -139,6 +145,10 @@ def idle(args: argparse.Namespace) -> list[str]:
     ]
 
 
+def _cpu_seconds(server: dict[str, Any]) -> float:
+    return float(server.get("cpu_seconds") or sum(s["cpu"] for s in server.get("samples", [])))
+
+
 def _s(value: float | None) -> str:
     return "never" if value is None else f"{value:.1f} s"
 
@@ -153,7 +163,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rollout-devices", type=int, default=10_000)
     parser.add_argument("--rollout-ramp", type=float, default=90.0)
     parser.add_argument("--rollout-processes", type=int, default=1, help="rollout: fleet worker processes")
-    parser.add_argument("--rollout-keep-alive", action="store_true", help="rollout: keep TLS connections")
+    parser.add_argument("--connections", default="per-session,keep-alive",
+                        help="throughput: connection modes to run, comma-separated (per-session, per-request, "
+                             "keep-alive)")
+    parser.add_argument("--rollout-connections", default="per-session", choices=list(CONNECTION_NAMES))
+    parser.add_argument("--rollout-keep-alive", dest="rollout_connections", action="store_const",
+                        const="keep-alive", help="rollout: --rollout-connections keep-alive")
     parser.add_argument("--idle-devices", type=int, default=50_000)
     parser.add_argument("--idle-ramp", type=float, default=300.0)
     parser.add_argument("--idle-seconds", type=float, default=600.0)

@@ -1,11 +1,12 @@
 """Real HTTPS from simulated devices: TLS checked against each device's own trust store, like iOS.
 
-A connection per request (iOS opens one per session) or keep-alive; lean HTTP/1.1 over `tls_link`, sessions resumed.
+A connection per session (as iOS), per request, or kept alive; lean HTTP/1.1 over `tls_link`, TLS resumed.
 """
 
 from __future__ import annotations
 
 import contextlib
+import enum
 import ipaddress
 import socket
 from typing import Any
@@ -18,7 +19,7 @@ from twisted.internet import defer, ssl
 from twisted.internet.error import NotConnectingError
 from twisted.python.failure import Failure
 
-from .effects import SendRequest
+from .effects import CHECKIN_TYPE, SendRequest
 from .tls_link import IOS_TLS_GROUPS, ClientTLS, LinkFactory, TLSLink, check_groups
 from .transport import Reply, TransportError
 
@@ -27,14 +28,35 @@ MAX_CLIENT_TLS = 256  # (server, trust store, groups) whose TLS context and last
 IDLE_REUSE = 20.0  # seconds a kept-alive connection may sit idle and still be reused (twisted.web closes at 30)
 
 
+class ConnectionModeError(ValueError):
+    """A connection mode that is not one of `ConnectionMode`'s values."""
+
+
+class ConnectionMode(enum.Enum):
+    """When a device's TLS connection is closed."""
+
+    PER_REQUEST = "per-request"  # after every answer
+    PER_SESSION = "per-session"  # when its session ends (NSURLSession on iOS): one handshake per session
+    KEEP_ALIVE = "keep-alive"  # never on purpose: connections are pooled and shared by every device
+
+    @classmethod
+    def parse(cls, text: str | ConnectionMode) -> ConnectionMode:
+        try:
+            return cls(text)
+        except ValueError:
+            names = ", ".join(mode.value for mode in cls)
+            raise ConnectionModeError(f"unknown connection mode {text!r}: expected one of {names}") from None
+
+
 class _Request:
     """One PUT in flight: the Deferred its sender waits on, its bytes, where it goes and its timer."""
 
-    __slots__ = ("result", "data", "key", "roots", "timer", "client", "connector")
+    __slots__ = ("result", "data", "key", "roots", "timer", "client", "connector", "session")
 
-    def __init__(self, data: bytes, key: tuple[Any, ...], roots: tuple[x509.Certificate, ...]) -> None:
+    def __init__(self, data: bytes, key: tuple[Any, ...], roots: tuple[x509.Certificate, ...],
+                 session: object | None) -> None:
         self.result: defer.Deferred[Reply] = defer.Deferred()
-        self.data, self.key, self.roots = data, key, roots
+        self.data, self.key, self.roots, self.session = data, key, roots, session
         self.timer: Any = None
         self.client: _HTTPClient | None = None
         self.connector: Any = None
@@ -45,14 +67,16 @@ class _HTTPClient:
 
     def __init__(self, owner: HTTPSTransport, request: _Request) -> None:
         self.owner = owner
+        self.key: tuple[Any, ...] = ()  # (host, port, trust store) it was opened for: set by the transport
         self.transport: TLSLink | None = None  # set by the link once TCP is up
         self.buffer = bytearray()
         self.waiting: _Request | None = request
         self.closed = False
         self.keep = False  # the server did not ask to close after this answer
         self.answered = False  # any response byte seen: a failure after it is not a TLS trust failure
-        self.reused = False  # taken from the keep-alive pool
+        self.reused = False  # taken from the keep-alive pool or its device's session
         self.idle_since = 0.0
+        self.session: object | None = None  # the device session this connection is parked for
 
     def connectionMade(self) -> None:
         if self.waiting is None:  # the request timed out while connecting: nobody waits for this connection
@@ -108,6 +132,7 @@ class _HTTPClient:
     def connectionLost(self, reason: Failure | None = None) -> None:
         self.closed = True
         if self.waiting is None:
+            self.owner._unpark(self)
             return
         if self.buffer:
             try:
@@ -149,13 +174,22 @@ _SHARED_TLS: dict[tuple[Any, ...], ClientTLS] = {}
 
 
 class HTTPSTransport:
-    """One TLS client context per distinct trust store and server; a fleet trusting one CA shares it."""
+    """One TLS client context per distinct trust store and server; a fleet trusting one CA shares it.
 
-    def __init__(self, reactor: Any, *, keep_alive: bool = False, timeout: float = 30.0,
-                 resume_sessions: bool = True, tls_groups: str | None = IOS_TLS_GROUPS) -> None:
-        """`tls_groups`: the key exchange groups offered (OpenSSL names, colon-separated); None leaves
-        OpenSSL's defaults, which lead with the post-quantum hybrid only iOS 26 and later offer."""
-        self.reactor, self.keep_alive, self.timeout = reactor, keep_alive, timeout
+    Per session (the default), a device's connection carries the requests of its session and closes when the
+    server answers the command channel with nothing (the session is over) or anything but 200; a check-in
+    message is a session of its own. The sender names the session's owner (`session`, e.g. its runner);
+    without one every request gets its own connection.
+    """
+
+    def __init__(self, reactor: Any, *, connections: ConnectionMode | str = ConnectionMode.PER_SESSION,
+                 keep_alive: bool = False, timeout: float = 30.0, resume_sessions: bool = True,
+                 tls_groups: str | None = IOS_TLS_GROUPS) -> None:
+        """`keep_alive=True` is `connections="keep-alive"`. `tls_groups`: the key exchange groups offered
+        (OpenSSL names, colon-separated); None leaves OpenSSL's defaults, which lead with the post-quantum
+        hybrid only iOS 26 and later offer."""
+        self.connections = ConnectionMode.KEEP_ALIVE if keep_alive else ConnectionMode.parse(connections)
+        self.reactor, self.timeout = reactor, timeout
         self.resume_sessions, self.tls_groups = resume_sessions, tls_groups
         if tls_groups is not None:
             check_groups(tls_groups)
@@ -163,11 +197,17 @@ class HTTPSTransport:
         # transport for the same server resumes instead of opening with a full handshake per device.
         self._tls: dict[tuple[Any, ...], ClientTLS] = _SHARED_TLS if resume_sessions else {}
         self._idle: dict[tuple[Any, ...], list[_HTTPClient]] = {}
+        self._parked: dict[object, _HTTPClient] = {}  # device session → its connection between requests
         self._addresses: dict[tuple[str, int], tuple[str, int]] = {}
         self._trust_keys: dict[tuple[x509.Certificate, ...], tuple[bytes, ...]] = {}
         self._targets: dict[tuple[str, str], tuple[str, int, bytes]] = {}  # (url, type) → host, port, head start
 
-    def send(self, request: SendRequest, roots: tuple[x509.Certificate, ...]) -> defer.Deferred[Reply]:
+    @property
+    def keep_alive(self) -> bool:
+        return self.connections is ConnectionMode.KEEP_ALIVE
+
+    def send(self, request: SendRequest, roots: tuple[x509.Certificate, ...],
+             session: object | None = None) -> defer.Deferred[Reply]:
         try:
             host, port, head = self._target(request.url, request.content_type)
         except TransportError as exc:
@@ -175,21 +215,20 @@ class HTTPSTransport:
         if not roots:
             return defer.fail(TransportError("the device trusts no root certificate", untrusted=True))
         key = (host, port, self._trust_key(roots))
+        if self.connections is not ConnectionMode.PER_SESSION or request.content_type == CHECKIN_TYPE:
+            session = None  # per request, kept alive for everyone, or a one-message check-in session
+        keep = self.keep_alive or session is not None
         data = b"%sMdm-Signature: %s\r\nContent-Length: %d\r\n%s%s" % (
-            head, request.signature.encode("latin-1"), len(request.body), self._connection_header,
-            request.body)
-        exchange = _Request(data, key, roots)
+            head, request.signature.encode("latin-1"), len(request.body),
+            b"Connection: keep-alive\r\n\r\n" if keep else b"Connection: close\r\n\r\n", request.body)
+        exchange = _Request(data, key, roots, session)
         exchange.timer = self.reactor.callLater(self.timeout, self._timed_out, exchange)
-        pooled = self._pooled(key)
-        if pooled is not None:
-            pooled.send(exchange)
+        reusable = self._pooled(key) if self.keep_alive else self._resumed(session, key)
+        if reusable is not None:
+            reusable.send(exchange)
         else:
             self._connect(exchange)
         return exchange.result
-
-    @property
-    def _connection_header(self) -> bytes:
-        return b"Connection: keep-alive\r\n\r\n" if self.keep_alive else b"Connection: close\r\n\r\n"
 
     def _target(self, url: str, content_type: str) -> tuple[str, int, bytes]:
         # Every device of a fleet sends to the same few URLs: split each once.
@@ -212,11 +251,34 @@ class HTTPSTransport:
         return key
 
     def close(self) -> None:
-        """Close the connections kept alive (tests and clean shutdowns)."""
-        for clients in self._idle.values():
-            for client in clients:
-                client.transport.loseConnection()
+        """Close the connections kept alive or parked between a session's requests (tests, shutdowns)."""
+        parked, self._parked = list(self._parked.values()), {}
+        for client in [*parked, *(client for clients in self._idle.values() for client in clients)]:
+            client.transport.loseConnection()
         self._idle.clear()
+
+    @property
+    def parked(self) -> int:
+        """Device sessions holding a connection between two of their requests."""
+        return len(self._parked)
+
+    def _resumed(self, session: object | None, key: tuple[Any, ...]) -> _HTTPClient | None:
+        """The connection this device session left open after its last answer, if it is still usable."""
+        client = self._parked.pop(session, None) if session is not None else None
+        if client is None:
+            return None
+        client.session = None
+        if not client.closed and client.key == key and self.reactor.seconds() - client.idle_since < IDLE_REUSE:
+            client.reused = True
+            return client
+        client.transport.loseConnection()
+        return None
+
+    def _unpark(self, client: _HTTPClient) -> None:
+        # The server closed a parked connection (its idle timeout): forget it now, not at the next session.
+        if client.session is not None and self._parked.get(client.session) is client:
+            del self._parked[client.session]
+        client.session = None
 
     def _pooled(self, key: tuple[Any, ...]) -> _HTTPClient | None:
         """A kept-alive connection idle for less than IDLE_REUSE (servers close theirs after ~30 s)."""
@@ -238,6 +300,7 @@ class HTTPSTransport:
             self._finish(exchange, Failure(exc))
             return
         client = exchange.client = _HTTPClient(self, exchange)
+        client.key = exchange.key
         factory = LinkFactory(tls, client, lambda reason: self._not_connected(exchange, reason))
         # The request's own timer bounds the connection attempt: no second timer per connection.
         exchange.connector = self.reactor.connectTCP(address, address_port, factory, timeout=None)
@@ -275,9 +338,18 @@ class HTTPSTransport:
             session = link.getHandle().get_session()
             if session is not None:
                 link.tls.session = session
-        if self.keep_alive and client.keep and not client.closed:
+        usable = client.keep and not client.closed
+        if self.keep_alive and usable:
             client.idle_since = self.reactor.seconds()
             self._idle.setdefault(exchange.key, []).append(client)
+        elif exchange.session is not None and usable and reply.status == 200 and reply.body:
+            # A command to answer: the session goes on, and its next request takes this connection.
+            client.idle_since, client.session = self.reactor.seconds(), exchange.session
+            previous = self._parked.pop(exchange.session, None)
+            if previous is not None:  # two requests of one device at once (never in a session): keep one
+                previous.session = None
+                previous.transport.loseConnection()
+            self._parked[exchange.session] = client
         else:
             link.loseConnection()
         self._finish(exchange, reply)

@@ -53,7 +53,7 @@ class PushLinkClientProtocol(Protocol):
             log.warning("push link: %s", exc.reason)
             return
         if isinstance(message, Delivery):
-            self.factory.deliver(message.token, message.payload)
+            self.factory.deliver(message.token, message.payload, message.sent_at)
 
     def connectionLost(self, reason: Any = None) -> None:
         self.factory.disconnected()
@@ -86,11 +86,16 @@ class PushLinkClient(ClientFactory):
     def disconnected(self) -> None:
         self._link = None
 
-    def deliver(self, token: bytes, payload: dict[str, Any]) -> None:
+    def deliver(self, token: bytes, payload: dict[str, Any], sent_at: float | None = None) -> None:
+        """Hands the push to its device; the server's send time only when the link carried one, so handlers
+        taking (token, payload) keep working with servers that do not send it."""
         handler = self._handlers.get(token)
         if handler is not None:
             self.delivered += 1
-            handler(token, payload)
+            if sent_at is None:
+                handler(token, payload)
+            else:
+                handler(token, payload, sent_at)
 
     def _flush(self) -> None:
         by_topic: dict[str, list[bytes]] = {}

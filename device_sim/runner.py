@@ -14,7 +14,8 @@ from . import effects as fx
 from .machine import DeviceMachine
 from .transport import Reply, Transport, TransportError
 
-OnPush = Callable[[bytes, dict[str, Any]], None]
+# (token, payload[, sent_at]): sent_at is the server's wall-clock time of the push when its link tells it.
+OnPush = Callable[..., None]
 
 
 class PushRegistry(Protocol):
@@ -48,6 +49,7 @@ class DeviceRunner:
         self.observer = observer
         self.online = True
         self.last_push_at: float | None = None
+        self.last_push_sent_at: float | None = None  # the server's time of that push, when the link tells it
 
     def now(self) -> float:
         return self.clock.seconds()
@@ -57,8 +59,8 @@ class DeviceRunner:
     def install_enrollment(self, profile: bytes) -> None:
         self.perform(self.machine.install_enrollment(profile, self.now()))
 
-    def on_push(self, token: bytes, payload: dict[str, Any]) -> None:
-        self.last_push_at = self.now()
+    def on_push(self, token: bytes, payload: dict[str, Any], sent_at: float | None = None) -> None:
+        self.last_push_at, self.last_push_sent_at = self.now(), sent_at
         if self.online:
             self.perform(self.machine.push(self.now()))
 
@@ -78,7 +80,8 @@ class DeviceRunner:
     def _send(self, request: fx.SendRequest) -> None:
         sent_at = self.now()
         roots = tuple(self.machine.profiles.keychain.trusted_roots())
-        deferred = self.transport.send(request, roots)
+        # The runner names the session: a transport connecting per session keeps its connection for it.
+        deferred = self.transport.send(request, roots, session=self)
         deferred.addCallbacks(self._replied, self._failed, callbackArgs=(request, sent_at),
                               errbackArgs=(request, sent_at))
 

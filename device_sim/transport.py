@@ -33,8 +33,10 @@ class Reply:
 
 
 class Transport(Protocol):
-    def send(self, request: SendRequest, roots: tuple[x509.Certificate, ...]) -> defer.Deferred[Reply]:
-        """Fires with the server's Reply, or fails with TransportError (untrusted=True for TLS trust)."""
+    def send(self, request: SendRequest, roots: tuple[x509.Certificate, ...],
+             session: object | None = None) -> defer.Deferred[Reply]:
+        """Fires with the server's Reply, or fails with TransportError (untrusted=True for TLS trust).
+        `session`: who is sending (one device's session), for transports that connect once per session."""
         ...
 
 
@@ -49,7 +51,8 @@ class MemoryTransport:
         self.latency = latency
         self._trusted: dict[frozenset[x509.Certificate], bool] = {}
 
-    def send(self, request: SendRequest, roots: tuple[x509.Certificate, ...]) -> defer.Deferred[Reply]:
+    def send(self, request: SendRequest, roots: tuple[x509.Certificate, ...],
+             session: object | None = None) -> defer.Deferred[Reply]:
         if not self._trust(roots):
             return defer.fail(TransportError("server certificate is not trusted", untrusted=True))
         result: defer.Deferred[Reply] = defer.Deferred()

@@ -6,6 +6,7 @@ Not Apple's protocol (APNs is out of reach here): newline-delimited JSON objects
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,10 +33,13 @@ class Detach:
 
 @dataclass(frozen=True, slots=True)
 class Delivery:
-    """Server → fleet: a push for one device token."""
+    """Server → fleet: a push for one device token, with the server's wall-clock time (`time.time()`) of the
+    push it carries when the server knows it, so the fleet can measure from the push, APNs' delay included.
+    Both ends read their own clock: comparable on one host, off by the clocks' offset across hosts."""
 
     token: bytes
     payload: dict[str, Any]
+    sent_at: float | None = None
 
 
 LinkMessage = Attach | Detach | Delivery
@@ -49,6 +53,8 @@ def encode_link(message: LinkMessage) -> bytes:
         obj = {"op": "detach", "tokens": [t.hex() for t in message.tokens]}
     else:
         obj = {"op": "push", "token": message.token.hex(), "payload": message.payload}
+        if message.sent_at is not None:
+            obj["sent_at"] = message.sent_at
     return json.dumps(obj, separators=(",", ":")).encode() + b"\n"
 
 
@@ -62,10 +68,19 @@ def decode_link(line: bytes) -> LinkMessage:
         if op == "detach":
             return Detach(_tokens(obj["tokens"]))
         if op == "push" and isinstance(obj["payload"], dict):
-            return Delivery(bytes.fromhex(obj["token"]), obj["payload"])
+            return Delivery(bytes.fromhex(obj["token"]), obj["payload"], _sent_at(obj.get("sent_at")))
     except (ValueError, KeyError, TypeError) as exc:
         raise MessageError(f"malformed push-link line: {exc}") from None
     raise MessageError(f"unknown push-link operation {obj.get('op')!r}")
+
+
+def _sent_at(value: Any) -> float | None:
+    # bool is an int to Python, and NaN or infinity would poison every latency measured from it.
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise TypeError(f"sent_at must be a finite number of seconds, not {value!r}")
+    return float(value)
 
 
 def _tokens(values: Any) -> tuple[bytes, ...]:

@@ -12,7 +12,7 @@ from pathlib import Path
 from rich.console import Console
 
 from device_sim.fleet import DEFAULT_KINDS, DEFAULT_OS_MIX, Fleet, FleetSpec, parse_mix
-from device_sim.https_transport import HTTPSTransport
+from device_sim.https_transport import ConnectionMode, HTTPSTransport
 from device_sim.push_link_client import PushLinkClient
 from device_sim.report import fleet_json, readiness_rows, readiness_table
 from device_sim.stats import FleetObserver
@@ -44,8 +44,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                              "user-enrollment)")
     parser.add_argument("--ramp", type=parse_duration, default=10.0, help="spread enrollments over this long")
     parser.add_argument("--duration", type=parse_duration, default=60.0, help="how long to run in total")
-    parser.add_argument("--keep-alive", action="store_true",
-                        help="reuse TLS connections (iOS opens a new one per session: the default)")
+    parser.add_argument("--connections", choices=[mode.value for mode in ConnectionMode],
+                        default=ConnectionMode.PER_SESSION.value,
+                        help="when a device's TLS connection closes: per-session (as iOS, the default), "
+                             "per-request, or keep-alive (pooled, shared by the fleet)")
+    parser.add_argument("--keep-alive", dest="connections", action="store_const",
+                        const=ConnectionMode.KEEP_ALIVE.value, help="--connections keep-alive")
     parser.add_argument("--json", type=Path, help="write the full report (every device) to this file")
     parser.set_defaults(func=run)
 
@@ -62,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
         host, _, port = args.push_link.rpartition(":")
         reactor.connectTCP(host, int(port), push)
     observer = FleetObserver()
-    fleet = Fleet(spec, clock=reactor, transport=HTTPSTransport(reactor, keep_alive=args.keep_alive),
+    fleet = Fleet(spec, clock=reactor, transport=HTTPSTransport(reactor, connections=args.connections),
                   push=push, observer=observer)
     failures: list[str] = []
 

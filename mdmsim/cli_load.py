@@ -14,6 +14,7 @@ from pathlib import Path
 from rich.console import Console
 
 from device_sim.fleet import DEFAULT_KINDS, DEFAULT_OS_MIX, parse_mix
+from device_sim.https_transport import ConnectionMode
 
 from .durations import parse_duration
 from .load.config import Realism
@@ -101,8 +102,12 @@ def _target_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _realism_arguments(parser: argparse.ArgumentParser) -> None:
     realism = parser.add_argument_group("realism")
-    realism.add_argument("--keep-alive", action="store_true",
-                         help="reuse TLS connections (iOS opens a new one per session: the default)")
+    realism.add_argument("--connections", choices=[mode.value for mode in ConnectionMode],
+                         default=ConnectionMode.PER_SESSION.value,
+                         help="when a device's TLS connection closes: per-session (as iOS, the default), "
+                              "per-request, or keep-alive (pooled, shared by the fleet)")
+    realism.add_argument("--keep-alive", dest="connections", action="store_const",
+                         const=ConnectionMode.KEEP_ALIVE.value, help="--connections keep-alive")
     realism.add_argument("--think", type=parse_duration, default=0.0,
                          help="device think time before each request (uniform 0.5x-1.5x), e.g. 50ms")
     realism.add_argument("--checkin-interval", type=parse_duration,
@@ -135,7 +140,7 @@ def options_from(args: argparse.Namespace) -> LoadOptions:
     rollout = None
     if args.rollout:
         rollout = RolloutPlan.parse(args.rollout, args.rollout_at)
-    realism = Realism(keep_alive=args.keep_alive, think=args.think, not_now_rate=args.not_now_rate,
+    realism = Realism(connections=args.connections, think=args.think, not_now_rate=args.not_now_rate,
                       network_error_rate=args.network_error_rate, offline_fraction=args.offline_fraction,
                       timeout=args.timeout, checkin_interval=args.checkin_interval)
     apns = {"delay": args.apns_delay, "jitter": args.apns_jitter, "drop_rate": args.apns_drop_rate}

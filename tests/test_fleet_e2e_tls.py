@@ -5,11 +5,13 @@ and installing a profile with a root, an identity and an Exchange payload.
 from __future__ import annotations
 
 import base64
+import time
 
 import pytest_twisted
 from cryptography.hazmat.primitives import serialization
 from twisted.internet import defer
 
+from device_sim import tls_link
 from device_sim.fleet import Fleet, FleetSpec, parse_mix
 from device_sim.https_transport import HTTPSTransport
 from device_sim.push_link_client import PushLinkClient
@@ -62,7 +64,7 @@ def exchange_profile(server) -> bytes:
 
 
 @pytest_twisted.inlineCallbacks
-def test_fifty_devices_enroll_and_install_an_exchange_profile_over_tls(tmp_path):
+def test_fifty_devices_enroll_and_install_an_exchange_profile_over_tls(tmp_path, monkeypatch):
     from twisted.internet import reactor  # pytest-twisted's reactor: this test really uses sockets
 
     config = ServerConfig(data_dir=tmp_path / "data", listen="ssl:0:interface=127.0.0.1",
@@ -82,6 +84,11 @@ def test_fifty_devices_enroll_and_install_an_exchange_profile_over_tls(tmp_path)
             profile = yield fetch_enrollment(reactor, enroll_url)
             runner.install_enrollment(profile)
         yield observer.wait(lambda o: o.enrolled == DEVICES).addTimeout(60, reactor)
+        connections = []
+        open_link = tls_link.ClientTLS.connection
+        monkeypatch.setattr(tls_link.ClientTLS, "connection", lambda tls, link: connections.append(link) or
+                            open_link(tls, link))
+        pushed_before = time.time()
 
         admin = AdminClient(_memory_http(server), "admin", server.admin_password)
         ids = [r.machine.facts.device_id for r in fleet.runners]
@@ -93,6 +100,10 @@ def test_fifty_devices_enroll_and_install_an_exchange_profile_over_tls(tmp_path)
         # A session ends once the server has taken the Acknowledged report and answered with an empty body.
         yield observer.wait(lambda o: o.sessions == DEVICES).addTimeout(60, reactor)
         assert observer.commands[("InstallProfile", "Acknowledged")] == DEVICES
+        # As iOS: one TLS connection per session (Idle, InstallProfile's report, the empty answer), closed at
+        # its end, and the push stamped with the server's time of sending it.
+        assert len(connections) == DEVICES and transport.parked == 0
+        assert all(pushed_before <= r.last_push_sent_at <= r.last_push_at for r in fleet.runners)
         statuses = {c["status"] for d in ids for c in admin.get(f"/api/v1/devices/{d}/commands")["commands"]}
         assert statuses == {"Acknowledged"}
     finally:

@@ -23,7 +23,19 @@ def test_attach_and_detach_round_trip(toks):
         assert decode_link(encode_link(message).rstrip(b"\n")) == message
 
 
-BAD_LINES = [b"", b"{", b'{"op":"attach"}', b'{"op":"fly"}', b'{"op":"detach","tokens":["zz"]}']
+@given(st.binary(min_size=32, max_size=32), st.none() | st.floats(0, 4e9, allow_nan=False))
+def test_delivery_round_trips_with_or_without_its_send_time(token, sent_at):
+    message = Delivery(token, {"mdm": "m"}, sent_at)
+    assert decode_link(encode_link(message).rstrip(b"\n")) == message
+
+
+def test_a_delivery_from_a_server_that_sends_no_time_has_none():
+    assert decode_link(b'{"op":"push","token":"0a","payload":{"mdm":"m"}}').sent_at is None
+
+
+BAD_LINES = [b"", b"{", b'{"op":"attach"}', b'{"op":"fly"}', b'{"op":"detach","tokens":["zz"]}',
+             *(b'{"op":"push","token":"0a","payload":{},"sent_at":%s}' % bad
+               for bad in (b'"noon"', b"true", b"NaN", b"Infinity", b"[1]"))]
 
 
 @pytest.mark.parametrize("line", BAD_LINES)
@@ -32,17 +44,19 @@ def test_malformed_lines_are_message_errors(line):
         decode_link(line)
 
 
-def test_server_end_delivers_pushes_and_holds_them_after_disconnect():
+def test_server_end_delivers_pushes_with_their_send_time_and_holds_them_after_disconnect():
     clock = Clock()
-    apns = APNsSimulation(clock=clock)
+    apns = APNsSimulation(clock=clock, delay=2.0)
     protocol = PushLinkFactory(apns).buildProtocol(None)
     transport = StringTransport()
     protocol.makeConnection(transport)
     token = b"\x07" * 32
     protocol.dataReceived(encode_link(Attach(TOPIC, (token,))))
+    clock.advance(12.5)
     assert apns.push(PushRequest(token, "magic", TOPIC)).accepted
-    clock.advance(0)
-    assert decode_link(transport.value().rstrip(b"\n")) == Delivery(token, {"mdm": "magic"})
+    clock.advance(2)
+    # Delivered after APNs' 2 s, stamped with the time the server pushed (what the fleet measures from).
+    assert decode_link(transport.value().rstrip(b"\n")) == Delivery(token, {"mdm": "magic"}, 12.5)
 
     protocol.connectionLost(None)
     transport.clear()

@@ -56,3 +56,13 @@ def test_a_push_for_an_unknown_token_is_dropped():
     client, link, _, got = _connected([b"\x01" * 32])
     link.dataReceived(encode_link(Delivery(b"\x02" * 32, {"mdm": "x"})))
     assert got == [] and client.delivered == 0
+
+
+def test_the_servers_send_time_reaches_the_device_only_when_the_link_carries_it():
+    client, got = PushLinkClient(), []
+    client.register(b"\x01" * 32, TOPIC, lambda token, payload, sent_at=None: got.append(sent_at))
+    link = client.buildProtocol(None)
+    link.makeConnection(StringTransport())
+    link.dataReceived(encode_link(Delivery(b"\x01" * 32, {"mdm": "x"}, 1764190000.25)))
+    link.dataReceived(encode_link(Delivery(b"\x01" * 32, {"mdm": "x"})))  # an older server: no time
+    assert got == [1764190000.25, None]

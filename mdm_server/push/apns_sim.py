@@ -14,6 +14,7 @@ from .interface import ProviderResponse, PushRequest
 
 MAX_PAYLOAD = 4096  # APNs' limit for a regular push payload
 Deliver = Callable[[bytes, dict[str, Any]], None]
+TimedDeliver = Callable[[bytes, dict[str, Any], float], None]  # also given the push's time on the clock
 
 
 @dataclass
@@ -29,8 +30,10 @@ class DeliveryStats:
 @dataclass
 class _Endpoint:
     topic: str
-    deliver: Deliver | None = None  # None while the device is offline
+    deliver: Deliver | TimedDeliver | None = None  # None while the device is offline
+    timed: bool = False  # deliver takes the push's time too
     pending: dict[str, Any] | None = None  # the one push APNs keeps for this token
+    pending_at: float = 0.0  # when the provider sent it (the clock's time)
     timer: Any = None
     invalid: bool = False
 
@@ -56,12 +59,13 @@ class APNsSimulation:
         """The device obtained `token` for `topic` (it will report it in TokenUpdate)."""
         self._endpoints.setdefault(token, _Endpoint(topic=topic)).topic = topic
 
-    def attach(self, token: bytes, deliver: Deliver) -> None:
-        """The device is online; a push held while it was offline is delivered now."""
+    def attach(self, token: bytes, deliver: Deliver | TimedDeliver, *, timed: bool = False) -> None:
+        """The device is online; a push held while it was offline is delivered now. `timed`: `deliver` also
+        gets the time the provider sent the push (the clock's; wall-clock time on a real reactor)."""
         endpoint = self._endpoints.get(token)
         if endpoint is None:
             raise KeyError(f"token {token.hex()} was never registered")
-        endpoint.deliver = deliver
+        endpoint.deliver, endpoint.timed = deliver, timed
         if endpoint.pending is not None and endpoint.timer is None:
             self._schedule(token, endpoint)
 
@@ -97,6 +101,7 @@ class APNsSimulation:
         if endpoint.pending is not None:
             self.stats.coalesced += 1  # APNs keeps only the last push per device
         endpoint.pending = {"mdm": request.push_magic}  # what the device receives: the decoded payload
+        endpoint.pending_at = self.clock.seconds()  # the last push's: it is the one APNs keeps
         if endpoint.deliver is None:
             self.stats.held_for_offline += 1
         elif endpoint.timer is None:
@@ -126,4 +131,7 @@ class APNsSimulation:
         if payload is None or endpoint.deliver is None:
             return
         self.stats.delivered += 1
-        endpoint.deliver(token, payload)
+        if endpoint.timed:
+            endpoint.deliver(token, payload, endpoint.pending_at)
+        else:
+            endpoint.deliver(token, payload)

@@ -1,6 +1,6 @@
 """The server end of the push link: fleet processes connect once and receive every push for their devices.
 
-Each connection attaches tokens to the APNs simulation; pushes come back as `Delivery` lines.
+Each connection attaches tokens to the APNs simulation; pushes come back as `Delivery` lines with their send time.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ class PushLinkServerProtocol(LineReceiver):
         if isinstance(message, Attach):
             for token in message.tokens:
                 self.apns.register(token, message.topic)
-                self.apns.attach(token, self._deliver)
+                self.apns.attach(token, self._deliver, timed=True)
             self.tokens.update(message.tokens)
         elif isinstance(message, Detach):
             for token in message.tokens:
@@ -46,8 +46,9 @@ class PushLinkServerProtocol(LineReceiver):
         log.warning("push link: line of %d bytes exceeds %d; closing", len(line), self.MAX_LENGTH)
         self.transport.loseConnection()
 
-    def _deliver(self, token: bytes, payload: dict) -> None:
-        self.transport.write(encode_link(Delivery(token, payload)))
+    def _deliver(self, token: bytes, payload: dict, sent_at: float) -> None:
+        # The APNs simulation runs on the server's reactor: its clock is the wall clock the fleet compares with.
+        self.transport.write(encode_link(Delivery(token, payload, sent_at)))
 
     def connectionLost(self, reason=None) -> None:
         # The whole fleet process went away: its devices are offline, pushes are held for them.

@@ -10,19 +10,27 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from device_sim.fleet import DEFAULT_KINDS, DEFAULT_OS_MIX
+from device_sim.https_transport import ConnectionMode
 
 
 @dataclass(frozen=True)
 class Realism:
     """Switches that make devices and the network behave less ideally (all off by default)."""
 
-    keep_alive: bool = False  # iOS opens a new TLS connection per session; keep-alive is for comparison
+    connections: str = "per-session"  # a ConnectionMode value: as iOS by default; the others for comparison
     think: float = 0.0  # seconds a device works before each request (uniform 0.5x to 1.5x)
     not_now_rate: float = 0.0  # commands that allow it are answered NotNow at this rate
     network_error_rate: float = 0.0  # requests that fail as a dropped connection (the device retries)
     offline_fraction: float = 0.0  # devices that ignore pushes (phone off, no signal)
     timeout: float = 30.0  # a request with no answer by then is a timeout
     checkin_interval: float | None = None  # devices also check in by themselves this often (None: push only)
+
+    def __post_init__(self) -> None:
+        ConnectionMode.parse(self.connections)  # a ConnectionModeError naming the modes, before any worker starts
+
+    @property
+    def connection_mode(self) -> ConnectionMode:
+        return ConnectionMode(self.connections)
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,10 @@ matplotlib.use("Agg")  # no display: render to SVG only
 import matplotlib.pyplot as plt  # noqa: E402 (the backend must be chosen first)
 from matplotlib import ticker  # noqa: E402
 
+ROLLOUT_LABELS = (("push_to_checkin", "server's push → check-in (Idle answered)"),
+                  ("push_to_ack", "server's push → Acknowledged"),
+                  ("delivery_to_checkin", "push reaching the device → check-in"),
+                  ("delivery_to_ack", "push reaching the device → Acknowledged"))
 STYLE = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1100px;color:#222}
 table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:.25em .6em;text-align:right}
 td:first-child,th:first-child{text-align:left}.fail{color:#b00}.pass{color:#070}figure{margin:1.5em 0}
@@ -135,9 +139,11 @@ def _rollout(rollout: dict[str, Any]) -> str:
     times = rollout["time_to"]
     rows = [[f"{point} of the label", "never" if times[point] is None else f"{times[point]:.2f} s"]
             for point in times]
-    for key in ("push_to_checkin", "push_to_ack"):
-        stats = rollout[key]
-        rows.append([key.replace("_", " "), f"p50 {stats['p50'] * 1000:.0f} ms, p99 {stats['p99'] * 1000:.0f} ms, "
+    for key, label in ROLLOUT_LABELS:
+        stats = rollout.get(key)
+        if not stats:
+            continue
+        rows.append([label, f"p50 {stats['p50'] * 1000:.0f} ms, p99 {stats['p99'] * 1000:.0f} ms, "
                                             f"max {stats['max'] * 1000:.0f} ms ({stats['count']} devices)"])
     return (f"<h2>Rollout: {html.escape(rollout['source'])}</h2><p>{rollout['acknowledged']} of "
             f"{rollout['devices']} devices acknowledged ({rollout['method']}).</p>" + _table(["", ""], rows))

@@ -19,6 +19,8 @@ from device_sim.transport import Reply, Transport, TransportError
 from . import histograms as h
 
 ACKNOWLEDGED_INSTALL = "InstallProfile:Acknowledged"
+# Per-device rollout latencies: from the server's push (push_*) and from its arrival at the device (delivery_*).
+ROLLOUT_SERIES = ("push_to_checkin", "push_to_ack", "delivery_to_checkin", "delivery_to_ack")
 
 
 class LoadRunner(DeviceRunner):
@@ -26,7 +28,8 @@ class LoadRunner(DeviceRunner):
 
     think: float = 0.0
     rng: random.Random | None = None
-    rollout_push: float | None = None  # first push after the rollout started
+    rollout_push: float | None = None  # when the first push after the rollout started reached the device
+    rollout_push_sent: float | None = None  # when the server sent that push (its link's time), if known
     rollout_checkin: float | None = None
     rollout_ack: float | None = None
     loop_pending = False  # a self-initiated check-in is scheduled (closed-loop mode)
@@ -37,10 +40,10 @@ class LoadRunner(DeviceRunner):
         else:
             super()._send(request)
 
-    def on_push(self, token: bytes, payload: dict[str, Any]) -> None:
+    def on_push(self, token: bytes, payload: dict[str, Any], sent_at: float | None = None) -> None:
         if self.observer is not None:
-            self.observer.pushed(self)
-        super().on_push(token, payload)
+            self.observer.pushed(self, sent_at)
+        super().on_push(token, payload, sent_at)
 
     def check_in(self) -> None:
         """Start a session without a push (closed-loop load, or a device polling by itself)."""
@@ -68,11 +71,11 @@ class MeteredTransport:
         self.inner, self.errors, self.error_rate = inner, errors, error_rate
         self.rng = rng or random.Random(0)
 
-    def send(self, request: fx.SendRequest, roots: tuple) -> defer.Deferred[Reply]:
+    def send(self, request: fx.SendRequest, roots: tuple, session: object | None = None) -> defer.Deferred[Reply]:
         if self.error_rate and self.rng.random() < self.error_rate:
             self.errors["injected"] += 1
             return defer.fail(TransportError("injected network error: connection reset"))
-        return self.inner.send(request, roots).addCallbacks(self._replied, self._failed)
+        return self.inner.send(request, roots, session).addCallbacks(self._replied, self._failed)
 
     def _replied(self, reply: Reply) -> Reply:
         if not 200 <= reply.status < 300:
@@ -101,8 +104,9 @@ class LoadObserver:
         self.timeline: dict[int, h.MessageStats] = {}  # wall-clock second → every request answered in it
         self.checkin_interval, self._phase = checkin_interval, phase
         self.rollout_started: float | None = None
-        self.push_to_checkin = h.new_histogram()
-        self.push_to_ack = h.new_histogram()
+        # push_to_*: from the server's push (APNs' delay included); delivery_to_*: from its arrival here.
+        self.push_to_checkin, self.push_to_ack = h.new_histogram(), h.new_histogram()
+        self.delivery_to_checkin, self.delivery_to_ack = h.new_histogram(), h.new_histogram()
         self.acked_at: list[float] = []  # seconds since the rollout started, one per device
 
     # Observer protocol (device_sim.runner.Observer) ----------------------------------------------------
@@ -129,9 +133,9 @@ class LoadObserver:
             if self.checkin_interval is not None:
                 self._loop(runner, self.checkin_interval)
 
-    def pushed(self, runner: LoadRunner) -> None:
+    def pushed(self, runner: LoadRunner, sent_at: float | None = None) -> None:
         if self.rollout_started is not None and runner.rollout_push is None:
-            runner.rollout_push = runner.now()
+            runner.rollout_push, runner.rollout_push_sent = runner.now(), sent_at
 
     # Fed by the worker ---------------------------------------------------------------------------------
 
@@ -157,12 +161,17 @@ class LoadObserver:
     def _rollout_progress(self, runner: LoadRunner, message: str, now: float) -> None:
         if message == "Idle" and runner.rollout_push is not None and runner.rollout_checkin is None:
             runner.rollout_checkin = now
-            h.record(self.push_to_checkin, now - runner.rollout_push)
+            self._since_push(runner, now, self.push_to_checkin, self.delivery_to_checkin)
         elif message == ACKNOWLEDGED_INSTALL and runner.rollout_ack is None:
             runner.rollout_ack = now
             self.acked_at.append(now - self.rollout_started)
             if runner.rollout_push is not None:
-                h.record(self.push_to_ack, now - runner.rollout_push)
+                self._since_push(runner, now, self.push_to_ack, self.delivery_to_ack)
+
+    def _since_push(self, runner: LoadRunner, now: float, from_sent: Any, from_arrival: Any) -> None:
+        h.record(from_arrival, now - runner.rollout_push)
+        if runner.rollout_push_sent is not None:  # a server without the send time on its link: arrival only
+            h.record(from_sent, now - runner.rollout_push_sent)
 
     def _loop(self, runner: LoadRunner, delay: float) -> None:
         if not runner.loop_pending:
@@ -191,7 +200,6 @@ class LoadObserver:
             messages={name: stats.to_wire() for name, stats in self.messages.items()},
             error_kinds=dict(self.errors), commands=dict(self.commands),
             enroll_failures=dict(self.enroll_failures), sessions=self.sessions,
-            rollout={"push_to_checkin": h.encode(self.push_to_checkin), "push_to_ack": h.encode(self.push_to_ack),
-                     "acked_at": self.acked_at},
+            rollout={**{name: h.encode(getattr(self, name)) for name in ROLLOUT_SERIES}, "acked_at": self.acked_at},
         )
         return body

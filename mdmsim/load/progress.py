@@ -89,7 +89,7 @@ def detail_lines(report: dict[str, Any]) -> list[str]:
         lines.append(
             f"rollout ({rollout['source']}, {rollout['method']}): {rollout['acknowledged']}/{rollout['devices']} "
             f"acknowledged; time to 50% {_s(t['p50'])}, 95% {_s(t['p95'])}, 99% {_s(t['p99'])}, "
-            f"100% {_s(t['p100'])}; push→Acknowledged p50 {_ms(rollout['push_to_ack']['p50'])} ms, "
+            f"100% {_s(t['p100'])}; server's push→Acknowledged p50 {_ms(rollout['push_to_ack']['p50'])} ms, "
             f"p99 {_ms(rollout['push_to_ack']['p99'])} ms")
     server = report.get("server") or {}
     if "cpu_avg" in server:

@@ -11,6 +11,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from . import histograms as h
+from .meter import ROLLOUT_SERIES
 
 REPORT_VERSION = 1
 COMPLETION_POINTS = (50, 95, 99, 100)
@@ -74,8 +75,8 @@ def merge_timeline(buckets: Iterable[Mapping[str, Any]], start: float) -> list[d
 def rollout_figures(finals: Sequence[Mapping[str, Any]], start: Mapping[str, Any]) -> dict[str, Any]:
     """Per-device push-to-check-in and push-to-Acknowledged, and how long until X% of the label had it."""
     parts = [final["rollout"] for final in finals]
-    push_to_checkin = h.merge(h.decode(part["push_to_checkin"]) for part in parts)
-    push_to_ack = h.merge(h.decode(part["push_to_ack"]) for part in parts)
+    # A part without one of the series (a hand-made one in tests) adds nothing to it.
+    series = {name: h.merge(h.decode(part[name]) for part in parts if name in part) for name in ROLLOUT_SERIES}
     acked = sorted(t for part in parts for t in part["acked_at"])
     since = h.new_histogram()
     for seconds in acked:
@@ -86,8 +87,7 @@ def rollout_figures(finals: Sequence[Mapping[str, Any]], start: Mapping[str, Any
         "acknowledged": len(acked),
         "completion": len(acked) / devices if devices else 0.0,
         "time_to": {f"p{point}": time_to(acked, devices, point) for point in COMPLETION_POINTS},
-        "push_to_checkin": h.LatencySummary.of(push_to_checkin).to_json(),
-        "push_to_ack": h.LatencySummary.of(push_to_ack).to_json(),
+        **{name: h.LatencySummary.of(merged).to_json() for name, merged in series.items()},
         "since_rollout": h.LatencySummary.of(since).to_json(),
         "curve": completion_curve(acked, devices),
     }

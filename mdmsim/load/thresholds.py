@@ -110,6 +110,6 @@ def _rollout(flat: dict[str, float], rollout: Mapping[str, Any] | None) -> None:
     for key, value in rollout["time_to"].items():
         if value is not None:
             flat[f"rollout.{key}"] = float(value)
-    for series in ("push_to_checkin", "push_to_ack", "since_rollout"):
-        for key, value in rollout[series].items():
+    for series in ("push_to_checkin", "push_to_ack", "delivery_to_checkin", "delivery_to_ack", "since_rollout"):
+        for key, value in rollout.get(series, {}).items():
             flat[f"{series}.{key}"] = float(value)

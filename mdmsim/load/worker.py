@@ -37,7 +37,7 @@ class FleetWorker:
         self.spec = FleetSpec(config.devices, seed=config.seed, os_mix=config.os_mix, kinds=config.kinds,
                               behaviour=Behaviour(not_now_rate=realism.not_now_rate))
         self.observer = LoadObserver(reactor, checkin_interval=realism.checkin_interval, phase=self._phase)
-        https = HTTPSTransport(reactor, keep_alive=realism.keep_alive, timeout=realism.timeout)
+        https = HTTPSTransport(reactor, connections=realism.connection_mode, timeout=realism.timeout)
         self.https = https
         self.transport = MeteredTransport(https, self.observer.errors, error_rate=realism.network_error_rate,
                                           rng=random.Random(f"{config.seed}:{config.worker}:faults"))
