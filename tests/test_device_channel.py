@@ -217,3 +217,37 @@ def test_the_device_metrics_count_lean_requests(server, device):
     channel, _ = connect(server.http)
     channel.dataReceived(signed_idle(device))
     assert server.service.metrics.latency["connect"].count == before + 1
+
+
+def test_a_closing_connection_whose_peer_stops_reading_is_aborted(server, device):
+    channel, transport = connect(server.http)
+    aborted = []
+    transport.abortConnection = lambda: aborted.append(server.clock.seconds())
+    channel.dataReceived(signed_idle(device, close=True))
+    answered = transport.value()
+    channel.dataReceived(signed_idle(device))  # after Connection: close nothing more is read or answered
+    assert transport.value() == answered and transport.disconnecting and not aborted
+    server.clock.advance(15)
+    assert aborted == [server.clock.seconds()]
+
+
+def test_an_idle_timeout_also_ends_in_an_abort_if_the_close_never_completes(server):
+    channel, transport = connect(server.http)
+    aborted = []
+    transport.abortConnection = lambda: aborted.append(True)
+    server.clock.advance(30)
+    assert transport.disconnecting and not aborted
+    server.clock.advance(15)
+    assert aborted == [True]
+
+
+def test_a_lost_connection_leaves_no_timer_behind(server, device):
+    pending = server.clock.pending()
+    channel, transport = connect(server.http)
+    channel.dataReceived(signed_idle(device, close=True))
+    channel.connectionLost(None)
+    assert server.clock.pending() == pending
+
+
+def test_a_content_length_too_long_to_be_a_number_goes_to_the_web():
+    assert parse_head(head("Content-Length: " + "9" * 5000), LIMIT).route is Route.WEB

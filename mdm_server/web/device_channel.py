@@ -20,6 +20,7 @@ from .device import DeviceEndpoint
 from .device_wire import DateHeader, RequestHead, Route, parse_head, response_bytes
 
 log = logging.getLogger(__name__)
+ABORT_AFTER = 15.0  # twisted.web's abortTimeout: a closing connection whose peer stops reading is then aborted
 
 
 class DeviceChannel(Protocol):
@@ -33,6 +34,7 @@ class DeviceChannel(Protocol):
         self._closing = False
         self._last_read = 0.0
         self._idle_call: Any = None
+        self._abort_call: Any = None
 
     def connectionMade(self) -> None:
         clock = self.factory.clock
@@ -43,6 +45,8 @@ class DeviceChannel(Protocol):
         if self._web is not None:
             self._web.dataReceived(data)
             return
+        if self._closing:
+            return  # answered with Connection: close, or timed out: nothing more is read
         # Read time only: the idle timer checks it when it fires instead of being reset on every read.
         self._last_read = self.factory.clock.seconds()
         self._buffer += data
@@ -84,8 +88,14 @@ class DeviceChannel(Protocol):
                                   close=True)
         self.transport.write(data)
         if close:
-            self._closing = True
-            self.transport.loseConnection()
+            self._close()
+
+    def _close(self) -> None:
+        # loseConnection waits for the answer to drain; a peer that never reads would keep the descriptor.
+        self._closing = True
+        self._cancel_idle()
+        self.transport.loseConnection()
+        self._abort_call = self.factory.clock.callLater(ABORT_AFTER, self.transport.abortConnection)
 
     def _hand_to_web(self) -> None:
         self._cancel_idle()
@@ -101,8 +111,7 @@ class DeviceChannel(Protocol):
             return
         idle = self.factory.clock.seconds() - self._last_read
         if idle >= self.factory.timeout:
-            self._closing = True
-            self.transport.loseConnection()  # a slow or silent client, as twisted.web's timeout does
+            self._close()  # a slow or silent client, as twisted.web's timeout does
         else:
             self._idle_call = self.factory.clock.callLater(self.factory.timeout - idle, self._idle_check)
 
@@ -113,6 +122,9 @@ class DeviceChannel(Protocol):
 
     def connectionLost(self, reason: Failure | None = None) -> None:
         self._cancel_idle()
+        if self._abort_call is not None and self._abort_call.active():
+            self._abort_call.cancel()
+        self._abort_call = None
         if self._web is not None:
             self._web.connectionLost(reason)
 

@@ -67,7 +67,7 @@ def parse_head(buffer: bytes | bytearray, body_limit: int) -> RequestHead | None
     path = target.split(b"?", 1)[0]
     length = headers.get(b"content-length", b"0")
     if (method not in DEVICE_METHODS or path not in DEVICE_PATHS or b"transfer-encoding" in headers
-            or b"expect" in headers or not length.isdigit() or int(length) > body_limit):
+            or b"expect" in headers or not length.isdigit() or len(length) > 18 or int(length) > body_limit):
         return TO_WEB
     connection = headers.get(b"connection", b"").lower()
     keep_alive = b"close" not in connection if version == b"HTTP/1.1" else b"keep-alive" in connection

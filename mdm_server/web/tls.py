@@ -51,6 +51,15 @@ class UnbufferedTLS(TLSMemoryBIOProtocol):
         self._checkHandshakeStatus()
 
 
+def unbuffered_fits(factory: TLSMemoryBIOFactory) -> bool:
+    """Whether this Twisted still has the private parts `UnbufferedTLS.makeConnection` uses; if a release
+    renames them, the stock (buffering) protocol serves instead of a broken one."""
+    return (callable(getattr(factory, "_creatorCallable", None))
+            and callable(getattr(factory, "registerProtocol", None))
+            and callable(getattr(TLSMemoryBIOProtocol, "_checkHandshakeStatus", None))
+            and "_connectWrapped" in TLSMemoryBIOProtocol.__init__.__code__.co_varnames)
+
+
 def listen_endpoint(reactor, description: str, factory: Factory, options: ssl.CertificateOptions | None, *,
                     whole_writes: bool = False):
     """Listen on a Twisted endpoint description; `ssl:` ones get our TLS options.
@@ -63,7 +72,7 @@ def listen_endpoint(reactor, description: str, factory: Factory, options: ssl.Ce
             raise ValueError("ssl: endpoint without TLS options")
         endpoint = serverFromString(reactor, "tcp:" + description[len("ssl:"):])
         tls = TLSMemoryBIOFactory(options, False, factory, clock=reactor)
-        if whole_writes:
+        if whole_writes and unbuffered_fits(tls):
             tls.protocol = UnbufferedTLS
         return endpoint.listen(tls)
     endpoint = serverFromString(reactor, description)
