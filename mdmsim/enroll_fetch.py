@@ -191,7 +191,7 @@ def parse_response(data: bytes | bytearray, *, closed: bool) -> tuple[int, bytes
         return None
     lines = bytes(data[:end]).decode("latin-1").split("\r\n")
     status_line = lines[0].split(" ", 2)
-    if len(status_line) < 2 or not status_line[0].startswith("HTTP/") or not status_line[1].isdigit():
+    if len(status_line) < 2 or not status_line[0].startswith("HTTP/") or not _decimal(status_line[1], 3):
         raise EnrollmentFetchError(f"not an HTTP answer: {lines[0][:60]!r}")
     headers = {name.strip().lower(): value.strip() for name, _, value in (line.partition(":") for line in lines[1:])}
     rest = data[end + 4:]
@@ -207,8 +207,13 @@ def parse_response(data: bytes | bytearray, *, closed: bool) -> tuple[int, bytes
     return None if body is None else (int(status_line[1]), body)
 
 
+def _decimal(text: str, most: int) -> bool:
+    # str.isdigit() also takes "²" and other Unicode digits, which int() then refuses.
+    return 0 < len(text) <= most and text.isascii() and text.isdigit()
+
+
 def _content_length(text: str) -> int:
-    if not text.isdigit():
+    if not _decimal(text, 18):
         raise EnrollmentFetchError(f"Content-Length {text[:40]!r} is not a number")
     return int(text)
 
@@ -221,10 +226,9 @@ def _dechunk(data: bytes | bytearray) -> bytes | None:
         if line_end < 0:
             return None
         size_text = bytes(data[position:line_end]).split(b";")[0].strip()
-        try:
-            size = int(size_text, 16)
-        except ValueError:
-            raise EnrollmentFetchError(f"bad chunk size {size_text[:20]!r}") from None
+        if not 0 < len(size_text) <= 15 or size_text.strip(b"0123456789abcdefABCDEF"):
+            raise EnrollmentFetchError(f"bad chunk size {size_text[:20]!r}")
+        size = int(size_text, 16)
         start = line_end + 2
         if size == 0:
             return bytes(out)

@@ -98,6 +98,10 @@ def test_non_200_fails_with_status_and_the_servers_reason():
     (b"SSH-2.0-OpenSSH_9.6\r\n\r\n", "not an HTTP answer"),
     (b"HTTP/1.1 200 OK\r\nContent-Length: lots\r\n\r\n", "Content-Length 'lots' is not a number"),
     (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", "bad chunk size"),
+    (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n-5\r\nabc\r\n", "bad chunk size"),
+    (b"HTTP/1.1 200 OK\r\nContent-Length: \xb2\r\n\r\n", "is not a number"),
+    (b"HTTP/1.1 200 OK\r\nContent-Length: -3\r\n\r\nabcdef", "is not a number"),
+    (b"HTTP/1.1 \xb200 OK\r\nContent-Length: 0\r\n\r\n", "not an HTTP answer"),
 ])
 def test_what_is_not_http_fails_clearly(answer, reason):
     _, d, protocol, transport, _ = started()
