@@ -21,6 +21,7 @@ from .storage.interface import (
     Device,
     EnrollmentState,
     Exchange,
+    InvalidRecordError,
     QueuedCommand,
     Reported,
     ResultKind,
@@ -220,7 +221,19 @@ class MDMService:
         elif report.status is Status.NOT_NOW and outcome.changed:
             self._not_now.setdefault(device_id, set()).add(report.command_uuid)
         elif outcome.changed and outcome.command.request_type in _INVENTORY:
+            self._merge_inventory(device_id, report)
             self.on_device_changed(device_id)
+
+    def _merge_inventory(self, device_id: str, report: CommandReport) -> None:
+        # DeviceInformation answers what Authenticate never says (IsMultiUser: a Shared iPad) or says once
+        # (OSVersion after an update): labels and renders must see the device as it is now.
+        responses = report.extra.get("QueryResponses")
+        if report.status is not Status.ACKNOWLEDGED or not isinstance(responses, dict):
+            return
+        try:
+            self.storage.merge_facts(device_id, responses)
+        except InvalidRecordError as exc:
+            log.warning("device %s: DeviceInformation answer not stored: %s", device_id, exc)
 
     def _answer(self, device_id: str, last_status: Status, sent: QueuedCommand | None, now: float) -> Response:
         if sent is not None:

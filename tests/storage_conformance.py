@@ -164,6 +164,27 @@ class DeviceConformance(StorageConformance):
         assert storage.device_for_certificate(cert("shared")) is None
         assert storage.authenticate("b", FACTS, TOPIC, cert("shared"), now=T0 + 2).device_id == "b"
 
+    def test_merge_facts_lays_device_information_over_the_authenticate_facts(self, storage):
+        enroll(storage, "d")
+        before = storage.get_device("d")
+        device = storage.merge_facts("d", {"OSVersion": "18.1", "IsMultiUser": True, "DeviceName": "iPad 3"})
+        assert dict(device.facts) == {**FACTS, "OSVersion": "18.1", "IsMultiUser": True, "DeviceName": "iPad 3"}
+        assert storage.get_device("d") == device
+        assert (device.state, device.last_seen_at, device.push_token) == (
+            before.state, before.last_seen_at, before.push_token)
+        # A new enrollment starts from its own Authenticate facts again.
+        assert dict(storage.authenticate("d", FACTS, TOPIC, cert("d"), now=T0 + 9).facts) == FACTS
+
+    def test_merge_facts_refuses_what_it_cannot_store_and_changes_nothing(self, storage):
+        enroll(storage, "d")
+        before = storage.get_device("d")
+        for updates in ({1: "x"}, ["OSVersion"], {"When": object()}):
+            with pytest.raises(InvalidRecordError):
+                storage.merge_facts("d", updates)
+        assert storage.get_device("d") == before
+        with pytest.raises(DeviceNotFoundError):
+            storage.merge_facts("ghost", {"OSVersion": "18.1"})
+
     def test_touch_and_bind_user(self, storage):
         enroll(storage, "d")
         storage.touch("d", now=T0 + 50)

@@ -49,6 +49,7 @@ from .rules import (
     decode_facts,
     encode_facts,
     has_timed_out,
+    merged_facts,
     plan_enqueue,
     reported_status,
     result_kind,
@@ -149,6 +150,13 @@ class MemoryStorage:
         )
         self._devices[device_id] = device
         self._clear_pending(device_id)
+        return device
+
+    def merge_facts(self, device_id: str, updates: Mapping[str, Any]) -> Device:
+        self._live()
+        device = self._device(check_id(device_id))
+        device = replace(device, facts=decode_facts(merged_facts(device.facts, updates)))
+        self._devices[device.device_id] = device
         return device
 
     def bind_user(self, device_id: str, user_id: str | None) -> Device:

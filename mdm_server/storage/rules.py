@@ -181,6 +181,13 @@ def encode_facts(facts: object) -> bytes:
         raise InvalidRecordError(f"facts cannot be stored: {exc.reason}") from None
 
 
+def merged_facts(facts: Mapping[str, Any], updates: object) -> bytes:
+    """Stored facts with `updates` (DeviceInformation's QueryResponses) laid over them, key by key; encoded."""
+    if not isinstance(updates, Mapping) or not all(isinstance(key, str) for key in updates):
+        raise InvalidRecordError("fact updates must be a mapping with string keys")
+    return encode_facts({**facts, **updates})
+
+
 def decode_facts(data: bytes) -> Mapping[str, Any]:
     return MappingProxyType(plistlib.loads(data, fmt=plistlib.FMT_BINARY))
 

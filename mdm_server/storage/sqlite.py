@@ -52,6 +52,7 @@ from .rules import (
     check_timeout,
     checked_out_devices,
     encode_facts,
+    merged_facts,
     plan_enqueue,
     reported_status,
     seen_is_current,
@@ -141,6 +142,13 @@ class SQLiteStorage:
                 db, device_id, "state = 'unenrolled', last_checkin_at = ?, last_seen_at = ?", (now, now)
             )
             clear_pending(db, device_id)
+            return load_device(db, device_id)
+
+    def merge_facts(self, device_id: str, updates: Mapping[str, Any]) -> Device:
+        device_id = check_id(device_id)
+        with self._write() as db:
+            blob = merged_facts(load_device(db, device_id).facts, updates)
+            update_device(db, device_id, "facts = ?", (blob,))
             return load_device(db, device_id)
 
     def bind_user(self, device_id: str, user_id: str | None) -> Device:
