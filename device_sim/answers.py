@@ -12,7 +12,7 @@ from mdm_protocol.errors import MC_MDM, ErrorChainItem
 from mdm_protocol.osversion import OSVersion
 from mdm_protocol.report import Command, Status
 
-from .facts import DeviceFacts
+from .facts import DeviceFacts, DeviceKind
 
 # iOS never answers NotNow to these (SPEC section 2).
 NEVER_NOT_NOW = frozenset({
@@ -56,6 +56,9 @@ def device_information(facts: DeviceFacts, queries: list[str]) -> Answer:
     return Answer(Status.ACKNOWLEDGED, extra={"QueryResponses": {q: known[q] for q in queries if q in known}})
 
 
+MULTI_USER_SINCE = OSVersion.parse("9.3")  # Shared iPad's first release
+
+
 def _device_information_values(facts: DeviceFacts) -> dict[str, Any]:
     values: dict[str, Any] = {
         "DeviceName": facts.device_name, "OSVersion": str(facts.os_version),
@@ -69,6 +72,8 @@ def _device_information_values(facts: DeviceFacts) -> dict[str, Any]:
         values["EASDeviceIdentifier"] = facts.udid[:32].upper()
     if facts.serial_number:
         values["SerialNumber"] = facts.serial_number
+    if facts.kind in (DeviceKind.IPAD, DeviceKind.SHARED_IPAD) and facts.os_version >= MULTI_USER_SINCE:
+        values["IsMultiUser"] = facts.kind is DeviceKind.SHARED_IPAD  # how a server tells a Shared iPad
     return values
 
 

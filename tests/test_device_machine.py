@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 import pytest
 
 from device_sim import effects as fx
+from device_sim.answers import device_information as answer_device_information
 from device_sim.facts import DeviceKind, make_facts
 from device_sim.machine import Behaviour, DeviceMachine, Phase
 from mdm_protocol.checkin import Authenticate, TokenUpdate, decode_checkin
@@ -178,3 +179,13 @@ def test_duplicate_status_is_sent_twice(authority):
     [second] = machine.response(first.request_id, 200, b"", T0)
     assert second.body == first.body and second.request_id != first.request_id
     assert machine.response(second.request_id, 200, b"", T0) == [fx.SessionEnded(1, "done")]
+
+
+@pytest.mark.parametrize("kind, version, expected", [
+    ("shared-ipad", "17.5", True), ("ipad", "17.5", False), ("ipad", "9.2", None), ("iphone", "17.5", None),
+])
+def test_device_information_tells_a_shared_ipad_by_is_multi_user(kind, version, expected):
+    facts = make_facts(1, 0, version, DeviceKind(kind))
+    responses = answer_device_information(facts, ["IsMultiUser", "OSVersion"]).extra
+    assert responses["QueryResponses"].get("IsMultiUser") is expected
+    assert responses["QueryResponses"]["OSVersion"] == version
