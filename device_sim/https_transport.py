@@ -268,7 +268,9 @@ class HTTPSTransport:
         if client is None:
             return None
         client.session = None
-        if not client.closed and client.key == key and self.reactor.seconds() - client.idle_since < IDLE_REUSE:
+        # Same server, whatever the device trusts now: a profile installed mid-session may add roots, but this
+        # connection's server was verified when it opened (iOS keeps the session's connection too).
+        if not client.closed and client.key[:2] == key[:2] and self.reactor.seconds() - client.idle_since < IDLE_REUSE:
             client.reused = True
             return client
         client.transport.loseConnection()

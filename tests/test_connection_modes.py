@@ -120,6 +120,21 @@ def test_a_session_uses_one_connection_which_closes_when_the_server_answers_with
 
 
 @pytest_twisted.inlineCallbacks
+def test_a_root_installed_mid_session_does_not_cost_the_session_its_connection(server):
+    from twisted.internet import reactor
+
+    transport = HTTPSTransport(reactor)
+    device = object()
+    more_roots = (*server.roots, CertificateAuthority.create("Mail CA", now=datetime.now(UTC)).certificate)
+    try:
+        yield transport.send(_put(server, b"idle"), server.roots, session=device)  # → InstallProfile with a root
+        yield transport.send(_put(server, LAST), more_roots, session=device)  # its report, trusting one more root
+    finally:
+        yield _closed(transport, server)
+    assert [number for number, _, _ in server.seen] == [0, 0]
+
+
+@pytest_twisted.inlineCallbacks
 def test_two_devices_in_session_at_once_never_share_a_connection(server):
     from twisted.internet import reactor
 
