@@ -96,6 +96,8 @@ def rollout(args: argparse.Namespace) -> list[str]:
     r = report["rollout"]
     t, ack, checkin = r["time_to"], r["push_to_ack"], r["push_to_checkin"]
     arrival_ack, arrival_checkin = r["delivery_to_ack"], r["delivery_to_checkin"]
+    window = {side: _window_cpu(report[side].get("samples", []), r["at"], r["at"] + (t["p100"] or 0.0))
+              for side in ("server", "fleet")}
     return [
         f"### Rollout: one Exchange profile with a PKCS#12 identity to {devices} enrolled devices ({how})",
         f"- enrollment: {report['enrollment']['enrolled']}/{devices} in "
@@ -110,8 +112,10 @@ def rollout(args: argparse.Namespace) -> list[str]:
         f"- from the push reaching the device: →check-in p50 {arrival_checkin['p50']:.2f} s, p99 "
         f"{arrival_checkin['p99']:.2f} s; →Acknowledged p50 {arrival_ack['p50']:.2f} s, p99 "
         f"{arrival_ack['p99']:.2f} s",
-        f"- CPU: server {_cpu_seconds(report['server']):.1f} s, fleet {report['fleet']['cpu_seconds']:.1f} s over "
-        f"the run (enrollment included)",
+        f"- CPU: server {report['server']['cpu_seconds']:.1f} s, fleet {report['fleet']['cpu_seconds']:.1f} s over "
+        f"the run (enrollment included); from the rollout's start to 100 %: server {window['server']:.1f} s, "
+        f"fleet {window['fleet']:.1f} s ({1000 * window['server'] / devices:.2f} / "
+        f"{1000 * window['fleet'] / devices:.2f} ms per device)",
         f"- errors {report['errors']['total']} {report['errors']['by_kind'] or ''}; server CPU avg "
         f"{report['server']['cpu_avg']:.0%}, RSS max {report['server']['rss_max'] / 1e6:.0f} MB; fleet RSS max "
         f"{report['fleet'].get('rss_max', 0) / 1e6:.0f} MB; load avg {report['bench']['load_before']:.1f}→"
@@ -145,8 +149,14 @@ def idle(args: argparse.Namespace) -> list[str]:
     ]
 
 
-def _cpu_seconds(server: dict[str, Any]) -> float:
-    return float(server.get("cpu_seconds") or sum(s["cpu"] for s in server.get("samples", [])))
+def _window_cpu(samples: list[dict[str, float]], begin: float, end: float) -> float:
+    """CPU-seconds between two run times: each sample's CPU share times the interval it covers."""
+    used, previous = 0.0, None
+    for sample in samples:
+        if previous is not None and begin <= sample["t"] <= end + 1.0:
+            used += sample["cpu"] * (sample["t"] - previous)
+        previous = sample["t"]
+    return used
 
 
 def _s(value: float | None) -> str:
