@@ -14,13 +14,12 @@ from urllib.parse import urlsplit
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from OpenSSL import SSL
 from twisted.internet import defer, ssl
 from twisted.internet.error import NotConnectingError
 from twisted.python.failure import Failure
 
 from .effects import CHECKIN_TYPE, SendRequest
-from .tls_link import IOS_TLS_GROUPS, ClientTLS, LinkFactory, TLSLink, check_groups
+from .tls_link import IOS_TLS_GROUPS, ClientTLS, LinkFactory, TLSLink, UntrustedServerError, check_groups
 from .transport import Reply, TransportError
 
 MAX_RESPONSE = 16 * 1024 * 1024  # an MDM command (a profile with certificates) is far smaller
@@ -143,7 +142,7 @@ class _HTTPClient:
                 request, self.waiting = self.waiting, None
                 self.owner._answered(self, request, reply)
                 return
-        untrusted = not self.answered and reason is not None and reason.check(SSL.Error) is not None
+        untrusted = not self.answered and reason is not None and reason.check(UntrustedServerError) is not None
         message = reason.getErrorMessage() if reason is not None else "connection lost"
         self._fail(TransportError(f"no response: {message}", untrusted=untrusted))
 
@@ -368,7 +367,7 @@ class HTTPSTransport:
 
     def _not_connected(self, exchange: _Request, reason: Failure) -> None:
         error = reason.value
-        untrusted = isinstance(error, SSL.Error)
+        untrusted = isinstance(error, UntrustedServerError)
         self._finish(exchange, Failure(TransportError(f"{type(error).__name__}: {error}", untrusted=untrusted)))
 
     def _timed_out(self, exchange: _Request) -> None:

@@ -29,6 +29,8 @@ class PushLinkClientProtocol(Protocol):
         self.factory.connected(self)
 
     def dataReceived(self, data: bytes) -> None:
+        if self.transport.disconnecting:
+            return  # closing after an oversized line: what follows it is not read
         lines = (self._partial + data if self._partial else data).split(b"\n")
         self._partial = lines.pop()
         for line in lines:

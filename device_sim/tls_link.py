@@ -24,6 +24,11 @@ READ_SIZE = 1 << 17  # bytes taken from a BIO per call: every record of an MDM e
 MAX_LEAVES = 64  # server certificates whose name check is remembered
 
 
+class UntrustedServerError(SSL.Error):
+    """The server's certificate failed the device's checks (chain to its roots, or the name): what iOS reports
+    as an untrusted server, as opposed to any other TLS failure (an alert, no shared group, a reset)."""
+
+
 class ClientTLS:
     """The TLS client side for one server name and trust store: Twisted's context, verified like Twisted's
     `optionsForClientTLS` (chain to the trust store, then the name), plus the last session to resume."""
@@ -52,8 +57,12 @@ class ClientTLS:
         return connection
 
     def _verify(self, connection: SSL.Connection, certificate: Any, error: int, depth: int, ok: int) -> bool:
-        if depth != 0 or not ok:
-            return bool(ok)
+        if not ok:  # OpenSSL's chain check failed: say so, or the handshake's error would read as any TLS error
+            reason = f"the server certificate does not chain to a trusted root (X509 error {error}, depth {depth})"
+            connection.get_app_data().verification_failed(reason)
+            return False
+        if depth != 0:
+            return True
         try:
             # A resumed session skips this; a full handshake meets the same leaf each time: check its name once.
             digest = hashlib.sha256(crypto.dump_certificate(crypto.FILETYPE_ASN1, certificate)).digest()
@@ -163,7 +172,7 @@ class TLSLink(Protocol):
             self.transport.abortConnection()
 
     def verification_failed(self, reason: str) -> None:
-        self.failure = Failure(SSL.Error(reason))
+        self.failure = Failure(UntrustedServerError(reason))
 
     def connectionLost(self, reason: Failure = None) -> None:
         if self.lost:
@@ -186,10 +195,12 @@ class TLSLink(Protocol):
         self.handshaken = True
 
     def _send(self, data: bytes) -> None:
-        # A memory BIO takes every record, so one SSL_write sends it all (pyOpenSSL's sendall costs ~3x more).
+        # A memory BIO takes every record, so one SSL_write sends it all (pyOpenSSL's sendall costs ~3x more);
+        # with partial writes on, a view keeps a large body from being copied once per 16 KB record.
+        view = memoryview(data)
         try:
-            while data:
-                data = data[self.connection.send(data):]
+            while view:
+                view = view[self.connection.send(view):]
         except SSL.Error:
             self._fail(Failure())
 

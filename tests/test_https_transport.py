@@ -120,6 +120,28 @@ def test_a_refused_connection_is_a_transport_error_not_a_trust_failure():
     assert failed.reason.startswith("ConnectionRefusedError")
 
 
+class _PlainHTTP(protocol.Protocol):
+    """Answers the ClientHello with plain HTTP: a TLS failure that says nothing about trust."""
+
+    def dataReceived(self, data: bytes) -> None:
+        self.transport.write(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+        self.transport.loseConnection()
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_tls_failure_that_is_not_about_the_certificate_is_not_a_trust_failure():
+    from twisted.internet import reactor
+
+    port = reactor.listenTCP(0, protocol.Factory.forProtocol(_PlainHTTP), interface="127.0.0.1")
+    try:
+        ca = CertificateAuthority.create("CA", now=datetime.now(UTC))
+        url = f"https://127.0.0.1:{port.getHost().port}/mdm/connect"
+        failed = yield _outcome(HTTPSTransport(reactor).send(_request(url), (ca.certificate,)))
+        assert isinstance(failed, TransportError) and not failed.untrusted
+    finally:
+        yield port.stopListening()
+
+
 class _Silent(protocol.Protocol):
     """Accepts TCP and says nothing: the TLS handshake never completes."""
 

@@ -50,6 +50,8 @@ def test_an_oversized_line_closes_the_link_and_pushes_before_it_still_arrive():
     _, link, transport, got = _connected([token])
     link.dataReceived(encode_link(Delivery(token, {"mdm": "x"})) + b"x" * (MAX_LINE + 1))
     assert got == [(token, {"mdm": "x"})] and transport.disconnecting
+    link.dataReceived(b"\n" + encode_link(Delivery(token, {"mdm": "after"})))  # the link is closing
+    assert got == [(token, {"mdm": "x"})]
 
 
 def test_a_push_for_an_unknown_token_is_dropped():
