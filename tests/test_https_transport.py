@@ -242,6 +242,36 @@ def test_a_reply_is_the_same_however_its_bytes_are_split(body, chunked, sizes, c
     assert owner.replies == [Reply(200, body)]
 
 
+class _FailingOwner(_Owner):
+    def __init__(self) -> None:
+        super().__init__()
+        self.errors: list[str] = []
+
+    def _lost(self, client, request, error) -> None:
+        self.errors.append(error.reason)
+
+
+class _Aborts:
+    def abortConnection(self) -> None:
+        self.aborted = True
+
+
+@pytest.mark.parametrize("head", [
+    b"HTTP/1.1 200 OK\r\nContent-Length: -3\r\n\r\nabcdef",
+    b"HTTP/1.1 200 OK\r\nContent-Length: +6\r\n\r\nabcdef",
+    b"HTTP/1.1 200 OK\r\nContent-Length: 6_0\r\n\r\nabcdef",
+    b"HTTP/1.1 200 OK\r\nContent-Length: \xb2\r\n\r\nabcdef",
+    b"HTTP/1.1 -20 OK\r\nContent-Length: 0\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n-3\r\nabc\r\n0\r\n\r\n",
+], ids=["negative", "plus", "underscore", "superscript", "status", "negative-chunk"])
+def test_a_malformed_length_is_an_error_not_a_truncated_reply(head):
+    owner = _FailingOwner()
+    client = https_transport._HTTPClient(owner, object())
+    client.transport = _Aborts()
+    client.dataReceived(head)
+    assert owner.replies == [] and owner.errors and "malformed HTTP response" in owner.errors[0]
+
+
 # Large bodies over a plain TLS server -----------------------------------------------------------------------
 
 
