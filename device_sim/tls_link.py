@@ -5,8 +5,10 @@ Twisted's TLS wrapper costs more per connection than the handshake it drives (fa
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import ipaddress
+import logging
 from typing import Any
 
 from OpenSSL import SSL, crypto
@@ -19,6 +21,7 @@ from twisted.python.failure import Failure
 
 # The key exchange groups iOS 9 to 17 offer, in its order. OpenSSL 3.5+ would lead with the hybrid
 # X25519MLKEM768 (iOS 26 and later), whose ML-KEM key generation costs the client ~20% of a resumed session.
+log = logging.getLogger(__name__)
 IOS_TLS_GROUPS = "X25519:P-256:P-384:P-521"
 READ_SIZE = 1 << 17  # bytes taken from a BIO per call: every record of an MDM exchange fits in one
 MAX_LEAVES = 64  # server certificates whose name check is remembered
@@ -36,7 +39,7 @@ class ClientTLS:
     def __init__(self, hostname: str, trust: Any, *, groups: str | None = IOS_TLS_GROUPS) -> None:
         self.context = ssl.CertificateOptions(trustRoot=trust).getContext()
         if groups is not None:
-            _set_groups(self.context, groups)
+            set_groups(self.context, groups)
         try:
             ipaddress.ip_address(hostname)
             self._service, self._server_name = IPAddress_ID(hostname), None  # no SNI for an address
@@ -87,15 +90,27 @@ class ClientTLS:
 
 def check_groups(groups: str) -> None:
     """A ValueError with the reason unless OpenSSL knows every group named."""
-    _set_groups(SSL.Context(SSL.TLS_CLIENT_METHOD), groups)
+    set_groups(SSL.Context(SSL.TLS_CLIENT_METHOD), groups)
 
 
-def _set_groups(context: SSL.Context, groups: str) -> None:
+def set_groups(context: SSL.Context, groups: str) -> None:
+    """Offer these key exchange groups; a ValueError if OpenSSL refuses them. If pyOpenSSL no longer has the
+    private parts this needs, OpenSSL's defaults stay (logged once): slower handshakes, never a broken fleet."""
     # pyOpenSSL has no public call for the groups list; its cryptography binding has OpenSSL's.
-    from OpenSSL._util import lib
+    try:
+        from OpenSSL._util import lib
 
-    if lib.SSL_CTX_set1_curves_list(context._context, groups.encode("ascii")) != 1:
+        result = lib.SSL_CTX_set1_curves_list(context._context, groups.encode("ascii"))
+    except (ImportError, AttributeError) as exc:
+        _groups_unavailable(f"{type(exc).__name__}: {exc}")
+        return
+    if result != 1:
         raise ValueError(f"OpenSSL refused the TLS groups {groups!r}")
+
+
+@functools.cache
+def _groups_unavailable(why: str) -> None:
+    log.warning("cannot choose TLS key exchange groups with this pyOpenSSL (%s); OpenSSL's defaults apply", why)
 
 
 class TLSLink(Protocol):

@@ -11,12 +11,11 @@ from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 from OpenSSL import SSL
-from OpenSSL._util import lib  # pyOpenSSL has no public call for the key exchange groups
 from twisted.internet import defer, ssl
 from twisted.internet.protocol import ClientFactory, Protocol
 from twisted.python.failure import Failure
 
-from device_sim.tls_link import IOS_TLS_GROUPS, LinkFactory, TLSLink
+from device_sim.tls_link import IOS_TLS_GROUPS, LinkFactory, TLSLink, set_groups
 
 MAX_PROFILE = 4 * 1024 * 1024  # an enrollment profile is a few KB; a bound keeps a wrong URL from filling memory
 DEFAULT_TIMEOUT = 60.0
@@ -37,8 +36,7 @@ def _unverified_context() -> SSL.Context:
     # the handshake. Twisted's defaults (TLS 1.2+, its ciphers) with the groups Safari on iOS 9-17 offers, as
     # the fleet's check-ins do: OpenSSL 4 would lead with X25519MLKEM768, costly on both sides.
     context = ssl.CertificateOptions(verify=False).getContext()
-    if lib.SSL_CTX_set1_curves_list(context._context, IOS_TLS_GROUPS.encode("ascii")) != 1:
-        raise EnrollmentFetchError(f"OpenSSL refused the TLS groups {IOS_TLS_GROUPS!r}")
+    set_groups(context, IOS_TLS_GROUPS)
     return context
 
 

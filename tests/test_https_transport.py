@@ -88,6 +88,15 @@ def test_the_offered_key_exchange_groups_can_be_chosen(tmp_path, monkeypatch):
         HTTPSTransport(reactor, tls_groups="no-such-group")
 
 
+def test_a_pyopenssl_without_the_private_groups_call_keeps_openssls_defaults(monkeypatch, caplog):
+    import OpenSSL._util
+
+    monkeypatch.delattr(OpenSSL._util.lib, "SSL_CTX_set1_curves_list", raising=False)
+    context = tls_link.SSL.Context(tls_link.SSL.TLS_CLIENT_METHOD)
+    tls_link.set_groups(context, "P-256")  # no error: the fleet still runs, with OpenSSL's groups
+    assert "OpenSSL's defaults apply" in caplog.text
+
+
 @pytest_twisted.inlineCallbacks
 def test_a_server_certificate_for_another_name_is_untrusted(tmp_path):
     from twisted.internet import reactor
