@@ -19,6 +19,7 @@ from twisted.internet.error import NotConnectingError
 from twisted.python.failure import Failure
 
 from .effects import CHECKIN_TYPE, SendRequest
+from .http_framing import dechunk, decimal
 from .tls_link import IOS_TLS_GROUPS, ClientTLS, LinkFactory, TLSLink, UntrustedServerError, check_groups
 from .transport import Reply, TransportError
 
@@ -112,7 +113,7 @@ class _HTTPClient:
         if end < 0:
             return None
         head = bytes(self.buffer[:end]).decode("latin-1").split("\r\n")
-        status = _number(head[0].split(" ", 2)[1], 3)
+        status = decimal(head[0].split(" ", 2)[1], 3)
         headers = {}
         for line in head[1:]:
             name, _, value = line.partition(":")
@@ -120,10 +121,10 @@ class _HTTPClient:
         rest = self.buffer[end + 4:]
         self.keep = headers.get("connection", "").lower() != "close"
         if "content-length" in headers:
-            length = _number(headers["content-length"], 18)
+            length = decimal(headers["content-length"], 18)
             return Reply(status, bytes(rest[:length])) if len(rest) >= length else None
         if headers.get("transfer-encoding", "").lower() == "chunked":
-            body = _dechunk(rest)
+            body = dechunk(rest)
             return None if body is None else Reply(status, body)
         self.keep = False
         return Reply(status, bytes(rest)) if self.closed else None  # read until the server closes
@@ -150,33 +151,6 @@ class _HTTPClient:
         if self.waiting is not None:
             request, self.waiting = self.waiting, None
             self.owner._lost(self, request, error)
-
-
-def _number(text: str, most: int) -> int:
-    # int() also takes "-3", "+5", " 5", "5_0" and Unicode digits: a Content-Length of -3 truncated the body.
-    if not (0 < len(text) <= most and text.isascii() and text.isdigit()):
-        raise ValueError(f"not a decimal number: {text[:20]!r}")
-    return int(text)
-
-
-def _dechunk(data: bytes | bytearray) -> bytes | None:
-    """The body of a complete chunked message, or None while more is to come."""
-    out, position = bytearray(), 0
-    while True:
-        line_end = data.find(b"\r\n", position)
-        if line_end < 0:
-            return None
-        size_text = bytes(data[position:line_end]).split(b";")[0].strip()
-        if not 0 < len(size_text) <= 15 or size_text.strip(b"0123456789abcdefABCDEF"):
-            raise ValueError(f"bad chunk size {size_text[:20]!r}")
-        size = int(size_text, 16)
-        start = line_end + 2
-        if size == 0:
-            return bytes(out)
-        if len(data) < start + size + 2:
-            return None
-        out += data[start:start + size]
-        position = start + size + 2
 
 
 _SHARED_TLS: dict[tuple[Any, ...], ClientTLS] = {}

@@ -15,6 +15,7 @@ from twisted.internet import defer, ssl
 from twisted.internet.protocol import ClientFactory, Protocol
 from twisted.python.failure import Failure
 
+from device_sim.http_framing import dechunk, decimal
 from device_sim.tls_link import IOS_TLS_GROUPS, LinkFactory, TLSLink, set_groups
 
 MAX_PROFILE = 4 * 1024 * 1024  # an enrollment profile is a few KB; a bound keeps a wrong URL from filling memory
@@ -188,9 +189,7 @@ def parse_response(data: bytes | bytearray, *, closed: bool) -> tuple[int, bytes
             raise EnrollmentFetchError(f"the connection closed before a whole HTTP head: {bytes(data[:60])!r}")
         return None
     lines = bytes(data[:end]).decode("latin-1").split("\r\n")
-    status_line = lines[0].split(" ", 2)
-    if len(status_line) < 2 or not status_line[0].startswith("HTTP/") or not _decimal(status_line[1], 3):
-        raise EnrollmentFetchError(f"not an HTTP answer: {lines[0][:60]!r}")
+    status = _status(lines[0])
     headers = {name.strip().lower(): value.strip() for name, _, value in (line.partition(":") for line in lines[1:])}
     rest = data[end + 4:]
     if headers.get("transfer-encoding", "").lower() == "chunked":
@@ -202,38 +201,31 @@ def parse_response(data: bytes | bytearray, *, closed: bool) -> tuple[int, bytes
         body = bytes(rest) if closed else None
     if body is None and closed:
         raise EnrollmentFetchError("the connection closed before the whole profile arrived")
-    return None if body is None else (int(status_line[1]), body)
+    return None if body is None else (status, body)
 
 
-def _decimal(text: str, most: int) -> bool:
-    # str.isdigit() also takes "²" and other Unicode digits, which int() then refuses.
-    return 0 < len(text) <= most and text.isascii() and text.isdigit()
+def _status(line: str) -> int:
+    version, _, rest = line.partition(" ")
+    try:
+        if version.startswith("HTTP/"):
+            return decimal(rest.partition(" ")[0], 3)
+    except ValueError:
+        pass
+    raise EnrollmentFetchError(f"not an HTTP answer: {line[:60]!r}")
 
 
 def _content_length(text: str) -> int:
-    if not _decimal(text, 18):
-        raise EnrollmentFetchError(f"Content-Length {text[:40]!r} is not a number")
-    return int(text)
+    try:
+        return decimal(text, 18)
+    except ValueError:
+        raise EnrollmentFetchError(f"Content-Length {text[:40]!r} is not a number") from None
 
 
 def _dechunk(data: bytes | bytearray) -> bytes | None:
-    """The body of a complete chunked message, None while more is to come."""
-    out, position = bytearray(), 0
-    while True:
-        line_end = data.find(b"\r\n", position)
-        if line_end < 0:
-            return None
-        size_text = bytes(data[position:line_end]).split(b";")[0].strip()
-        if not 0 < len(size_text) <= 15 or size_text.strip(b"0123456789abcdefABCDEF"):
-            raise EnrollmentFetchError(f"bad chunk size {size_text[:20]!r}")
-        size = int(size_text, 16)
-        start = line_end + 2
-        if size == 0:
-            return bytes(out)
-        if len(data) < start + size + 2:
-            return None
-        out += data[start:start + size]
-        position = start + size + 2
+    try:
+        return dechunk(data)
+    except ValueError as exc:
+        raise EnrollmentFetchError(str(exc)) from None
 
 
 def with_user(url: str, user: str) -> str:
