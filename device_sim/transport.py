@@ -13,7 +13,8 @@ from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
 from twisted.internet import defer
 
-from mdm_protocol.cms import SignatureError, verify_chain
+from mdm_protocol.certificate_chain import verify_chain
+from mdm_protocol.cms import SignatureError
 
 from .effects import SendRequest
 from .memory_http import MemoryHTTP

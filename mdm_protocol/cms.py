@@ -12,15 +12,13 @@ import hashlib
 import hmac
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.serialization import pkcs7
-from cryptography.x509 import verification
-from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from ._cms_asn1 import (
     ID_MGF1,
@@ -40,7 +38,8 @@ from ._cms_asn1 import (
     read_time,
 )
 from ._cms_template import Templates
-from .errors import ProtocolError
+from .certificate_chain import CERTIFICATE_ERRORS as _CERTIFICATE_ERRORS
+from .errors import SignatureError
 
 __all__ = [
     "SHA256",
@@ -48,7 +47,6 @@ __all__ = [
     "SignedDataInfo",
     "mdm_signature",
     "sign_detached",
-    "verify_chain",
     "verify_detached",
     "verify_mdm_signature",
 ]
@@ -86,17 +84,6 @@ _ECDSA = {
     "1.2.840.10045.2.1": None, "1.2.840.10045.4.1": "sha1", "1.2.840.10045.4.3.1": "sha224",
     "1.2.840.10045.4.3.2": "sha256", "1.2.840.10045.4.3.3": "sha384", "1.2.840.10045.4.3.4": "sha512",
 }
-# cryptography parses certificate fields lazily, so reading one can raise any of these on hostile input.
-_CERTIFICATE_ERRORS = (ValueError, TypeError, x509.DuplicateExtension, x509.UnsupportedGeneralNameType)
-_PURPOSE_NAMES = {
-    ExtendedKeyUsageOID.CLIENT_AUTH: "clientAuth",
-    ExtendedKeyUsageOID.SERVER_AUTH: "serverAuth",
-    ExtendedKeyUsageOID.EMAIL_PROTECTION: "emailProtection",
-}
-
-
-class SignatureError(ProtocolError):
-    """A CMS signature that is malformed, unsupported, or does not prove the body came from its signer."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -409,70 +396,3 @@ def _pss_padding(parameters: bytes | None, digest_name: str) -> padding.PSS:
     if not 0 <= params.salt_length <= 1024:
         raise SignatureError(f"RSASSA-PSS salt length {params.salt_length} is out of range")
     return padding.PSS(mgf=padding.MGF1(_HASHES[mgf_name]()), salt_length=params.salt_length)
-
-
-# --- certificate chains --------------------------------------------------------------------------------
-
-
-def verify_chain(
-    certificate: x509.Certificate,
-    roots: Sequence[x509.Certificate],
-    *,
-    intermediates: Sequence[x509.Certificate] = (),
-    now: datetime,
-    purpose: x509.ObjectIdentifier | None = ExtendedKeyUsageOID.CLIENT_AUTH,
-) -> None:
-    """Check `certificate` chains to one of `roots` and is valid at `now` (naive means UTC).
-
-    The leaf needs no SAN (device identities have none); if it has an extendedKeyUsage it must allow
-    `purpose` (clientAuth for device identities, emailProtection for S/MIME; None skips the check).
-    """
-    moment = now.astimezone(UTC) if now.tzinfo else now.replace(tzinfo=UTC)
-    _check_validity(certificate, moment)
-    _check_purpose(certificate, purpose)
-    if not roots:
-        raise SignatureError("no trusted root certificates to verify against")
-    leaf_policy = (
-        verification.ExtensionPolicy.webpki_defaults_ee()
-        .may_be_present(x509.SubjectAlternativeName, verification.Criticality.AGNOSTIC, None)
-        .may_be_present(x509.ExtendedKeyUsage, verification.Criticality.AGNOSTIC, None)
-        .may_be_present(x509.AuthorityKeyIdentifier, verification.Criticality.AGNOSTIC, None)
-    )
-    verifier = (
-        verification.PolicyBuilder()
-        .store(verification.Store(list(roots)))
-        .time(moment)
-        .extension_policies(
-            ca_policy=verification.ExtensionPolicy.webpki_defaults_ca(), ee_policy=leaf_policy
-        )
-        .build_client_verifier()
-    )
-    try:
-        verifier.verify(certificate, list(intermediates))
-    except (verification.VerificationError, *_CERTIFICATE_ERRORS) as exc:
-        raise SignatureError(f"certificate does not chain to a trusted CA: {exc}") from None
-
-
-def _check_validity(certificate: x509.Certificate, moment: datetime) -> None:
-    try:
-        subject = certificate.subject.rfc4514_string()
-    except _CERTIFICATE_ERRORS:
-        subject = "(malformed subject)"
-    if moment < certificate.not_valid_before_utc:
-        raise SignatureError(f"certificate {subject} is not valid before {certificate.not_valid_before_utc}")
-    if moment > certificate.not_valid_after_utc:
-        raise SignatureError(f"certificate {subject} expired at {certificate.not_valid_after_utc}")
-
-
-def _check_purpose(certificate: x509.Certificate, purpose: x509.ObjectIdentifier | None) -> None:
-    if purpose is None:
-        return
-    try:
-        usages = certificate.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
-    except x509.ExtensionNotFound:
-        return
-    except _CERTIFICATE_ERRORS as exc:
-        raise SignatureError(f"certificate extensions are malformed: {exc}") from None
-    if purpose not in usages and ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE not in usages:
-        name = _PURPOSE_NAMES.get(purpose, purpose.dotted_string)
-        raise SignatureError(f"certificate is not for {name}: its extendedKeyUsage excludes it")

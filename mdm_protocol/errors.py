@@ -25,6 +25,11 @@ class MessageError(ProtocolError):
     """A property list that does not form a valid MDM message (missing key, wrong type, unknown type)."""
 
 
+class SignatureError(ProtocolError):
+    """A CMS signature that is malformed, unsupported, or does not prove the body came from its signer; or a
+    certificate that does not chain to a trusted root for the purpose asked."""
+
+
 class ProfileError(ProtocolError):
     """A configuration profile that iOS would refuse; carries the ErrorChain a device would report."""
 

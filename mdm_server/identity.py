@@ -13,7 +13,8 @@ from datetime import UTC, datetime
 
 from cryptography import x509
 
-from mdm_protocol.cms import SignatureError, verify_chain, verify_mdm_signature
+from mdm_protocol.certificate_chain import verify_chain
+from mdm_protocol.cms import SignatureError, verify_mdm_signature
 
 from .enrollment import identity_user
 from .service import DeviceIdentity

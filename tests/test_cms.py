@@ -27,12 +27,12 @@ from pyasn1.codec.der import encoder
 from pyasn1.type import univ, useful
 
 from mdm_protocol import _cms_asn1
+from mdm_protocol.certificate_chain import verify_chain
 from mdm_protocol.cms import (
     SignatureError,
     SignedDataInfo,
     mdm_signature,
     sign_detached,
-    verify_chain,
     verify_detached,
     verify_mdm_signature,
 )

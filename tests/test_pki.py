@@ -23,7 +23,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mdm_protocol.cms import verify_chain
+from mdm_protocol.certificate_chain import verify_chain
 from mdm_server.pki import (
     CertificateAuthority,
     Pkcs12Encryption,

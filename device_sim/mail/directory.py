@@ -13,7 +13,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from mdm_protocol.cms import SignatureError, verify_chain
+from mdm_protocol.certificate_chain import verify_chain
+from mdm_protocol.cms import SignatureError
 
 from ..keychain import Moment, as_utc
 from .errors import DirectoryError

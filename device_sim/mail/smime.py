@@ -20,7 +20,8 @@ from cryptography.hazmat.primitives.ciphers import algorithms
 from cryptography.hazmat.primitives.serialization import pkcs7
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from mdm_protocol.cms import SignatureError, verify_chain, verify_detached
+from mdm_protocol.certificate_chain import verify_chain
+from mdm_protocol.cms import SignatureError, verify_detached
 
 from ..keychain import Moment, as_utc
 from .errors import SMIMEError
