@@ -23,6 +23,9 @@ from .http_framing import dechunk, decimal
 from .tls_link import IOS_TLS_GROUPS, ClientTLS, LinkFactory, TLSLink, UntrustedServerError, check_groups
 from .transport import Reply, TransportError
 
+# iOS sends TokenUpdate right after an Authenticate answered 200, and NSURLSession reuses its idle connection
+# to the same server for it: that pair shares a connection; every other check-in message has its own.
+AUTHENTICATE, TOKEN_UPDATE = "Authenticate", "TokenUpdate"
 MAX_RESPONSE = 16 * 1024 * 1024  # an MDM command (a profile with certificates) is far smaller
 MAX_CLIENT_TLS = 256  # (server, trust store, groups) whose TLS context and last session are kept
 IDLE_REUSE = 20.0  # seconds a kept-alive connection may sit idle and still be reused (twisted.web closes at 30)
@@ -51,12 +54,13 @@ class ConnectionMode(enum.Enum):
 class _Request:
     """One PUT in flight: the Deferred its sender waits on, its bytes, where it goes and its timer."""
 
-    __slots__ = ("result", "data", "key", "roots", "timer", "client", "connector", "session")
+    __slots__ = ("result", "data", "key", "roots", "timer", "client", "connector", "session", "authenticate")
 
     def __init__(self, data: bytes, key: tuple[Any, ...], roots: tuple[x509.Certificate, ...],
-                 session: object | None) -> None:
+                 session: object | None, *, authenticate: bool = False) -> None:
         self.result: defer.Deferred[Reply] = defer.Deferred()
         self.data, self.key, self.roots, self.session = data, key, roots, session
+        self.authenticate = authenticate  # a check-in Authenticate: its connection may carry the TokenUpdate
         self.timer: Any = None
         self.client: _HTTPClient | None = None
         self.connector: Any = None
@@ -77,6 +81,7 @@ class _HTTPClient:
         self.reused = False  # taken from the keep-alive pool or its device's session
         self.idle_since = 0.0
         self.session: object | None = None  # the device session this connection is parked for
+        self.for_token_update = False  # parked after an Authenticate: only its TokenUpdate may take it
 
     def connectionMade(self) -> None:
         if self.waiting is None:  # the request timed out while connecting: nobody waits for this connection
@@ -161,8 +166,9 @@ class HTTPSTransport:
 
     Per session (the default), a device's connection carries the requests of its session and closes when the
     server answers the command channel with nothing (the session is over) or anything but 200; a check-in
-    message is a session of its own. The sender names the session's owner (`session`, e.g. its runner);
-    without one every request gets its own connection.
+    message is a session of its own, except that a TokenUpdate takes the connection of the Authenticate
+    answered 200 just before it (as NSURLSession does). The sender names the session's owner (`session`, e.g.
+    its runner); without one every request gets its own connection.
     """
 
     def __init__(self, reactor: Any, *, connections: ConnectionMode | str = ConnectionMode.PER_SESSION,
@@ -198,15 +204,24 @@ class HTTPSTransport:
         if not roots:
             return defer.fail(TransportError("the device trusts no root certificate", untrusted=True))
         key = (host, port, self._trust_key(roots))
-        if self.connections is not ConnectionMode.PER_SESSION or request.content_type == CHECKIN_TYPE:
-            session = None  # per request, kept alive for everyone, or a one-message check-in session
+        checkin = request.content_type == CHECKIN_TYPE
+        if self.connections is not ConnectionMode.PER_SESSION:
+            session = None  # per request, or kept alive for everyone
+        owner = session  # whose parked connection this request may take
+        if checkin:
+            # A one-message check-in session, but for the Authenticate → TokenUpdate pair.
+            owner = session if request.message == TOKEN_UPDATE else None
+            session = session if request.message == AUTHENTICATE else None
         keep = self.keep_alive or session is not None
         data = b"%sMdm-Signature: %s\r\nContent-Length: %d\r\n%s%s" % (
             head, request.signature.encode("latin-1"), len(request.body),
             b"Connection: keep-alive\r\n\r\n" if keep else b"Connection: close\r\n\r\n", request.body)
-        exchange = _Request(data, key, roots, session)
+        exchange = _Request(data, key, roots, session, authenticate=checkin and session is not None)
         exchange.timer = self.reactor.callLater(self.timeout, self._timed_out, exchange)
-        reusable = self._pooled(key) if self.keep_alive else self._resumed(session, key)
+        if self.keep_alive:
+            reusable = self._pooled(key)
+        else:
+            reusable = self._resumed(owner, key, token_update=checkin and owner is not None)
         if reusable is not None:
             reusable.send(exchange)
         else:
@@ -245,12 +260,20 @@ class HTTPSTransport:
         """Device sessions holding a connection between two of their requests."""
         return len(self._parked)
 
-    def _resumed(self, session: object | None, key: tuple[Any, ...]) -> _HTTPClient | None:
-        """The connection this device session left open after its last answer, if it is still usable."""
-        client = self._parked.pop(session, None) if session is not None else None
-        if client is None:
-            return None
+    def _resumed(self, session: object | None, key: tuple[Any, ...], *, token_update: bool = False
+                 ) -> _HTTPClient | None:
+        """The connection this device session left open after its last answer, if it is still usable: a
+        command session's for its next request, an Authenticate's for the TokenUpdate only."""
+        client = self._parked.get(session) if session is not None else None
+        if client is None or (token_update and not client.for_token_update):
+            return None  # a check-in never takes a command session's connection: that session goes on
+        del self._parked[session]
         client.session = None
+        if client.for_token_update != token_update:  # the Authenticate's connection was for its TokenUpdate
+            client.for_token_update = False
+            client.transport.loseConnection()
+            return None
+        client.for_token_update = False
         # Same server, whatever the device trusts now: a profile installed mid-session may add roots, but this
         # connection's server was verified when it opened (iOS keeps the session's connection too).
         if not client.closed and client.key[:2] == key[:2] and self.reactor.seconds() - client.idle_since < IDLE_REUSE:
@@ -327,9 +350,11 @@ class HTTPSTransport:
         if self.keep_alive and usable:
             client.idle_since = self.reactor.seconds()
             self._idle.setdefault(exchange.key, []).append(client)
-        elif exchange.session is not None and usable and reply.status == 200 and reply.body:
-            # A command to answer: the session goes on, and its next request takes this connection.
+        elif exchange.session is not None and usable and reply.status == 200 and (
+                reply.body or exchange.authenticate):
+            # A command to answer, or a TokenUpdate to send: its device's next request takes this connection.
             client.idle_since, client.session = self.reactor.seconds(), exchange.session
+            client.for_token_update = exchange.authenticate
             previous = self._parked.pop(exchange.session, None)
             if previous is not None:  # two requests of one device at once (never in a session): keep one
                 previous.session = None

@@ -176,6 +176,66 @@ def test_a_checkin_message_is_a_session_of_its_own_and_a_failed_answer_ends_the_
         (0, b"close"), (1, b"keep-alive"), (1, b"keep-alive"), (2, b"keep-alive")]
 
 
+def _checkin(server, message: str, body: bytes = LAST) -> SendRequest:
+    return SendRequest(1, server.url, CHECKIN_TYPE, body, "sig", message)
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_token_update_takes_the_connection_of_the_authenticate_answered_200_just_before_it(server):
+    from twisted.internet import reactor
+
+    transport = HTTPSTransport(reactor)
+    device = object()
+    try:
+        yield transport.send(_checkin(server, "Authenticate"), server.roots, session=device)
+        assert transport.parked == 1
+        yield transport.send(_checkin(server, "TokenUpdate"), server.roots, session=device)
+        assert transport.parked == 0  # the pair is over: the TokenUpdate's connection closes
+        yield transport.send(_checkin(server, "TokenUpdate"), server.roots, session=device)  # a later one
+    finally:
+        yield _closed(transport, server)
+    assert [(number, header) for number, _, header in server.seen] == [
+        (0, b"keep-alive"), (0, b"close"), (1, b"close")]
+
+
+@pytest_twisted.inlineCallbacks
+def test_the_authenticate_connection_serves_only_its_own_token_update_and_only_after_a_200(server):
+    from twisted.internet import reactor
+
+    transport = HTTPSTransport(reactor)
+    alice, bob, carol = object(), object(), object()
+    try:
+        reply = yield transport.send(_checkin(server, "Authenticate", b"status 401"), server.roots, session=alice)
+        assert reply.status == 401 and transport.parked == 0
+        yield transport.send(_checkin(server, "TokenUpdate"), server.roots, session=alice)  # 1: not reused
+        yield transport.send(_checkin(server, "Authenticate"), server.roots, session=bob)  # 2
+        yield transport.send(_checkin(server, "TokenUpdate"), server.roots, session=carol)  # 3: not bob's
+        yield transport.send(_put(server, b"idle"), server.roots, session=bob)  # 4: not a TokenUpdate
+        assert transport.parked == 1  # bob's command session; his Authenticate's connection is closed
+        yield transport.send(_checkin(server, "TokenUpdate"), server.roots, session=bob)  # 5: never a session's
+        assert transport.parked == 1
+        yield transport.send(_put(server, LAST), server.roots, session=bob)  # the session goes on, on 4
+    finally:
+        yield _closed(transport, server)
+    assert [number for number, _, _ in server.seen] == [0, 1, 2, 3, 4, 5, 4]
+    assert [header for _, _, header in server.seen][1:4] == [b"close", b"keep-alive", b"close"]
+
+
+@pytest_twisted.inlineCallbacks
+def test_per_request_and_keep_alive_modes_do_not_pair_check_ins(server):
+    from twisted.internet import reactor
+
+    transport = HTTPSTransport(reactor, connections="per-request")
+    device = object()
+    try:
+        yield transport.send(_checkin(server, "Authenticate"), server.roots, session=device)
+        assert transport.parked == 0
+        yield transport.send(_checkin(server, "TokenUpdate"), server.roots, session=device)
+    finally:
+        yield _closed(transport, server)
+    assert [(number, header) for number, _, header in server.seen] == [(0, b"close"), (1, b"close")]
+
+
 @pytest_twisted.inlineCallbacks
 def test_a_parked_connection_the_server_closes_is_forgotten_and_the_session_goes_on(server, monkeypatch):
     from twisted.internet import reactor
