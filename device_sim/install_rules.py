@@ -137,18 +137,25 @@ def open_pkcs12(data: Any, password: Any) -> Pkcs12Identity:
     """Open a PKCS#12 as iOS does for a profile: one identity plus CA certificates, else Pkcs12Refusal."""
     if not isinstance(data, bytes | bytearray):
         raise Pkcs12Refusal(9005, "the PKCS#12 is not data")
-    try:
-        ber_decoder.decode(bytes(data), asn1Spec=rfc7292.PFX())
-    except (PyAsn1Error, ValueError, TypeError):
-        raise Pkcs12Refusal(9005, "the data is not a PKCS#12 (PFX) structure") from None
     if not isinstance(password, str) or not password:
+        _check_pfx(data)
         # An MDM install cannot prompt for it; a passwordless P12 cannot be imported either (openradar 14450).
         raise Pkcs12Refusal(9000, "no password was given for the PKCS#12")
     try:
         loaded = memo_load_pkcs12(bytes(data), password.encode("utf-8"))
     except (ValueError, TypeError):
+        _check_pfx(data)
         raise Pkcs12Refusal(9000, "the password does not open the PKCS#12 (MAC check failed)") from None
     return _single_identity(loaded)
+
+
+def _check_pfx(data: bytes | bytearray) -> None:
+    """9005 unless `data` decodes as a PFX. Only a refused file needs it: what opens is a PFX (and the pure
+    Python decode costs about as much as opening an enrollment identity)."""
+    try:
+        ber_decoder.decode(bytes(data), asn1Spec=rfc7292.PFX())
+    except (PyAsn1Error, ValueError, TypeError):
+        raise Pkcs12Refusal(9005, "the data is not a PKCS#12 (PFX) structure") from None
 
 
 def _single_identity(loaded: pkcs12.PKCS12KeyAndCertificates) -> Pkcs12Identity:

@@ -166,6 +166,7 @@ def test_9000_names_the_payload_when_there_is_no_file_name():
     (p12(pki().alice, pki().alice_key, cas=(pki().bob,)), 9001,
      "Too many certificates in payload (“alice.p12”)"),
     (b"not a pkcs12 at all", 9005, "Malformed certificate (“alice.p12”)"),
+    (p12(pki().alice, pki().alice_key)[:-40], 9005, "Malformed certificate (“alice.p12”)"),  # cut short
 ])
 def test_p12_without_exactly_one_identity_is_refused(data, code, text):
     result = DeviceProfiles().install(profile_bytes(alice_p12(data=data)), os_version=IOS, now=NOW)
