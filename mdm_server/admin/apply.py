@@ -135,20 +135,23 @@ class SettingDelivery:
 
     # Changing.
 
-    def reconcile(self, device_ids: Iterable[str], settings: Collection[str] | None = None) -> DeliveryReport:
+    def reconcile(self, device_ids: Iterable[str], settings: Collection[str] | None = None, *,
+                  known: Mapping[str, Device | None] | None = None) -> DeliveryReport:
         """Queue what the devices lack and remove what they should no longer have (only `settings`, if
-        given). Commands go out in as few enqueue batches as a device has commands (usually one)."""
-        now, report = self._now(), _ReportBuilder()
-        plans = [self._plan(device_id, settings, report, now) for device_id in dict.fromkeys(device_ids)]
+        given). Commands go out in as few enqueue batches as a device has commands (usually one).
+        `known`: devices the caller has just read from storage (None: it has none), so they are not read again."""
+        now, report, known = self._now(), _ReportBuilder(), known or {}
+        plans = [self._plan(device_id, known, settings, report, now) for device_id in dict.fromkeys(device_ids)]
         plans = [plan for plan in plans if plan.changed]
-        # Queue before recording: a crash in between re-queues (harmless), never forgets a profile.
-        self._enqueue(plans, now, report)
-        self._record(plans)
+        if plans:  # most check-ins change nothing: no enqueue, no empty transaction on the documents
+            # Queue before recording: a crash in between re-queues (harmless), never forgets a profile.
+            self._enqueue(plans, now, report)
+            self._record(plans)
         return report.build()
 
-    def _plan(self, device_id: str, settings: Collection[str] | None, report: _ReportBuilder,
-              now: float) -> _DevicePlan:
-        device = self.storage.get_device(device_id)
+    def _plan(self, device_id: str, known: Mapping[str, Device | None], settings: Collection[str] | None,
+              report: _ReportBuilder, now: float) -> _DevicePlan:
+        device = known[device_id] if device_id in known else self.storage.get_device(device_id)
         plan = _DevicePlan(device_id, dict(self._by_device.get(device_id, {})))
         if device is None or device.state is EnrollmentState.UNENROLLED:
             # iOS drops every managed profile with the MDM profile: nothing is left to remove.
@@ -308,7 +311,7 @@ class LabelAdmin:
         else:
             self.labels.refresh_device(device)
         # Always reconcile: user attributes or a new enrollment change what the device must get.
-        report = self.delivery.reconcile([device_id])
+        report = self.delivery.reconcile([device_id], known={device_id: device})
         self._schedule(device_id, device)
         return report
 
@@ -317,7 +320,8 @@ class LabelAdmin:
         devices = self.storage.list_devices(user_id=user_id, limit=DEVICE_PAGE)  # a user has few devices
         for device in devices:
             self.labels.refresh_device(device)
-        report = self.delivery.reconcile([device.device_id for device in devices])
+        report = self.delivery.reconcile([device.device_id for device in devices],
+                                         known={device.device_id: device for device in devices})
         self._refresh_intervals(device.device_id for device in devices)
         return report
 

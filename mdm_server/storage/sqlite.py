@@ -57,12 +57,16 @@ from .rules import (
     reported_status,
     seen_is_current,
 )
-from .sqlite_channel import FIND, SEEN, VISIT, command_at, next_seq, record, send
+from .sqlite_channel import FIND, SEEN, VISIT, candidates, command_at, next_seq, record, send
 from .sqlite_queries import (
+    _STATES,
     COMMAND_SELECT,
+    DEVICE_BY_ID,
+    DEVICE_COLUMNS,
     DEVICE_SELECT,
     EXPIRE_SENT,
     QUEUE_ORDER,
+    FactsMemo,
     check_targets,
     clear_pending,
     collect_payloads,
@@ -73,10 +77,22 @@ from .sqlite_queries import (
     load_device,
     require_device,
     update_device,
+    updated_device,
 )
 from .sqlite_schema import open_database
 
-_STATES = {state.value: state for state in EnrollmentState}  # faster than EnrollmentState(text)
+# Writes that change a device answer with the row they wrote (RETURNING): no second SELECT, no second decode.
+_AUTHENTICATE = f"""INSERT INTO devices (device_id, state, topic, facts, cert_sha256, authenticated_at,
+        last_checkin_at, last_seen_at) VALUES (?, 'authenticated', ?, ?, ?, ?, ?, ?)
+    ON CONFLICT (device_id) DO UPDATE SET state = excluded.state, topic = excluded.topic,
+        facts = excluded.facts, cert_sha256 = excluded.cert_sha256,
+        authenticated_at = excluded.authenticated_at, last_checkin_at = excluded.last_checkin_at,
+        last_seen_at = excluded.last_seen_at
+    RETURNING {DEVICE_COLUMNS}"""
+# SPEC 1: a TokenUpdate without UnlockToken does not invalidate the one we hold.
+_TOKEN_UPDATE = f"""UPDATE devices SET state = 'enrolled', push_token = ?, push_magic = ?,
+        unlock_token = coalesce(?, unlock_token), last_checkin_at = ?, last_seen_at = ?
+    WHERE device_id = ? AND state <> 'unenrolled' RETURNING {DEVICE_COLUMNS}"""
 
 
 class SQLiteStorage:
@@ -86,6 +102,7 @@ class SQLiteStorage:
         self.path = os.fspath(path)
         self._db: sqlite3.Connection | None = None
         self._db, self.schema_version_found = open_database(self.path, synchronous)
+        self._facts = FactsMemo()
 
     # Enrollments.
 
@@ -98,17 +115,10 @@ class SQLiteStorage:
             owner = db.execute("SELECT device_id FROM devices WHERE cert_sha256 = ?", (cert,)).fetchone()
             if owner is not None and owner[0] != device_id:
                 raise certificate_in_use(cert, owner[0])
-            db.execute(
-                """INSERT INTO devices (device_id, state, topic, facts, cert_sha256, authenticated_at,
-                    last_checkin_at, last_seen_at) VALUES (?, 'authenticated', ?, ?, ?, ?, ?, ?)
-                ON CONFLICT (device_id) DO UPDATE SET state = excluded.state, topic = excluded.topic,
-                    facts = excluded.facts, cert_sha256 = excluded.cert_sha256,
-                    authenticated_at = excluded.authenticated_at, last_checkin_at = excluded.last_checkin_at,
-                    last_seen_at = excluded.last_seen_at""",
-                (device_id, topic, blob, cert, now, now, now),
-            )
+            # fetchall: a RETURNING statement only finishes (and its change only counts) once stepped to the end.
+            row = db.execute(_AUTHENTICATE, (device_id, topic, blob, cert, now, now, now)).fetchall()[0]
             clear_pending(db, device_id)
-            return load_device(db, device_id)
+        return device_from_row(row, self._facts)
 
     def token_update(
         self,
@@ -123,39 +133,33 @@ class SQLiteStorage:
         magic, unlock = check_id(push_magic, "push_magic"), check_optional_bytes(unlock_token, "unlock_token")
         now = check_now(now)
         with self._write() as db:
-            if load_device(db, device_id).state is EnrollmentState.UNENROLLED:
+            rows = db.execute(_TOKEN_UPDATE, (token, magic, unlock, now, now, device_id)).fetchall()
+            if not rows:
+                require_device(db, device_id)
                 raise checked_out_devices([device_id])
-            # SPEC 1: a TokenUpdate without UnlockToken does not invalidate the one we hold.
-            db.execute(
-                """UPDATE devices SET state = 'enrolled', push_token = ?, push_magic = ?,
-                    unlock_token = coalesce(?, unlock_token), last_checkin_at = ?, last_seen_at = ?
-                WHERE device_id = ?""",
-                (token, magic, unlock, now, now, device_id),
-            )
             db.execute("UPDATE pushes SET token_invalid = 0 WHERE device_id = ?", (device_id,))
-            return load_device(db, device_id)
+        return device_from_row(rows[0], self._facts)
 
     def check_out(self, device_id: str, *, now: float) -> Device:
         device_id, now = check_id(device_id), check_now(now)
         with self._write() as db:
-            update_device(
-                db, device_id, "state = 'unenrolled', last_checkin_at = ?, last_seen_at = ?", (now, now)
+            device = updated_device(
+                db, device_id, "state = 'unenrolled', last_checkin_at = ?, last_seen_at = ?", (now, now),
+                self._facts,
             )
             clear_pending(db, device_id)
-            return load_device(db, device_id)
+        return device
 
     def merge_facts(self, device_id: str, updates: Mapping[str, Any]) -> Device:
         device_id = check_id(device_id)
         with self._write() as db:
-            blob = merged_facts(load_device(db, device_id).facts, updates)
-            update_device(db, device_id, "facts = ?", (blob,))
-            return load_device(db, device_id)
+            blob = merged_facts(load_device(db, device_id, self._facts).facts, updates)
+            return updated_device(db, device_id, "facts = ?", (blob,), self._facts)
 
     def bind_user(self, device_id: str, user_id: str | None) -> Device:
         device_id, user_id = check_id(device_id), check_optional_id(user_id, "user_id")
         with self._write() as db:
-            update_device(db, device_id, "user_id = ?", (user_id,))
-            return load_device(db, device_id)
+            return updated_device(db, device_id, "user_id = ?", (user_id,), self._facts)
 
     def touch(self, device_id: str, *, now: float) -> None:
         device_id, now = check_id(device_id), check_now(now)
@@ -179,8 +183,8 @@ class SQLiteStorage:
     def get_device(self, device_id: str) -> Device | None:
         device_id = check_id(device_id)
         with self._read() as db:
-            row = db.execute(f"{DEVICE_SELECT} WHERE device_id = ?", (device_id,)).fetchone()
-        return None if row is None else device_from_row(row)
+            row = db.execute(DEVICE_BY_ID, (device_id,)).fetchone()
+        return None if row is None else device_from_row(row, self._facts)
 
     def device_for_certificate(self, cert_sha256: str) -> Device | None:
         cert = check_cert(cert_sha256)
@@ -239,6 +243,13 @@ class SQLiteStorage:
 
     def next_command(self, device_id: str, *, skip: Iterable[str] = (), now: float) -> QueuedCommand | None:
         device_id, skipped, now = check_id(device_id), check_skip(skip), check_now(now)
+        db = self._connection()
+        try:  # a read needs no transaction (two statements fewer); expiring overdue commands does
+            overdue, seq = candidates(db, device_id, skipped, now)
+            if not overdue:
+                return None if seq is None else command_at(db, seq)
+        except sqlite3.Error as exc:
+            raise self._failure(exc) from None
         with self._write() as db:
             seq = next_seq(db, device_id, skipped, now)
             return None if seq is None else command_at(db, seq)

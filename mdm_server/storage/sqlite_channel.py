@@ -65,19 +65,30 @@ def record(
 
 def next_seq(db: sqlite3.Connection, device_id: str, skipped: frozenset[str], now: float) -> int | None:
     """The device's next command not in `skipped`, after marking its overdue Sent commands TimedOut."""
+    overdue, seq = candidates(db, device_id, skipped, now)
+    for overdue_seq in overdue:
+        db.execute(_EXPIRE, (now, overdue_seq))
+    return seq
+
+
+def candidates(
+    db: sqlite3.Connection, device_id: str, skipped: frozenset[str], now: float
+) -> tuple[list[int], int | None]:
+    """Read only: the device's overdue Sent commands and its next command not in `skipped` (which is only
+    next once those are TimedOut)."""
     rows = db.execute(_NEXT, (device_id, now, len(skipped) + 1)).fetchall()
-    candidates = []
+    overdue, waiting = [], []
     for row in rows:
         if row[2] == _UNKNOWN:
             raise unknown_devices([device_id])
         if row[2] == _OVERDUE:
-            db.execute(_EXPIRE, (now, row[0]))
+            overdue.append(row[0])
         elif row[1] not in skipped:
-            candidates.append(row)
-    if not candidates:
-        return None
+            waiting.append(row)
+    if not waiting:
+        return overdue, None
     # A compound SELECT promises no order, so the queue order is applied here (to at most len(skip)+1 rows).
-    return min(candidates, key=lambda row: (row[3], row[4], row[0]))[0]
+    return overdue, min(waiting, key=lambda row: (row[3], row[4], row[0]))[0]
 
 
 def send(db: sqlite3.Connection, seq: int, now: float) -> QueuedCommand:

@@ -6,15 +6,17 @@ Rows become the frozen records of `interface`; checks raise the same errors, in 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from .interface import CommandStatus, Device, EnrollmentState, NewCommand, QueuedCommand
 from .rules import already_queued, checked_out_devices, decode_facts, unknown_devices
 from .sqlite_schema import PENDING_SQL
 
-DEVICE_SELECT = """SELECT device_id, state, topic, facts, cert_sha256, authenticated_at, last_checkin_at,
-    last_seen_at, push_token, push_magic, unlock_token, user_id, not_now_count FROM devices"""
+DEVICE_COLUMNS = """device_id, state, topic, facts, cert_sha256, authenticated_at, last_checkin_at,
+    last_seen_at, push_token, push_magic, unlock_token, user_id, not_now_count"""
+DEVICE_SELECT = f"SELECT {DEVICE_COLUMNS} FROM devices"
+DEVICE_BY_ID = f"{DEVICE_SELECT} WHERE device_id = ?"
 COMMAND_SELECT = """SELECT c.device_id, c.command_uuid, c.request_type, p.data, c.priority, c.status,
     c.timeout, c.queued_at, c.sent_at, c.result_at, c.result, c.not_now_count, c.seq
     FROM commands AS c JOIN payloads AS p USING (payload_id)"""
@@ -23,12 +25,44 @@ QUEUE_ORDER = "ORDER BY c.priority DESC, c.queued_at, c.seq"
 EXPIRE_SENT = """UPDATE commands SET status = 'TimedOut', result_at = ?
     WHERE status = 'Sent' AND timeout IS NOT NULL AND sent_at + timeout <= ?"""
 _IN_CHUNK = 500  # ids per "IN (...)" query, well under SQLite's bound-parameter limit
+_STATES = {state.value: state for state in EnrollmentState}  # faster than EnrollmentState(text)
 
 
-def device_from_row(row: tuple) -> Device:
+class FactsMemo:
+    """The decoded facts of the devices read or written last, each checked against the stored bytes.
+
+    An enrollment reads its device several times in a few milliseconds (identity check, labels, delivery);
+    decoding the facts plist each time was most of its storage cost. Facts are a function of their bytes, so a
+    hit is always right; the bound keeps memory flat however large the fleet.
+    """
+
+    def __init__(self, size: int = 1024) -> None:
+        self._size = size
+        self._entries: dict[str, tuple[bytes, Mapping[str, Any]]] = {}
+
+    def decode(self, device_id: str, blob: bytes) -> Mapping[str, Any]:
+        entry = self._entries.get(device_id)
+        if entry is not None and entry[0] == blob:
+            return entry[1]
+        facts = decode_facts(blob)
+        self.keep(device_id, blob, facts)
+        return facts
+
+    def keep(self, device_id: str, blob: bytes, facts: Mapping[str, Any]) -> None:
+        entries = self._entries
+        if entries.pop(device_id, None) is None and len(entries) >= self._size:
+            del entries[next(iter(entries))]  # the oldest kept (dicts keep insertion order)
+        entries[device_id] = (blob, facts)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+def device_from_row(row: tuple, memo: FactsMemo | None = None) -> Device:
+    facts = decode_facts(row[3]) if memo is None else memo.decode(row[0], row[3])
     return Device(
-        row[0], EnrollmentState(row[1]), row[2], decode_facts(row[3]), row[4], row[5], row[6], row[7],
-        row[8], row[9], row[10], row[11], row[12],
+        row[0], _STATES[row[1]], row[2], facts, row[4], row[5], row[6], row[7], row[8], row[9], row[10],
+        row[11], row[12],
     )  # fmt: skip
 
 
@@ -39,11 +73,11 @@ def command_from_row(row: tuple) -> QueuedCommand:
     )  # fmt: skip
 
 
-def load_device(db: sqlite3.Connection, device_id: str) -> Device:
-    row = db.execute(f"{DEVICE_SELECT} WHERE device_id = ?", (device_id,)).fetchone()
+def load_device(db: sqlite3.Connection, device_id: str, memo: FactsMemo | None = None) -> Device:
+    row = db.execute(DEVICE_BY_ID, (device_id,)).fetchone()
     if row is None:
         raise unknown_devices([device_id])
-    return device_from_row(row)
+    return device_from_row(row, memo)
 
 
 def require_device(db: sqlite3.Connection, device_id: str) -> None:
@@ -54,6 +88,17 @@ def require_device(db: sqlite3.Connection, device_id: str) -> None:
 def update_device(db: sqlite3.Connection, device_id: str, assignments: str, args: tuple) -> None:
     if db.execute(f"UPDATE devices SET {assignments} WHERE device_id = ?", (*args, device_id)).rowcount == 0:
         raise unknown_devices([device_id])
+
+
+def updated_device(
+    db: sqlite3.Connection, device_id: str, assignments: str, args: tuple, memo: FactsMemo | None = None
+) -> Device:
+    """`update_device`, answering with the row as written."""
+    query = f"UPDATE devices SET {assignments} WHERE device_id = ? RETURNING {DEVICE_COLUMNS}"
+    rows = db.execute(query, (*args, device_id)).fetchall()  # stepped to the end: see sqlite_channel.record
+    if not rows:
+        raise unknown_devices([device_id])
+    return device_from_row(rows[0], memo)
 
 
 def find_command(db: sqlite3.Connection, device_id: str, command_uuid: str) -> tuple | None:
