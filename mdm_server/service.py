@@ -125,13 +125,13 @@ class MDMService:
     def _authenticate(self, identity: DeviceIdentity, message: Authenticate) -> Response:
         facts = {k: v for k, v in message.to_plist().items() if k not in ("MessageType", "Topic")}
         try:
+            # An identity issued for a user binds the device to them; one without keeps the bound user.
             self.storage.authenticate(
-                message.device_id, facts, message.topic, identity.cert_sha256, now=self._now()
+                message.device_id, facts, message.topic, identity.cert_sha256, now=self._now(),
+                user_id=identity.user_id,
             )
         except CertificateInUseError as exc:
             return Response.refuse(f"identity certificate refused: {exc.reason}")
-        if identity.user_id is not None:
-            self.storage.bind_user(message.device_id, identity.user_id)
         self._not_now.pop(message.device_id, None)
         self.on_device_changed(message.device_id)
         return OK

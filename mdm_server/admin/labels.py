@@ -247,12 +247,14 @@ class LabelBook:
 
     def refresh_device(self, device: Device) -> bool:
         """Re-evaluate every filter label for one device; True when its label set changed."""
-        facts = self._inventory.facts(device)
-        active = facts.state is not EnrollmentState.UNENROLLED
+        active = device.state is not EnrollmentState.UNENROLLED
+        facts = None  # read (a user lookup, an OS version parse) only if some filter label needs it
         changed = False
         for label in self._labels.values():
             if label.criteria is None:
                 continue
+            if active and facts is None:
+                facts = self._inventory.facts(device)
             inside = active and label.criteria.matches(facts)
             members = self._members[label.label_id]
             if inside != (device.device_id in members):

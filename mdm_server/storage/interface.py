@@ -234,9 +234,11 @@ class Storage(Protocol):
     always writes it.
     """
 
-    # Enrollments (check-in messages).
+    # Enrollments (check-in messages). `authenticate` with a user_id binds it as `bind_user` would, in the
+    # same write; without one the device keeps the user it had.
     def authenticate(
-        self, device_id: str, facts: Mapping[str, Any], topic: str, cert_sha256: str, *, now: float
+        self, device_id: str, facts: Mapping[str, Any], topic: str, cert_sha256: str, *, now: float,
+        user_id: str | None = None,
     ) -> Device: ...
     def token_update(
         self,

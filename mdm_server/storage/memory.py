@@ -82,18 +82,20 @@ class MemoryStorage:
     # Enrollments.
 
     def authenticate(
-        self, device_id: str, facts: Mapping[str, Any], topic: str, cert_sha256: str, *, now: float
+        self, device_id: str, facts: Mapping[str, Any], topic: str, cert_sha256: str, *, now: float,
+        user_id: str | None = None,
     ) -> Device:
         self._live()
         device_id, topic = check_id(device_id), check_id(topic, "topic")
         stored_facts, cert, now = decode_facts(encode_facts(facts)), check_cert(cert_sha256), check_now(now)
+        user_id = check_optional_id(user_id, "user_id")
         owner = self._by_cert.get(cert)
         if owner is not None and owner != device_id:
             raise certificate_in_use(cert, owner)
         old = self._devices.get(device_id)
         if old is None:
             state = EnrollmentState.AUTHENTICATED
-            device = Device(device_id, state, topic, stored_facts, cert, now, now, now)
+            device = Device(device_id, state, topic, stored_facts, cert, now, now, now, user_id=user_id)
         else:
             self._by_cert.pop(old.cert_sha256, None)
             device = replace(
@@ -105,6 +107,7 @@ class MemoryStorage:
                 authenticated_at=now,
                 last_checkin_at=now,
                 last_seen_at=now,
+                user_id=old.user_id if user_id is None else user_id,
             )
         self._by_cert[cert] = device_id
         self._devices[device_id] = device

@@ -51,6 +51,7 @@ from .rules import (
     check_stop_after,
     check_timeout,
     checked_out_devices,
+    decoded_facts,
     encode_facts,
     merged_facts,
     plan_enqueue,
@@ -83,11 +84,11 @@ from .sqlite_schema import open_database
 
 # Writes that change a device answer with the row they wrote (RETURNING): no second SELECT, no second decode.
 _AUTHENTICATE = f"""INSERT INTO devices (device_id, state, topic, facts, cert_sha256, authenticated_at,
-        last_checkin_at, last_seen_at) VALUES (?, 'authenticated', ?, ?, ?, ?, ?, ?)
+        last_checkin_at, last_seen_at, user_id) VALUES (?, 'authenticated', ?, ?, ?, ?, ?, ?, ?)
     ON CONFLICT (device_id) DO UPDATE SET state = excluded.state, topic = excluded.topic,
         facts = excluded.facts, cert_sha256 = excluded.cert_sha256,
         authenticated_at = excluded.authenticated_at, last_checkin_at = excluded.last_checkin_at,
-        last_seen_at = excluded.last_seen_at
+        last_seen_at = excluded.last_seen_at, user_id = coalesce(excluded.user_id, user_id)
     RETURNING {DEVICE_COLUMNS}"""
 # SPEC 1: a TokenUpdate without UnlockToken does not invalidate the one we hold.
 _TOKEN_UPDATE = f"""UPDATE devices SET state = 'enrolled', push_token = ?, push_magic = ?,
@@ -107,17 +108,20 @@ class SQLiteStorage:
     # Enrollments.
 
     def authenticate(
-        self, device_id: str, facts: Mapping[str, Any], topic: str, cert_sha256: str, *, now: float
+        self, device_id: str, facts: Mapping[str, Any], topic: str, cert_sha256: str, *, now: float,
+        user_id: str | None = None,
     ) -> Device:
         device_id, topic = check_id(device_id), check_id(topic, "topic")
         blob, cert, now = encode_facts(facts), check_cert(cert_sha256), check_now(now)
+        user_id = check_optional_id(user_id, "user_id")
         with self._write() as db:
             owner = db.execute("SELECT device_id FROM devices WHERE cert_sha256 = ?", (cert,)).fetchone()
             if owner is not None and owner[0] != device_id:
                 raise certificate_in_use(cert, owner[0])
             # fetchall: a RETURNING statement only finishes (and its change only counts) once stepped to the end.
-            row = db.execute(_AUTHENTICATE, (device_id, topic, blob, cert, now, now, now)).fetchall()[0]
+            row = db.execute(_AUTHENTICATE, (device_id, topic, blob, cert, now, now, now, user_id)).fetchall()[0]
             clear_pending(db, device_id)
+        self._facts.keep(device_id, blob, decoded_facts(facts, blob))
         return device_from_row(row, self._facts)
 
     def token_update(
