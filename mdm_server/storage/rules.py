@@ -199,7 +199,7 @@ def decoded_facts(facts: Mapping[str, Any], data: bytes) -> Mapping[str, Any]:
     """`decode_facts(data)` for `data = encode_facts(facts)`, without decoding when no value can change type
     on the way (Authenticate's facts are flat strings): the decode was a third of storing an Authenticate."""
     if all(type(value) in _PLAIN for value in facts.values()):
-        return MappingProxyType(dict(facts))
+        return MappingProxyType({key: facts[key] for key in sorted(facts)})  # encode_plist sorts the keys
     return decode_facts(data)
 
 
