@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives import serialization
 from mdm_protocol.commands import CertificateListItem, ProfileListItem, ProfileListPayload
 from mdm_protocol.errors import MDM_ERRORS, ErrorChainItem, ProfileError, error_chain
 from mdm_protocol.osversion import OSVersion
-from mdm_protocol.profile import IgnoredKey, Profile, plist_copy
+from mdm_protocol.profile import IgnoredKey, Profile
 
 from .install_rules import ACCOUNT_TYPES, ExchangeAccount, InstallPlan, plan_install
 from .keychain import Keychain, Moment, as_utc, common_name
@@ -63,7 +63,8 @@ class InstalledProfile:
     @classmethod
     def from_profile(cls, profile: Profile, *, ignored: Iterable[IgnoredKey], installed_at: Moment,
                      managed: bool) -> InstalledProfile:
-        payloads = tuple(MappingProxyType(plist_copy(item.to_plist())) for item in profile.payloads)
+        # to_plist is already a deep copy: nothing the caller holds can change what the device keeps.
+        payloads = tuple(MappingProxyType(item.to_plist()) for item in profile.payloads)
         return cls(profile.identifier, profile.uuid, profile.display_name, profile.organization, payloads,
                    as_utc(installed_at), tuple(ignored), managed, profile.description,
                    profile.removal_disallowed is True, profile.extra.get("HasRemovalPasscode") is True)
