@@ -138,14 +138,13 @@ class SettingDelivery:
     def reconcile(self, device_ids: Iterable[str], settings: Collection[str] | None = None, *,
                   known: Mapping[str, Device | None] | None = None) -> DeliveryReport:
         """Queue what the devices lack and remove what they should no longer have (only `settings`, if
-        given). Commands go out in as few enqueue batches as a device has commands (usually one).
-        `known`: devices the caller has just read from storage (None: it has none), so they are not read again."""
+        given), in as few enqueue batches as a device has commands (usually one). `known`: devices the caller
+        has just read from storage (None for one it does not know), so they are not read again."""
         now, report, known = self._now(), _ReportBuilder(), known or {}
         plans = [self._plan(device_id, known, settings, report, now) for device_id in dict.fromkeys(device_ids)]
         plans = [plan for plan in plans if plan.changed]
         if plans:  # most check-ins change nothing: no enqueue, no empty transaction on the documents
-            # Queue before recording: a crash in between re-queues (harmless), never forgets a profile.
-            self._enqueue(plans, now, report)
+            self._enqueue(plans, now, report)  # queued before recorded: a crash between re-queues, never forgets
             self._record(plans)
         return report.build()
 
@@ -320,8 +319,8 @@ class LabelAdmin:
         devices = self.storage.list_devices(user_id=user_id, limit=DEVICE_PAGE)  # a user has few devices
         for device in devices:
             self.labels.refresh_device(device)
-        report = self.delivery.reconcile([device.device_id for device in devices],
-                                         known={device.device_id: device for device in devices})
+        known = {device.device_id: device for device in devices}
+        report = self.delivery.reconcile(list(known), known=known)
         self._refresh_intervals(device.device_id for device in devices)
         return report
 

@@ -60,13 +60,16 @@ from .rules import (
 )
 from .sqlite_channel import FIND, SEEN, VISIT, candidates, command_at, next_seq, record, send
 from .sqlite_queries import (
-    _STATES,
+    AUTHENTICATE,
     COMMAND_SELECT,
     DEVICE_BY_ID,
-    DEVICE_COLUMNS,
     DEVICE_SELECT,
     EXPIRE_SENT,
+    PUSH_INSERT,
+    PUSH_SELECT,
     QUEUE_ORDER,
+    STATES,
+    TOKEN_UPDATE,
     FactsMemo,
     check_targets,
     clear_pending,
@@ -81,19 +84,6 @@ from .sqlite_queries import (
     updated_device,
 )
 from .sqlite_schema import open_database
-
-# Writes that change a device answer with the row they wrote (RETURNING): no second SELECT, no second decode.
-_AUTHENTICATE = f"""INSERT INTO devices (device_id, state, topic, facts, cert_sha256, authenticated_at,
-        last_checkin_at, last_seen_at, user_id) VALUES (?, 'authenticated', ?, ?, ?, ?, ?, ?, ?)
-    ON CONFLICT (device_id) DO UPDATE SET state = excluded.state, topic = excluded.topic,
-        facts = excluded.facts, cert_sha256 = excluded.cert_sha256,
-        authenticated_at = excluded.authenticated_at, last_checkin_at = excluded.last_checkin_at,
-        last_seen_at = excluded.last_seen_at, user_id = coalesce(excluded.user_id, user_id)
-    RETURNING {DEVICE_COLUMNS}"""
-# SPEC 1: a TokenUpdate without UnlockToken does not invalidate the one we hold.
-_TOKEN_UPDATE = f"""UPDATE devices SET state = 'enrolled', push_token = ?, push_magic = ?,
-        unlock_token = coalesce(?, unlock_token), last_checkin_at = ?, last_seen_at = ?
-    WHERE device_id = ? AND state <> 'unenrolled' RETURNING {DEVICE_COLUMNS}"""
 
 
 class SQLiteStorage:
@@ -119,25 +109,18 @@ class SQLiteStorage:
             if owner is not None and owner[0] != device_id:
                 raise certificate_in_use(cert, owner[0])
             # fetchall: a RETURNING statement only finishes (and its change only counts) once stepped to the end.
-            row = db.execute(_AUTHENTICATE, (device_id, topic, blob, cert, now, now, now, user_id)).fetchall()[0]
+            row = db.execute(AUTHENTICATE, (device_id, topic, blob, cert, now, now, now, user_id)).fetchall()[0]
             clear_pending(db, device_id)
         self._facts.keep(device_id, blob, decoded_facts(facts, blob))
         return device_from_row(row, self._facts)
 
-    def token_update(
-        self,
-        device_id: str,
-        push_token: bytes,
-        push_magic: str,
-        unlock_token: bytes | None = None,
-        *,
-        now: float,
-    ) -> Device:
+    def token_update(self, device_id: str, push_token: bytes, push_magic: str, unlock_token: bytes | None = None,
+                     *, now: float) -> Device:
         device_id, token = check_id(device_id), check_bytes(push_token, "push_token")
         magic, unlock = check_id(push_magic, "push_magic"), check_optional_bytes(unlock_token, "unlock_token")
         now = check_now(now)
         with self._write() as db:
-            rows = db.execute(_TOKEN_UPDATE, (token, magic, unlock, now, now, device_id)).fetchall()
+            rows = db.execute(TOKEN_UPDATE, (token, magic, unlock, now, now, device_id)).fetchall()
             if not rows:
                 require_device(db, device_id)
                 raise checked_out_devices([device_id])
@@ -177,7 +160,7 @@ class SQLiteStorage:
             row = db.execute(VISIT, (device_id,)).fetchone()
             if row is None:
                 return None
-            visit = Visit(device_id, _STATES[row[0]], row[1], bool(row[4]))
+            visit = Visit(device_id, STATES[row[0]], row[1], bool(row[4]))
             if visit.admits(cert) and not seen_is_current(row[2], row[3], now):
                 db.execute(SEEN, (now, device_id))
         except sqlite3.Error as exc:
@@ -362,26 +345,14 @@ class SQLiteStorage:
         record = check_push(device_id, outcome, now, reason, token_invalid)
         with self._write() as db:
             require_device(db, record.device_id)
-            db.execute(
-                """INSERT OR REPLACE INTO pushes (device_id, pushed_at, outcome, reason, token_invalid)
-                VALUES (?, ?, ?, ?, ?)""",
-                (
-                    record.device_id,
-                    record.pushed_at,
-                    record.outcome.value,
-                    record.reason,
-                    record.token_invalid,
-                ),
-            )
+            db.execute(PUSH_INSERT, (record.device_id, record.pushed_at, record.outcome.value, record.reason,
+                                     record.token_invalid))
         return record
 
     def get_push(self, device_id: str) -> PushRecord | None:
         device_id = check_id(device_id)
         with self._read() as db:
-            row = db.execute(
-                "SELECT device_id, pushed_at, outcome, reason, token_invalid FROM pushes WHERE device_id = ?",
-                (device_id,),
-            ).fetchone()
+            row = db.execute(PUSH_SELECT, (device_id,)).fetchone()
         return None if row is None else PushRecord(row[0], row[1], PushOutcome(row[2]), row[3], bool(row[4]))
 
     def close(self) -> None:

@@ -17,6 +17,21 @@ DEVICE_COLUMNS = """device_id, state, topic, facts, cert_sha256, authenticated_a
     last_seen_at, push_token, push_magic, unlock_token, user_id, not_now_count"""
 DEVICE_SELECT = f"SELECT {DEVICE_COLUMNS} FROM devices"
 DEVICE_BY_ID = f"{DEVICE_SELECT} WHERE device_id = ?"
+# Writes that change a device answer with the row they wrote (RETURNING): no second SELECT, no second decode.
+AUTHENTICATE = f"""INSERT INTO devices (device_id, state, topic, facts, cert_sha256, authenticated_at,
+        last_checkin_at, last_seen_at, user_id) VALUES (?, 'authenticated', ?, ?, ?, ?, ?, ?, ?)
+    ON CONFLICT (device_id) DO UPDATE SET state = excluded.state, topic = excluded.topic,
+        facts = excluded.facts, cert_sha256 = excluded.cert_sha256,
+        authenticated_at = excluded.authenticated_at, last_checkin_at = excluded.last_checkin_at,
+        last_seen_at = excluded.last_seen_at, user_id = coalesce(excluded.user_id, user_id)
+    RETURNING {DEVICE_COLUMNS}"""
+# SPEC 1: a TokenUpdate without UnlockToken does not invalidate the one we hold.
+TOKEN_UPDATE = f"""UPDATE devices SET state = 'enrolled', push_token = ?, push_magic = ?,
+        unlock_token = coalesce(?, unlock_token), last_checkin_at = ?, last_seen_at = ?
+    WHERE device_id = ? AND state <> 'unenrolled' RETURNING {DEVICE_COLUMNS}"""
+PUSH_INSERT = """INSERT OR REPLACE INTO pushes (device_id, pushed_at, outcome, reason, token_invalid)
+    VALUES (?, ?, ?, ?, ?)"""
+PUSH_SELECT = "SELECT device_id, pushed_at, outcome, reason, token_invalid FROM pushes WHERE device_id = ?"
 COMMAND_SELECT = """SELECT c.device_id, c.command_uuid, c.request_type, p.data, c.priority, c.status,
     c.timeout, c.queued_at, c.sent_at, c.result_at, c.result, c.not_now_count, c.seq
     FROM commands AS c JOIN payloads AS p USING (payload_id)"""
@@ -25,7 +40,7 @@ QUEUE_ORDER = "ORDER BY c.priority DESC, c.queued_at, c.seq"
 EXPIRE_SENT = """UPDATE commands SET status = 'TimedOut', result_at = ?
     WHERE status = 'Sent' AND timeout IS NOT NULL AND sent_at + timeout <= ?"""
 _IN_CHUNK = 500  # ids per "IN (...)" query, well under SQLite's bound-parameter limit
-_STATES = {state.value: state for state in EnrollmentState}  # faster than EnrollmentState(text)
+STATES = {state.value: state for state in EnrollmentState}  # faster than EnrollmentState(text)
 
 
 class FactsMemo:
@@ -61,7 +76,7 @@ class FactsMemo:
 def device_from_row(row: tuple, memo: FactsMemo | None = None) -> Device:
     facts = decode_facts(row[3]) if memo is None else memo.decode(row[0], row[3])
     return Device(
-        row[0], _STATES[row[1]], row[2], facts, row[4], row[5], row[6], row[7], row[8], row[9], row[10],
+        row[0], STATES[row[1]], row[2], facts, row[4], row[5], row[6], row[7], row[8], row[9], row[10],
         row[11], row[12],
     )  # fmt: skip
 
