@@ -187,11 +187,12 @@ def _device(topic: str, udid: str):
 def test_an_enrollment_runs_few_statements_and_no_decode(tmp_path, decodes):
     traced = Traced(tmp_path)
     identity, auth, token = _device(traced.topic, "0" * 40)
-    # Authenticate: one write transaction (owner check, upsert with the user, pending commands), the
-    # device read for labels and the user's document; TokenUpdate: the identity check, one write
-    # transaction, the labels' reads and the next-command read (no transaction: nothing expires).
-    assert traced.checkin(identity, auth) <= 7
-    assert traced.checkin(identity, token) <= 8
+    # Authenticate: one write transaction (owner check, upsert with the user, pending commands) and the
+    # device read for labels (no label: no user lookup); TokenUpdate: the identity check, one write
+    # transaction, the labels' read and the next-command read (no transaction: nothing expires).
+    # Before this path was trimmed: 13 and 13.
+    assert traced.checkin(identity, auth) <= 6
+    assert traced.checkin(identity, token) <= 7
     assert "BEGIN IMMEDIATE" not in traced.statements[-1]
     assert decodes == []
     device = traced.server.service.device("0" * 40)
