@@ -5,6 +5,7 @@ A refused profile raises ProfileError: chain MCInstallationErrorDomain 4000 "Inv
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -14,10 +15,12 @@ from .errors import EAS, INSTALLATION, PAYLOAD, PROFILE, KnownError, PlistError,
 from .key_catalogue import (
     COMMON,
     TOP_LEVEL,
+    WILDCARD,
     Issue,
     KeyIssue,
     KeyPath,
     Support,
+    ValueType,
     check_keys,
     format_path,
     has_payload_spec,
@@ -220,8 +223,32 @@ def _top_level_description(issue: KeyIssue) -> str:
     return f"The field “{name}” has an unsupported value."
 
 
+@functools.cache
+def _payloads_free_form(version: OSVersion | None) -> bool:
+    """Whether TopLevel.yaml's PayloadContent items are dictionaries of any keys, read as such by `version`:
+    then the top-level check finds nothing inside a payload (each gets its own schema's check after it)."""
+    spec = next((key for key in payload_spec(TOP_LEVEL).keys if key.name == "PayloadContent"), None)
+    item = spec.item if spec is not None else None
+    if item is None or item.type is not ValueType.DICTIONARY or len(item.subkeys) != 1:
+        return False
+    free = item.subkeys[0]
+    return (free.name == WILDCARD and free.type is ValueType.ANY and free.rangelist is None and not free.subkeys
+            and (version is None or free.ios.at(version).honoured))
+
+
+def _top_level_view(plist: dict[str, Any], version: OSVersion | None) -> dict[str, Any]:
+    """`plist` with its payload dictionaries emptied when the top-level check would find nothing in them
+    (string keys, free-form items): the same result, without walking every payload's keys twice."""
+    content = plist.get("PayloadContent")
+    if not isinstance(content, list | tuple) or not _payloads_free_form(version):
+        return plist
+    emptied = [{} if isinstance(item, Mapping) and all(isinstance(key, str) for key in item) else item
+               for item in content]
+    return {**plist, "PayloadContent": emptied}
+
+
 def _check_top_level(plist: dict[str, Any], version: OSVersion | None) -> list[IgnoredKey]:
-    conformance = check_keys(payload_spec(TOP_LEVEL).keys, plist, version)
+    conformance = check_keys(payload_spec(TOP_LEVEL).keys, _top_level_view(plist, version), version)
     issues = list(conformance.issues)
     if plist.get("IsEncrypted") is True:
         # TopLevel.yaml: PayloadContent "isn't needed" when IsEncrypted; the encrypted form must be there.
@@ -263,6 +290,10 @@ def check_payload(item: Mapping[str, Any], *, os_version: OSVersion | str | None
                   index: int | None = None) -> list[IgnoredKey]:
     """Check one payload dictionary against its schema and SPEC rules; ProfileError if iOS would refuse it."""
     version = None if os_version is None else OSVersion.parse(os_version)
+    if not isinstance(item, Mapping):  # what the top-level check reports, where the OS version reads the array
+        issue = KeyIssue(("PayloadContent",) if index is None else ("PayloadContent", index), Issue.WRONG_TYPE,
+                         f"a payload must be a dictionary, not {type(item).__name__}")
+        raise _refuse(f"profile: {issue.reason}", PROFILE[1003], _top_level_description(issue))
     payload_type = item.get("PayloadType")
     support = _payload_support(payload_type, version)
     spec = payload_spec(payload_type if support.honoured else COMMON)

@@ -649,3 +649,47 @@ def test_builders_module_exports_every_builder() -> None:
     for name in ("root_certificate_payload", "pkcs1_payload", "pem_payload", "pkcs12_payload", "scep_payload",
                  "mdm_payload", "mail_payload", "eas_payload", "configuration_profile"):
         assert callable(getattr(builders, name))
+
+
+# --- the top-level check skips walking payload keys only where it would find nothing in them ----------------
+
+_plist_values = st.one_of(st.none(), st.booleans(), st.integers(-3, 3), text, st.binary(max_size=4),
+                          st.lists(st.integers(0, 2), max_size=2), st.dictionaries(text, st.integers(), max_size=2))
+
+
+def _outcome(plist: dict[str, Any], version: str | None) -> Any:
+    try:
+        result = validate_profile(plist, os_version=version)
+    except ProfileError as exc:
+        return ("refused", exc.reason, exc.chain)
+    return ("accepted", result.profile, result.ignored)
+
+
+@settings(max_examples=60, suppress_health_check=[HealthCheck.too_slow], deadline=None)
+@given(extra=st.dictionaries(st.one_of(text, st.integers(0, 3)), _plist_values, max_size=3),
+       where=st.integers(0, 2), replace=st.one_of(st.none(), _plist_values),
+       version=st.sampled_from([None, "4.0", "12.0", "17.5"]))
+def test_the_top_level_check_finds_the_same_with_and_without_walking_payload_keys(extra, where, replace, version):
+    import mdm_protocol.profile as module
+
+    payloads = [root_certificate_payload(credentials()["der"], identifier="com.example.root"),
+                pkcs12_payload(credentials()["p12"], identifier="com.example.p12", password="secret"),
+                mdm_payload("https://mdm.example.com/mdm", "com.apple.mgmt.x", new_uuid(),
+                            identifier="com.example.mdm")]
+    plist = configuration_profile(payloads, identifier="com.example.profile").to_plist()
+    plist["PayloadContent"][where].update(extra)  # unknown keys, wrong types, even a non-string key
+    if replace is not None:
+        plist["PayloadContent"][where] = replace  # not a dictionary at all (or another one)
+    skipping = _outcome(plist, version)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(module, "_payloads_free_form", lambda version: False)
+        assert skipping == _outcome(plist, version)
+    event(skipping[0])
+
+
+def test_payload_keys_are_left_to_their_own_schema_only_where_the_device_reads_payloads_as_free_form():
+    from mdm_protocol.osversion import OSVersion
+    from mdm_protocol.profile import _payloads_free_form
+
+    assert _payloads_free_form(OSVersion.parse("17.5")) and _payloads_free_form(None)
+    assert not _payloads_free_form(OSVersion.parse("3.0"))  # TopLevel's "ANY" item came with iOS 4
