@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 
@@ -44,14 +45,19 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                              "user-enrollment)")
     parser.add_argument("--ramp", type=parse_duration, default=10.0, help="spread enrollments over this long")
     parser.add_argument("--duration", type=parse_duration, default=60.0, help="how long to run in total")
+    add_connection_arguments(parser)
+    parser.add_argument("--json", type=Path, help="write the full report (every device) to this file")
+    parser.set_defaults(func=run)
+
+
+def add_connection_arguments(parser: Any) -> None:  # a parser or an argument group
+    """--connections and its --keep-alive shortcut, for every command that runs simulated devices."""
     parser.add_argument("--connections", choices=[mode.value for mode in ConnectionMode],
                         default=ConnectionMode.PER_SESSION.value,
                         help="when a device's TLS connection closes: per-session (as iOS, the default), "
                              "per-request, or keep-alive (pooled, shared by the fleet)")
     parser.add_argument("--keep-alive", dest="connections", action="store_const",
                         const=ConnectionMode.KEEP_ALIVE.value, help="--connections keep-alive")
-    parser.add_argument("--json", type=Path, help="write the full report (every device) to this file")
-    parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -14,8 +14,8 @@ from pathlib import Path
 from rich.console import Console
 
 from device_sim.fleet import DEFAULT_KINDS, DEFAULT_OS_MIX, parse_mix
-from device_sim.https_transport import ConnectionMode
 
+from .cli_fleet import add_connection_arguments
 from .durations import parse_duration
 from .load.config import Realism
 from .load.orchestrator import LoadError, LoadOptions, LoadRun
@@ -102,12 +102,7 @@ def _target_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _realism_arguments(parser: argparse.ArgumentParser) -> None:
     realism = parser.add_argument_group("realism")
-    realism.add_argument("--connections", choices=[mode.value for mode in ConnectionMode],
-                         default=ConnectionMode.PER_SESSION.value,
-                         help="when a device's TLS connection closes: per-session (as iOS, the default), "
-                              "per-request, or keep-alive (pooled, shared by the fleet)")
-    realism.add_argument("--keep-alive", dest="connections", action="store_const",
-                         const=ConnectionMode.KEEP_ALIVE.value, help="--connections keep-alive")
+    add_connection_arguments(realism)
     realism.add_argument("--think", type=parse_duration, default=0.0,
                          help="device think time before each request (uniform 0.5x-1.5x), e.g. 50ms")
     realism.add_argument("--checkin-interval", type=parse_duration,
