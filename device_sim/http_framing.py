@@ -33,5 +33,7 @@ def dechunk(data: bytes | bytearray) -> bytes | None:
             return bytes(out)
         if len(data) < start + size + 2:
             return None
+        if data[start + size:start + size + 2] != b"\r\n":
+            raise ValueError("a chunk is longer than its size says")
         out += data[start:start + size]
         position = start + size + 2

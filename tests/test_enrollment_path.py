@@ -27,6 +27,7 @@ from mdm_server.storage import (
     rules,
     sqlite_queries,
 )
+from mdm_server.storage import sqlite as sqlite_module
 from mdm_server.storage.sqlite_queries import FactsMemo
 
 
@@ -193,7 +194,7 @@ def test_an_enrollment_runs_few_statements_and_no_decode(tmp_path, decodes):
     # Before this path was trimmed: 13 and 13.
     assert traced.checkin(identity, auth) <= 6
     assert traced.checkin(identity, token) <= 7
-    assert "BEGIN IMMEDIATE" not in traced.statements[-1]
+    assert sum(s.startswith("BEGIN") for s in traced.statements) == 1  # its write; the next-command read has none
     assert decodes == []
     device = traced.server.service.device("0" * 40)
     assert (device.state.value, device.user_id, device.facts["ProductName"]) == ("enrolled", "user-1",
@@ -229,6 +230,34 @@ def test_next_command_still_expires_overdue_commands(tmp_path):
     with pytest.raises(DeviceNotFoundError):
         store.next_command("ghost", now=T0)
     store.close()
+
+
+@pytest.mark.parametrize("meanwhile", ["check_out", "acknowledge"])
+def test_next_command_rereads_when_another_connection_changes_the_queue_between_its_reads(
+        tmp_path, monkeypatch, meanwhile):
+    path = tmp_path / "mdm.sqlite3"
+    store, other = SQLiteStorage(path), SQLiteStorage(path)
+    store.authenticate("d", FACTS, TOPIC, cert("d"), now=T0)
+    store.token_update("d", b"token", "magic", now=T0)
+    store.enqueue(["d"], command("first"), now=T0)
+    store.enqueue(["d"], command("second"), now=T0 + 1)
+    picked = sqlite_module.candidates
+
+    def racing(db, device_id, skipped, now):
+        found = picked(db, device_id, skipped, now)
+        if meanwhile == "check_out":
+            other.check_out("d", now=now)  # clears the queue
+        else:
+            other.mark_sent("d", "first", now=now)
+            other.record_result("d", "first", CommandStatus.ACKNOWLEDGED, b"<plist/>", now=now)
+        return found
+
+    monkeypatch.setattr(sqlite_module, "candidates", racing)
+    expected = None if meanwhile == "check_out" else "second"
+    found = store.next_command("d", now=T0 + 2)
+    assert (found.command_uuid if found else None) == expected
+    store.close()
+    other.close()
 
 
 def test_on_device_changed_reads_the_device_once(tmp_path):

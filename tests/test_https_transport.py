@@ -272,7 +272,8 @@ class _Aborts:
     b"HTTP/1.1 200 OK\r\nContent-Length: \xb2\r\n\r\nabcdef",
     b"HTTP/1.1 -20 OK\r\nContent-Length: 0\r\n\r\n",
     b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n-3\r\nabc\r\n0\r\n\r\n",
-], ids=["negative", "plus", "underscore", "superscript", "status", "negative-chunk"])
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nabc\r\n0\r\n\r\n",
+], ids=["negative", "plus", "underscore", "superscript", "status", "negative-chunk", "chunk-overrun"])
 def test_a_malformed_length_is_an_error_not_a_truncated_reply(head):
     owner = _FailingOwner()
     client = https_transport._HTTPClient(owner, object())

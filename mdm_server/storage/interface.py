@@ -111,7 +111,9 @@ class Device:
     device_id: str
     state: EnrollmentState
     topic: str
-    facts: Mapping[str, Any]  # Authenticate's keys (OSVersion, ProductName...), then DeviceInformation's on top
+    # Authenticate's keys (OSVersion, ProductName...), then DeviceInformation's on top. Read-only, nested values
+    # too: decoded facts may be shared between reads (SQLite's memo, the memory backend).
+    facts: Mapping[str, Any]
     cert_sha256: str  # lowercase hex SHA-256 of the identity certificate bound at Authenticate
     authenticated_at: float
     last_checkin_at: float

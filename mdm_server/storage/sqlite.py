@@ -58,7 +58,7 @@ from .rules import (
     reported_status,
     seen_is_current,
 )
-from .sqlite_channel import FIND, SEEN, VISIT, candidates, command_at, next_seq, record, send
+from .sqlite_channel import FIND, SEEN, VISIT, candidates, command_at, next_seq, pending_command_at, record, send
 from .sqlite_queries import (
     AUTHENTICATE,
     COMMAND_SELECT,
@@ -234,7 +234,10 @@ class SQLiteStorage:
         try:  # a read needs no transaction (two statements fewer); expiring overdue commands does
             overdue, seq = candidates(db, device_id, skipped, now)
             if not overdue:
-                return None if seq is None else command_at(db, seq)
+                found = None if seq is None else pending_command_at(db, seq)
+                if seq is None or found is not None:
+                    return found
+                # changed by another connection between the two reads: pick again inside a transaction
         except sqlite3.Error as exc:
             raise self._failure(exc) from None
         with self._write() as db:

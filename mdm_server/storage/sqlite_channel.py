@@ -97,3 +97,13 @@ def send(db: sqlite3.Connection, seq: int, now: float) -> QueuedCommand:
 
 def command_at(db: sqlite3.Connection, seq: int) -> QueuedCommand:
     return command_from_row(db.execute(_BY_SEQ, (seq,)).fetchone())
+
+
+def pending_command_at(db: sqlite3.Connection, seq: int) -> QueuedCommand | None:
+    """The command at `seq` if it is still pending; None if another connection removed or answered it since
+    it was picked (outside a transaction, the pick and this read are two snapshots)."""
+    row = db.execute(_BY_SEQ, (seq,)).fetchone()
+    if row is None:
+        return None
+    command = command_from_row(row)
+    return command if command.status.pending else None
