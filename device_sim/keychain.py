@@ -132,13 +132,7 @@ class StoredCertificate:
 
 def _may_encrypt(certificate: x509.Certificate) -> bool:
     """Whether a certificate's key could have decrypted mail: no EKU, or one allowing emailProtection."""
-    try:
-        usages = certificate.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
-    except x509.ExtensionNotFound:
-        return True
-    except ValueError:
-        return False
-    return EMAIL_PROTECTION in usages or ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE in usages
+    return _allows_purpose(certificate, EMAIL_PROTECTION)
 
 
 def _allows_purpose(certificate: x509.Certificate, purpose: x509.ObjectIdentifier | None) -> bool:
