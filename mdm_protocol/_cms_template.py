@@ -1,6 +1,7 @@
 """Detached CMS signatures built around a template: cryptography makes the first, later ones reuse its DER.
 
 Only the message digest, the signing time and the signature itself differ between two signatures by one signer.
+The signing time is passed in (no clock here), so an RSA signer's bytes follow from its inputs alone.
 """
 
 from __future__ import annotations
@@ -163,8 +164,10 @@ class Templates:
         self.signers: dict[int, Signer] = {}  # id(certificate) → its pieces (checked by identity)
         self._time: tuple[int, bytes] = (-1, b"")
 
-    def sign(self, data: bytes, certificate: x509.Certificate, private_key: Any, fallback: Any) -> bytes:
-        """A signature from the template, or `fallback()` (cryptography) when there is none yet."""
+    def sign(self, data: bytes, certificate: x509.Certificate, private_key: Any, fallback: Any, at: float
+             ) -> bytes:
+        """A signature from the template, signed `at` (seconds since the epoch), or `fallback()` (cryptography's
+        builder, which stamps the wall clock's time) for a kind of key that has no template."""
         kind = self._kinds.get(type(private_key), False)
         if kind is False:
             kind = self._kinds[type(private_key)] = shape_key(private_key)
@@ -175,7 +178,9 @@ class Templates:
             return fallback()
         signer = self._signer(certificate)
         if shape is False:
-            return self._first(kind, signer, fallback)
+            shape, made = self._learn(kind, signer, fallback)
+            if shape is None:
+                return made
         sign = private_key.sign
         if kind[0] == "ec":
             def signed(message: bytes) -> bytes:
@@ -183,10 +188,10 @@ class Templates:
         else:
             def signed(message: bytes) -> bytes:
                 return sign(message, _PKCS1, _SHA256)
-        return assemble(shape, signer, hashlib.sha256(data).digest(), self._signing_time(), signed)
+        return assemble(shape, signer, hashlib.sha256(data).digest(), self._signing_time(at), signed)
 
-    def _signing_time(self) -> bytes:
-        second = int(time.time())  # the attribute has whole seconds: encode each second once
+    def _signing_time(self, now: float) -> bytes:
+        second = int(now)  # the attribute has whole seconds: encode each second once
         if self._time[0] != second:
             self._time = (second, signing_time(second))
         return self._time[1]
@@ -200,10 +205,13 @@ class Templates:
             self.signers[id(certificate)] = signer
         return signer
 
-    def _first(self, kind: tuple[str, ...], signer: Signer, fallback: Any) -> bytes:
-        signature = fallback()
+    def _learn(self, kind: tuple[str, ...], signer: Signer, fallback: Any) -> tuple[Shape | None, bytes]:
+        """The shape of one builder signature, and that signature (used only when it has no template shape:
+        it carries the wall clock's time, not the one asked for)."""
+        made = fallback()
         try:
-            self.shapes[kind] = read_shape(signature, signer.certificates)
+            shape = read_shape(made, signer.certificates)
         except TemplateError:
-            self.shapes[kind] = None
-        return signature
+            shape = None
+        self.shapes[kind] = shape
+        return shape, made

@@ -10,6 +10,7 @@ import base64
 import binascii
 import hashlib
 import hmac
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -111,14 +112,20 @@ def sign_detached(
     *,
     hash: hashes.HashAlgorithm = SHA256,
     rsa_padding: padding.PSS | padding.PKCS1v15 | None = None,
+    signing_time: float | None = None,
 ) -> bytes:
     """DER CMS SignedData over `data`, detached, signer certificate included; Binary keeps the bytes exact.
 
-    With SHA-256 and the default padding, only the first signature per kind of key goes through cryptography's
-    builder; the others reuse its DER around a fresh digest, signing time and signature (~2x faster).
+    With SHA-256 and the default padding, cryptography's builder only shows the template its shape, once per
+    kind of key; every signature is then that DER around a fresh digest, signing time and signature (~2x
+    faster). `signing_time` (seconds since the epoch; None: the wall clock) is the signingTime attribute, so an
+    RSA key's signature is the same bytes for the same inputs. Other hashes and paddings (and kinds of key with
+    no template) go through the builder, which stamps the wall clock's time whatever `signing_time` says.
     """
     if isinstance(hash, hashes.SHA256) and rsa_padding is None:
-        return _templates.sign(data, certificate, private_key, lambda: _build(data, certificate, private_key, hash))
+        at = time.time() if signing_time is None else signing_time
+        return _templates.sign(data, certificate, private_key, lambda: _build(data, certificate, private_key, hash),
+                               at)
     return _build(data, certificate, private_key, hash, rsa_padding)
 
 
@@ -142,10 +149,13 @@ def _build(
 
 
 def mdm_signature(
-    body: bytes, certificate: x509.Certificate, private_key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
+    body: bytes, certificate: x509.Certificate, private_key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey,
+    *, signing_time: float | None = None,
 ) -> str:
-    """The `Mdm-Signature` header value for a request body: base64 of its detached CMS signature."""
-    return base64.b64encode(sign_detached(body, certificate, private_key)).decode("ascii")
+    """The `Mdm-Signature` header value for a request body: base64 of its detached CMS signature, signed at
+    `signing_time` (seconds since the epoch; None: the wall clock)."""
+    signature = sign_detached(body, certificate, private_key, signing_time=signing_time)
+    return base64.b64encode(signature).decode("ascii")
 
 
 # --- verification --------------------------------------------------------------------------------------

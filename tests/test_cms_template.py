@@ -93,6 +93,33 @@ def test_template_signatures_verify_and_each_is_fresh(identity):
         verify_detached(first, BODY + b" ")
 
 
+def test_the_signing_time_is_the_one_passed_in_from_the_first_signature_on(identity):
+    certificate, key = identity
+    templates = _cms_template.Templates()  # a fresh one: the first signature of its kind is the builder's too
+
+    def build() -> bytes:
+        return cms._build(BODY, certificate, key, hashes.SHA256())
+
+    at = NOW.timestamp() + 0.75  # the attribute keeps whole seconds
+    first, second = (templates.sign(BODY, certificate, key, build, at) for _ in range(2))
+    for signature in (first, second):
+        assert verify_detached(signature, BODY).signing_time == NOW
+    assert _pieces(first)[0] == _pieces(second)[0] == _cms_template.signing_time(at)
+    if not isinstance(key, ec.EllipticCurvePrivateKey):  # PKCS#1 v1.5 is deterministic, ECDSA's nonce is not
+        assert first == second
+        assert templates.sign(BODY, certificate, key, build, at + 1) != first
+
+
+def test_sign_detached_takes_the_signing_time_and_defaults_to_the_wall_clock(ca):
+    certificate, key = ca.issue_device_identity("signing time", NOW, "rsa")
+    at = NOW.timestamp()
+    assert cms.mdm_signature(BODY, certificate, key, signing_time=at) == cms.mdm_signature(
+        BODY, certificate, key, signing_time=at)
+    assert verify_detached(sign_detached(BODY, certificate, key, signing_time=at), BODY).signing_time == NOW
+    assert abs(verify_detached(sign_detached(BODY, certificate, key), BODY).signing_time.timestamp()
+               - time.time()) < 5
+
+
 @settings(max_examples=40, deadline=None)
 @given(body=st.binary(max_size=3000))
 def test_any_body_signs_and_verifies(ca, body):
@@ -122,7 +149,7 @@ def test_the_signer_memo_is_bounded(ca, monkeypatch):
     identities = [ca.issue_device_identity(f"bounded-{n}", NOW) for n in range(5)]
     for certificate, key in identities:
         signature = templates.sign(BODY, certificate, key, lambda c=certificate, k=key: cms._build(
-            BODY, c, k, hashes.SHA256()))
+            BODY, c, k, hashes.SHA256()), NOW.timestamp())
         assert verify_detached(signature, BODY).signer == certificate
         assert len(templates.signers) <= 2
 
@@ -157,5 +184,6 @@ def test_a_signature_of_unexpected_shape_turns_the_template_off_for_that_kind(ca
                                              [pkcs7.PKCS7Options.DetachedSignature, pkcs7.PKCS7Options.Binary]))
 
     for _ in range(3):
-        assert verify_detached(templates.sign(BODY, certificate, key, builder), BODY).signer == certificate
+        signature = templates.sign(BODY, certificate, key, builder, NOW.timestamp())
+        assert verify_detached(signature, BODY).signer == certificate
     assert len(calls) == 3 and templates.shapes == {("ec",): None}
