@@ -8,7 +8,6 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
 
 from mdm_protocol.commands import UnknownRequestType, check_command
 from mdm_protocol.errors import MessageError
@@ -16,6 +15,7 @@ from mdm_protocol.report import Command, Status
 
 from . import answers
 from .answers import Answer
+from .behaviour import Behaviour
 from .facts import DeviceFacts
 from .profiles import DeviceProfiles
 
@@ -25,7 +25,7 @@ class CommandContext:
     facts: DeviceFacts
     profiles: DeviceProfiles
     first_unlocked: bool
-    behaviour: Any  # machine.Behaviour
+    behaviour: Behaviour
     rng: random.Random
     now: float
 

@@ -6,9 +6,12 @@ The runner performs them (HTTP, push registration, timers) and feeds the outcome
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from enum import StrEnum
 
 from mdm_protocol.errors import ErrorChainItem
+from mdm_protocol.report import Status
+
+from .readiness import Readiness
 
 CHECKIN_TYPE = "application/x-apple-aspen-mdm-checkin"
 CONNECT_TYPE = "application/x-apple-aspen-mdm"
@@ -34,12 +37,17 @@ class RegisterPush:
     topic: str
 
 
+class WakeReason(StrEnum):
+    RETRY = "retry"  # send the request in flight again
+    NOT_NOW_REPOLL = "not-now re-poll"  # NotNow ended the last session: check in again unasked
+
+
 @dataclass(frozen=True, slots=True)
 class WakeAt:
     """Call `timer(now)` at virtual/real time `at` (a retry or a NotNow re-poll)."""
 
     at: float
-    reason: str
+    reason: WakeReason
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,7 +65,7 @@ class Enrolled:
 class CommandHandled:
     request_type: str
     command_uuid: str
-    status: str  # Acknowledged, Error, CommandFormatError, NotNow
+    status: Status  # Acknowledged, Error, CommandFormatError, NotNow
     error_chain: tuple[ErrorChainItem, ...] = ()
 
 
@@ -70,7 +78,7 @@ class SessionEnded:
 @dataclass(frozen=True, slots=True)
 class ReadinessChanged:
     account: str  # the account payload's PayloadIdentifier
-    readiness: Any  # device_sim.readiness.Readiness
+    readiness: Readiness
 
 
 @dataclass(frozen=True, slots=True)

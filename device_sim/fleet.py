@@ -6,14 +6,16 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from mdm_protocol.osversion import OSVersion
 
+from .behaviour import Behaviour
 from .facts import DeviceFacts, DeviceKind, device_rng, make_facts
-from .machine import Behaviour, DeviceMachine
+from .machine import DeviceMachine
 from .runner import DeviceRunner, Observer, PushRegistry
+from .signer import ReusingSigner, sign_request
 from .transport import Transport
 
 DEFAULT_OS_MIX = (("9.3.3", 5), ("10.3", 10), ("12.0", 20), ("17.5", 65))
@@ -82,15 +84,14 @@ class Fleet:
         self.spec, self.clock, self.transport, self.push = spec, clock, transport, push
         self.observer = observer
         self.behaviour_for = behaviour_for or (lambda facts: spec.behaviour)  # per-device faults
-        self.reuse_signatures = reuse_signatures  # virtual-time worlds: sign each distinct body once
+        self.reuse_signatures = reuse_signatures  # virtual-time worlds: sign a device's Idle report once
         self.runners: list[DeviceRunner] = []
 
     def add(self, index: int) -> DeviceRunner:
         facts = self.spec.facts(index)
-        behaviour = self.behaviour_for(facts)
-        if self.reuse_signatures:
-            behaviour = replace(behaviour, reuse_signatures=True)
-        machine = DeviceMachine(facts, seed=self.spec.seed, behaviour=behaviour)
+        # Off for load tests, where signing every request is part of the realism.
+        signer = ReusingSigner() if self.reuse_signatures else sign_request
+        machine = DeviceMachine(facts, seed=self.spec.seed, behaviour=self.behaviour_for(facts), signer=signer)
         runner = DeviceRunner(machine, clock=self.clock, transport=self.transport, push=self.push,
                               observer=self.observer)
         self.runners.append(runner)

@@ -1,7 +1,7 @@
 """One simulated iOS device as a sans-IO state machine: inputs in, effects out, no sockets and no clock.
 
-States (phase): NEW → AUTHENTICATING → TOKEN_UPDATING → ENROLLED; FAILED (enrollment refused);
-UNENROLLED (checked out). Inputs are grouped by caller: runner (responses, pushes, timers) and user.
+Time comes in with every input and signing goes through the signer it is given: the same inputs give the same
+effects. Inputs are grouped by caller (runner: responses, pushes, timers; user); the transitions are tables.
 """
 
 from __future__ import annotations
@@ -14,16 +14,20 @@ from datetime import UTC, datetime
 from enum import StrEnum
 
 from mdm_protocol.checkin import Authenticate, CheckOut, TokenUpdate, encode_checkin
-from mdm_protocol.cms import mdm_signature
-from mdm_protocol.errors import HTTP_TRANSACTION, INSTALLATION, ProtocolError, error_chain
+from mdm_protocol.errors import HTTP_TRANSACTION, INSTALLATION, ErrorChainItem, ProtocolError, error_chain
 from mdm_protocol.report import Command, CommandReport, Status, decode_server_response, encode_report
 
 from . import effects as fx
+from .behaviour import Behaviour
 from .command_runner import CommandContext, answer_command
+from .effects import WakeReason
 from .facts import DeviceFacts, DeviceKind, device_rng
 from .keychain import Keychain
 from .profiles import DeviceProfiles
-from .readiness import UserChoices, fleet_readiness
+from .readiness import Readiness, UserChoices, fleet_readiness
+from .signer import RequestSigner, sign_request
+
+__all__ = ["Behaviour", "DeviceMachine", "Phase", "RequestKind"]  # Behaviour: its old home, still imported
 
 MDM_PAYLOAD = "com.apple.mdm"
 
@@ -33,28 +37,26 @@ class Phase(StrEnum):
     AUTHENTICATING = "authenticating"  # enrollment profile installed, Authenticate in flight
     TOKEN_UPDATING = "token-updating"  # Authenticate answered 200, TokenUpdate in flight
     ENROLLED = "enrolled"  # the server may push and send commands
-    FAILED = "failed"  # the MDM payload could not be installed; the device never checks in
+    FAILED = "failed"  # enrollment failed, its profile rolled back; a new enrollment profile is accepted
     UNENROLLED = "unenrolled"  # MDM profile removed (CheckOut sent when asked for)
 
 
-@dataclass(frozen=True)
-class Behaviour:
-    """Realism switches; the defaults are a well-behaved, unlocked iPhone."""
-
-    first_unlocked: bool = True
-    not_now_rate: float = 0.0  # answer NotNow to commands that allow it, at this rate
-    duplicate_rate: float = 0.0  # send a command result twice, as real devices sometimes do
-    retry_delays: tuple[float, ...] = (5.0, 30.0, 120.0, 600.0)  # after a non-2xx or a dropped connection
-    not_now_repoll: float = 60.0  # the device re-polls by itself when NotNow ended the session
-    # Re-use the signature of an identical body (Idle reports): valid CMS, much cheaper in virtual time;
-    # off for load tests, where signing every request is part of the realism.
-    reuse_signatures: bool = False
+_ENROLLABLE = frozenset({Phase.NEW, Phase.FAILED, Phase.UNENROLLED})  # may install an enrollment profile
 
 
-@dataclass
+class RequestKind(StrEnum):
+    """The request in flight: what its answer, or running out of its retries, does (tables at the end)."""
+
+    AUTHENTICATE = "authenticate"  # AUTHENTICATING: answered → TOKEN_UPDATING; given up → FAILED
+    TOKEN_UPDATE = "token_update"  # TOKEN_UPDATING: answered → ENROLLED; given up → FAILED
+    CHECK_OUT = "check_out"  # UNENROLLED already: best effort, nothing follows either way
+    REPORT = "report"  # ENROLLED, in a session: the answer is the next command or the end of the session
+
+
+@dataclass(slots=True)
 class _Pending:
     request: fx.SendRequest
-    kind: str  # authenticate | token_update | report | check_out
+    kind: RequestKind
     duplicate: bool = False  # send again once answered (a duplicated status)
     attempt: int = 0
 
@@ -71,14 +73,15 @@ class _Enrollment:
 
 class DeviceMachine:
     def __init__(self, facts: DeviceFacts, *, seed: int = 0, behaviour: Behaviour | None = None,
-                 keychain: Keychain | None = None) -> None:
+                 keychain: Keychain | None = None, signer: RequestSigner = sign_request) -> None:
         self.facts = facts
         self.behaviour = behaviour or Behaviour()
+        self.signer = signer
         self.profiles = DeviceProfiles(keychain=keychain or Keychain())
         self.choices = UserChoices()
         self.phase = Phase.NEW
         self.first_unlocked = self.behaviour.first_unlocked
-        self.readiness: dict[str, object] = {}
+        self.readiness: dict[str, Readiness] = {}
         self.enrollment: _Enrollment | None = None
         self.push_token = hashlib.sha256(f"{seed}:{facts.index}:push-token".encode()).digest()
         magic = hashlib.sha256(f"{seed}:{facts.index}:magic".encode()).digest()[:16]
@@ -91,8 +94,7 @@ class DeviceMachine:
         self._push_waiting = False
         self._session_commands = 0
         self._last_status: Status | None = None
-        self._wakes: list[tuple[float, str]] = []
-        self._signed: tuple[bytes, str] | None = None  # (body, signature) of the last Idle report
+        self._wakes: list[tuple[float, WakeReason]] = []
         self._idle_body: bytes | None = None
 
     @property
@@ -105,7 +107,7 @@ class DeviceMachine:
 
     def install_enrollment(self, profile: bytes, now: float) -> list[fx.Effect]:
         """The user installs the server's enrollment profile (trust, identity, MDM payload)."""
-        if self.phase not in (Phase.NEW, Phase.FAILED, Phase.UNENROLLED):
+        if self.phase not in _ENROLLABLE:
             return [fx.Log(f"already {self.phase.value}; enrollment profile ignored")]
         version = self.facts.os_version
         result = self.profiles.install(profile, os_version=version, now=_when(now), managed=False)
@@ -124,7 +126,8 @@ class DeviceMachine:
             payload["Topic"], payload["IdentityCertificateUUID"], payload.get("PayloadDisplayName", "MDM"),
         )
         self.phase = Phase.AUTHENTICATING
-        return [*self._refresh_readiness(now), self._send_checkin(self._authenticate(), "authenticate")]
+        return [*self._refresh_readiness(now), self._send_checkin(self._authenticate(), RequestKind.AUTHENTICATE,
+                                                                  now)]
 
     def response(self, request_id: int, status: int, body: bytes, now: float) -> list[fx.Effect]:
         pending = self._pending
@@ -136,14 +139,14 @@ class DeviceMachine:
         if pending.duplicate:
             pending.duplicate = False
             return [self._resend(pending)]
-        return self._answered(pending, body, now)
+        return _ON_ANSWER[pending.kind](self, pending, body, now)
 
     def transport_failed(self, request_id: int, reason: str, now: float, *, untrusted: bool = False
                          ) -> list[fx.Effect]:
         pending = self._pending
         if pending is None or pending.request.request_id != request_id:
             return []
-        if untrusted and pending.kind == "authenticate":
+        if untrusted and pending.kind is RequestKind.AUTHENTICATE:
             return self._untrusted_server(now)
         return self._retry(pending, now, reason)
 
@@ -153,17 +156,14 @@ class DeviceMachine:
         if self._in_session:
             self._push_waiting = True  # check in again once this session ends
             return []
-        return self._start_session()
+        return self._start_session(now)
 
     def timer(self, now: float) -> list[fx.Effect]:
         due = [reason for at, reason in self._wakes if at <= now]
         self._wakes = [(at, reason) for at, reason in self._wakes if at > now]
         out: list[fx.Effect] = []
         for reason in due:
-            if reason == "retry" and self._pending is not None:
-                out.append(self._resend(self._pending))
-            elif reason == "not-now re-poll" and self.phase is Phase.ENROLLED and not self._in_session:
-                out += self._start_session()
+            out += _ON_WAKE[reason](self, now)
         return out
 
     # Inputs from the user ---------------------------------------------------------------------------
@@ -183,7 +183,7 @@ class DeviceMachine:
         """The user removes the enrollment profile; CheckOut is sent (best effort) when asked for."""
         if self.enrollment is None or self.phase is not Phase.ENROLLED:
             return []
-        out: list[fx.Effect] = [self._send_checkin(self._check_out(), "check_out")]
+        out: list[fx.Effect] = [self._send_checkin(self._check_out(), RequestKind.CHECK_OUT, now)]
         self.profiles.remove(self.enrollment.profile_identifier, by_mdm=False)
         self.phase = Phase.UNENROLLED
         return out + self._refresh_readiness(now)
@@ -207,44 +207,56 @@ class DeviceMachine:
     def _check_out(self) -> CheckOut:
         return CheckOut(topic=self.enrollment.topic, **self._ids())
 
-    def _send_checkin(self, message, kind: str) -> fx.SendRequest:
+    def _send_checkin(self, message: Authenticate | TokenUpdate | CheckOut, kind: RequestKind, now: float
+                      ) -> fx.SendRequest:
         body = encode_checkin(message)
-        return self._send(self.enrollment.check_in_url, fx.CHECKIN_TYPE, body, message.message_type, kind)
+        return self._send(self.enrollment.check_in_url, fx.CHECKIN_TYPE, body, message.message_type, kind, now)
 
-    def _answered(self, pending: _Pending, body: bytes, now: float) -> list[fx.Effect]:
-        if pending.kind == "authenticate":
-            self.phase = Phase.TOKEN_UPDATING
-            return [fx.RegisterPush(self.push_token, self.enrollment.topic),
-                    self._send_checkin(self._token_update(), "token_update")]
-        if pending.kind == "token_update":
-            self.phase = Phase.ENROLLED
-            return [fx.Enrolled(self.facts.device_id)]
-        if pending.kind == "check_out":
-            return []
-        return self._session_answer(body, now)
+    def _authenticated(self, pending: _Pending, body: bytes, now: float) -> list[fx.Effect]:
+        self.phase = Phase.TOKEN_UPDATING
+        return [fx.RegisterPush(self.push_token, self.enrollment.topic),
+                self._send_checkin(self._token_update(), RequestKind.TOKEN_UPDATE, now)]
+
+    def _token_updated(self, pending: _Pending, body: bytes, now: float) -> list[fx.Effect]:
+        self.phase = Phase.ENROLLED
+        return [fx.Enrolled(self.facts.device_id)]
+
+    def _checked_out(self, pending: _Pending, body: bytes, now: float) -> list[fx.Effect]:
+        return []
 
     def _untrusted_server(self, now: float) -> list[fx.Effect]:
         # iOS refuses SSL with an untrusted certificate: the MDM payload fails and the profile is rolled back.
         enrollment = self.enrollment
-        self._pending = None
-        self.profiles.remove(enrollment.profile_identifier, by_mdm=False)
-        self.phase = Phase.FAILED
         chain = error_chain(
             (INSTALLATION[4001], f"The payload “{enrollment.display_name}” could not be installed."),
             (HTTP_TRANSACTION[23002], f"The server certificate for “{enrollment.check_in_url}” is invalid."),
         )
-        return [fx.EnrollmentFailed(chain, "untrusted server certificate"), *self._refresh_readiness(now)]
+        return self._enrollment_failed(chain, "untrusted server certificate", now)
+
+    def _enrollment_gave_up(self, pending: _Pending, reason: str, now: float) -> list[fx.Effect]:
+        # A check-in that never succeeds fails the MDM payload as an untrusted server does: rolled back, so the
+        # device is not left "authenticating" for good and takes the next enrollment profile.
+        chain = error_chain(
+            (INSTALLATION[4001], f"The payload “{self.enrollment.display_name}” could not be installed."))
+        return self._enrollment_failed(chain, f"{pending.request.message} gave up after {reason}", now)
+
+    def _enrollment_failed(self, chain: tuple[ErrorChainItem, ...], reason: str, now: float) -> list[fx.Effect]:
+        self._pending = None
+        self.profiles.remove(self.enrollment.profile_identifier, by_mdm=False)
+        self.phase = Phase.FAILED
+        return [fx.EnrollmentFailed(chain, reason), *self._refresh_readiness(now)]
 
     # Command sessions -----------------------------------------------------------------------------------
 
-    def _start_session(self) -> list[fx.Effect]:
+    def _start_session(self, now: float) -> list[fx.Effect]:
         self._in_session, self._push_waiting, self._session_commands = True, False, 0
         self._last_status = Status.IDLE
         if self._idle_body is None:  # the same bytes every session
             self._idle_body = encode_report(CommandReport(Status.IDLE, **self._ids()))
-        return [self._send(self.enrollment.server_url, fx.CONNECT_TYPE, self._idle_body, "Idle", "report")]
+        return [self._send(self.enrollment.server_url, fx.CONNECT_TYPE, self._idle_body, "Idle", RequestKind.REPORT,
+                           now, recurring=True)]
 
-    def _session_answer(self, body: bytes, now: float) -> list[fx.Effect]:
+    def _session_answer(self, pending: _Pending, body: bytes, now: float) -> list[fx.Effect]:
         try:
             command = decode_server_response(body)
         except ProtocolError as exc:
@@ -261,11 +273,10 @@ class DeviceMachine:
                                error_chain=answer.error_chain, extra=answer.extra, **self._ids())
         self._session_commands += 1
         self._last_status = answer.status
-        handled = fx.CommandHandled(command.request_type, command.command_uuid, answer.status.value,
-                                    answer.error_chain)
+        handled = fx.CommandHandled(command.request_type, command.command_uuid, answer.status, answer.error_chain)
         changes_profiles = command.request_type in ("InstallProfile", "RemoveProfile")
         refreshed = self._refresh_readiness(now) if changes_profiles else []
-        send = self._send_report(report, f"{command.request_type}:{answer.status.value}")
+        send = self._send_report(report, f"{command.request_type}:{answer.status.value}", now)
         if self.behaviour.duplicate_rate and self._rng.random() < self.behaviour.duplicate_rate:
             self._pending.duplicate = True
         return [handled, *refreshed, send]
@@ -275,35 +286,35 @@ class DeviceMachine:
         out: list[fx.Effect] = [fx.SessionEnded(self._session_commands, reason)]
         if self._last_status is Status.NOT_NOW:
             # The device re-polls by itself only when NotNow was its last status (SPEC section 2).
-            out.append(self._wake(now + self.behaviour.not_now_repoll, "not-now re-poll"))
+            out.append(self._wake(now + self.behaviour.not_now_repoll, WakeReason.NOT_NOW_REPOLL))
         if self._push_waiting:
-            out += self._start_session()
+            out += self._start_session(now)
         return out
+
+    def _session_gave_up(self, pending: _Pending, reason: str, now: float) -> list[fx.Effect]:
+        self._in_session = False
+        return [fx.SessionEnded(self._session_commands, f"gave up after {reason}")]
+
+    def _check_out_gave_up(self, pending: _Pending, reason: str, now: float) -> list[fx.Effect]:
+        return [fx.Log(f"{pending.request.message} gave up after {reason}")]  # best effort: the device has left
 
     # Requests, retries, readiness ---------------------------------------------------------------------
 
     def _ids(self) -> dict[str, str | None]:
         return {"udid": self.facts.udid, "enrollment_id": self.facts.enrollment_id}
 
-    def _send_report(self, report: CommandReport, message: str) -> fx.SendRequest:
+    def _send_report(self, report: CommandReport, message: str, now: float) -> fx.SendRequest:
         body = encode_report(report)
-        return self._send(self.enrollment.server_url, fx.CONNECT_TYPE, body, message, "report")
+        return self._send(self.enrollment.server_url, fx.CONNECT_TYPE, body, message, RequestKind.REPORT, now)
 
-    def _send(self, url: str, content_type: str, body: bytes, message: str, kind: str) -> fx.SendRequest:
+    def _send(self, url: str, content_type: str, body: bytes, message: str, kind: RequestKind, now: float,
+              recurring: bool = False) -> fx.SendRequest:
         self._next_id += 1
-        signature = self._signature(body, message)
+        identity = self.profiles.keychain.identity(self.enrollment.identity_uuid)
+        signature = self.signer(body, identity, now, recurring)
         request = fx.SendRequest(self._next_id, url, content_type, body, signature, message)
         self._pending = _Pending(request, kind)
         return request
-
-    def _signature(self, body: bytes, message: str) -> str:
-        if self.behaviour.reuse_signatures and self._signed is not None and self._signed[0] == body:
-            return self._signed[1]
-        identity = self.profiles.keychain.identity(self.enrollment.identity_uuid)
-        signature = mdm_signature(body, identity.certificate, identity.private_key)
-        if self.behaviour.reuse_signatures and message == "Idle":
-            self._signed = (body, signature)
-        return signature
 
     def _resend(self, pending: _Pending) -> fx.SendRequest:
         self._next_id += 1
@@ -317,16 +328,19 @@ class DeviceMachine:
         delays = self.behaviour.retry_delays
         if pending.attempt >= len(delays):
             self._pending = None
-            if pending.kind == "report":
-                self._in_session = False
-                return [fx.SessionEnded(self._session_commands, f"gave up after {reason}")]
-            return [fx.Log(f"{pending.request.message} gave up after {reason}")]
+            return _ON_GIVE_UP[pending.kind](self, pending, reason, now)
         delay = delays[pending.attempt]
         pending.attempt += 1
         return [fx.Log(f"{pending.request.message} failed ({reason}); retry in {delay:g}s"),
-                self._wake(now + delay, "retry")]
+                self._wake(now + delay, WakeReason.RETRY)]
 
-    def _wake(self, at: float, reason: str) -> fx.WakeAt:
+    def _retry_due(self, now: float) -> list[fx.Effect]:
+        return [] if self._pending is None else [self._resend(self._pending)]
+
+    def _repoll_due(self, now: float) -> list[fx.Effect]:
+        return self._start_session(now) if self.phase is Phase.ENROLLED and not self._in_session else []
+
+    def _wake(self, at: float, reason: WakeReason) -> fx.WakeAt:
         self._wakes.append((at, reason))
         return fx.WakeAt(at, reason)
 
@@ -338,6 +352,25 @@ class DeviceMachine:
         self.readiness = current
         return changed
 
+
+# The transitions, as data (built once; one dict lookup per input). What a 2xx answer to the request in flight
+# does, by its kind; what running out of its retries does; what a timer that fires is for.
+_ON_ANSWER = {
+    RequestKind.AUTHENTICATE: DeviceMachine._authenticated,  # → TOKEN_UPDATING, TokenUpdate sent
+    RequestKind.TOKEN_UPDATE: DeviceMachine._token_updated,  # → ENROLLED
+    RequestKind.CHECK_OUT: DeviceMachine._checked_out,  # nothing follows
+    RequestKind.REPORT: DeviceMachine._session_answer,  # run the next command, or end the session
+}
+_ON_GIVE_UP = {
+    RequestKind.AUTHENTICATE: DeviceMachine._enrollment_gave_up,  # → FAILED, enrollment profile rolled back
+    RequestKind.TOKEN_UPDATE: DeviceMachine._enrollment_gave_up,  # → FAILED, enrollment profile rolled back
+    RequestKind.CHECK_OUT: DeviceMachine._check_out_gave_up,  # logged
+    RequestKind.REPORT: DeviceMachine._session_gave_up,  # the session ends; the next push starts another
+}
+_ON_WAKE = {
+    WakeReason.RETRY: DeviceMachine._retry_due,  # resend the request in flight, if still in flight
+    WakeReason.NOT_NOW_REPOLL: DeviceMachine._repoll_due,  # check in unasked, if enrolled and idle
+}
 
 
 def _when(now: float) -> datetime:
