@@ -11,6 +11,8 @@ from typing import Any
 
 from hdrh.histogram import HdrHistogram
 
+from mdm_protocol.report import Status
+
 from . import effects as fx
 
 
@@ -46,7 +48,7 @@ class FleetObserver:
     def __init__(self) -> None:
         self.messages: dict[str, MessageStats] = defaultdict(MessageStats)
         self.devices: dict[int, DeviceRecord] = defaultdict(DeviceRecord)
-        self.commands: Counter[tuple[str, str]] = Counter()
+        self.commands: Counter[tuple[str, Status]] = Counter()
         self.sessions = 0
         self.push_to_ack: list[float] = []
 
@@ -59,9 +61,12 @@ class FleetObserver:
 
     def effect(self, runner: Any, effect: fx.Effect) -> None:
         record = self.devices[runner.machine.facts.index]
+        # A device counts by its latest enrollment: enrolled after a failure is enrolled, and the other way round.
         if isinstance(effect, fx.Enrolled):
             record.enrolled_at = runner.now()
+            record.enrollment_error, record.enrollment_failure = (), None
         elif isinstance(effect, fx.EnrollmentFailed):
+            record.enrolled_at = None
             record.enrollment_error, record.enrollment_failure = effect.error_chain, effect.reason
         elif isinstance(effect, fx.CommandHandled):
             self._command(runner, record, effect)
@@ -75,9 +80,9 @@ class FleetObserver:
         if effect.error_chain:
             record.errors.append({
                 "request_type": effect.request_type, "command_uuid": effect.command_uuid,
-                "status": effect.status, "error_chain": [item.to_plist() for item in effect.error_chain],
+                "status": effect.status.value, "error_chain": [item.to_plist() for item in effect.error_chain],
             })
-        if effect.request_type == "InstallProfile" and effect.status == "Acknowledged":
+        if effect.request_type == "InstallProfile" and effect.status is Status.ACKNOWLEDGED:
             record.installs_acknowledged += 1
             if runner.last_push_at is not None:
                 self.push_to_ack.append(runner.now() - runner.last_push_at)
