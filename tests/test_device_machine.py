@@ -7,6 +7,9 @@ tested on its own: the machine's `now` is its signing time, and an RSA device re
 from __future__ import annotations
 
 import hashlib
+import subprocess
+import sys
+import time
 from datetime import UTC, datetime
 
 import pytest
@@ -335,6 +338,23 @@ def test_the_default_signer_signs_with_the_mdm_identity_at_the_machines_now(auth
     info = verify_mdm_signature(auth.signature, auth.body)
     identity = machine.profiles.keychain.identity(machine.enrollment.identity_uuid)
     assert info.signer == identity.certificate and info.signing_time == NOW
+
+
+def test_nothing_reads_the_wall_clock_while_the_machine_runs(authority, monkeypatch):
+    profile = _profile(authority, key_type="rsa")
+
+    def wall_clock() -> float:
+        raise AssertionError("the machine read the wall clock")
+
+    monkeypatch.setattr(time, "time", wall_clock)
+    assert sum(isinstance(e, fx.SendRequest) for e in _run(_machine(signer=sign_request), profile)) == 4
+
+
+def test_the_machine_and_its_ports_import_no_twisted():
+    probe = ("import sys, device_sim.machine, device_sim.signer, device_sim.behaviour, device_sim.effects; "
+             "print(sorted(m for m in sys.modules if m.split('.')[0] == 'twisted'))")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=True)
+    assert result.stdout.strip() == "[]"
 
 
 def test_a_reusing_signer_signs_the_idle_report_once_per_identity(authority):
