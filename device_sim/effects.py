@@ -7,11 +7,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
 from mdm_protocol.errors import ErrorChainItem
 from mdm_protocol.report import Status
 
-from .readiness import Readiness
+if TYPE_CHECKING:  # effects stay near the ground floor: transports import them without the device's model
+    from .readiness import Readiness
 
 CHECKIN_TYPE = "application/x-apple-aspen-mdm-checkin"
 CONNECT_TYPE = "application/x-apple-aspen-mdm"
@@ -52,6 +54,9 @@ class WakeAt:
 
 @dataclass(frozen=True, slots=True)
 class EnrollmentFailed:
+    """The enrollment profile was refused or rolled back (untrusted server, check-ins that never succeeded):
+    the device is FAILED and takes a new enrollment profile."""
+
     error_chain: tuple[ErrorChainItem, ...]
     reason: str
 

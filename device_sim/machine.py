@@ -126,8 +126,8 @@ class DeviceMachine:
             payload["Topic"], payload["IdentityCertificateUUID"], payload.get("PayloadDisplayName", "MDM"),
         )
         self.phase = Phase.AUTHENTICATING
-        return [*self._refresh_readiness(now), self._send_checkin(self._authenticate(), RequestKind.AUTHENTICATE,
-                                                                  now)]
+        refreshed = self._refresh_readiness(now)
+        return [*refreshed, self._send_checkin(self._authenticate(), RequestKind.AUTHENTICATE, now)]
 
     def response(self, request_id: int, status: int, body: bytes, now: float) -> list[fx.Effect]:
         pending = self._pending
