@@ -93,8 +93,9 @@ def serve(data_dir: Path, ready, profile_path: str | None, lean: bool = True) ->
     profiler = cProfile.Profile() if profile_path else None
     config = ServerConfig(data_dir=data_dir, listen="ssl:0:interface=127.0.0.1", push_link=None,
                           lean_device_http=lean)
-    server = MDMServer(config, clock=reactor)
-    server.listen(reactor).addCallback(lambda ports: ready.send(ports[0].getHost().port))
+    server = MDMServer(config, clock=reactor, reactor=reactor)
+    server.startService()
+    server.listening().addCallback(lambda ports: ready.send(ports[0].getHost().port))
     if profiler:
         reactor.callWhenRunning(profiler.enable)
         reactor.addSystemEventTrigger("after", "shutdown", lambda: profiler.dump_stats(profile_path))

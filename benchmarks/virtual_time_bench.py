@@ -16,10 +16,10 @@ import time
 from cryptography.hazmat.primitives import serialization
 
 from device_sim.fleet import FleetSpec, parse_mix
-from mdmsim import procedure as P
-from mdmsim.admin_client import AdminClient
-from mdmsim.world import World
-from scenarios._support import self_signed_root
+from mdm_world import procedure as P
+from mdm_world.admin_client import AdminClient
+from mdm_world.roots import self_signed_root
+from mdm_world.world import World
 
 
 def main() -> None:

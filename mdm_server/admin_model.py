@@ -5,8 +5,15 @@ Durable in `admin.sqlite3` beside the queue database (secrets sealed with a key 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
+
+from cryptography import x509
+from twisted.application.internet import TimerService
+from twisted.application.service import MultiService
+from twisted.internet import defer
 
 from .admin.apply import LabelAdmin
 from .admin.docstore import DocumentStore
@@ -15,51 +22,59 @@ from .admin.render import SettingsRenderer
 from .admin.secrets_at_rest import SecretBox
 from .admin.settings_store import SettingsStore
 from .admin.users import UserStore
-from .web.admin_api import AdminAPI
+from .storage.interface import Storage
+from .wakeups import Waker
 from .web.admin_labels_api import AdminLabelsAPI
 from .web.admin_settings_api import AdminSettingsAPI
-from .web.json_api import JsonAPI
+from .web.json_api import Route
 
 ADMIN_DATABASE = "admin.sqlite3"
 KEY_PURGE_INTERVAL = 3600.0
 
 
-class AdminModel:
-    def __init__(self, server: Any, *, data_dir: Path, in_memory: bool) -> None:
+class AdminModel(MultiService):
+    """The admin side as a service: starting it loads labels and starts sync wake-ups and the hourly key purge.
+
+    It is given what it works with (the queue storage, the waker, the clock, the enrollment CA's certificate)
+    and knows nothing of the server around it; the server passes `labels.on_device_changed` to its service.
+    """
+
+    def __init__(self, storage: Storage, waker: Waker, *, clock: Any, now: Callable[[], datetime],
+                 ca_certificate: x509.Certificate, data_dir: Path, in_memory: bool) -> None:
+        super().__init__()
+        self.waker, self.clock, self.ca_certificate = waker, clock, ca_certificate
         self.docs = DocumentStore(":memory:" if in_memory else data_dir / ADMIN_DATABASE)
         box = SecretBox.ephemeral() if in_memory else SecretBox.load_or_create(data_dir)
         self.settings = SettingsStore(self.docs)
         self.users = UserStore(self.docs)
-        self.identities = IdentityStore(self.docs, self.settings, self.users, box, now=server.now)
+        self.identities = IdentityStore(self.docs, self.settings, self.users, box, now=now)
         self.renderer = SettingsRenderer(self.settings, self.users, self.identities)
-        self.labels = LabelAdmin(server.storage, self.docs, self.renderer, self.users, clock=server.clock,
-                                 wake=server.waker.push_now)
-        server.service.on_device_changed = self.labels.on_device_changed
-        self.clock = server.clock
+        self.labels = LabelAdmin(storage, self.docs, self.renderer, self.users, clock=clock, wake=waker.push_now)
+        # EPMM's "delete private keys after N days", for keys no render happens to touch; also once at start.
+        purge = TimerService(KEY_PURGE_INTERVAL, self.identities.purge_expired_keys)
+        purge.clock = clock
+        purge.setServiceParent(self)
 
-    def api(self, v1: AdminAPI, server: Any) -> JsonAPI:
-        authorise = v1.authorise  # HTTP Basic against the admin credentials
+    def routes(self) -> list[Route]:
+        """The /api/v2 settings/users and labels/policies tables, for the server's one JsonAPI."""
         settings = AdminSettingsAPI(
-            self.settings, self.users, self.identities, authorise=authorise,
+            self.settings, self.users, self.identities,
             on_setting_changed=self.labels.on_setting_changed,
             on_setting_deleted=self.labels.on_setting_deleted, on_user_changed=self.labels.on_user_changed,
         )
-        labels = AdminLabelsAPI(self.labels, server.waker, authorise=authorise, clock=server.clock,
-                                trusted_roots=[server.ca.certificate])
-        # One table: /api/v1 (devices, queues, pushes), /api/v2 settings/users and labels/policies.
-        return JsonAPI([*v1.routes, *settings.routes, *labels.routes], authorise=authorise)
+        labels = AdminLabelsAPI(self.labels, self.waker, clock=self.clock, trusted_roots=[self.ca_certificate])
+        return [*settings.routes, *labels.routes]
 
-    def start(self) -> None:
+    def startService(self) -> None:
         self.labels.start()
-        self._purge = self.clock.callLater(KEY_PURGE_INTERVAL, self._purge_keys)
+        super().startService()
 
-    def _purge_keys(self) -> None:
-        """EPMM's "delete private keys after N days", for keys no render happens to touch."""
-        self.identities.purge_expired_keys()
-        self._purge = self.clock.callLater(KEY_PURGE_INTERVAL, self._purge_keys)
+    def stopService(self) -> defer.Deferred[None]:
+        # A model that never started has no timers to stop, only its database to close.
+        stopped = defer.maybeDeferred(super().stopService) if self.running else defer.succeed(None)
 
-    def stop(self) -> None:
-        if self._purge.active():
-            self._purge.cancel()
-        self.labels.stop()
-        self.docs.close()
+        def close(_: object) -> None:
+            self.labels.stop()
+            self.docs.close()
+
+        return stopped.addCallback(close)

@@ -1,27 +1,33 @@
 """Assembles the MDM server from its parts: data directory, CA and TLS, storage, APNs simulation, web tree.
 
-Everything runs on the clock passed in (the reactor, or a virtual clock for scenarios).
+Each part is given its collaborators when built; the server is a MultiService whose children are the admin
+model and, given a reactor, its listening ports. Everything runs on the clock passed in.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from twisted.application.service import MultiService
 from twisted.internet import defer
+from twisted.internet.interfaces import IListeningPort
 from twisted.web import resource
 
 from .admin_model import AdminModel
 from .ca import CertificateAuthority
 from .identity import IdentityVerifier
-from .pki import server_tls_files
+from .listening import PortService
+from .metrics import ServerMetrics
+from .pki import ServerTlsFiles, server_tls_files
 from .push.apns_sim import APNsSimulation
 from .push.link import PushLinkFactory
 from .service import MDMService
 from .state import ServerState
-from .storage.interface import Storage
+from .storage.interface import CommandStatus, EnrollmentState, Storage
 from .storage.memory import MemoryStorage
 from .storage.sqlite import SQLiteStorage
 from .wakeups import Waker
@@ -29,6 +35,7 @@ from .web.admin_api import AdminAPI
 from .web.device import DeviceEndpoint
 from .web.device_channel import DeviceChannelFactory
 from .web.enroll import EnrollResource
+from .web.json_api import JsonAPI, basic_auth
 from .web.metrics import MetricsResource
 from .web.site import DEFAULT_BODY_LIMIT, make_site
 from .web.tls import listen_endpoint, server_options
@@ -59,82 +66,138 @@ class ServerConfig:
         return f"{scheme}://{self.server_names[0]}:{port}"
 
 
-class MDMServer:
-    """The whole server, built but not listening: `listen()` opens its ports, `root` serves in memory."""
+def datetime_clock(clock: Any) -> Callable[[], datetime]:
+    """`now()` as an aware datetime on `clock`: what certificates are issued and judged against."""
+    return lambda: datetime.fromtimestamp(clock.seconds(), UTC)
 
-    def __init__(self, config: ServerConfig, *, clock: Any, storage: Storage | None = None) -> None:
+
+def open_storage(config: ServerConfig) -> Storage:
+    if config.in_memory:
+        return MemoryStorage()
+    return SQLiteStorage(config.data_dir / DATABASE_FILE)
+
+
+class MDMServer(MultiService):
+    """The whole server as a service: built by the constructor, running once `startService()` is called.
+
+    Given a `reactor`, its ports (devices; the push link) are child services opened at start and closed at
+    stop; without one it serves in memory only, through `http` (devices) and `site` (everything).
+    `tls` replaces the server's own certificate files (e.g. a certificate from a CA no profile carries).
+    """
+
+    def __init__(self, config: ServerConfig, *, clock: Any, storage: Storage | None = None,
+                 tls: ServerTlsFiles | None = None, reactor: Any = None) -> None:
+        super().__init__()
         self.config, self.clock = config, clock
+        self.now = datetime_clock(clock)
         config.data_dir.mkdir(parents=True, exist_ok=True)
         self.state = ServerState.load_or_create(config.data_dir)
         # The CA first, so that its key type is the one asked for (it is kept from then on).
         self.ca = CertificateAuthority.load_or_create(config.data_dir, key_type=config.key_type, now=self.now())
-        self.tls = server_tls_files(config.data_dir, config.server_names, now=self.now(), key_type=config.key_type)
-        self.storage = storage or self._storage()
+        self.tls = tls or server_tls_files(config.data_dir, config.server_names, now=self.now(),
+                                           key_type=config.key_type)
+        self.storage = storage or open_storage(config)
         self.apns = APNsSimulation(clock=clock, **config.apns)
         self.waker = Waker(self.storage, self.apns, clock=clock)
-        self.service = MDMService(
-            self.storage, topic=self.state.topic, now=clock.seconds, schedule_wake=self.waker.schedule
-        )
+        self.admin = AdminModel(self.storage, self.waker, clock=clock, now=self.now,
+                                ca_certificate=self.ca.certificate, data_dir=config.data_dir,
+                                in_memory=config.in_memory)
+        self.admin.setServiceParent(self)
+        self.service = MDMService(self.storage, topic=self.state.topic, now=clock.seconds,
+                                  schedule_wake=self.waker.schedule,
+                                  on_device_changed=self.admin.labels.on_device_changed)
         self.verifier = IdentityVerifier([self.ca.certificate], now=self.now)
         self.admin_password = config.admin_password or self.state.admin_password
         self.url = config.server_url()  # what devices are told; the real port once listening on port 0
-        self.admin = AdminModel(self, data_dir=config.data_dir, in_memory=config.in_memory)
-        self.admin.start()
+        self.device_endpoint = DeviceEndpoint(self.service, self.verifier)
+        self.enroll = EnrollResource(
+            self.ca, topic=self.state.topic, server_url=self.url, now=self.now,
+            enroll_token=self.state.enroll_token, admin=(config.admin_user, self.admin_password),
+        )
         self.root = self._root()
         self.site = make_site(self.root, body_limit=config.body_limit, reactor=clock)
         self.http = self.site
         if config.lean_device_http:
             self.http = DeviceChannelFactory(self.site, self.device_endpoint, clock=clock,
                                              body_limit=config.body_limit)
-        self.ports: list[Any] = []
-
-    def now(self) -> datetime:
-        return datetime.fromtimestamp(self.clock.seconds(), UTC)
-
-    def _storage(self) -> Storage:
-        if self.config.in_memory:
-            return MemoryStorage()
-        return SQLiteStorage(self.config.data_dir / DATABASE_FILE)
+        self._ports: list[PortService] = [] if reactor is None else self._port_services(reactor)
+        for port in self._ports:
+            port.setServiceParent(self)
 
     def _root(self) -> resource.Resource:
-        self.device_endpoint = endpoint = DeviceEndpoint(self.service, self.verifier)
         mdm = resource.Resource()
-        mdm.putChild(b"checkin", endpoint)
-        mdm.putChild(b"connect", endpoint)
-        self.enroll = EnrollResource(
-            self.ca, topic=self.state.topic, server_url=self.url, now=self.now,
-            enroll_token=self.state.enroll_token, admin=(self.config.admin_user, self.admin_password),
-        )
+        mdm.putChild(b"checkin", self.device_endpoint)
+        mdm.putChild(b"connect", self.device_endpoint)
         mdm.putChild(b"enroll", self.enroll)
         root = resource.Resource()
         root.putChild(b"mdm", mdm)
-        root.putChild(b"metrics", MetricsResource(self))  # unauthenticated counts only: keep it on loopback
-        v1 = AdminAPI(self.storage, self.waker, username=self.config.admin_user, password=self.admin_password,
-                      clock=self.clock)
-        root.putChild(b"api", self.admin.api(v1, self))
+        counters = ServerCounters(self.service.metrics, self.storage, self.waker.outcomes, self.apns.stats)
+        root.putChild(b"metrics", MetricsResource(counters))  # unauthenticated counts only: keep it on loopback
+        v1 = AdminAPI(self.storage, self.waker, clock=self.clock)
+        # One table: /api/v1 (devices, queues, pushes), /api/v2 settings/users and labels/policies.
+        authorise = basic_auth(self.config.admin_user, self.admin_password)
+        root.putChild(b"api", JsonAPI([*v1.routes, *self.admin.routes()], authorise=authorise))
         return root
 
-    @defer.inlineCallbacks
-    def listen(self, reactor: Any):
+    def _port_services(self, reactor: Any) -> list[PortService]:
         tls = self.tls
         options = server_options(tls.certificate_pem, tls.private_key_pem, tls.ca_certificate_pem)
-        port = yield listen_endpoint(reactor, self.config.listen, self.http, options,
-                                     whole_writes=self.config.lean_device_http)
-        self.ports.append(port)
+        config = self.config
+        ports = [PortService("devices", lambda: listen_endpoint(reactor, config.listen, self.http, options,
+                                                                whole_writes=config.lean_device_http),
+                             on_open=self._device_port_open)]
+        if config.push_link:
+            factory = PushLinkFactory(self.apns)
+            ports.append(PortService("push link",
+                                     lambda: listen_endpoint(reactor, config.push_link, factory, options)))
+        return ports
+
+    def _device_port_open(self, port: IListeningPort) -> None:
         if not self.config.public_url:
             # With port 0 the system picks the port: profiles must carry the real one.
             scheme = "https" if self.config.listen.startswith("ssl:") else "http"
             self.url = f"{scheme}://{self.config.server_names[0]}:{port.getHost().port}"
             self.enroll.server_url = self.url
-        if self.config.push_link:
-            factory = PushLinkFactory(self.apns)
-            self.ports.append((yield listen_endpoint(reactor, self.config.push_link, factory, options)))
-        return self.ports
+
+    @property
+    def ports(self) -> list[IListeningPort]:
+        """The open ports, the device port first."""
+        return [service.port for service in self._ports if service.port is not None]
 
     @defer.inlineCallbacks
-    def stop(self):
-        for port in self.ports:
-            yield port.stopListening()
-        self.ports.clear()
-        self.admin.stop()
-        self.storage.close()
+    def listening(self):
+        """Fires with the ports once the started server listens on all of them, or with the first failure."""
+        ports = []
+        for service in self._ports:
+            ports.append((yield service.opened()))
+        return ports
+
+    def stopService(self) -> defer.Deferred[None]:
+        """Close the ports, stop the admin model, then close the storage."""
+        stopped = defer.maybeDeferred(super().stopService) if self.running else self.admin.stopService()
+        return stopped.addCallback(lambda _: self.storage.close())
+
+
+@dataclass(frozen=True)
+class ServerCounters:
+    """The server's counters as GET /metrics reads them (its MetricsSource)."""
+
+    requests: ServerMetrics
+    storage: Storage
+    outcomes: Mapping[str, int]
+    deliveries: Any
+
+    def request_metrics(self) -> ServerMetrics:
+        return self.requests
+
+    def command_counts(self) -> Mapping[CommandStatus, int]:
+        return self.storage.command_counts()
+
+    def device_counts(self) -> Mapping[EnrollmentState, int]:
+        return self.storage.device_counts()
+
+    def push_outcomes(self) -> Mapping[str, int]:
+        return self.outcomes
+
+    def push_deliveries(self) -> Any:
+        return self.deliveries

@@ -17,8 +17,8 @@ from device_sim.https_transport import ConnectionMode, HTTPSTransport
 from device_sim.push_link_client import PushLinkClient
 from device_sim.report import fleet_json, readiness_rows, readiness_table
 from device_sim.stats import FleetObserver
+from mdm_world.durations import parse_duration
 
-from .durations import parse_duration
 from .enroll_fetch import fetch_enrollment, with_user
 
 

@@ -14,9 +14,9 @@ from pathlib import Path
 from rich.console import Console
 
 from device_sim.fleet import DEFAULT_KINDS, DEFAULT_OS_MIX, parse_mix
+from mdm_world.durations import parse_duration
 
 from .cli_fleet import add_connection_arguments
-from .durations import parse_duration
 from .load.config import Realism
 from .load.orchestrator import LoadError, LoadOptions, LoadRun
 from .load.progress import LiveProgress, detail_lines, summary_table

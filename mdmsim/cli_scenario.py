@@ -14,8 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 import scenarios
-
-from .scenario import Scenario, ScenarioBroken, ScenarioResult
+from mdm_world.scenario import Scenario, ScenarioBroken, ScenarioResult
 
 
 def library() -> list[Path]:

@@ -12,8 +12,7 @@ import sys
 from pathlib import Path
 
 from mdm_server.app import MDMServer, ServerConfig
-
-from .durations import parse_duration
+from mdm_world.durations import parse_duration
 
 
 def _rate(text: str) -> float:
@@ -65,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
         in_memory=args.memory, key_type=args.key_type,
         apns={"delay": args.apns_delay, "jitter": args.apns_jitter, "drop_rate": args.apns_drop_rate},
     )
-    server = MDMServer(config, clock=reactor)
+    server = MDMServer(config, clock=reactor, reactor=reactor)
 
     def started(_ports):
         url = server.url
@@ -81,7 +80,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"mdmsim: cannot listen: {failure.getErrorMessage()}", file=sys.stderr)
         reactor.stop()
 
-    reactor.callWhenRunning(lambda: server.listen(reactor).addCallbacks(started, failed))
-    reactor.addSystemEventTrigger("before", "shutdown", server.stop)
+    def start() -> None:
+        server.startService()
+        server.listening().addCallbacks(started, failed)
+
+    reactor.callWhenRunning(start)
+    reactor.addSystemEventTrigger("before", "shutdown", server.stopService)
     reactor.run()
     return 0

@@ -1,3 +1,3 @@
-"""Scenario scripts: each file builds a `mdmsim.scenario.Scenario` named `scenario` that reproduces one
+"""Scenario scripts: each file builds a `mdm_world.Scenario` named `scenario` that reproduces one
 MDM pitfall deterministically in virtual time. `mdmsim scenario list` shows them.
 """

@@ -6,34 +6,11 @@ Scenario files import from here; `mdmsim scenario list` skips files whose names 
 from __future__ import annotations
 
 import base64
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
-
-from mdm_protocol.payloads import configuration_profile, root_certificate_payload
+from mdm_protocol.payloads import configuration_profile
 from mdm_protocol.profile import encode_profile
-
-
-def self_signed_root(common_name: str, now: datetime | None = None) -> x509.Certificate:
-    now = now or datetime(2026, 1, 1, tzinfo=UTC)
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-    return (
-        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-        .serial_number(x509.random_serial_number()).not_valid_before(now - timedelta(days=1))
-        .not_valid_after(now + timedelta(days=3650))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-
-
-def root_profile(identifier: str, common_name: str = "Corporate Root CA") -> bytes:
-    der = self_signed_root(common_name).public_bytes(serialization.Encoding.DER)
-    payload = root_certificate_payload(der, identifier=f"{identifier}.root", display_name=common_name)
-    return encode_profile(configuration_profile([payload], identifier=identifier, display_name=common_name))
+from mdm_world.procedure import Organisation, add_user, upload
 
 
 def data(value: bytes) -> dict[str, str]:
@@ -61,15 +38,11 @@ def smime_address(runner) -> str:
 
 def smime_organisation(ctx):
     """The organisation's S/MIME CA (EC); users' identities are issued from it as each scenario needs."""
-    from mdmsim.procedure import Organisation
-
     return Organisation.create("Acme", SMIME_DOMAIN, now=virtual_now(ctx))
 
 
 def register_users(ctx, runners) -> int:
     """POST /api/v2/users for each device's user (user id, address in SMIME_DOMAIN, display name)."""
-    from mdmsim.procedure import add_user
-
     for runner in runners:
         user = runner.machine.facts.user
         add_user(ctx.admin, user.user_id, smime_address(runner), user.name)
@@ -79,8 +52,6 @@ def register_users(ctx, runners) -> int:
 def upload_identities(ctx, org, runners, uploads: dict[str, str]) -> int:
     """Issue and upload one P12 per purpose ("signing" is EC, "encryption" RSA) to the user-provided
     setting given for it; returns the number of uploads."""
-    from mdmsim.procedure import upload
-
     now = virtual_now(ctx)
     for runner in runners:
         address = smime_address(runner)

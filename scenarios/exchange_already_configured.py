@@ -5,8 +5,8 @@ One group added the account by hand in Settings, one got it from an earlier prof
 
 from mdm_protocol.payloads import configuration_profile, eas_payload
 from mdm_protocol.profile import encode_profile
-from mdmsim import procedure as P
-from mdmsim.scenario import Scenario
+from mdm_world import Scenario
+from mdm_world import procedure as P
 from scenarios._support import device_commands, ids_of, install_raw, register_users, smime_address
 
 HOST = "mail.acme.test"

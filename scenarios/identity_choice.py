@@ -4,8 +4,8 @@ Devices holding identities show needs-identity-choice; devices holding none are 
 """
 
 from device_sim.readiness import State
-from mdmsim import procedure as P
-from mdmsim.scenario import Scenario
+from mdm_world import Scenario
+from mdm_world import procedure as P
 from scenarios._support import (
     account_readiness,
     ids_of,

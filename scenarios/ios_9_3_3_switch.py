@@ -4,8 +4,8 @@
 """
 
 from device_sim.readiness import State
-from mdmsim import procedure as P
-from mdmsim.scenario import Scenario
+from mdm_world import Scenario
+from mdm_world import procedure as P
 from scenarios._support import (
     account_readiness,
     ids_of,

@@ -5,8 +5,8 @@ uses the new key, and the iPad he enrolls afterwards (no archive) cannot open th
 from cryptography.hazmat.primitives import hashes
 
 from device_sim.mail import Draft, MailAccount, MailNetwork, SMIMEError, decrypt, open_message, send
-from mdmsim import procedure as P
-from mdmsim.scenario import Scenario
+from mdm_world import Scenario
+from mdm_world import procedure as P
 from scenarios._support import (
     SMIME_DOMAIN,
     account_readiness,

@@ -1,8 +1,9 @@
 """Devices still locked since boot answer NotNow; the server re-offers at the next Idle until they unlock."""
 
 from device_sim.machine import Behaviour
-from mdmsim.scenario import Scenario
-from scenarios._support import data, device_ids, root_profile
+from mdm_world import Scenario
+from mdm_world.roots import root_profile
+from scenarios._support import data, device_ids
 
 scenario = Scenario(
     name="not-now-storm",

@@ -3,8 +3,8 @@
 The server forgets each uploaded key once it is 2 days old; renders after that say so and carry no P12.
 """
 
-from mdmsim import procedure as P
-from mdmsim.scenario import Scenario
+from mdm_world import Scenario
+from mdm_world import procedure as P
 from scenarios._support import (
     SMIME_DOMAIN,
     account_readiness,

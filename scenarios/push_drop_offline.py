@@ -7,9 +7,10 @@ from statistics import median
 
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from mdmsim import procedure as P
-from mdmsim.scenario import Scenario
-from scenarios._support import device_commands, self_signed_root
+from mdm_world import Scenario
+from mdm_world import procedure as P
+from mdm_world.roots import self_signed_root
+from scenarios._support import device_commands
 
 COUNT = 50
 INTERVAL = 30 * 60.0  # the sync policy's interval, seconds

@@ -3,8 +3,8 @@
 A manual and a filter (iPad) label carry the Sentry flag; only devices also given S/MIME encryption conflict.
 """
 
-from mdmsim import procedure as P
-from mdmsim.scenario import Scenario
+from mdm_world import Scenario
+from mdm_world import procedure as P
 from scenarios._support import (
     account_readiness,
     device_ids,

@@ -6,8 +6,8 @@ Counted on the devices (check-in sessions per device over whole intervals) and r
 from collections import defaultdict
 
 from device_sim import effects as fx
-from mdmsim import procedure as P
-from mdmsim.scenario import Scenario
+from mdm_world import Scenario
+from mdm_world import procedure as P
 from scenarios._support import ids_of
 
 COUNT = 20

@@ -4,8 +4,8 @@ Each profile reaches its own manual label through Apply to Label and a forced ch
 """
 
 from device_sim.readiness import State
-from mdmsim import procedure as P
-from mdmsim.scenario import Scenario
+from mdm_world import Scenario
+from mdm_world import procedure as P
 from scenarios._support import (
     account_readiness,
     device_commands,

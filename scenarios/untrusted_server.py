@@ -1,7 +1,7 @@
 """The server presents a TLS certificate from a CA the enrollment profile does not carry: iOS refuses it."""
 
 
-from mdmsim.scenario import Scenario
+from mdm_world import Scenario
 
 scenario = Scenario(
     name="untrusted-server-certificate",

@@ -4,9 +4,8 @@ SPEC 0: a user-provided setting must not be applied to labels; users' P12s reach
 """
 
 from device_sim.readiness import State
-from mdmsim import procedure as P
-from mdmsim.admin_client import AdminAPIError
-from mdmsim.scenario import Scenario
+from mdm_world import AdminAPIError, Scenario
+from mdm_world import procedure as P
 from scenarios._support import (
     account_readiness,
     device_commands,

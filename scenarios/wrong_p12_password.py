@@ -3,9 +3,8 @@
 The device's words are iOS's: 'The password for the certificate "<file>" is incorrect.' (SPEC 5).
 """
 
-from mdmsim import procedure as P
-from mdmsim.admin_client import AdminAPIError
-from mdmsim.scenario import Scenario
+from mdm_world import AdminAPIError, Scenario
+from mdm_world import procedure as P
 from scenarios._support import (
     device_commands,
     install_raw,

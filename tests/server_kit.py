@@ -27,7 +27,9 @@ CONNECT = "application/x-apple-aspen-mdm"
 
 def make_server(tmp_path, *, in_memory: bool = True, **config) -> MDMServer:
     clock = HeapClock(START)
-    return MDMServer(ServerConfig(data_dir=tmp_path / "data", in_memory=in_memory, **config), clock=clock)
+    server = MDMServer(ServerConfig(data_dir=tmp_path / "data", in_memory=in_memory, **config), clock=clock)
+    server.startService()  # the admin model's sync wake-ups and key purge
+    return server
 
 
 @dataclass

@@ -42,6 +42,7 @@ from mdm_server.storage.interface import CommandStatus, Device, EnrollmentState
 from mdm_server.storage.memory import MemoryStorage
 from mdm_server.wakeups import Waker
 from mdm_server.web.admin_labels_api import AdminLabelsAPI
+from mdm_server.web.json_api import JsonAPI
 from mdm_server.web.json_io import ApiError
 from mdm_server.web.site import make_site
 
@@ -594,8 +595,8 @@ class Api:
             if request.getPassword() != password.encode():
                 raise ApiError(401, "admin credentials required (HTTP Basic)")
 
-        self.resource = AdminLabelsAPI(fleet.admin, fleet.waker, authorise=authorise, clock=fleet.clock,
-                                       trusted_roots=[CA_CERTIFICATE])
+        routes = AdminLabelsAPI(fleet.admin, fleet.waker, clock=fleet.clock, trusted_roots=[CA_CERTIFICATE]).routes
+        self.resource = JsonAPI(routes, authorise=authorise)
         root = resource.Resource()
         root.putChild(b"api", self.resource)
         self.http = MemoryHTTP(make_site(root, reactor=fleet.clock))

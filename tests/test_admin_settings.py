@@ -23,6 +23,7 @@ from mdm_server.admin.settings import (
     setting_to_json,
 )
 from mdm_server.web.admin_settings_api import AdminSettingsAPI
+from mdm_server.web.json_api import JsonAPI
 from mdm_server.web.json_io import ApiError
 from mdm_server.web.site import make_site
 
@@ -39,11 +40,12 @@ class Api:
 
     def __init__(self, world) -> None:
         self.hooks: list[tuple[str, str]] = []
-        resource = AdminSettingsAPI(
-            world.settings, world.users, world.identities, authorise=authorise,
+        routes = AdminSettingsAPI(
+            world.settings, world.users, world.identities,
             on_setting_changed=lambda i: self.hooks.append(("setting changed", i)),
             on_setting_deleted=lambda i: self.hooks.append(("setting deleted", i)),
-            on_user_changed=lambda i: self.hooks.append(("user changed", i)))
+            on_user_changed=lambda i: self.hooks.append(("user changed", i))).routes
+        resource = JsonAPI(routes, authorise=authorise)
         self.http = MemoryHTTP(make_site(resource, reactor=Clock()))
 
     def call(self, method: str, path: str, body=None, *, token: str = TOKEN) -> tuple[int, dict]:

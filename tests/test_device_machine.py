@@ -28,7 +28,7 @@ from mdm_protocol.errors import ErrorChainItem
 from mdm_protocol.report import Command, CommandReport, Status, decode_report, encode_command, encode_report
 from mdm_server.ca import CertificateAuthority
 from mdm_server.enrollment import build_enrollment
-from scenarios._support import root_profile
+from mdm_world.roots import root_profile
 
 NOW = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 T0 = NOW.timestamp()

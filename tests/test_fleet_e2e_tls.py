@@ -20,7 +20,7 @@ from mdm_protocol.payloads import configuration_profile, eas_payload, pkcs12_pay
 from mdm_protocol.profile import encode_profile
 from mdm_server.app import MDMServer, ServerConfig
 from mdm_server.pki import export_pkcs12
-from mdmsim.admin_client import AdminClient
+from mdm_world.admin_client import AdminClient
 from mdmsim.enroll_fetch import fetch_enrollment
 
 DEVICES = 50
@@ -69,8 +69,9 @@ def test_fifty_devices_enroll_and_install_an_exchange_profile_over_tls(tmp_path,
 
     config = ServerConfig(data_dir=tmp_path / "data", listen="ssl:0:interface=127.0.0.1",
                           push_link="tcp:0:interface=127.0.0.1", server_names=("127.0.0.1",))
-    server = MDMServer(config, clock=reactor)
-    yield server.listen(reactor)
+    server = MDMServer(config, clock=reactor, reactor=reactor)
+    server.startService()
+    yield server.listening()
     push = PushLinkClient()
     link = reactor.connectTCP("127.0.0.1", server.ports[1].getHost().port, push)
     transport = HTTPSTransport(reactor)
@@ -109,7 +110,7 @@ def test_fifty_devices_enroll_and_install_an_exchange_profile_over_tls(tmp_path,
     finally:
         link.disconnect()
         transport.close()
-        yield server.stop()
+        yield server.stopService()
 
     for runner in fleet.runners:
         assert "com.example.mail" in runner.machine.profiles

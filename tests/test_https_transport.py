@@ -36,8 +36,10 @@ def _server(tmp_path, names=("127.0.0.1",)):
     from twisted.internet import reactor
 
     server = MDMServer(ServerConfig(data_dir=tmp_path / "data", listen="ssl:0:interface=127.0.0.1",
-                                    push_link=None, server_names=names, in_memory=True), clock=reactor)
-    yield server.listen(reactor)
+                                    push_link=None, server_names=names, in_memory=True), clock=reactor,
+                       reactor=reactor)
+    server.startService()
+    yield server.listening()
     return server
 
 
@@ -66,7 +68,7 @@ def test_each_request_opens_a_connection_closes_it_and_resumes_the_tls_session(t
             yield unresumed.send(_request(url), (server.ca.certificate,))
         assert [_lib.SSL_session_reused(c._ssl) for c in made[3:]] == [0, 0]
     finally:
-        yield server.stop()
+        yield server.stopService()
 
 
 @pytest_twisted.inlineCallbacks
@@ -83,7 +85,7 @@ def test_the_offered_key_exchange_groups_can_be_chosen(tmp_path, monkeypatch):
         yield HTTPSTransport(reactor, tls_groups="P-256").send(_request(url), (server.ca.certificate,))
         assert made[0].get_group_name() == "secp256r1"
     finally:
-        yield server.stop()
+        yield server.stopService()
     with pytest.raises(ValueError, match="no-such-group"):
         HTTPSTransport(reactor, tls_groups="no-such-group")
 
@@ -112,7 +114,7 @@ def test_a_server_certificate_for_another_name_is_untrusted(tmp_path):
         refused = yield _outcome(transport.send(_request(url), (stranger,)))
         assert isinstance(refused, TransportError) and refused.untrusted
     finally:
-        yield server.stop()
+        yield server.stopService()
 
 
 @pytest_twisted.inlineCallbacks

@@ -391,8 +391,10 @@ def test_https_transport_keep_alive_resumes_and_retries_a_connection_the_server_
     from twisted.internet import reactor  # pytest-twisted's reactor: this test really uses sockets
 
     server = MDMServer(ServerConfig(data_dir=tmp_path / "data", listen="ssl:0:interface=127.0.0.1",
-                                    push_link=None, server_names=("127.0.0.1",), in_memory=True), clock=reactor)
-    yield server.listen(reactor)
+                                    push_link=None, server_names=("127.0.0.1",), in_memory=True), clock=reactor,
+                       reactor=reactor)
+    server.startService()
+    yield server.listening()
     transport = HTTPSTransport(reactor, keep_alive=True)
     request = SendRequest(1, f"{server.url}/mdm/connect", "application/x-apple-aspen-mdm", b"not a plist",
                           "not a signature", "Idle")
@@ -414,4 +416,4 @@ def test_https_transport_keep_alive_resumes_and_retries_a_connection_the_server_
         assert isinstance(refused, TransportError) and refused.untrusted
     finally:
         transport.close()
-        yield server.stop()
+        yield server.stopService()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from twisted.internet.task import Clock
 
-from mdmsim.scaled_clock import ScaledClock
+from mdm_world.scaled_clock import ScaledClock
 
 
 def test_virtual_time_and_calls_are_scaled():

@@ -6,9 +6,9 @@ import json
 
 import pytest
 
+from mdm_world.scenario import Scenario
 from mdmsim.cli import main
 from mdmsim.cli_scenario import library, load
-from mdmsim.scenario import Scenario
 
 SCENARIOS = library()
 

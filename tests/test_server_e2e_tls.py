@@ -88,8 +88,9 @@ def test_enroll_and_run_a_session_over_tls(tmp_path):
 
     config = ServerConfig(data_dir=tmp_path / "data", listen="ssl:0:interface=127.0.0.1", push_link=None,
                           server_names=("127.0.0.1",))
-    server = MDMServer(config, clock=reactor)
-    yield server.listen(reactor)
+    server = MDMServer(config, clock=reactor, reactor=reactor)
+    server.startService()
+    yield server.listening()
     pool = HTTPConnectionPool(reactor, persistent=False)
     try:
         port = server.ports[0].getHost().port
@@ -99,7 +100,7 @@ def test_enroll_and_run_a_session_over_tls(tmp_path):
         yield run_device(server, TLSDevice(agent), port).addTimeout(30, reactor)
     finally:
         yield pool.closeCachedConnections()
-        yield server.stop()
+        yield server.stopService()
 
 
 @defer.inlineCallbacks

@@ -24,7 +24,7 @@ from ..admin.labels import Label
 from ..admin.sync_policy import SyncPolicy
 from ..storage.interface import Device, NewCommand
 from ..wakeups import Waker
-from .json_api import JsonAPI
+from .json_api import Route
 from .json_io import ApiError, read_json, to_json
 
 Handler = Callable[..., tuple[int, Any]]
@@ -33,11 +33,11 @@ MAX_PAGE = 10_000
 _ID = r"(?P<{}>[^/]+)"
 
 
-class AdminLabelsAPI(JsonAPI):
+class AdminLabelsAPI:
+    """The V2 labels, sync-policy and device route table; `JsonAPI` serves it behind the admin's `authorise`."""
 
-    def __init__(self, admin: LabelAdmin, waker: Waker, *, authorise: Callable[[Request], Any], clock: Any,
+    def __init__(self, admin: LabelAdmin, waker: Waker, *, clock: Any,
                  trusted_roots: Iterable[x509.Certificate] = ()) -> None:
-        super().__init__(authorise=authorise)
         self.admin, self.waker, self.clock = admin, waker, clock
         self.trusted_roots = tuple(trusted_roots)  # roots devices trust without a command (enrollment CA)
         label, policy, device = _ID.format("label_id"), _ID.format("policy_id"), _ID.format("device_id")
@@ -64,8 +64,8 @@ class AdminLabelsAPI(JsonAPI):
             (b"POST", f"/api/v2/devices/{device}/readiness/refresh", self.refresh_readiness),
             (b"GET", "/api/v2/conflicts", self.conflicts),
         ]
-        # Handlers raise ApiError only, so AdminAPI can take these routes into its own table.
-        self.routes = [(method, re.compile(path), handler) for method, path, handler in table]
+        # Handlers raise ApiError only, so these routes can join the other tables on one JsonAPI.
+        self.routes: list[Route] = [(method, re.compile(path), handler) for method, path, handler in table]
 
     # Labels and Apply to Label -----------------------------------------------------------------------
 

@@ -1,6 +1,6 @@
 """The V2-style admin JSON API for settings, users and their certificates (/api/v2/settings, /api/v2/users).
 
-Authentication is the caller's `authorise(request)`; every failure is a JSON {"error": reason} with a 4xx.
+Authorisation is the serving JsonAPI's; every failure is a JSON {"error": reason} with a 4xx.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from ..admin.settings import (
 )
 from ..admin.settings_store import SettingsStore
 from ..admin.users import UserStore, user_to_json
-from .json_api import JsonAPI
+from .json_api import Route
 from .json_io import ApiError, read_json
 
 Handler = Callable[..., tuple[int, Any]]
@@ -36,23 +36,22 @@ Hook = Callable[[str], Any]
 _ID = r"(?P<{}>[^/]+)"
 
 
-class AdminSettingsAPI(JsonAPI):
+class AdminSettingsAPI:
     """Settings CRUD by kind, users CRUD, certificate uploads (V2 body, or a legacy V1 certificate type)."""
 
     def __init__(self, settings: SettingsStore, users: UserStore, identities: IdentityStore, *,
-                 authorise: Callable[[Request], None], on_setting_changed: Hook | None = None,
-                 on_setting_deleted: Hook | None = None, on_user_changed: Hook | None = None) -> None:
-        """`authorise(request)` raises ApiError(401) to refuse. The hooks let Apply to Label re-render:
+                 on_setting_changed: Hook | None = None, on_setting_deleted: Hook | None = None,
+                 on_user_changed: Hook | None = None) -> None:
+        """A route table for `JsonAPI`, which authorises each request. The hooks let Apply to Label re-render:
         a setting edited (or a user-provided setting an account uses), deleted, or a user's attributes or
         certificates changed. Each is called after the change is stored."""
-        super().__init__(authorise=authorise)
         self.settings, self.users, self.identities = settings, users, identities
         self._setting_changed = on_setting_changed or _ignore
         self._setting_deleted = on_setting_deleted or _ignore
         self._user_changed = on_user_changed or _ignore
         setting, user = _ID.format("setting_id"), _ID.format("user_id")
         certificate = rf"/api/v2/users/{user}/certificates/{setting}"
-        self.routes: list[tuple[bytes, re.Pattern[str], Handler]] = [
+        self.routes: list[Route] = [
             (b"GET", re.compile(r"/api/v2/settings"), self.list_settings),
             (b"POST", re.compile(r"/api/v2/settings"), self.create_setting),
             (b"GET", re.compile(rf"/api/v2/settings/{setting}"), self.show_setting),

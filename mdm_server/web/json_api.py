@@ -1,10 +1,11 @@
 """The one JSON API resource shape: HTTP Basic, a route table, and every failure as {"error": reason}.
 
-The V1 device/queue API, the V2 settings/users API and the V2 labels/policies API are route tables on it.
+The V1 device/queue API, the V2 settings/users API and the V2 labels/policies API are route tables mounted on it.
 """
 
 from __future__ import annotations
 
+import hmac
 import re
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -20,6 +21,19 @@ from .json_io import ApiError, write_json
 Handler = Callable[..., tuple[int, Any]]
 Route = tuple[bytes, re.Pattern[str], Handler]
 Authorise = Callable[[Request], Any]  # raises ApiError(401), or returns False, to refuse
+
+
+def basic_auth(username: str, password: str) -> Authorise:
+    """HTTP Basic against one user's credentials, compared in constant time; raises ApiError(401) to refuse."""
+    expected = (username.encode(), password.encode())
+
+    def authorise(request: Request) -> None:
+        ok_user = hmac.compare_digest(request.getUser(), expected[0])
+        ok_password = hmac.compare_digest(request.getPassword(), expected[1])
+        if not (ok_user and ok_password):
+            raise ApiError(401, "admin credentials required (HTTP Basic)")
+
+    return authorise
 
 
 class JsonAPI(resource.Resource):

@@ -6,24 +6,35 @@ Unauthenticated by design (like most exporters): it shows counts only, no device
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from twisted.web import resource
 from twisted.web.server import Request
 
 from .. import metrics as m
+from ..storage.interface import CommandStatus, EnrollmentState
+
+
+class MetricsSource(Protocol):
+    """What a scrape reads: request counters, queue and device counts, push outcomes and deliveries."""
+
+    def request_metrics(self) -> m.ServerMetrics: ...
+    def command_counts(self) -> Mapping[CommandStatus, int]: ...
+    def device_counts(self) -> Mapping[EnrollmentState, int]: ...
+    def push_outcomes(self) -> Mapping[str, int]: ...
+    def push_deliveries(self) -> Any: ...  # the APNs simulation's DeliveryStats
 
 
 class MetricsResource(resource.Resource):
-    """Reads the server's parts at scrape time, so the request path only pays for its own increments."""
+    """Reads its source at scrape time, so the request path only pays for its own increments."""
 
     isLeaf = True
 
-    def __init__(self, server: Any) -> None:
+    def __init__(self, source: MetricsSource) -> None:
         super().__init__()
-        # The MDMServer; not `self.server`, which putChild overwrites with the Site's legacy server.
-        self.mdm = server
+        self.source = source
 
     def render(self, request: Request) -> bytes:
         if request.method not in (b"GET", b"HEAD"):
@@ -39,7 +50,7 @@ class MetricsResource(resource.Resource):
         return [*self._requests(), *self._queue(), *self._pushes(), *_process()]
 
     def _requests(self) -> list[m.Family]:
-        metrics: m.ServerMetrics = self.mdm.service.metrics
+        metrics = self.source.request_metrics()
         checkins = {(kind, str(code)): n for (kind, code), n in metrics.checkins.items()}
         reports = {(status, str(code)): n for (status, code), n in metrics.reports.items()}
         return [
@@ -52,9 +63,8 @@ class MetricsResource(resource.Resource):
         ]
 
     def _queue(self) -> list[m.Family]:
-        storage = self.mdm.storage
-        commands = {(status.value,): n for status, n in storage.command_counts().items()}
-        devices = {(state.value,): n for state, n in storage.device_counts().items()}
+        commands = {(status.value,): n for status, n in self.source.command_counts().items()}
+        devices = {(state.value,): n for state, n in self.source.device_counts().items()}
         return [
             m.gauge("mdmsim_commands", "Commands in the queue by status (Queued and NotNow are waiting)",
                     commands, ("status",)),
@@ -62,8 +72,8 @@ class MetricsResource(resource.Resource):
         ]
 
     def _pushes(self) -> list[m.Family]:
-        outcomes = {(outcome,): n for outcome, n in self.mdm.waker.outcomes.items()}
-        stats = self.mdm.apns.stats
+        outcomes = {(outcome,): n for outcome, n in self.source.push_outcomes().items()}
+        stats = self.source.push_deliveries()
         apns = {(name,): getattr(stats, name) for name in
                 ("accepted", "rejected", "coalesced", "dropped", "delivered", "held_for_offline")}
         return [

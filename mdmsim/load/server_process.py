@@ -38,7 +38,7 @@ def main(argv: list[str]) -> int:
         push_link="tcp:0:interface=127.0.0.1", server_names=("127.0.0.1",),
         in_memory=bool(options.get("in_memory", False)), apns=dict(options.get("apns", {})),
     )
-    server = MDMServer(config, clock=reactor)
+    server = MDMServer(config, clock=reactor, reactor=reactor)
     io = stdio.StandardIO(_ParentWatch(reactor), reactor=reactor)
 
     def started(ports: list[Any]) -> None:
@@ -56,8 +56,12 @@ def main(argv: list[str]) -> int:
         reactor.stop()
 
     signal.signal(signal.SIGTERM, lambda *_: reactor.callFromThread(reactor.stop))
-    reactor.callWhenRunning(lambda: server.listen(reactor).addCallbacks(started, failed))
-    reactor.addSystemEventTrigger("before", "shutdown", server.stop)
+    def start() -> None:
+        server.startService()
+        server.listening().addCallbacks(started, failed)
+
+    reactor.callWhenRunning(start)
+    reactor.addSystemEventTrigger("before", "shutdown", server.stopService)
     run_profiled(lambda: reactor.run(installSignalHandlers=False), "server")
     return 0
 

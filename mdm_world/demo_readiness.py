@@ -8,8 +8,6 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from typing import Any
 
-from rich.table import Table
-
 from .demo_setup import DemoWorld
 
 COMPARED = ("signing", "encryption", "encrypt_by_default", "per_message_switch")
@@ -59,21 +57,6 @@ def _label(view: dict[str, Any] | None) -> str:
 
 def _key(version: str) -> tuple[int, ...]:
     return tuple(int(p) for p in version.split("."))
-
-
-def table(rows: list[dict[str, Any]]) -> Table:
-    out = Table(title="S/MIME readiness per iOS version: devices' own view vs the server's expectation")
-    for column in ("iOS", "profile", "devices", "device view", "server view", "drift"):
-        out.add_column(column)
-    for row in rows:
-        drift = len(row["drift"])
-        out.add_row(row["os_version"], row["profile"], str(row["devices"]), _counts(row["device"]),
-                    _counts(row["server"]), f"[bold red]{drift}[/bold red]" if drift else "[green]0[/green]")
-    return out
-
-
-def _counts(counter: Counter) -> str:
-    return "\n".join(f"{n} × {label}" for label, n in sorted(counter.items()))
 
 
 def jsonable(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -16,30 +16,31 @@ from device_sim.stats import FleetObserver
 from mdm_server.app import MDMServer
 
 from .scaled_clock import ScaledClock
-from .world import EPOCH, EnrollingWorld, WorldOptions, foreign_tls
+from .world import EPOCH, BehaviourFor, EnrollingWorld, WorldOptions
 
 LOOPBACK = "127.0.0.1"
 
 
 class RealWorld(EnrollingWorld):
-    def __init__(self, spec: FleetSpec, options: WorldOptions, reactor: Any, *, factor: float) -> None:
+    def __init__(self, spec: FleetSpec, options: WorldOptions, reactor: Any, *, factor: float,
+                 behaviour_for: BehaviourFor | None = None) -> None:
         self.options, self.reactor = options, reactor
         self.clock = ScaledClock(reactor, factor, start=EPOCH)
         config = options.server_config(listen=f"ssl:0:interface={LOOPBACK}", push_link=f"tcp:0:interface={LOOPBACK}",
                                        server_names=(LOOPBACK,))
-        self.server = MDMServer(config, clock=self.clock)
-        if options.untrusted_server:
-            self.server.tls = foreign_tls(config.server_names, self.server.now())
+        self.server = MDMServer(config, clock=self.clock, tls=options.server_tls(config, EPOCH), reactor=reactor)
         self.admin_http = MemoryHTTP(self.server.site)  # the admin side stays in process; devices use sockets
         self.observer = FleetObserver()
         self.push = PushLinkClient()
         self.transport = HTTPSTransport(reactor)
-        self.fleet = Fleet(spec, clock=self.clock, transport=self.transport, push=self.push, observer=self.observer)
+        self.fleet = Fleet(spec, clock=self.clock, transport=self.transport, push=self.push, observer=self.observer,
+                           behaviour_for=behaviour_for)
         self._link: Any = None
 
     @defer.inlineCallbacks
     def start(self):
-        ports = yield self.server.listen(self.reactor)
+        self.server.startService()
+        ports = yield self.server.listening()
         self._link = self.reactor.connectTCP(LOOPBACK, ports[1].getHost().port, self.push)
 
     @defer.inlineCallbacks
@@ -47,4 +48,4 @@ class RealWorld(EnrollingWorld):
         if self._link is not None:
             self._link.disconnect()
         self.transport.close()
-        yield self.server.stop()
+        yield self.server.stopService()

@@ -119,9 +119,8 @@ class Scenario:
         """The same scenario on real sockets (loopback TLS, push link), `factor` times faster than real time."""
         seed = self.seed if seed is None else seed
         timeline: list[tuple[float, str]] = []
-        world = RealWorld(self.fleet_spec(seed), self.world_options(seed), reactor, factor=factor)
-        if self.behaviour_for is not None:
-            world.fleet.behaviour_for = self.behaviour_for
+        world = RealWorld(self.fleet_spec(seed), self.world_options(seed), reactor, factor=factor,
+                          behaviour_for=self.behaviour_for)
         yield world.start()
         try:
             context = Context(world, timeline)
@@ -141,10 +140,7 @@ class Scenario:
     def _context(self, seed: int, timeline: list, world_options: WorldOptions | None) -> Context:
         spec = self.fleet_spec(seed)
         options = world_options or self.world_options(seed)
-        world = World(spec, options)
-        if self.behaviour_for is not None:
-            world.fleet.behaviour_for = self.behaviour_for
-        return Context(world, timeline)
+        return Context(World(spec, options, behaviour_for=self.behaviour_for), timeline)
 
 
 class Context:

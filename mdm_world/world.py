@@ -6,6 +6,7 @@ Time is a heap clock started at a fixed date; everything is seeded, so a run rep
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -15,7 +16,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from device_sim.clock import HeapClock
+from device_sim.facts import DeviceFacts
 from device_sim.fleet import Fleet, FleetSpec
+from device_sim.machine import Behaviour
 from device_sim.runner import DeviceRunner, InProcessPush
 from device_sim.stats import FleetObserver
 from device_sim.transport import MemoryTransport
@@ -38,6 +41,15 @@ class WorldOptions:
     def server_config(self, **overrides: Any) -> ServerConfig:
         data_dir = self.data_dir or Path(tempfile.mkdtemp(prefix="mdmsim-world-"))
         return ServerConfig(data_dir=data_dir, in_memory=True, apns={"seed": self.seed, **self.apns}, **overrides)
+
+    def server_tls(self, config: ServerConfig, now: float) -> ServerTlsFiles | None:
+        """The TLS files to serve instead of the server's own: a foreign CA's, for an untrusted server."""
+        if not self.untrusted_server:
+            return None
+        return foreign_tls(config.server_names, datetime.fromtimestamp(now, UTC))
+
+
+BehaviourFor = Callable[[DeviceFacts], Behaviour]  # per-device faults, from the device's facts
 
 
 class EnrollingWorld:
@@ -71,18 +83,21 @@ class EnrollingWorld:
 
 
 class World(EnrollingWorld):
-    def __init__(self, spec: FleetSpec, options: WorldOptions | None = None) -> None:
+    """Everything in one process on a heap clock: the server (started), a fleet over in-memory HTTP."""
+
+    def __init__(self, spec: FleetSpec, options: WorldOptions | None = None, *,
+                 behaviour_for: BehaviourFor | None = None) -> None:
         self.options = options or WorldOptions(seed=spec.seed)
         self.clock = HeapClock(EPOCH)
-        self.server = MDMServer(self.options.server_config(push_link=None), clock=self.clock)
-        if self.options.untrusted_server:
-            self.server.tls = foreign_tls(self.server.config.server_names, self.server.now())
+        config = self.options.server_config(push_link=None)
+        self.server = MDMServer(config, clock=self.clock, tls=self.options.server_tls(config, EPOCH))
+        self.server.startService()
         self.transport = MemoryTransport(self.server.http, self.clock, presented_chain(self.server.tls))
         self.admin_http = self.transport.http
         self.observer = FleetObserver()
         self.fleet = Fleet(spec, clock=self.clock, transport=self.transport,
                            push=InProcessPush(self.server.apns), observer=self.observer,
-                           reuse_signatures=True)
+                           behaviour_for=behaviour_for, reuse_signatures=True)
 
     def run_for(self, seconds: float) -> int:
         return self.clock.advance(seconds)
