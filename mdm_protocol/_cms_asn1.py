@@ -27,6 +27,7 @@ __all__ = [
     "der_set",
     "oid_text",
     "read_content_info",
+    "read_encapsulated_content",
     "read_pss_parameters",
     "read_signed_data",
     "read_time",
@@ -248,6 +249,38 @@ def read_signed_data(reader: BerReader, content: Tlv) -> SignedData:
     content_type, embeds_content = _encapsulated_content_info(reader, encapsulated)
     signers = tuple(_signer_info(reader, item) for item in reader.children(signer_infos, "the signerInfos"))
     return SignedData(content_type, embeds_content, raw_certificates, signers)
+
+
+def read_encapsulated_content(reader: BerReader, content: Tlv) -> tuple[str, bytes | None]:
+    """(eContentType, eContent) of the SignedData filling the ContentInfo's [0] `content`; None when detached.
+
+    Only the path to the content is read (a signed profile is linted, not verified). A constructed OCTET STRING,
+    as BER encoders write long content, is joined from its segments.
+    """
+    inner = reader.children(content, "the ContentInfo content")
+    if len(inner) != 1 or inner[0][0] != SEQUENCE:
+        raise Asn1Error("the ContentInfo content is not one SEQUENCE")
+    fields = _Fields(reader, inner[0], "the SignedData")
+    fields.take(INTEGER, "version")
+    fields.take(SET, "digestAlgorithms")
+    encapsulated = _Fields(reader, fields.take(SEQUENCE, "encapContentInfo"), "the encapContentInfo")
+    content_type = oid_text(reader.content(encapsulated.take(OBJECT_IDENTIFIER, "eContentType")))
+    explicit = encapsulated.optional(CONTEXT_0)
+    encapsulated.done()
+    if explicit is None:
+        return content_type, None
+    octets = reader.children(explicit, "the eContent")
+    if len(octets) != 1:
+        raise Asn1Error("the eContent is not one OCTET STRING")
+    return content_type, _octets(reader, octets[0])
+
+
+def _octets(reader: BerReader, item: Tlv) -> bytes:
+    if item[0] == OCTET_STRING:
+        return reader.content(item)
+    if item[0] == OCTET_STRING | 0x20:
+        return b"".join(_octets(reader, segment) for segment in reader.children(item, "an OCTET STRING"))
+    raise Asn1Error(f"an OCTET STRING has tag {item[0]:#04x}")
 
 
 def _encapsulated_content_info(reader: BerReader, item: Tlv) -> tuple[str, bool]:

@@ -34,6 +34,7 @@ from ._cms_asn1 import (
     der_set,
     oid_text,
     read_content_info,
+    read_encapsulated_content,
     read_pss_parameters,
     read_signed_data,
     read_time,
@@ -406,3 +407,26 @@ def _pss_padding(parameters: bytes | None, digest_name: str) -> padding.PSS:
     if not 0 <= params.salt_length <= 1024:
         raise SignatureError(f"RSASSA-PSS salt length {params.salt_length} is out of range")
     return padding.PSS(mgf=padding.MGF1(_HASHES[mgf_name]()), salt_length=params.salt_length)
+
+
+# --- Reading what a SignedData embeds (signed .mobileconfig files) -----------------------------------------------
+
+
+def signed_content(data: bytes) -> bytes | None:
+    """The content a CMS SignedData embeds (a signed profile's plist), or None when `data` is not CMS at all.
+
+    The signature is not verified. SignatureError: CMS that is not SignedData, or a detached signature.
+    """
+    if not data.startswith(b"\x30"):
+        return None
+    reader = BerReader(bytes(data))
+    try:
+        content_type, content, _ = read_content_info(reader)
+        if content_type != _ID_SIGNED_DATA:
+            raise SignatureError("the file is CMS but not SignedData")
+        _, embedded = read_encapsulated_content(reader, content)
+    except Asn1Error:
+        return None  # not CMS after all; the caller's own decoder says what it is
+    if embedded is None:
+        raise SignatureError("the signed profile carries no content (a detached signature)")
+    return embedded

@@ -14,11 +14,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from pyasn1.codec.ber import decoder
-from pyasn1.error import PyAsn1Error
-from pyasn1_modules import rfc5652
-
-from mdm_protocol.errors import MessageError, PlistError, ProfileError
+from mdm_protocol.cms import signed_content
+from mdm_protocol.errors import MessageError, PlistError, ProfileError, SignatureError
 from mdm_protocol.osversion import OSVersion
 from mdm_protocol.plist import decode_plist
 from mdm_protocol.profile import validate_profile
@@ -209,16 +206,8 @@ def run_lint(args: argparse.Namespace) -> int:
 
 def _unwrap_signed(data: bytes) -> tuple[bytes, bool]:
     """The plist inside a CMS-signed .mobileconfig (DER SignedData), or `data` itself if not signed."""
-    if not data.startswith(b"\x30"):
-        return data, False
     try:
-        info, _ = decoder.decode(data, asn1Spec=rfc5652.ContentInfo())
-        if info["contentType"] != rfc5652.id_signedData:
-            raise Unreadable("the file is CMS but not SignedData")
-        signed, _ = decoder.decode(bytes(info["content"]), asn1Spec=rfc5652.SignedData())
-        content = signed["encapContentInfo"]["eContent"]
-        if not content.isValue:
-            raise Unreadable("the signed profile carries no content (a detached signature)")
-        return bytes(content), True
-    except PyAsn1Error:
-        return data, False  # not CMS after all; let the plist decoder say what it is
+        content = signed_content(data)
+    except SignatureError as exc:
+        raise Unreadable(exc.reason) from None
+    return (data, False) if content is None else (content, True)
