@@ -68,13 +68,14 @@ class EnrollingWorld:
         runners = []
         for position, index in enumerate(indexes):
             runner = self.fleet.add(index)
-            profile = self._enrollment_profile(runner)
+            profile = self.enrollment_profile(runner)
             delay = spread * position / max(1, len(indexes))
             self.clock.callLater(delay, runner.install_enrollment, profile)
             runners.append(runner)
         return runners
 
-    def _enrollment_profile(self, runner: DeviceRunner) -> bytes:
+    def enrollment_profile(self, runner: DeviceRunner) -> bytes:
+        """A fresh enrollment profile for the runner's user, as GET /mdm/enroll would serve it."""
         server = self.server
         return build_enrollment(
             server.ca, server_url=server.url, topic=server.state.topic, now=server.now(),

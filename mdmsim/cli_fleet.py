@@ -13,6 +13,7 @@ from typing import Any
 from rich.console import Console
 
 from device_sim.fleet import DEFAULT_KINDS, DEFAULT_OS_MIX, Fleet, FleetSpec, parse_mix
+from device_sim.fleet_ramp import EnrollmentRamp
 from device_sim.https_transport import ConnectionMode, HTTPSTransport
 from device_sim.push_link_client import PushLinkClient
 from device_sim.report import fleet_json, readiness_rows, readiness_table
@@ -61,48 +62,32 @@ def add_connection_arguments(parser: Any) -> None:  # a parser or an argument gr
 
 
 def run(args: argparse.Namespace) -> int:
-    from twisted.internet import reactor
+    from twisted.internet import reactor, task
 
     console = Console(stderr=True)
     spec = FleetSpec(args.devices, seed=args.seed, os_mix=args.os_mix, kinds=args.kinds)
+    enroll_url = args.enroll_url
+    if args.server and enroll_url.startswith("/"):  # a path on --server
+        enroll_url = args.server.rstrip("/") + enroll_url
     push = PushLinkClient()
-    if args.server and args.enroll_url.startswith("/"):
-        args.enroll_url = args.server.rstrip("/") + args.enroll_url
     if args.push_link != "none":
         host, _, port = args.push_link.rpartition(":")
         reactor.connectTCP(host, int(port), push)
     observer = FleetObserver()
     fleet = Fleet(spec, clock=reactor, transport=HTTPSTransport(reactor, connections=args.connections),
                   push=push, observer=observer)
-    failures: list[str] = []
-
-    def enroll(index: int) -> None:
-        runner = fleet.add(index)
-        url = with_user(args.enroll_url, runner.machine.facts.user.user_id)
-        d = fetch_enrollment(reactor, url)
-        d.addCallbacks(runner.install_enrollment,
-                       lambda failure: failures.append(f"{index}: {failure.getErrorMessage()}"))
-
-    for index in range(spec.count):
-        reactor.callLater(args.ramp * index / max(1, spec.count), enroll, index)
-
-    def progress() -> None:
-        console.print(f"[{reactor.seconds() - started:6.1f}s] enrolled {observer.enrolled}/{spec.count}  "
-                      f"failed {observer.enrollment_failures + len(failures)}  sessions {observer.sessions}  "
-                      f"commands {sum(observer.commands.values())}", highlight=False)
-        if reactor.seconds() - started < args.duration:
-            reactor.callLater(min(2.0, args.duration), progress)
-
+    ramp = EnrollmentRamp(fleet, observer, clock=reactor, fetch_profile=lambda runner: fetch_enrollment(
+        reactor, with_user(enroll_url, runner.machine.facts.user.user_id)))
+    ramp.start(args.ramp)
     started = reactor.seconds()
-    reactor.callLater(2.0, progress)
+    ticker = task.LoopingCall(lambda: console.print(ramp.progress(reactor.seconds() - started), highlight=False))
+    ticker.clock = reactor
+    ticker.start(2.0, now=False)
     reactor.callLater(args.duration, reactor.stop)
     reactor.run()
-    for line in failures[:10]:
+    for line in ramp.failures[:10]:
         console.print(f"enrollment download failed: {line}")
     Console().print(readiness_table(readiness_rows(fleet.runners)))
     if args.json:
         args.json.write_text(json.dumps(fleet_json(fleet.runners, observer), indent=1, sort_keys=True))
-    ok = observer.enrolled == spec.count and not failures
-    return 0 if ok else 1
-
-
+    return 0 if ramp.all_enrolled() else 1

@@ -1,0 +1,51 @@
+"""Enrolling a fleet over a ramp: each device is added at its slot, fetches its enrollment profile, installs it.
+
+`mdmsim fleet` runs it on the reactor against a real server; the fetch is passed in, so any clock will do.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet import defer
+from twisted.python.failure import Failure
+
+from .fleet import Fleet
+from .runner import DeviceRunner
+from .stats import FleetObserver
+
+FetchProfile = Callable[[DeviceRunner], "defer.Deferred[bytes]"]  # the device's enrollment profile, downloaded
+
+
+class EnrollmentRamp:
+    """Spreads the fleet's enrollments over `ramp` seconds and keeps the downloads that failed."""
+
+    def __init__(self, fleet: Fleet, observer: FleetObserver, *, clock: Any, fetch_profile: FetchProfile) -> None:
+        self.fleet, self.observer, self.clock, self.fetch_profile = fleet, observer, clock, fetch_profile
+        self.failures: list[str] = []  # "index: reason" per failed download
+
+    @property
+    def count(self) -> int:
+        return self.fleet.spec.count
+
+    def start(self, ramp: float) -> None:
+        for index in range(self.count):
+            self.clock.callLater(ramp * index / max(1, self.count), self._enroll, index)
+
+    def _enroll(self, index: int) -> None:
+        runner = self.fleet.add(index)
+        self.fetch_profile(runner).addCallbacks(runner.install_enrollment, self._failed, errbackArgs=(index,))
+
+    def _failed(self, failure: Failure, index: int) -> None:
+        self.failures.append(f"{index}: {failure.getErrorMessage()}")
+
+    def progress(self, elapsed: float) -> str:
+        """One line for humans: enrolled, failed (enrollment or download), sessions and commands so far."""
+        seen = self.observer
+        return (f"[{elapsed:6.1f}s] enrolled {seen.enrolled}/{self.count}  "
+                f"failed {seen.enrollment_failures + len(self.failures)}  sessions {seen.sessions}  "
+                f"commands {sum(seen.commands.values())}")
+
+    def all_enrolled(self) -> bool:
+        return self.observer.enrolled == self.count and not self.failures
