@@ -12,8 +12,9 @@ from typing import Any
 
 from twisted.internet import defer
 
+from device_sim.behaviour import Behaviour
 from device_sim.fleet import FleetSpec, parse_mix
-from device_sim.machine import Behaviour, Phase
+from device_sim.machine import Phase
 from device_sim.runner import DeviceRunner
 
 from .admin_client import AdminClient

@@ -15,10 +15,10 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from device_sim.behaviour import Behaviour
 from device_sim.clock import HeapClock
 from device_sim.facts import DeviceFacts
 from device_sim.fleet import Fleet, FleetSpec
-from device_sim.machine import Behaviour
 from device_sim.runner import DeviceRunner, InProcessPush
 from device_sim.stats import FleetObserver
 from device_sim.transport import MemoryTransport

@@ -1,6 +1,6 @@
 """Devices still locked since boot answer NotNow; the server re-offers at the next Idle until they unlock."""
 
-from device_sim.machine import Behaviour
+from device_sim.behaviour import Behaviour
 from mdm_world import Scenario
 from mdm_world.roots import root_profile
 from scenarios._support import data, device_ids
