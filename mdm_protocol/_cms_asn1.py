@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
+from typing import Any
 
 from pyasn1.codec.ber import decoder as ber_decoder
 from pyasn1.error import PyAsn1Error
@@ -424,7 +425,8 @@ def read_time(tag: int, content: bytes) -> datetime:
         raise Asn1Error(f"not a DER UTCTime or GeneralizedTime: {content[:40]!r}")
     microsecond = int((fraction or b"0")[:6].ljust(6, b"0"))
     try:
-        return datetime(*fields, microsecond, tzinfo=UTC)
+        year, month, day, hour, minute, second = fields
+        return datetime(year, month, day, hour, minute, second, microsecond, tzinfo=UTC)
     except ValueError as exc:
         raise Asn1Error(f"not a valid time: {content.decode('ascii')} ({exc})") from None
 
@@ -442,8 +444,8 @@ def read_pss_parameters(raw: bytes) -> PssParameters:
         parameters = mgf["parameters"]
         if not parameters.isValue:
             raise Asn1Error("the RSASSA-PSS MGF1 has no hash")
-        mgf_hash = _pyasn1_decode(bytes(parameters), rfc5280.AlgorithmIdentifier(), "the MGF1 hash")
-        mgf_hash = str(mgf_hash["algorithm"])
+        mgf_hash_algorithm = _pyasn1_decode(bytes(parameters), rfc5280.AlgorithmIdentifier(), "the MGF1 hash")
+        mgf_hash = str(mgf_hash_algorithm["algorithm"])
     return PssParameters(
         str(hash_algorithm["algorithm"]) if hash_algorithm.isValue else ID_SHA1,
         mgf_oid,
@@ -452,7 +454,7 @@ def read_pss_parameters(raw: bytes) -> PssParameters:
     )
 
 
-def _pyasn1_decode(substrate: bytes, spec: object, what: str) -> object:
+def _pyasn1_decode(substrate: bytes, spec: object, what: str) -> Any:  # pyasn1 values take their spec's shape
     try:
         value, rest = ber_decoder.decode(substrate, asn1Spec=spec)
     except (PyAsn1Error, ValueError, TypeError, IndexError, KeyError, OverflowError, RecursionError) as exc:

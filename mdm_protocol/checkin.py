@@ -115,7 +115,7 @@ class _CheckinMessage:
     @property
     def device_id(self) -> str:
         """The device's identifier on this enrollment: the UDID, else (User Enrollment) the EnrollmentID."""
-        return self.udid or self.enrollment_id  # type: ignore[attr-defined]
+        return self.udid or self.enrollment_id  # type: ignore[attr-defined,no-any-return]
 
     def to_plist(self) -> dict[str, Any]:
         out = dict(self.extra)  # type: ignore[attr-defined]

@@ -131,6 +131,7 @@ def sign_detached(
 
 
 _templates = Templates()
+_BUILDER_HASHES = (hashes.SHA224, hashes.SHA256, hashes.SHA384, hashes.SHA512)
 
 
 def _build(
@@ -140,6 +141,8 @@ def _build(
     hash: hashes.HashAlgorithm,
     rsa_padding: padding.PSS | padding.PKCS1v15 | None = None,
 ) -> bytes:
+    if not isinstance(hash, _BUILDER_HASHES):  # the builder's own check, made here so the type narrows
+        raise TypeError("hash_algorithm must be one of hashes.SHA224, SHA256, SHA384, or SHA512")
     builder = pkcs7.PKCS7SignatureBuilder().set_data(data)
     if rsa_padding is None:
         builder = builder.add_signer(certificate, private_key, hash)

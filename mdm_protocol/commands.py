@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, ClassVar, NamedTuple
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
 from .errors import MessageError
 from .report import Command, CommandReport, Status
@@ -163,6 +163,9 @@ class _Record:
     __slots__ = ()
     _NAME: ClassVar[str]
     _FIELDS: ClassVar[tuple[_Field, ...]]
+
+    if TYPE_CHECKING:  # every subclass is a dataclass, which from_plist builds by keyword
+        def __init__(self, **fields: Any) -> None: ...
 
     def __post_init__(self) -> None:
         for key in self._FIELDS:
@@ -362,7 +365,7 @@ def _acknowledged(
     return CommandReport(Status.ACKNOWLEDGED, udid, enrollment_id, command_uuid, (), extra)
 
 
-def _records(items: Iterable[Any], kind: type) -> list[dict[str, Any]]:
+def _records(items: Iterable[Any], kind: type[_Record]) -> list[dict[str, Any]]:
     out = []
     for item in items:
         if not isinstance(item, kind):

@@ -284,12 +284,12 @@ class _Checker:
                 reason = f"required key {format_path(where)} is missing"
                 self.issues.append(KeyIssue(where, Issue.MISSING, reason))
         for name, item in value.items():
-            spec = _find(keys, name) if isinstance(name, str) else None
-            support = Support.UNKNOWN_KEY if spec is None else self._support(spec)
-            if spec is None or not support.honoured:
+            found = _find(keys, name) if isinstance(name, str) else None
+            support = Support.UNKNOWN_KEY if found is None else self._support(found)
+            if found is None or not support.honoured:
                 self.skipped.append(SkippedKey((*path, name), support))
             else:
-                self.value(spec, item, (*path, name))
+                self.value(found, item, (*path, name))
 
     def value(self, spec: KeySpec, value: Any, path: KeyPath) -> None:
         where = format_path(path)

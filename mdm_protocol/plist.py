@@ -64,7 +64,7 @@ def _check_xml_text(data: bytes) -> None:
         raise PlistError("XML with a DOCTYPE internal subset or entity declarations is refused")
 
 
-def _check_shape(value: dict | list, max_depth: int, budget: int) -> None:
+def _check_shape(value: dict[Any, Any] | list[Any], max_depth: int, budget: int) -> None:
     # Binary plists may reference one container many times; plistlib then returns a shared graph whose
     # tree can be exponentially larger than the bytes. Each reference costs at least one byte, so an
     # honest tree has no more edges than the body has bytes: past that, refuse instead of walking.

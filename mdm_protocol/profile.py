@@ -137,8 +137,10 @@ class Profile:
         """Build from a profile dictionary that `validate_profile` has already accepted."""
         payloads = tuple(Payload.from_plist(item) for item in plist.get("PayloadContent", ()))
         extra = {key: value for key, value in plist.items() if key not in PROFILE_FIELDS}
-        return cls(plist["PayloadIdentifier"], plist["PayloadUUID"], payloads,
-                   *(plist.get(key) for key in PROFILE_FIELDS[5:]), extra)
+        get = plist.get
+        return cls(plist["PayloadIdentifier"], plist["PayloadUUID"], payloads, get("PayloadDisplayName"),
+                   get("PayloadDescription"), get("PayloadOrganization"), get("PayloadRemovalDisallowed"),
+                   get("PayloadScope"), extra)
 
 
 def encode_profile(profile: Profile) -> bytes:
@@ -265,8 +267,8 @@ def _check_top_level(plist: dict[str, Any], version: OSVersion | None) -> list[I
 
 def _payload_name(item: Mapping[str, Any], index: int | None) -> str:
     for key in ("PayloadDisplayName", "PayloadIdentifier"):
-        if isinstance(item.get(key), str):
-            return item[key]
+        if isinstance(value := item.get(key), str):
+            return value
     return f"#{index}" if index is not None else "payload"
 
 
@@ -296,14 +298,16 @@ def check_payload(item: Mapping[str, Any], *, os_version: OSVersion | str | None
         raise _refuse(f"profile: {issue.reason}", PROFILE[1003], _top_level_description(issue))
     payload_type = item.get("PayloadType")
     support = _payload_support(payload_type, version)
-    spec = payload_spec(payload_type if support.honoured else COMMON)
+    # Only a str PayloadType can be honoured (_payload_support), so `known` is it or the common keys.
+    known = payload_type if support.honoured and isinstance(payload_type, str) else COMMON
+    spec = payload_spec(known)
     conformance = check_keys(spec.keys, item, version)
     name = _payload_name(item, index)
     if conformance.issues:
         issue = conformance.issues[0]
         raise _refuse(f"payload {name}: {issue.reason}", _PAYLOAD_CODES[issue.issue],
                       _payload_description(issue.issue, name, format_path(issue.path)))
-    rule = _PAYLOAD_RULES.get(payload_type) if support.honoured else None
+    rule = _PAYLOAD_RULES.get(known) if support.honoured else None
     refusal = rule(item, version) if rule else None
     if refusal is not None:
         known_error, reason = refusal
@@ -312,7 +316,7 @@ def check_payload(item: Mapping[str, Any], *, os_version: OSVersion | str | None
     identifier = item.get("PayloadIdentifier")
     if not support.honoured:  # iOS installs an unknown payload type but reads nothing in it
         return [IgnoredKey(identifier, str(payload_type), (), support)]
-    return [IgnoredKey(identifier, payload_type, skip.path, skip.support) for skip in conformance.skipped]
+    return [IgnoredKey(identifier, known, skip.path, skip.support) for skip in conformance.skipped]
 
 
 def _check_unique(items: Sequence[Mapping[str, Any]]) -> None:
@@ -350,7 +354,12 @@ _EAS_DATA_CLASSES = ("EnableMail", "EnableContacts", "EnableCalendars", "EnableR
 
 
 def _honours(payload_type: str, key: str, version: OSVersion | None) -> bool:
-    return version is None or payload_spec(payload_type).key(key).ios.at(version).honoured
+    if version is None:
+        return True
+    spec = payload_spec(payload_type).key(key)
+    if spec is None:  # a rule naming a key its schema lacks: a bug here, not in the profile
+        raise KeyError(f"{payload_type} has no key {key}")
+    return spec.ios.at(version).honoured
 
 
 def _eas_rules(item: Mapping[str, Any], version: OSVersion | None) -> _Refusal | None:

@@ -49,7 +49,7 @@ def _check_strings(udid: Any, enrollment_id: Any, command_uuid: Any) -> None:
             raise MessageError(f"command report: {key} must be a string, not {type(value).__name__}")
 
 
-def _frozen_mapping(value: Any, what: str) -> MappingProxyType:
+def _frozen_mapping(value: Any, what: str) -> MappingProxyType[str, Any]:
     if type(value) is MappingProxyType:
         return value
     if not isinstance(value, Mapping):
