@@ -14,6 +14,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 from twisted.internet import defer
 
 from mdm_protocol.certificate_chain import verify_chain
+from mdm_protocol.clocks import Clock
 from mdm_protocol.cms import SignatureError
 
 from .effects import SendRequest
@@ -44,7 +45,7 @@ class Transport(Protocol):
 class MemoryTransport:
     """Requests go through the real twisted.web Site in this process, after a simulated TLS trust check."""
 
-    def __init__(self, site: Any, clock: Any, server_chain: tuple[x509.Certificate, ...], *,
+    def __init__(self, site: Any, clock: Clock, server_chain: tuple[x509.Certificate, ...], *,
                  latency: float = 0.0) -> None:
         self.http = MemoryHTTP(site, keep_alive=True)  # no TLS here: one channel serves every device
         self.clock = clock

@@ -8,7 +8,8 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Iterable
-from typing import Any
+
+from mdm_protocol.clocks import Clock, DelayedCall
 
 from .push.interface import Pusher, PushRequest
 from .storage.interface import PushOutcome, PushRecord, Storage
@@ -19,11 +20,11 @@ log = logging.getLogger(__name__)
 class Waker:
     """Pushes devices through a `Pusher`, on the reactor clock given; at most one pending wake per device."""
 
-    def __init__(self, storage: Storage, pusher: Pusher, *, clock: Any) -> None:
+    def __init__(self, storage: Storage, pusher: Pusher, *, clock: Clock) -> None:
         self.storage = storage
         self.pusher = pusher
         self.clock = clock
-        self._scheduled: dict[str, Any] = {}
+        self._scheduled: dict[str, DelayedCall] = {}
         self.outcomes: Counter[str] = Counter()  # accepted, rejected, or why no push was sent (GET /metrics)
 
     def push_now(self, device_ids: Iterable[str]) -> dict[str, PushRecord | str]:

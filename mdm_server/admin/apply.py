@@ -10,6 +10,7 @@ from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from mdm_protocol.clocks import Clock
 from mdm_protocol.commands import install_profile, remove_profile
 from mdm_protocol.errors import ProtocolError
 from mdm_protocol.report import Command, encode_command
@@ -267,7 +268,7 @@ class LabelAdmin:
     """
 
     def __init__(self, storage: Storage, docs: DocumentStore, renderer: Renderer, users: UserDirectory,
-                 *, clock: Any, wake: Wake | None = None, bucket: float = DEFAULT_BUCKET) -> None:
+                 *, clock: Clock, wake: Wake | None = None, bucket: float = DEFAULT_BUCKET) -> None:
         self.storage, self.renderer = storage, renderer
         self.inventory = Inventory(docs, users)
         self.labels = LabelBook(docs, self.inventory, self.all_devices)

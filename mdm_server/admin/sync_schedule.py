@@ -13,6 +13,8 @@ import math
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from mdm_protocol.clocks import Clock, DelayedCall
+
 log = logging.getLogger(__name__)
 
 DEFAULT_BUCKET = 10.0  # seconds: wake-ups due within one bucket go out together (60 s made
@@ -45,7 +47,7 @@ class SpreadWakeScheduler:
     Memory is O(devices); a bucket fires at its end, so no device wakes before its computed time.
     """
 
-    def __init__(self, clock: Any, wake: Wake, *, bucket: float = DEFAULT_BUCKET) -> None:
+    def __init__(self, clock: Clock, wake: Wake, *, bucket: float = DEFAULT_BUCKET) -> None:
         if not bucket > 0:
             raise ValueError(f"bucket must be a positive number of seconds, not {bucket!r}")
         self.clock, self.wake, self.bucket = clock, wake, bucket
@@ -53,7 +55,7 @@ class SpreadWakeScheduler:
         self._slot_of: dict[str, int] = {}  # device -> bucket number
         self._slots: dict[int, set[str]] = {}  # bucket number -> devices due then
         self._heap: list[int] = []  # bucket numbers, each pushed once while its slot exists
-        self._call: Any = None
+        self._call: DelayedCall | None = None
         self._running = False
 
     # Configuring.

@@ -11,6 +11,7 @@ from typing import Any
 
 from twisted.web.server import Request
 
+from mdm_protocol.clocks import Clock
 from mdm_protocol.errors import ProtocolError
 from mdm_protocol.report import Command, decode_report, encode_command
 
@@ -25,7 +26,7 @@ MAX_BATCH = 100_000
 class AdminAPI:
     """The V1 route table; `JsonAPI` serves it, with the V2 tables, behind one `authorise`."""
 
-    def __init__(self, storage: Storage, waker: Waker, *, clock: Any) -> None:
+    def __init__(self, storage: Storage, waker: Waker, *, clock: Clock) -> None:
         self.storage, self.waker, self.clock = storage, waker, clock
         self.routes: list[Route] = [
             (b"GET", re.compile(r"/api/v[12]/ping"), self.ping),

@@ -14,6 +14,7 @@ from typing import Any
 from cryptography import x509
 from twisted.web.server import Request
 
+from mdm_protocol.clocks import Clock
 from mdm_protocol.commands import certificate_list, profile_list
 from mdm_protocol.report import encode_command
 
@@ -36,7 +37,7 @@ _ID = r"(?P<{}>[^/]+)"
 class AdminLabelsAPI:
     """The V2 labels, sync-policy and device route table; `JsonAPI` serves it behind the admin's `authorise`."""
 
-    def __init__(self, admin: LabelAdmin, waker: Waker, *, clock: Any,
+    def __init__(self, admin: LabelAdmin, waker: Waker, *, clock: Clock,
                  trusted_roots: Iterable[x509.Certificate] = ()) -> None:
         self.admin, self.waker, self.clock = admin, waker, clock
         self.trusted_roots = tuple(trusted_roots)  # roots devices trust without a command (enrollment CA)

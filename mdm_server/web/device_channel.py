@@ -16,6 +16,8 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.python.failure import Failure
 from twisted.web.server import Site
 
+from mdm_protocol.clocks import Clock, DelayedCall
+
 from .device import DeviceEndpoint
 from .device_wire import DateHeader, RequestHead, Route, parse_head, response_bytes
 
@@ -33,8 +35,8 @@ class DeviceChannel(Protocol):
         self._web: Any = None
         self._closing = False
         self._last_read = 0.0
-        self._idle_call: Any = None
-        self._abort_call: Any = None
+        self._idle_call: DelayedCall | None = None
+        self._abort_call: DelayedCall | None = None
 
     def connectionMade(self) -> None:
         clock = self.factory.clock
@@ -134,7 +136,7 @@ class DeviceChannelFactory(Factory):
 
     noisy = False  # no "Starting factory" log lines per port
 
-    def __init__(self, site: Site, endpoint: DeviceEndpoint, *, clock: Any, body_limit: int) -> None:
+    def __init__(self, site: Site, endpoint: DeviceEndpoint, *, clock: Clock, body_limit: int) -> None:
         self.site, self.endpoint, self.clock, self.body_limit = site, endpoint, clock, body_limit
         self.timeout = site.timeOut or 30.0
         self.date = DateHeader(clock.seconds)

@@ -15,6 +15,7 @@ from twisted.internet import defer
 from device_sim import effects as fx
 from device_sim.runner import DeviceRunner
 from device_sim.transport import Reply, Transport, TransportError
+from mdm_protocol.clocks import Clock
 
 from . import histograms as h
 
@@ -91,7 +92,7 @@ class MeteredTransport:
 class LoadObserver:
     """The worker's statistics: fed by every LoadRunner (as its Observer) and by the enrollment downloads."""
 
-    def __init__(self, clock: Any, *, checkin_interval: float | None = None,
+    def __init__(self, clock: Clock, *, checkin_interval: float | None = None,
                  phase: Callable[[LoadRunner], float] = lambda runner: 0.0) -> None:
         self.clock = clock
         self.messages: dict[str, h.MessageStats] = {}

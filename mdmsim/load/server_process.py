@@ -15,13 +15,14 @@ from typing import Any
 from twisted.internet import stdio
 from twisted.internet.protocol import Protocol
 
+from mdm_protocol.clocks import Reactor
 from mdm_server.app import MDMServer, ServerConfig
 
 from .profiling import run_profiled
 
 
 class _ParentWatch(Protocol):
-    def __init__(self, reactor: Any) -> None:
+    def __init__(self, reactor: Reactor) -> None:
         self.reactor = reactor
 
     def connectionLost(self, reason: Any = None) -> None:

@@ -12,15 +12,17 @@ import random
 import resource
 import sys
 from dataclasses import replace
-from typing import Any
+from typing import Any, cast
 
 from twisted.internet import defer, stdio
+from twisted.internet.interfaces import IReactorTime
 from twisted.protocols.basic import LineReceiver
 
 from device_sim.fleet import FleetSpec
 from device_sim.https_transport import HTTPSTransport
 from device_sim.machine import Behaviour, DeviceMachine
 from device_sim.push_link_client import PushLinkClient
+from mdm_protocol.clocks import Reactor
 from mdmsim.enroll_fetch import fetch_enrollment, with_user
 
 from .config import WorkerConfig
@@ -31,7 +33,7 @@ from .profiling import run_profiled
 class FleetWorker:
     """Enrolls this worker's devices on the ramp and keeps them running until told to stop."""
 
-    def __init__(self, config: WorkerConfig, reactor: Any, emit: Any) -> None:
+    def __init__(self, config: WorkerConfig, reactor: Reactor, emit: Any) -> None:
         self.config, self.reactor, self.emit = config, reactor, emit
         realism = config.realism
         self.spec = FleetSpec(config.devices, seed=config.seed, os_mix=config.os_mix, kinds=config.kinds,
@@ -85,7 +87,8 @@ class FleetWorker:
         self.runners.append(runner)
         started = self.reactor.seconds()
         d = fetch_enrollment(self.reactor, with_user(self.config.enroll_url, facts.user.user_id))
-        d.addTimeout(self.config.realism.timeout, self.reactor)
+        # Twisted's API names its zope interface; the Reactor protocol is our structural view of the same object.
+        d.addTimeout(self.config.realism.timeout, cast(IReactorTime, self.reactor))
 
         def installed(profile: bytes) -> None:
             self.observer.record("EnrollmentProfile", self.reactor.seconds() - started, True,
