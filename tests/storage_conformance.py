@@ -12,9 +12,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import pytest
-from corpus import DEVICE_MESSAGES, require
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from kits.corpus import DEVICE_MESSAGES, require
 
 from mdm_protocol.plist import decode_plist, encode_plist
 from mdm_server.storage import (

@@ -5,7 +5,7 @@ Exchange settings for the same account host and user on one device; and GET /api
 from __future__ import annotations
 
 import pytest
-from test_admin_labels import Api, FakeSetting, Fleet
+from kits.admin_fleet import Api, FakeSetting, Fleet
 
 from mdm_server.admin.conflicts import ConflictKind, device_conflicts
 from mdm_server.admin.contracts import RenderError

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import pytest
-import schema_validator
-from admin_kit import PASSWORD, admin_world, authority, device, p12_for
-from corpus import SCHEMA, require
 from cryptography.hazmat.primitives import serialization
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from kits import schema_validator
+from kits.admin_kit import PASSWORD, admin_world, authority, device, p12_for
+from kits.corpus import SCHEMA, require
 
 from mdm_protocol.plist import decode_plist
 from mdm_protocol.profile import validate_profile

@@ -6,10 +6,10 @@ import base64
 import json
 
 import pytest
-from admin_kit import PASSWORD, admin_world, authority, identity, p12_for
 from cryptography.hazmat.primitives import serialization
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from kits.admin_kit import PASSWORD, admin_world, authority, identity, p12_for
 from twisted.internet.task import Clock
 
 from device_sim.memory_http import MemoryHTTP

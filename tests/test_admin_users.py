@@ -7,11 +7,11 @@ import os
 import stat
 
 import pytest
-from admin_kit import PASSWORD, admin_world, authority, device, identity, p12_for, two_key_p12
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import pkcs12
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from kits.admin_kit import PASSWORD, admin_world, authority, device, identity, p12_for, two_key_p12
 
 from mdm_protocol.plist import decode_plist
 from mdm_server.admin import identities as identities_module

@@ -6,10 +6,10 @@ import argparse
 import json
 
 import pytest
-from admin_kit import PASSWORD, identity, p12_for
-from corpus import SCHEMA, require
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.serialization import pkcs7
+from kits.admin_kit import PASSWORD, identity, p12_for
+from kits.corpus import SCHEMA, require
 
 from mdm_protocol.plist import decode_plist, encode_plist
 from mdmsim import cli_profile

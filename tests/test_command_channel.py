@@ -7,10 +7,10 @@ import plistlib
 import uuid
 
 import pytest
-from corpus import DEVICE_MESSAGES, require
 from hypothesis import given
 from hypothesis import strategies as st
-from test_checkin import CHECKIN_FIXTURES, CHECKIN_REFUSED, CHECKIN_SPECIAL
+from kits.checkin_fixtures import CHECKIN_FIXTURES, CHECKIN_REFUSED, CHECKIN_SPECIAL
+from kits.corpus import DEVICE_MESSAGES, require
 
 from mdm_protocol.errors import MC_MDM, ErrorChainItem, MessageError, PlistError
 from mdm_protocol.report import (

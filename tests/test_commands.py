@@ -6,13 +6,13 @@ import datetime
 import plistlib
 
 import pytest
-from corpus import DEVICE_MESSAGES, require
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from hypothesis import given
 from hypothesis import strategies as st
+from kits.corpus import DEVICE_MESSAGES, require
 
 from mdm_protocol.commands import (
     APPLICATION_ITEMS,

@@ -10,10 +10,11 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from corpus import DEVICE_MESSAGES, require
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_device_keychain import NOW, certificate, der, new_key, p12, pki
+from kits.corpus import DEVICE_MESSAGES, require
+from kits.keychain_pki import NOW, certificate, der, new_key, p12, pki
+from kits.profile_kit import exchange, imap, profile_bytes
 
 from device_sim.install_rules import ExchangeAccount
 from device_sim.profiles import AccountError, DeviceProfiles
@@ -21,8 +22,6 @@ from mdm_protocol.commands import parse_profile_list, profile_list_response
 from mdm_protocol.key_catalogue import Support
 from mdm_protocol.payloads import (
     configuration_profile,
-    eas_payload,
-    mail_payload,
     mdm_payload,
     pkcs1_payload,
     pkcs12_payload,
@@ -30,17 +29,11 @@ from mdm_protocol.payloads import (
     scep_payload,
 )
 from mdm_protocol.plist import decode_plist, encode_plist
-from mdm_protocol.profile import Payload, encode_profile
+from mdm_protocol.profile import Payload
 
 IOS = "17.1"
 INSTALL_FAILED = [(4001, "MCInstallationErrorDomain", "Profile Installation Failed"),
                   (4001, "MCInstallationErrorDomain", "Profile Failed to Install")]
-
-
-def profile_bytes(*payloads: Payload, identifier: str = "com.example.profile",
-                  display_name: str | None = None) -> bytes:
-    return encode_profile(configuration_profile(list(payloads), identifier=identifier,
-                                                display_name=display_name))
 
 
 def chain(result: Any) -> list[tuple[int, str, str]]:
@@ -64,19 +57,6 @@ def alice_p12(password: str | None = "secret", *, uuid: str | None = None,
               data: bytes | None = None) -> Payload:
     data = data if data is not None else p12(pki().alice, pki().alice_key)
     return pkcs12_payload(data, identifier=identifier, password=password, uuid=uuid, file_name=file_name)
-
-
-def exchange(identifier: str = "com.example.eas", *, host: str = "mail.example.com",
-             user: str | None = "alice", **keys: Any) -> Payload:
-    return eas_payload(identifier=identifier, host=host, user_name=user, display_name="Exchange", **keys)
-
-
-def imap(identifier: str = "com.example.mail", **keys: Any) -> Payload:
-    return mail_payload(identifier=identifier, email_account_type="EmailTypeIMAP",
-                        incoming_mail_server_host_name="imap.example.com",
-                        incoming_mail_server_authentication="EmailAuthPassword",
-                        outgoing_mail_server_host_name="smtp.example.com",
-                        outgoing_mail_server_authentication="EmailAuthPassword", display_name="Mail", **keys)
 
 
 def snapshot(device: DeviceProfiles) -> tuple:
@@ -238,7 +218,6 @@ def test_a_refused_replacement_keeps_the_old_profile_and_its_keys():
     before = snapshot(device)
     result = device.install(profile_bytes(root(), alice_p12("wrong", uuid="B")), os_version=IOS, now=NOW)
     assert not result.ok and snapshot(device) == before and device.keychain.archive == ()
-
 
 
 POOL_IDS = ("com.example.a", "com.example.b", "com.example.c", "com.example.d")

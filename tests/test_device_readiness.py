@@ -12,9 +12,10 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_device_install import exchange, imap, profile_bytes
-from test_device_keychain import NOW, Keychain, der, identity, p12, pki, trusting_keychain
+from kits.keychain_pki import NOW, der, identity, p12, pki, trusting_keychain
+from kits.profile_kit import exchange, imap, profile_bytes
 
+from device_sim.keychain import Keychain
 from device_sim.profiles import DeviceProfiles
 from device_sim.readiness import (
     SMIME_KEYS,

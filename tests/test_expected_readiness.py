@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives.serialization import pkcs7, pkcs12
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from hypothesis import given
 from hypothesis import strategies as st
-from test_admin_labels import CA_CERTIFICATE, CA_DER, CA_KEY, T0, TOPIC, Api, FakeSetting, Fleet, make_ca
+from kits.admin_fleet import CA_CERTIFICATE, CA_DER, CA_KEY, T0, TOPIC, Api, FakeSetting, Fleet, make_ca
 
 from mdm_protocol.commands import (
     CertificateListItem,

@@ -9,8 +9,8 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
-import schema_validator
-from corpus import SCHEMA, require
+from kits import schema_validator
+from kits.corpus import SCHEMA, require
 
 from mdm_protocol import key_catalogue
 from mdm_protocol.errors import MessageError

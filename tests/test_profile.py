@@ -8,8 +8,6 @@ import inspect
 from typing import Any
 
 import pytest
-import schema_validator
-from corpus import SCHEMA, require
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -17,6 +15,8 @@ from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import NameOID
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
+from kits import schema_validator
+from kits.corpus import SCHEMA, require
 
 from mdm_protocol import payloads as builders
 from mdm_protocol.errors import MC_EAS, MC_INSTALLATION, MC_PAYLOAD, MC_PROFILE, ProfileError

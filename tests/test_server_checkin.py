@@ -8,7 +8,7 @@ from __future__ import annotations
 import plistlib
 
 import pytest
-from corpus import DEVICE_MESSAGES, require
+from kits.corpus import DEVICE_MESSAGES, require
 from server_kit import CHECKIN, CONNECT, AdminClient, SignedDevice, make_server, snapshot
 
 from mdm_protocol.checkin import TokenUpdate, encode_checkin

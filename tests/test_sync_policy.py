@@ -10,7 +10,7 @@ from collections import Counter
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from test_admin_labels import T0, Api, Fleet
+from kits.admin_fleet import T0, Api, Fleet
 
 from device_sim.clock import HeapClock
 from mdm_server.admin.contracts import AdminError

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
+SHARED = Path(__file__).resolve().parents[3] / "shared"
 CORPUS = SHARED / "corpus"
 SCHEMA = CORPUS / "apple-device-management"
 DEVICE_MESSAGES = CORPUS / "device-messages"

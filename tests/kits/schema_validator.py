@@ -10,7 +10,8 @@ import functools
 from typing import Any
 
 import yaml
-from corpus import SCHEMA, require
+
+from kits.corpus import SCHEMA, require
 
 # Every version field a key omits is inherited from its parent (enclosing key, then the payload).
 _FIELDS = ("introduced", "deprecated", "removed")

@@ -1,0 +1,1 @@
+"""Shared test fakes and fixtures data, imported by the test modules (tests import kits, never each other)."""
