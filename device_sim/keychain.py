@@ -308,7 +308,7 @@ class Keychain:
         if moment > certificate.not_valid_after_utc:
             return False, f"{name} expired on {certificate.not_valid_after_utc.isoformat()}"
         if not _allows_purpose(certificate, purpose):
-            what = _PURPOSE_NAMES.get(purpose, purpose.dotted_string if purpose else "")
+            what = _PURPOSE_NAMES.get(purpose, purpose.dotted_string) if purpose else ""
             return False, f"{name} is not for {what}: its extendedKeyUsage excludes it"
         try:
             root = self._trusted_root(identity, moment)

@@ -162,6 +162,7 @@ def export_pkcs12(
     if encryption is Pkcs12Encryption.LEGACY and kdf_rounds != CRYPTOGRAPHY_MAC_ROUNDS:
         return _legacy_pkcs12(certificate, private_key, tuple(chain), name or None, text, kdf_rounds)
     builder = serialization.PrivateFormat.PKCS12.encryption_builder().kdf_rounds(kdf_rounds)
+    mac_hash: hashes.HashAlgorithm
     if encryption is Pkcs12Encryption.LEGACY:
         algorithm, mac_hash = pkcs12.PBES.PBESv1SHA1And3KeyTripleDESCBC, hashes.SHA1()
     else:

@@ -226,7 +226,8 @@ def open_message(item: MailboxItem | bytes, *, keychain: Keychain, now: Moment,
     data = item.message if isinstance(item, MailboxItem) else bytes(item)
     headers = email.parser.BytesHeaderParser(policy=email.policy.default).parsebytes(data)
     trusted = keychain.trusted_roots() if roots is None else tuple(roots)
-    encrypted, decrypted_with, signer, taught = False, None, None, ()
+    taught: tuple[str, ...] = ()
+    encrypted, decrypted_with, signer = False, None, None
     for _ in range(_MAX_LAYERS):
         kind = smime.message_kind(data)
         if kind == "encrypted":

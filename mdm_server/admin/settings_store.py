@@ -5,6 +5,7 @@ Parsed settings are cached in memory, since rendering for 10,000 devices reads t
 
 from __future__ import annotations
 
+import builtins
 import re
 from typing import Any
 
@@ -102,7 +103,7 @@ class SettingsStore:
             self._cache.pop(setting_id, None)
         return current
 
-    def referencing(self, setting_id: str) -> list[StoredSetting]:
+    def referencing(self, setting_id: str) -> builtins.list[StoredSetting]:
         """Email and Exchange settings that name `setting_id` as a signing or encryption identity."""
         out = []
         for stored in self.list():
@@ -113,7 +114,7 @@ class SettingsStore:
                 out.append(stored)
         return out
 
-    def user_provided_for(self, purposes: tuple[Purpose, ...]) -> list[StoredSetting]:
+    def user_provided_for(self, purposes: tuple[Purpose, ...]) -> builtins.list[StoredSetting]:
         return [stored for stored in self.list(SettingKind.USER_PROVIDED)
                 if isinstance(stored.setting, UserProvidedSetting) and stored.setting.purpose in purposes]
 
