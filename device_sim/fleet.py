@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
 
+from mdm_protocol.clocks import Clock
 from mdm_protocol.osversion import OSVersion
 
 from .behaviour import Behaviour
@@ -77,7 +77,7 @@ class FleetSpec:
 class Fleet:
     """The runners of a fleet; devices are built lazily so 50,000 idle ones stay cheap."""
 
-    def __init__(self, spec: FleetSpec, *, clock: Any, transport: Transport, push: PushRegistry,
+    def __init__(self, spec: FleetSpec, *, clock: Clock, transport: Transport, push: PushRegistry,
                  observer: Observer | None = None,
                  behaviour_for: Callable[[DeviceFacts], Behaviour] | None = None,
                  reuse_signatures: bool = False) -> None:

@@ -18,6 +18,8 @@ from twisted.internet import defer, ssl
 from twisted.internet.error import NotConnectingError
 from twisted.python.failure import Failure
 
+from mdm_protocol.clocks import TCPClock
+
 from .effects import CHECKIN_TYPE, SendRequest
 from .http_framing import dechunk, decimal
 from .tls_link import IOS_TLS_GROUPS, ClientTLS, LinkFactory, TLSLink, UntrustedServerError, check_groups
@@ -171,7 +173,7 @@ class HTTPSTransport:
     its runner); without one every request gets its own connection.
     """
 
-    def __init__(self, reactor: Any, *, connections: ConnectionMode | str = ConnectionMode.PER_SESSION,
+    def __init__(self, reactor: TCPClock, *, connections: ConnectionMode | str = ConnectionMode.PER_SESSION,
                  keep_alive: bool = False, timeout: float = 30.0, resume_sessions: bool = True,
                  tls_groups: str | None = IOS_TLS_GROUPS) -> None:
         """`keep_alive=True` is `connections="keep-alive"`. `tls_groups`: the key exchange groups offered

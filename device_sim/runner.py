@@ -10,6 +10,8 @@ from typing import Any, Protocol
 
 from twisted.python.failure import Failure
 
+from mdm_protocol.clocks import Clock
+
 from . import effects as fx
 from .machine import DeviceMachine
 from .transport import Reply, Transport, TransportError
@@ -43,7 +45,7 @@ class Observer(Protocol):
 
 
 class DeviceRunner:
-    def __init__(self, machine: DeviceMachine, *, clock: Any, transport: Transport, push: PushRegistry,
+    def __init__(self, machine: DeviceMachine, *, clock: Clock, transport: Transport, push: PushRegistry,
                  observer: Observer | None = None) -> None:
         self.machine, self.clock, self.transport, self.push_registry = machine, clock, transport, push
         self.observer = observer

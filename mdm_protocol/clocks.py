@@ -5,7 +5,7 @@ Structural (typing.Protocol): Twisted's reactor, `task.Clock`, device_sim's `Hea
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 
@@ -20,11 +20,13 @@ class DelayedCall(Protocol):
 
 
 class Clock(Protocol):
-    """Time passed in (Twisted's IReactorTime, as far as our callers use it): read it, schedule on it."""
+    """Time passed in (Twisted's IReactorTime, structurally): read it, schedule on it."""
 
     def seconds(self) -> float: ...
 
     def callLater(self, delay: float, callable: Callable[..., Any], /, *args: Any, **kw: Any) -> DelayedCall: ...
+
+    def getDelayedCalls(self) -> Sequence[DelayedCall]: ...
 
 
 class TCPClock(Clock, Protocol):

@@ -17,6 +17,8 @@ from twisted.internet import defer
 from twisted.internet.interfaces import IListeningPort
 from twisted.web import resource
 
+from mdm_protocol.clocks import Clock, Reactor
+
 from .admin_model import AdminModel
 from .ca import CertificateAuthority
 from .identity import IdentityVerifier
@@ -66,7 +68,7 @@ class ServerConfig:
         return f"{scheme}://{self.server_names[0]}:{port}"
 
 
-def datetime_clock(clock: Any) -> Callable[[], datetime]:
+def datetime_clock(clock: Clock) -> Callable[[], datetime]:
     """`now()` as an aware datetime on `clock`: what certificates are issued and judged against."""
     return lambda: datetime.fromtimestamp(clock.seconds(), UTC)
 
@@ -85,8 +87,8 @@ class MDMServer(MultiService):
     `tls` replaces the server's own certificate files (e.g. a certificate from a CA no profile carries).
     """
 
-    def __init__(self, config: ServerConfig, *, clock: Any, storage: Storage | None = None,
-                 tls: ServerTlsFiles | None = None, reactor: Any = None) -> None:
+    def __init__(self, config: ServerConfig, *, clock: Clock, storage: Storage | None = None,
+                 tls: ServerTlsFiles | None = None, reactor: Reactor | None = None) -> None:
         super().__init__()
         self.config, self.clock = config, clock
         self.now = datetime_clock(clock)
@@ -139,7 +141,7 @@ class MDMServer(MultiService):
         root.putChild(b"api", JsonAPI([*v1.routes, *self.admin.routes()], authorise=authorise))
         return root
 
-    def _port_services(self, reactor: Any) -> list[PortService]:
+    def _port_services(self, reactor: Reactor) -> list[PortService]:
         tls = self.tls
         options = server_options(tls.certificate_pem, tls.private_key_pem, tls.ca_certificate_pem)
         config = self.config

@@ -13,6 +13,7 @@ from device_sim.https_transport import HTTPSTransport
 from device_sim.memory_http import MemoryHTTP
 from device_sim.push_link_client import PushLinkClient
 from device_sim.stats import FleetObserver
+from mdm_protocol.clocks import Reactor
 from mdm_server.app import MDMServer
 
 from .scaled_clock import ScaledClock
@@ -22,7 +23,7 @@ LOOPBACK = "127.0.0.1"
 
 
 class RealWorld(EnrollingWorld):
-    def __init__(self, spec: FleetSpec, options: WorldOptions, reactor: Any, *, factor: float,
+    def __init__(self, spec: FleetSpec, options: WorldOptions, reactor: Reactor, *, factor: float,
                  behaviour_for: BehaviourFor | None = None) -> None:
         self.options, self.reactor = options, reactor
         self.clock = ScaledClock(reactor, factor, start=EPOCH)

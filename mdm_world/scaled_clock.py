@@ -5,11 +5,13 @@ Scenarios on real sockets use it so hours of sync intervals still take seconds, 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from zope.interface import implementer
+
+from mdm_protocol.clocks import Clock
 
 
 @implementer(IDelayedCall)
@@ -35,7 +37,7 @@ class ScaledDelayedCall:
 
 @implementer(IReactorTime)
 class ScaledClock:
-    def __init__(self, reactor: Any, factor: float, start: float) -> None:
+    def __init__(self, reactor: Clock, factor: float, start: float) -> None:
         if factor <= 0:
             raise ValueError(f"time factor must be positive, not {factor}")
         self.reactor, self.factor, self.start = reactor, factor, start
@@ -50,5 +52,5 @@ class ScaledClock:
     def callLater(self, delay: float, callable: Callable[..., Any], *args: Any, **kw: Any) -> ScaledDelayedCall:
         return ScaledDelayedCall(self, self.reactor.callLater(delay / self.factor, callable, *args, **kw))
 
-    def getDelayedCalls(self) -> list[Any]:
+    def getDelayedCalls(self) -> Sequence[Any]:
         return self.reactor.getDelayedCalls()

@@ -16,6 +16,7 @@ from device_sim.behaviour import Behaviour
 from device_sim.fleet import FleetSpec, parse_mix
 from device_sim.machine import Phase
 from device_sim.runner import DeviceRunner
+from mdm_protocol.clocks import Reactor
 
 from .admin_client import AdminClient
 from .durations import parse_duration
@@ -116,7 +117,7 @@ class Scenario:
         return ScenarioResult(self.name, seed, timeline, outcomes, broken)
 
     @defer.inlineCallbacks
-    def run_real(self, reactor: Any, *, factor: float = 60.0, seed: int | None = None):
+    def run_real(self, reactor: Reactor, *, factor: float = 60.0, seed: int | None = None):
         """The same scenario on real sockets (loopback TLS, push link), `factor` times faster than real time."""
         seed = self.seed if seed is None else seed
         timeline: list[tuple[float, str]] = []

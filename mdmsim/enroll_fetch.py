@@ -17,6 +17,7 @@ from twisted.python.failure import Failure
 
 from device_sim.http_framing import dechunk, decimal
 from device_sim.tls_link import IOS_TLS_GROUPS, LinkFactory, TLSLink, set_groups
+from mdm_protocol.clocks import TCPClock
 
 MAX_PROFILE = 4 * 1024 * 1024  # an enrollment profile is a few KB; a bound keeps a wrong URL from filling memory
 DEFAULT_TIMEOUT = 60.0
@@ -146,7 +147,7 @@ class _PlainFactory(ClientFactory):
         self.download.connect_failed(reason)
 
 
-def fetch_enrollment(reactor: Any, url: str, *, timeout: float = DEFAULT_TIMEOUT) -> defer.Deferred[bytes]:
+def fetch_enrollment(reactor: TCPClock, url: str, *, timeout: float = DEFAULT_TIMEOUT) -> defer.Deferred[bytes]:
     """Deferred firing with the profile bytes; fails with EnrollmentFetchError on a non-200 answer, a refused
     or lost connection, or no answer within `timeout` seconds.
 

@@ -10,6 +10,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from mdm_protocol.clocks import Clock
+
 from .interface import ProviderResponse, PushRequest
 
 MAX_PAYLOAD = 4096  # APNs' limit for a regular push payload
@@ -42,7 +44,7 @@ class _Endpoint:
 class APNsSimulation:
     """`push()` is the provider side; `attach()`/`detach()` are the device side (its push connection)."""
 
-    clock: Any  # IReactorTime
+    clock: Clock
     seed: int = 0
     drop_rate: float = 0.0
     delay: float = 0.0
