@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -164,16 +165,16 @@ class Templates:
         self.signers: dict[int, Signer] = {}  # id(certificate) → its pieces (checked by identity)
         self._time: tuple[int, bytes] = (-1, b"")
 
-    def sign(self, data: bytes, certificate: x509.Certificate, private_key: Any, fallback: Any, at: float
-             ) -> bytes:
+    def sign(self, data: bytes, certificate: x509.Certificate, private_key: Any, fallback: Callable[[], bytes],
+             at: float) -> bytes:
         """A signature from the template, signed `at` (seconds since the epoch), or `fallback()` (cryptography's
         builder, which stamps the wall clock's time) for a kind of key that has no template."""
-        kind = self._kinds.get(type(private_key), False)
+        kind: tuple[str, ...] | None | Literal[False] = self._kinds.get(type(private_key), False)
         if kind is False:
             kind = self._kinds[type(private_key)] = shape_key(private_key)
         if kind is None:
             return fallback()
-        shape = self.shapes.get(kind, False)
+        shape: Shape | None | Literal[False] = self.shapes.get(kind, False)
         if shape is None:
             return fallback()
         signer = self._signer(certificate)
@@ -181,7 +182,7 @@ class Templates:
             shape, made = self._learn(kind, signer, fallback)
             if shape is None:
                 return made
-        sign = private_key.sign
+        sign: Callable[..., bytes] = private_key.sign
         if kind[0] == "ec":
             def signed(message: bytes) -> bytes:
                 return sign(message, _ECDSA_SHA256)
@@ -205,7 +206,8 @@ class Templates:
             self.signers[id(certificate)] = signer
         return signer
 
-    def _learn(self, kind: tuple[str, ...], signer: Signer, fallback: Any) -> tuple[Shape | None, bytes]:
+    def _learn(self, kind: tuple[str, ...], signer: Signer, fallback: Callable[[], bytes]
+               ) -> tuple[Shape | None, bytes]:
         """The shape of one builder signature, and that signature (used only when it has no template shape:
         it carries the wall clock's time, not the one asked for)."""
         made = fallback()
