@@ -6,10 +6,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 from twisted.internet import defer
 from twisted.python.failure import Failure
+
+from mdm_protocol.clocks import Clock
 
 from .fleet import Fleet
 from .runner import DeviceRunner
@@ -21,7 +22,7 @@ FetchProfile = Callable[[DeviceRunner], "defer.Deferred[bytes]"]  # the device's
 class EnrollmentRamp:
     """Spreads the fleet's enrollments over `ramp` seconds and keeps the downloads that failed."""
 
-    def __init__(self, fleet: Fleet, observer: FleetObserver, *, clock: Any, fetch_profile: FetchProfile) -> None:
+    def __init__(self, fleet: Fleet, observer: FleetObserver, *, clock: Clock, fetch_profile: FetchProfile) -> None:
         self.fleet, self.observer, self.clock, self.fetch_profile = fleet, observer, clock, fetch_profile
         self.failures: list[str] = []  # "index: reason" per failed download
 

@@ -8,12 +8,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 from cryptography import x509
 from twisted.application.internet import TimerService
 from twisted.application.service import MultiService
 from twisted.internet import defer
+
+from mdm_protocol.clocks import Clock
 
 from .admin.apply import LabelAdmin
 from .admin.docstore import DocumentStore
@@ -39,7 +40,7 @@ class AdminModel(MultiService):
     and knows nothing of the server around it; the server passes `labels.on_device_changed` to its service.
     """
 
-    def __init__(self, storage: Storage, waker: Waker, *, clock: Any, now: Callable[[], datetime],
+    def __init__(self, storage: Storage, waker: Waker, *, clock: Clock, now: Callable[[], datetime],
                  ca_certificate: x509.Certificate, data_dir: Path, in_memory: bool) -> None:
         super().__init__()
         self.waker, self.clock, self.ca_certificate = waker, clock, ca_certificate
