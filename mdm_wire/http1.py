@@ -1,0 +1,411 @@
+"""The project's one HTTP/1.1 codec, sans IO: request heads for the server's lean channel, responses for the
+fleet's clients, and the encoders of both. RFC 9112 framing with strict numbers and size limits; h11 is its oracle.
+
+Framing (RFC 9112 §6.3): a response with Transfer-Encoding: chunked is read by its chunks even when it also has a
+Content-Length (the RFC's "Transfer-Encoding overrides", as h11 does), and its connection is not reused (the RFC
+calls such a message a possible smuggling attempt). Content-Length is ASCII digits only; without either framing a
+response ends when the connection closes.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from email.utils import formatdate
+from typing import NamedTuple
+
+MAX_HEAD = 64 * 1024  # twisted.web allows 16 KiB of headers; an RSA Mdm-Signature is ~3.5 KB of it
+MAX_BODY = 16 * 1024 * 1024  # an MDM command (a profile with certificates) is far smaller
+MAX_CHUNK_LINE = 1024  # a chunk-size line with its extensions
+HEX_DIGITS = b"0123456789abcdefABCDEF"
+# RFC 9110 §5.6.2 tchar: what a header name may be made of; `bytes.translate` deletes them in C.
+TOKEN = bytes(sorted(set(b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")))
+# What field values and the start line may hold (RFC 9110 §5.5: VCHAR, obs-text, SP, HTAB), and CR LF, which
+# the check counts: one translate call deletes them all.
+FIELD_TEXT = bytes(range(0x20, 0x7f)) + bytes(range(0x80, 0x100)) + b"\t"
+REASONS = {200: b"OK", 400: b"Bad Request", 500: b"Internal Server Error"}
+
+
+class HTTPError(ValueError):
+    """Bytes that are not HTTP/1.1 as this codec accepts it; `reason` says what was wrong."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class TooLarge(HTTPError):
+    """A head or body over the reader's limit."""
+
+
+class Truncated(HTTPError):
+    """The connection closed inside a message; `in_body`: after its head."""
+
+    def __init__(self, reason: str, *, in_body: bool) -> None:
+        super().__init__(reason)
+        self.in_body = in_body
+
+
+def decimal(text: str | bytes, most: int) -> int:
+    """A status code, Content-Length or similar: ASCII digits only, at most `most` of them.
+
+    int() also takes "-3", "+5", " 5", "5_0" and Unicode digits such as "²": a Content-Length of -3 once
+    truncated a body silently.
+    """
+    if not (0 < len(text) <= most and text.isascii() and text.isdigit()):
+        raise HTTPError(f"not a decimal number: {text[:20]!r}")
+    return int(text)
+
+
+def header_fields(block: bytes, single: frozenset[bytes]) -> tuple[bytes, dict[bytes, bytes]] | None:
+    """The start line of a head (blank line excluded) and its fields: lower-cased names, stripped values, a
+    repeated field keeping its last value. None when a line is not `token: value` (obsolete folding included), a
+    name in `single` repeats, or a control byte (a lone CR or LF too) appears: where parsers could disagree (a lone
+    LF starts a new field for twisted.web), this one does not guess."""
+    if block.translate(None, FIELD_TEXT).replace(b"\r\n", b""):
+        return None
+    lines = block.split(b"\r\n")
+    headers: dict[bytes, bytes] = {}
+    for index in range(1, len(lines)):
+        name, colon, value = lines[index].partition(b":")
+        if not colon or not name or name.translate(None, TOKEN):
+            return None
+        name = name.lower()
+        if name in single and name in headers:
+            return None
+        headers[name] = value.strip()
+    return lines[0], headers
+
+
+def _has_token(value: bytes, token: bytes) -> bool:
+    return token in value.lower() and token in (part.strip() for part in value.lower().split(b","))
+
+
+def keeps_alive(version: bytes, connection: bytes) -> bool:
+    """Whether a message of this HTTP version and Connection header leaves its connection open (RFC 9112 §9.3)."""
+    if version == b"HTTP/1.1":
+        return not _has_token(connection, b"close")
+    return _has_token(connection, b"keep-alive")
+
+
+# Requests: the server's lean device channel ------------------------------------------------------------------
+
+DEVICE_PATHS = frozenset({b"/mdm/checkin", b"/mdm/connect"})
+DEVICE_METHODS = frozenset({b"PUT", b"POST"})
+SINGLE = frozenset({b"content-length", b"content-type", b"mdm-signature", b"host"})  # twice: not ours to judge
+
+
+class Route(enum.Enum):
+    DEVICE = "device"  # served by the lean path
+    WEB = "web"  # handed to twisted.web, with every byte read so far
+
+
+@dataclass(frozen=True, slots=True)
+class RequestHead:
+    route: Route
+    method: bytes
+    path: bytes
+    headers: dict[bytes, bytes]  # lower-cased names; a repeated header keeps its last value
+    length: int  # the body's Content-Length (0 without one)
+    keep_alive: bool
+    size: int  # bytes of the head, blank line included
+
+    def header(self, name: bytes) -> str | None:
+        value = self.headers.get(name)
+        return None if value is None else value.decode("latin-1")
+
+
+TO_WEB = RequestHead(Route.WEB, b"", b"", {}, 0, False, 0)
+
+
+def parse_request_head(buffer: bytes | bytearray, body_limit: int) -> RequestHead | None:
+    """The request head at the start of `buffer`, or None while it is incomplete.
+
+    Malformed heads, bodies over `body_limit`, chunked bodies, `Expect`, other paths and methods all route to
+    the web: twisted.web's refusals (400, 413 while discarding the body, header limits) stay the only ones.
+    """
+    end = buffer.find(b"\r\n\r\n")
+    if end < 0:
+        return TO_WEB if len(buffer) > MAX_HEAD else None
+    fields = header_fields(bytes(buffer[:end]), SINGLE)
+    if fields is None:
+        return TO_WEB
+    start_line, headers = fields
+    parts = start_line.split(b" ")
+    if len(parts) != 3 or parts[2] not in (b"HTTP/1.1", b"HTTP/1.0"):
+        return TO_WEB
+    method, target, version = parts
+    path = target.split(b"?", 1)[0]
+    length = headers.get(b"content-length", b"0")
+    if (method not in DEVICE_METHODS or path not in DEVICE_PATHS or b"transfer-encoding" in headers
+            or b"expect" in headers or not length.isdigit() or len(length) > 18 or int(length) > body_limit):
+        return TO_WEB
+    keep_alive = keeps_alive(version, headers.get(b"connection", b""))
+    return RequestHead(Route.DEVICE, method, path, headers, int(length), keep_alive, end + 4)
+
+
+class Request(NamedTuple):  # a tuple, not a frozen dataclass: built once per request on the hot path
+    head: RequestHead  # Route.WEB: the reader's unread bytes belong to twisted.web from here on
+    body: bytes
+
+
+class RequestReader:
+    """Requests off one connection's bytes, in order (pipelined ones too): `feed` returns the next whole one."""
+
+    def __init__(self, body_limit: int) -> None:
+        self.body_limit = body_limit
+        self._buffer = bytearray()
+        self._head: RequestHead | None = None
+
+    def feed(self, data: bytes) -> Request | None:
+        """Add bytes; the next complete request, or None. Call with b"" for the next of several pipelined."""
+        if self._buffer:
+            self._buffer += data
+            buffer: bytes | bytearray = self._buffer
+        else:
+            buffer = data  # the usual case, a whole request in one read: parsed where it lies, no copy first
+        head = self._head
+        if head is None:
+            head = parse_request_head(buffer, self.body_limit)
+            if head is None or head.route is Route.WEB:
+                self._keep(buffer)
+                return None if head is None else Request(head, b"")
+            self._head = head
+        end = head.size + head.length
+        if len(buffer) < end:
+            self._keep(buffer)
+            return None
+        body = bytes(buffer[head.size:end])
+        self._head = None
+        if buffer is self._buffer:
+            del buffer[:end]
+        elif len(buffer) > end:
+            self._buffer += buffer[end:]
+        return Request(head, body)
+
+    def _keep(self, buffer: bytes | bytearray) -> None:
+        if buffer is not self._buffer:
+            self._buffer += buffer
+
+    def unread(self) -> bytes:
+        """Every byte fed and not returned as a request (for the hand-off to twisted.web); the reader empties."""
+        pending, self._buffer, self._head = bytes(self._buffer), bytearray(), None
+        return pending
+
+
+# Responses: the fleet's HTTPS client, the enrollment download, the in-memory transport ------------------------
+
+RESPONSE_SINGLE = frozenset({b"content-length", b"transfer-encoding"})
+
+
+class _Framing(enum.Enum):
+    LENGTH = "length"  # Content-Length bytes (0 for 204 and 304)
+    CHUNKED = "chunked"
+    CLOSE = "close"  # whatever arrives until the server closes
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    status: int
+    headers: dict[str, str]  # lower-case names; last value wins
+    body: bytes
+    keep_alive: bool = True  # the server leaves the connection open for another request
+
+
+class ResponseReader:
+    """Responses off one connection's bytes, in order: `feed` returns each once it is whole, `connection_closed`
+    the one the close ends. 1xx interim answers are skipped, as RFC 9110 §15.2 asks of clients."""
+
+    def __init__(self, *, max_body: int = MAX_BODY, max_head: int = MAX_HEAD) -> None:
+        self.max_body, self.max_head = max_body, max_head
+        self._buffer = bytearray()
+        self._searched = 0  # bytes already searched for the end of the head
+        self._head: tuple[int, dict[str, str], bool] | None = None  # status, headers, keep-alive
+        self._framing = _Framing.CLOSE
+        self._length = 0  # LENGTH: the body's size
+        self._body = bytearray()  # CHUNKED: the chunks so far
+        self._trailers = False  # CHUNKED: the last chunk is read, its trailer section is not
+
+    def feed(self, data: bytes) -> Response | None:
+        """Add bytes; the next complete response, or None. Call with b"" for a second one already buffered."""
+        self._buffer += data
+        while self._head is None:
+            if not self._read_head():
+                return None
+        if self._framing is _Framing.LENGTH:
+            if len(self._buffer) < self._length:
+                return None
+            body = bytes(self._buffer[:self._length])
+            del self._buffer[:self._length]
+            return self._done(body)
+        if self._framing is _Framing.CHUNKED:
+            return self._read_chunks()
+        if len(self._buffer) > self.max_body:
+            raise TooLarge(f"body larger than {self.max_body} bytes")
+        return None
+
+    def connection_closed(self) -> Response | None:
+        """The response the close completes (one framed by it), None if the close fell between responses."""
+        if self._head is None:
+            if not self._buffer:
+                return None
+            raise Truncated(f"the connection closed before a whole HTTP head: {bytes(self._buffer[:60])!r}",
+                            in_body=False)
+        if self._framing is not _Framing.CLOSE:
+            raise Truncated("the connection closed before the whole body arrived", in_body=True)
+        body, self._buffer = bytes(self._buffer), bytearray()
+        return self._done(body)
+
+    def _read_head(self) -> bool:
+        buffer = self._buffer
+        end = buffer.find(b"\r\n\r\n", max(0, self._searched - 3))
+        if end < 0:
+            self._searched = len(buffer)
+            if len(buffer) > self.max_head:
+                raise TooLarge(f"response head larger than {self.max_head} bytes")
+            return False
+        block = bytes(buffer[:end])
+        del buffer[:end + 4]
+        self._searched = 0
+        status_line = block.partition(b"\r\n")[0]
+        version, _, rest = status_line.partition(b" ")
+        code = rest.partition(b" ")[0]
+        if version not in (b"HTTP/1.1", b"HTTP/1.0") or len(code) != 3 or not code.isdigit():
+            raise HTTPError(f"not an HTTP answer: {status_line[:60].decode('latin-1')!r}")
+        fields = header_fields(block, RESPONSE_SINGLE)
+        if fields is None:
+            raise HTTPError(f"malformed HTTP head: {block[:80].decode('latin-1')!r}")
+        status = int(code)
+        if status < 100 or status == 101:
+            raise HTTPError(f"status {status}: not an answer this client can read")
+        if status < 200:
+            return True  # an interim answer (100 Continue, 103 Early Hints): the real one follows
+        self._frame(status, fields[1], version)
+        return True
+
+    def _frame(self, status: int, headers: dict[bytes, bytes], version: bytes) -> None:
+        keep = keeps_alive(version, headers.get(b"connection", b""))
+        encoding, length = headers.get(b"transfer-encoding"), headers.get(b"content-length")
+        if status in (204, 304):
+            self._framing, self._length = _Framing.LENGTH, 0
+        elif encoding is not None:
+            if encoding.lower() != b"chunked":
+                raise HTTPError(f"Transfer-Encoding {encoding[:40].decode('latin-1')!r} is not chunked")
+            self._framing, self._body, self._trailers = _Framing.CHUNKED, bytearray(), False
+            keep = keep and length is None  # with a Content-Length too: read by its chunks, then close
+        elif length is not None:
+            text = length.decode("latin-1")
+            if not (0 < len(text) <= 18 and text.isascii() and text.isdigit()):
+                raise HTTPError(f"Content-Length {text[:40]!r} is not a number")
+            self._framing, self._length = _Framing.LENGTH, int(text)
+            if self._length > self.max_body:
+                raise TooLarge(f"body larger than {self.max_body} bytes")
+        else:
+            self._framing, keep = _Framing.CLOSE, False
+        decoded = {name.decode("latin-1"): value.decode("latin-1") for name, value in headers.items()}
+        self._head = (status, decoded, keep)
+
+    def _read_chunks(self) -> Response | None:
+        buffer, body, position = self._buffer, self._body, 0
+        try:
+            while True:
+                line_end = buffer.find(b"\r\n", position)
+                if line_end < 0:
+                    if len(buffer) - position > MAX_CHUNK_LINE:
+                        raise HTTPError("a chunk line without its end")
+                    return None
+                if self._trailers:  # after the last chunk: trailer fields, read past, then a blank line
+                    done, position = line_end == position, line_end + 2
+                    if done:
+                        return self._done(bytes(body))
+                    continue
+                size = _chunk_size(bytes(buffer[position:line_end]))
+                start = line_end + 2
+                if size == 0:
+                    position, self._trailers = start, True
+                    continue
+                if len(body) + size > self.max_body:
+                    raise TooLarge(f"body larger than {self.max_body} bytes")
+                if len(buffer) < start + size + 2:
+                    return None
+                if buffer[start + size:start + size + 2] != b"\r\n":
+                    raise HTTPError("a chunk is longer than its size says")
+                body += buffer[start:start + size]
+                position = start + size + 2
+        finally:
+            del buffer[:position]
+
+    def _done(self, body: bytes) -> Response:
+        status, headers, keep = self._head
+        self._head, self._body, self._trailers = None, bytearray(), False
+        return Response(status, headers, body, keep)
+
+
+def _chunk_size(line: bytes) -> int:
+    text = line.split(b";", 1)[0].strip(b" \t")
+    if not 0 < len(text) <= 15 or text.strip(HEX_DIGITS):
+        raise HTTPError(f"bad chunk size {text[:20]!r}")
+    return int(text, 16)
+
+
+def read_responses(raw: bytes, *, max_body: int = MAX_BODY) -> list[Response]:
+    """Every response in the bytes a server wrote on a connection that then closed (or ended at a boundary)."""
+    reader, out = ResponseReader(max_body=max_body), []
+    response = reader.feed(raw)
+    while response is not None:
+        out.append(response)
+        response = reader.feed(b"")
+    last = reader.connection_closed()
+    return out if last is None else [*out, last]
+
+
+# Encoders ----------------------------------------------------------------------------------------------------
+
+
+class DateHeader:
+    """The Date header RFC 9110 asks an origin server for, formatted once a second, not once a request."""
+
+    def __init__(self, now: Callable[[], float]) -> None:
+        self._now, self._second, self._line = now, -1, b""
+
+    def line(self) -> bytes:
+        second = int(self._now())
+        if second != self._second:
+            self._second = second
+            self._line = b"Date: " + formatdate(second, usegmt=True).encode() + b"\r\n"
+        return self._line
+
+
+def encode_response(status: int, body: bytes, content_type: str | None, date_line: bytes, *,
+                    close: bool = False) -> bytes:
+    """One whole HTTP/1.1 response: status line, Date, Content-Length, optional type and close, body."""
+    head = [b"HTTP/1.1 %d %s\r\n" % (status, REASONS.get(status, b"Unknown")), date_line,
+            b"Content-Length: %d\r\n" % len(body)]
+    if content_type:
+        head.append(b"Content-Type: " + content_type.encode("latin-1") + b"\r\n")
+    if close:
+        head.append(b"Connection: close\r\n")
+    head.append(b"\r\n")
+    return b"".join(head) + body
+
+
+def encode_request(method: bytes, target: bytes, headers: Sequence[tuple[bytes, bytes]], body: bytes = b"", *,
+                   chunked: bool = False) -> bytes:
+    """One whole HTTP/1.1 request: `headers` in their order, then the framing: chunked if asked, else a
+    Content-Length, left out for a bodiless GET or HEAD as browsers do."""
+    lines = [b"%s %s HTTP/1.1\r\n" % (method, target)]
+    lines += [b"%s: %s\r\n" % field for field in headers]
+    if chunked:
+        lines.append(b"Transfer-Encoding: chunked\r\n\r\n")
+        return b"".join(lines) + encode_chunks(body)
+    if body or method not in (b"GET", b"HEAD"):
+        lines.append(b"Content-Length: %d\r\n" % len(body))
+    lines.append(b"\r\n")
+    return b"".join(lines) + body
+
+
+def encode_chunks(body: bytes, size: int = 64 * 1024) -> bytes:
+    """`body` as chunks of `size` bytes and the last, empty one."""
+    pieces = (body[i:i + size] for i in range(0, len(body), size))
+    return b"".join(b"%x\r\n%s\r\n" % (len(piece), piece) for piece in pieces) + b"0\r\n\r\n"
