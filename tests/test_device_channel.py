@@ -1,4 +1,4 @@
-"""The lean device channel: HTTP/1.1 framing of device check-ins, hand-off of everything else to twisted.web,
+"""The lean device channel (its framing: tests/test_http1.py): hand-off of everything else to twisted.web,
 answers identical to the twisted.web path, pipelining, idle timeout, and no crash on a failing service."""
 
 from __future__ import annotations
@@ -9,66 +9,17 @@ from hypothesis import strategies as st
 from server_kit import CHECKIN, CONNECT, SignedDevice, make_server
 from twisted.internet.testing import StringTransport
 
-from device_sim.memory_http import MemoryHTTP, parse_response
+from device_sim.memory_http import MemoryHTTP
 from mdm_protocol.cms import mdm_signature
 from mdm_protocol.report import CommandReport, Status, encode_report
 from mdm_server.web.device_channel import DeviceChannelFactory
-from mdm_server.web.device_wire import MAX_HEAD, Route, parse_head
+from mdm_wire.http1 import read_responses
 
 LIMIT = 1024 * 1024
 
 
 def head(*lines: str, request: str = "PUT /mdm/connect HTTP/1.1") -> bytes:
     return ("\r\n".join([request, *lines]) + "\r\n\r\n").encode("latin-1")
-
-
-# The framing, sans IO ---------------------------------------------------------------------------------------
-
-
-def test_a_device_put_is_framed_by_its_content_length():
-    raw = head("Host: x", "Content-Type: application/x-apple-aspen-mdm", "Mdm-Signature: abc", "Content-Length: 12")
-    parsed = parse_head(raw + b"x" * 12, LIMIT)
-    assert parsed.route is Route.DEVICE
-    assert (parsed.method, parsed.path, parsed.length, parsed.size) == (b"PUT", b"/mdm/connect", 12, len(raw))
-    assert parsed.header(b"mdm-signature") == "abc" and parsed.keep_alive
-
-
-def test_every_prefix_of_a_head_is_incomplete():
-    raw = head("Host: x", "Content-Length: 3")
-    assert all(parse_head(raw[:cut], LIMIT) is None for cut in range(len(raw)))
-    assert parse_head(raw, LIMIT) is not None
-
-
-@pytest.mark.parametrize(("lines", "request_line", "keep_alive"), [
-    ((), "PUT /mdm/checkin HTTP/1.1", True),
-    (("Connection: close",), "PUT /mdm/checkin HTTP/1.1", False),
-    ((), "PUT /mdm/checkin HTTP/1.0", False),
-    (("Connection: Keep-Alive",), "POST /mdm/checkin?x=1 HTTP/1.0", True),
-])
-def test_keep_alive_follows_the_http_version_and_connection_header(lines, request_line, keep_alive):
-    parsed = parse_head(head(*lines, request=request_line), LIMIT)
-    assert parsed.route is Route.DEVICE and parsed.keep_alive is keep_alive and parsed.length == 0
-
-
-@pytest.mark.parametrize("raw", [
-    head(request="GET /mdm/enroll HTTP/1.1"),
-    head(request="PUT /api/v1/commands HTTP/1.1"),
-    head(request="DELETE /mdm/connect HTTP/1.1"),
-    head("Transfer-Encoding: chunked"),
-    head("Expect: 100-continue", "Content-Length: 5"),
-    head(f"Content-Length: {LIMIT + 1}"),
-    head("Content-Length: -1"),
-    head("Content-Length: 5", "Content-Length: 6"),
-    head("Content-Type: a", " folded"),
-    head("Bad Header: x"),
-    head("no colon"),
-    head(request="PUT /mdm/connect HTTP/2.0"),
-    head(request="PUT  /mdm/connect HTTP/1.1"),
-    b"\x16\x03\x01" * (MAX_HEAD // 3 + 1),  # TLS bytes on a plain port: no blank line, ever
-], ids=["other-path", "admin-put", "method", "chunked", "expect", "over-cap", "negative-length", "two-lengths",
-        "obs-fold", "space-in-name", "no-colon", "http2", "double-space", "no-end"])
-def test_what_the_lean_path_does_not_own_goes_to_the_web(raw):
-    assert parse_head(raw, LIMIT).route is Route.WEB
 
 
 # The channel, in memory with the real server -----------------------------------------------------------------
@@ -101,13 +52,7 @@ def connect(factory):
 
 
 def responses(raw: bytes) -> list:
-    out = []
-    while raw:
-        response = parse_response(raw)
-        out.append(response)
-        head_end = raw.index(b"\r\n\r\n") + 4
-        raw = raw[head_end + len(response.body):]
-    return out
+    return read_responses(raw)
 
 
 def test_the_listening_factory_is_the_lean_channel_unless_turned_off(server, tmp_path):
@@ -184,7 +129,7 @@ def test_an_oversized_body_is_refused_by_twisted_web_and_changes_nothing(server,
     channel, transport = connect(server.http)
     channel.dataReceived(head(f"Content-Type: {CHECKIN}", f"Content-Length: {LIMIT + 1}", "Mdm-Signature: x"))
     channel.dataReceived(b"\0" * (LIMIT + 1))
-    assert parse_response(transport.value()).status == 413
+    assert read_responses(transport.value())[0].status == 413
     assert server.storage.get_device(device.udid) == before
 
 
@@ -205,11 +150,11 @@ def test_a_failing_service_is_a_500_and_the_server_carries_on(server, device, mo
     monkeypatch.setattr(server.service, "handle_command_report", broken)
     channel, transport = connect(server.http)
     channel.dataReceived(signed_idle(device))
-    assert parse_response(transport.value()).status == 500 and transport.disconnecting
+    assert read_responses(transport.value())[0].status == 500 and transport.disconnecting
     monkeypatch.undo()
     channel, transport = connect(server.http)
     channel.dataReceived(signed_idle(device))
-    assert parse_response(transport.value()).status == 200
+    assert read_responses(transport.value())[0].status == 200
 
 
 def test_the_device_metrics_count_lean_requests(server, device):
@@ -247,7 +192,3 @@ def test_a_lost_connection_leaves_no_timer_behind(server, device):
     channel.dataReceived(signed_idle(device, close=True))
     channel.connectionLost(None)
     assert server.clock.pending() == pending
-
-
-def test_a_content_length_too_long_to_be_a_number_goes_to_the_web():
-    assert parse_head(head("Content-Length: " + "9" * 5000), LIMIT).route is Route.WEB

@@ -11,19 +11,16 @@ from hypothesis import strategies as st
 from mdm_wire.http1 import (
     MAX_HEAD,
     HTTPError,
-    RequestReader,
     Response,
     ResponseReader,
-    Route,
     TooLarge,
     Truncated,
     decimal,
     encode_chunks,
     encode_request,
-    encode_response,
-    parse_request_head,
     read_responses,
 )
+from mdm_wire.http1_server import RequestReader, Route, encode_response, parse_request_head
 
 LIMIT = 1024 * 1024
 
@@ -424,6 +421,59 @@ def test_a_request_split_inside_its_body_keeps_the_first_bytes():
     assert reader.feed(raw[:-4]) is None
     assert reader.feed(raw[-4:] + raw[:5]).body == b"0123456789"
     assert reader.feed(raw[5:]).body == b"0123456789"
+
+
+# The lean path's routing (moved from tests/test_device_channel.py with their assertions)
+
+
+def test_a_device_put_is_framed_by_its_content_length():
+    raw = head("Host: x", "Content-Type: application/x-apple-aspen-mdm", "Mdm-Signature: abc", "Content-Length: 12")
+    parsed = parse_request_head(raw + b"x" * 12, LIMIT)
+    assert parsed.route is Route.DEVICE
+    assert (parsed.method, parsed.path, parsed.length, parsed.size) == (b"PUT", b"/mdm/connect", 12, len(raw))
+    assert parsed.header(b"mdm-signature") == "abc" and parsed.keep_alive
+
+
+def test_every_prefix_of_a_head_is_incomplete():
+    raw = head("Host: x", "Content-Length: 3")
+    assert all(parse_request_head(raw[:cut], LIMIT) is None for cut in range(len(raw)))
+    assert parse_request_head(raw, LIMIT) is not None
+
+
+@pytest.mark.parametrize(("lines", "request_line", "keep_alive"), [
+    ((), "PUT /mdm/checkin HTTP/1.1", True),
+    (("Connection: close",), "PUT /mdm/checkin HTTP/1.1", False),
+    ((), "PUT /mdm/checkin HTTP/1.0", False),
+    (("Connection: Keep-Alive",), "POST /mdm/checkin?x=1 HTTP/1.0", True),
+])
+def test_keep_alive_follows_the_http_version_and_connection_header(lines, request_line, keep_alive):
+    parsed = parse_request_head(head(*lines, request=request_line), LIMIT)
+    assert parsed.route is Route.DEVICE and parsed.keep_alive is keep_alive and parsed.length == 0
+
+
+@pytest.mark.parametrize("raw", [
+    head(request="GET /mdm/enroll HTTP/1.1"),
+    head(request="PUT /api/v1/commands HTTP/1.1"),
+    head(request="DELETE /mdm/connect HTTP/1.1"),
+    head("Transfer-Encoding: chunked"),
+    head("Expect: 100-continue", "Content-Length: 5"),
+    head(f"Content-Length: {LIMIT + 1}"),
+    head("Content-Length: -1"),
+    head("Content-Length: 5", "Content-Length: 6"),
+    head("Content-Type: a", " folded"),
+    head("Bad Header: x"),
+    head("no colon"),
+    head(request="PUT /mdm/connect HTTP/2.0"),
+    head(request="PUT  /mdm/connect HTTP/1.1"),
+    b"\x16\x03\x01" * (MAX_HEAD // 3 + 1),  # TLS bytes on a plain port: no blank line, ever
+], ids=["other-path", "admin-put", "method", "chunked", "expect", "over-cap", "negative-length", "two-lengths",
+        "obs-fold", "space-in-name", "no-colon", "http2", "double-space", "no-end"])
+def test_what_the_lean_path_does_not_own_goes_to_the_web(raw):
+    assert parse_request_head(raw, LIMIT).route is Route.WEB
+
+
+def test_a_content_length_too_long_to_be_a_number_goes_to_the_web():
+    assert parse_request_head(head("Content-Length: " + "9" * 5000), LIMIT).route is Route.WEB
 
 
 def test_the_head_parser_decides_device_or_web():

@@ -1,6 +1,6 @@
 """The listening HTTP protocol: device check-ins on a lean path, every other request through twisted.web.
 
-A device PUT to /mdm/checkin or /mdm/connect is framed by `device_wire` and answered by the same
+A device PUT to /mdm/checkin or /mdm/connect is framed by `mdm_wire.http1_server` and answered by the same
 `DeviceEndpoint.serve` the resource tree uses, with one write per response. The first request that is not such
 a PUT (enrollment, admin API, metrics, a chunked or oversized body, a malformed head) hands the connection,
 with every byte read so far, to a twisted.web channel for the rest of its life. twisted.web's request objects,
@@ -17,9 +17,9 @@ from twisted.python.failure import Failure
 from twisted.web.server import Site
 
 from mdm_protocol.clocks import Clock, DelayedCall
+from mdm_wire.http1_server import DateHeader, RequestHead, RequestReader, Route, encode_response
 
 from .device import DeviceEndpoint
-from .device_wire import DateHeader, RequestHead, Route, parse_head, response_bytes
 
 log = logging.getLogger(__name__)
 ABORT_AFTER = 15.0  # twisted.web's abortTimeout: a closing connection whose peer stops reading is then aborted
@@ -30,8 +30,7 @@ class DeviceChannel(Protocol):
 
     def __init__(self, factory: DeviceChannelFactory, addr: Any) -> None:
         self.factory, self.addr = factory, addr
-        self._buffer = bytearray()
-        self._head: RequestHead | None = None
+        self._reader = RequestReader(factory.body_limit)
         self._web: Any = None
         self._closing = False
         self._last_read = 0.0
@@ -51,28 +50,13 @@ class DeviceChannel(Protocol):
             return  # answered with Connection: close, or timed out: nothing more is read
         # Read time only: the idle timer checks it when it fires instead of being reset on every read.
         self._last_read = self.factory.clock.seconds()
-        self._buffer += data
-        self._drain()
-
-    def _drain(self) -> None:
-        factory = self.factory
-        while not self._closing:
-            head = self._head
-            if head is None:
-                head = parse_head(self._buffer, factory.body_limit)
-                if head is None:
-                    return
-                if head.route is Route.WEB:
-                    self._hand_to_web()
-                    return
-                self._head = head
-            end = head.size + head.length
-            if len(self._buffer) < end:
+        request = self._reader.feed(data)
+        while request is not None and not self._closing:
+            if request.head.route is Route.WEB:
+                self._hand_to_web()
                 return
-            body = bytes(self._buffer[head.size:end])
-            del self._buffer[:end]
-            self._head = None
-            self._serve(head, body)
+            self._serve(request.head, request.body)
+            request = self._reader.feed(b"")  # the next of several pipelined
 
     def _serve(self, head: RequestHead, body: bytes) -> None:
         factory = self.factory
@@ -80,13 +64,13 @@ class DeviceChannel(Protocol):
         try:
             response = factory.endpoint.serve(head.method, head.path, head.header(b"content-type"),
                                               head.header(b"mdm-signature"), body)
-            data = response_bytes(response.status, response.body, response.content_type, factory.date.line(),
+            data = encode_response(response.status, response.body, response.content_type, factory.date.line(),
                                   close=close)
         except Exception:
             # Never a crash, never a half-written answer: a 500, as twisted.web gives, and a fresh connection.
             log.exception("%s %s failed", head.method.decode("latin-1"), head.path.decode("latin-1"))
             close = True
-            data = response_bytes(500, b"internal error\n", "text/plain; charset=utf-8", factory.date.line(),
+            data = encode_response(500, b"internal error\n", "text/plain; charset=utf-8", factory.date.line(),
                                   close=True)
         self.transport.write(data)
         if close:
@@ -103,7 +87,7 @@ class DeviceChannel(Protocol):
         self._cancel_idle()
         self._web = self.factory.site.buildProtocol(self.addr)
         self._web.makeConnection(self.transport)
-        pending, self._buffer = bytes(self._buffer), bytearray()
+        pending = self._reader.unread()
         if pending:
             self._web.dataReceived(pending)
 
