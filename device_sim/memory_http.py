@@ -5,17 +5,12 @@ Scenarios and tests drive the real resource tree (request parsing, body caps, ro
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from twisted.internet.testing import StringTransport
 from twisted.web.server import Site
 
+from mdm_wire.http1 import Response, encode_request, read_responses
 
-@dataclass(frozen=True, slots=True)
-class HTTPResponse:
-    status: int
-    headers: dict[str, str]  # lower-case names; last value wins
-    body: bytes
+HTTPResponse = Response  # status, headers (lower-case names; last value wins), body, keep_alive
 
 
 class MemoryHTTP:
@@ -33,13 +28,12 @@ class MemoryHTTP:
         chunked: bool = False,
     ) -> HTTPResponse:
         """One request; `chunked` sends the body with Transfer-Encoding: chunked and no Content-Length."""
-        framing = "Transfer-Encoding: chunked" if chunked else f"Content-Length: {len(body)}"
-        lines = [f"{method} {path} HTTP/1.1", f"Host: {self.host}", framing]
+        fields = [(b"Host", self.host.encode("latin-1"))]
         if not self.keep_alive:
-            lines.append("Connection: close")
-        lines += [f"{name}: {value}" for name, value in (headers or {}).items()]
-        head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-        return self.send(head + (_chunk(body) if chunked else body))
+            fields.append((b"Connection", b"close"))
+        fields += [(name.encode("latin-1"), value.encode("latin-1")) for name, value in (headers or {}).items()]
+        return self.send(encode_request(method.encode("latin-1"), path.encode("latin-1"), fields, body,
+                                        chunked=chunked))
 
     def send(self, raw: bytes) -> HTTPResponse:
         """Feed raw request bytes to a channel and parse what the Site wrote back."""
@@ -50,7 +44,7 @@ class MemoryHTTP:
         channel.makeConnection(transport)
         channel.dataReceived(raw)
         channel.connectionLost(None)
-        return parse_response(transport.value())
+        return _one(transport.value())
 
     def _send_persistent(self, raw: bytes) -> HTTPResponse:
         if self._channel is None or self._channel[1].disconnecting:  # first use, or the idle timeout closed it
@@ -62,33 +56,10 @@ class MemoryHTTP:
         channel.dataReceived(raw)
         written = transport.value()
         transport.clear()
-        return parse_response(written)
+        return _one(written)
 
 
-def _chunk(body: bytes, size: int = 64 * 1024) -> bytes:
-    pieces = (body[i : i + size] for i in range(0, len(body), size))
-    return b"".join(b"%x\r\n%s\r\n" % (len(piece), piece) for piece in pieces) + b"0\r\n\r\n"
-
-
-def parse_response(raw: bytes) -> HTTPResponse:
-    head, _, rest = raw.partition(b"\r\n\r\n")
-    status_line, *header_lines = head.decode("latin-1").split("\r\n")
-    headers: dict[str, str] = {}
-    for line in header_lines:
-        name, _, value = line.partition(":")
-        headers[name.strip().lower()] = value.strip()
-    length = headers.get("content-length")
-    body = rest[: int(length)] if length is not None else _dechunk(rest)
-    return HTTPResponse(int(status_line.split(" ", 2)[1]), headers, body)
-
-
-def _dechunk(data: bytes) -> bytes:
-    out, position = bytearray(), 0
-    while True:
-        line_end = data.index(b"\r\n", position)
-        size = int(data[position:line_end].split(b";")[0], 16)
-        if size == 0:
-            return bytes(out)
-        start = line_end + 2
-        out += data[start : start + size]
-        position = start + size + 2
+def _one(raw: bytes) -> HTTPResponse:
+    # A channel answers each request whole; a closed or idle channel ends what it wrote.
+    (response,) = read_responses(raw)
+    return response
