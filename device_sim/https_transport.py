@@ -19,9 +19,9 @@ from twisted.internet.error import NotConnectingError
 from twisted.python.failure import Failure
 
 from mdm_protocol.clocks import TCPClock
+from mdm_wire.http1 import HTTPError, Response, ResponseReader, TooLarge
 
 from .effects import CHECKIN_TYPE, SendRequest
-from .http_framing import dechunk, decimal
 from .tls_link import IOS_TLS_GROUPS, ClientTLS, LinkFactory, TLSLink, UntrustedServerError, check_groups
 from .transport import Reply, TransportError
 
@@ -75,7 +75,7 @@ class _HTTPClient:
         self.owner = owner
         self.key: tuple[Any, ...] = ()  # (host, port, trust store) it was opened for: set by the transport
         self.transport: TLSLink | None = None  # set by the link once TCP is up
-        self.buffer = bytearray()
+        self.reader = ResponseReader(max_body=MAX_RESPONSE)
         self.waiting: _Request | None = request
         self.closed = False
         self.keep = False  # the server did not ask to close after this answer
@@ -92,64 +92,43 @@ class _HTTPClient:
             self.transport.write(self.waiting.data)  # leaves with the TLS client's Finished
 
     def send(self, request: _Request) -> None:
-        self.buffer.clear()
+        self.reader = ResponseReader(max_body=MAX_RESPONSE)  # what the last answer left unread is dropped
         self.answered = False
         self.waiting, request.client = request, self
         self.transport.write(request.data)
 
     def dataReceived(self, data: bytes) -> None:
         self.answered = True
-        self.buffer += data
-        if len(self.buffer) > MAX_RESPONSE:
-            self._fail(TransportError(f"response larger than {MAX_RESPONSE} bytes"))
-            self.transport.abortConnection()
-            return
         try:
-            reply = self._parse()
-        except (IndexError, ValueError):
-            self._fail(TransportError(f"malformed HTTP response {bytes(self.buffer[:80])!r}"))
+            response = self.reader.feed(data)
+        except TooLarge as exc:
+            self._fail(TransportError(f"response larger than {MAX_RESPONSE} bytes ({exc.reason})"))
             self.transport.abortConnection()
             return
-        if reply is not None and self.waiting is not None:
-            request, self.waiting = self.waiting, None
-            self.owner._answered(self, request, reply)
+        except HTTPError as exc:
+            self._fail(TransportError(f"malformed HTTP response: {exc.reason}"))
+            self.transport.abortConnection()
+            return
+        if response is not None and self.waiting is not None:
+            self._reply(response)
 
-    def _parse(self) -> Reply | None:
-        """The complete reply once it is all here; IndexError or ValueError when it is not HTTP."""
-        end = self.buffer.find(b"\r\n\r\n")
-        if end < 0:
-            return None
-        head = bytes(self.buffer[:end]).decode("latin-1").split("\r\n")
-        status = decimal(head[0].split(" ", 2)[1], 3)
-        headers = {}
-        for line in head[1:]:
-            name, _, value = line.partition(":")
-            headers[name.strip().lower()] = value.strip()
-        rest = self.buffer[end + 4:]
-        self.keep = headers.get("connection", "").lower() != "close"
-        if "content-length" in headers:
-            length = decimal(headers["content-length"], 18)
-            return Reply(status, bytes(rest[:length])) if len(rest) >= length else None
-        if headers.get("transfer-encoding", "").lower() == "chunked":
-            body = dechunk(rest)
-            return None if body is None else Reply(status, body)
-        self.keep = False
-        return Reply(status, bytes(rest)) if self.closed else None  # read until the server closes
+    def _reply(self, response: Response) -> None:
+        self.keep = response.keep_alive
+        request, self.waiting = self.waiting, None
+        self.owner._answered(self, request, Reply(response.status, response.body))
 
     def connectionLost(self, reason: Failure | None = None) -> None:
         self.closed = True
         if self.waiting is None:
             self.owner._unpark(self)
             return
-        if self.buffer:
-            try:
-                reply = self._parse()
-            except (IndexError, ValueError):
-                reply = None
-            if reply is not None:
-                request, self.waiting = self.waiting, None
-                self.owner._answered(self, request, reply)
-                return
+        try:
+            response = self.reader.connection_closed()  # a body framed by the close
+        except HTTPError:
+            response = None
+        if response is not None:
+            self._reply(response)
+            return
         untrusted = not self.answered and reason is not None and reason.check(UntrustedServerError) is not None
         message = reason.getErrorMessage() if reason is not None else "connection lost"
         self._fail(TransportError(f"no response: {message}", untrusted=untrusted))

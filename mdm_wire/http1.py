@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 MAX_HEAD = 64 * 1024  # twisted.web allows 16 KiB of headers; an RSA Mdm-Signature is ~3.5 KB of it
 MAX_BODY = 16 * 1024 * 1024  # an MDM command (a profile with certificates) is far smaller
@@ -64,8 +64,8 @@ def header_fields(block: bytes, single: frozenset[bytes]) -> tuple[bytes, dict[b
         return None
     lines = block.split(b"\r\n")
     headers: dict[bytes, bytes] = {}
-    for index in range(1, len(lines)):
-        name, colon, value = lines[index].partition(b":")
+    for line in lines[1:]:
+        name, colon, value = line.partition(b":")
         if not colon or not name or name.translate(None, TOKEN):
             return None
         name = name.lower()
@@ -81,6 +81,8 @@ def _has_token(value: bytes, token: bytes) -> bool:
 
 def keeps_alive(version: bytes, connection: bytes) -> bool:
     """Whether a message of this HTTP version and Connection header leaves its connection open (RFC 9112 §9.3)."""
+    if not connection:
+        return version == b"HTTP/1.1"
     if version == b"HTTP/1.1":
         return not _has_token(connection, b"close")
     return _has_token(connection, b"keep-alive")
@@ -97,41 +99,61 @@ class _Framing(enum.Enum):
     CLOSE = "close"  # whatever arrives until the server closes
 
 
-@dataclass(frozen=True, slots=True)
-class Response:
+_LENGTH, _CHUNKED, _CLOSE = _Framing.LENGTH, _Framing.CHUNKED, _Framing.CLOSE  # one lookup less per response
+_VERSIONS = (b"HTTP/1.1", b"HTTP/1.0")
+
+
+class Response(NamedTuple):  # a tuple, not a frozen dataclass: built once per answer on the fleet's hot path
     status: int
-    headers: dict[str, str]  # lower-case names; last value wins
+    fields: dict[bytes, bytes]  # lower-case names; last value wins
     body: bytes
     keep_alive: bool = True  # the server leaves the connection open for another request
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """The fields as text (latin-1), for callers that read them; the fleet's client never does."""
+        return {name.decode("latin-1"): value.decode("latin-1") for name, value in self.fields.items()}
 
 
 class ResponseReader:
     """Responses off one connection's bytes, in order: `feed` returns each once it is whole, `connection_closed`
     the one the close ends. 1xx interim answers are skipped, as RFC 9110 §15.2 asks of clients."""
 
+    __slots__ = ("max_body", "max_head", "_buffer", "_searched", "_head", "_framing", "_length", "_body",
+                 "_trailers")
+
     def __init__(self, *, max_body: int = MAX_BODY, max_head: int = MAX_HEAD) -> None:
         self.max_body, self.max_head = max_body, max_head
-        self._buffer = bytearray()
-        self._searched = 0  # bytes already searched for the end of the head
-        self._head: tuple[int, dict[str, str], bool] | None = None  # status, headers, keep-alive
-        self._framing = _Framing.CLOSE
+        # The bytes not read yet: a read's own bytes while they are all there is (the usual answer arrives in
+        # one read and is parsed where it lies), a bytearray once reads must be joined.
+        self._buffer: bytes | bytearray = b""
+        self._searched = 0  # where to go on searching for the end of the head
+        self._head: tuple[int, dict[bytes, bytes], bool] | None = None  # status, fields, keep-alive
+        self._framing = _CLOSE
         self._length = 0  # LENGTH: the body's size
-        self._body = bytearray()  # CHUNKED: the chunks so far
+        self._body: bytearray | None = None  # CHUNKED: the chunks so far
         self._trailers = False  # CHUNKED: the last chunk is read, its trailer section is not
 
     def feed(self, data: bytes) -> Response | None:
         """Add bytes; the next complete response, or None. Call with b"" for a second one already buffered."""
-        self._buffer += data
+        buffer = self._buffer
+        if not buffer:
+            self._buffer = data
+        elif type(buffer) is bytes:
+            self._buffer = bytearray(buffer) + data
+        else:
+            buffer += data
         while self._head is None:
             if not self._read_head():
                 return None
-        if self._framing is _Framing.LENGTH:
-            if len(self._buffer) < self._length:
+        framing = self._framing
+        if framing is _LENGTH:
+            buffer, length = self._buffer, self._length
+            if len(buffer) < length:
                 return None
-            body = bytes(self._buffer[:self._length])
-            del self._buffer[:self._length]
-            return self._done(body)
-        if self._framing is _Framing.CHUNKED:
+            self._buffer = buffer[length:]
+            return self._done(bytes(buffer[:length]))
+        if framing is _CHUNKED:
             return self._read_chunks()
         if len(self._buffer) > self.max_body:
             raise TooLarge(f"body larger than {self.max_body} bytes")
@@ -144,28 +166,26 @@ class ResponseReader:
                 return None
             raise Truncated(f"the connection closed before a whole HTTP head: {bytes(self._buffer[:60])!r}",
                             in_body=False)
-        if self._framing is not _Framing.CLOSE:
+        if self._framing is not _CLOSE:
             raise Truncated("the connection closed before the whole body arrived", in_body=True)
-        body, self._buffer = bytes(self._buffer), bytearray()
+        body, self._buffer = bytes(self._buffer), b""
         return self._done(body)
 
     def _read_head(self) -> bool:
         buffer = self._buffer
-        end = buffer.find(b"\r\n\r\n", max(0, self._searched - 3))
+        end = buffer.find(b"\r\n\r\n", self._searched)
         if end < 0:
-            self._searched = len(buffer)
+            self._searched = max(0, len(buffer) - 3)
             if len(buffer) > self.max_head:
                 raise TooLarge(f"response head larger than {self.max_head} bytes")
             return False
         block = bytes(buffer[:end])
-        del buffer[:end + 4]
-        self._searched = 0
-        status_line = block.partition(b"\r\n")[0]
-        version, _, rest = status_line.partition(b" ")
-        code = rest.partition(b" ")[0]
-        if version not in (b"HTTP/1.1", b"HTTP/1.0") or len(code) != 3 or not code.isdigit():
-            raise HTTPError(f"not an HTTP answer: {status_line[:60].decode('latin-1')!r}")
+        self._buffer, self._searched = buffer[end + 4:], 0
         fields = header_fields(block, RESPONSE_SINGLE)
+        line = fields[0] if fields is not None else block.partition(b"\r\n")[0]
+        code = line[9:12]
+        if line[:8] not in _VERSIONS or line[8:9] != b" " or not code.isdigit() or line[12:13] not in (b"", b" "):
+            raise HTTPError(f"not an HTTP answer: {line[:60].decode('latin-1')!r}")
         if fields is None:
             raise HTTPError(f"malformed HTTP head: {block[:80].decode('latin-1')!r}")
         status = int(code)
@@ -173,30 +193,26 @@ class ResponseReader:
             raise HTTPError(f"status {status}: not an answer this client can read")
         if status < 200:
             return True  # an interim answer (100 Continue, 103 Early Hints): the real one follows
-        self._frame(status, fields[1], version)
-        return True
-
-    def _frame(self, status: int, headers: dict[bytes, bytes], version: bytes) -> None:
-        keep = keeps_alive(version, headers.get(b"connection", b""))
+        headers = fields[1]
+        keep = keeps_alive(line[:8], headers.get(b"connection", b""))
         encoding, length = headers.get(b"transfer-encoding"), headers.get(b"content-length")
         if status in (204, 304):
-            self._framing, self._length = _Framing.LENGTH, 0
+            self._framing, self._length = _LENGTH, 0
         elif encoding is not None:
             if encoding.lower() != b"chunked":
                 raise HTTPError(f"Transfer-Encoding {encoding[:40].decode('latin-1')!r} is not chunked")
-            self._framing, self._body, self._trailers = _Framing.CHUNKED, bytearray(), False
+            self._framing, self._body, self._trailers = _CHUNKED, bytearray(), False
             keep = keep and length is None  # with a Content-Length too: read by its chunks, then close
         elif length is not None:
-            text = length.decode("latin-1")
-            if not (0 < len(text) <= 18 and text.isascii() and text.isdigit()):
-                raise HTTPError(f"Content-Length {text[:40]!r} is not a number")
-            self._framing, self._length = _Framing.LENGTH, int(text)
+            if not (0 < len(length) <= 18 and length.isdigit()):  # bytes.isdigit: ASCII digits only
+                raise HTTPError(f"Content-Length {length[:40].decode('latin-1')!r} is not a number")
+            self._framing, self._length = _LENGTH, int(length)
             if self._length > self.max_body:
                 raise TooLarge(f"body larger than {self.max_body} bytes")
         else:
-            self._framing, keep = _Framing.CLOSE, False
-        decoded = {name.decode("latin-1"): value.decode("latin-1") for name, value in headers.items()}
-        self._head = (status, decoded, keep)
+            self._framing, keep = _CLOSE, False
+        self._head = (status, headers, keep)
+        return True
 
     def _read_chunks(self) -> Response | None:
         buffer, body, position = self._buffer, self._body, 0
@@ -226,12 +242,13 @@ class ResponseReader:
                 body += buffer[start:start + size]
                 position = start + size + 2
         finally:
-            del buffer[:position]
+            if position:
+                self._buffer = buffer[position:]
 
     def _done(self, body: bytes) -> Response:
-        status, headers, keep = self._head
-        self._head, self._body, self._trailers = None, bytearray(), False
-        return Response(status, headers, body, keep)
+        status, fields, keep = self._head
+        self._head, self._body, self._trailers = None, None, False
+        return Response(status, fields, body, keep)
 
 
 def _chunk_size(line: bytes) -> int:

@@ -50,8 +50,7 @@ def h11_responses(pieces: list[bytes], *, close: bool, count: int = 1) -> list[R
                 body += event.data
             elif isinstance(event, h11.EndOfMessage):
                 keep = connection.their_state not in (h11.MUST_CLOSE, h11.CLOSED)
-                headers = {name.decode("latin-1"): value.decode("latin-1") for name, value in head.headers}
-                out.append(Response(head.status_code, headers, body, keep))
+                out.append(Response(head.status_code, dict(head.headers), body, keep))
                 if len(out) < count:
                     connection.start_next_cycle()
                     connection.send(h11.Request(method="GET", target="/", headers=[("Host", "x")]))
@@ -82,7 +81,7 @@ def view(responses: list[Response] | str) -> list[tuple[int, dict[str, str], byt
     """What both readers must agree on (h11 lower-cases a Transfer-Encoding value; keep-alive is compared apart)."""
     if isinstance(responses, str):
         return responses
-    return [(r.status, {k: v.lower() if k == "transfer-encoding" else v for k, v in r.headers.items()}, r.body)
+    return [(r.status, {k: v.lower() if k == b"transfer-encoding" else v for k, v in r.fields.items()}, r.body)
             for r in responses]
 
 
@@ -502,6 +501,7 @@ def test_encoded_requests_and_responses_read_back_through_h11():
     response = encode_response(200, b"hi", "text/plain", b"Date: Thu, 01 Jan 1970 00:00:00 GMT\r\n", close=True)
     (expected,) = h11_responses([response], close=False)
     assert ResponseReader().feed(response) == expected == Response(200, {
-        "date": "Thu, 01 Jan 1970 00:00:00 GMT", "content-length": "2", "content-type": "text/plain",
-        "connection": "close"}, b"hi", False)
+        b"date": b"Thu, 01 Jan 1970 00:00:00 GMT", b"content-length": b"2", b"content-type": b"text/plain",
+        b"connection": b"close"}, b"hi", False)
+    assert expected.headers["content-type"] == "text/plain"
     assert encode_chunks(b"abc", 2) == b"2\r\nab\r\n1\r\nc\r\n0\r\n\r\n"
