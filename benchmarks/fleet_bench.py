@@ -627,7 +627,7 @@ def _checkin_figures(totals: Counter, rounds: int, keep_alive: bool) -> dict[str
 
 
 def _fetch(reactor: Any, url: str) -> Any:
-    from mdmsim.enroll_fetch import fetch_enrollment
+    from device_sim.enroll_fetch import fetch_enrollment
 
     return fetch_enrollment(reactor, url).addTimeout(60, reactor)
 

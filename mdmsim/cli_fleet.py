@@ -12,6 +12,7 @@ from typing import Any
 
 from rich.console import Console
 
+from device_sim.enroll_fetch import fetch_enrollment, with_user
 from device_sim.fleet import DEFAULT_KINDS, DEFAULT_OS_MIX, Fleet, FleetSpec, parse_mix
 from device_sim.fleet_ramp import EnrollmentRamp
 from device_sim.https_transport import ConnectionMode, HTTPSTransport
@@ -19,8 +20,6 @@ from device_sim.push_link_client import PushLinkClient
 from device_sim.report import fleet_json, readiness_rows, readiness_table
 from device_sim.stats import FleetObserver
 from mdm_world.durations import parse_duration
-
-from .enroll_fetch import fetch_enrollment, with_user
 
 
 def _mix_text(mix) -> str:

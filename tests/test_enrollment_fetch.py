@@ -13,9 +13,9 @@ from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
 from twisted.web import resource, server
 
+from device_sim.enroll_fetch import EnrollmentFetchError, fetch_enrollment, with_user
 from mdm_server.pki import server_tls_files
 from mdm_server.web.tls import server_options
-from mdmsim.enroll_fetch import EnrollmentFetchError, fetch_enrollment, parse_response, with_user
 
 PROFILE = b"<?xml version='1.0'?><plist>" + bytes(range(256)) * 12 + b"</plist>"
 
@@ -120,7 +120,7 @@ def test_a_connection_closed_early_fails():
 
 
 def test_an_endless_answer_is_cut_off(monkeypatch):
-    monkeypatch.setattr("mdmsim.enroll_fetch.MAX_PROFILE", 1000)
+    monkeypatch.setattr("device_sim.enroll_fetch.MAX_PROFILE", 1000)
     _, d, protocol, transport, _ = started()
     protocol.dataReceived(b"HTTP/1.1 200 OK\r\n\r\n" + b"x" * 1200)
     assert "larger than 1000 bytes" in outcome(d).value.reason and transport.disconnected
@@ -166,10 +166,14 @@ def test_urls_that_cannot_be_downloaded_are_refused_up_front(url):
     assert failure.check(EnrollmentFetchError) and url in failure.value.reason
 
 
-def test_parse_response_waits_for_the_whole_head():
-    assert parse_response(b"HTTP/1.1 200 OK\r\nContent-Len", closed=False) is None
-    with pytest.raises(EnrollmentFetchError, match="before a whole HTTP head"):
-        parse_response(b"HTTP/1.1 200 OK\r\nContent-Len", closed=True)
+def test_the_answer_waits_for_the_whole_head():
+    # Was parse_response(closed=False/True); the framing itself is tests/test_http1.py's.
+    _, d, protocol, _, _ = started()
+    protocol.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Len")
+    assert not d.called
+    protocol.connectionLost(Failure(ConnectionError("closed")))
+    failure = outcome(d)
+    assert failure.check(EnrollmentFetchError) and "before a whole HTTP head" in failure.value.reason
 
 
 def test_with_user_adds_the_user_to_either_kind_of_url():

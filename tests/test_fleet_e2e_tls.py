@@ -12,6 +12,7 @@ from cryptography.hazmat.primitives import serialization
 from twisted.internet import defer
 
 from device_sim import tls_link
+from device_sim.enroll_fetch import fetch_enrollment
 from device_sim.fleet import Fleet, FleetSpec, parse_mix
 from device_sim.https_transport import HTTPSTransport
 from device_sim.push_link_client import PushLinkClient
@@ -21,7 +22,6 @@ from mdm_protocol.profile import encode_profile
 from mdm_server.app import MDMServer, ServerConfig
 from mdm_server.pki import export_pkcs12
 from mdm_world.admin_client import AdminClient
-from mdmsim.enroll_fetch import fetch_enrollment
 
 DEVICES = 50
 

@@ -18,12 +18,12 @@ from twisted.internet import defer, stdio
 from twisted.internet.interfaces import IReactorTime
 from twisted.protocols.basic import LineReceiver
 
+from device_sim.enroll_fetch import fetch_enrollment, with_user
 from device_sim.fleet import FleetSpec
 from device_sim.https_transport import HTTPSTransport
 from device_sim.machine import Behaviour, DeviceMachine
 from device_sim.push_link_client import PushLinkClient
 from mdm_protocol.clocks import Reactor
-from mdmsim.enroll_fetch import fetch_enrollment, with_user
 
 from .config import WorkerConfig
 from .meter import LoadObserver, LoadRunner, MeteredTransport

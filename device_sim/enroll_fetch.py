@@ -15,9 +15,10 @@ from twisted.internet import defer, ssl
 from twisted.internet.protocol import ClientFactory, Protocol
 from twisted.python.failure import Failure
 
-from device_sim.http_framing import dechunk, decimal
-from device_sim.tls_link import IOS_TLS_GROUPS, LinkFactory, TLSLink, set_groups
 from mdm_protocol.clocks import TCPClock
+from mdm_wire.http1 import HTTPError, Response, ResponseReader, TooLarge, Truncated, encode_request
+
+from .tls_link import IOS_TLS_GROUPS, LinkFactory, TLSLink, set_groups
 
 MAX_PROFILE = 4 * 1024 * 1024  # an enrollment profile is a few KB; a bound keeps a wrong URL from filling memory
 DEFAULT_TIMEOUT = 60.0
@@ -69,7 +70,7 @@ class _Download(Protocol):
     def __init__(self, request: bytes) -> None:
         self.request = request
         self.done: defer.Deferred[bytes] = defer.Deferred(canceller=self._cancel)
-        self.buffer = bytearray()
+        self.reader = ResponseReader(max_body=MAX_PROFILE)
         self.lost = False
         self.connector: Any = None
 
@@ -80,33 +81,38 @@ class _Download(Protocol):
             self.transport.write(self.request)
 
     def dataReceived(self, data: bytes) -> None:
-        self.buffer += data
-        if len(self.buffer) > MAX_PROFILE:
+        if self.done.called:
+            return  # answered, failed or cancelled: the rest is not read
+        try:
+            answer = self.reader.feed(data)
+        except TooLarge:
             self._finish(Failure(EnrollmentFetchError(f"the answer is larger than {MAX_PROFILE} bytes")))
+        except HTTPError as exc:
+            self._finish(Failure(EnrollmentFetchError(exc.reason)))
         else:
-            self._conclude(closed=False)
+            self._conclude(answer)
 
     def connectionLost(self, reason: Failure = None) -> None:
         self.lost = True
-        if self.buffer:
-            self._conclude(closed=True)
+        try:
+            self._conclude(self.reader.connection_closed())
+        except Truncated as exc:
+            why = "the connection closed before the whole profile arrived" if exc.in_body else exc.reason
+            self._finish(Failure(EnrollmentFetchError(why)))
+        except HTTPError as exc:
+            self._finish(Failure(EnrollmentFetchError(exc.reason)))
         if not self.done.called:
             message = reason.getErrorMessage() if reason is not None else "connection lost"
             self.done.errback(EnrollmentFetchError(f"no answer: {message}"))
 
-    def _conclude(self, *, closed: bool) -> None:
-        try:
-            answer = parse_response(self.buffer, closed=closed)
-        except EnrollmentFetchError as exc:
-            self._finish(Failure(exc))
+    def _conclude(self, answer: Response | None) -> None:
+        if answer is None:
             return
-        if answer is not None:
-            status, body = answer
-            if status == 200:
-                self._finish(body)
-            else:
-                text = body[:120].decode("utf-8", "replace").strip()
-                self._finish(Failure(EnrollmentFetchError(f"enrollment download answered HTTP {status}: {text}")))
+        if answer.status == 200:
+            self._finish(answer.body)
+        else:
+            text = answer.body[:120].decode("utf-8", "replace").strip()
+            self._finish(Failure(EnrollmentFetchError(f"enrollment download answered HTTP {answer.status}: {text}")))
 
     def _finish(self, result: bytes | Failure) -> None:
         if not self.done.called:
@@ -177,56 +183,10 @@ def _timed_out(failure: Failure, timeout: float) -> Failure:
 
 def _request_head(parts: Any) -> bytes:
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    return (f"GET {target} HTTP/1.1\r\nHost: {parts.netloc.rpartition('@')[2]}\r\nUser-Agent: {USER_AGENT}\r\n"
-            f"Accept: */*\r\nConnection: close\r\n\r\n").encode("latin-1")
-
-
-def parse_response(data: bytes | bytearray, *, closed: bool) -> tuple[int, bytes] | None:
-    """(status, body) of a complete HTTP/1.1 answer, None while more is to come; EnrollmentFetchError when it
-    is not HTTP. A body without Content-Length or chunking ends when the server closes (`closed`)."""
-    end = data.find(b"\r\n\r\n")
-    if end < 0:
-        if closed:
-            raise EnrollmentFetchError(f"the connection closed before a whole HTTP head: {bytes(data[:60])!r}")
-        return None
-    lines = bytes(data[:end]).decode("latin-1").split("\r\n")
-    status = _status(lines[0])
-    headers = {name.strip().lower(): value.strip() for name, _, value in (line.partition(":") for line in lines[1:])}
-    rest = data[end + 4:]
-    if headers.get("transfer-encoding", "").lower() == "chunked":
-        body = _dechunk(rest)
-    elif "content-length" in headers:
-        length = _content_length(headers["content-length"])
-        body = bytes(rest[:length]) if len(rest) >= length else None
-    else:
-        body = bytes(rest) if closed else None
-    if body is None and closed:
-        raise EnrollmentFetchError("the connection closed before the whole profile arrived")
-    return None if body is None else (status, body)
-
-
-def _status(line: str) -> int:
-    version, _, rest = line.partition(" ")
-    try:
-        if version.startswith("HTTP/"):
-            return decimal(rest.partition(" ")[0], 3)
-    except ValueError:
-        pass
-    raise EnrollmentFetchError(f"not an HTTP answer: {line[:60]!r}")
-
-
-def _content_length(text: str) -> int:
-    try:
-        return decimal(text, 18)
-    except ValueError:
-        raise EnrollmentFetchError(f"Content-Length {text[:40]!r} is not a number") from None
-
-
-def _dechunk(data: bytes | bytearray) -> bytes | None:
-    try:
-        return dechunk(data)
-    except ValueError as exc:
-        raise EnrollmentFetchError(str(exc)) from None
+    fields = [("Host", parts.netloc.rpartition("@")[2]), ("User-Agent", USER_AGENT), ("Accept", "*/*"),
+              ("Connection", "close")]
+    return encode_request(b"GET", target.encode("latin-1"),
+                          [(name.encode("latin-1"), value.encode("latin-1")) for name, value in fields])
 
 
 def with_user(url: str, user: str) -> str:
