@@ -43,6 +43,7 @@ from mdm_server.pki import DEFAULT_SERVER_NAMES, server_tls_files
 from mdm_server.service import DeviceIdentity
 from mdm_server.state import ServerState
 from mdm_server.storage import SQLiteStorage
+from mdm_wire.http1 import ResponseReader, encode_request
 
 SERVER_CPU, CLIENT_CPU = 0, 1
 FACTS = {"OSVersion": "17.5.1", "BuildVersion": "21F90", "ProductName": "iPhone15,2"}
@@ -76,9 +77,8 @@ def prepare_fleet(data_dir: Path, count: int) -> list[tuple[bytes, bytes, bytes]
 
 
 def raw_request(body: bytes, signature: str) -> bytes:
-    head = (f"PUT /mdm/connect HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/x-apple-aspen-mdm\r\n"
-            f"Mdm-Signature: {signature}\r\nContent-Length: {len(body)}\r\n\r\n")
-    return head.encode("ascii") + body
+    return encode_request(b"PUT", b"/mdm/connect", [(b"Host", b"127.0.0.1"), (
+        b"Content-Type", b"application/x-apple-aspen-mdm"), (b"Mdm-Signature", signature.encode("ascii"))], body)
 
 
 # The server: its own process, pinned to one core, listening on port 0 --------------------------------------
@@ -110,19 +110,15 @@ def cpu_seconds(pid: int) -> float:
 # The client: another process on the other core; threads with blocking TLS sockets --------------------------
 
 
-def read_response(sock: ssl.SSLSocket, buffer: bytearray) -> int:
-    """Read one HTTP response from `sock` (Content-Length framed); returns its status code."""
-    while b"\r\n\r\n" not in buffer:
+def read_response(sock: ssl.SSLSocket, reader: ResponseReader) -> int:
+    """Read one HTTP response from `sock` with the project's codec; returns its status code."""
+    response = reader.feed(b"")  # one the last read already held
+    while response is None:
         chunk = sock.recv(65536)
         if not chunk:
             raise ConnectionError("server closed the connection")
-        buffer += chunk
-    head, _, rest = bytes(buffer).partition(b"\r\n\r\n")
-    length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
-    while len(rest) < length:
-        rest += sock.recv(65536)
-    buffer[:] = rest[length:]
-    return int(head[9:12])
+        response = reader.feed(chunk)
+    return response.status
 
 
 class Load:
@@ -155,10 +151,10 @@ class Load:
             self.errors.append(f"{type(exc).__name__}: {exc}")
 
     def _keep_alive(self, index: int) -> None:
-        sock, buffer, position = self.connect(), bytearray(), index
+        sock, reader, position = self.connect(), ResponseReader(), index
         while not self.stop.is_set():
             sock.sendall(self.request(position))
-            if read_response(sock, buffer) != 200:
+            if read_response(sock, reader) != 200:
                 raise RuntimeError("server refused a signed Idle report")
             self.counts[index] += 1
             position += len(self.threads)
@@ -169,7 +165,7 @@ class Load:
         while not self.stop.is_set():
             sock = self.connect(session if self.mode == "resumed" else None)
             sock.sendall(self.request(position))
-            if read_response(sock, bytearray()) != 200:
+            if read_response(sock, ResponseReader()) != 200:
                 raise RuntimeError("server refused a signed Idle report")
             self.resumed[index] += sock.session_reused
             session = sock.session

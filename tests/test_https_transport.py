@@ -21,6 +21,7 @@ from device_sim.https_transport import HTTPSTransport
 from device_sim.transport import Reply, TransportError
 from mdm_server.app import MDMServer, ServerConfig
 from mdm_server.ca import CertificateAuthority
+from mdm_wire.http1_server import RequestReader
 
 
 def _request(url: str) -> SendRequest:
@@ -291,18 +292,14 @@ class _Digesting(protocol.Protocol):
     """Answers each PUT with the SHA-256 of its body (HTTP/1.1, Content-Length framing, keep-alive)."""
 
     def connectionMade(self) -> None:
-        self.buffer = b""
+        self.reader = RequestReader(body_limit=16 * 1024 * 1024)
 
     def dataReceived(self, data: bytes) -> None:
-        self.buffer += data
-        while b"\r\n\r\n" in self.buffer:
-            head, _, rest = self.buffer.partition(b"\r\n\r\n")
-            length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
-            if len(rest) < length:
-                return
-            body, self.buffer = rest[:length], rest[length:]
-            digest = hashlib.sha256(body).hexdigest().encode()
+        request = self.reader.feed(data)
+        while request is not None:
+            digest = hashlib.sha256(request.body).hexdigest().encode()
             self.transport.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(digest), digest))
+            request = self.reader.feed(b"")
 
 
 @pytest_twisted.inlineCallbacks
