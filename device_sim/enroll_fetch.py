@@ -17,8 +17,7 @@ from twisted.python.failure import Failure
 
 from mdm_protocol.clocks import TCPClock
 from mdm_wire.http1 import HTTPError, Response, ResponseReader, TooLarge, Truncated, encode_request
-
-from .tls_link import IOS_TLS_GROUPS, LinkFactory, TLSLink, set_groups
+from mdm_wire.tls_client import IOS_TLS_GROUPS, LinkFactory, TLSLink, set_groups
 
 MAX_PROFILE = 4 * 1024 * 1024  # an enrollment profile is a few KB; a bound keeps a wrong URL from filling memory
 DEFAULT_TIMEOUT = 60.0

@@ -1,6 +1,7 @@
 """Real HTTPS from simulated devices: TLS checked against each device's own trust store, like iOS.
 
-A connection per session (as iOS), per request, or kept alive; lean HTTP/1.1 over `tls_link`, TLS resumed.
+A connection per session (as iOS), per request, or kept alive; lean HTTP/1.1 (`mdm_wire.http1`) over
+`mdm_wire.tls_client`, TLS resumed.
 """
 
 from __future__ import annotations
@@ -20,9 +21,9 @@ from twisted.python.failure import Failure
 
 from mdm_protocol.clocks import TCPClock
 from mdm_wire.http1 import HTTPError, Response, ResponseReader, TooLarge
+from mdm_wire.tls_client import IOS_TLS_GROUPS, ClientTLS, LinkFactory, TLSLink, UntrustedServerError, check_groups
 
 from .effects import CHECKIN_TYPE, SendRequest
-from .tls_link import IOS_TLS_GROUPS, ClientTLS, LinkFactory, TLSLink, UntrustedServerError, check_groups
 from .transport import Reply, TransportError
 
 # iOS sends TokenUpdate right after an Authenticate answered 200, and NSURLSession reuses its idle connection

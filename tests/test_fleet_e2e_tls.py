@@ -11,7 +11,6 @@ import pytest_twisted
 from cryptography.hazmat.primitives import serialization
 from twisted.internet import defer
 
-from device_sim import tls_link
 from device_sim.enroll_fetch import fetch_enrollment
 from device_sim.fleet import Fleet, FleetSpec, parse_mix
 from device_sim.https_transport import HTTPSTransport
@@ -21,6 +20,7 @@ from mdm_protocol.payloads import configuration_profile, eas_payload, pkcs12_pay
 from mdm_protocol.profile import encode_profile
 from mdm_server.app import MDMServer, ServerConfig
 from mdm_server.pki import export_pkcs12
+from mdm_wire import tls_client
 from mdm_world.admin_client import AdminClient
 
 DEVICES = 50
@@ -86,8 +86,8 @@ def test_fifty_devices_enroll_and_install_an_exchange_profile_over_tls(tmp_path,
             runner.install_enrollment(profile)
         yield observer.wait(lambda o: o.enrolled == DEVICES).addTimeout(60, reactor)
         connections = []
-        open_link = tls_link.ClientTLS.connection
-        monkeypatch.setattr(tls_link.ClientTLS, "connection", lambda tls, link: connections.append(link) or
+        open_link = tls_client.ClientTLS.connection
+        monkeypatch.setattr(tls_client.ClientTLS, "connection", lambda tls, link: connections.append(link) or
                             open_link(tls, link))
         pushed_before = time.time()
 

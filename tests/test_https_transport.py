@@ -15,12 +15,13 @@ from OpenSSL.SSL import _lib
 from twisted.internet import defer, protocol, ssl, task
 from twisted.internet.testing import MemoryReactorClock
 
-from device_sim import https_transport, tls_link
+from device_sim import https_transport
 from device_sim.effects import SendRequest
 from device_sim.https_transport import HTTPSTransport
 from device_sim.transport import Reply, TransportError
 from mdm_server.app import MDMServer, ServerConfig
 from mdm_server.ca import CertificateAuthority
+from mdm_wire import tls_client
 from mdm_wire.http1_server import RequestReader
 
 
@@ -50,8 +51,8 @@ def test_each_request_opens_a_connection_closes_it_and_resumes_the_tls_session(t
 
     server = yield _server(tmp_path)
     made = []
-    connection = tls_link.ClientTLS.connection
-    monkeypatch.setattr(tls_link.ClientTLS, "connection", lambda self, link: made.append(
+    connection = tls_client.ClientTLS.connection
+    monkeypatch.setattr(tls_client.ClientTLS, "connection", lambda self, link: made.append(
         connection(self, link)) or made[-1])
     transport = HTTPSTransport(reactor)
     url = f"https://127.0.0.1:{server.ports[0].getHost().port}/mdm/connect"
@@ -78,8 +79,8 @@ def test_the_offered_key_exchange_groups_can_be_chosen(tmp_path, monkeypatch):
 
     server = yield _server(tmp_path)
     made = []
-    connection = tls_link.ClientTLS.connection
-    monkeypatch.setattr(tls_link.ClientTLS, "connection", lambda self, link: made.append(
+    connection = tls_client.ClientTLS.connection
+    monkeypatch.setattr(tls_client.ClientTLS, "connection", lambda self, link: made.append(
         connection(self, link)) or made[-1])
     try:
         url = f"https://127.0.0.1:{server.ports[0].getHost().port}/mdm/connect"
@@ -89,15 +90,6 @@ def test_the_offered_key_exchange_groups_can_be_chosen(tmp_path, monkeypatch):
         yield server.stopService()
     with pytest.raises(ValueError, match="no-such-group"):
         HTTPSTransport(reactor, tls_groups="no-such-group")
-
-
-def test_a_pyopenssl_without_the_private_groups_call_keeps_openssls_defaults(monkeypatch, caplog):
-    import OpenSSL._util
-
-    monkeypatch.delattr(OpenSSL._util.lib, "SSL_CTX_set1_curves_list", raising=False)
-    context = tls_link.SSL.Context(tls_link.SSL.TLS_CLIENT_METHOD)
-    tls_link.set_groups(context, "P-256")  # no error: the fleet still runs, with OpenSSL's groups
-    assert "OpenSSL's defaults apply" in caplog.text
 
 
 @pytest_twisted.inlineCallbacks
@@ -311,8 +303,8 @@ def test_a_body_larger_than_the_socket_takes_at_once_arrives_whole_and_in_order(
     options = ssl.CertificateOptions(privateKey=key, certificate=certificate)
     port = reactor.listenSSL(0, protocol.Factory.forProtocol(_Digesting), options, interface="127.0.0.1")
     links = []
-    connection = tls_link.ClientTLS.connection
-    monkeypatch.setattr(tls_link.ClientTLS, "connection", lambda self, link: links.append(link) or connection(
+    connection = tls_client.ClientTLS.connection
+    monkeypatch.setattr(tls_client.ClientTLS, "connection", lambda self, link: links.append(link) or connection(
         self, link))
     transport = HTTPSTransport(reactor, keep_alive=True)
     url = f"https://127.0.0.1:{port.getHost().port}/mdm/connect"

@@ -1,6 +1,9 @@
 """Client TLS for the fleet's HTTPS: OpenSSL memory BIOs driven straight from a TCP protocol, one per connection.
 
 Twisted's TLS wrapper costs more per connection than the handshake it drives (factories, logging, interfaces).
+Private API used here, each with its fallback and its canary in tests/test_mdm_wire_tls.py:
+- `OpenSSL._util.lib.SSL_CTX_set1_curves_list` (`set_groups`): without it, OpenSSL's default groups (logged once);
+- `transport.getHandle().send` (`TLSLink._write`): without a socket handle, Twisted's own `transport.write`.
 """
 
 from __future__ import annotations
@@ -130,6 +133,7 @@ class TLSLink(Protocol):
         return self.connection
 
     def connectionMade(self) -> None:
+        self.direct = _sends_directly(self.transport)
         self.connection = self.tls.connection(self)
         self.app.transport = self
         self.app.connectionMade()
@@ -257,6 +261,13 @@ class TLSLink(Protocol):
         self.closing = True
         self._flush()  # an alert for the server, when OpenSSL made one
         self.transport.loseConnection()
+
+
+def _sends_directly(transport: Any) -> bool:
+    """Whether the TCP transport shows its socket (`getHandle().send`): Twisted's TCP transports do; any other
+    (a test's, a future Twisted's) gets the stock `transport.write` path."""
+    handle = getattr(transport, "getHandle", None)
+    return callable(handle) and callable(getattr(handle(), "send", None))
 
 
 class LinkFactory(ClientFactory):
