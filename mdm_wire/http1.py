@@ -183,14 +183,9 @@ class ResponseReader:
         self._buffer, self._searched = buffer[end + 4:], 0
         fields = header_fields(block, RESPONSE_SINGLE)
         line = fields[0] if fields is not None else block.partition(b"\r\n")[0]
-        code = line[9:12]
-        if line[:8] not in _VERSIONS or line[8:9] != b" " or not code.isdigit() or line[12:13] not in (b"", b" "):
-            raise HTTPError(f"not an HTTP answer: {line[:60].decode('latin-1')!r}")
+        status = _status(line)
         if fields is None:
             raise HTTPError(f"malformed HTTP head: {block[:80].decode('latin-1')!r}")
-        status = int(code)
-        if status < 100 or status == 101:
-            raise HTTPError(f"status {status}: not an answer this client can read")
         if status < 200:
             return True  # an interim answer (100 Continue, 103 Early Hints): the real one follows
         headers = fields[1]
@@ -249,6 +244,17 @@ class ResponseReader:
         status, fields, keep = self._head
         self._head, self._body, self._trailers = None, None, False
         return Response(status, fields, body, keep)
+
+
+def _status(line: bytes) -> int:
+    """The status code of `HTTP/1.x NNN[ reason]`: three ASCII digits, never 101 (no upgrades here)."""
+    code = line[9:12]
+    if line[:8] not in _VERSIONS or line[8:9] != b" " or not code.isdigit() or line[12:13] not in (b"", b" "):
+        raise HTTPError(f"not an HTTP answer: {line[:60].decode('latin-1')!r}")
+    status = int(code)
+    if status < 100 or status == 101:
+        raise HTTPError(f"status {status}: not an answer this client can read")
+    return status
 
 
 def _chunk_size(line: bytes) -> int:
