@@ -211,6 +211,7 @@ class ResponseReader:
 
     def _read_chunks(self) -> Response | None:
         buffer, body, position = self._buffer, self._body, 0
+        assert body is not None  # set when the head said chunked
         try:
             while True:
                 line_end = buffer.find(b"\r\n", position)
@@ -241,6 +242,7 @@ class ResponseReader:
                 self._buffer = buffer[position:]
 
     def _done(self, body: bytes) -> Response:
+        assert self._head is not None  # only a read head has a body to finish
         status, fields, keep = self._head
         self._head, self._body, self._trailers = None, None, False
         return Response(status, fields, body, keep)
