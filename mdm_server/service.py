@@ -9,6 +9,7 @@ import functools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from mdm_protocol.checkin import Authenticate, CheckinMessage, CheckOut, TokenUpdate, decode_checkin
 from mdm_protocol.errors import ProtocolError
@@ -17,16 +18,17 @@ from mdm_protocol.report import CommandReport, Status, decode_report
 from .metrics import ServerMetrics
 from .storage.interface import (
     CertificateInUseError,
+    CheckinStore,
+    CommandChannelStore,
     CommandStatus,
     Device,
+    DeviceDirectory,
     EnrollmentState,
     Exchange,
     InvalidRecordError,
-    QueuedCommand,
     Reported,
     ResultKind,
     ResultOutcome,
-    Storage,
     StorageError,
     Visit,
 )
@@ -72,12 +74,20 @@ ScheduleWake = Callable[[str, float], None]  # (device_id, delay seconds): push 
 DeviceChanged = Callable[[str], object]  # inventory changed: labels and deliveries must be re-evaluated
 
 
+class ServiceStorage(CheckinStore, CommandChannelStore, DeviceDirectory, Protocol):
+    """The roles of storage the service uses: check-ins, the command channel, and device lookups."""
+
+
 class MDMService:
-    """Check-in and command handling over a `Storage`; wake-ups are requested through `schedule_wake`."""
+    """Check-in and command handling over storage; wake-ups are requested through `schedule_wake`.
+
+    It keeps no per-device state of its own (NotNow'd commands are held in storage), so several service
+    processes may share one database.
+    """
 
     def __init__(
         self,
-        storage: Storage,
+        storage: ServiceStorage,
         *,
         topic: str,
         now: Callable[[], float],
@@ -93,8 +103,6 @@ class MDMService:
         # Called after Authenticate, TokenUpdate, CheckOut and an acknowledged DeviceInformation.
         self.on_device_changed: DeviceChanged = on_device_changed or (lambda device_id: None)
         self.metrics = ServerMetrics()  # read by GET /metrics
-        # Per device: CommandUUIDs answered NotNow since the last Idle (skipped for the rest of the session).
-        self._not_now: dict[str, set[str]] = {}
 
     # Check-in channel ------------------------------------------------------------------------------
 
@@ -132,7 +140,6 @@ class MDMService:
             )
         except CertificateInUseError as exc:
             return Response.refuse(f"identity certificate refused: {exc.reason}")
-        self._not_now.pop(message.device_id, None)
         self.on_device_changed(message.device_id)
         return OK
 
@@ -153,7 +160,6 @@ class MDMService:
         if refusal:
             return refusal
         self.storage.check_out(message.device_id, now=self._now())
-        self._not_now.pop(message.device_id, None)
         self.on_device_changed(message.device_id)
         return OK
 
@@ -188,39 +194,30 @@ class MDMService:
     def _command_report(self, identity: DeviceIdentity, report: CommandReport, body: bytes) -> Response:
         device_id = report.device_id
         now = self._now()
+        idle = report.status is Status.IDLE  # a new session: NotNow'd commands are offered again
         # One facts-free lookup checks the identity, records the check-in and says whether work waits.
-        visit = self.storage.visit(device_id, identity.cert_sha256, now=now)
+        visit = self.storage.check_in_command_channel(device_id, identity.cert_sha256, now=now, idle=idle)
         if visit is None or not visit.admits(identity.cert_sha256):
             return _visit_refusal(visit, device_id, identity)
-        if report.status is Status.IDLE:
-            self._not_now.pop(device_id, None)  # a new session: NotNow'd commands are offered again
+        if idle:
             if not visit.pending:
                 return OK  # the hot case: nothing queued, nothing more to read or write
-            return self._answer(device_id, report.status, self._exchange(device_id, None, now).sent, now)
+            return self._answer(device_id, report.status, self.storage.report_and_fetch(device_id, now=now))
         reported = Reported(report.command_uuid, CommandStatus(report.status.value), body)
-        exchange = self._exchange(device_id, reported, now)
+        exchange = self.storage.report_and_fetch(device_id, reported, now=now, stop_if=_changes_inventory)
         self._take(device_id, report, exchange.outcome)
-        sent = exchange.sent
-        if sent is None and exchange.outcome.changed and exchange.outcome.command.request_type in _INVENTORY:
-            sent = self._exchange(device_id, None, now).sent  # held back for what labels may have queued
-        return self._answer(device_id, report.status, sent, now)
-
-    def _exchange(self, device_id: str, reported: Reported | None, now: float) -> Exchange:
-        skip = self._not_now.get(device_id, _NOTHING_SKIPPED)
-        if reported is not None and reported.status is CommandStatus.NOT_NOW:
-            skip = skip | {reported.command_uuid}  # not offered again this session
-        return self.storage.exchange(device_id, reported, skip=skip, now=now, stop_after=_INVENTORY)
+        if exchange.stopped:  # after an inventory result: what labels queued goes first
+            exchange = self.storage.report_and_fetch(device_id, now=now)
+        return self._answer(device_id, report.status, exchange)
 
     def _take(self, device_id: str, report: CommandReport, outcome: ResultOutcome) -> None:
-        """Act on how storage took a report: log what was ignored, remember NotNow, refresh inventory."""
+        """Act on how storage took a report: log what was ignored, refresh inventory."""
         if outcome.kind in (ResultKind.UNKNOWN_COMMAND, ResultKind.OTHER_DEVICE, ResultKind.CONFLICT):
             log.warning(
                 "device %s reported %s for command %s: %s; ignored",
                 device_id, report.status.value, report.command_uuid, outcome.kind.value,
             )
-        elif report.status is Status.NOT_NOW and outcome.changed:
-            self._not_now.setdefault(device_id, set()).add(report.command_uuid)
-        elif outcome.changed and outcome.command.request_type in _INVENTORY:
+        elif _changes_inventory(outcome):
             self._merge_inventory(device_id, report)
             self.on_device_changed(device_id)
 
@@ -235,11 +232,11 @@ class MDMService:
         except InvalidRecordError as exc:
             log.warning("device %s: DeviceInformation answer not stored: %s", device_id, exc)
 
-    def _answer(self, device_id: str, last_status: Status, sent: QueuedCommand | None, now: float) -> Response:
-        if sent is not None:
-            return Response(200, sent.payload, COMMAND_CONTENT_TYPE)
+    def _answer(self, device_id: str, last_status: Status, exchange: Exchange) -> Response:
+        if exchange.sent is not None:
+            return Response(200, exchange.sent.payload, COMMAND_CONTENT_TYPE)
         # The device re-polls by itself only when NotNow was its last status (SPEC section 2).
-        if self._not_now.get(device_id) and last_status is not Status.NOT_NOW:
+        if exchange.deferred and last_status is not Status.NOT_NOW:
             self._schedule_wake(device_id, self.not_now_retry)
         return OK  # zero-byte body: the session ends
 
@@ -249,10 +246,18 @@ class MDMService:
         return self.storage.get_device(device_id)
 
 
-_NOTHING_SKIPPED: frozenset[str] = frozenset()
 # Results that change what the server knows of a device: labels are re-evaluated (and may queue commands
-# for it) before the next command is chosen, so `exchange` stops after recording them.
+# for it) before the next command is chosen, so `report_and_fetch` stops after recording them.
 _INVENTORY = frozenset({"DeviceInformation"})
+
+
+def _changes_inventory(outcome: ResultOutcome) -> bool:
+    """A newly recorded inventory answer (NotNow carries none)."""
+    command = outcome.command
+    return (
+        outcome.changed and command is not None and command.status is not CommandStatus.NOT_NOW
+        and command.request_type in _INVENTORY
+    )
 
 
 def _visit_refusal(visit: Visit | None, device_id: str, identity: DeviceIdentity) -> Response:

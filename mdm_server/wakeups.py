@@ -8,19 +8,24 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Iterable
+from typing import Protocol
 
 from mdm_protocol.clocks import Clock, DelayedCall
 
 from .push.interface import Pusher, PushRequest
-from .storage.interface import PushOutcome, PushRecord, Storage
+from .storage.interface import DeviceDirectory, PushOutcome, PushRecord, PushStore
 
 log = logging.getLogger(__name__)
+
+
+class WakerStorage(DeviceDirectory, PushStore, Protocol):
+    """What the waker reads and writes: the device (is it pushable?) and its push outcomes."""
 
 
 class Waker:
     """Pushes devices through a `Pusher`, on the reactor clock given; at most one pending wake per device."""
 
-    def __init__(self, storage: Storage, pusher: Pusher, *, clock: Clock) -> None:
+    def __init__(self, storage: WakerStorage, pusher: Pusher, *, clock: Clock) -> None:
         self.storage = storage
         self.pusher = pusher
         self.clock = clock

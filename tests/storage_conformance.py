@@ -1,6 +1,7 @@
-"""The storage conformance suite: every rule of `mdm_server.storage`, written once for any backend.
+"""The storage conformance suite, by role: check-ins, the device directory, pushes and queue admin.
 
-A test module subclasses these classes and provides a `backend` fixture returning a `Backend`.
+The command channel's roles are in storage_channel_conformance.py and storage_steps_conformance.py. A test
+module subclasses these classes and provides a `backend` fixture returning a `Backend`.
 """
 
 from __future__ import annotations
@@ -12,16 +13,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 from kits.corpus import DEVICE_MESSAGES, require
 
 from mdm_protocol.plist import decode_plist, encode_plist
 from mdm_server.storage import (
     CertificateInUseError,
-    CommandNotFoundError,
-    CommandStateError,
+    CheckinStore,
     CommandStatus,
+    DeviceDirectory,
     DeviceNotFoundError,
     DuplicateCommandError,
     EnrollmentState,
@@ -29,7 +28,8 @@ from mdm_server.storage import (
     InvalidRecordError,
     NewCommand,
     PushOutcome,
-    ResultKind,
+    PushStore,
+    QueueAdmin,
     Storage,
     StorageClosedError,
 )
@@ -50,6 +50,8 @@ class Backend:
     name: str
     create: Callable[[], Storage]  # a new, empty store
     reopen: Callable[[Storage], Storage] | None = None  # close a store and open it again; None: not durable
+    # Another store on the same data, as a second server process would open it; None: one process only.
+    share: Callable[[Storage], Storage] | None = None
 
 
 def cert(n: object) -> str:
@@ -103,7 +105,24 @@ class StorageConformance:
         store.close()
 
 
-class DeviceConformance(StorageConformance):
+class EnrolledConformance(StorageConformance):
+    """A store with devices d1, d2 and d3 enrolled."""
+
+    @pytest.fixture
+    def storage(self, backend: Backend):
+        store = backend.create()
+        for device_id in ("d1", "d2", "d3"):
+            enroll(store, device_id)
+        yield store
+        store.close()
+
+
+class CheckinConformance(StorageConformance):
+    """`CheckinStore`: Authenticate, TokenUpdate, CheckOut, inventory facts, the bound user, last seen."""
+
+    def test_implements_the_role(self, storage):
+        assert isinstance(storage, CheckinStore)
+
     def test_authenticate_records_the_enrollment(self, storage):
         device = storage.authenticate("UDID-1", FACTS, TOPIC, cert(1).upper(), now=T0)
         assert device.state is EnrollmentState.AUTHENTICATED and not device.pushable
@@ -196,6 +215,55 @@ class DeviceConformance(StorageConformance):
             with pytest.raises(DeviceNotFoundError):
                 call()
 
+    def test_reauthenticate_clears_the_queue_but_keeps_history(self, storage):
+        enroll(storage, "d1")
+        enroll(storage, "d2")
+        storage.enqueue(["d1"], command("done"), now=T0)
+        deliver(storage, "d1", now=T0 + 1)
+        storage.enqueue(["d1", "d2"], command("waiting"), now=T0 + 2)
+        storage.enqueue(["d1"], command("sent"), now=T0 + 2)
+        storage.mark_sent("d1", "sent", now=T0 + 3)
+        storage.enqueue(["d1"], command("refused"), now=T0 + 2)
+        deliver(storage, "d1", NOT_NOW, now=T0 + 4)
+        storage.authenticate("d1", FACTS, TOPIC, cert("d1"), now=T0 + 5)
+        assert [c.command_uuid for c in storage.list_commands("d1")] == ["done"]
+        assert storage.next_command("d1", now=T0 + 6) is None
+        assert storage.get_command("d2", "waiting").pending  # other devices' queues are untouched
+
+    def test_check_out_clears_the_queue(self, storage):
+        enroll(storage, "d1")
+        storage.enqueue(["d1"], command("c"), now=T0)
+        storage.check_out("d1", now=T0 + 1)
+        assert storage.list_commands("d1") == ()
+
+    @pytest.mark.parametrize(
+        "call",
+        [
+            lambda s: s.authenticate("", FACTS, TOPIC, cert(1), now=T0),
+            lambda s: s.authenticate("d", {"OSVersion": {1, 2}}, TOPIC, cert(1), now=T0),
+            lambda s: s.authenticate("d", {1: "x"}, TOPIC, cert(1), now=T0),
+            lambda s: s.authenticate("d", ["not", "a", "dict"], TOPIC, cert(1), now=T0),
+            lambda s: s.authenticate("d", FACTS, TOPIC, "not-a-sha256", now=T0),
+            lambda s: s.authenticate("d", FACTS, None, cert(1), now=T0),
+            lambda s: s.authenticate("d", FACTS, TOPIC, cert(1), now=float("nan")),
+            lambda s: s.authenticate("d", FACTS, TOPIC, cert(1), now=True),
+            lambda s: s.authenticate("x" * 256, FACTS, TOPIC, cert(1), now=T0),
+            lambda s: s.token_update("d", "token-as-text", "m", now=T0),
+        ],
+    )
+    def test_bad_arguments_are_refused_with_a_reason(self, storage, call):
+        with pytest.raises(InvalidRecordError) as caught:
+            call(storage)
+        assert caught.value.reason
+        assert storage.get_device("d") is None
+
+
+class DirectoryConformance(StorageConformance):
+    """`DeviceDirectory`: devices by id, by certificate, by page and counted; records are read-only."""
+
+    def test_implements_the_role(self, storage):
+        assert isinstance(storage, DeviceDirectory)
+
     def test_list_devices_filters_and_pages(self, storage):
         ids = [f"dev-{i:02d}" for i in range(25)]
         for i, device_id in enumerate(reversed(ids)):
@@ -228,20 +296,9 @@ class DeviceConformance(StorageConformance):
     @pytest.mark.parametrize(
         "call",
         [
-            lambda s: s.authenticate("", FACTS, TOPIC, cert(1), now=T0),
-            lambda s: s.authenticate("d", {"OSVersion": {1, 2}}, TOPIC, cert(1), now=T0),
-            lambda s: s.authenticate("d", {1: "x"}, TOPIC, cert(1), now=T0),
-            lambda s: s.authenticate("d", ["not", "a", "dict"], TOPIC, cert(1), now=T0),
-            lambda s: s.authenticate("d", FACTS, TOPIC, "not-a-sha256", now=T0),
-            lambda s: s.authenticate("d", FACTS, None, cert(1), now=T0),
-            lambda s: s.authenticate("d", FACTS, TOPIC, cert(1), now=float("nan")),
-            lambda s: s.authenticate("d", FACTS, TOPIC, cert(1), now=True),
-            lambda s: s.authenticate("x" * 256, FACTS, TOPIC, cert(1), now=T0),
-            lambda s: s.token_update("d", "token-as-text", "m", now=T0),
             lambda s: s.list_devices(limit=0),
             lambda s: s.list_devices(states=["retired"]),
             lambda s: s.list_devices(states="enrolled"),
-            lambda s: s.record_push("d", "lost", now=T0),
         ],
     )
     def test_bad_arguments_are_refused_with_a_reason(self, storage, call):
@@ -249,6 +306,20 @@ class DeviceConformance(StorageConformance):
             call(storage)
         assert caught.value.reason
         assert storage.get_device("d") is None
+
+    def test_closed_storage_refuses_calls(self, storage):
+        enroll(storage, "d")
+        storage.close()
+        with pytest.raises(StorageClosedError):
+            storage.get_device("d")
+        storage.close()  # closing twice is harmless
+
+
+class PushConformance(StorageConformance):
+    """`PushStore`: the last push outcome per device, and a token marked invalid until the next TokenUpdate."""
+
+    def test_implements_the_role(self, storage):
+        assert isinstance(storage, PushStore)
 
     def test_push_outcomes(self, storage):
         enroll(storage, "d")
@@ -264,32 +335,18 @@ class DeviceConformance(StorageConformance):
         with pytest.raises(DeviceNotFoundError):
             storage.record_push("ghost", PushOutcome.FAILED, now=T0)
 
-    def test_closed_storage_refuses_calls(self, storage):
-        enroll(storage, "d")
-        storage.close()
-        with pytest.raises(StorageClosedError):
-            storage.get_device("d")
-        storage.close()  # closing twice is harmless
+    def test_an_unknown_outcome_is_refused_with_a_reason(self, storage):
+        with pytest.raises(InvalidRecordError) as caught:
+            storage.record_push("d", "lost", now=T0)
+        assert caught.value.reason
+        assert storage.get_device("d") is None
 
 
-class QueueConformance(StorageConformance):
-    @pytest.fixture
-    def storage(self, backend: Backend):
-        store = backend.create()
-        for device_id in ("d1", "d2", "d3"):
-            enroll(store, device_id)
-        yield store
-        store.close()
+class QueueAdminConformance(EnrolledConformance):
+    """`QueueAdmin`: queueing for one or many devices, looking, removing, timing out and counting."""
 
-    def test_priority_first_then_fifo(self, storage):
-        for i, (uuid, priority) in enumerate([("a", 0), ("b", 5), ("c", 0), ("d", 5), ("e", -1), ("f", 0)]):
-            storage.enqueue(["d1"], command(uuid), priority=priority, now=T0 + i)
-        assert drain(storage, "d1") == ["b", "d", "a", "c", "f", "e"]
-
-    def test_fifo_within_the_same_instant_follows_insertion(self, storage):
-        for uuid in ("z", "y", "x", "w"):
-            storage.enqueue(["d1"], command(uuid), now=T0)
-        assert drain(storage, "d1") == ["z", "y", "x", "w"]
+    def test_implements_the_role(self, storage):
+        assert isinstance(storage, QueueAdmin)
 
     def test_enqueue_returns_the_receipt_and_stores_the_command(self, storage):
         receipt = storage.enqueue(["d1", "d2"], install_profile("p1"), priority=3, timeout=600, now=T0 + 1)
@@ -313,51 +370,6 @@ class QueueConformance(StorageConformance):
         assert storage.get_command("d1", "rm-d2") is None
         assert storage.next_command("d2", now=T0).request_type == "RemoveProfile"
 
-    def test_skip_set_passes_over_notnowed_commands(self, storage):
-        for uuid in ("a", "b", "c"):
-            storage.enqueue(["d1"], command(uuid), now=T0)
-        assert storage.next_command("d1", skip={"a"}, now=T0).command_uuid == "b"
-        assert storage.next_command("d1", skip=["a", "b", "unknown"], now=T0).command_uuid == "c"
-        assert storage.next_command("d1", skip={"a", "b", "c"}, now=T0) is None
-        assert storage.next_command("d1", now=T0).command_uuid == "a"
-
-    def test_not_now_keeps_the_command_and_its_place(self, storage):
-        storage.enqueue(["d1"], command("a"), now=T0)
-        storage.enqueue(["d1"], command("b"), now=T0 + 1)
-        assert deliver(storage, "d1", NOT_NOW, now=T0 + 2).command_uuid == "a"
-        again = storage.get_command("d1", "a")
-        assert (again.status, again.pending, again.not_now_count, again.result_at) == (
-            NOT_NOW,
-            True,
-            1,
-            T0 + 2,
-        )
-        assert plistlib.loads(again.result)["Status"] == "NotNow"
-        assert storage.get_device("d1").not_now_count == 1
-        # The same session skips it; a later session gets it first again.
-        assert storage.next_command("d1", skip={"a"}, now=T0 + 3).command_uuid == "b"
-        assert drain(storage, "d1", now=T0 + 4) == ["a", "b"]
-        assert storage.get_command("d1", "a").not_now_count == 1
-
-    def test_sent_command_is_offered_again_until_answered(self, storage):
-        # SPEC 2: dequeue only on a matching result; a session that dropped must resend.
-        storage.enqueue(["d1"], command("a"), now=T0)
-        storage.enqueue(["d1"], command("b"), now=T0 + 1)
-        storage.mark_sent("d1", "a", now=T0 + 2)
-        assert storage.next_command("d1", now=T0 + 99999).command_uuid == "a"
-        assert storage.next_command("d1", skip={"a"}, now=T0 + 99999).command_uuid == "b"
-
-    def test_timeout_marks_timed_out_and_the_next_command_comes(self, storage):
-        storage.enqueue(["d1"], command("slow"), priority=9, timeout=60, now=T0)
-        storage.enqueue(["d1"], command("next"), now=T0)
-        storage.mark_sent("d1", "slow", now=T0 + 10)
-        assert storage.next_command("d1", now=T0 + 69.5).command_uuid == "slow"
-        assert storage.next_command("d1", now=T0 + 70).command_uuid == "next"
-        timed_out = storage.get_command("d1", "slow")
-        assert (timed_out.status, timed_out.pending, timed_out.result_at) == ("TimedOut", False, T0 + 70)
-        with pytest.raises(CommandStateError, match="TimedOut"):
-            storage.mark_sent("d1", "slow", now=T0 + 71)
-
     def test_expire_commands_sweeps_every_device(self, storage):
         storage.enqueue(["d1", "d2", "d3"], command("c"), timeout=30, now=T0)
         for device_id in ("d1", "d2"):
@@ -367,80 +379,6 @@ class QueueConformance(StorageConformance):
         assert storage.expire_commands(now=T0 + 31) == 0
         counts = storage.command_counts()
         assert (counts[CommandStatus.TIMED_OUT], counts[CommandStatus.QUEUED]) == (2, 1)
-
-    def test_late_answer_after_timeout_is_kept(self, storage):
-        storage.enqueue(["d1"], command("c"), timeout=5, now=T0)
-        storage.mark_sent("d1", "c", now=T0)
-        storage.expire_commands(now=T0 + 5)
-        late_not_now = storage.record_result("d1", "c", NOT_NOW, b"", now=T0 + 6)
-        assert late_not_now.kind is ResultKind.CONFLICT and late_not_now.command.status == "TimedOut"
-        late = storage.record_result("d1", "c", ACK, report("d1", "c", "Acknowledged"), now=T0 + 7)
-        assert (late.kind, late.previous, late.command.status) == (ResultKind.RECORDED, "TimedOut", ACK)
-        assert storage.get_command("d1", "c") == late.command
-
-    def test_result_makes_the_command_final(self, storage):
-        storage.enqueue(["d1"], command("c"), now=T0)
-        storage.mark_sent("d1", "c", now=T0 + 1)
-        outcome = storage.record_result("d1", "c", "Error", report("d1", "c", "Error"), now=T0 + 2)
-        assert outcome.changed and outcome.previous == "Sent"
-        stored = storage.get_command("d1", "c")
-        assert outcome.command == stored and stored.status is ERROR and not stored.pending
-        assert (stored.sent_at, stored.result_at) == (T0 + 1, T0 + 2)
-        assert storage.next_command("d1", now=T0 + 3) is None
-
-    def test_duplicate_result_is_harmless(self, storage):
-        storage.enqueue(["d1"], command("c"), now=T0)
-        deliver(storage, "d1", now=T0 + 1)
-        before = storage.get_command("d1", "c")
-        again = storage.record_result("d1", "c", ACK, b"a second copy", now=T0 + 2)
-        assert (again.kind, again.changed, again.command) == (ResultKind.DUPLICATE, False, before)
-        assert storage.get_command("d1", "c") == before
-
-    def test_contradicting_result_changes_nothing(self, storage):
-        storage.enqueue(["d1"], command("c"), now=T0)
-        deliver(storage, "d1", now=T0 + 1)
-        before = storage.get_command("d1", "c")
-        for status in (ERROR, NOT_NOW, CommandStatus.COMMAND_FORMAT_ERROR):
-            assert storage.record_result("d1", "c", status, b"", now=T0 + 2).kind is ResultKind.CONFLICT
-        assert storage.get_command("d1", "c") == before and storage.get_device("d1").not_now_count == 0
-
-    def test_result_for_another_devices_command_changes_nothing(self, storage):
-        storage.enqueue(["d1"], command("mine"), now=T0)
-        storage.mark_sent("d1", "mine", now=T0)
-        before = [(storage.get_device(d), storage.list_commands(d)) for d in ("d1", "d2")]
-        for status in (ACK, NOT_NOW):
-            outcome = storage.record_result("d2", "mine", status, b"forged", now=T0 + 1)
-            assert (outcome.kind, outcome.command, outcome.changed) == (ResultKind.OTHER_DEVICE, None, False)
-        assert [(storage.get_device(d), storage.list_commands(d)) for d in ("d1", "d2")] == before
-
-    def test_result_for_unknown_command_or_device(self, storage):
-        assert storage.record_result("d1", "nope", ACK, b"", now=T0).kind is ResultKind.UNKNOWN_COMMAND
-        assert storage.record_result("ghost", "nope", ACK, b"", now=T0).kind is ResultKind.UNKNOWN_COMMAND
-
-    @pytest.mark.parametrize("status", ["Idle", "TimedOut", "Sent", "Queued", "acknowledged", 3])
-    def test_only_device_results_are_accepted(self, storage, status):
-        storage.enqueue(["d1"], command("c"), now=T0)
-        with pytest.raises(InvalidRecordError, match="not a command result"):
-            storage.record_result("d1", "c", status, b"", now=T0)
-        assert storage.get_command("d1", "c").status == "Queued"
-
-    def test_reauthenticate_clears_the_queue_but_keeps_history(self, storage):
-        storage.enqueue(["d1"], command("done"), now=T0)
-        deliver(storage, "d1", now=T0 + 1)
-        storage.enqueue(["d1", "d2"], command("waiting"), now=T0 + 2)
-        storage.enqueue(["d1"], command("sent"), now=T0 + 2)
-        storage.mark_sent("d1", "sent", now=T0 + 3)
-        storage.enqueue(["d1"], command("refused"), now=T0 + 2)
-        deliver(storage, "d1", NOT_NOW, now=T0 + 4)
-        storage.authenticate("d1", FACTS, TOPIC, cert("d1"), now=T0 + 5)
-        assert [c.command_uuid for c in storage.list_commands("d1")] == ["done"]
-        assert storage.next_command("d1", now=T0 + 6) is None
-        assert storage.get_command("d2", "waiting").pending  # other devices' queues are untouched
-
-    def test_check_out_clears_the_queue(self, storage):
-        storage.enqueue(["d1"], command("c"), now=T0)
-        storage.check_out("d1", now=T0 + 1)
-        assert storage.list_commands("d1") == ()
 
     def test_enqueue_is_all_or_nothing(self, storage):
         storage.enqueue(["d3"], command("taken"), now=T0)
@@ -474,19 +412,6 @@ class QueueConformance(StorageConformance):
         assert storage.get_command("d3", "shared").payload == shared.payload
         assert storage.next_command("d3", now=T0 + 2).payload == shared.payload
 
-    def test_mark_sent_rules(self, storage):
-        storage.enqueue(["d1"], command("c"), now=T0)
-        with pytest.raises(CommandNotFoundError):
-            storage.mark_sent("d1", "other", now=T0)
-        with pytest.raises(DeviceNotFoundError):
-            storage.mark_sent("ghost", "c", now=T0)
-        sent = storage.mark_sent("d1", "c", now=T0 + 1)
-        assert (sent.status, sent.sent_at) == ("Sent", T0 + 1) and storage.get_command("d1", "c") == sent
-        assert storage.mark_sent("d1", "c", now=T0 + 2).sent_at == T0 + 2  # a resend restarts the clock
-        storage.record_result("d1", "c", ACK, b"", now=T0 + 3)
-        with pytest.raises(CommandStateError):
-            storage.mark_sent("d1", "c", now=T0 + 4)
-
     def test_delete_clear_list_and_count(self, storage):
         for uuid in ("a", "b", "c", "d"):
             storage.enqueue(["d1"], command(uuid), now=T0)
@@ -503,29 +428,6 @@ class QueueConformance(StorageConformance):
         assert [c.command_uuid for c in storage.list_commands("d1")] == ["a"]
         assert storage.list_commands("ghost") == () and storage.clear_queue("ghost") == 0
         assert storage.get_command("d2", "a").pending
-
-    def test_next_command_needs_a_known_device(self, storage):
-        with pytest.raises(DeviceNotFoundError):
-            storage.next_command("ghost", now=T0)
-        with pytest.raises(InvalidRecordError):
-            storage.next_command("d1", skip="a", now=T0)
-
-    def test_drain_order_is_priority_then_age_then_insertion(self, backend):
-        # @given inside the test: pytest-twisted re-wraps a parametrized @given test once per parameter.
-        @settings(max_examples=25, deadline=None)
-        @given(st.lists(st.tuples(st.integers(-2, 2), st.integers(0, 3)), min_size=1, max_size=12))
-        def check(commands):
-            store = backend.create()
-            try:
-                enroll(store, "d")
-                for i, (priority, age) in enumerate(commands):
-                    store.enqueue(["d"], command(f"c{i}"), priority=priority, now=T0 + age)
-                expected = sorted(range(len(commands)), key=lambda i: (-commands[i][0], commands[i][1], i))
-                assert drain(store, "d", now=T0 + 10) == [f"c{i}" for i in expected]
-            finally:
-                store.close()
-
-        check()
 
 
 class PersistenceConformance:

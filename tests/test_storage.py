@@ -19,20 +19,23 @@ import pytest
 from hypothesis import event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
-from storage_channel_conformance import ChannelConformance
+from storage_channel_conformance import ChannelConformance, NotNowConformance
 from storage_conformance import (
     FACTS,
     T0,
     TOPIC,
     Backend,
-    DeviceConformance,
+    CheckinConformance,
+    DirectoryConformance,
     PersistenceConformance,
-    QueueConformance,
+    PushConformance,
+    QueueAdminConformance,
     cert,
     command,
     enroll,
     install_profile,
 )
+from storage_steps_conformance import ChannelStepsConformance
 
 from mdm_server.storage import (
     SCHEMA_VERSION,
@@ -46,6 +49,7 @@ from mdm_server.storage import (
     Storage,
     StorageError,
 )
+from mdm_server.storage.sqlite_channel import _NEXT_FOR_CHANNEL, RELEASE, VISIT
 from mdm_server.storage.sqlite_schema import MIGRATIONS
 
 REPO = Path(__file__).resolve().parents[1]
@@ -58,7 +62,10 @@ def _sqlite_backend(tmp_path: Path) -> Backend:
         store.close()
         return SQLiteStorage(store.path)
 
-    return Backend("sqlite", lambda: SQLiteStorage(tmp_path / f"store-{next(numbers)}.sqlite3"), reopen)
+    def share(store: Storage) -> Storage:
+        return SQLiteStorage(store.path)  # a second connection, as a second server process has
+
+    return Backend("sqlite", lambda: SQLiteStorage(tmp_path / f"store-{next(numbers)}.sqlite3"), reopen, share)
 
 
 @pytest.fixture(params=["memory", "sqlite"])
@@ -68,15 +75,34 @@ def backend(request, tmp_path) -> Backend:
     return _sqlite_backend(tmp_path)
 
 
-class TestDevices(DeviceConformance):
+# One class per role, each run on every backend.
+
+
+class TestCheckin(CheckinConformance):
     pass
 
 
-class TestQueue(QueueConformance):
+class TestDirectory(DirectoryConformance):
+    pass
+
+
+class TestPush(PushConformance):
+    pass
+
+
+class TestQueueAdmin(QueueAdminConformance):
+    pass
+
+
+class TestChannelSteps(ChannelStepsConformance):
     pass
 
 
 class TestChannel(ChannelConformance):
+    pass
+
+
+class TestNotNow(NotNowConformance):
     pass
 
 
@@ -125,14 +151,70 @@ def test_a_version_1_file_is_migrated_in_place(tmp_path):
     assert store.schema_version_found == 1
     assert store.expire_commands(now=T0 + 30) == 1
     assert [c.status for c in store.list_commands("d")] == [CommandStatus.TIMED_OUT, CommandStatus.SENT]
-    assert store.exchange("d", now=T0 + 31).sent.command_uuid == "open"
+    assert store.report_and_fetch("d", now=T0 + 31).sent.command_uuid == "open"
     store.close()
     raw = sqlite3.connect(path)
     index = raw.execute("SELECT sql FROM sqlite_master WHERE name = 'commands_deadline'").fetchone()[0]
     assert "timeout IS NOT NULL" in index
-    assert raw.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+    assert raw.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
     assert raw.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     raw.close()
+
+
+def test_a_version_2_file_is_migrated_in_place(tmp_path):
+    """Version 3 holds NotNow'd commands in the file. A command NotNow'd before the upgrade was held in the old
+    process's memory, which is gone: it is offered again, as it was after any restart."""
+    path = tmp_path / "v2.sqlite3"
+    raw = sqlite3.connect(path)
+    for statement in (*MIGRATIONS[0], *MIGRATIONS[1]):
+        raw.execute(statement)
+    raw.execute("PRAGMA user_version = 2")
+    raw.execute("INSERT INTO devices (device_id, state, topic, facts, cert_sha256, authenticated_at, "
+                "last_checkin_at, last_seen_at) VALUES ('d', 'enrolled', ?, ?, ?, ?, ?, ?)",
+                (TOPIC, plistlib.dumps({}, fmt=plistlib.FMT_BINARY), cert("d"), T0, T0, T0))
+    raw.execute("INSERT INTO payloads (payload_id, data) VALUES (1, x'00')")
+    raw.executemany("INSERT INTO commands (device_id, command_uuid, request_type, payload_id, priority, status, "
+                    "queued_at, not_now_count) VALUES ('d', ?, 'ProfileList', 1, ?, ?, ?, ?)",
+                    [("refused", 1, "NotNow", T0, 1), ("next", 0, "Queued", T0, 0)])  # fmt: skip
+    raw.commit()
+    raw.close()
+    store = SQLiteStorage(path)
+    assert store.schema_version_found == 2
+    assert [(c.command_uuid, c.status, c.not_now_count) for c in store.list_commands("d")] == [
+        ("refused", CommandStatus.NOT_NOW, 1), ("next", CommandStatus.QUEUED, 0),
+    ]  # fmt: skip
+    assert store.report_and_fetch("d", now=T0 + 1).sent.command_uuid == "refused"
+    refused = store.report_and_fetch("d", Reported("refused", CommandStatus.NOT_NOW, b""), now=T0 + 2)
+    assert refused.sent.command_uuid == "next"  # held from now on, in the file
+    store.close()
+    raw = sqlite3.connect(path)
+    assert raw.execute("SELECT command_uuid FROM commands WHERE held = 1").fetchall() == [("refused",)]
+    index = raw.execute("SELECT sql FROM sqlite_master WHERE name = 'commands_held'").fetchone()[0]
+    assert "WHERE held = 1" in index
+    assert raw.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+    assert raw.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    raw.close()
+
+
+def test_the_channel_reads_held_commands_through_their_index(tmp_path):
+    """An Idle finds (and releases) held commands without walking the device's queue or the table."""
+    store = SQLiteStorage(tmp_path / "s.sqlite3")
+    plans = [
+        " ".join(row[3] for row in store._db.execute(f"EXPLAIN QUERY PLAN {query}", args))
+        for query, args in [(VISIT, ("d",)), (RELEASE, ("d",)), (_NEXT_FOR_CHANNEL, ("d", T0, 1))]
+    ]
+    store.close()
+    assert all("commands_held" in plan for plan in plans), plans
+    assert not any("SCAN commands" in plan or "SCAN c " in plan for plan in plans), plans
+
+
+def test_importing_the_pure_core_loads_no_sqlite():
+    probe = "import sys, mdm_server.service, mdm_server.storage; print('sqlite3' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True,
+                          check=True).stdout == "False\n"  # fmt: skip
+    lazy = "import mdm_server.storage as s; print(s.SQLiteStorage.__name__, s.SCHEMA_VERSION)"
+    assert subprocess.run([sys.executable, "-c", lazy], cwd=REPO, capture_output=True, text=True,
+                          check=True).stdout == f"SQLiteStorage {SCHEMA_VERSION}\n"  # fmt: skip
 
 
 def test_newer_schema_is_refused(tmp_path):
@@ -203,9 +285,9 @@ _KILLED_WRITER = textwrap.dedent(
     store.mark_sent("dev", "c1", now=3.0)
     store.record_result("dev", "c1", "Acknowledged", b"<dict/>", now=4.0)
     # The server's own path: the check-in, then one transaction per report (result and next command).
-    store.visit("dev", "ab" * 32, now=5.0)
-    store.exchange("dev", now=5.0)
-    store.exchange("dev", Reported("c2", "Acknowledged", b"<dict/>"), now=6.0)
+    store.check_in_command_channel("dev", "ab" * 32, now=5.0, idle=True)
+    store.report_and_fetch("dev", now=5.0)
+    store.report_and_fetch("dev", Reported("c2", "Acknowledged", b"<dict/>"), now=6.0)
     print("acknowledged", flush=True)
     sys.stdin.read()  # hold the connection open until killed
     """
@@ -244,20 +326,25 @@ def test_an_exchange_that_fails_leaves_no_half_of_it(tmp_path):
     enroll(store, "d")
     for uuid in ("a", "b"):
         store.enqueue(["d"], command(uuid), now=T0)
-    store.exchange("d", now=T0 + 1)
+    store.report_and_fetch("d", now=T0 + 1)
     saboteur = sqlite3.connect(path)  # a real failure inside the transaction, after the result is written
     saboteur.execute("CREATE TRIGGER no_send BEFORE UPDATE OF sent_at ON commands BEGIN "
                      "SELECT RAISE(ABORT, 'disk on fire'); END")  # fmt: skip
     saboteur.commit()
     saboteur.close()
     with pytest.raises(StorageError, match="disk on fire"):
-        store.exchange("d", Reported("a", CommandStatus.ACKNOWLEDGED, b"<dict/>"), now=T0 + 2)
+        store.report_and_fetch("d", Reported("a", CommandStatus.ACKNOWLEDGED, b"<dict/>"), now=T0 + 2)
     a, b = store.get_command("d", "a"), store.get_command("d", "b")
     assert (a.status, a.result, b.status) == (CommandStatus.SENT, None, CommandStatus.QUEUED)
     store.close()
 
 
 # SQLite checked against the in-memory model.
+
+
+def _stop_after_profile_list(outcome) -> bool:
+    return outcome.changed and outcome.command.request_type == "ProfileList"
+
 
 DEVICES = ("d0", "d1", "d2")
 UUIDS = ("u0", "u1", "u2")
@@ -345,23 +432,22 @@ class SQLiteMatchesMemory(RuleBasedStateMachine):
     def record_result(self, device, status, data):
         self._report(device, data.draw(self._any_uuid(), label="uuid"), status)
 
-    @rule(device=st.sampled_from(DEVICES), who=st.sampled_from([*DEVICES, 0, 1]))
-    def visit(self, device, who):
+    @rule(device=st.sampled_from(DEVICES), who=st.sampled_from([*DEVICES, 0, 1]), idle=st.booleans())
+    def check_in_command_channel(self, device, who, idle):
         # Any identity: the device's own, another device's, or one an earlier Authenticate may have bound.
-        self.both(lambda s: s.visit(device, cert(who), now=self.now))
+        self.both(lambda s: s.check_in_command_channel(device, cert(who), now=self.now, idle=idle))
 
     @rule(device=st.sampled_from(DEVICES), status=st.sampled_from([None, *STATUSES[:4]]),
-          stop=st.sampled_from([(), ("ProfileList",)]), data=st.data())  # fmt: skip
-    def exchange(self, device, status, stop, data):
+          stop=st.sampled_from([None, _stop_after_profile_list]), data=st.data())  # fmt: skip
+    def report_and_fetch(self, device, status, stop, data):
         """The server's one-transaction turn: record a report (or none), then send the next command."""
-        skip = data.draw(st.frozensets(self._any_uuid()), label="skip")
         reported = None
         if status is not None:
             uuid = data.draw(self._any_uuid(), label="uuid")
             reported = Reported(uuid, CommandStatus(status), f"{status}@{self.now}".encode())
-        kind, answer = self.both(lambda s: s.exchange(device, reported, skip=skip, now=self.now, stop_after=stop))
+        kind, answer = self.both(lambda s: s.report_and_fetch(device, reported, now=self.now, stop_if=stop))
         if kind == "ok" and answer.sent is not None:
-            assert answer.sent.status is CommandStatus.SENT and answer.sent.command_uuid not in skip
+            assert answer.sent.status is CommandStatus.SENT and not answer.stopped
 
     @rule(device=st.sampled_from(DEVICES), clear=st.booleans(), data=st.data())
     def remove(self, device, clear, data):

@@ -8,14 +8,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from mdm_protocol.clocks import Clock
 from mdm_protocol.commands import install_profile, remove_profile
 from mdm_protocol.errors import ProtocolError
 from mdm_protocol.report import Command, encode_command
 
-from ..storage.interface import Device, EnrollmentState, NewCommand, Storage
+from ..storage.interface import Device, DeviceDirectory, EnrollmentState, NewCommand, PushStore, QueueAdmin
 from .conflicts import Conflict, fleet_conflicts
 from .contracts import AdminError, Rendered, Renderer, UserDirectory
 from .device_kind import Inventory
@@ -27,6 +27,14 @@ from .sync_schedule import DEFAULT_BUCKET, SpreadWakeScheduler, Wake
 DELIVERY_KIND = "deliveries"  # one document per device: {setting_id: Delivery}
 LABEL_SETTING_KINDS = frozenset({"certificate", "email", "exchange"})
 DEVICE_PAGE = 1000
+
+
+class DeliveryStorage(DeviceDirectory, QueueAdmin, Protocol):
+    """What delivery reads and writes: devices, and their queues (it enqueues installs and removals)."""
+
+
+class LabelStorage(DeliveryStorage, PushStore, Protocol):
+    """What `LabelAdmin` hands on: delivery's roles, and pushes (the labels API reads them through it)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,7 +118,7 @@ def _new_command(command: Command) -> NewCommand:
 class SettingDelivery:
     """Turns "these labels carry these settings" into queued commands, device by device, in bulk."""
 
-    def __init__(self, storage: Storage, docs: DocumentStore, renderer: Renderer, labels: LabelBook,
+    def __init__(self, storage: DeliveryStorage, docs: DocumentStore, renderer: Renderer, labels: LabelBook,
                  *, now: Callable[[], float]) -> None:
         self.storage, self.docs, self.renderer, self.labels, self._now = storage, docs, renderer, labels, now
         self._by_device: dict[str, dict[str, Delivery]] = {}
@@ -267,7 +275,7 @@ class LabelAdmin:
     The server calls `on_device_changed` after Authenticate, TokenUpdate, CheckOut and DeviceInformation.
     """
 
-    def __init__(self, storage: Storage, docs: DocumentStore, renderer: Renderer, users: UserDirectory,
+    def __init__(self, storage: LabelStorage, docs: DocumentStore, renderer: Renderer, users: UserDirectory,
                  *, clock: Clock, wake: Wake | None = None, bucket: float = DEFAULT_BUCKET) -> None:
         self.storage, self.renderer = storage, renderer
         self.inventory = Inventory(docs, users)

@@ -1,18 +1,25 @@
-"""Server storage behind one small interface: enrollments, per-device command queues, push outcomes.
+"""Server storage behind small interfaces by role: enrollments, per-device command queues, push outcomes.
 
-`MemoryStorage` for tests and virtual-time runs, `SQLiteStorage` (WAL file) as the default.
+`MemoryStorage` for tests and virtual-time runs, `SQLiteStorage` (WAL file) as the default; the SQLite
+names load on first use, so importing the pure core (which imports `interface`) never loads sqlite3.
 """
+
+import importlib
+from typing import TYPE_CHECKING
 
 from .interface import (
     FINAL_STATUSES,
     PENDING_STATUSES,
     REPORTABLE_STATUSES,
     CertificateInUseError,
+    CheckinStore,
+    CommandChannelStore,
     CommandNotFoundError,
     CommandSource,
     CommandStateError,
     CommandStatus,
     Device,
+    DeviceDirectory,
     DeviceNotFoundError,
     DuplicateCommandError,
     EnrollmentState,
@@ -22,6 +29,8 @@ from .interface import (
     NewCommand,
     PushOutcome,
     PushRecord,
+    PushStore,
+    QueueAdmin,
     QueuedCommand,
     Reported,
     ResultKind,
@@ -33,8 +42,21 @@ from .interface import (
     Visit,
 )
 from .memory import MemoryStorage
-from .sqlite import SQLiteStorage
-from .sqlite_schema import SCHEMA_VERSION
+
+if TYPE_CHECKING:
+    from .sqlite import SQLiteStorage
+    from .sqlite_schema import SCHEMA_VERSION
+
+_LAZY = {"SQLiteStorage": ".sqlite", "SCHEMA_VERSION": ".sqlite_schema"}
+
+
+def __getattr__(name: str) -> object:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+        globals()[name] = value  # later lookups skip this function
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "FINAL_STATUSES",
@@ -42,11 +64,14 @@ __all__ = [
     "REPORTABLE_STATUSES",
     "SCHEMA_VERSION",
     "CertificateInUseError",
+    "CheckinStore",
+    "CommandChannelStore",
     "CommandNotFoundError",
     "CommandSource",
     "CommandStateError",
     "CommandStatus",
     "Device",
+    "DeviceDirectory",
     "DeviceNotFoundError",
     "DuplicateCommandError",
     "EnrollmentState",
@@ -57,6 +82,8 @@ __all__ = [
     "NewCommand",
     "PushOutcome",
     "PushRecord",
+    "PushStore",
+    "QueueAdmin",
     "QueuedCommand",
     "Reported",
     "ResultKind",

@@ -1,6 +1,6 @@
-"""What the MDM server asks of storage: enrollments, the per-device command queue and push outcomes.
+"""What the MDM server asks of storage, by role: check-ins, the command channel, queue admin, pushes, lookups.
 
-Every backend implements `Storage` and passes the one conformance suite (tests/storage_conformance.py).
+Every backend implements `Storage` (all roles) and passes the one conformance suite, organised by role.
 """
 
 from __future__ import annotations
@@ -194,7 +194,7 @@ class ResultOutcome:
 
 @dataclass(frozen=True, slots=True)
 class Reported:
-    """A device's report of a command, as `exchange` records it (see `record_result`)."""
+    """A device's report of a command, as `report_and_fetch` records it (see `record_result`)."""
 
     command_uuid: str
     status: CommandStatus
@@ -203,10 +203,18 @@ class Reported:
 
 @dataclass(frozen=True, slots=True)
 class Exchange:
-    """What one `exchange` did: how the report was taken, and the command now Sent to the device."""
+    """What one `report_and_fetch` did: how the report was taken, and the command now Sent to the device."""
 
-    outcome: ResultOutcome | None  # None when nothing was reported (Idle)
-    sent: QueuedCommand | None  # None: nothing to send, or `stop_after` held it back
+    outcome: ResultOutcome | None  # None when nothing was reported (Idle, or a fetch after `stop_if`)
+    sent: QueuedCommand | None  # None: nothing to send, or `stop_if` stopped before the fetch
+    # Commands NotNow'd since the device's last Idle wait for its next one (the server pushes again later);
+    # None when `stop_if` stopped before the fetch, so nothing was looked at.
+    deferred: bool | None = False
+
+    @property
+    def stopped(self) -> bool:
+        """`stop_if` stopped it after the record: no command was looked for."""
+        return self.deferred is None
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,26 +226,21 @@ class PushRecord:
     token_invalid: bool = False  # stop pushing this token until the next TokenUpdate
 
 
+# Storage by role: each consumer declares the roles it uses (the service, the admin API, the waker...).
+# Calls are synchronous and short: they run on the reactor thread. Bad arguments raise InvalidRecordError,
+# backend failures StorageError; nothing else escapes. Calls that change a device raise DeviceNotFoundError
+# for a device that never authenticated; lookups and removals answer None, (), False or 0.
+# `now` is seconds on the caller's clock (the reactor's `seconds()`), never read by storage itself.
+
+
 @runtime_checkable
-class Storage(Protocol):
-    """The server's storage. Calls are synchronous and short: they run on the reactor thread.
+class CheckinStore(Protocol):
+    """Enrollments as the check-in messages change them (Authenticate, TokenUpdate, CheckOut) and inventory.
 
-    Bad arguments raise InvalidRecordError, backend failures StorageError; nothing else escapes.
-    Calls that change a device (check-ins, touch, enqueue, next_command, mark_sent, exchange, record_push)
-    raise DeviceNotFoundError for a device that never authenticated; lookups (visit too) and removals
-    answer None, (), False or 0; record_result never raises for an unknown command or device, its outcome
-    says so.
-    `now` is seconds on the caller's clock (the reactor's `seconds()`), never read by storage itself.
-
-    The command channel needs two calls: `visit` (one facts-free lookup that also records the check-in
-    when the certificate is the device's and it is enrolled) and, only when a report or pending work
-    needs it, `exchange` (record_result, next_command and mark_sent in one transaction). `visit` leaves
-    last_seen_at alone when it is under rules.SEEN_RESOLUTION old and no push went out since; `touch`
-    always writes it.
+    `authenticate` with a user_id binds it as `bind_user` would, in the same write; without one the device
+    keeps the user it had. Authenticate and CheckOut drop the device's pending commands.
     """
 
-    # Enrollments (check-in messages). `authenticate` with a user_id binds it as `bind_user` would, in the
-    # same write; without one the device keeps the user it had.
     def authenticate(
         self, device_id: str, facts: Mapping[str, Any], topic: str, cert_sha256: str, *, now: float,
         user_id: str | None = None,
@@ -254,8 +257,96 @@ class Storage(Protocol):
     def check_out(self, device_id: str, *, now: float) -> Device: ...
     def merge_facts(self, device_id: str, updates: Mapping[str, Any]) -> Device: ...
     def bind_user(self, device_id: str, user_id: str | None) -> Device: ...
-    def touch(self, device_id: str, *, now: float) -> None: ...
-    def visit(self, device_id: str, cert_sha256: str, *, now: float) -> Visit | None: ...
+    def touch(self, device_id: str, *, now: float) -> None: ...  # always writes last_seen_at
+
+
+@runtime_checkable
+class CommandChannelStore(Protocol):
+    """The command channel, the server's hot path: two calls per request at most.
+
+    `check_in_command_channel` is one facts-free lookup that also records the check-in when the certificate
+    is the device's and it is enrolled; it leaves last_seen_at alone when that is under
+    rules.SEEN_RESOLUTION old and no push went out since. With `idle=True` (the device said Idle) it also
+    starts a new session: commands the device answered NotNow before are offered again.
+    `report_and_fetch`, only when a report or pending work needs it, records the report and sends the next
+    command in one transaction, passing over the commands NotNow'd since the device's last Idle (stored,
+    so every server process on the same database agrees). `stop_if(outcome)` true stops after the record
+    (the caller acts on the result first, then fetches with no report); it must not call storage.
+
+    `next_command`, `mark_sent` and `record_result` are the same steps one at a time, for tools and tests:
+    they know nothing of sessions (`skip` is the caller's). record_result never raises for an unknown
+    command or device; its outcome says so.
+    """
+
+    def check_in_command_channel(
+        self, device_id: str, cert_sha256: str, *, now: float, idle: bool = False
+    ) -> Visit | None: ...
+    def report_and_fetch(
+        self,
+        device_id: str,
+        reported: Reported | None = None,
+        *,
+        now: float,
+        stop_if: Callable[[ResultOutcome], bool] | None = None,
+    ) -> Exchange: ...
+    def next_command(
+        self, device_id: str, *, skip: Iterable[str] = (), now: float
+    ) -> QueuedCommand | None: ...
+    def mark_sent(self, device_id: str, command_uuid: str, *, now: float) -> QueuedCommand: ...
+    def record_result(
+        self,
+        device_id: str,
+        command_uuid: str,
+        status: CommandStatus | str,
+        result: bytes | None,
+        *,
+        now: float,
+    ) -> ResultOutcome: ...
+
+
+@runtime_checkable
+class QueueAdmin(Protocol):
+    """The command queues as the admin sees them: queue, look, remove, time out, count."""
+
+    def enqueue(
+        self,
+        device_ids: Iterable[str],
+        command: CommandSource,
+        *,
+        now: float,
+        priority: int = 0,
+        timeout: float | None = None,
+    ) -> dict[str, str]: ...
+    def get_command(self, device_id: str, command_uuid: str) -> QueuedCommand | None: ...
+    def list_commands(
+        self, device_id: str, statuses: Iterable[CommandStatus] | None = None
+    ) -> tuple[QueuedCommand, ...]: ...
+    def delete_command(self, device_id: str, command_uuid: str) -> bool: ...
+    def clear_queue(self, device_id: str) -> int: ...
+    def expire_commands(self, *, now: float) -> int: ...
+    def command_counts(self, device_id: str | None = None) -> dict[CommandStatus, int]: ...
+
+
+@runtime_checkable
+class PushStore(Protocol):
+    """The last push outcome per device: what the waker did, and whether the token is worth pushing."""
+
+    def record_push(
+        self,
+        device_id: str,
+        outcome: PushOutcome,
+        *,
+        now: float,
+        reason: str | None = None,
+        token_invalid: bool = False,
+    ) -> PushRecord: ...
+    def get_push(self, device_id: str) -> PushRecord | None: ...
+
+
+@runtime_checkable
+class DeviceDirectory(Protocol):
+    """Reading enrollments: by id, by identity certificate, by page, and counted by state."""
+
     def get_device(self, device_id: str) -> Device | None: ...
     def device_for_certificate(self, cert_sha256: str) -> Device | None: ...
     def list_devices(
@@ -268,57 +359,9 @@ class Storage(Protocol):
     ) -> tuple[Device, ...]: ...
     def device_counts(self) -> dict[EnrollmentState, int]: ...
 
-    # The command queue.
-    def enqueue(
-        self,
-        device_ids: Iterable[str],
-        command: CommandSource,
-        *,
-        now: float,
-        priority: int = 0,
-        timeout: float | None = None,
-    ) -> dict[str, str]: ...
-    def next_command(
-        self, device_id: str, *, skip: Iterable[str] = (), now: float
-    ) -> QueuedCommand | None: ...
-    def mark_sent(self, device_id: str, command_uuid: str, *, now: float) -> QueuedCommand: ...
-    def exchange(
-        self,
-        device_id: str,
-        reported: Reported | None = None,
-        *,
-        skip: Iterable[str] = (),
-        now: float,
-        stop_after: Iterable[str] = (),
-    ) -> Exchange: ...
-    def record_result(
-        self,
-        device_id: str,
-        command_uuid: str,
-        status: CommandStatus | str,
-        result: bytes | None,
-        *,
-        now: float,
-    ) -> ResultOutcome: ...
-    def get_command(self, device_id: str, command_uuid: str) -> QueuedCommand | None: ...
-    def list_commands(
-        self, device_id: str, statuses: Iterable[CommandStatus] | None = None
-    ) -> tuple[QueuedCommand, ...]: ...
-    def delete_command(self, device_id: str, command_uuid: str) -> bool: ...
-    def clear_queue(self, device_id: str) -> int: ...
-    def expire_commands(self, *, now: float) -> int: ...
-    def command_counts(self, device_id: str | None = None) -> dict[CommandStatus, int]: ...
 
-    # Push outcomes.
-    def record_push(
-        self,
-        device_id: str,
-        outcome: PushOutcome,
-        *,
-        now: float,
-        reason: str | None = None,
-        token_invalid: bool = False,
-    ) -> PushRecord: ...
-    def get_push(self, device_id: str) -> PushRecord | None: ...
+@runtime_checkable
+class Storage(CheckinStore, CommandChannelStore, QueueAdmin, PushStore, DeviceDirectory, Protocol):
+    """Every role in one store: what a backend implements and what the server assembles (and closes)."""
 
     def close(self) -> None: ...

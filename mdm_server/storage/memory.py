@@ -6,7 +6,7 @@ It is also the model the SQLite backend is checked against, so it favours plain,
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -32,6 +32,7 @@ from .rules import (
     certificate_in_use,
     check_bytes,
     check_cert,
+    check_flag,
     check_id,
     check_limit,
     check_now,
@@ -43,7 +44,7 @@ from .rules import (
     check_skip,
     check_states,
     check_statuses,
-    check_stop_after,
+    check_stop_if,
     check_timeout,
     checked_out_devices,
     decode_facts,
@@ -62,6 +63,7 @@ from .rules import (
 class _Slot:
     seq: int  # insertion order: the FIFO tie-break within a priority and queue time
     command: QueuedCommand
+    held: bool = False  # NotNow'd since the device's last Idle: the command channel passes over it
 
     def order(self) -> tuple[int, float, int]:
         return (-self.command.priority, self.command.queued_at, self.seq)
@@ -174,18 +176,24 @@ class MemoryStorage:
         device_id, now = check_id(device_id), check_now(now)
         self._devices[device_id] = replace(self._device(device_id), last_seen_at=now)
 
-    def visit(self, device_id: str, cert_sha256: str, *, now: float) -> Visit | None:
+    def check_in_command_channel(
+        self, device_id: str, cert_sha256: str, *, now: float, idle: bool = False
+    ) -> Visit | None:
         self._live()
-        device_id, cert, now = check_id(device_id), check_cert(cert_sha256), check_now(now)
+        device_id, cert, now, idle = check_id(device_id), check_cert(cert_sha256), check_now(now), check_flag(idle)
         device = self._devices.get(device_id)
         if device is None:
             return None
-        pending = any(slot.command.pending for slot in self._queues.get(device_id, {}).values())
-        visit = Visit(device_id, device.state, device.cert_sha256, pending)
+        queue = self._queues.get(device_id, {})
+        visit = Visit(device_id, device.state, device.cert_sha256, any(s.command.pending for s in queue.values()))
+        if not visit.admits(cert):
+            return visit
         push = self._pushes.get(device_id)
-        pushed_at = None if push is None else push.pushed_at
-        if visit.admits(cert) and not seen_is_current(device.last_seen_at, pushed_at, now):
+        if not seen_is_current(device.last_seen_at, None if push is None else push.pushed_at, now):
             self._devices[device_id] = replace(device, last_seen_at=now)
+        if idle:  # a new session: what was NotNow'd in the last one is offered again
+            for slot in queue.values():
+                slot.held = False
         return visit
 
     def get_device(self, device_id: str) -> Device | None:
@@ -276,22 +284,34 @@ class MemoryStorage:
         if not slot.command.pending:
             raise CommandStateError(f"command {command_uuid} is already {slot.command.status}")
         slot.command = replace(slot.command, status=CommandStatus.SENT, sent_at=now)
+        slot.held = False
         return slot.command
 
-    def exchange(self, device_id: str, reported: Reported | None = None, *, skip: Iterable[str] = (), now: float,
-                 stop_after: Iterable[str] = ()) -> Exchange:
+    def report_and_fetch(
+        self,
+        device_id: str,
+        reported: Reported | None = None,
+        *,
+        now: float,
+        stop_if: Callable[[ResultOutcome], bool] | None = None,
+    ) -> Exchange:
         self._live()
-        device_id, reported, stop = check_id(device_id), check_reported(reported), check_stop_after(stop_after)
-        skipped, now = check_skip(skip), check_now(now)
+        device_id, reported, stop_if = check_id(device_id), check_reported(reported), check_stop_if(stop_if)
+        now = check_now(now)
         self._device(device_id)
         outcome = None
         if reported is not None:
             outcome = self.record_result(device_id, reported.command_uuid, reported.status, reported.result, now=now)
-            if outcome.changed and outcome.command.request_type in stop:
-                return Exchange(outcome, None)
-        command = self.next_command(device_id, skip=skipped, now=now)
-        sent = None if command is None else self.mark_sent(device_id, command.command_uuid, now=now)
-        return Exchange(outcome, sent)
+            if stop_if is not None and stop_if(outcome):
+                return Exchange(outcome, None, None)
+        queue = self._queues.get(device_id, {})
+        self._expire(queue, now)
+        eligible = [slot for slot in queue.values() if slot.command.pending and not slot.held]
+        deferred = any(slot.held for slot in queue.values())
+        if not eligible:
+            return Exchange(outcome, None, deferred)
+        sent = self.mark_sent(device_id, min(eligible, key=_Slot.order).command.command_uuid, now=now)
+        return Exchange(outcome, sent, deferred)
 
     def record_result(
         self,
@@ -321,6 +341,7 @@ class MemoryStorage:
             result_at=now,
             not_now_count=slot.command.not_now_count + not_now,
         )
+        slot.held = not_now
         if not_now:
             device = self._devices[device_id]
             self._devices[device_id] = replace(device, not_now_count=device.not_now_count + 1)

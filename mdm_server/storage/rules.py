@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 import plistlib
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from types import MappingProxyType
 from typing import Any
 
@@ -31,6 +31,7 @@ from .interface import (
     PushRecord,
     Reported,
     ResultKind,
+    ResultOutcome,
 )
 
 # A command-channel check-in within this many seconds of the stored last_seen_at (and with no push since)
@@ -120,8 +121,16 @@ def check_skip(skip: Iterable[object]) -> frozenset[str]:
     return frozenset(check_id(uuid, "skip CommandUUID") for uuid in _collection(skip, "skip"))
 
 
-def check_stop_after(request_types: Iterable[object]) -> frozenset[str]:
-    return frozenset(check_id(t, "stop_after RequestType") for t in _collection(request_types, "stop_after"))
+def check_flag(value: object, name: str = "idle") -> bool:
+    if not isinstance(value, bool):
+        raise InvalidRecordError(f"{name} must be a bool, not {type(value).__name__}")
+    return value
+
+
+def check_stop_if(stop_if: object) -> Callable[[ResultOutcome], bool] | None:
+    if stop_if is not None and not callable(stop_if):
+        raise InvalidRecordError(f"stop_if must be None or a callable, not {type(stop_if).__name__}")
+    return stop_if
 
 
 def check_reported(reported: object) -> Reported | None:

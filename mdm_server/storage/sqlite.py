@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -37,6 +37,7 @@ from .rules import (
     certificate_in_use,
     check_bytes,
     check_cert,
+    check_flag,
     check_id,
     check_limit,
     check_now,
@@ -48,7 +49,7 @@ from .rules import (
     check_skip,
     check_states,
     check_statuses,
-    check_stop_after,
+    check_stop_if,
     check_timeout,
     checked_out_devices,
     decoded_facts,
@@ -58,7 +59,18 @@ from .rules import (
     reported_status,
     seen_is_current,
 )
-from .sqlite_channel import FIND, SEEN, VISIT, candidates, command_at, next_seq, pending_command_at, record, send
+from .sqlite_channel import (
+    FIND,
+    RELEASE,
+    SEEN,
+    VISIT,
+    candidates,
+    command_at,
+    next_seq,
+    pending_command_at,
+    record,
+    send,
+)
 from .sqlite_queries import (
     AUTHENTICATE,
     COMMAND_SELECT,
@@ -153,16 +165,21 @@ class SQLiteStorage:
         with self._write() as db:
             update_device(db, device_id, "last_seen_at = ?", (now,))
 
-    def visit(self, device_id: str, cert_sha256: str, *, now: float) -> Visit | None:
-        device_id, cert, now = check_id(device_id), check_cert(cert_sha256), check_now(now)
+    def check_in_command_channel(
+        self, device_id: str, cert_sha256: str, *, now: float, idle: bool = False
+    ) -> Visit | None:
+        device_id, cert, now, idle = check_id(device_id), check_cert(cert_sha256), check_now(now), check_flag(idle)
         db = self._connection()
-        try:  # no explicit transaction: one autocommit read, and at most one autocommit write
+        try:  # no explicit transaction: one autocommit read, and autocommit writes only when something changes
             row = db.execute(VISIT, (device_id,)).fetchone()
             if row is None:
                 return None
             visit = Visit(device_id, STATES[row[0]], row[1], bool(row[4]))
-            if visit.admits(cert) and not seen_is_current(row[2], row[3], now):
-                db.execute(SEEN, (now, device_id))
+            if visit.admits(cert):
+                if not seen_is_current(row[2], row[3], now):
+                    db.execute(SEEN, (now, device_id))
+                if idle and row[5]:  # a new session: what was NotNow'd in the last one is offered again
+                    db.execute(RELEASE, (device_id,))
         except sqlite3.Error as exc:
             raise self._failure(exc) from None
         return visit
@@ -232,7 +249,7 @@ class SQLiteStorage:
         device_id, skipped, now = check_id(device_id), check_skip(skip), check_now(now)
         db = self._connection()
         try:  # a read needs no transaction (two statements fewer); expiring overdue commands does
-            overdue, seq = candidates(db, device_id, skipped, now)
+            overdue, seq, _ = candidates(db, device_id, skipped, now)
             if not overdue:
                 found = None if seq is None else pending_command_at(db, seq)
                 if seq is None or found is not None:
@@ -241,21 +258,27 @@ class SQLiteStorage:
         except sqlite3.Error as exc:
             raise self._failure(exc) from None
         with self._write() as db:
-            seq = next_seq(db, device_id, skipped, now)
+            seq = next_seq(db, device_id, skipped, now).seq
             return None if seq is None else command_at(db, seq)
 
-    def exchange(self, device_id: str, reported: Reported | None = None, *, skip: Iterable[str] = (), now: float,
-                 stop_after: Iterable[str] = ()) -> Exchange:
-        device_id, reported, stop = check_id(device_id), check_reported(reported), check_stop_after(stop_after)
-        skipped, now = check_skip(skip), check_now(now)
+    def report_and_fetch(
+        self,
+        device_id: str,
+        reported: Reported | None = None,
+        *,
+        now: float,
+        stop_if: Callable[[ResultOutcome], bool] | None = None,
+    ) -> Exchange:
+        device_id, reported, stop_if = check_id(device_id), check_reported(reported), check_stop_if(stop_if)
+        now = check_now(now)
         with self._write() as db:  # one transaction: the result and the next command's Sent, or neither
             outcome = None
             if reported is not None:
                 outcome = record(db, device_id, reported.command_uuid, reported.status, reported.result, now)
-                if outcome.changed and outcome.command.request_type in stop:
-                    return Exchange(outcome, None)
-            seq = next_seq(db, device_id, skipped, now)
-            return Exchange(outcome, None if seq is None else send(db, seq, now))
+                if stop_if is not None and stop_if(outcome):
+                    return Exchange(outcome, None, None)
+            found = next_seq(db, device_id, frozenset(), now, channel=True)
+            return Exchange(outcome, None if found.seq is None else send(db, found.seq, now), found.deferred)
 
     def mark_sent(self, device_id: str, command_uuid: str, *, now: float) -> QueuedCommand:
         device_id, command_uuid = check_id(device_id), check_id(command_uuid, "command_uuid")

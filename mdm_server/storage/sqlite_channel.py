@@ -6,17 +6,21 @@ sqlite3 caches prepared statements by their text, so every text here is built on
 from __future__ import annotations
 
 import sqlite3
+from typing import NamedTuple
 
 from .interface import CommandStatus, QueuedCommand, ResultKind, ResultOutcome
 from .rules import result_kind, unknown_devices
 from .sqlite_queries import command_from_row
 from .sqlite_schema import PENDING_SQL
 
-# The identity check without the facts, and what decides whether last_seen_at needs writing.
+# The identity check without the facts, what decides whether last_seen_at needs writing, and whether an
+# Idle has NotNow'd commands to release.
 VISIT = f"""SELECT d.state, d.cert_sha256, d.last_seen_at, p.pushed_at,
-    EXISTS (SELECT 1 FROM commands AS c WHERE c.device_id = d.device_id AND c.status IN {PENDING_SQL})
+    EXISTS (SELECT 1 FROM commands AS c WHERE c.device_id = d.device_id AND c.status IN {PENDING_SQL}),
+    EXISTS (SELECT 1 FROM commands AS c WHERE c.device_id = d.device_id AND c.held = 1)
     FROM devices AS d LEFT JOIN pushes AS p USING (device_id) WHERE d.device_id = ?"""
 SEEN = "UPDATE devices SET last_seen_at = ? WHERE device_id = ?"
+RELEASE = "UPDATE commands SET held = 0 WHERE device_id = ? AND held = 1"
 
 _COLUMNS = """device_id, command_uuid, request_type,
     (SELECT data FROM payloads WHERE payloads.payload_id = commands.payload_id), priority, status, timeout,
@@ -24,23 +28,30 @@ _COLUMNS = """device_id, command_uuid, request_type,
 _BY_SEQ = f"SELECT {_COLUMNS} FROM commands WHERE seq = ?"
 FIND = "SELECT seq, status FROM commands WHERE device_id = ? AND command_uuid = ?"
 _OWNED = "SELECT 1 FROM commands WHERE command_uuid = ?"
-_RECORD = f"""UPDATE commands SET status = ?, result = ?, result_at = ?, not_now_count = not_now_count + ?
-    WHERE seq = ? RETURNING {_COLUMNS}"""
+_RECORD = f"""UPDATE commands SET status = ?, result = ?, result_at = ?, not_now_count = not_now_count + ?,
+    held = ? WHERE seq = ? RETURNING {_COLUMNS}"""
 _COUNT_NOT_NOW = "UPDATE devices SET not_now_count = not_now_count + 1 WHERE device_id = ?"
-_SEND = f"UPDATE commands SET status = 'Sent', sent_at = ? WHERE seq = ? RETURNING {_COLUMNS}"
+_SEND = f"UPDATE commands SET status = 'Sent', sent_at = ?, held = 0 WHERE seq = ? RETURNING {_COLUMNS}"
 _EXPIRE = "UPDATE commands SET status = 'TimedOut', result_at = ? WHERE seq = ?"
 # One statement answers "what next?": every overdue Sent command (kind 1, to expire), the first `?3`
 # pending commands that are not overdue, in queue order (kind 0), and a row of kind 2 if the device is
 # unknown. The IN term lets both halves walk the pending index, never the device's finished commands.
-_NEXT = f"""SELECT seq, command_uuid, 1, 0, 0 FROM commands
-        WHERE device_id = ?1 AND status IN {PENDING_SQL} AND status = 'Sent' AND sent_at + timeout <= ?2
+# The command channel's version passes over held commands and says whether any wait (a row of kind 3).
+_NEXT = """SELECT seq, command_uuid, 1, 0, 0 FROM commands
+        WHERE device_id = ?1 AND status IN {pending} AND status = 'Sent' AND sent_at + timeout <= ?2
     UNION ALL SELECT * FROM (
         SELECT seq, command_uuid, 0, -priority, queued_at FROM commands
-        WHERE device_id = ?1 AND status IN {PENDING_SQL}
-            AND (status <> 'Sent' OR timeout IS NULL OR sent_at + timeout > ?2)
-        ORDER BY priority DESC, queued_at, seq LIMIT ?3)
+        WHERE device_id = ?1 AND status IN {pending}
+            AND (status <> 'Sent' OR timeout IS NULL OR sent_at + timeout > ?2){held}
+        ORDER BY priority DESC, queued_at, seq LIMIT ?3){deferred}
     UNION ALL SELECT NULL, NULL, 2, 0, 0 WHERE NOT EXISTS (SELECT 1 FROM devices WHERE device_id = ?1)"""
-_OVERDUE, _UNKNOWN = 1, 2
+_NEXT_IN_QUEUE = _NEXT.format(pending=PENDING_SQL, held="", deferred="")
+_NEXT_FOR_CHANNEL = _NEXT.format(
+    pending=PENDING_SQL, held=" AND held = 0",
+    deferred="\n    UNION ALL SELECT NULL, NULL, 3, 0, 0 WHERE EXISTS "
+    "(SELECT 1 FROM commands WHERE device_id = ?1 AND held = 1)",
+)
+_OVERDUE, _UNKNOWN, _DEFERRED = 1, 2, 3
 
 
 def record(
@@ -55,40 +66,51 @@ def record(
     kind = result_kind(previous, status)
     if kind is not ResultKind.RECORDED:
         return ResultOutcome(kind, command_at(db, seq), previous)
-    not_now = int(status is CommandStatus.NOT_NOW)
+    not_now = int(status is CommandStatus.NOT_NOW)  # counted, and held until the device's next Idle
     # fetchall: a RETURNING statement only finishes (and its change only counts) once stepped to the end.
-    rows = db.execute(_RECORD, (status.value, result, now, not_now, seq)).fetchall()
+    rows = db.execute(_RECORD, (status.value, result, now, not_now, not_now, seq)).fetchall()
     if not_now:
         db.execute(_COUNT_NOT_NOW, (device_id,))
     return ResultOutcome(kind, command_from_row(rows[0]), previous)
 
 
-def next_seq(db: sqlite3.Connection, device_id: str, skipped: frozenset[str], now: float) -> int | None:
-    """The device's next command not in `skipped`, after marking its overdue Sent commands TimedOut."""
-    overdue, seq = candidates(db, device_id, skipped, now)
-    for overdue_seq in overdue:
+class Candidates(NamedTuple):
+    overdue: list[int]  # the device's Sent commands past their deadline (to mark TimedOut first)
+    seq: int | None  # its next command once those are TimedOut
+    deferred: bool  # held commands wait for the next Idle (the command channel's pick only)
+
+
+def next_seq(
+    db: sqlite3.Connection, device_id: str, skipped: frozenset[str], now: float, *, channel: bool = False
+) -> Candidates:
+    """`candidates`, after marking the overdue Sent commands TimedOut."""
+    found = candidates(db, device_id, skipped, now, channel=channel)
+    for overdue_seq in found.overdue:
         db.execute(_EXPIRE, (now, overdue_seq))
-    return seq
+    return found
 
 
 def candidates(
-    db: sqlite3.Connection, device_id: str, skipped: frozenset[str], now: float
-) -> tuple[list[int], int | None]:
-    """Read only: the device's overdue Sent commands and its next command not in `skipped` (which is only
-    next once those are TimedOut)."""
-    rows = db.execute(_NEXT, (device_id, now, len(skipped) + 1)).fetchall()
-    overdue, waiting = [], []
+    db: sqlite3.Connection, device_id: str, skipped: frozenset[str], now: float, *, channel: bool = False
+) -> Candidates:
+    """Read only: the device's overdue Sent commands and its next command not in `skipped`; for the command
+    `channel`, not held either (NotNow'd since the device's last Idle)."""
+    query = _NEXT_FOR_CHANNEL if channel else _NEXT_IN_QUEUE
+    rows = db.execute(query, (device_id, now, len(skipped) + 1)).fetchall()
+    overdue, waiting, deferred = [], [], False
     for row in rows:
-        if row[2] == _UNKNOWN:
+        kind = row[2]
+        if kind == _UNKNOWN:
             raise unknown_devices([device_id])
-        if row[2] == _OVERDUE:
+        if kind == _OVERDUE:
             overdue.append(row[0])
+        elif kind == _DEFERRED:
+            deferred = True
         elif row[1] not in skipped:
             waiting.append(row)
-    if not waiting:
-        return overdue, None
     # A compound SELECT promises no order, so the queue order is applied here (to at most len(skip)+1 rows).
-    return overdue, min(waiting, key=lambda row: (row[3], row[4], row[0]))[0]
+    seq = min(waiting, key=lambda row: (row[3], row[4], row[0]))[0] if waiting else None
+    return Candidates(overdue, seq, deferred)
 
 
 def send(db: sqlite3.Connection, seq: int, now: float) -> QueuedCommand:

@@ -86,8 +86,16 @@ _V2 = (
     """,
 )
 
+# Version 3: a command NotNow'd since its device's last Idle is `held` (the command channel passes over it
+# until the next Idle). Kept in the file, not in one server process's memory, so that every process on the
+# database agrees. The index holds only the held commands: an Idle finds them without reading the queue.
+_V3 = (
+    "ALTER TABLE commands ADD COLUMN held INTEGER NOT NULL DEFAULT 0",
+    "CREATE INDEX commands_held ON commands (device_id) WHERE held = 1",
+)
+
 # MIGRATIONS[n] takes a file from version n to n + 1; version 0 is an empty (new) file.
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2)
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3)
 SCHEMA_VERSION = len(MIGRATIONS)
 PENDING_SQL = _PENDING
 

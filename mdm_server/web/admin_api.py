@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import asdict, fields
-from typing import Any
+from typing import Any, Protocol
 
 from twisted.web.server import Request
 
@@ -15,7 +15,7 @@ from mdm_protocol.clocks import Clock
 from mdm_protocol.errors import ProtocolError
 from mdm_protocol.report import Command, decode_report, encode_command
 
-from ..storage.interface import Device, EnrollmentState, NewCommand, Storage
+from ..storage.interface import Device, DeviceDirectory, EnrollmentState, NewCommand, PushStore, QueueAdmin
 from ..wakeups import Waker
 from .json_api import Route
 from .json_io import ApiError, from_json, read_json, to_json
@@ -23,10 +23,14 @@ from .json_io import ApiError, from_json, read_json, to_json
 MAX_BATCH = 100_000
 
 
+class AdminStorage(DeviceDirectory, QueueAdmin, PushStore, Protocol):
+    """What the admin API reads and changes: devices, their queues, and their last push."""
+
+
 class AdminAPI:
     """The V1 route table; `JsonAPI` serves it, with the V2 tables, behind one `authorise`."""
 
-    def __init__(self, storage: Storage, waker: Waker, *, clock: Clock) -> None:
+    def __init__(self, storage: AdminStorage, waker: Waker, *, clock: Clock) -> None:
         self.storage, self.waker, self.clock = storage, waker, clock
         self.routes: list[Route] = [
             (b"GET", re.compile(r"/api/v[12]/ping"), self.ping),
