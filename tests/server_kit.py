@@ -1,4 +1,4 @@
-"""Test kit for the server: an in-memory MDMServer on a fake clock and a minimal signed device client.
+"""Test kit for the server: an MDMServer on a fake clock, on either storage backend, and a signed device client.
 
 The client speaks real plists and real Mdm-Signature CMS through the real twisted.web tree, with no sockets.
 """
@@ -18,16 +18,31 @@ from device_sim.memory_http import HTTPResponse, MemoryHTTP
 from mdm_protocol.checkin import Authenticate, CheckOut, TokenUpdate, encode_checkin
 from mdm_protocol.cms import mdm_signature
 from mdm_protocol.report import CommandReport, Status, decode_server_response, encode_report
-from mdm_server.app import MDMServer, ServerConfig
+from mdm_server.app import DATABASE_FILE, MDMServer, ServerConfig
+from mdm_server.storage import MemoryStorage, SQLiteStorage
 
 START = datetime(2026, 11, 1, 9, 0, tzinfo=UTC).timestamp()
 CHECKIN = "application/x-apple-aspen-mdm-checkin"
 CONNECT = "application/x-apple-aspen-mdm"
 
 
-def make_server(tmp_path, *, in_memory: bool = True, **config) -> MDMServer:
+# The web-tier test files run their server on each backend: the same requests, the same answers.
+BACKENDS = ("memory", "sqlite")
+
+
+def make_server(tmp_path, *, backend: str | None = None, in_memory: bool = True, **config) -> MDMServer:
+    """A server in `tmp_path`; `backend` ("memory", "sqlite") picks its storage, None leaves it to `in_memory`."""
     clock = HeapClock(START)
-    server = MDMServer(ServerConfig(data_dir=tmp_path / "data", in_memory=in_memory, **config), clock=clock)
+    data = tmp_path / "data"
+    storage = None
+    if backend == "sqlite":
+        data.mkdir(parents=True, exist_ok=True)
+        storage = SQLiteStorage(data / DATABASE_FILE)
+    elif backend == "memory":
+        storage = MemoryStorage()
+    elif backend is not None:
+        raise ValueError(f"unknown storage backend {backend!r}; expected one of {BACKENDS}")
+    server = MDMServer(ServerConfig(data_dir=data, in_memory=in_memory, **config), clock=clock, storage=storage)
     server.startService()  # the admin model's sync wake-ups and key purge
     return server
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import base64
 
 import pytest
-from server_kit import AdminClient, MemoryHTTP, SignedDevice, make_server
+from server_kit import BACKENDS, AdminClient, MemoryHTTP, SignedDevice, make_server
 
 from mdm_protocol.report import Status, decode_server_response
 
@@ -18,9 +18,9 @@ GONE = "c" * 40
 UNKNOWN = "d" * 40
 
 
-@pytest.fixture
-def server(tmp_path):
-    return make_server(tmp_path)
+@pytest.fixture(params=BACKENDS)
+def server(tmp_path, request):
+    return make_server(tmp_path, backend=request.param)
 
 
 @pytest.fixture

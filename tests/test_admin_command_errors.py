@@ -5,7 +5,8 @@ Found by the exchange-already-configured scenario: the server stored the report 
 
 from __future__ import annotations
 
-from server_kit import CONNECT, AdminClient, SignedDevice, make_server
+import pytest
+from server_kit import BACKENDS, CONNECT, AdminClient, SignedDevice, make_server
 
 from mdm_protocol.errors import EAS, INSTALLATION, PROFILE, error_chain
 from mdm_protocol.report import CommandReport, Status, encode_report
@@ -21,8 +22,9 @@ def _answer(device: SignedDevice, uuid: str, status: Status, chain=()) -> None:
     assert device.put(body, CONNECT, path="/mdm/connect").status == 200
 
 
-def test_error_chain_of_a_failed_command_is_listed_and_acknowledged_ones_have_none(tmp_path):
-    server = make_server(tmp_path)
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_error_chain_of_a_failed_command_is_listed_and_acknowledged_ones_have_none(tmp_path, backend):
+    server = make_server(tmp_path, backend=backend)
     admin = AdminClient(server)
     device = SignedDevice(server, UDID)
     device.enroll()

@@ -4,9 +4,9 @@ answers identical to the twisted.web path, pipelining, idle timeout, and no cras
 from __future__ import annotations
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
-from server_kit import CHECKIN, CONNECT, SignedDevice, make_server
+from server_kit import BACKENDS, CHECKIN, CONNECT, SignedDevice, make_server
 from twisted.internet.testing import StringTransport
 
 from device_sim.memory_http import MemoryHTTP
@@ -25,9 +25,9 @@ def head(*lines: str, request: str = "PUT /mdm/connect HTTP/1.1") -> bytes:
 # The channel, in memory with the real server -----------------------------------------------------------------
 
 
-@pytest.fixture
-def server(tmp_path):
-    return make_server(tmp_path)
+@pytest.fixture(params=BACKENDS)
+def server(tmp_path, request):
+    return make_server(tmp_path, backend=request.param)
 
 
 @pytest.fixture
@@ -102,15 +102,19 @@ def test_pipelined_requests_are_answered_in_order(server, device):
     assert server.service.metrics.latency["connect"].count == before + 3
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(cuts=st.lists(st.integers(min_value=0, max_value=10_000), max_size=12))
-def test_any_split_of_the_byte_stream_gives_the_same_answers(server, device, cuts):
-    stream = signed_idle(device) + signed_idle(device)
-    channel, transport = connect(server.http)
-    points = sorted({cut % (len(stream) + 1) for cut in cuts})
-    for start, end in zip([0, *points], [*points, len(stream)], strict=True):
-        channel.dataReceived(stream[start:end])
-    assert [r.status for r in responses(transport.value())] == [200, 200]
+def test_any_split_of_the_byte_stream_gives_the_same_answers(server, device):
+    # @given inside the test: pytest-twisted re-wraps a parametrized @given test once per parameter.
+    @settings(max_examples=25, deadline=None)
+    @given(cuts=st.lists(st.integers(min_value=0, max_value=10_000), max_size=12))
+    def check(cuts):
+        stream = signed_idle(device) + signed_idle(device)
+        channel, transport = connect(server.http)
+        points = sorted({cut % (len(stream) + 1) for cut in cuts})
+        for start, end in zip([0, *points], [*points, len(stream)], strict=True):
+            channel.dataReceived(stream[start:end])
+        assert [r.status for r in responses(transport.value())] == [200, 200]
+
+    check()
 
 
 def test_a_later_non_device_request_hands_the_connection_to_twisted_web(server, device):

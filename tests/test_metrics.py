@@ -7,9 +7,10 @@ from __future__ import annotations
 import math
 import re
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from server_kit import AdminClient, SignedDevice, make_server
+from server_kit import BACKENDS, AdminClient, SignedDevice, make_server
 
 from device_sim.memory_http import MemoryHTTP
 from mdm_protocol.report import Status
@@ -49,8 +50,9 @@ def scrape(server) -> tuple[dict, str]:
     return parse(text), text
 
 
-def test_check_ins_reports_queue_and_pushes_are_counted(tmp_path):
-    server = make_server(tmp_path)
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_check_ins_reports_queue_and_pushes_are_counted(tmp_path, backend):
+    server = make_server(tmp_path, backend=backend)
     devices = [SignedDevice(server, f"{i:040x}") for i in range(3)]
     for device in devices:
         device.enroll()
@@ -99,8 +101,9 @@ def test_latency_histograms_are_cumulative_and_agree_with_their_count(tmp_path):
         assert 0 < samples["mdmsim_request_duration_seconds_sum"][(("channel", channel),)] < requests * 5
 
 
-def test_a_refused_push_and_an_unpushable_device_are_counted_by_reason(tmp_path):
-    server = make_server(tmp_path)
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_refused_push_and_an_unpushable_device_are_counted_by_reason(tmp_path, backend):
+    server = make_server(tmp_path, backend=backend)
     device = SignedDevice(server, "cd" * 20)
     assert device.authenticate().status == 200  # no TokenUpdate yet: not pushable
     admin = AdminClient(server)

@@ -9,7 +9,7 @@ import plistlib
 
 import pytest
 from kits.corpus import DEVICE_MESSAGES, require
-from server_kit import CHECKIN, CONNECT, AdminClient, SignedDevice, make_server, snapshot
+from server_kit import BACKENDS, CHECKIN, CONNECT, AdminClient, SignedDevice, make_server, snapshot
 
 from mdm_protocol.checkin import TokenUpdate, encode_checkin
 from mdm_protocol.cms import mdm_signature
@@ -20,9 +20,9 @@ UDID = "0123456789abcdef0123456789abcdef01234567"
 OTHER = "fedcba9876543210fedcba9876543210fedcba98"
 
 
-@pytest.fixture
-def server(tmp_path):
-    return make_server(tmp_path)
+@pytest.fixture(params=BACKENDS)
+def server(tmp_path, request):
+    return make_server(tmp_path, backend=request.param)
 
 
 def queue(server, device_id: str, request_type: str = "ProfileList", command_uuid: str | None = None) -> str:
@@ -242,9 +242,10 @@ def test_the_content_type_picks_the_channel_on_either_path(server):
     assert response.status == 400 and b"has no Status" in response.body
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
-def test_a_body_over_the_cap_is_413_and_changes_nothing(tmp_path, chunked):
-    server = make_server(tmp_path, body_limit=16 * 1024)
+def test_a_body_over_the_cap_is_413_and_changes_nothing(tmp_path, chunked, backend):
+    server = make_server(tmp_path, body_limit=16 * 1024, backend=backend)
     device = SignedDevice(server, UDID)
     device.enroll()
     before = snapshot(server, UDID)

@@ -10,7 +10,7 @@ from datetime import timedelta
 
 import pytest
 from cryptography.hazmat.primitives.serialization import Encoding
-from server_kit import CHECKIN, CONNECT, MemoryHTTP, SignedDevice, make_server, snapshot
+from server_kit import BACKENDS, CHECKIN, CONNECT, MemoryHTTP, SignedDevice, make_server, snapshot
 
 from mdm_protocol.checkin import Authenticate, encode_checkin
 from mdm_protocol.cms import mdm_signature
@@ -25,9 +25,9 @@ B = "b" * 40
 C = "c" * 40
 
 
-@pytest.fixture
-def server(tmp_path):
-    return make_server(tmp_path)
+@pytest.fixture(params=BACKENDS)
+def server(tmp_path, request):
+    return make_server(tmp_path, backend=request.param)
 
 
 @pytest.fixture

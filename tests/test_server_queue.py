@@ -11,7 +11,7 @@ import pytest
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
-from server_kit import AdminClient, SignedDevice, make_server, snapshot
+from server_kit import BACKENDS, AdminClient, SignedDevice, make_server, snapshot
 
 from mdm_protocol.report import (
     Command,
@@ -30,9 +30,9 @@ B = "b" * 40
 TOPIC = "com.apple.mgmt.External.00000000-0000-0000-0000-000000000000"
 
 
-@pytest.fixture
-def server(tmp_path):
-    return make_server(tmp_path)
+@pytest.fixture(params=BACKENDS)
+def server(tmp_path, request):
+    return make_server(tmp_path, backend=request.param)
 
 
 @pytest.fixture

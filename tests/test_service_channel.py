@@ -169,3 +169,22 @@ def test_command_channel_statement_budgets(sqlite_channel):
         assert len(ran) <= budget, ran
         assert [s for s in ran if s.startswith(("BEGIN", "COMMIT"))] == ["BEGIN IMMEDIATE", "COMMIT"]
     assert answers == ["a", "b", None]
+
+
+def test_not_now_costs_no_statement_of_its_own(sqlite_channel):
+    """NotNow is held in the statement that records it; only the next Idle, if something is held, writes."""
+    channel = sqlite_channel
+    channel.queue("a", "b")
+    assert channel.report(Status.IDLE) == "a"
+    channel.now += 0.1
+    answers = []
+    # The Ack path's statements, plus the device's NotNow count that was always there.
+    ran = channel.statements(lambda: answers.append(channel.report(Status.NOT_NOW, "a")))
+    assert len(ran) <= 8 and not any(s.startswith("UPDATE commands SET held") for s in ran), ran
+    ran = channel.statements(lambda: answers.append(channel.report(Status.ACKNOWLEDGED, "b")))
+    assert len(ran) <= 6, ran
+    channel.now += 0.1
+    ran = channel.statements(lambda: answers.append(channel.report(Status.IDLE)))
+    assert len(ran) <= 6 and sum(s.startswith("UPDATE commands SET held = 0") for s in ran) == 1, ran
+    assert answers == ["b", None, "a"]
+    assert channel.wakes == [(UDID, channel.service.not_now_retry)]  # after Ack b, for "a"
