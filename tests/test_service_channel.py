@@ -22,13 +22,14 @@ UDID = hashlib.sha1(b"channel").hexdigest()
 class Channel:
     """A service over a real store, one enrolled device, and a hand on the clock."""
 
-    def __init__(self, storage) -> None:
+    def __init__(self, storage, *, enrolled: bool = False) -> None:
         self.storage, self.now, self.wakes, self.changed = storage, T0, [], []
         self.service = MDMService(storage, topic=TOPIC, now=lambda: self.now,
                                   schedule_wake=lambda d, delay: self.wakes.append((d, delay)),
                                   on_device_changed=self.changed.append)  # fmt: skip
-        storage.authenticate(UDID, FACTS, TOPIC, cert(UDID), now=T0)
-        storage.token_update(UDID, b"token", "magic", now=T0)
+        if not enrolled:  # `enrolled`: another process on the same database enrolled the device
+            storage.authenticate(UDID, FACTS, TOPIC, cert(UDID), now=T0)
+            storage.token_update(UDID, b"token", "magic", now=T0)
         self.identity = DeviceIdentity(cert(UDID))
 
     def report(self, status: Status, uuid: str | None = None, identity: DeviceIdentity | None = None):
@@ -188,3 +189,21 @@ def test_not_now_costs_no_statement_of_its_own(sqlite_channel):
     assert len(ran) <= 6 and sum(s.startswith("UPDATE commands SET held = 0") for s in ran) == 1, ran
     assert answers == ["b", None, "a"]
     assert channel.wakes == [(UDID, channel.service.not_now_retry)]  # after Ack b, for "a"
+
+
+def test_two_server_processes_on_one_database_agree_on_not_now(tmp_path):
+    """A NotNow answered to one process is honoured by the other, until the device's next Idle reaches either."""
+    path = tmp_path / "shared.sqlite3"
+    first = Channel(SQLiteStorage(path))
+    second = Channel(SQLiteStorage(path), enrolled=True)
+    try:
+        first.queue("a", "b")
+        assert first.report(Status.IDLE) == "a"
+        assert first.report(Status.NOT_NOW, "a") == "b"
+        assert second.report(Status.ACKNOWLEDGED, "b") is None  # "a" stays held in the other process too
+        assert second.wakes == [(UDID, second.service.not_now_retry)]
+        assert second.report(Status.IDLE) == "a"
+        assert first.report(Status.ACKNOWLEDGED, "a") is None and first.wakes == []
+    finally:
+        first.storage.close()
+        second.storage.close()

@@ -231,6 +231,9 @@ class PushRecord:
 # backend failures StorageError; nothing else escapes. Calls that change a device raise DeviceNotFoundError
 # for a device that never authenticated; lookups and removals answer None, (), False or 0.
 # `now` is seconds on the caller's clock (the reactor's `seconds()`), never read by storage itself.
+# Synchronous on purpose, PostgreSQL included: a request costs one or two short indexed statements, so the
+# plan is one server process per core, each with its own connection, rather than Deferreds threaded through
+# the service and the web layer (the one interface change that would run through both).
 
 
 @runtime_checkable
@@ -271,7 +274,8 @@ class CommandChannelStore(Protocol):
     `report_and_fetch`, only when a report or pending work needs it, records the report and sends the next
     command in one transaction, passing over the commands NotNow'd since the device's last Idle (stored,
     so every server process on the same database agrees). `stop_if(outcome)` true stops after the record
-    (the caller acts on the result first, then fetches with no report); it must not call storage.
+    (the caller acts on the result first, then fetches with no report); it must neither call storage
+    nor raise.
 
     `next_command`, `mark_sent` and `record_result` are the same steps one at a time, for tools and tests:
     they know nothing of sessions (`skip` is the caller's). record_result never raises for an unknown
