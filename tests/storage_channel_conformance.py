@@ -216,6 +216,8 @@ class ChannelConformance(StorageConformance):
         for report_ in (None, reported("ghost", "a")):
             with pytest.raises(DeviceNotFoundError, match="ghost"):
                 storage.report_and_fetch("ghost", report_, now=T0)
+        with pytest.raises(DeviceNotFoundError, match="ghost"):  # even when told to stop after the record
+            storage.report_and_fetch("ghost", reported("ghost", "a"), now=T0, stop_if=lambda outcome: True)
         assert storage.get_command("d1", "a").status is CommandStatus.QUEUED
 
     @pytest.mark.parametrize(

@@ -276,6 +276,8 @@ class SQLiteStorage:
             if reported is not None:
                 outcome = record(db, device_id, reported.command_uuid, reported.status, reported.result, now)
                 if stop_if is not None and stop_if(outcome):
+                    if outcome.command is None:
+                        require_device(db, device_id)  # no command of its own: is the device known at all?
                     return Exchange(outcome, None, None)
             found = next_seq(db, device_id, frozenset(), now, channel=True)
             return Exchange(outcome, None if found.seq is None else send(db, found.seq, now), found.deferred)
