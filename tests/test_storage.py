@@ -449,6 +449,21 @@ class SQLiteMatchesMemory(RuleBasedStateMachine):
         if kind == "ok" and answer.sent is not None:
             assert answer.sent.status is CommandStatus.SENT and not answer.stopped
 
+    @rule(device=st.sampled_from(DEVICES),
+          sessions=st.lists(st.lists(st.sampled_from(STATUSES[:4]), max_size=3), min_size=1, max_size=3))  # fmt: skip
+    def channel_sessions(self, device, sessions):
+        """Sessions as the server runs them: the device's Idle, then each command it is sent answered in turn
+        (NotNow'd ones are held for the rest of the session, and offered again at the next Idle)."""
+        for answers in sessions:
+            self.both(lambda s: s.check_in_command_channel(device, cert(device), now=self.now, idle=True))
+            kind, answer = self.both(lambda s: s.report_and_fetch(device, now=self.now))
+            for status in answers:
+                if kind == "error" or answer.sent is None:
+                    break
+                body = f"{status}@{self.now}".encode()
+                reported = Reported(answer.sent.command_uuid, CommandStatus(status), body)
+                kind, answer = self.both(lambda s, r=reported: s.report_and_fetch(device, r, now=self.now))
+
     @rule(device=st.sampled_from(DEVICES), clear=st.booleans(), data=st.data())
     def remove(self, device, clear, data):
         if clear:
