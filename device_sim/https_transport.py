@@ -1,69 +1,56 @@
 """Real HTTPS from simulated devices: TLS checked against each device's own trust store, like iOS.
 
-A connection per session (as iOS), per request, or kept alive; lean HTTP/1.1 (`mdm_wire.http1`) over
-`mdm_wire.tls_client`, TLS resumed.
+Glue: `connection_policy` decides which connection a request takes and whether it stays open; lean HTTP/1.1
+(`mdm_wire.http1`) over `mdm_wire.tls_client`, TLS resumed through a `TLSSessionCache`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import enum
 import ipaddress
-import socket
 from typing import Any
 from urllib.parse import urlsplit
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from twisted.internet import defer, ssl
+from cryptography.hazmat.primitives import hashes
+from twisted.internet import defer
 from twisted.internet.error import NotConnectingError
+from twisted.internet.interfaces import IResolutionReceiver
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from mdm_protocol.clocks import TCPClock
 from mdm_wire.http1 import HTTPError, Response, ResponseReader, TooLarge
-from mdm_wire.tls_client import IOS_TLS_GROUPS, ClientTLS, LinkFactory, TLSLink, UntrustedServerError, check_groups
+from mdm_wire.tls_client import IOS_TLS_GROUPS, LinkFactory, TLSLink, UntrustedServerError, check_groups
 
-from .effects import CHECKIN_TYPE, SendRequest
+from .connection_policy import (
+    CLOSE,
+    ConnectionMode,
+    ConnectionModeError,
+    ConnectionPolicy,
+    Park,
+    RequestKind,
+    Reuse,
+)
+from .effects import SendRequest
+from .tls_sessions import TLSSessionCache
 from .transport import Reply, TransportError
 
-# iOS sends TokenUpdate right after an Authenticate answered 200, and NSURLSession reuses its idle connection
-# to the same server for it: that pair shares a connection; every other check-in message has its own.
-AUTHENTICATE, TOKEN_UPDATE = "Authenticate", "TokenUpdate"
+# The modes moved to connection_policy; callers still import them from here with the transport.
+__all__ = ["ConnectionMode", "ConnectionModeError", "HTTPSTransport", "TLSSessionCache"]
+
 MAX_RESPONSE = 16 * 1024 * 1024  # an MDM command (a profile with certificates) is far smaller
-MAX_CLIENT_TLS = 256  # (server, trust store, groups) whose TLS context and last session are kept
-IDLE_REUSE = 20.0  # seconds a kept-alive connection may sit idle and still be reused (twisted.web closes at 30)
-
-
-class ConnectionModeError(ValueError):
-    """A connection mode that is not one of `ConnectionMode`'s values."""
-
-
-class ConnectionMode(enum.Enum):
-    """When a device's TLS connection is closed."""
-
-    PER_REQUEST = "per-request"  # after every answer
-    PER_SESSION = "per-session"  # when its session ends (NSURLSession on iOS): one handshake per session
-    KEEP_ALIVE = "keep-alive"  # never on purpose: connections are pooled and shared by every device
-
-    @classmethod
-    def parse(cls, text: str | ConnectionMode) -> ConnectionMode:
-        try:
-            return cls(text)
-        except ValueError:
-            names = ", ".join(mode.value for mode in cls)
-            raise ConnectionModeError(f"unknown connection mode {text!r}: expected one of {names}") from None
 
 
 class _Request:
     """One PUT in flight: the Deferred its sender waits on, its bytes, where it goes and its timer."""
 
-    __slots__ = ("result", "data", "key", "roots", "timer", "client", "connector", "session", "authenticate")
+    __slots__ = ("result", "data", "key", "roots", "timer", "client", "connector", "session", "kind")
 
     def __init__(self, data: bytes, key: tuple[Any, ...], roots: tuple[x509.Certificate, ...],
-                 session: object | None, *, authenticate: bool = False) -> None:
+                 session: object | None, kind: RequestKind) -> None:
         self.result: defer.Deferred[Reply] = defer.Deferred()
-        self.data, self.key, self.roots, self.session = data, key, roots, session
-        self.authenticate = authenticate  # a check-in Authenticate: its connection may carry the TokenUpdate
+        self.data, self.key, self.roots, self.session, self.kind = data, key, roots, session, kind
         self.timer: Any = None
         self.client: _HTTPClient | None = None
         self.connector: Any = None
@@ -74,7 +61,6 @@ class _HTTPClient:
 
     def __init__(self, owner: HTTPSTransport, request: _Request) -> None:
         self.owner = owner
-        self.key: tuple[Any, ...] = ()  # (host, port, trust store) it was opened for: set by the transport
         self.transport: TLSLink | None = None  # set by the link once TCP is up
         self.reader = ResponseReader(max_body=MAX_RESPONSE)
         self.waiting: _Request | None = request
@@ -82,9 +68,6 @@ class _HTTPClient:
         self.keep = False  # the server did not ask to close after this answer
         self.answered = False  # any response byte seen: a failure after it is not a TLS trust failure
         self.reused = False  # taken from the keep-alive pool or its device's session
-        self.idle_since = 0.0
-        self.session: object | None = None  # the device session this connection is parked for
-        self.for_token_update = False  # parked after an Authenticate: only its TokenUpdate may take it
 
     def connectionMade(self) -> None:
         if self.waiting is None:  # the request timed out while connecting: nobody waits for this connection
@@ -140,36 +123,35 @@ class _HTTPClient:
             self.owner._lost(self, request, error)
 
 
-_SHARED_TLS: dict[tuple[Any, ...], ClientTLS] = {}
-
-
 class HTTPSTransport:
-    """One TLS client context per distinct trust store and server; a fleet trusting one CA shares it.
+    """Real HTTPS for a fleet's devices: performs the decisions of a `ConnectionPolicy` (see there for when a
+    connection is reused, kept or closed) over `mdm_wire.tls_client` links, one TLS client context per distinct
+    trust store and server from a `TLSSessionCache`. The sender names the session's owner (`session`, e.g. its
+    runner); without one every request gets its own connection.
 
-    Per session (the default), a device's connection carries the requests of its session and closes when the
-    server answers the command channel with nothing (the session is over) or anything but 200; a check-in
-    message is a session of its own, except that a TokenUpdate takes the connection of the Authenticate
-    answered 200 just before it (as NSURLSession does). The sender names the session's owner (`session`, e.g.
-    its runner); without one every request gets its own connection.
+    `reactor` provides TCP, time and (for servers named by a host name) `nameResolver`: a name is resolved once
+    per transport by the reactor's resolver (a thread, never the reactor's), and every request to that server
+    waits for that one resolution.
     """
 
     def __init__(self, reactor: TCPClock, *, connections: ConnectionMode | str = ConnectionMode.PER_SESSION,
                  keep_alive: bool = False, timeout: float = 30.0, resume_sessions: bool = True,
-                 tls_groups: str | None = IOS_TLS_GROUPS) -> None:
+                 tls_groups: str | None = IOS_TLS_GROUPS, tls_sessions: TLSSessionCache | None = None) -> None:
         """`keep_alive=True` is `connections="keep-alive"`. `tls_groups`: the key exchange groups offered
         (OpenSSL names, colon-separated); None leaves OpenSSL's defaults, which lead with the post-quantum
-        hybrid only iOS 26 and later offer."""
+        hybrid only iOS 26 and later offer. `tls_sessions`: the process's cache, shared by its transports so
+        that each resumes the sessions of the others; by default this transport's own."""
         self.connections = ConnectionMode.KEEP_ALIVE if keep_alive else ConnectionMode.parse(connections)
         self.reactor, self.timeout = reactor, timeout
         self.resume_sessions, self.tls_groups = resume_sessions, tls_groups
         if tls_groups is not None:
             check_groups(tls_groups)
-        # Sessions outlive a transport, as a device's TLS session cache outlives one connection pool: a new
-        # transport for the same server resumes instead of opening with a full handshake per device.
-        self._tls: dict[tuple[Any, ...], ClientTLS] = _SHARED_TLS if resume_sessions else {}
-        self._idle: dict[tuple[Any, ...], list[_HTTPClient]] = {}
-        self._parked: dict[object, _HTTPClient] = {}  # device session → its connection between requests
+        if tls_sessions is not None and not resume_sessions:
+            raise ValueError("a transport that never resumes TLS sessions takes no session cache")
+        self.tls_sessions = TLSSessionCache() if tls_sessions is None else tls_sessions
+        self.policy: ConnectionPolicy[_HTTPClient] = ConnectionPolicy(self.connections)
         self._addresses: dict[tuple[str, int], tuple[str, int]] = {}
+        self._resolving: dict[tuple[str, int], list[_Request]] = {}  # (host, port) → requests awaiting its address
         self._trust_keys: dict[tuple[x509.Certificate, ...], tuple[bytes, ...]] = {}
         self._targets: dict[tuple[str, str], tuple[str, int, bytes]] = {}  # (url, type) → host, port, head start
 
@@ -186,26 +168,19 @@ class HTTPSTransport:
         if not roots:
             return defer.fail(TransportError("the device trusts no root certificate", untrusted=True))
         key = (host, port, self._trust_key(roots))
-        checkin = request.content_type == CHECKIN_TYPE
-        if self.connections is not ConnectionMode.PER_SESSION:
-            session = None  # per request, or kept alive for everyone
-        owner = session  # whose parked connection this request may take
-        if checkin:
-            # A one-message check-in session, but for the Authenticate → TokenUpdate pair.
-            owner = session if request.message == TOKEN_UPDATE else None
-            session = session if request.message == AUTHENTICATE else None
-        keep = self.keep_alive or session is not None
+        kind = RequestKind.of(request.content_type, request.message)
+        decision = self.policy.on_send(session, kind, key, self.reactor.seconds())
         data = b"%sMdm-Signature: %s\r\nContent-Length: %d\r\n%s%s" % (
             head, request.signature.encode("latin-1"), len(request.body),
-            b"Connection: keep-alive\r\n\r\n" if keep else b"Connection: close\r\n\r\n", request.body)
-        exchange = _Request(data, key, roots, session, authenticate=checkin and session is not None)
+            b"Connection: keep-alive\r\n\r\n" if decision.keep else b"Connection: close\r\n\r\n", request.body)
+        exchange = _Request(data, key, roots, session, kind)
         exchange.timer = self.reactor.callLater(self.timeout, self._timed_out, exchange)
-        if self.keep_alive:
-            reusable = self._pooled(key)
-        else:
-            reusable = self._resumed(owner, key, token_update=checkin and owner is not None)
-        if reusable is not None:
-            reusable.send(exchange)
+        for unusable in decision.close:
+            unusable.transport.loseConnection()
+        if type(decision) is Reuse:
+            client = decision.conn
+            client.reused = True
+            client.send(exchange)
         else:
             self._connect(exchange)
         return exchange.result
@@ -232,93 +207,62 @@ class HTTPSTransport:
 
     def close(self) -> None:
         """Close the connections kept alive or parked between a session's requests (tests, shutdowns)."""
-        parked, self._parked = list(self._parked.values()), {}
-        for client in [*parked, *(client for clients in self._idle.values() for client in clients)]:
+        for client in self.policy.drain():
             client.transport.loseConnection()
-        self._idle.clear()
 
     @property
     def parked(self) -> int:
         """Device sessions holding a connection between two of their requests."""
-        return len(self._parked)
-
-    def _resumed(self, session: object | None, key: tuple[Any, ...], *, token_update: bool = False
-                 ) -> _HTTPClient | None:
-        """The connection this device session left open after its last answer, if it is still usable: a
-        command session's for its next request, an Authenticate's for the TokenUpdate only."""
-        client = self._parked.get(session) if session is not None else None
-        if client is None or (token_update and not client.for_token_update):
-            return None  # a check-in never takes a command session's connection: that session goes on
-        del self._parked[session]
-        client.session = None
-        if client.for_token_update != token_update:  # the Authenticate's connection was for its TokenUpdate
-            client.for_token_update = False
-            client.transport.loseConnection()
-            return None
-        client.for_token_update = False
-        # Same server, whatever the device trusts now: a profile installed mid-session may add roots, but this
-        # connection's server was verified when it opened (iOS keeps the session's connection too).
-        if not client.closed and client.key[:2] == key[:2] and self.reactor.seconds() - client.idle_since < IDLE_REUSE:
-            client.reused = True
-            return client
-        client.transport.loseConnection()
-        return None
+        return self.policy.parked
 
     def _unpark(self, client: _HTTPClient) -> None:
-        # The server closed a parked connection (its idle timeout): forget it now, not at the next session.
-        if client.session is not None and self._parked.get(client.session) is client:
-            del self._parked[client.session]
-        client.session = None
-
-    def _pooled(self, key: tuple[Any, ...]) -> _HTTPClient | None:
-        """A kept-alive connection idle for less than IDLE_REUSE (servers close theirs after ~30 s)."""
-        idle, now = self._idle.get(key), self.reactor.seconds()
-        while idle:
-            client = idle.pop()
-            if not client.closed and now - client.idle_since < IDLE_REUSE:
-                client.reused = True
-                return client
-            client.transport.loseConnection()
-        return None
+        # The server closed an idle connection (its idle timeout): forget it now, not at the next request.
+        self.policy.on_closed(client)
 
     def _connect(self, exchange: _Request) -> None:
-        host, port = exchange.key[0], exchange.key[1]
-        tls = self._client_tls(exchange)
-        try:
-            address, address_port = self._resolve(host, port)
-        except TransportError as exc:
-            self._finish(exchange, Failure(exc))
+        server = (exchange.key[0], exchange.key[1])
+        address = self._addresses.get(server)
+        if address is not None:
+            self._open(exchange, address)
             return
+        try:
+            ipaddress.ip_address(server[0])
+        except ValueError:
+            self._resolve(server, exchange)
+            return
+        self._addresses[server] = server
+        self._open(exchange, server)
+
+    def _open(self, exchange: _Request, address: tuple[str, int]) -> None:
+        tls = self.tls_sessions.client_tls((*exchange.key, self.tls_groups), exchange.roots, self.tls_groups)
         client = exchange.client = _HTTPClient(self, exchange)
-        client.key = exchange.key
         factory = LinkFactory(tls, client, lambda reason: self._not_connected(exchange, reason))
         # The request's own timer bounds the connection attempt: no second timer per connection.
-        exchange.connector = self.reactor.connectTCP(address, address_port, factory, timeout=None)
+        exchange.connector = self.reactor.connectTCP(address[0], address[1], factory, timeout=None)
 
-    def _client_tls(self, exchange: _Request) -> ClientTLS:
-        key = (*exchange.key, self.tls_groups)
-        tls = self._tls.get(key)
-        if tls is None:
-            pem = [ssl.Certificate.loadPEM(r.public_bytes(serialization.Encoding.PEM)) for r in exchange.roots]
-            if len(self._tls) >= MAX_CLIENT_TLS:
-                self._tls.clear()
-            tls = self._tls[key] = ClientTLS(exchange.key[0], ssl.trustRootFromCertificates(pem),
-                                             groups=self.tls_groups)
-        return tls
+    def _resolve(self, server: tuple[str, int], exchange: _Request) -> None:
+        # Once per server, by the reactor's resolver (getaddrinfo in a thread): never blocking the reactor.
+        waiting = self._resolving.get(server)
+        if waiting is not None:
+            waiting.append(exchange)
+            return
+        resolver = getattr(self.reactor, "nameResolver", None)
+        if resolver is None:
+            self._finish(exchange, Failure(TransportError(f"DNS: cannot resolve {server[0]}: no resolver")))
+            return
+        self._resolving[server] = [exchange]
+        resolver.resolveHostName(_Resolution(self, server), server[0], server[1])
 
-    def _resolve(self, host: str, port: int) -> tuple[str, int]:
-        # Resolved once per server (blocking, but once): Twisted's resolver would use a thread per connection.
-        if (host, port) not in self._addresses:
-            try:
-                ipaddress.ip_address(host)
-                self._addresses[(host, port)] = (host, port)
-            except ValueError:
-                try:
-                    info = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-                except OSError as exc:
-                    raise TransportError(f"DNS: cannot resolve {host}: {exc}") from None
-                self._addresses[(host, port)] = info[0][4][:2]
-        return self._addresses[(host, port)]
+    def _resolved(self, server: tuple[str, int], address: tuple[str, int] | None) -> None:
+        if address is not None:
+            self._addresses[server] = address
+        for exchange in self._resolving.pop(server, ()):
+            if exchange.result.called:
+                continue  # timed out while the name was being resolved
+            if address is None:  # not kept: the next request asks again
+                self._finish(exchange, Failure(TransportError(f"DNS: cannot resolve {server[0]}: no address")))
+            else:
+                self._open(exchange, address)
 
     # How an exchange ends: answered, lost, never connected, or timed out --------------------------------
 
@@ -328,22 +272,14 @@ class HTTPSTransport:
             session = link.getHandle().get_session()
             if session is not None:
                 link.tls.session = session
-        usable = client.keep and not client.closed
-        if self.keep_alive and usable:
-            client.idle_since = self.reactor.seconds()
-            self._idle.setdefault(exchange.key, []).append(client)
-        elif exchange.session is not None and usable and reply.status == 200 and (
-                reply.body or exchange.authenticate):
-            # A command to answer, or a TokenUpdate to send: its device's next request takes this connection.
-            client.idle_since, client.session = self.reactor.seconds(), exchange.session
-            client.for_token_update = exchange.authenticate
-            previous = self._parked.pop(exchange.session, None)
-            if previous is not None:  # two requests of one device at once (never in a session): keep one
-                previous.session = None
-                previous.transport.loseConnection()
-            self._parked[exchange.session] = client
-        else:
+        decision = self.policy.on_answer(client, exchange.session, exchange.kind, exchange.key,
+                                         status=reply.status, body_empty=not reply.body,
+                                         keep=client.keep and not client.closed, now=self.reactor.seconds())
+        if decision is CLOSE:
             link.loseConnection()
+        elif type(decision) is Park:
+            for previous in decision.close:
+                previous.transport.loseConnection()
         self._finish(exchange, reply)
 
     def _lost(self, client: _HTTPClient, exchange: _Request, error: TransportError) -> None:
@@ -384,3 +320,22 @@ class HTTPSTransport:
             exchange.result.errback(outcome)
         else:
             exchange.result.callback(outcome)
+
+
+@implementer(IResolutionReceiver)
+class _Resolution:
+    """Collects the first address the reactor's resolver finds for one server, then hands it to the transport."""
+
+    def __init__(self, transport: HTTPSTransport, server: tuple[str, int]) -> None:
+        self.transport, self.server = transport, server
+        self.address: tuple[str, int] | None = None
+
+    def resolutionBegan(self, resolution: Any) -> None:
+        pass
+
+    def addressResolved(self, address: Any) -> None:
+        if self.address is None:
+            self.address = (address.host, address.port)
+
+    def resolutionComplete(self) -> None:
+        self.transport._resolved(self.server, self.address)

@@ -18,6 +18,7 @@ from twisted.internet.testing import MemoryReactorClock
 from device_sim import https_transport
 from device_sim.effects import SendRequest
 from device_sim.https_transport import HTTPSTransport
+from device_sim.tls_sessions import TLSSessionCache
 from device_sim.transport import Reply, TransportError
 from mdm_server.app import MDMServer, ServerConfig
 from mdm_server.ca import CertificateAuthority
@@ -54,21 +55,27 @@ def test_each_request_opens_a_connection_closes_it_and_resumes_the_tls_session(t
     connection = tls_client.ClientTLS.connection
     monkeypatch.setattr(tls_client.ClientTLS, "connection", lambda self, link: made.append(
         connection(self, link)) or made[-1])
-    transport = HTTPSTransport(reactor)
+    sessions = TLSSessionCache()  # one per process, as the fleet and the load workers make it
+    transport = HTTPSTransport(reactor, tls_sessions=sessions)
     url = f"https://127.0.0.1:{server.ports[0].getHost().port}/mdm/connect"
     try:
         first = yield transport.send(_request(url), (server.ca.certificate,))
         second = yield transport.send(_request(url), (server.ca.certificate,))
         assert first == second and first.status == 400 and b"Mdm-Signature" in first.body  # answered over TLS
-        assert len(made) == 2 and not transport._idle  # a new connection each time, none kept
+        assert len(made) == 2 and not transport.policy.pooled()  # a new connection each time, none kept
         assert [_lib.SSL_session_reused(c._ssl) for c in made] == [0, 1]  # the second resumed the first
         assert made[0].get_group_name() == "x25519"  # what iOS 9 to 17 lead with, not the PQ hybrid
-        yield HTTPSTransport(reactor, keep_alive=True).send(_request(url), (server.ca.certificate,))
+        yield HTTPSTransport(reactor, keep_alive=True, tls_sessions=sessions).send(_request(url),
+                                                                                   (server.ca.certificate,))
         assert _lib.SSL_session_reused(made[2]._ssl) == 1  # a new transport resumes too, like a device would
         unresumed = HTTPSTransport(reactor, resume_sessions=False)
         for _ in range(2):
             yield unresumed.send(_request(url), (server.ca.certificate,))
         assert [_lib.SSL_session_reused(c._ssl) for c in made[3:]] == [0, 0]
+        yield HTTPSTransport(reactor).send(_request(url), (server.ca.certificate,))  # its own cache: nothing shared
+        assert _lib.SSL_session_reused(made[5]._ssl) == 0
+        with pytest.raises(ValueError, match="never resumes"):
+            HTTPSTransport(reactor, resume_sessions=False, tls_sessions=sessions)
     finally:
         yield server.stopService()
 

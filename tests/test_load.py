@@ -401,12 +401,11 @@ def test_https_transport_keep_alive_resumes_and_retries_a_connection_the_server_
     try:
         first = yield transport.send(request, (server.ca.certificate,))
         assert first.status == 400 and b"Mdm-Signature" in first.body  # refused, but answered over TLS
-        (pool,) = transport._idle.values()
-        (client,) = pool  # the connection waits in the pool
+        (client,) = transport.policy.pooled()  # the connection waits in the pool
         client.transport.loseConnection()  # as if the server closed it just as it was reused...
         second = yield transport.send(request, (server.ca.certificate,))  # ...before the client noticed
         assert second.status == 400 and client.reused and client.closed
-        (fresh,) = pool
+        (fresh,) = transport.policy.pooled()
         assert fresh is not client and not fresh.reused
         session = fresh.transport.getHandle()
         assert _lib.SSL_session_reused(session._ssl) == 1  # TLS resumed the first connection's session
