@@ -516,7 +516,7 @@ class FleetRun:
 
     def __init__(self, reactor: Any, server: ServerProcess, info: dict[str, Any], count: int, seed: int) -> None:
         from device_sim.fleet import Fleet
-        from device_sim.https_transport import HTTPSTransport
+        from device_sim.https_transport import HTTPSTransport, TLSSessionCache
         from device_sim.push_link_client import PushLinkClient
         from mdmsim.load.admin_http import AdminHTTP
 
@@ -524,7 +524,8 @@ class FleetRun:
         self.observer = Settling(reactor)
         self.push = PushLinkClient()
         self.link = reactor.connectTCP("127.0.0.1", info["push_port"], self.push)
-        self.transport = HTTPSTransport(reactor)
+        self.tls_sessions = TLSSessionCache()  # the check-in rounds' transports resume the enrollment's sessions
+        self.transport = HTTPSTransport(reactor, tls_sessions=self.tls_sessions)
         self.fleet = Fleet(FleetSpec(count, seed=seed), clock=reactor, transport=self.transport, push=self.push,
                            observer=self.observer)
         self.admin = AdminHTTP(info["url"], "admin", info["password"], info["ca_file"])
@@ -572,7 +573,7 @@ class FleetRun:
 
         from device_sim.https_transport import HTTPSTransport
 
-        transport = HTTPSTransport(self.reactor, keep_alive=keep_alive)
+        transport = HTTPSTransport(self.reactor, keep_alive=keep_alive, tls_sessions=self.tls_sessions)
         for runner in self.fleet.runners:
             runner.transport = transport
         ids = [r.machine.facts.device_id for r in self.fleet.runners if r.machine.phase is Phase.ENROLLED]

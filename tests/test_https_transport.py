@@ -5,6 +5,7 @@ and name checks as iOS makes them, timeouts on a fake clock, and HTTP framing un
 from __future__ import annotations
 
 import hashlib
+import socket
 from datetime import UTC, datetime
 
 import pytest
@@ -13,7 +14,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from OpenSSL.SSL import _lib
 from twisted.internet import defer, protocol, ssl, task
+from twisted.internet.address import IPv4Address
+from twisted.internet.interfaces import IHostnameResolver
 from twisted.internet.testing import MemoryReactorClock
+from zope.interface import implementer
 
 from device_sim import https_transport
 from device_sim.effects import SendRequest
@@ -205,6 +209,81 @@ def test_a_connection_attempt_is_abandoned_when_the_request_times_out():
     reactor.advance(5)
     assert isinstance(result.result, TransportError) and result.result.reason == "timed out after 5s"
     assert reactor.connectors[0].stoppedConnecting
+
+
+# Names: resolved by the reactor's resolver, never by a blocking call on the reactor's thread -----------------
+
+
+@implementer(IHostnameResolver)
+class _HeldResolver:
+    """Answers only when the test completes a resolution, as a resolver thread answers some time later."""
+
+    def __init__(self) -> None:
+        self.asked: list[tuple[object, str, int]] = []
+
+    def resolveHostName(self, receiver, hostName, portNumber=0, addressTypes=None, transportSemantics="TCP"):
+        self.asked.append((receiver, hostName, portNumber))
+        receiver.resolutionBegan(None)
+
+
+def _held(timeout: float = 30.0) -> tuple[HTTPSTransport, MemoryReactorClock, _HeldResolver]:
+    reactor, resolver = MemoryReactorClock(), _HeldResolver()
+    reactor.installNameResolver(resolver)
+    return HTTPSTransport(reactor, timeout=timeout), reactor, resolver
+
+
+def test_a_host_name_is_resolved_once_and_every_request_waiting_for_it_then_connects():
+    transport, reactor, resolver = _held()
+    roots = (CertificateAuthority.create("CA", now=datetime.now(UTC)).certificate,)
+    url = "https://mdm.example.test:8443/mdm/connect"
+    waiting = [transport.send(_request(url), roots) for _ in range(2)]
+    assert [asked[1:] for asked in resolver.asked] == [("mdm.example.test", 8443)]
+    assert not reactor.tcpClients and not any(d.called for d in waiting)  # nothing blocked, nothing connects yet
+    receiver = resolver.asked[0][0]
+    receiver.addressResolved(IPv4Address("TCP", "192.0.2.7", 8443))
+    receiver.addressResolved(IPv4Address("TCP", "192.0.2.8", 8443))
+    receiver.resolutionComplete()
+    transport.send(_request(url), roots)  # a later request takes the address kept
+    assert [client[:2] for client in reactor.tcpClients] == [("192.0.2.7", 8443)] * 3
+    assert len(resolver.asked) == 1
+
+
+def test_a_name_that_does_not_resolve_fails_its_requests_and_is_asked_again_next_time():
+    transport, reactor, resolver = _held()
+    roots = (CertificateAuthority.create("CA", now=datetime.now(UTC)).certificate,)
+    failed = _outcome(transport.send(_request("https://nowhere.test/mdm"), roots))
+    resolver.asked[0][0].resolutionComplete()  # no address
+    assert isinstance(failed.result, TransportError) and not failed.result.untrusted
+    assert failed.result.reason == "DNS: cannot resolve nowhere.test: no address"
+    transport.send(_request("https://nowhere.test/mdm"), roots)
+    assert len(resolver.asked) == 2 and not reactor.tcpClients
+
+
+def test_a_request_that_times_out_while_its_server_name_resolves_never_connects():
+    transport, reactor, resolver = _held(timeout=5)
+    roots = (CertificateAuthority.create("CA", now=datetime.now(UTC)).certificate,)
+    result = _outcome(transport.send(_request("https://slow.example.test/mdm"), roots))
+    reactor.advance(5)
+    assert result.result.reason == "timed out after 5s"
+    receiver = resolver.asked[0][0]
+    receiver.addressResolved(IPv4Address("TCP", "192.0.2.9", 443))
+    receiver.resolutionComplete()
+    assert not reactor.tcpClients
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_server_named_by_a_host_name_is_reached_through_the_reactors_resolver(tmp_path):
+    from twisted.internet import reactor
+
+    if socket.getaddrinfo("localhost", 0, type=socket.SOCK_STREAM)[0][4][0] != "127.0.0.1":
+        pytest.skip("localhost does not resolve to 127.0.0.1 first here")
+    server = yield _server(tmp_path, names=("localhost",))
+    try:
+        url = f"https://localhost:{server.ports[0].getHost().port}/mdm/connect"
+        reply = yield HTTPSTransport(reactor).send(_request(url), (server.ca.certificate,))
+        assert reply.status == 400 and b"Mdm-Signature" in reply.body  # resolved in a thread, then over TLS
+    finally:
+        yield server.stop()
 
 
 @pytest.mark.parametrize("url", ["http://127.0.0.1/mdm", "ftp://x/"])

@@ -20,7 +20,7 @@ from twisted.protocols.basic import LineReceiver
 
 from device_sim.enroll_fetch import fetch_enrollment, with_user
 from device_sim.fleet import FleetSpec
-from device_sim.https_transport import HTTPSTransport
+from device_sim.https_transport import HTTPSTransport, TLSSessionCache
 from device_sim.machine import Behaviour, DeviceMachine
 from device_sim.push_link_client import PushLinkClient
 from mdm_protocol.clocks import Reactor
@@ -39,7 +39,10 @@ class FleetWorker:
         self.spec = FleetSpec(config.devices, seed=config.seed, os_mix=config.os_mix, kinds=config.kinds,
                               behaviour=Behaviour(not_now_rate=realism.not_now_rate))
         self.observer = LoadObserver(reactor, checkin_interval=realism.checkin_interval, phase=self._phase)
-        https = HTTPSTransport(reactor, connections=realism.connection_mode, timeout=realism.timeout)
+        # One TLS session cache per worker process: every transport it makes resumes the others' sessions.
+        self.tls_sessions = TLSSessionCache()
+        https = HTTPSTransport(reactor, connections=realism.connection_mode, timeout=realism.timeout,
+                               tls_sessions=self.tls_sessions)
         self.https = https
         self.transport = MeteredTransport(https, self.observer.errors, error_rate=realism.network_error_rate,
                                           rng=random.Random(f"{config.seed}:{config.worker}:faults"))
