@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from device_sim.fleet import DEFAULT_KINDS, DEFAULT_OS_MIX
-from device_sim.https_transport import ConnectionMode
+from device_sim.connection_policy import ConnectionMode
 
 
 @dataclass(frozen=True)
