@@ -9,8 +9,8 @@ import hashlib
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from device_sim.fleet import DEFAULT_KINDS, DEFAULT_OS_MIX
 from device_sim.connection_policy import ConnectionMode
+from device_sim.fleet import DEFAULT_KINDS, DEFAULT_OS_MIX
 
 
 @dataclass(frozen=True)
