@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 import pytest_twisted
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from twisted.internet import defer, protocol, ssl
 
 from device_sim.connection_policy import (
@@ -227,6 +229,67 @@ def test_drain_hands_back_every_open_connection_kept_and_forgets_them():
         pool.answer(conn)
     pool.policy.on_closed(0)
     assert pool.policy.drain() == [1] and pool.policy.pooled() == []
+
+
+# Weighted towards what makes a connection reusable (200, kept, soon), so that reuse is tried often.
+_OPERATIONS = st.lists(st.tuples(
+    st.sampled_from(["send", "send", "answer", "answer", "server closes"]), st.sampled_from([ALICE, ALICE, BOB, None]),
+    st.sampled_from(list(RequestKind)), st.sampled_from([200, 200, 200, 401]), st.booleans(),
+    st.sampled_from([True, True, True, False]), st.sampled_from([0.5, 0.5, 5.0, IDLE_REUSE + 1])),
+    min_size=10, max_size=80)
+
+
+@settings(max_examples=300, deadline=None)
+@given(operations=_OPERATIONS)
+def test_a_connection_carries_one_request_at_a_time_and_only_its_own_sessions(operations):
+    for mode in ConnectionMode:
+        _check_invariants(mode, operations)
+
+
+def _check_invariants(mode: ConnectionMode, operations: list[tuple]) -> None:
+    policy: ConnectionPolicy[int] = ConnectionPolicy(mode)
+    in_flight: dict[int, tuple] = {}  # connection → (session, kind) of its request
+    idle: dict[int, tuple] = {}  # open connection the policy holds → (session, kind) of its last answer
+    opened, now = 0, 0.0
+
+    def closed(conns) -> None:
+        for conn in conns:
+            assert conn in idle  # the policy only closes what it holds
+            del idle[conn]
+            policy.on_closed(conn)
+
+    for operation, session, kind, status, body, keep, wait in operations:
+        now += wait
+        if operation == "send":
+            decision = policy.on_send(session, kind, KEY, now)
+            closed(decision.close)
+            if isinstance(decision, Reuse):
+                conn = decision.conn
+                assert conn in idle and conn not in in_flight and mode is not PER_REQUEST
+                if mode is PER_SESSION:  # its own session's, and the Authenticate's for its TokenUpdate only
+                    assert idle[conn] == (session, AUTHENTICATE if kind is TOKEN_UPDATE else COMMAND)
+                del idle[conn]
+            else:
+                conn, opened = opened, opened + 1
+            in_flight[conn] = (session, kind)
+        elif operation == "answer" and in_flight:
+            conn = next(iter(in_flight))
+            sent_by, sent_kind = in_flight.pop(conn)
+            answer = policy.on_answer(conn, sent_by, sent_kind, KEY, status=status, body_empty=not body, keep=keep,
+                                      now=now)
+            if isinstance(answer, Park):
+                assert mode is PER_SESSION and answer.session == sent_by is not None and keep and status == 200
+                closed(answer.close)
+                idle[conn] = (sent_by, AUTHENTICATE if answer.token_update else COMMAND)
+            elif answer == POOL:
+                assert mode is KEEP_ALIVE and keep
+                idle[conn] = (None, None)
+            else:
+                assert answer == CLOSE
+        elif operation == "server closes" and idle:
+            closed([sorted(idle)[status % len(idle)]])
+    assert policy.parked == (len(idle) if mode is PER_SESSION else 0)
+    assert sorted(policy.drain()) == sorted(idle)  # exactly the open connections waiting for a request
 
 
 def test_the_kind_of_a_request_comes_from_its_content_type_and_message():
