@@ -100,17 +100,25 @@ class Close:
     """Close the connection: the session is over, the mode wants it, or the server will not keep it."""
 
 
-# The decisions without data are made once: no allocation on the hot paths.
+# The decisions without data are made once, those for a connection once per connection: reusing and keeping a
+# connection allocates nothing.
 CONNECT_KEEP, CONNECT_CLOSE, POOL, CLOSE = Connect(keep=True), Connect(keep=False), Pool(), Close()
 
 
-class _Parked:
-    """A session's connection between two of its requests."""
+class _Held(Generic[Conn]):
+    """A connection the policy has kept after an answer, until it closes; its decisions are made once, so that
+    reusing and parking it again allocate nothing."""
 
-    __slots__ = ("conn", "key", "since", "token_update")
+    __slots__ = ("conn", "key", "since", "session", "token_update", "closed", "reuse", "park")
 
-    def __init__(self, conn: Any, key: Key, since: float, token_update: bool) -> None:
-        self.conn, self.key, self.since, self.token_update = conn, key, since, token_update
+    def __init__(self, conn: Conn, key: Key) -> None:
+        self.conn, self.key = conn, key  # the key it was first kept for: the same server all its life
+        self.since = 0.0  # when its last answer came
+        self.session: object | None = None  # the session it is parked for, while it is
+        self.token_update = False  # parked after an Authenticate: for its TokenUpdate only
+        self.closed = False  # closed or given up: a pool entry left behind is skipped
+        self.reuse: Reuse[Conn] = Reuse(conn, True)
+        self.park: Park | None = None  # its Park for its (one) session's command requests
 
 
 class ConnectionPolicy(Generic[Conn]):
@@ -120,15 +128,14 @@ class ConnectionPolicy(Generic[Conn]):
     the command channel with nothing (the session is over) or anything but 200; a check-in message is a
     session of its own, except that a TokenUpdate takes the connection of the Authenticate answered 200 just
     before it (as NSURLSession does). A request without a session gets its own connection. The caller tells
-    the policy when a connection it holds has closed (`on_closed`).
+    the policy whenever a connection closes that the policy did not decide to close (`on_closed`).
     """
 
     def __init__(self, mode: ConnectionMode) -> None:
         self.mode = mode
-        self._pool: dict[Key, list[Conn]] = {}  # kept-alive connections per key, the most recent last
-        self._since: dict[Conn, float] = {}  # pooled connection still open → when its last answer came
-        self._parked: dict[object, _Parked] = {}  # device session → its connection between requests
-        self._sessions: dict[Conn, object] = {}  # parked connection → its session
+        self._held: dict[Conn, _Held[Conn]] = {}  # every connection kept at least once and still open
+        self._pool: dict[Key, list[_Held[Conn]]] = {}  # kept-alive connections per key, the most recent last
+        self._parked: dict[object, _Held[Conn]] = {}  # device session → its connection between requests
 
     # Inputs from the transport ---------------------------------------------------------------------------
 
@@ -149,38 +156,37 @@ class ConnectionPolicy(Generic[Conn]):
                   body_empty: bool, keep: bool, now: float) -> Park | Pool | Close:
         """The answer to a request `on_send` was asked about came on `conn`; `keep`: the connection can carry
         another request (the server did not ask to close it, nor has it closed it)."""
-        if not keep:
-            return CLOSE
-        if self.mode is ConnectionMode.KEEP_ALIVE:
-            idle = self._pool.get(key)
-            if idle is None:
-                idle = self._pool[key] = []
-            idle.append(conn)
-            self._since[conn] = now
-            return POOL
-        if self.mode is not ConnectionMode.PER_SESSION or session is None or status != 200:
-            return CLOSE
-        if kind is RequestKind.AUTHENTICATE:  # its TokenUpdate comes next
-            return self._park(conn, session, key, now, token_update=True)
-        if kind is RequestKind.COMMAND and not body_empty:  # a command to answer: the session goes on
-            return self._park(conn, session, key, now, token_update=False)
+        if keep:
+            if self.mode is ConnectionMode.KEEP_ALIVE:
+                held = self._hold(conn, key)
+                held.since = now
+                idle = self._pool.get(key)
+                if idle is None:
+                    idle = self._pool[key] = []
+                idle.append(held)
+                return POOL
+            if self.mode is ConnectionMode.PER_SESSION and session is not None and status == 200:
+                if kind is RequestKind.AUTHENTICATE:  # its TokenUpdate comes next
+                    return self._park(conn, session, key, now, token_update=True)
+                if kind is RequestKind.COMMAND and not body_empty:  # a command to answer: the session goes on
+                    return self._park(conn, session, key, now, token_update=False)
+        self.on_closed(conn)
         return CLOSE
 
     def on_closed(self, conn: Conn) -> None:
-        """`conn` closed while it waited for a request (the server's idle timeout, or closed on purpose)."""
-        self._since.pop(conn, None)
-        session = self._sessions.pop(conn, None)
-        if session is not None:
-            del self._parked[session]
+        """`conn` closed (the server's idle timeout, a failure): forget it. Harmless for one never kept."""
+        held = self._held.pop(conn, None)
+        if held is not None:
+            self._forget(held)
 
     def drain(self) -> list[Conn]:
         """Every open connection the policy keeps, now forgotten: the caller closes them (tests, shutdowns)."""
-        conns = [parked.conn for parked in self._parked.values()]
-        conns += [conn for idle in self._pool.values() for conn in idle if conn in self._since]
+        conns = [held.conn for held in self._parked.values()] + self.pooled()
+        for held in self._held.values():
+            held.closed = True
+        self._held.clear()
         self._pool.clear()
-        self._since.clear()
         self._parked.clear()
-        self._sessions.clear()
         return conns
 
     # What it keeps ---------------------------------------------------------------------------------------
@@ -192,7 +198,7 @@ class ConnectionPolicy(Generic[Conn]):
 
     def pooled(self) -> list[Conn]:
         """The kept-alive connections waiting for a request, still open as far as the policy knows."""
-        return [conn for idle in self._pool.values() for conn in idle if conn in self._since]
+        return [held.conn for idle in self._pool.values() for held in idle if not held.closed]
 
     # Decisions ----------------------------------------------------------------------------------------------
 
@@ -200,39 +206,57 @@ class ConnectionPolicy(Generic[Conn]):
         """A kept-alive connection idle for less than IDLE_REUSE (servers close theirs after ~30 s)."""
         idle, stale = self._pool.get(key), ()
         while idle:
-            conn = idle.pop()
-            since = self._since.pop(conn, None)
-            if since is None:
+            held = idle.pop()
+            if held.closed:
                 continue  # it closed while it waited
-            if now - since < IDLE_REUSE:
-                return Reuse(conn, True, stale)
-            stale += (conn,)
+            if now - held.since < IDLE_REUSE:
+                return held.reuse
+            stale += (held.conn,)
+            self.on_closed(held.conn)
         return Connect(True, stale) if stale else CONNECT_KEEP
 
     def _resumed(self, session: object, key: Key, now: float, *, token_update: bool) -> Reuse[Conn] | Connect:
         """The connection this device session left open after its last answer, if it is still usable: a
         command session's for its next request, an Authenticate's for the TokenUpdate only."""
-        keep = not token_update  # the pair is over after the TokenUpdate; a command session may go on
-        parked = self._parked.get(session)
-        if parked is None or (token_update and not parked.token_update):
+        held = self._parked.get(session)
+        if held is None or (token_update and not held.token_update):
             # A check-in never takes a command session's connection: that session goes on.
             return CONNECT_CLOSE if token_update else CONNECT_KEEP
         del self._parked[session]
-        del self._sessions[parked.conn]
+        held.session = None
         # Same server, whatever the device trusts now: a profile installed mid-session may add roots, but this
         # connection's server was verified when it opened (iOS keeps the session's connection too). The
         # Authenticate's connection was for its TokenUpdate only.
-        if (parked.token_update == token_update and parked.key[0] == key[0] and parked.key[1] == key[1]
-                and now - parked.since < IDLE_REUSE):
-            return Reuse(parked.conn, keep)
-        return Connect(keep, (parked.conn,))
+        if (held.token_update == token_update and held.key[0] == key[0] and held.key[1] == key[1]
+                and now - held.since < IDLE_REUSE):
+            # The pair is over after the TokenUpdate; a command session may go on.
+            return Reuse(held.conn, False) if token_update else held.reuse
+        self.on_closed(held.conn)
+        return Connect(not token_update, (held.conn,))
 
     def _park(self, conn: Conn, session: object, key: Key, now: float, *, token_update: bool) -> Park:
+        held = self._hold(conn, key)
         previous = self._parked.get(session)
         close: tuple[Any, ...] = ()
         if previous is not None:  # two requests of one device at once (never in a session): keep one
-            del self._sessions[previous.conn]
             close = (previous.conn,)
-        self._parked[session] = _Parked(conn, key, now, token_update)
-        self._sessions[conn] = session
-        return Park(session, token_update, close)
+            self.on_closed(previous.conn)
+        held.since, held.session, held.token_update = now, session, token_update
+        self._parked[session] = held
+        if token_update or close:
+            return Park(session, token_update, close)
+        if held.park is None or held.park.session is not session:
+            held.park = Park(session)
+        return held.park
+
+    def _hold(self, conn: Conn, key: Key) -> _Held[Conn]:
+        held = self._held.get(conn)
+        if held is None:
+            held = self._held[conn] = _Held(conn, key)
+        return held
+
+    def _forget(self, held: _Held[Conn]) -> None:
+        held.closed = True
+        if held.session is not None:
+            del self._parked[held.session]
+            held.session = None

@@ -216,7 +216,8 @@ class HTTPSTransport:
         return self.policy.parked
 
     def _unpark(self, client: _HTTPClient) -> None:
-        # The server closed an idle connection (its idle timeout): forget it now, not at the next request.
+        # A connection closed with no request on it (the server's idle timeout): forget it now, not at the next
+        # request.
         self.policy.on_closed(client)
 
     def _connect(self, exchange: _Request) -> None:
@@ -283,6 +284,7 @@ class HTTPSTransport:
         self._finish(exchange, reply)
 
     def _lost(self, client: _HTTPClient, exchange: _Request, error: TransportError) -> None:
+        self.policy.on_closed(client)  # a kept connection that failed while reused: the policy holds it still
         if client.transport is not None:
             client.transport.abortConnection()
         if client.reused and not client.answered and exchange.timer is not None:

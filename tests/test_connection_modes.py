@@ -218,6 +218,14 @@ def test_two_requests_of_one_device_at_once_keep_one_connection():
     assert fleet.policy.parked == 1 and fleet.send(ALICE) == (Reuse(1, keep=True), 1)
 
 
+@pytest.mark.parametrize("mode", [PER_SESSION, KEEP_ALIVE])
+def test_reusing_and_keeping_a_connection_again_makes_no_new_decision(mode):
+    # The fleet's hot path: after a connection's first reuse, its decisions are the ones made before.
+    fleet = _Transport(mode)
+    steps = [fleet.exchange(ALICE) for _ in range(4)]
+    assert steps[2][0] is steps[1][0] is steps[3][0] and steps[2][2] is steps[1][2] is steps[3][2]
+
+
 def test_drain_hands_back_every_open_connection_kept_and_forgets_them():
     fleet = _Transport(PER_SESSION)
     fleet.exchange(ALICE)
@@ -233,7 +241,8 @@ def test_drain_hands_back_every_open_connection_kept_and_forgets_them():
 
 # Weighted towards what makes a connection reusable (200, kept, soon), so that reuse is tried often.
 _OPERATIONS = st.lists(st.tuples(
-    st.sampled_from(["send", "send", "answer", "answer", "server closes"]), st.sampled_from([ALICE, ALICE, BOB, None]),
+    st.sampled_from(["send", "send", "answer", "answer", "server closes", "lost"]),
+    st.sampled_from([ALICE, ALICE, BOB, None]),
     st.sampled_from(list(RequestKind)), st.sampled_from([200, 200, 200, 401]), st.booleans(),
     st.sampled_from([True, True, True, False]), st.sampled_from([0.5, 0.5, 5.0, IDLE_REUSE + 1])),
     min_size=10, max_size=80)
@@ -288,6 +297,11 @@ def _check_invariants(mode: ConnectionMode, operations: list[tuple]) -> None:
                 assert answer == CLOSE
         elif operation == "server closes" and idle:
             closed([sorted(idle)[status % len(idle)]])
+        elif operation == "lost" and in_flight:  # failed before its answer: the transport tells the policy
+            policy.on_closed(next(iter(in_flight)))
+            del in_flight[next(iter(in_flight))]
+        # What the policy remembers is only ever open connections: nothing leaks over a long run.
+        assert set(policy._held) <= set(idle) | set(in_flight)
     assert policy.parked == (len(idle) if mode is PER_SESSION else 0)
     assert sorted(policy.drain()) == sorted(idle)  # exactly the open connections waiting for a request
 
