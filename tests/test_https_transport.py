@@ -283,7 +283,7 @@ def test_a_server_named_by_a_host_name_is_reached_through_the_reactors_resolver(
         reply = yield HTTPSTransport(reactor).send(_request(url), (server.ca.certificate,))
         assert reply.status == 400 and b"Mdm-Signature" in reply.body  # resolved in a thread, then over TLS
     finally:
-        yield server.stop()
+        yield server.stopService()
 
 
 @pytest.mark.parametrize("url", ["http://127.0.0.1/mdm", "ftp://x/"])
