@@ -204,7 +204,8 @@ class ConnectionPolicy(Generic[Conn]):
 
     def _pooled(self, key: Key, now: float) -> Reuse[Conn] | Connect:
         """A kept-alive connection idle for less than IDLE_REUSE (servers close theirs after ~30 s)."""
-        idle, stale = self._pool.get(key), ()
+        idle = self._pool.get(key)
+        stale: tuple[Any, ...] = ()
         while idle:
             held = idle.pop()
             if held.closed:
