@@ -12,6 +12,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
+from typing import TypedDict
 
 from mdm_protocol.checkin import Authenticate, CheckOut, TokenUpdate, encode_checkin
 from mdm_protocol.errors import HTTP_TRANSACTION, INSTALLATION, ErrorChainItem, ProtocolError, error_chain
@@ -61,6 +62,11 @@ class _Pending:
     attempt: int = 0
 
 
+class _Ids(TypedDict):
+    udid: str | None
+    enrollment_id: str | None
+
+
 @dataclass
 class _Enrollment:
     profile_identifier: str
@@ -98,6 +104,12 @@ class DeviceMachine:
         self._idle_body: bytes | None = None
 
     @property
+    def _current(self) -> _Enrollment:
+        enrollment = self.enrollment
+        assert enrollment is not None, "called only while an enrollment profile is installed"
+        return enrollment
+
+    @property
     def _rng(self) -> random.Random:
         if self._random is None:  # 2.9 KB of Mersenne Twister state a device may never need
             self._random = device_rng(self._seed, self.facts.index, "behaviour")
@@ -111,7 +123,7 @@ class DeviceMachine:
             return [fx.Log(f"already {self.phase.value}; enrollment profile ignored")]
         version = self.facts.os_version
         result = self.profiles.install(profile, os_version=version, now=_when(now), managed=False)
-        if not result.ok:
+        if not result.ok or result.profile is None:
             self.phase = Phase.FAILED
             return [fx.EnrollmentFailed(result.error_chain, "enrollment profile refused")]
         mdm = [p for p in result.profile.payloads if p.get("PayloadType") == MDM_PAYLOAD]
@@ -193,28 +205,28 @@ class DeviceMachine:
     def _authenticate(self) -> Authenticate:
         facts, user_enrolled = self.facts, self.facts.kind is DeviceKind.USER_ENROLLMENT
         return Authenticate(
-            topic=self.enrollment.topic, udid=facts.udid, enrollment_id=facts.enrollment_id,
+            topic=self._current.topic, udid=facts.udid, enrollment_id=facts.enrollment_id,
             os_version=str(facts.os_version), build_version=facts.build_version,
             product_name=facts.product_name, serial_number=None if user_enrolled else facts.serial_number,
         )
 
     def _token_update(self) -> TokenUpdate:
         return TokenUpdate(
-            topic=self.enrollment.topic, udid=self.facts.udid, enrollment_id=self.facts.enrollment_id,
+            topic=self._current.topic, udid=self.facts.udid, enrollment_id=self.facts.enrollment_id,
             token=self.push_token, push_magic=self.push_magic,
         )
 
     def _check_out(self) -> CheckOut:
-        return CheckOut(topic=self.enrollment.topic, **self._ids())
+        return CheckOut(topic=self._current.topic, **self._ids())
 
     def _send_checkin(self, message: Authenticate | TokenUpdate | CheckOut, kind: RequestKind, now: float
                       ) -> fx.SendRequest:
         body = encode_checkin(message)
-        return self._send(self.enrollment.check_in_url, fx.CHECKIN_TYPE, body, message.message_type, kind, now)
+        return self._send(self._current.check_in_url, fx.CHECKIN_TYPE, body, message.message_type, kind, now)
 
     def _authenticated(self, pending: _Pending, body: bytes, now: float) -> list[fx.Effect]:
         self.phase = Phase.TOKEN_UPDATING
-        return [fx.RegisterPush(self.push_token, self.enrollment.topic),
+        return [fx.RegisterPush(self.push_token, self._current.topic),
                 self._send_checkin(self._token_update(), RequestKind.TOKEN_UPDATE, now)]
 
     def _token_updated(self, pending: _Pending, body: bytes, now: float) -> list[fx.Effect]:
@@ -226,7 +238,7 @@ class DeviceMachine:
 
     def _untrusted_server(self, now: float) -> list[fx.Effect]:
         # iOS refuses SSL with an untrusted certificate: the MDM payload fails and the profile is rolled back.
-        enrollment = self.enrollment
+        enrollment = self._current
         chain = error_chain(
             (INSTALLATION[4001], f"The payload “{enrollment.display_name}” could not be installed."),
             (HTTP_TRANSACTION[23002], f"The server certificate for “{enrollment.check_in_url}” is invalid."),
@@ -237,12 +249,12 @@ class DeviceMachine:
         # A check-in that never succeeds fails the MDM payload as an untrusted server does: rolled back, so the
         # device is not left "authenticating" for good and takes the next enrollment profile.
         chain = error_chain(
-            (INSTALLATION[4001], f"The payload “{self.enrollment.display_name}” could not be installed."))
+            (INSTALLATION[4001], f"The payload “{self._current.display_name}” could not be installed."))
         return self._enrollment_failed(chain, f"{pending.request.message} gave up after {reason}", now)
 
     def _enrollment_failed(self, chain: tuple[ErrorChainItem, ...], reason: str, now: float) -> list[fx.Effect]:
         self._pending = None
-        self.profiles.remove(self.enrollment.profile_identifier, by_mdm=False)
+        self.profiles.remove(self._current.profile_identifier, by_mdm=False)
         self.phase = Phase.FAILED
         return [fx.EnrollmentFailed(chain, reason), *self._refresh_readiness(now)]
 
@@ -253,7 +265,7 @@ class DeviceMachine:
         self._last_status = Status.IDLE
         if self._idle_body is None:  # the same bytes every session
             self._idle_body = encode_report(CommandReport(Status.IDLE, **self._ids()))
-        return [self._send(self.enrollment.server_url, fx.CONNECT_TYPE, self._idle_body, "Idle", RequestKind.REPORT,
+        return [self._send(self._current.server_url, fx.CONNECT_TYPE, self._idle_body, "Idle", RequestKind.REPORT,
                            now, recurring=True)]
 
     def _session_answer(self, pending: _Pending, body: bytes, now: float) -> list[fx.Effect]:
@@ -278,6 +290,7 @@ class DeviceMachine:
         refreshed = self._refresh_readiness(now) if changes_profiles else []
         send = self._send_report(report, f"{command.request_type}:{answer.status.value}", now)
         if self.behaviour.duplicate_rate and self._rng.random() < self.behaviour.duplicate_rate:
+            assert self._pending is not None  # set by _send_report just above
             self._pending.duplicate = True
         return [handled, *refreshed, send]
 
@@ -300,17 +313,18 @@ class DeviceMachine:
 
     # Requests, retries, readiness ---------------------------------------------------------------------
 
-    def _ids(self) -> dict[str, str | None]:
+    def _ids(self) -> _Ids:
         return {"udid": self.facts.udid, "enrollment_id": self.facts.enrollment_id}
 
     def _send_report(self, report: CommandReport, message: str, now: float) -> fx.SendRequest:
         body = encode_report(report)
-        return self._send(self.enrollment.server_url, fx.CONNECT_TYPE, body, message, RequestKind.REPORT, now)
+        return self._send(self._current.server_url, fx.CONNECT_TYPE, body, message, RequestKind.REPORT, now)
 
     def _send(self, url: str, content_type: str, body: bytes, message: str, kind: RequestKind, now: float,
               recurring: bool = False) -> fx.SendRequest:
         self._next_id += 1
-        identity = self.profiles.keychain.identity(self.enrollment.identity_uuid)
+        identity = self.profiles.keychain.identity(self._current.identity_uuid)
+        assert identity is not None, "enrollment checked the identity; only removing the profile drops it"
         signature = self.signer(body, identity, now, recurring)
         request = fx.SendRequest(self._next_id, url, content_type, body, signature, message)
         self._pending = _Pending(request, kind)
@@ -347,7 +361,7 @@ class DeviceMachine:
     def _refresh_readiness(self, now: float) -> list[fx.Effect]:
         version = self.facts.os_version
         current = fleet_readiness(self.profiles, os_version=version, now=_when(now), choices=self.choices)
-        changed = [fx.ReadinessChanged(account, record) for account, record in sorted(current.items())
+        changed: list[fx.Effect] = [fx.ReadinessChanged(account, record) for account, record in sorted(current.items())
                    if self.readiness.get(account) != record]
         self.readiness = current
         return changed

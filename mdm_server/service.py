@@ -117,8 +117,9 @@ class MDMService:
         return response
 
     def _checkin(self, identity: DeviceIdentity, message: CheckinMessage) -> Response:
-        if getattr(message, "topic", self.topic) != self.topic:
-            return Response.refuse(f"topic {message.topic!r} is not this server's topic")
+        topic = getattr(message, "topic", self.topic)
+        if topic != self.topic:
+            return Response.refuse(f"topic {topic!r} is not this server's topic")
         try:
             if isinstance(message, Authenticate):
                 return self._authenticate(identity, message)
@@ -203,8 +204,10 @@ class MDMService:
             if not visit.pending:
                 return OK  # the hot case: nothing queued, nothing more to read or write
             return self._answer(device_id, report.status, self.storage.report_and_fetch(device_id, now=now))
+        assert report.command_uuid is not None  # decode_report requires a CommandUUID on every non-Idle status
         reported = Reported(report.command_uuid, CommandStatus(report.status.value), body)
         exchange = self.storage.report_and_fetch(device_id, reported, now=now, stop_if=_changes_inventory)
+        assert exchange.outcome is not None  # storage always says how it took a report it was given
         self._take(device_id, report, exchange.outcome)
         if exchange.stopped:  # after an inventory result: what labels queued goes first
             exchange = self.storage.report_and_fetch(device_id, now=now)

@@ -43,6 +43,8 @@ class ClientTLS:
         self.context = ssl.CertificateOptions(trustRoot=trust).getContext()
         if groups is not None:
             set_groups(self.context, groups)
+        self._service: DNS_ID | IPAddress_ID
+        self._server_name: bytes | None
         try:
             ipaddress.ip_address(hostname)
             self._service, self._server_name = IPAddress_ID(hostname), None  # no SNI for an address
@@ -121,6 +123,8 @@ class TLSLink(Protocol):
     `loseConnection`, `abortConnection` and `getHandle` here, and gets `connectionMade`, `dataReceived` and
     `connectionLost` back. Writes made before the handshake completes leave with the client's Finished."""
 
+    transport: Any  # a TCP transport: ITCPTransport's abortConnection and ISystemHandle's getHandle are used
+
     def __init__(self, tls: ClientTLS, app: Any) -> None:
         self.tls, self.app = tls, app
         self.connection: SSL.Connection | None = None
@@ -193,7 +197,7 @@ class TLSLink(Protocol):
     def verification_failed(self, reason: str) -> None:
         self.failure = Failure(UntrustedServerError(reason))
 
-    def connectionLost(self, reason: Failure = None) -> None:
+    def connectionLost(self, reason: Failure | None = None) -> None:
         if self.lost:
             return
         self.lost = True
