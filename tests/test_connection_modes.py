@@ -30,6 +30,7 @@ from device_sim.effects import CHECKIN_TYPE, CONNECT_TYPE, SendRequest
 from device_sim.https_transport import ConnectionMode, ConnectionModeError, HTTPSTransport
 from device_sim.transport import Reply
 from mdm_server.ca import CertificateAuthority
+from mdm_wire.http1_server import RequestReader, Route
 
 LAST = b"last"  # a body the test server answers with nothing: the end of the device's session
 COMMAND, AUTHENTICATE, TOKEN_UPDATE, CHECKIN = (RequestKind.COMMAND, RequestKind.AUTHENTICATE,
@@ -329,28 +330,25 @@ class _SessionServer(protocol.Protocol):
     connection carried which body and the Connection header it came with."""
 
     def connectionMade(self) -> None:
-        self.buffer, self.number = b"", len(self.factory.connections)
+        self.reader, self.number = RequestReader(body_limit=1 << 20), len(self.factory.connections)
         self.factory.connections.append(self)
         self.factory.open += 1
 
     def dataReceived(self, data: bytes) -> None:
-        self.buffer += data
-        while b"\r\n\r\n" in self.buffer:
-            head, _, rest = self.buffer.partition(b"\r\n\r\n")
-            fields = dict(line.split(b": ", 1) for line in head.lower().split(b"\r\n")[1:])
-            length = int(fields[b"content-length"])
-            if len(rest) < length:
-                return
-            body, self.buffer = rest[:length], rest[length:]
-            self.factory.seen.append((self.number, body, fields.get(b"connection")))
+        request = self.reader.feed(data)  # the project's one HTTP/1.1 codec reads the requests here too
+        while request is not None:
+            assert request.head.route is Route.DEVICE, "the transport sent a request the device path refuses"
+            body = request.body
+            self.factory.seen.append((self.number, body, request.head.headers.get(b"connection")))
             if body.startswith(b"status "):
                 status = int(body.split()[1])
                 self.transport.write(b"HTTP/1.1 %d No\r\nContent-Length: 2\r\n\r\nno" % status)
-                continue
-            answer = b"" if body == LAST else b"command %d" % len(self.factory.seen)
-            self.transport.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(answer), answer))
-            if body == b"answer then close":
-                self.transport.loseConnection()
+            else:
+                answer = b"" if body == LAST else b"command %d" % len(self.factory.seen)
+                self.transport.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(answer), answer))
+                if body == b"answer then close":
+                    self.transport.loseConnection()
+            request = self.reader.feed(b"")
 
     def connectionLost(self, reason=None) -> None:
         self.factory.open -= 1
@@ -385,7 +383,7 @@ def server():
     factory = _Factory()
     port = reactor.listenSSL(0, factory, ssl.CertificateOptions(privateKey=key, certificate=certificate),
                              interface="127.0.0.1")
-    factory.url = f"https://127.0.0.1:{port.getHost().port}/mdm"
+    factory.url = f"https://127.0.0.1:{port.getHost().port}/mdm/connect"
     factory.roots = (ca.certificate,)
     yield factory
     port.stopListening()
