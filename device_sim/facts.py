@@ -14,6 +14,8 @@ from faker import Faker
 
 from mdm_protocol.osversion import OSVersion
 
+from .catalogue import Kind, Model, build_of, models_running, release
+
 
 class DeviceKind(StrEnum):
     IPHONE = "iphone"
@@ -22,28 +24,11 @@ class DeviceKind(StrEnum):
     USER_ENROLLMENT = "user-enrollment"  # BYOD: EnrollmentID instead of UDID, no serial (iOS 13+)
 
 
-# Real build numbers of the releases fleets are usually made of; other versions get a plausible one.
-BUILDS = {
-    "9.3.3": "13G34", "9.3.5": "13G36", "10.0.1": "14A403", "10.3": "14E277", "10.3.3": "14G60",
-    "11.4": "15F79", "12.0": "16A366", "12.5.7": "16H81", "13.0": "17A577", "14.0": "18A373",
-    "15.0": "19A346", "16.0": "20A362", "17.0": "21A329", "17.5": "21F79", "18.0": "22A3354", "18.1": "22B83",
+# The hardware family each kind of device is drawn from (device_sim/catalogue.py holds the models and builds).
+FAMILY = {
+    DeviceKind.IPHONE: Kind.IPHONE, DeviceKind.IPAD: Kind.IPAD, DeviceKind.SHARED_IPAD: Kind.IPAD,
+    DeviceKind.USER_ENROLLMENT: Kind.IPHONE,
 }
-# (ProductName, ModelName, model number, first iOS, last iOS): a device must be able to run its OS version.
-HARDWARE = {
-    DeviceKind.IPHONE: [
-        ("iPhone8,1", "iPhone", "MKQK2LL/A", "9.0", "15.99"),
-        ("iPhone10,4", "iPhone", "MQ6H2LL/A", "11.0", "16.99"),
-        ("iPhone12,1", "iPhone", "MWL72LL/A", "13.0", "18.99"),
-        ("iPhone15,2", "iPhone", "MQ0T3LL/A", "16.0", "18.99"),
-    ],
-    DeviceKind.IPAD: [
-        ("iPad2,5", "iPad", "MD528LL/A", "6.0", "9.3.99"),
-        ("iPad6,11", "iPad", "MP2F2LL/A", "10.2", "16.99"),
-        ("iPad13,18", "iPad", "MPQ03LL/A", "16.0", "18.99"),
-    ],
-}
-HARDWARE[DeviceKind.SHARED_IPAD] = HARDWARE[DeviceKind.IPAD]
-HARDWARE[DeviceKind.USER_ENROLLMENT] = HARDWARE[DeviceKind.IPHONE]
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +53,8 @@ class DeviceFacts:
     device_name: str
     user: SimUser
     supervised: bool
+    marketing_name: str = ""  # "iPhone 17 Pro"; what a person, not the protocol, calls the model
+    capacity_gb: float = 128.0  # DeviceCapacity, GB base 10
 
     @property
     def device_id(self) -> str:
@@ -87,11 +74,11 @@ _SERIAL_CHARS = "CDFGHJKLMNPQRTVWXY0123456789"
 def make_facts(
     seed: int, index: int, os_version: OSVersion | str, kind: DeviceKind = DeviceKind.IPHONE
 ) -> DeviceFacts:
-    version = OSVersion.parse(str(os_version))
+    version = release(os_version)  # UnsupportedVersion (a ValueError) for a release the simulator does not know
     if kind is DeviceKind.USER_ENROLLMENT and version < OSVersion.parse("13.0"):
         raise ValueError(f"User Enrollment needs iOS 13 or later, not {version}")
     rng = device_rng(seed, index, "facts")
-    product, model_name, model_number = _hardware(kind, version, rng)
+    model = _hardware(kind, version, rng)
     _FAKER.seed_instance(rng.getrandbits(64))
     first, last = _FAKER.first_name(), _FAKER.last_name()
     name = f"{first} {last}"
@@ -101,24 +88,17 @@ def make_facts(
     enrollment_id = f"{rng.getrandbits(128):032X}" if kind is DeviceKind.USER_ENROLLMENT else None
     serial = None if kind is DeviceKind.USER_ENROLLMENT else "".join(rng.choices(_SERIAL_CHARS, k=12))
     return DeviceFacts(
-        index=index, kind=kind, os_version=version, build_version=_build(version, rng), product_name=product,
-        model_name=model_name, model_number=model_number, udid=udid, enrollment_id=enrollment_id,
-        serial_number=serial, device_name=f"{first}'s {model_name}", user=user,
+        index=index, kind=kind, os_version=version, build_version=build_of(version, model.product_name),
+        product_name=model.product_name, model_name=model.kind.value, model_number=model.model_number,
+        udid=udid, enrollment_id=enrollment_id, serial_number=serial,
+        device_name=f"{first}'s {model.kind.value}", user=user,
         supervised=kind is DeviceKind.SHARED_IPAD or rng.random() < 0.5,
+        marketing_name=model.marketing_name, capacity_gb=model.capacity_gb,
     )
 
 
-def _hardware(kind: DeviceKind, version: OSVersion, rng: random.Random) -> tuple[str, str, str]:
-    fitting = [h for h in HARDWARE[kind] if OSVersion.parse(h[3]) <= version <= OSVersion.parse(h[4])]
+def _hardware(kind: DeviceKind, version: OSVersion, rng: random.Random) -> Model:
+    fitting = models_running(FAMILY[kind], version)
     if not fitting:
         raise ValueError(f"no {kind.value} hardware runs iOS {version}")
-    product, model_name, model_number, _, _ = rng.choice(fitting)
-    return product, model_name, model_number
-
-
-def _build(version: OSVersion, rng: random.Random) -> str:
-    known = BUILDS.get(str(version))
-    if known:
-        return known
-    letter = "ABCDEFGH"[min(version.minor, 7)]
-    return f"{version.major + 4}{letter}{rng.randint(10, 99)}"
+    return rng.choice(fitting)

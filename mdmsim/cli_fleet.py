@@ -13,7 +13,7 @@ from typing import Any
 from rich.console import Console
 
 from device_sim.enroll_fetch import fetch_enrollment, with_user
-from device_sim.fleet import DEFAULT_KINDS, DEFAULT_OS_MIX, Fleet, FleetSpec, parse_mix
+from device_sim.fleet import DEFAULT_KINDS, DEFAULT_OS_MIX, Fleet, FleetSpec, parse_mix, parse_os_mix
 from device_sim.fleet_ramp import EnrollmentRamp
 from device_sim.https_transport import ConnectionMode, HTTPSTransport
 from device_sim.push_link_client import PushLinkClient
@@ -24,6 +24,13 @@ from mdm_world.durations import parse_duration
 
 def _mix_text(mix) -> str:
     return ",".join(f"{name}:{weight}" for name, weight in mix)
+
+
+def _os_mix(text: str):
+    try:
+        return parse_os_mix(text)
+    except ValueError as exc:  # argparse shows this text, not a traceback; it names the simulated versions
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -38,7 +45,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="HOST:PORT of the server's push link ('none' if the server pushes otherwise)")
     parser.add_argument("--devices", type=int, default=100, help="number of devices")
     parser.add_argument("--seed", type=int, default=1, help="fleet seed: same seed, same devices")
-    parser.add_argument("--os-mix", type=parse_mix, default=DEFAULT_OS_MIX,
+    parser.add_argument("--os-mix", type=_os_mix, default=DEFAULT_OS_MIX,
                         help=f"iOS versions with weights (default {_mix_text(DEFAULT_OS_MIX)})")
     parser.add_argument("--kinds", type=parse_mix, default=DEFAULT_KINDS,
                         help=f"device kinds with weights (default {_mix_text(DEFAULT_KINDS)}; also "

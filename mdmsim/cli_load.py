@@ -13,7 +13,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from device_sim.fleet import DEFAULT_KINDS, DEFAULT_OS_MIX, parse_mix
+from device_sim.fleet import DEFAULT_KINDS, DEFAULT_OS_MIX, parse_mix, parse_os_mix
 from mdm_world.durations import parse_duration
 
 from .cli_fleet import add_connection_arguments
@@ -40,11 +40,15 @@ def _fraction(text: str) -> float:
     return value
 
 
-def _mix(text: str):
+def _mix(text: str, parse=parse_mix):
     try:
-        return parse_mix(text)
-    except ValueError as exc:
+        return parse(text)
+    except ValueError as exc:  # an unknown iOS version's message names the simulated ones
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _os_mix(text: str):
+    return _mix(text, parse_os_mix)
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -66,7 +70,7 @@ def _run_arguments(parser: argparse.ArgumentParser) -> None:
     fleet.add_argument("--processes", type=int, default=1,
                        help="fleet worker processes; their statistics are merged (default 1)")
     fleet.add_argument("--seed", type=int, default=1, help="fleet seed: same seed, same devices")
-    fleet.add_argument("--os-mix", type=_mix, default=DEFAULT_OS_MIX, help="iOS versions with weights")
+    fleet.add_argument("--os-mix", type=_os_mix, default=DEFAULT_OS_MIX, help="iOS versions with weights")
     fleet.add_argument("--kinds", type=_mix, default=DEFAULT_KINDS, help="device kinds with weights")
 
 def _work_arguments(parser: argparse.ArgumentParser) -> None:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from device_sim.catalogue import release
 from device_sim.fleet import DEFAULT_KINDS, DEFAULT_OS_MIX
 
 from . import summary
@@ -59,6 +60,10 @@ class LoadOptions:
     os_mix: tuple[tuple[str, int], ...] = DEFAULT_OS_MIX
     kinds: tuple[tuple[str, int], ...] = DEFAULT_KINDS
     tick: float = 1.0
+
+    def __post_init__(self) -> None:
+        for version, _ in self.os_mix:
+            release(version)  # an unknown iOS is refused here, not by every worker after the run has begun
 
     def public(self) -> dict[str, Any]:
         """The options as recorded in the report (no password, no profile bytes)."""
