@@ -20,10 +20,6 @@ NEVER_NOT_NOW = frozenset({
     "ProvisioningProfileList", "InstalledApplicationList", "Restrictions",
 })
 CERTIFICATE_LIST_NOT_NOW_FROM = OSVersion.parse("15.4")
-INSTALLED_APPS = (
-    ("com.apple.mobilemail", "Mail", "3731.500"), ("com.microsoft.Office.Outlook", "Outlook", "4.2413.0"),
-    ("com.mobileiron.phoenix", "Mobile@Work", "12.11.0"), ("com.apple.mobilesafari", "Safari", "8617.2.4"),
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,13 +71,3 @@ def _device_information_values(facts: DeviceFacts) -> dict[str, Any]:
     if facts.kind in (DeviceKind.IPAD, DeviceKind.SHARED_IPAD) and facts.os_version >= MULTI_USER_SINCE:
         values["IsMultiUser"] = facts.kind is DeviceKind.SHARED_IPAD  # how a server tells a Shared iPad
     return values
-
-
-def installed_applications(identifiers: list[str] | None) -> Answer:
-    apps = [
-        {"Identifier": bundle, "Name": name, "Version": version, "ShortVersion": version,
-         "BundleSize": 52_000_000, "DynamicSize": 3_000_000, "IsValidated": True, "Installing": False}
-        for bundle, name, version in INSTALLED_APPS
-        if not identifiers or bundle in identifiers
-    ]
-    return Answer(Status.ACKNOWLEDGED, extra={"InstalledApplicationList": apps})

@@ -1,11 +1,13 @@
-"""Runs one MDM command on a simulated device: checks its keys, applies NotNow rules, then answers it.
+"""Runs one MDM command on a simulated device: is it available there, are its keys right, NotNow, then the answer.
 
-The answer becomes the device's report; profile changes go through the device's install rules.
+The answer becomes the device's report; profile changes go through the device's install rules, other changes
+through its `DeviceState`. Each request type's answer is one entry of `ANSWERS`.
 """
 
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -13,9 +15,11 @@ from mdm_protocol.commands import UnknownRequestType, check_command
 from mdm_protocol.errors import MessageError
 from mdm_protocol.report import Command, Status
 
-from . import answers
+from . import answers, app_commands, device_commands
 from .answers import Answer
 from .behaviour import Behaviour
+from .command_table import available
+from .device_state import DeviceState
 from .facts import DeviceFacts
 from .profiles import DeviceProfiles
 
@@ -28,6 +32,7 @@ class CommandContext:
     behaviour: Behaviour
     rng: random.Random
     now: float
+    state: DeviceState
 
     @property
     def when(self) -> datetime:
@@ -35,6 +40,9 @@ class CommandContext:
 
 
 def answer_command(command: Command, context: CommandContext) -> Answer:
+    if not available(command.request_type, context.facts):
+        # Not on this release, kind or supervision: iOS answers exactly as for a request type it never heard of.
+        return answers.unknown_request_type(command.request_type)
     try:
         check_command(command)
     except UnknownRequestType:
@@ -50,24 +58,50 @@ def answer_command(command: Command, context: CommandContext) -> Answer:
     return _run(command, context)
 
 
+def _install_profile(command: Command, context: CommandContext) -> Answer:
+    result = context.profiles.install(command.keys["Payload"], os_version=context.facts.os_version, now=context.when)
+    return Answer(Status.ACKNOWLEDGED) if result.ok else Answer(Status.ERROR, result.error_chain)
+
+
+def _remove_profile(command: Command, context: CommandContext) -> Answer:
+    removed = context.profiles.remove(command.keys["Identifier"])
+    return Answer(Status.ACKNOWLEDGED) if removed.ok else Answer(Status.ERROR, removed.error_chain)
+
+
+def _profile_list(command: Command, context: CommandContext) -> Answer:
+    items = context.profiles.profile_list_items(os_version=context.facts.os_version,
+                                                managed_only=command.keys.get("ManagedOnly", False))
+    return Answer(Status.ACKNOWLEDGED, extra={"ProfileList": [item.to_plist() for item in items]})
+
+
+def _certificate_list(command: Command, context: CommandContext) -> Answer:
+    items = context.profiles.certificate_list_items(managed_only=command.keys.get("ManagedOnly", False))
+    return Answer(Status.ACKNOWLEDGED, extra={"CertificateList": [item.to_plist() for item in items]})
+
+
+def _device_information(command: Command, context: CommandContext) -> Answer:
+    return answers.device_information(context.facts, list(command.keys["Queries"]))
+
+
+Handler = Callable[[Command, CommandContext], Answer]
+ANSWERS: dict[str, Handler] = {
+    "InstallProfile": _install_profile, "RemoveProfile": _remove_profile, "ProfileList": _profile_list,
+    "CertificateList": _certificate_list, "DeviceInformation": _device_information,
+    "SecurityInfo": device_commands.security_info, "DeviceLock": device_commands.device_lock,
+    "EraseDevice": device_commands.erase_device, "ClearPasscode": device_commands.clear_passcode,
+    "ClearRestrictionsPassword": device_commands.clear_restrictions_password,
+    "RestartDevice": device_commands.restart_device, "ShutDownDevice": device_commands.restart_device,
+    "EnableLostMode": device_commands.enable_lost_mode, "DisableLostMode": device_commands.disable_lost_mode,
+    "Restrictions": device_commands.restrictions, "Settings": device_commands.settings,
+    "AvailableOSUpdates": device_commands.available_os_updates,
+    "OSUpdateStatus": device_commands.os_update_status, "ScheduleOSUpdate": device_commands.schedule_os_update,
+    "InstalledApplicationList": app_commands.installed_application_list,
+    "ManagedApplicationList": app_commands.managed_application_list,
+    "InstallApplication": app_commands.install_application, "RemoveApplication": app_commands.remove_application,
+    "ProvisioningProfileList": app_commands.provisioning_profile_list,
+}
+
+
 def _run(command: Command, context: CommandContext) -> Answer:
-    keys, profiles = command.keys, context.profiles
-    match command.request_type:
-        case "InstallProfile":
-            result = profiles.install(keys["Payload"], os_version=context.facts.os_version, now=context.when)
-            return Answer(Status.ACKNOWLEDGED) if result.ok else Answer(Status.ERROR, result.error_chain)
-        case "RemoveProfile":
-            removed = profiles.remove(keys["Identifier"])
-            return Answer(Status.ACKNOWLEDGED) if removed.ok else Answer(Status.ERROR, removed.error_chain)
-        case "ProfileList":
-            items = profiles.profile_list_items(os_version=context.facts.os_version,
-                                                managed_only=keys.get("ManagedOnly", False))
-            return Answer(Status.ACKNOWLEDGED, extra={"ProfileList": [item.to_plist() for item in items]})
-        case "CertificateList":
-            items = profiles.certificate_list_items(managed_only=keys.get("ManagedOnly", False))
-            return Answer(Status.ACKNOWLEDGED, extra={"CertificateList": [item.to_plist() for item in items]})
-        case "DeviceInformation":
-            return answers.device_information(context.facts, list(keys["Queries"]))
-        case "InstalledApplicationList":
-            return answers.installed_applications(keys.get("Identifiers"))
-    return answers.unknown_request_type(command.request_type)
+    handler = ANSWERS.get(command.request_type)
+    return handler(command, context) if handler else answers.unknown_request_type(command.request_type)

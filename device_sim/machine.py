@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import random
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import TypedDict
@@ -21,6 +21,7 @@ from mdm_protocol.report import Command, CommandReport, Status, decode_server_re
 from . import effects as fx
 from .behaviour import Behaviour
 from .command_runner import CommandContext, answer_command
+from .device_state import DeviceState
 from .effects import WakeReason
 from .facts import DeviceFacts, DeviceKind, device_rng
 from .keychain import Keychain
@@ -84,6 +85,7 @@ class DeviceMachine:
         self.behaviour = behaviour or Behaviour()
         self.signer = signer
         self.profiles = DeviceProfiles(keychain=keychain or Keychain())
+        self.state = DeviceState.initial(facts)  # what commands change: name, lock, passcode, apps, settings
         self.choices = UserChoices()
         self.phase = Phase.NEW
         self.first_unlocked = self.behaviour.first_unlocked
@@ -183,6 +185,7 @@ class DeviceMachine:
     def unlock(self, now: float) -> list[fx.Effect]:
         """First unlock after boot: the keychain opens; commands deferred with NotNow can run now."""
         self.first_unlocked = True
+        self.state.locked = False
         return []
 
     def choose(self, account: str, now: float, **choice: object) -> list[fx.Effect]:
@@ -273,14 +276,30 @@ class DeviceMachine:
             command = decode_server_response(body)
         except ProtocolError as exc:
             return self._end_session(now, f"unreadable command: {exc.reason}")
+        if self.state.erase_due or self.state.restart_due:
+            return self._after_report(now)  # the report is in: the device wipes or restarts, the session ends
         if command is None:
             return self._end_session(now, "done")
         return self._run_command(command, now)
 
+    def _after_report(self, now: float) -> list[fx.Effect]:
+        self._in_session = False
+        if self.state.restart_due:
+            # Back before the first unlock: what needs the keychain waits (NotNow) until the user unlocks.
+            self.state.restart_due, self.state.locked, self.first_unlocked = False, True, False
+            return [fx.SessionEnded(self._session_commands, "restarted")]
+        # EraseDevice: everything installed goes, MDM with it; the device is as new and takes a new enrollment.
+        self.profiles = DeviceProfiles(keychain=Keychain())
+        self.state = DeviceState.initial(self.facts)
+        self.enrollment, self.phase, self._push_waiting = None, Phase.NEW, False
+        return [fx.SessionEnded(self._session_commands, "erased"), *self._refresh_readiness(now)]
+
     def _run_command(self, command: Command, now: float) -> list[fx.Effect]:
         context = CommandContext(self.facts, self.profiles, self.first_unlocked, self.behaviour, self._rng,
-                                 now)
+                                 now, self.state)
         answer = answer_command(command, context)
+        if self.state.device_name != self.facts.device_name:  # Settings DeviceName renamed the device
+            self.facts = replace(self.facts, device_name=self.state.device_name)
         report = CommandReport(answer.status, command_uuid=command.command_uuid,
                                error_chain=answer.error_chain, extra=answer.extra, **self._ids())
         self._session_commands += 1

@@ -47,6 +47,32 @@ REQUEST_KEYS: Mapping[str, tuple[RequestKey, ...]] = MappingProxyType({
         RequestKey("Identifiers", list, item=str), RequestKey("ManagedAppsOnly", bool),
         RequestKey("Items", list, item=str),
     ),
+    # The rest of the iOS set servers commonly send ([ADM] mdm/commands/*.yaml payloadkeys; iOS keys only).
+    "SecurityInfo": (),
+    "DeviceLock": (RequestKey("Message", str), RequestKey("PhoneNumber", str)),
+    "EraseDevice": (
+        RequestKey("PreserveDataPlan", bool), RequestKey("DisallowProximitySetup", bool),
+        RequestKey("ReturnToService", dict),
+    ),
+    "ClearPasscode": (RequestKey("UnlockToken", bytes, required=True),),
+    "Restrictions": (RequestKey("ProfileRestrictions", bool),),
+    "Settings": (RequestKey("Settings", list, required=True, item=dict),),
+    "ProvisioningProfileList": (RequestKey("ManagedOnly", bool),),
+    "ManagedApplicationList": (RequestKey("Identifiers", list, item=str),),
+    "InstallApplication": (
+        RequestKey("iTunesStoreID", int), RequestKey("Identifier", str), RequestKey("ManifestURL", str),
+        RequestKey("ManagementFlags", int), RequestKey("Options", dict), RequestKey("Configuration", dict),
+        RequestKey("Attributes", dict), RequestKey("ChangeManagementState", str),
+    ),
+    "RemoveApplication": (RequestKey("Identifier", str, required=True),),
+    "AvailableOSUpdates": (),
+    "OSUpdateStatus": (),
+    "ScheduleOSUpdate": (RequestKey("Updates", list, required=True, item=dict),),
+    "RestartDevice": (),
+    "ShutDownDevice": (),
+    "ClearRestrictionsPassword": (),
+    "EnableLostMode": (RequestKey("Message", str), RequestKey("PhoneNumber", str), RequestKey("Footnote", str)),
+    "DisableLostMode": (),
 })
 _KIND_NAMES = {str: "a string", bytes: "data (bytes)", bool: "a boolean", int: "an integer",
                list: "an array", dict: "a dictionary", tuple: "an array"}
@@ -91,6 +117,14 @@ def _check_values(request_type: str, keys: Mapping[str, Any]) -> None:
         unknown = set(keys.get("Items") or ()) - APPLICATION_ITEMS
         if unknown:
             raise MessageError(f"InstalledApplicationList: unknown Items {sorted(unknown)}")
+    if request_type == "InstallApplication" and not (keys.get("iTunesStoreID") or keys.get("Identifier")
+                                                     or keys.get("ManifestURL")):
+        raise MessageError("InstallApplication: needs iTunesStoreID, Identifier or ManifestURL")
+    if request_type == "Settings" and any(not isinstance(item.get("Item"), str) for item in keys["Settings"]):
+        raise MessageError("Settings: every item needs an Item string")
+    if request_type == "ScheduleOSUpdate" and any(
+            not isinstance(item.get("InstallAction"), str) for item in keys["Updates"]):
+        raise MessageError("ScheduleOSUpdate: every update needs an InstallAction string")
 
 
 def _build(request_type: str, command_uuid: str | None, **keys: Any) -> Command:

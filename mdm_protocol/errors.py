@@ -54,7 +54,7 @@ MC_CERTIFICATE = "MCCertificateErrorDomain"
 MC_EMAIL = "MCEmailErrorDomain"
 MC_EAS = "MCEASErrorDomain"
 MC_MDM = "MCMDMErrorDomain"
-MDM = "MDMErrorDomain"  # current iOS name for MCMDMErrorDomain (SPEC section 3)
+MDM = "MDMErrorDomain"  # what newer iOS reports for some MDM errors (RemoveApplication, micromdm/micromdm#841)
 MC_HTTP_TRANSACTION = "MCHTTPTransactionErrorDomain"
 
 
@@ -92,11 +92,13 @@ EAS = _known(MC_EAS, {
     21003: "No host", 21004: "Cannot create account", 21005: "Account not unique",
     21006: "Cannot decrypt certificate", 21007: "Cannot verify account", 21009: "No enabled data classes",
 })
-MDM_ERRORS = _known(MDM, {
-    12000: "Bad access rights", 12001: "Multiple MDM instances", 12012: "MDM replacement mismatch",
-    12013: "Profile not managed", 12021: "Not a valid request type",
-    12075: "Profile not installed",
-})
+# 12013, 12021 and 12075 as devices report them: MCMDMErrorDomain (commandment Errors/iOS-11.3.1-RemoveProfile-
+# Unmanaged.xml for 12013, micromdm/micromdm#970 for 12021); the install-rule codes keep their MDMErrorDomain.
+MDM_ERRORS = {
+    **_known(MDM, {12000: "Bad access rights", 12001: "Multiple MDM instances", 12012: "MDM replacement mismatch"}),
+    **_known(MC_MDM, {12013: "Profile not managed", 12021: "Not a valid request type",
+                      12075: "Profile not installed"}),
+}
 HTTP_TRANSACTION = _known(MC_HTTP_TRANSACTION, {23002: "Invalid server certificate"})
 
 

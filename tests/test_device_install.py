@@ -521,7 +521,7 @@ def test_a_payload_type_the_device_does_not_know_is_installed_but_not_read():
 def test_removing_a_profile_that_is_not_installed_is_12075_exactly():
     result = DeviceProfiles().remove("Fleet.WiFi")
     assert [item.to_plist() for item in result.error_chain] == [{
-        "ErrorCode": 12075, "ErrorDomain": "MDMErrorDomain",
+        "ErrorCode": 12075, "ErrorDomain": "MCMDMErrorDomain",  # as the 12013 capture
         "LocalizedDescription": "The profile “Fleet.WiFi” is not installed.",
         "USEnglishDescription": "The profile “Fleet.WiFi” is not installed.",
     }]
@@ -541,10 +541,10 @@ def test_mdm_removing_a_profile_the_user_installed_is_12013_as_the_device_corpus
     device = DeviceProfiles()
     device.install(profile_bytes(root(), identifier=identifier), os_version=IOS, now=NOW, managed=False)
     (item,) = device.remove(identifier).error_chain
-    # Same code and text; the domain is today's name for MCMDMErrorDomain (SPEC 3).
+    # Same code, domain and text as the real capture (issue #14: the device says MCMDMErrorDomain).
     assert (item.code, item.localized_description, item.us_english_description) == (
         expected["ErrorCode"], expected["LocalizedDescription"], expected["USEnglishDescription"])
-    assert (expected["ErrorDomain"], item.domain) == ("MCMDMErrorDomain", "MDMErrorDomain")
+    assert (expected["ErrorDomain"], item.domain) == ("MCMDMErrorDomain", "MCMDMErrorDomain")
     assert identifier in device
     assert device.remove(identifier, by_mdm=False).ok and identifier not in device
 

@@ -237,13 +237,13 @@ def test_install_profile_acknowledged_and_remove_of_absent_profile_is_12075(auth
     assert "com.example.root" in machine.profiles
     remove = remove_profile("com.example.absent")
     text = "The profile “com.example.absent” is not installed."
-    chain = (ErrorChainItem(12075, "MDMErrorDomain", text, text),)
+    chain = (ErrorChainItem(12075, "MCMDMErrorDomain", text, text),)
     assert machine.response(4, 200, encode_command(remove), T0) == [
         _handled(remove, Status.ERROR, chain), _report(machine, 5, T0, Status.ERROR, remove, error_chain=chain)]
 
 
 def test_unknown_and_malformed_commands(authority):
-    machine = _enrolled(authority)
+    machine = _enrolled(authority, os_version="27.0")  # iOS 27 removed OSUpdateStatus: 12021 as if never heard of
     machine.push(T0)
     unknown = Command("OSUpdateStatus")
     text = "“OSUpdateStatus” is not a valid request type."
