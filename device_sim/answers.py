@@ -12,7 +12,9 @@ from mdm_protocol.errors import MC_MDM, ErrorChainItem
 from mdm_protocol.osversion import OSVersion
 from mdm_protocol.report import Command, Status
 
-from .facts import DeviceFacts, DeviceKind
+from .device_information import Device, query_responses
+from .device_state import DeviceState
+from .facts import DeviceFacts
 
 # iOS never answers NotNow to these (SPEC section 2).
 NEVER_NOT_NOW = frozenset({
@@ -47,27 +49,8 @@ def may_answer_not_now(command: Command, os_version: OSVersion, first_unlocked: 
     return command.request_type in ("InstallProfile", "RemoveProfile")
 
 
-def device_information(facts: DeviceFacts, queries: list[str]) -> Answer:
-    known = _device_information_values(facts)
-    return Answer(Status.ACKNOWLEDGED, extra={"QueryResponses": {q: known[q] for q in queries if q in known}})
-
-
-MULTI_USER_SINCE = OSVersion.parse("9.3")  # Shared iPad's first release
-
-
-def _device_information_values(facts: DeviceFacts) -> dict[str, Any]:
-    values: dict[str, Any] = {
-        "DeviceName": facts.device_name, "OSVersion": str(facts.os_version),
-        "BuildVersion": facts.build_version, "ModelName": facts.model_name, "Model": facts.model_number,
-        "ModelNumber": facts.model_number,
-        "ProductName": facts.product_name, "DeviceCapacity": 128.0, "AvailableDeviceCapacity": 71.5,
-        "BatteryLevel": 0.8, "IsSupervised": facts.supervised, "TimeZone": "Europe/London",
-    }
-    if facts.udid:
-        values["UDID"] = facts.udid
-        values["EASDeviceIdentifier"] = facts.udid[:32].upper()
-    if facts.serial_number:
-        values["SerialNumber"] = facts.serial_number
-    if facts.kind in (DeviceKind.IPAD, DeviceKind.SHARED_IPAD) and facts.os_version >= MULTI_USER_SINCE:
-        values["IsMultiUser"] = facts.kind is DeviceKind.SHARED_IPAD  # how a server tells a Shared iPad
-    return values
+def device_information(facts: DeviceFacts, queries: list[str], state: DeviceState | None = None,
+                       push_token: bytes | None = None) -> Answer:
+    """DeviceInformation's answer (device_sim/device_information.py holds every query)."""
+    device = Device(facts, state or DeviceState.initial(facts), push_token)
+    return Answer(Status.ACKNOWLEDGED, extra={"QueryResponses": query_responses(device, queries)})

@@ -33,6 +33,7 @@ class CommandContext:
     rng: random.Random
     now: float
     state: DeviceState
+    push_token: bytes | None = None
 
     @property
     def when(self) -> datetime:
@@ -80,7 +81,8 @@ def _certificate_list(command: Command, context: CommandContext) -> Answer:
 
 
 def _device_information(command: Command, context: CommandContext) -> Answer:
-    return answers.device_information(context.facts, list(command.keys["Queries"]))
+    return answers.device_information(context.facts, list(command.keys["Queries"]), context.state,
+                                      context.push_token)
 
 
 Handler = Callable[[Command, CommandContext], Answer]

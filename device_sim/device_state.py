@@ -69,6 +69,7 @@ class DeviceState:
     organization: dict[str, str] | None = None
     apps: dict[str, InstalledApp] = field(default_factory=dict)
     scheduled_updates: dict[str, str] = field(default_factory=dict)  # ProductKey -> InstallAction
+    derived: dict[str, str] = field(default_factory=dict)  # identifiers DeviceInformation derived (IMEI, MACs)
     erase_due: bool = False  # EraseDevice acknowledged: wipe once the server has the report
     restart_due: bool = False
 

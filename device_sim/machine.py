@@ -296,7 +296,7 @@ class DeviceMachine:
 
     def _run_command(self, command: Command, now: float) -> list[fx.Effect]:
         context = CommandContext(self.facts, self.profiles, self.first_unlocked, self.behaviour, self._rng,
-                                 now, self.state)
+                                 now, self.state, self.push_token)
         answer = answer_command(command, context)
         if self.state.device_name != self.facts.device_name:  # Settings DeviceName renamed the device
             self.facts = replace(self.facts, device_name=self.state.device_name)
