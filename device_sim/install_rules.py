@@ -371,7 +371,8 @@ class _Planner:
         """Each S/MIME certificate UUID must name an identity payload here, or one kept on the device."""
         for key in SMIME_IDENTITY_KEYS:
             uuid = payload.get(key)
-            if not self.honours(payload, key) or not isinstance(uuid, str):
+            # An empty UUID names nothing: iOS installs an account with S/MIME off and "" in these (issue #14).
+            if not self.honours(payload, key) or not isinstance(uuid, str) or not uuid:
                 continue
             target = next((p for p in self.payloads if p["PayloadUUID"] == uuid), None)
             if target is not None and target["PayloadType"] not in IDENTITY_TYPES:

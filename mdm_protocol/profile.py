@@ -191,7 +191,20 @@ def _as_plist(source: Profile | Mapping[str, Any] | bytes) -> dict[str, Any]:
             raise _refuse(f"profile is not a property list: {exc.reason}", PROFILE[1000], _INVALID) from None
     if not isinstance(source, Mapping):
         raise _refuse(f"profile must be a dictionary, not {type(source).__name__}", PROFILE[1000], _INVALID)
-    return dict(source)
+    plist = dict(source)
+    content = plist.get("PayloadContent")
+    if isinstance(content, list | tuple):
+        plist["PayloadContent"] = [_integral_version(item) for item in content]
+    return plist
+
+
+def _integral_version(item: Any) -> Any:
+    # Apple's own published payload examples write PayloadVersion as <real>1</real> and iOS installs them: a
+    # whole-number real is read as that integer (a fractional one stays a wrong type).
+    version = item.get("PayloadVersion") if isinstance(item, Mapping) else None
+    if isinstance(version, float) and version.is_integer():
+        return {**item, "PayloadVersion": int(version)}
+    return item
 
 
 def validate_profile(source: Profile | Mapping[str, Any] | bytes, *,
