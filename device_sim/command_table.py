@@ -47,8 +47,13 @@ def _a(introduced: str, supervised: bool = False, shared: Mode = Mode.ALLOWED, u
 
 
 _NO, _SUPERVISED = Mode.FORBIDDEN, True
-# iOS 27 removed mdm/commands/system.update.{available,status,schedule} (corpus PROVENANCE.md, CHANGES.md).
-_SOFTWARE_UPDATE = {"supervised": _SUPERVISED, "ue": _NO, "removed": "27.0"}
+
+
+def _software_update() -> Availability:
+    # iOS 27 removed mdm/commands/system.update.{available,status,schedule} (corpus PROVENANCE.md, CHANGES.md).
+    return _a("9.0", _SUPERVISED, ue=_NO, removed="27.0")
+
+
 COMMANDS: dict[str, Availability] = {
     "InstallProfile": _a("4.0"), "RemoveProfile": _a("4.0"), "ProfileList": _a("4.0"),
     "CertificateList": _a("4.0"), "DeviceInformation": _a("4.0"), "SecurityInfo": _a("4.0"),
@@ -56,8 +61,8 @@ COMMANDS: dict[str, Availability] = {
     "ClearPasscode": _a("4.0", shared=_NO, ue=_NO), "Restrictions": _a("4.0", ue=_NO),
     "Settings": _a("5.0"), "InstalledApplicationList": _a("5.0"), "ManagedApplicationList": _a("5.0"),
     "InstallApplication": _a("5.0"), "RemoveApplication": _a("5.0"),
-    "AvailableOSUpdates": _a("9.0", **_SOFTWARE_UPDATE), "OSUpdateStatus": _a("9.0", **_SOFTWARE_UPDATE),
-    "ScheduleOSUpdate": _a("9.0", **_SOFTWARE_UPDATE),
+    "AvailableOSUpdates": _software_update(), "OSUpdateStatus": _software_update(),
+    "ScheduleOSUpdate": _software_update(),
     "RestartDevice": _a("10.3", _SUPERVISED, ue=_NO), "ShutDownDevice": _a("10.3", _SUPERVISED, ue=_NO),
     "ClearRestrictionsPassword": _a("8.0", _SUPERVISED, shared=_NO, ue=_NO),
     "EnableLostMode": _a("9.3", _SUPERVISED, ue=_NO), "DisableLostMode": _a("9.3", _SUPERVISED, ue=_NO),

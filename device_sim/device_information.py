@@ -43,9 +43,11 @@ class Query:
 def _q(value: Callable[[Device], Any], introduced: str = "4.0", *, deprecated: str | None = None,
        removed: str | None = None, ue: bool = True, cellular: bool = False, shared: bool = False,
        ipad: bool = False) -> Query:
-    parse = OSVersion.parse
-    return Query(value, parse(introduced), deprecated and parse(deprecated), removed and parse(removed), not ue,
-                 cellular, shared, ipad)
+    def parse(text: str | None) -> OSVersion | None:
+        return None if text is None else OSVersion.parse(text)
+
+    return Query(value, OSVersion.parse(introduced), parse(deprecated), parse(removed), not ue, cellular, shared,
+                 ipad)
 
 
 def _derived(device: Device, purpose: str, make: Callable[[bytes], str]) -> str:

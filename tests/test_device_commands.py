@@ -9,8 +9,8 @@ from dataclasses import replace
 from datetime import UTC, datetime
 
 import pytest
-from command_schema import check_response, command_ios
-from corpus import DEVICE_MESSAGES, require
+from kits.command_schema import check_response, command_ios
+from kits.corpus import DEVICE_MESSAGES, require
 
 from device_sim import effects as fx
 from device_sim.behaviour import Behaviour

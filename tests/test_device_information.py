@@ -6,9 +6,9 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pytest
-from command_schema import check_response, commands
-from corpus import DEVICE_MESSAGES, require
-from schema_validator import _ios
+from kits.command_schema import check_response, commands
+from kits.corpus import DEVICE_MESSAGES, require
+from kits.schema_validator import _ios
 
 from device_sim.answers import device_information
 from device_sim.device_information import QUERIES, WIFI_ANSWERS, Device, query_responses

@@ -4,8 +4,8 @@ S/MIME off and empty S/MIME certificate UUIDs installs (validation, lint and the
 from __future__ import annotations
 
 import pytest
-from test_device_install import imap, profile_bytes
-from test_device_keychain import NOW
+from kits.keychain_pki import NOW
+from kits.profile_kit import imap, profile_bytes
 
 from device_sim.profiles import DeviceProfiles
 from mdm_protocol.errors import ProfileError

@@ -8,8 +8,9 @@ import functools
 from typing import Any
 
 import yaml
-from corpus import SCHEMA, require
-from schema_validator import _TYPES, _ios, support_at
+
+from kits.corpus import SCHEMA, require
+from kits.schema_validator import _TYPES, _ios, support_at
 
 # Keys every command report carries beside the command's own (SPEC section 2).
 REPORT_KEYS = frozenset({"Status", "UDID", "EnrollmentID", "CommandUUID", "ErrorChain", "UserID",
