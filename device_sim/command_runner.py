@@ -32,8 +32,12 @@ class CommandContext:
     behaviour: Behaviour
     rng: random.Random
     now: float
-    state: DeviceState
+    state_of: Callable[[], DeviceState]  # the device's state, made on first use (profile commands never need it)
     push_token: bytes | None = None
+
+    @property
+    def state(self) -> DeviceState:
+        return self.state_of()
 
     @property
     def when(self) -> datetime:

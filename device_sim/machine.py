@@ -85,7 +85,7 @@ class DeviceMachine:
         self.behaviour = behaviour or Behaviour()
         self.signer = signer
         self.profiles = DeviceProfiles(keychain=keychain or Keychain())
-        self.state = DeviceState.initial(facts)  # what commands change: name, lock, passcode, apps, settings
+        self._state: DeviceState | None = None  # made when a command first needs it: most devices never do
         self.choices = UserChoices()
         self.phase = Phase.NEW
         self.first_unlocked = self.behaviour.first_unlocked
@@ -110,6 +110,13 @@ class DeviceMachine:
         enrollment = self.enrollment
         assert enrollment is not None, "called only while an enrollment profile is installed"
         return enrollment
+
+    @property
+    def state(self) -> DeviceState:
+        """What commands change: name, lock, passcode, Lost Mode, apps, settings."""
+        if self._state is None:
+            self._state = DeviceState.initial(self.facts)
+        return self._state
 
     @property
     def _rng(self) -> random.Random:
@@ -185,7 +192,8 @@ class DeviceMachine:
     def unlock(self, now: float) -> list[fx.Effect]:
         """First unlock after boot: the keychain opens; commands deferred with NotNow can run now."""
         self.first_unlocked = True
-        self.state.locked = False
+        if self._state is not None:
+            self._state.locked = False
         return []
 
     def choose(self, account: str, now: float, **choice: object) -> list[fx.Effect]:
@@ -276,7 +284,7 @@ class DeviceMachine:
             command = decode_server_response(body)
         except ProtocolError as exc:
             return self._end_session(now, f"unreadable command: {exc.reason}")
-        if self.state.erase_due or self.state.restart_due:
+        if self._state is not None and (self._state.erase_due or self._state.restart_due):
             return self._after_report(now)  # the report is in: the device wipes or restarts, the session ends
         if command is None:
             return self._end_session(now, "done")
@@ -290,16 +298,17 @@ class DeviceMachine:
             return [fx.SessionEnded(self._session_commands, "restarted")]
         # EraseDevice: everything installed goes, MDM with it; the device is as new and takes a new enrollment.
         self.profiles = DeviceProfiles(keychain=Keychain())
-        self.state = DeviceState.initial(self.facts)
+        self._state = None
         self.enrollment, self.phase, self._push_waiting = None, Phase.NEW, False
         return [fx.SessionEnded(self._session_commands, "erased"), *self._refresh_readiness(now)]
 
     def _run_command(self, command: Command, now: float) -> list[fx.Effect]:
         context = CommandContext(self.facts, self.profiles, self.first_unlocked, self.behaviour, self._rng,
-                                 now, self.state, self.push_token)
+                                 now, lambda: self.state, self.push_token)
         answer = answer_command(command, context)
-        if self.state.device_name != self.facts.device_name:  # Settings DeviceName renamed the device
-            self.facts = replace(self.facts, device_name=self.state.device_name)
+        state = self._state
+        if state is not None and state.device_name != self.facts.device_name:  # Settings DeviceName renamed it
+            self.facts = replace(self.facts, device_name=state.device_name)
         report = CommandReport(answer.status, command_uuid=command.command_uuid,
                                error_chain=answer.error_chain, extra=answer.extra, **self._ids())
         self._session_commands += 1

@@ -53,7 +53,8 @@ def _context(version: str, kind: DeviceKind, supervised: bool) -> CommandContext
     facts = replace(make_facts(8, 0, version, kind), supervised=supervised or kind is DeviceKind.SHARED_IPAD)
     if kind is DeviceKind.USER_ENROLLMENT:
         facts = replace(facts, supervised=False)
-    return CommandContext(facts, DeviceProfiles(), True, Behaviour(), random.Random(1), T0, DeviceState.initial(facts))
+    state = DeviceState.initial(facts)
+    return CommandContext(facts, DeviceProfiles(), True, Behaviour(), random.Random(1), T0, lambda: state)
 
 
 def _report(answer) -> dict:
