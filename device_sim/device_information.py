@@ -137,19 +137,27 @@ def _setting(name: str) -> Callable[[Device], bool]:
     return lambda device: device.state.settings[name]
 
 
-_F, _S = (lambda attr: lambda d: getattr(d.facts, attr)), (lambda attr: lambda d: getattr(d.state, attr))
+def _fact(attr: str) -> Callable[[Device], Any]:
+    return lambda device: getattr(device.facts, attr)
+
+
+def _state(attr: str) -> Callable[[Device], Any]:
+    return lambda device: getattr(device.state, attr)
+
+
 QUERIES: dict[str, Query] = {
-    "UDID": _q(_F("udid"), ue=False), "DeviceName": _q(_S("device_name")),
-    "OSVersion": _q(lambda d: str(d.facts.os_version)), "BuildVersion": _q(_F("build_version")),
-    "SupplementalBuildVersion": _q(_F("build_version"), "16.1"),  # no Rapid Security Response applied
+    "UDID": _q(_fact("udid"), ue=False), "DeviceName": _q(_state("device_name")),
+    "OSVersion": _q(lambda d: str(d.facts.os_version)), "BuildVersion": _q(_fact("build_version")),
+    "SupplementalBuildVersion": _q(_fact("build_version"), "16.1"),  # no Rapid Security Response applied
     "SupplementalOSVersionExtra": _q(lambda d: "", "16.1"),
-    "ModelName": _q(_F("model_name")), "Model": _q(_F("model_number")), "ModelNumber": _q(_F("model_number"), "16.4"),
-    "ProductName": _q(_F("product_name")), "SerialNumber": _q(_F("serial_number"), ue=False),
-    "DeviceCapacity": _q(_F("capacity_gb")), "AvailableDeviceCapacity": _q(_available_capacity),
-    "BatteryLevel": _q(lambda d: 0.8, "5.0"), "IsSupervised": _q(_F("supervised"), "6.0"),
+    "ModelName": _q(_fact("model_name")), "Model": _q(_fact("model_number")),
+    "ModelNumber": _q(_fact("model_number"), "16.4"),
+    "ProductName": _q(_fact("product_name")), "SerialNumber": _q(_fact("serial_number"), ue=False),
+    "DeviceCapacity": _q(_fact("capacity_gb")), "AvailableDeviceCapacity": _q(_available_capacity),
+    "BatteryLevel": _q(lambda d: 0.8, "5.0"), "IsSupervised": _q(_fact("supervised"), "6.0"),
     "IsMultiUser": _q(lambda d: d.facts.kind is DeviceKind.SHARED_IPAD, "9.3", ipad=True),
     "EASDeviceIdentifier": _q(lambda d: (d.facts.udid or d.facts.enrollment_id or "")[:32].upper(), "7.0"),
-    "TimeZone": _q(_S("time_zone"), "14.0"),
+    "TimeZone": _q(_state("time_zone"), "14.0"),
     "OrganizationInfo": _q(lambda d: d.state.organization, "7.0"),
     "MDMOptions": _q(lambda d: {"ActivationLockAllowedWhileSupervised": False}, "7.0"),
     "LastCloudBackupDate": _q(lambda d: None, "8.0", ue=False),  # never backed up: iOS leaves it out
@@ -160,7 +168,7 @@ QUERIES: dict[str, Query] = {
     "IsActivationLockEnabled": _q(lambda d: not d.facts.supervised, "7.0", deprecated="16.0", ue=False),
     "IsDoNotDisturbInEffect": _q(lambda d: False, "7.0", ue=False),
     "IsCloudBackupEnabled": _q(lambda d: False, "7.1", ue=False),
-    "IsMDMLostModeEnabled": _q(_S("lost_mode"), "9.3", ue=False),
+    "IsMDMLostModeEnabled": _q(_state("lost_mode"), "9.3", ue=False),
     "PushToken": _q(lambda d: d.push_token, "9.3", ue=False),
     "DiagnosticSubmissionEnabled": _q(_setting("DiagnosticSubmission"), "9.3"),
     "AppAnalyticsEnabled": _q(_setting("AppAnalytics"), "9.3"),
