@@ -143,6 +143,11 @@ SETTING_ITEMS = {
 }
 
 
+# The items the schema allows under User Enrollment (every other one is "forbidden" there).
+USER_ENROLLMENT_ITEMS = frozenset({"ApplicationConfiguration", "ApplicationAttributes", "OrganizationInfo",
+                                   "MDMOptions"})
+
+
 def settings(command: Command, ctx: CommandContext) -> Answer:
     results = [_setting(item, ctx) for item in command.keys["Settings"]]
     return Answer(Status.ACKNOWLEDGED, extra={"Settings": results})
@@ -154,9 +159,9 @@ def _setting(item: dict[str, Any], ctx: CommandContext) -> dict[str, Any]:
     version, shared = facts.os_version, facts.kind is DeviceKind.SHARED_IPAD
     if spec is None or version < _V(spec.introduced) or (spec.removed and version >= _V(spec.removed)):
         return {"Item": name, "Status": Status.ERROR.value}
+    user_enrolled = facts.kind is DeviceKind.USER_ENROLLMENT
     if (spec.supervised and not facts.supervised) or (spec.shared_only and not shared) \
-            or facts.kind is DeviceKind.USER_ENROLLMENT and name not in ("ApplicationConfiguration",
-                                                                           "ApplicationAttributes", "MDMOptions"):
+            or (user_enrolled and name not in USER_ENROLLMENT_ITEMS):
         return {"Item": name, "Status": Status.ERROR.value}
     value = item.get(spec.key) if spec.key else None
     if spec.key and not (isinstance(value, spec.kind) and not (spec.kind is int and isinstance(value, bool))):

@@ -9,17 +9,18 @@ from dataclasses import replace
 from datetime import UTC, datetime
 
 import pytest
-from kits.command_schema import check_response, command_ios
+from kits.command_schema import check_response, command_ios, commands
 from kits.corpus import DEVICE_MESSAGES, require
 
 from device_sim import effects as fx
 from device_sim.behaviour import Behaviour
 from device_sim.command_runner import ANSWERS, CommandContext, answer_command
 from device_sim.command_table import COMMANDS, Mode
+from device_sim.device_commands import SETTING_ITEMS, USER_ENROLLMENT_ITEMS
 from device_sim.device_state import DeviceState
 from device_sim.facts import DeviceKind, make_facts
 from device_sim.machine import DeviceMachine, Phase
-from device_sim.profiles import DeviceProfiles
+from device_sim.profiles import DeviceProfiles, InstalledProfile
 from mdm_protocol.commands import REQUEST_KEYS
 from mdm_protocol.osversion import OSVersion
 from mdm_protocol.report import Command, Status, decode_report, encode_command
@@ -166,8 +167,6 @@ def test_apps_install_list_and_remove_against_the_simulated_store():
 
 def test_restrictions_come_from_the_installed_restrictions_payloads():
     context = _context("18.1", DeviceKind.IPHONE, True)
-    from device_sim.profiles import InstalledProfile
-
     payload = {"PayloadType": "com.apple.applicationaccess", "PayloadVersion": 1, "PayloadIdentifier": "r",
                "PayloadUUID": "U", "allowCamera": False, "maxInactivity": 5, "forceEncryptedBackup": True}
     profile = InstalledProfile("com.example.r", "UUID", None, None, (payload,), NOW, (), True)
@@ -286,3 +285,17 @@ def test_the_response_validator_catches_wrong_types_unknown_keys_versions_and_mi
         "Settings: Settings.Status is required"]
     assert "ManagedApplicationList: ManagedApplicationList.a.ManagementFlags is required" in check_response(
         "ManagedApplicationList", {"Status": "Acknowledged", "ManagedApplicationList": {"a": {"Status": "x"}}}, "8.0")
+
+
+def test_the_settings_items_follow_the_schema():
+    (settings,) = commands()["Settings"]["payloadkeys"]
+    items = {k["key"]: (k.get("supportedOS") or {}).get("iOS") or {} for k in settings["subkeys"]}
+    ios_items = {name for name, ios in items.items() if ios.get("introduced") != "n/a"}
+    assert set(SETTING_ITEMS) == ios_items
+    for name, spec in SETTING_ITEMS.items():
+        ios = items[name]
+        assert OSVersion.parse(spec.introduced) == OSVersion.parse(ios.get("introduced") or "4.0"), name
+        assert spec.supervised is bool(ios.get("supervised")), name
+        assert spec.shared_only is ((ios.get("sharedipad") or {}).get("mode") == "required"), name
+        allowed = (ios.get("userenrollment") or {}).get("mode", "allowed") == "allowed"
+        assert (name in USER_ENROLLMENT_ITEMS) is allowed, name
