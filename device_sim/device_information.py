@@ -72,7 +72,8 @@ def _luhn(body: str) -> str:
 
 
 def _imei(device: Device) -> str:
-    return _luhn("35" + _digits(device, "imei", 12))  # 35: a GSMA-allocated reporting body prefix
+    # 35: a GSMA-allocated reporting body prefix; Luhn check digit last.
+    return _derived(device, "imei", lambda digest: _luhn("35" + str(int.from_bytes(digest, "big"))[:12]))
 
 
 def _mac(device: Device, purpose: str) -> str:
@@ -101,7 +102,8 @@ def _phone(device: Device) -> str:
 
 
 def _iccid(device: Device) -> str:
-    return _luhn("894430" + _digits(device, "iccid", 13))  # 89 telecom, 44 UK, 30 EE
+    # 89 telecom, 44 UK, 30 EE; Luhn check digit last.
+    return _derived(device, "iccid", lambda digest: _luhn("894430" + str(int.from_bytes(digest, "big"))[:13]))
 
 
 def _subscription(device: Device) -> dict[str, Any]:
