@@ -1,4 +1,4 @@
-"""S/MIME readiness of each Email and Exchange account on a simulated device, by SPEC 7's OS-version rules.
+"""S/MIME readiness of each Email and Exchange account on a simulated device, by the rules in docs/readiness.md.
 
 Pure: reads an account payload, the keychain and the user's choices; the machine recomputes on any change.
 """
@@ -11,10 +11,12 @@ from dataclasses import dataclass, field, fields, replace
 from types import MappingProxyType
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric import rsa
+
 from mdm_protocol.key_catalogue import key_support
 from mdm_protocol.osversion import OSVersion
 
-from .keychain import Keychain, Moment
+from .keychain import Identity, Keychain, Moment
 from .profiles import DeviceProfiles
 
 MAIL, EAS = "com.apple.mail.managed", "com.apple.eas.account"
@@ -95,7 +97,7 @@ class UserChoices:
 
 @dataclass(frozen=True, slots=True)
 class Readiness:
-    """One account's S/MIME readiness record (SPEC 7), as the fleet report shows it."""
+    """One account's S/MIME readiness record (docs/readiness.md), as the fleet report shows it."""
 
     account: str
     payload_type: str
@@ -236,7 +238,7 @@ def _signing_off(keys: _Keys) -> str:
 
 
 def smime_policy(payload: Mapping[str, Any], os_version: OSVersion | str) -> Policy:
-    """The S/MIME settings an account payload gives on iOS `os_version` (SPEC 7 buckets)."""
+    """The S/MIME settings an account payload gives on iOS `os_version` (below 10.0, 10.0 to 11.x, 12.0+)."""
     if not isinstance(payload, Mapping) or payload.get("PayloadType") not in ACCOUNT_TYPES:
         kind = payload.get("PayloadType") if isinstance(payload, Mapping) else type(payload).__name__
         raise ReadinessError(f"readiness is judged for {' and '.join(ACCOUNT_TYPES)} payloads, not {kind!r}")
@@ -258,22 +260,37 @@ def _pick(named: str | None, chosen: str | None, overrideable: bool, keychain: K
     return chosen if overrideable and chosen is not None else named
 
 
+def _key_problem(identity: Identity, encrypting: bool) -> str | None:
+    """Why an identity cannot serve encryption: mail is encrypted to a recipient's RSA key (CMS key transport,
+    the only kind cryptography's PKCS7EnvelopeBuilder writes), so an EC identity is never asked for mail."""
+    if not encrypting or isinstance(identity.certificate.public_key(), rsa.RSAPublicKey):
+        return None
+    return (f"“{identity.common_name}” has an EC key: S/MIME mail can only be encrypted to RSA keys, so no one "
+            "could encrypt to it")
+
+
 def _judge(what: str, on: bool, off_reason: str, uuid: str | None, keychain: Keychain,
            now: Moment) -> Capability:
     if not on:
         return Capability(State.DISABLED, off_reason)
+    encrypting = what == "encryption"
     if uuid is None:
-        usable = keychain.usable_identities(now)
+        usable = [item for item in keychain.usable_identities(now) if _key_problem(item, encrypting) is None]
         if usable:
             return Capability(State.NEEDS_IDENTITY_CHOICE, f"{what} is on but no identity is named: the user "
                               f"is prompted to choose one of {len(usable)} usable identities on the device")
         held = len(keychain.identities())
         why = "no certificate on the device" if not held else f"none of the {held} identities on it is usable"
+        if held and encrypting and keychain.usable_identities(now):
+            why += " for encryption (it needs an RSA key)"
         return Capability(State.NOT_FUNCTIONAL, f"{what} is on but there is {why}")
     identity = keychain.identity(uuid)
     if identity is None:
         return Capability(State.NOT_FUNCTIONAL, f"{what} identity {uuid} is not on the device", uuid)
     ok, why = keychain.usable(identity, now)
+    problem = _key_problem(identity, encrypting) if ok else None
+    if problem is not None:
+        return Capability(State.NOT_FUNCTIONAL, f"{what}: {problem}", uuid)
     return Capability(State.READY if ok else State.NOT_FUNCTIONAL, f"{what}: {why}", uuid)
 
 

@@ -146,3 +146,10 @@ def sync_policy(
 
 def force_check_in(admin: AdminClient, device_ids: Iterable[str]) -> dict[str, Any]:
     return admin.put("/api/v2/devices/wakeup", {"deviceUuids": sorted(device_ids)})
+
+
+def device_commands(admin: AdminClient, device_id: str, request_type: str | None = None) -> list[dict[str, Any]]:
+    """The server's record of one device's commands (GET /api/v1/devices/{id}/commands), oldest first,
+    optionally only those of one RequestType; each has at least `command_uuid`, `request_type`, `status`."""
+    commands = admin.get(f"/api/v1/devices/{device_id}/commands")["commands"]
+    return [c for c in commands if request_type is None or c["request_type"] == request_type]

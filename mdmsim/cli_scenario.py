@@ -1,4 +1,4 @@
-"""`mdmsim scenario list|run`: the scenario library, and running one with a timeline and a verdict.
+"""`mdmsim scenario list|run|new`: the scenario library, running one with a timeline and a verdict, a new one.
 
 Exit codes: 0 every expectation holds, 1 an expectation failed, 2 the scenario itself is broken.
 """
@@ -15,6 +15,7 @@ from rich.table import Table
 
 import scenarios
 from mdm_world.scenario import Scenario, ScenarioBroken, ScenarioResult
+from mdm_world.scenario_scaffold import ScaffoldError, write_scaffold
 
 
 def library() -> list[Path]:
@@ -52,6 +53,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     running.add_argument("--time-factor", type=float, default=60.0,
                          help="virtual seconds per real second with --real-network (default 60)")
     running.set_defaults(func=run_one)
+    scaffolding = actions.add_parser("new", help="write a new scenario file that runs and passes as written")
+    scaffolding.add_argument("name", help="the scenario's name, e.g. push-storm (file: push_storm.py)")
+    scaffolding.add_argument("--dir", type=Path, default=Path("."), help="where to write it (default: here)")
+    scaffolding.set_defaults(func=run_new)
 
 
 def run_list(args: argparse.Namespace) -> int:
@@ -64,6 +69,17 @@ def run_list(args: argparse.Namespace) -> int:
         except ScenarioBroken as exc:
             table.add_row(path.name, f"[red]broken: {exc}[/red]")
     Console().print(table)
+    return 0
+
+
+def run_new(args: argparse.Namespace) -> int:
+    console = Console()
+    try:
+        path = write_scaffold(args.name, args.dir)
+    except ScaffoldError as exc:
+        console.print(f"[red]cannot scaffold:[/red] {exc}")
+        return 2
+    console.print(f"wrote {path}; run it with: mdmsim scenario run {path}", highlight=False)
     return 0
 
 

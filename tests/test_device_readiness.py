@@ -213,9 +213,9 @@ def test_a_named_identity_that_cannot_be_used_is_not_functional(uuid, words):
 
 
 def test_deleted_private_key_makes_signing_and_encryption_not_functional():
-    chain = keychain(ALICE)
-    payload = mail(smime_signing_enabled=True, smime_signing_certificate_uuid=ALICE,
-                   smime_encryption_certificate_uuid=ALICE)
+    chain = keychain(BOB)  # one RSA identity that both signs and decrypts
+    payload = mail(smime_signing_enabled=True, smime_signing_certificate_uuid=BOB,
+                   smime_encryption_certificate_uuid=BOB)
     assert states(ready(payload, V17, chain)) == (State.READY, State.READY)
     chain.delete_private_keys_older_than(1, NOW)
     record = ready(payload, V17, chain)
@@ -256,6 +256,38 @@ def test_the_user_toggles_encrypt_by_default_only_where_overrideable():
     assert ready(mail(**base), V17, choices=choices).encrypt_by_default
 
 
+# --- encryption needs an RSA identity (mail can only be encrypted to RSA keys) ---------------------------------
+
+@pytest.mark.parametrize("version", ["9.3.3", "10.3", "17.5"])
+def test_an_ec_encryption_identity_is_not_functional_though_it_signs(version):
+    keys = {"smime_signing_enabled": True, "smime_encryption_enabled": True} if version != "9.3.3" else {
+        "smime_enabled": True}
+    payload = mail(smime_signing_certificate_uuid=ALICE, smime_encryption_certificate_uuid=ALICE, **keys)
+    record = ready(payload, version, keychain(ALICE))
+    assert states(record) == (State.READY, State.NOT_FUNCTIONAL)
+    assert "EC key" in record.encryption.reason and "RSA" in record.encryption.reason
+    assert record.encryption.identity == ALICE
+
+
+def test_an_rsa_encryption_identity_is_ready():
+    record = ready(mail(smime_encryption_certificate_uuid=BOB), V17, keychain(BOB))
+    assert record.encryption.state is State.READY
+
+
+def test_only_ec_identities_on_the_device_do_not_prompt_for_encryption():
+    record = ready(mail(smime_encrypt_by_default=True, smime_signing_enabled=True), V17, keychain(ALICE))
+    assert states(record) == (State.NEEDS_IDENTITY_CHOICE, State.NOT_FUNCTIONAL)
+    assert "RSA" in record.encryption.reason
+    offered = ready(mail(smime_encrypt_by_default=True), V17, keychain(ALICE, BOB))
+    assert offered.encryption.state is State.NEEDS_IDENTITY_CHOICE and "1 usable" in offered.encryption.reason
+
+
+def test_a_user_who_picks_an_ec_identity_for_encryption_is_not_ready():
+    choices = UserChoices().with_choice("com.example.mail", encryption_identity=ALICE)
+    record = ready(mail(smime_encrypt_by_default=True), V17, keychain(ALICE, BOB), choices=choices)
+    assert record.encryption.state is State.NOT_FUNCTIONAL and record.encryption.identity == ALICE
+
+
 # --- the per-device report ----------------------------------------------------------------------------
 
 def test_two_exchange_profiles_of_the_brief_report_one_record_each():
@@ -263,14 +295,14 @@ def test_two_exchange_profiles_of_the_brief_report_one_record_each():
     kit = pki()
     device = DeviceProfiles()
     trust = root_certificate_payload(der(kit.ca), identifier="com.example.root")
-    smime = pkcs12_payload(p12(kit.alice, kit.alice_key), identifier="com.example.smime", password="secret",
-                           uuid=ALICE)
+    smime = pkcs12_payload(p12(kit.bob, kit.bob_key), identifier="com.example.smime", password="secret",
+                           uuid=BOB)
     device.install(profile_bytes(trust, smime, identifier="com.example.certs"), os_version=V17, now=NOW)
     one = exchange("com.example.eas.one", host="ex1.example.com", smime_encrypt_by_default=True,
-                   smime_encryption_certificate_uuid=ALICE)
+                   smime_encryption_certificate_uuid=BOB)
     # "Encryption by Default" off must be written out: with only a certificate UUID, iOS 12+ encrypts ([DEC]).
     two = exchange("com.example.eas.two", host="ex2.example.com", smime_encrypt_by_default=False,
-                   smime_enable_encryption_per_message_switch=True, smime_encryption_certificate_uuid=ALICE)
+                   smime_enable_encryption_per_message_switch=True, smime_encryption_certificate_uuid=BOB)
     for number, payload in ((1, one), (2, two)):
         assert device.install(profile_bytes(payload, identifier=f"com.example.exchange{number}"),
                               os_version=V17, now=NOW).ok

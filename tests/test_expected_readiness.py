@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import pkcs7, pkcs12
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from hypothesis import given
@@ -121,8 +121,11 @@ def test_rules_never_read_an_ignored_key(payload_type, version, flags):
 # Whole devices from acknowledged commands -----------------------------------------------------------------
 
 
-def issue(name: str, email: str, *, issuer=(CA_CERTIFICATE, CA_KEY), days: int = 365, start: datetime = NOW):
-    key = ec.generate_private_key(ec.SECP256R1())
+def issue(name: str, email: str, *, issuer=(CA_CERTIFICATE, CA_KEY), days: int = 365, start: datetime = NOW,
+          kind: str = "rsa"):
+    """An S/MIME identity; RSA by default, as encryption needs (mail encrypts to RSA keys only)."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048) if kind == "rsa" else (
+        ec.generate_private_key(ec.SECP256R1()))
     certificate = (
         x509.CertificateBuilder()
         .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
@@ -245,7 +248,7 @@ def test_no_identity_named_asks_the_user_only_if_the_device_has_one():
                                 smime_encrypt_by_default=True))
     assert states(device.readiness()) == [(BROKEN, BROKEN)]
     # A CertificateList shows an identity (installed some other way) and the MDM identity.
-    mdm_identity = issue("MDM device identity", "device@example.com")[0]
+    mdm_identity = issue("MDM device identity", "device@example.com", kind="ec")[0]
     device.certificates(
         CertificateListItem("Jane Appleseed", True, JANE[0].public_bytes(DER)),
         CertificateListItem("MDM device identity", True, mdm_identity.public_bytes(DER)),
@@ -256,6 +259,21 @@ def test_no_identity_named_asks_the_user_only_if_the_device_has_one():
     only_mdm.install(mail_profile(identities=(None, None), smime_signing_enabled=True))
     only_mdm.certificates(CertificateListItem("MDM device identity", True, mdm_identity.public_bytes(DER)))
     assert states(only_mdm.readiness(device_cert_sha256=mdm_sha256))[0][0] is BROKEN
+
+
+def test_an_ec_identity_signs_but_is_never_expected_to_encrypt():
+    ec_jane = issue("Jane Appleseed", "jane@example.com", kind="ec")
+    device = Device()
+    device.install(mail_profile(identities=(ec_jane, ec_jane), **SIGN_AND_ENCRYPT))
+    account = device.readiness().accounts[0]
+    assert (account.signing.state, account.encryption.state) == (READY, BROKEN)
+    assert "EC key" in account.encryption.reason and "RSA" in account.encryption.reason
+    # Nothing named, and the device holds only an EC identity: there is nothing to choose for encryption.
+    prompted = Device()
+    prompted.install(mail_profile(identities=(None, None), smime_signing_enabled=True,
+                                  smime_encrypt_by_default=True))
+    prompted.certificates(CertificateListItem("Jane Appleseed", True, ec_jane[0].public_bytes(DER)))
+    assert states(prompted.readiness()) == [(CHOICE, BROKEN)]
 
 
 def test_a_later_certificate_list_is_believed_over_the_install():
@@ -290,7 +308,7 @@ def test_profile_list_and_remove_profile_take_profiles_away():
 
 def test_signed_profiles_are_read_and_encrypted_ones_noted():
     device = Device()
-    signer = issue("mdmsim profile signer", "mdm@example.com")
+    signer = issue("mdmsim profile signer", "mdm@example.com", kind="ec")
     signed = (pkcs7.PKCS7SignatureBuilder().set_data(mail_profile(**SIGN_AND_ENCRYPT))
               .add_signer(signer[0], signer[1], hashes.SHA256()).sign(DER, [pkcs7.PKCS7Options.Binary]))
     device.install(signed)

@@ -1,4 +1,4 @@
-"""The server's expectation of each mail account's S/MIME readiness (SPEC section 7), from what a device
+"""The server's expectation of each mail account's S/MIME readiness (docs/readiness.md), from what a device
 acknowledged: installed profiles, ProfileList and CertificateList answers. Written apart from device_sim.
 """
 
@@ -13,6 +13,7 @@ from typing import Any
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from mdm_protocol.commands import CertificateListItem
@@ -64,7 +65,7 @@ class AccountRules:
 
 
 def account_rules(payload_type: str, content: Mapping[str, Any], os_version: OSVersion | str) -> AccountRules:
-    """SPEC 7: keys outside their schema range are ignored; then the rules of the device's iOS range."""
+    """Keys outside their schema range are ignored; then the rules of the device's iOS range apply."""
     version = OSVersion.parse(os_version)
     present = [key for key in SMIME if key in content]
     honoured = {key for key in present if key_support(payload_type, key, version).honoured}
@@ -224,7 +225,7 @@ class Keychain:
         return False
 
     def problem(self, identity: Identity, now: datetime) -> str | None:
-        """Why the identity is not usable (SPEC 7: valid now, private key present, trusted chain)."""
+        """Why the identity is not usable (docs/readiness.md: valid now, private key present, trusted chain)."""
         certificate = identity.certificate
         if identity.problem or certificate is None:
             return identity.problem or f"no certificate in {identity.where}"
@@ -343,7 +344,7 @@ def _account(profile: InstalledProfile, payload: Mapping[str, Any], version: OSV
     return AccountReadiness(
         profile.identifier, str(payload.get("PayloadIdentifier")), kind, _describe(kind, payload),
         judge(rules.signing_on, rules.signing_identity, rules.signing_off_reason),
-        judge(rules.encryption_on, rules.encryption_identity, rules.encryption_off_reason),
+        judge(rules.encryption_on, rules.encryption_identity, rules.encryption_off_reason, encrypting=True),
         rules.encrypt_by_default, rules.per_message_switch, rules.signing_user_overrideable,
         rules.encryption_identity_user_overrideable, rules.ignored_keys,
     )
@@ -355,21 +356,31 @@ class _Judge:
     usable: list[Identity]
     now: datetime
 
-    def __call__(self, on: bool, named: str | None, off_reason: str) -> Judgement:
+    def __call__(self, on: bool, named: str | None, off_reason: str, *, encrypting: bool = False) -> Judgement:
         if not on:
             return Judgement(IdentityState.DISABLED, off_reason)
         if named is None:
-            if self.usable:
-                choice = f"no identity named: the user chooses among {len(self.usable)} on the device"
+            offered = [item for item in self.usable if not encrypting or _rsa(item)]
+            if offered:
+                choice = f"no identity named: the user chooses among {len(offered)} on the device"
                 return Judgement(IdentityState.NEEDS_IDENTITY_CHOICE, choice)
-            return Judgement(IdentityState.NOT_FUNCTIONAL, "no identity named and none usable on the device")
+            rsa_needed = " with an RSA key" if encrypting and self.usable else ""
+            return Judgement(IdentityState.NOT_FUNCTIONAL, f"no identity named and none usable{rsa_needed} on "
+                             "the device")
         identity = self.keychain.by_uuid.get(named)
         if identity is None:
             return Judgement(IdentityState.NOT_FUNCTIONAL, f"identity payload {named} is not on the device")
         problem = self.keychain.problem(identity, self.now)
+        if problem is None and encrypting and not _rsa(identity):
+            # Mail is encrypted to the recipient's RSA key (CMS key transport): no one can encrypt to an EC key.
+            problem = f"the identity of {identity.where} has an EC key; S/MIME mail encrypts to RSA keys only"
         if problem is not None:
             return Judgement(IdentityState.NOT_FUNCTIONAL, problem)
         return Judgement(IdentityState.READY, f"identity from {identity.where}")
+
+
+def _rsa(identity: Identity) -> bool:
+    return identity.certificate is not None and isinstance(identity.certificate.public_key(), rsa.RSAPublicKey)
 
 
 def _describe(kind: str, payload: Mapping[str, Any]) -> str:

@@ -68,7 +68,7 @@ class Pki:
     alice: x509.Certificate
     alice_key: ec.EllipticCurvePrivateKey
     bob: x509.Certificate
-    bob_key: ec.EllipticCurvePrivateKey
+    bob_key: rsa.RSAPrivateKey  # RSA: the usual encryption identity (mail encrypts to RSA keys only)
     expired: x509.Certificate
     expired_key: ec.EllipticCurvePrivateKey
     stranger: x509.Certificate  # issued by other_ca, which devices do not trust
@@ -80,7 +80,7 @@ def pki() -> Pki:
     ca_key, other_key = new_key(), new_key()
     ca = certificate("mdmsim Test CA", ca_key, ca=True, eku=None)
     other_ca = certificate("Untrusted CA", other_key, ca=True, eku=None)
-    keys = [new_key() for _ in range(4)]
+    keys = [new_key(), new_key("rsa"), new_key(), new_key()]
     alice = certificate("alice@example.com", keys[0], issuer=ca, issuer_key=ca_key)
     bob = certificate("bob@example.com", keys[1], issuer=ca, issuer_key=ca_key)
     expired = certificate("old@example.com", keys[2], issuer=ca, issuer_key=ca_key,
