@@ -1,6 +1,6 @@
 """A simulated iOS keychain: identities and certificates from profiles, trusted roots, the key archive.
 
-Judges whether an identity is usable for S/MIME (SPEC 7): in its validity period, key present, chain trusted.
+Judges whether an identity is usable for S/MIME (docs/readiness.md): in its validity period, key present, chain trusted.
 """
 
 from __future__ import annotations
@@ -115,7 +115,7 @@ class Identity:
 
 
 class ArchivedKey(NamedTuple):
-    """A private key kept after its identity left, so mail encrypted to it stays readable (SPEC 0 and 7)."""
+    """A private key kept after its identity left, so mail encrypted to it stays readable (docs/readiness.md)."""
 
     certificate: x509.Certificate
     private_key: PrivateKey
@@ -217,7 +217,7 @@ class Keychain:
     def remove_profile(self, profile_identifier: str, *, keep_encryption_keys: bool) -> tuple[Identity, ...]:
         """Drop everything `profile_identifier` installed; return the identities that left.
 
-        With `keep_encryption_keys`, keys that could have decrypted mail go to the archive (SPEC 0/7).
+        With `keep_encryption_keys`, keys that could have decrypted mail go to the archive (docs/readiness.md).
         """
         leaving = tuple(item for item in self._identities.values()
                         if item.profile_identifier == profile_identifier)
@@ -294,7 +294,7 @@ class Keychain:
 
     def usable(self, identity: Identity, now: Moment, *,
                purpose: x509.ObjectIdentifier | None = EMAIL_PROTECTION) -> tuple[bool, str]:
-        """Whether `identity` can sign/decrypt at `now` (SPEC 7), and a human reason either way."""
+        """Whether `identity` can sign/decrypt at `now` (docs/readiness.md), and a human reason either way."""
         name = f"“{identity.common_name}”"
         if identity.private_key is None:
             if identity.key_deleted_at is not None:

@@ -41,7 +41,8 @@ def run(args: argparse.Namespace) -> int:
     console.print(_mail_table(steps))
     drift = sum(len(row["drift"]) for row in rows)
     ok = all(step.ok for step in steps)
-    verdict = "[green]all mail steps behaved as SPEC 7 says[/green]" if ok else "[red]a mail step misbehaved[/red]"
+    verdict = ("[green]all mail steps behaved as docs/readiness.md says[/green]" if ok
+               else "[red]a mail step misbehaved[/red]")
     console.print(f"{verdict}; readiness drift between device and server views: {drift} device(s); "
                   f"{time.monotonic() - started:.1f}s wall time")
     if args.json:

@@ -1,6 +1,6 @@
 """An Exchange setting that encrypts by default but names no encryption identity: the user is prompted to choose.
 
-Devices holding identities show needs-identity-choice; devices holding none are not functional (SPEC 0, SPEC 7).
+Devices holding identities show needs-identity-choice; devices holding none are not functional (docs/readiness.md).
 """
 
 from device_sim.readiness import State

@@ -1,4 +1,4 @@
-"""SPEC 0's two-server example: Exchange profile 1 encrypts every message (mail1), profile 2 offers the switch (mail2).
+"""The brief's two-server example: Exchange profile 1 encrypts all mail (mail1), profile 2 offers the switch (mail2).
 
 Each profile reaches its own manual label through Apply to Label and a forced check-in; devices judge S/MIME themselves.
 """

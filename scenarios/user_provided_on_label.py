@@ -1,6 +1,6 @@
 """Applying a user-provided certificate setting to a label is refused; the Exchange setting naming it is the way.
 
-SPEC 0: a user-provided setting must not be applied to labels; users' P12s reach devices inside Email/Exchange.
+EPMM's rule: a user-provided setting must not be applied to labels; users' P12s reach devices inside Email/Exchange.
 """
 
 from device_sim.readiness import State

@@ -1,6 +1,6 @@
 """A PKCS#12 with the wrong password: the upload API refuses it and stores nothing; a device refuses it with 9000.
 
-The device's words are iOS's: 'The password for the certificate "<file>" is incorrect.' (SPEC 5).
+The device's words are iOS's: 'The password for the certificate "<file>" is incorrect.' (trailofbits/algo#14558).
 """
 
 from mdm_world import AdminAPIError, Scenario

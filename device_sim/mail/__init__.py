@@ -1,6 +1,6 @@
 """Mail between simulated devices: real S/MIME (sign, verify, encrypt, decrypt), directories and hubs.
 
-Pure Python and cryptography, no Twisted; `compose` applies SPEC 7's sending rules to a readiness record.
+Pure Python and cryptography, no Twisted; `compose` applies docs/readiness.md's sending rules to a readiness record.
 """
 
 from .compose import Draft, MailAccount, Opened, Sent, open_message, send

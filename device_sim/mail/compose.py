@@ -1,4 +1,4 @@
-"""Composing, sending and opening mail on a simulated device, by the S/MIME rules of SPEC section 7.
+"""Composing, sending and opening mail on a simulated device, by the S/MIME rules of docs/readiness.md.
 
 Signing and encryption follow the account's readiness record; nothing is ever sent unencrypted by surprise.
 """
@@ -84,7 +84,7 @@ class Sent:
 
 def send(account: MailAccount, draft: Draft, *, readiness: Readiness, now: Moment, sign: bool | None = None,
          encrypt: bool | None = None, aes256: bool = False) -> Sent:
-    """Compose `draft` per SPEC 7, deliver it and file the Sent copy; ComposeError sends nothing.
+    """Compose `draft` per docs/readiness.md, deliver it and file the Sent copy; ComposeError sends nothing.
 
     `sign` / `encrypt` are the user's per-message choices (None: the account's default). Encrypting needs
     every recipient's certificate; any missing one refuses the whole message (ComposeRefused, per address).
@@ -221,7 +221,7 @@ def open_message(item: MailboxItem | bytes, *, keychain: Keychain, now: Moment,
     """Decrypt (current key, then archived ones) and verify a stored message; SMIMEError says why not.
 
     `roots` defaults to the keychain's trusted roots. With `learned`, a verified signer's encryption
-    certificate is remembered so the user can reply encrypted (SPEC 7).
+    certificate is remembered so the user can reply encrypted (docs/readiness.md).
     """
     data = item.message if isinstance(item, MailboxItem) else bytes(item)
     headers = email.parser.BytesHeaderParser(policy=email.policy.default).parsebytes(data)
