@@ -38,7 +38,7 @@ class Threshold:
         match = _FORM.match(text)
         if not match:
             raise ThresholdError(f"bad threshold {text!r}: write METRIC OP VALUE[UNIT], e.g. "
-                                 "'checkin.p95<200ms', 'errors.count==0', 'rollout.t100<=30s'")
+                                 "'checkin.p95<200ms', 'errors.count==0', 'rollout.p100<=30s'")
         unit = match["unit"].lower()
         if unit not in _UNITS:
             raise ThresholdError(f"bad unit {match['unit']!r} in {text!r}: use one of ms, s, m, %, KB, MB, GB")
