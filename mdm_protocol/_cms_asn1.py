@@ -26,6 +26,7 @@ __all__ = [
     "SignerInfo",
     "certificate_issuer",
     "der_set",
+    "octet_string",
     "oid_text",
     "read_content_info",
     "read_encapsulated_content",
@@ -273,14 +274,15 @@ def read_encapsulated_content(reader: BerReader, content: Tlv) -> tuple[str, byt
     octets = reader.children(explicit, "the eContent")
     if len(octets) != 1:
         raise Asn1Error("the eContent is not one OCTET STRING")
-    return content_type, _octets(reader, octets[0])
+    return content_type, octet_string(reader, octets[0])
 
 
-def _octets(reader: BerReader, item: Tlv) -> bytes:
+def octet_string(reader: BerReader, item: Tlv) -> bytes:
+    """An OCTET STRING's octets, primitive or (BER) constructed from segments (SCEP envelopes use it too)."""
     if item[0] == OCTET_STRING:
         return reader.content(item)
     if item[0] == OCTET_STRING | 0x20:
-        return b"".join(_octets(reader, segment) for segment in reader.children(item, "an OCTET STRING"))
+        return b"".join(octet_string(reader, segment) for segment in reader.children(item, "an OCTET STRING"))
     raise Asn1Error(f"an OCTET STRING has tag {item[0]:#04x}")
 
 

@@ -45,11 +45,13 @@ from .errors import SignatureError
 
 __all__ = [
     "SHA256",
+    "EmbeddedSignedData",
     "SignatureError",
     "SignedDataInfo",
     "mdm_signature",
     "sign_detached",
     "verify_detached",
+    "verify_embedded",
     "verify_mdm_signature",
 ]
 
@@ -184,6 +186,38 @@ def verify_detached(signature_der: bytes, data: bytes, *, allow_sha1: bool = Fal
     must bind `signer` to the enrollment (its fingerprint) or check it with `verify_chain`.
     """
     signed = _decode_signed_data(signature_der)
+    if signed.embeds_content:
+        raise SignatureError("the signature embeds its content; a detached signature was expected")
+    return _verify_signed(signed, data, allow_sha1)[0]
+
+
+@dataclass(frozen=True, slots=True)
+class EmbeddedSignedData:
+    """A verified SignedData that carries its content (SCEP messages): the content and every signed attribute."""
+
+    info: SignedDataInfo
+    content: bytes  # empty when the SignedData has no eContent (a SCEP CertRep FAILURE or PENDING)
+    attributes: tuple[Attribute, ...]
+
+
+def verify_embedded(der: bytes, *, allow_sha1: bool = False) -> EmbeddedSignedData:
+    """Verify a SignedData over its own content (none counts as empty); signed attributes are required.
+
+    As with `verify_detached`, who the signer is remains the caller's question.
+    """
+    signed = _decode_signed_data(der)
+    reader = BerReader(bytes(der))  # framing checked by the decode above; this reads the eContent's octets
+    try:
+        content = read_encapsulated_content(reader, read_content_info(reader)[1])[1] or b""
+    except Asn1Error as exc:
+        raise SignatureError(f"the SignedData content is malformed: {exc}") from None
+    info, signer_info = _verify_signed(signed, content, allow_sha1)
+    if signer_info.signed_attributes is None:
+        raise SignatureError("the SignedData has no signed attributes")
+    return EmbeddedSignedData(info, content, signer_info.signed_attributes)
+
+
+def _verify_signed(signed: SignedData, data: bytes, allow_sha1: bool) -> tuple[SignedDataInfo, SignerInfo]:
     signer_info = _single_signer(signed)
     certificates = _load_certificates(signed.certificates)
     signer = _find_signer(signer_info, signed.certificates, certificates)
@@ -199,7 +233,7 @@ def verify_detached(signature_der: bytes, data: bytes, *, allow_sha1: bool = Fal
         message = data
     _verify_signature(_public_key(signer), signer_info, digest_name, message)
     others = tuple(c for c in certificates if c is not signer)
-    return SignedDataInfo(signer, others, digest_name, signing_time)
+    return SignedDataInfo(signer, others, digest_name, signing_time), signer_info
 
 
 def _decode_signed_data(signature_der: bytes) -> SignedData:
@@ -223,8 +257,6 @@ def _decode_signed_data(signature_der: bytes) -> SignedData:
         signed = read_signed_data(reader, content)
     except Asn1Error as exc:
         raise SignatureError(f"the SignedData is malformed: {exc}") from None
-    if signed.embeds_content:
-        raise SignatureError("the signature embeds its content; a detached signature was expected")
     return signed
 
 
