@@ -17,7 +17,19 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.serialization import pkcs7
 
-from ._cms_asn1 import CONTEXT_0, OCTET_STRING, SEQUENCE, SET, Attribute, certificate_issuer, der_set
+from ._cms_asn1 import (
+    CONTEXT_0,
+    OCTET_STRING,
+    SEQUENCE,
+    SET,
+    Asn1Error,
+    Attribute,
+    BerReader,
+    certificate_issuer,
+    der_set,
+    read_content_info,
+    read_signed_data,
+)
 from ._cms_template import der
 from .cms import verify_embedded
 from .errors import ProtocolError, SignatureError
@@ -233,6 +245,21 @@ def read_pki_message(data: bytes, *, allow_sha1: bool = False) -> PkiMessage:
     )
 
 
+def read_unverified(data: bytes) -> PkiMessage | None:
+    """The attributes and first certificate of a pkiMessage whose signature did not verify, so that a refusal
+    can still be addressed to its sender (transactionID, recipientNonce); None when even that is unreadable."""
+    try:
+        reader = BerReader(bytes(data[:MAX_MESSAGE]))
+        signed = read_signed_data(reader, read_content_info(reader)[1])
+        values = _scep_values(signed.signer_infos[0].signed_attributes or ())
+        signer = x509.load_der_x509_certificate(signed.certificates[0])
+        transaction = _text(values, TRANSACTION_ID, required=True) or ""
+        return PkiMessage(MessageType.PKCS_REQ, transaction, _octets(values, SENDER_NONCE), None, None, None,
+                          None, signer, (), "sha256", b"")
+    except (Asn1Error, ScepError, IndexError, ValueError):
+        return None
+
+
 def _fail_info_for(reason: str) -> FailInfo:
     if "unsupported" in reason:
         return FailInfo.BAD_ALG
@@ -304,5 +331,5 @@ def issued_certificates(reply: PkiMessage, certificate: x509.Certificate, key: r
 __all__ = [
     "ContentCipher", "FailInfo", "MessageType", "PkiMessage", "PkiStatus", "ScepError", "build_pki_message",
     "cert_poll", "cert_rep_failure", "cert_rep_pending", "cert_rep_success", "issued_certificates", "new_nonce",
-    "open_request", "pkcs_req", "read_pki_message", "transaction_id",
+    "open_request", "pkcs_req", "read_pki_message", "read_unverified", "transaction_id",
 ]

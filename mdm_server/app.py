@@ -27,6 +27,8 @@ from .metrics import ServerMetrics
 from .pki import ServerTlsFiles, server_tls_files
 from .push.apns_sim import APNsSimulation
 from .push.link import PushLinkFactory
+from .scep_challenges import MemoryChallengeStore, SQLiteChallengeStore
+from .scep_service import RegistrationAuthority, ScepService
 from .service import MDMService
 from .state import ServerState
 from .storage.interface import CommandStatus, EnrollmentState, Storage
@@ -39,10 +41,13 @@ from .web.device_channel import DeviceChannelFactory
 from .web.enroll import EnrollResource
 from .web.json_api import JsonAPI, basic_auth
 from .web.metrics import MetricsResource
+from .web.scep import ScepResource
 from .web.site import DEFAULT_BODY_LIMIT, make_site
 from .web.tls import listen_endpoint, server_options
 
 DATABASE_FILE = "mdmsim.sqlite3"
+SCEP_DATABASE_FILE = "scep.sqlite3"
+ENROLLMENT_IDENTITIES = ("pkcs12", "scep")
 
 
 @dataclass
@@ -59,6 +64,8 @@ class ServerConfig:
     key_type: str = "ec"  # CA and TLS keys: EC P-256 (default) or RSA-2048
     apns: dict[str, Any] = field(default_factory=dict)  # APNsSimulation options: delay, jitter, drop_rate
     lean_device_http: bool = True  # device check-ins on the lean channel; False: all through twisted.web
+    enrollment_identity: str = "pkcs12"  # or "scep": profiles carry a SCEP payload, /scep issues identities
+    allow_sha1_signatures: bool = False  # SCEP requests signed with SHA-1 digests (mdmb's default)
 
     def server_url(self) -> str:
         if self.public_url:
@@ -90,6 +97,9 @@ class MDMServer(MultiService):
     def __init__(self, config: ServerConfig, *, clock: Clock, storage: Storage | None = None,
                  tls: ServerTlsFiles | None = None, reactor: Reactor | None = None) -> None:
         super().__init__()
+        if config.enrollment_identity not in ENROLLMENT_IDENTITIES:
+            raise ValueError(f"enrollment identity {config.enrollment_identity!r} is not one of "
+                             f"{', '.join(ENROLLMENT_IDENTITIES)}")
         self.config, self.clock = config, clock
         self.now = datetime_clock(clock)
         config.data_dir.mkdir(parents=True, exist_ok=True)
@@ -112,9 +122,11 @@ class MDMServer(MultiService):
         self.admin_password = config.admin_password or self.state.admin_password
         self.url = config.server_url()  # what devices are told; the real port once listening on port 0
         self.device_endpoint = DeviceEndpoint(self.service, self.verifier)
+        self.scep = self._scep() if config.enrollment_identity == "scep" else None
         self.enroll = EnrollResource(
             self.ca, topic=self.state.topic, server_url=self.url, now=self.now,
             enroll_token=self.state.enroll_token, admin=(config.admin_user, self.admin_password),
+            scep=self.scep,
         )
         self.root = self._root()
         self.site = make_site(self.root, body_limit=config.body_limit, reactor=clock)
@@ -126,6 +138,12 @@ class MDMServer(MultiService):
         for port in self._ports:
             port.setServiceParent(self)
 
+    def _scep(self) -> ScepService:
+        ra = RegistrationAuthority.load_or_create(self.config.data_dir, self.ca, now=self.now())
+        store = MemoryChallengeStore() if self.config.in_memory else SQLiteChallengeStore(
+            self.config.data_dir / SCEP_DATABASE_FILE)
+        return ScepService(self.ca, ra, store, now=self.clock.seconds, allow_sha1=self.config.allow_sha1_signatures)
+
     def _root(self) -> resource.Resource:
         mdm = resource.Resource()
         mdm.putChild(b"checkin", self.device_endpoint)
@@ -133,6 +151,8 @@ class MDMServer(MultiService):
         mdm.putChild(b"enroll", self.enroll)
         root = resource.Resource()
         root.putChild(b"mdm", mdm)
+        if self.scep is not None:
+            root.putChild(b"scep", ScepResource(self.scep))
         counters = ServerCounters(self.service.metrics, self.storage, self.waker.outcomes, self.apns.stats)
         root.putChild(b"metrics", MetricsResource(counters))  # unauthenticated counts only: keep it on loopback
         v1 = AdminAPI(self.storage, self.waker, clock=self.clock)
@@ -177,7 +197,12 @@ class MDMServer(MultiService):
     def stopService(self) -> defer.Deferred[None]:
         """Close the ports, stop the admin model, then close the storage."""
         stopped = defer.maybeDeferred(super().stopService) if self.running else self.admin.stopService()
-        return stopped.addCallback(lambda _: self.storage.close())
+        return stopped.addCallback(lambda _: self._close_stores())
+
+    def _close_stores(self) -> None:
+        self.storage.close()
+        if self.scep is not None:
+            self.scep.challenges.close()
 
 
 @dataclass(frozen=True)

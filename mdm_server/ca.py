@@ -184,7 +184,7 @@ class CertificateAuthority:
         entries = [_san_entry(name) for name in names]
         key = generate_key(key_type)
         certificate = (
-            self._leaf(_name(names[0]), key, now, validity)
+            self._leaf(_name(names[0]), key.public_key(), now, validity)
             .add_extension(x509.SubjectAlternativeName(entries), critical=False)
             .add_extension(_key_usage(encipher=isinstance(key, rsa.RSAPrivateKey)), critical=True)
             .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
@@ -201,22 +201,41 @@ class CertificateAuthority:
         `user_id` goes into the subject as UID, binding the enrollment to that user for the server.
         """
         key = generate_key(key_type)
-        # 64 random bits: unpredictable like CA/B Forum asks, yet short enough to read in logs.
-        serial = secrets.randbits(64) or 1
         subject = _name(common_name)
         if user_id is not None:
             subject = x509.Name([*subject, x509.NameAttribute(NameOID.USER_ID, user_id)])
-        certificate = (
-            self._leaf(subject, key, now, validity, serial=serial)
-            .add_extension(_key_usage(encipher=isinstance(key, rsa.RSAPrivateKey)), critical=True)
+        return self.issue_for_key(subject, key.public_key(), now, validity=validity), key
+
+    def issue_for_key(
+        self, subject: x509.Name, public_key: ec.EllipticCurvePublicKey | rsa.RSAPublicKey, now: datetime, *,
+        validity: timedelta = DEVICE_VALIDITY,
+    ) -> x509.Certificate:
+        """A device identity for a key the device made (SCEP): EKU clientAuth, 64 random bits of serial."""
+        # 64 random bits: unpredictable like CA/B Forum asks, yet short enough to read in logs.
+        serial = secrets.randbits(64) or 1
+        return (
+            self._leaf(subject, public_key, now, validity, serial=serial)
+            .add_extension(_key_usage(encipher=isinstance(public_key, rsa.RSAPublicKey)), critical=True)
             .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+            .sign(self.private_key, hashes.SHA256())
+        )
+
+    def issue_registration_authority(
+        self, common_name: str, now: datetime, *, validity: timedelta = SERVER_VALIDITY,
+    ) -> tuple[x509.Certificate, rsa.RSAPrivateKey]:
+        """An RSA SCEP RA certificate: devices encrypt their requests to it and it signs the replies (a CA
+        that signs with EC cannot be a SCEP recipient, and iOS SCEP is RSA only)."""
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        certificate = (
+            self._leaf(_name(common_name, "mdmsim"), key.public_key(), now, validity)
+            .add_extension(_key_usage(encipher=True), critical=True)
             .sign(self.private_key, hashes.SHA256())
         )
         return certificate, key
 
     def _leaf(
-        self, subject: x509.Name, key: PrivateKey, now: datetime, validity: timedelta, *,
-        serial: int | None = None,
+        self, subject: x509.Name, public_key: ec.EllipticCurvePublicKey | rsa.RSAPublicKey, now: datetime,
+        validity: timedelta, *, serial: int | None = None,
     ) -> x509.CertificateBuilder:
         issuer_key = self.certificate.public_key()
         now = as_utc(now)
@@ -224,12 +243,12 @@ class CertificateAuthority:
             x509.CertificateBuilder()
             .subject_name(subject)
             .issuer_name(self.certificate.subject)
-            .public_key(key.public_key())
+            .public_key(public_key)
             .serial_number(serial if serial is not None else x509.random_serial_number())
             .not_valid_before(now - BACKDATE)
             .not_valid_after(min(now + validity, self.certificate.not_valid_after_utc))
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
             .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key), critical=False)
         )
 

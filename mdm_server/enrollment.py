@@ -1,6 +1,7 @@
-"""The enrollment profile a device installs: our CA as a root, a fresh identity as PKCS#12, com.apple.mdm.
+"""The enrollment profile a device installs: our CA as a root, the identity, com.apple.mdm.
 
-Each call issues a new device identity (EC P-256 by default) with a random PKCS#12 password.
+The identity is a fresh PKCS#12 (EC P-256 by default, random password: `build_enrollment`) or a SCEP payload
+with a one-time challenge, the device making its own RSA key (`build_scep_enrollment`).
 """
 
 from __future__ import annotations
@@ -13,15 +14,17 @@ from datetime import datetime
 from xml.sax.saxutils import escape
 
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509.oid import NameOID
 
 from mdm_protocol.payloads import (
+    Payload,
     configuration_profile,
     mdm_payload,
     new_uuid,
     pkcs12_payload,
     root_certificate_payload,
+    scep_payload,
 )
 from mdm_protocol.profile import encode_profile
 
@@ -47,6 +50,7 @@ _SLOTS = {
     b"password": "mdmsim-password-slot-5107A",
 }
 _P12_SLOT = b"mdmsim PKCS#12 slot 5107A"
+_SCEP_NAME_SLOT = "mdmsim-scep-subject-slot-5107A"
 
 
 @dataclass(frozen=True)
@@ -77,13 +81,39 @@ class ProfileTemplate:
 @functools.lru_cache(maxsize=32)
 def profile_template(ca_der: bytes, server_url: str, topic: str) -> ProfileTemplate:
     """The validated skeleton for one CA (DER), server URL and push topic; ProfileError if it is invalid."""
-    root = root_certificate_payload(
-        ca_der, identifier=f"{ENROLLMENT_IDENTIFIER}.root", uuid=_SLOTS[b"root_uuid"], file_name="mdmsim-ca.cer",
-        display_name="mdmsim CA",
-    )
     identity = pkcs12_payload(
         _P12_SLOT, identifier=f"{ENROLLMENT_IDENTIFIER}.identity", uuid=_SLOTS[b"identity_uuid"],
         password=_SLOTS[b"password"], file_name="identity.p12", display_name="MDM identity",
+    )
+    xml = _skeleton(ca_der, server_url, topic, identity)
+    at = xml.index(base64.b64encode(_P12_SLOT))
+    start, end = xml.rindex(b"<data>", 0, at), xml.index(b"</data>", at) + len(b"</data>")
+    return ProfileTemplate(_slotted(xml[:start] + b"<data>%(p12)s</data>" + xml[end:]))
+
+
+@functools.lru_cache(maxsize=32)
+def scep_profile_template(ca_der: bytes, server_url: str, topic: str, scep_url: str) -> ProfileTemplate:
+    """The skeleton whose identity is a SCEP payload; its Challenge is the template's password slot.
+
+    Keysize 2048 RSA signing and encryption (Key Usage 5), CAFingerprint the SHA-256 of our CA: the device
+    checks the GetCACert answer against it (newer iOS reads MD5, SHA-1 and SHA-2 fingerprints by length).
+    """
+    fingerprint = hashes.Hash(hashes.SHA256())
+    fingerprint.update(ca_der)
+    identity = scep_payload(
+        scep_url, identifier=f"{ENROLLMENT_IDENTIFIER}.scep", uuid=_SLOTS[b"identity_uuid"], name="mdmsim",
+        subject=[("O", "mdmsim"), ("CN", _SCEP_NAME_SLOT)], challenge=_SLOTS[b"password"], key_size=2048,
+        key_type="RSA", key_usage=5, ca_fingerprint=fingerprint.finalize(), retries=3, retry_delay=10,
+        display_name="MDM identity (SCEP)",
+    )
+    xml = _skeleton(ca_der, server_url, topic, identity)
+    return ProfileTemplate(_slotted(xml.replace(_SCEP_NAME_SLOT.encode(), b"%(p12)s")))
+
+
+def _skeleton(ca_der: bytes, server_url: str, topic: str, identity: Payload) -> bytes:
+    root = root_certificate_payload(
+        ca_der, identifier=f"{ENROLLMENT_IDENTIFIER}.root", uuid=_SLOTS[b"root_uuid"], file_name="mdmsim-ca.cer",
+        display_name="mdmsim CA",
     )
     mdm = mdm_payload(
         f"{server_url}/mdm/connect", topic, identity.uuid, identifier=f"{ENROLLMENT_IDENTIFIER}.mdm",
@@ -94,13 +124,13 @@ def profile_template(ca_der: bytes, server_url: str, topic: str) -> ProfileTempl
         [root, identity, mdm], identifier=ENROLLMENT_IDENTIFIER, uuid=_SLOTS[b"profile_uuid"],
         display_name="mdmsim enrollment", organization="mdmsim",
     )
-    xml = encode_profile(profile).replace(b"%", b"%%")
-    at = xml.index(base64.b64encode(_P12_SLOT))
-    start, end = xml.rindex(b"<data>", 0, at), xml.index(b"</data>", at) + len(b"</data>")
-    xml = xml[:start] + b"<data>%(p12)s</data>" + xml[end:]
+    return encode_profile(profile).replace(b"%", b"%%")
+
+
+def _slotted(xml: bytes) -> bytes:
     for name, stand_in in _SLOTS.items():
         xml = xml.replace(escape(stand_in).encode("utf-8"), b"%(" + name + b")s")
-    return ProfileTemplate(xml)
+    return xml
 
 
 def build_enrollment(
@@ -115,6 +145,20 @@ def build_enrollment(
     p12 = export_pkcs12(certificate, key, password, "MDM identity", kdf_rounds=ENROLLMENT_KDF_ROUNDS)
     ca_der = authority.certificate.public_bytes(serialization.Encoding.DER)
     return Enrollment(profile_template(ca_der, server_url, topic).fill(p12, password), certificate, user_id)
+
+
+def build_scep_enrollment(
+    authority: CertificateAuthority, *, server_url: str, topic: str, scep_url: str, challenge: str,
+    common_name: Callable[[], str] | None = None,
+) -> bytes:
+    """A fresh SCEP enrollment profile carrying `challenge` (issued, with its user, by the SCEP service)."""
+    name = common_name() if common_name else f"mdmsim device identity {x509.random_serial_number():x}"[:64]
+    ca_der = authority.certificate.public_bytes(serialization.Encoding.DER)
+    template = scep_profile_template(ca_der, server_url, topic, scep_url)
+    values = {slot: new_uuid().encode("ascii") for slot in _SLOTS if slot.endswith(b"_uuid")}
+    values[b"password"] = escape(challenge).encode("utf-8")
+    values[b"p12"] = escape(name).encode("utf-8")  # the template's PKCS#12 slot holds the subject's CN
+    return template.xml % values
 
 
 def identity_user(certificate: x509.Certificate) -> str | None:

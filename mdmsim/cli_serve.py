@@ -43,6 +43,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--memory", action="store_true", help="keep state in memory instead of SQLite")
     parser.add_argument("--key-type", choices=("ec", "rsa"), default="ec",
                         help="key type of a new CA and the TLS certificate: EC P-256 (default) or RSA-2048")
+    parser.add_argument("--enrollment-identity", choices=("pkcs12", "scep"), default="pkcs12",
+                        help="how enrollment profiles give devices their identity: a PKCS#12 made by the server "
+                             "(default, fastest for load tests) or a SCEP payload with a one-time challenge, "
+                             "the device making its own RSA key and enrolling at /scep (RFC 8894)")
     apns = parser.add_argument_group("APNs simulation (load testing)")
     apns.add_argument("--apns-delay", type=parse_duration, default=0.0,
                       help="delay before a push reaches the device, e.g. 200ms")
@@ -61,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
         data_dir=args.data_dir, listen=args.listen,
         push_link=None if args.push_link == "none" else args.push_link, public_url=args.public_url,
         admin_user=args.admin_user, admin_password=args.admin_password, body_limit=args.body_limit,
-        in_memory=args.memory, key_type=args.key_type,
+        in_memory=args.memory, key_type=args.key_type, enrollment_identity=args.enrollment_identity,
         apns={"delay": args.apns_delay, "jitter": args.apns_jitter, "drop_rate": args.apns_drop_rate},
     )
     server = MDMServer(config, clock=reactor, reactor=reactor)
@@ -71,6 +75,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"mdmsim server listening on {url} (data in {config.data_dir.resolve()})")
         print(f"  enrollment profile: {url}/mdm/enroll?token={server.state.enroll_token}")
         print(f"  CA SHA-256 fingerprint: {server.ca.fingerprint}")
+        if server.scep is not None:
+            print(f"  SCEP: {url}/scep (identities by SCEP; challenges expire after "
+                  f"{server.scep.challenge_lifetime:g} s)")
         print(f"  push topic: {server.state.topic}")
         print(f"  admin API: {url}/api/v1/devices (user {config.admin_user!r}, password in "
               f"{'--admin-password' if args.admin_password else config.data_dir / 'server.json'})")

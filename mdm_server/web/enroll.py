@@ -1,6 +1,7 @@
 """GET /mdm/enroll: hands out an enrollment profile to an admin (HTTP Basic) or a holder of the enroll token.
 
-`?user=<id>` binds the enrollment to a user for later variable substitution.
+`?user=<id>` binds the enrollment to a user for later variable substitution. With a SCEP service the profile
+carries a SCEP payload and a fresh challenge (bound to that user) instead of a PKCS#12.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from twisted.web import resource
 from twisted.web.server import Request
 
 from ..ca import CertificateAuthority
-from ..enrollment import build_enrollment
+from ..enrollment import build_enrollment, build_scep_enrollment
+from ..scep_service import ScepService
 
 PROFILE_TYPE = "application/x-apple-aspen-config"
 
@@ -23,10 +25,11 @@ class EnrollResource(resource.Resource):
 
     def __init__(
         self, authority: CertificateAuthority, *, topic: str, server_url: str, now: Callable[[], datetime],
-        enroll_token: str, admin: tuple[str, str],
+        enroll_token: str, admin: tuple[str, str], scep: ScepService | None = None,
     ) -> None:
         super().__init__()
         self.authority, self.topic, self.server_url, self.now = authority, topic, server_url, now
+        self.scep = scep
         self._token = enroll_token.encode()
         self._admin = (admin[0].encode(), admin[1].encode())
 
@@ -41,12 +44,18 @@ class EnrollResource(resource.Resource):
             request.setResponseCode(400)
             request.setHeader("content-type", "text/plain; charset=utf-8")
             return b"user id must be 1 to 128 characters\n"
-        enrollment = build_enrollment(
-            self.authority, server_url=self.server_url, topic=self.topic, now=self.now(), user_id=user
-        )
+        if self.scep is not None:
+            profile = build_scep_enrollment(
+                self.authority, server_url=self.server_url, topic=self.topic, scep_url=f"{self.server_url}/scep",
+                challenge=self.scep.new_challenge(user),
+            )
+        else:
+            profile = build_enrollment(
+                self.authority, server_url=self.server_url, topic=self.topic, now=self.now(), user_id=user
+            ).profile
         request.setHeader("content-type", PROFILE_TYPE)
         request.setHeader("content-disposition", 'attachment; filename="enroll.mobileconfig"')
-        return enrollment.profile
+        return profile
 
     def _authorised(self, request: Request) -> bool:
         token = request.args.get(b"token", [b""])[0]
