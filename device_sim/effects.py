@@ -87,11 +87,20 @@ class ReadinessChanged:
 
 
 @dataclass(frozen=True, slots=True)
+class ScepEnroll:
+    """Enroll for a SCEP payload (`spec`: a scep_client.ScepSpec) over the network; answer with
+    `scep_finished(request_id, outcome)` where outcome is a scep_client.ScepIssued or ScepFailed."""
+
+    request_id: int
+    spec: Any
+
+
+@dataclass(frozen=True, slots=True)
 class Log:
     text: str
 
 
 Effect = (
     SendRequest | RegisterPush | WakeAt | EnrollmentFailed | Enrolled | CommandHandled | SessionEnded
-    | ReadinessChanged | Log
+    | ReadinessChanged | ScepEnroll | Log
 )

@@ -17,7 +17,7 @@ from .behaviour import Behaviour
 from .catalogue import release
 from .facts import DeviceFacts, DeviceKind, device_rng, make_facts
 from .machine import DeviceMachine
-from .runner import DeviceRunner, Observer, PushRegistry
+from .runner import DeviceRunner, Observer, PushRegistry, ScepEnroller
 from .signer import ReusingSigner, sign_request
 from .transport import Transport
 
@@ -121,8 +121,9 @@ class Fleet:
     def __init__(self, spec: FleetSpec, *, clock: Clock, transport: Transport, push: PushRegistry,
                  observer: Observer | None = None,
                  behaviour_for: Callable[[DeviceFacts], Behaviour] | None = None,
-                 reuse_signatures: bool = False) -> None:
+                 reuse_signatures: bool = False, scep: ScepEnroller | None = None) -> None:
         self.spec, self.clock, self.transport, self.push = spec, clock, transport, push
+        self.scep = scep  # how devices enroll SCEP payloads (scep_agent.ScepAgent); None: they cannot
         self.observer = observer
         self.behaviour_for = behaviour_for or (lambda facts: spec.behaviour)  # per-device faults
         self.reuse_signatures = reuse_signatures  # virtual-time worlds: sign a device's Idle report once
@@ -134,7 +135,7 @@ class Fleet:
         signer = ReusingSigner() if self.reuse_signatures else sign_request
         machine = DeviceMachine(facts, seed=self.spec.seed, behaviour=self.behaviour_for(facts), signer=signer)
         runner = DeviceRunner(machine, clock=self.clock, transport=self.transport, push=self.push,
-                              observer=self.observer)
+                              observer=self.observer, scep=self.scep)
         self.runners.append(runner)
         return runner
 

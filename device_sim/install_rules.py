@@ -217,18 +217,33 @@ def payload_name(payload: Mapping[str, Any]) -> str:
     return "payload"
 
 
+class ScepIdentity(Protocol):
+    """An identity a SCEP payload enrolled for before the install (scep_client.ScepIssued satisfies it)."""
+
+    @property
+    def certificate(self) -> x509.Certificate: ...
+
+    @property
+    def private_key(self) -> PrivateKey: ...
+
+    @property
+    def chain(self) -> tuple[x509.Certificate, ...]: ...
+
+
 class _Planner:
     """One install attempt: the new profile, the device's state, and the plan built up payload by payload."""
 
     def __init__(self, profile: Profile, plist: Mapping[str, Any], *, version: OSVersion, now: Moment,
                  installed: Mapping[str, InstalledPayloads], keychain: Keychain,
-                 user_accounts: Collection[ExchangeAccount], unread: Collection[str]) -> None:
+                 user_accounts: Collection[ExchangeAccount], unread: Collection[str],
+                 scep_identities: Mapping[str, ScepIdentity] | None = None) -> None:
         self.profile = profile
         self.payloads: tuple[Mapping[str, Any], ...] = tuple(plist.get("PayloadContent", ()))
         self.version, self.now = version, as_utc(now)
         self.replaced = installed.get(profile.identifier)
         self.others = tuple(item for key, item in installed.items() if key != profile.identifier)
         self.keychain, self.user_accounts, self.unread = keychain, user_accounts, unread
+        self.scep_identities = scep_identities or {}
         self.identities: list[Identity] = []
         self.certificates: list[tuple[x509.Certificate, bool]] = []
 
@@ -311,6 +326,22 @@ class _Planner:
             self.certificates.append((certificate, is_self_signed(certificate)))
         for payload in self.read(PKCS12):
             self._add_identity(payload, payload.get("PayloadContent"), payload.get("Password"), None)
+        for payload in self.read(SCEP):
+            self._add_scep_identity(payload)
+
+    def _add_scep_identity(self, payload: Mapping[str, Any]) -> None:
+        """The identity SCEP enrolled for this payload; without one (no enrollment ran) the payload stays
+        identity-less and an MDM payload naming it fails later with 4014."""
+        uuid = payload["PayloadUUID"]
+        issued = self.scep_identities.get(uuid)
+        if issued is None:
+            return
+        held = self.keychain.identity(uuid)
+        if held is not None and held.profile_identifier != self.profile.identifier:
+            raise self.refuse(INSTALLATION[4002], f"PayloadUUID {uuid} already holds an identity of profile "
+                              f"{held.profile_identifier!r}", about=uuid)
+        self.identities.append(Identity(uuid, self.profile.identifier, issued.certificate, issued.private_key,
+                                        file_name_of(payload), self.now, issued.chain))
 
     def _add_identity(self, payload: Mapping[str, Any], data: Any, password: Any,
                       eas_cause: KnownError | None) -> None:
@@ -391,7 +422,8 @@ def _unread_payloads(ignored: Iterable[IgnoredKey]) -> frozenset[str]:
 
 def plan_install(source: bytes | Mapping[str, Any] | Profile, *, os_version: OSVersion | str, now: Moment,
                  installed: Mapping[str, InstalledPayloads], keychain: Keychain,
-                 user_accounts: Collection[ExchangeAccount] = ()) -> InstallPlan:
+                 user_accounts: Collection[ExchangeAccount] = (),
+                 scep_identities: Mapping[str, ScepIdentity] | None = None) -> InstallPlan:
     """Validate `source` as iOS `os_version` would and check it against the device; ProfileError if refused.
 
     Order: schema (4000 chains), encryption, MDM enrollment rules, certificates, then accounts.
@@ -405,7 +437,7 @@ def plan_install(source: bytes | Mapping[str, Any] | Profile, *, os_version: OSV
         raise install_failure(name, PROFILE[1006], PROFILE[1006].description, reason)
     planner = _Planner(profile, profile.to_plist(), version=version, now=now, installed=installed,
                        keychain=keychain, user_accounts=user_accounts,
-                       unread=_unread_payloads(validation.ignored))
+                       unread=_unread_payloads(validation.ignored), scep_identities=scep_identities)
     planner.check_mdm()
     planner.check_certificates()
     planner.check_accounts()
@@ -415,7 +447,7 @@ def plan_install(source: bytes | Mapping[str, Any] | Profile, *, os_version: OSV
 
 
 __all__ = [
-    "ExchangeAccount", "InstallPlan", "InstalledPayloads", "Pkcs12Identity", "Pkcs12Refusal",
+    "ExchangeAccount", "InstallPlan", "InstalledPayloads", "Pkcs12Identity", "Pkcs12Refusal", "ScepIdentity",
     "file_name_of", "install_failure", "load_certificate", "open_pkcs12", "password_incorrect",
     "payload_name", "plan_install",
 ]

@@ -16,6 +16,7 @@ from typing import TypedDict
 
 from mdm_protocol.checkin import Authenticate, CheckOut, TokenUpdate, encode_checkin
 from mdm_protocol.errors import HTTP_TRANSACTION, INSTALLATION, ErrorChainItem, ProtocolError, error_chain
+from mdm_protocol.profile import ProfileValidation
 from mdm_protocol.report import Command, CommandReport, Status, decode_server_response, encode_report
 
 from . import effects as fx
@@ -27,6 +28,8 @@ from .facts import DeviceFacts, DeviceKind, device_rng
 from .keychain import Keychain
 from .profiles import DeviceProfiles
 from .readiness import Readiness, UserChoices, fleet_readiness
+from .scep_client import ScepFailed, ScepIssued
+from .scep_install import ScepFailure, ScepInstall
 from .signer import RequestSigner, sign_request
 
 __all__ = ["Behaviour", "DeviceMachine", "Phase", "RequestKind"]  # Behaviour: its old home, still imported
@@ -104,6 +107,7 @@ class DeviceMachine:
         self._last_status: Status | None = None
         self._wakes: list[tuple[float, WakeReason]] = []
         self._idle_body: bytes | None = None
+        self._scep: ScepInstall | None = None  # an enrollment profile waiting on its SCEP payloads
 
     @property
     def _current(self) -> _Enrollment:
@@ -127,11 +131,43 @@ class DeviceMachine:
     # Inputs from the runner -------------------------------------------------------------------------
 
     def install_enrollment(self, profile: bytes, now: float) -> list[fx.Effect]:
-        """The user installs the server's enrollment profile (trust, identity, MDM payload)."""
-        if self.phase not in _ENROLLABLE:
+        """The user installs the server's enrollment profile (trust, identity, MDM payload); SCEP payloads
+        enroll first (`ScepEnroll` effects, answered by `scep_finished`)."""
+        if self.phase not in _ENROLLABLE or self._scep is not None:
             return [fx.Log(f"already {self.phase.value}; enrollment profile ignored")]
+        scep = ScepInstall.of(profile, self.facts.os_version)
+        if isinstance(scep, ScepFailure):
+            self.phase = Phase.FAILED
+            return [fx.EnrollmentFailed(scep.error_chain, scep.reason)]
+        if scep is not None:
+            self._scep = scep
+            return [self._scep_enroll(scep)]
+        return self._install_enrollment(profile, now, None)
+
+    def scep_finished(self, request_id: int, outcome: ScepIssued | ScepFailed, now: float) -> list[fx.Effect]:
+        """The runner's SCEP exchange for a `ScepEnroll` ended: enroll the next payload, or install."""
+        scep = self._scep
+        if scep is None or scep.request_id != request_id:
+            return [fx.Log(f"SCEP answer to unknown request {request_id} ignored")]
+        failure = scep.finished(outcome)
+        if failure is not None:
+            self._scep, self.phase = None, Phase.FAILED
+            return [fx.EnrollmentFailed(failure.error_chain, failure.reason)]
+        if scep.next_spec() is not None:
+            return [self._scep_enroll(scep)]
+        self._scep = None
+        return self._install_enrollment(scep.profile, now, scep.issued)
+
+    def _scep_enroll(self, scep: ScepInstall) -> fx.ScepEnroll:
+        self._next_id += 1
+        scep.request_id = self._next_id
+        return fx.ScepEnroll(self._next_id, scep.next_spec())
+
+    def _install_enrollment(self, profile: bytes | ProfileValidation, now: float,
+                            scep_identities: dict[str, ScepIssued] | None) -> list[fx.Effect]:
         version = self.facts.os_version
-        result = self.profiles.install(profile, os_version=version, now=_when(now), managed=False)
+        result = self.profiles.install(profile, os_version=version, now=_when(now), managed=False,
+                                       scep_identities=scep_identities)
         if not result.ok or result.profile is None:
             self.phase = Phase.FAILED
             return [fx.EnrollmentFailed(result.error_chain, "enrollment profile refused")]

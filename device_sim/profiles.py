@@ -18,7 +18,7 @@ from mdm_protocol.errors import MDM_ERRORS, ErrorChainItem, ProfileError, error_
 from mdm_protocol.osversion import OSVersion
 from mdm_protocol.profile import IgnoredKey, Profile
 
-from .install_rules import ACCOUNT_TYPES, ExchangeAccount, InstallPlan, plan_install
+from .install_rules import ACCOUNT_TYPES, ExchangeAccount, InstallPlan, ScepIdentity, plan_install
 from .keychain import Keychain, Moment, as_utc, common_name
 
 # ProfileList gives each payload's PayloadUUID from iOS 17 (SPEC 3).
@@ -146,11 +146,14 @@ class DeviceProfiles:
     # --- install and remove -------------------------------------------------------------------------------
 
     def install(self, profile_bytes: bytes | Mapping[str, Any] | Profile, *, os_version: OSVersion | str,
-                now: Moment, managed: bool = True) -> InstallResult:
-        """Install (or replace, by PayloadIdentifier) a profile; a refusal changes nothing on the device."""
+                now: Moment, managed: bool = True,
+                scep_identities: Mapping[str, ScepIdentity] | None = None) -> InstallResult:
+        """Install (or replace, by PayloadIdentifier) a profile; a refusal changes nothing on the device.
+        `scep_identities`: what SCEP enrolled for the profile's SCEP payloads, by PayloadUUID."""
         try:
             plan = plan_install(profile_bytes, os_version=os_version, now=now, installed=self._profiles,
-                                keychain=self.keychain, user_accounts=self.user_accounts)
+                                keychain=self.keychain, user_accounts=self.user_accounts,
+                                scep_identities=scep_identities)
         except ProfileError as exc:
             return InstallResult(False, exc.chain, None, (), None, exc.reason)
         installed = self._commit(plan, now=now, managed=managed)

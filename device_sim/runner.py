@@ -11,9 +11,11 @@ from typing import Any, Protocol
 from twisted.python.failure import Failure
 
 from mdm_protocol.clocks import Clock
+from mdm_protocol.errors import SCEP
 
 from . import effects as fx
 from .machine import DeviceMachine
+from .scep_client import ScepFailed, ScepIssued
 from .transport import Reply, Transport, TransportError
 
 # (token, payload[, sent_at]): sent_at is the server's wall-clock time of the push when its link tells it.
@@ -44,11 +46,18 @@ class Observer(Protocol):
     def effect(self, runner: DeviceRunner, effect: fx.Effect) -> None: ...
 
 
+class ScepEnroller(Protocol):
+    """Runs a SCEP enrollment for a payload (scep_agent.ScepAgent); fires with ScepIssued or ScepFailed."""
+
+    def enroll(self, spec: Any) -> Any: ...
+
+
 class DeviceRunner:
     def __init__(self, machine: DeviceMachine, *, clock: Clock, transport: Transport, push: PushRegistry,
-                 observer: Observer | None = None) -> None:
+                 observer: Observer | None = None, scep: ScepEnroller | None = None) -> None:
         self.machine, self.clock, self.transport, self.push_registry = machine, clock, transport, push
         self.observer = observer
+        self.scep = scep
         self.online = True
         self.last_push_at: float | None = None
         self.last_push_sent_at: float | None = None  # the server's time of that push, when the link tells it
@@ -74,6 +83,8 @@ class DeviceRunner:
                 self.clock.callLater(max(0.0, effect.at - self.now()), self._timer)
             elif isinstance(effect, fx.RegisterPush):
                 self.push_registry.register(effect.token, effect.topic, self.on_push)
+            elif isinstance(effect, fx.ScepEnroll):
+                self._scep_enroll(effect)
             if self.observer is not None:
                 self.observer.effect(self, effect)
 
@@ -100,6 +111,20 @@ class DeviceRunner:
             self.observer.request_done(self, request.message, sent_at, None)
         effects = self.machine.transport_failed(request.request_id, reason, self.now(), untrusted=untrusted)
         self.perform(effects)
+
+    def _scep_enroll(self, effect: fx.ScepEnroll) -> None:
+        if self.scep is None:
+            outcome = ScepFailed(effect.spec.payload_uuid, SCEP[22005], "this device has no SCEP client")
+            self.perform(self.machine.scep_finished(effect.request_id, outcome, self.now()))
+            return
+        sent_at = self.now()
+
+        def finished(outcome: Any) -> None:
+            if self.observer is not None:
+                self.observer.request_done(self, "SCEP", sent_at, 200 if isinstance(outcome, ScepIssued) else None)
+            self.perform(self.machine.scep_finished(effect.request_id, outcome, self.now()))
+
+        self.scep.enroll(effect.spec).addCallback(finished)
 
     def _timer(self) -> None:
         self.perform(self.machine.timer(self.now()))

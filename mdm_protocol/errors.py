@@ -56,6 +56,7 @@ MC_EAS = "MCEASErrorDomain"
 MC_MDM = "MCMDMErrorDomain"
 MDM = "MDMErrorDomain"  # what newer iOS reports for some MDM errors (RemoveApplication, micromdm/micromdm#841)
 MC_HTTP_TRANSACTION = "MCHTTPTransactionErrorDomain"
+MC_SCEP = "MCSCEPErrorDomain"
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +101,16 @@ MDM_ERRORS = {
                       12075: "Profile not installed"}),
 }
 HTTP_TRANSACTION = _known(MC_HTTP_TRANSACTION, {23002: "Invalid server certificate"})
+# iOS's SCEP client (MCNewSCEPPayloadHandler): the codes of Apple's table; where a device log shows iOS's text
+# (22003 wso2mobileserver#2, 22004 ios-cert-enrollment#2, 22013 SCEPy#1), that text.
+SCEP = _known(MC_SCEP, {
+    22000: "Invalid key usage", 22001: "Cannot generate key pair",
+    22002: "The Certificate Authority’s response is invalid.",
+    22003: "The Registration Authority’s response is invalid.",
+    22004: "The SCEP server configuration is not supported.", 22005: "Network error",
+    22006: "Insufficient CACaps", 22007: "Invalid signed certificate", 22008: "Cannot create identity",
+    22011: "Cannot generate CSR", 22013: "The SCEP server returned an invalid response.",
+})
 
 
 @dataclass(frozen=True, slots=True)
