@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 from server_kit import START, make_server
@@ -87,8 +88,8 @@ def test_a_device_enrolls_by_scep_and_checks_in_signed_with_its_new_rsa_identity
     # The user comes from the challenge the server issued for ?user=alice, not from anything the device said.
     assert identity.certificate.subject.get_attributes_for_oid(NameOID.USER_ID)[0].value == "alice"
     assert server.scep.outcomes == {"issued": 1}
-    device = server.storage.get_device(machine.facts.udid) if hasattr(server.storage, "get_device") else None
-    assert device is None or device.user_id == "alice"
+    device = server.storage.device_for_certificate(identity.certificate.fingerprint(hashes.SHA256()).hex())
+    assert device is not None and device.user_id == "alice"
 
 
 def test_the_challenge_is_spent_once(server):
