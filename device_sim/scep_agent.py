@@ -16,9 +16,10 @@ from typing import Any, Protocol
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from OpenSSL import SSL
-from twisted.internet import defer, ssl
+from twisted.internet import defer, protocol, ssl
 from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
-from twisted.web.client import Agent, HTTPConnectionPool, readBody
+from twisted.web.client import Agent, HTTPConnectionPool, ResponseDone
+from twisted.web.http import PotentialDataLoss
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IBodyProducer, IPolicyForHTTPS
 from zope.interface import implementer
@@ -153,6 +154,30 @@ class _UnverifiedPolicy:
         return _Unverified(self.context, None if is_address else hostname)
 
 
+class _Collect(protocol.Protocol):
+    """A response body up to MAX_ANSWER bytes (readBody warns about our TLS transport, and has no limit)."""
+
+    def __init__(self) -> None:
+        self.done: defer.Deferred[bytes] = defer.Deferred()
+        self.parts: list[bytes] = []
+        self.size = 0
+
+    def dataReceived(self, data: bytes) -> None:  # noqa: N802 - Twisted's name
+        self.size += len(data)
+        if self.size > MAX_ANSWER:
+            self.transport.stopProducing()
+        else:
+            self.parts.append(data)
+
+    def connectionLost(self, reason: Any = None) -> None:  # noqa: N802 - Twisted's name
+        if self.size > MAX_ANSWER:
+            self.done.errback(ValueError(f"the answer is larger than {MAX_ANSWER} bytes"))
+        elif reason is None or reason.check(ResponseDone, PotentialDataLoss):
+            self.done.callback(b"".join(self.parts))
+        else:
+            self.done.errback(reason)
+
+
 @implementer(IBodyProducer)
 class _Body:
     """A request body written at once (FileBodyProducer would schedule on the global reactor's cooperator)."""
@@ -196,8 +221,9 @@ class WebScepHttp:
     @staticmethod
     def _read(response: Any) -> defer.Deferred[HttpAnswer]:
         content_type = (response.headers.getRawHeaders(b"content-type") or [b""])[0].decode("latin-1") or None
-        body = readBody(response)
-        return body.addCallback(lambda data: HttpAnswer(response.code, content_type, data[:MAX_ANSWER]))
+        collector = _Collect()
+        response.deliverBody(collector)
+        return collector.done.addCallback(lambda data: HttpAnswer(response.code, content_type, data))
 
     def close(self) -> defer.Deferred[None]:
         return self.pool.closeCachedConnections()

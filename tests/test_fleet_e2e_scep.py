@@ -1,0 +1,66 @@
+"""End to end over real TLS on loopback with `--enrollment-identity scep`: devices download their profile,
+enroll at /scep over https with their own RSA keys, then check in signed with the identity SCEP gave them.
+"""
+
+from __future__ import annotations
+
+import pytest_twisted
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import rsa
+from test_fleet_e2e_tls import Until
+
+from device_sim.fleet import Fleet, FleetSpec, parse_mix
+from device_sim.https_transport import HTTPSTransport
+from device_sim.push_link_client import PushLinkClient
+from device_sim.scep_agent import RSAKeyPool, ScepAgent, WebScepHttp
+from mdm_server.app import MDMServer, ServerConfig
+from mdmsim.cli import build_parser
+from mdmsim.enroll_fetch import fetch_enrollment
+
+DEVICES = 8
+
+
+@pytest_twisted.inlineCallbacks
+def test_devices_enroll_by_scep_over_tls_and_check_in(tmp_path):
+    from twisted.internet import reactor  # pytest-twisted's reactor: this test really uses sockets
+
+    config = ServerConfig(data_dir=tmp_path / "data", listen="ssl:0:interface=127.0.0.1",
+                          push_link="tcp:0:interface=127.0.0.1", server_names=("127.0.0.1",),
+                          enrollment_identity="scep")
+    server = MDMServer(config, clock=reactor)
+    yield server.listen(reactor)
+    push = PushLinkClient()
+    link = reactor.connectTCP("127.0.0.1", server.ports[1].getHost().port, push)
+    transport, http = HTTPSTransport(reactor), WebScepHttp(reactor)
+    keys = RSAKeyPool(rsa.generate_private_key(public_exponent=65537, key_size=2048) for _ in range(DEVICES))
+    observer = Until()
+    fleet = Fleet(FleetSpec(DEVICES, seed=5, os_mix=parse_mix("12.0:1,17.5:1")), clock=reactor,
+                  transport=transport, push=push, observer=observer, scep=ScepAgent(http, reactor, keys))
+    try:
+        for index in range(DEVICES):
+            runner = fleet.add(index)
+            profile = yield fetch_enrollment(reactor, f"{server.url}/mdm/enroll?token={server.state.enroll_token}")
+            assert b"com.apple.security.scep" in profile and b"com.apple.security.pkcs12" not in profile
+            runner.install_enrollment(profile)
+        yield observer.wait(lambda o: o.enrolled == DEVICES).addTimeout(60, reactor)
+        assert server.scep.outcomes == {"issued": DEVICES} and keys.made == 0 and len(keys) == 0
+        for runner in fleet.runners:
+            enrollment = runner.machine.enrollment
+            identity = runner.machine.profiles.keychain.identity(enrollment.identity_uuid)
+            assert isinstance(identity.private_key, rsa.RSAPrivateKey) and identity.private_key.key_size == 2048
+            device = server.storage.get_device(runner.machine.facts.device_id)
+            assert device is not None and device.cert_sha256 == identity.certificate.fingerprint(
+                hashes.SHA256()).hex()
+    finally:
+        link.disconnect()
+        transport.close()
+        yield http.close()
+        yield server.stop()
+    assert (tmp_path / "data" / "scep.sqlite3").stat().st_mode & 0o077 == 0
+
+
+def test_the_serve_command_takes_the_enrollment_identity():
+    parser = build_parser()
+    assert parser.parse_args(["serve", "--enrollment-identity", "scep"]).enrollment_identity == "scep"
+    assert parser.parse_args(["serve"]).enrollment_identity == "pkcs12"
+    assert parser.parse_args(["fleet", "--enroll-url", "x", "--key-pool", "5"]).key_pool == 5
