@@ -393,9 +393,9 @@ class ServerProcess:
     started: list[ServerProcess] = []  # every one this process started: stopped again however the run ends
 
     def __init__(self, data_dir: Path, ports: tuple[int, int], *, profile_to: Path | None = None,
-                 pin: bool = True, backlog: int | None = None) -> None:
+                 pin: bool = True, backlog: int | None = None, identity: str = "pkcs12") -> None:
         self.data_dir, self.ports, self.profile_to, self.pin = data_dir, ports, profile_to, pin
-        self.backlog = backlog
+        self.backlog, self.identity = backlog, identity
         self.process: subprocess.Popen | None = None
         self.pid = 0
         self.log = data_dir.parent / f"{data_dir.name}-{ports[0]}.log"
@@ -405,7 +405,8 @@ class ServerProcess:
         backlog = f"backlog={self.backlog}:" if self.backlog else ""
         command = [sys.executable, "-m", "mdmsim.cli", "serve", "--data-dir", str(self.data_dir),
                    "--listen", f"ssl:{listen}:{backlog}interface=127.0.0.1",
-                   "--push-link", f"tcp:{link}:interface=127.0.0.1", "--public-url", f"https://127.0.0.1:{listen}"]
+                   "--push-link", f"tcp:{link}:interface=127.0.0.1", "--public-url", f"https://127.0.0.1:{listen}",
+                   "--enrollment-identity", self.identity]
         if self.profile_to is not None:
             spy = str(Path(sys.executable).parent / "py-spy")
             command = [spy, "record", "--rate", "200", "--nonblocking", "--full-filenames", "--format", "raw",
@@ -514,11 +515,22 @@ class Settling:
 class FleetRun:
     """One fleet in this process against one server: enroll through the real endpoints, then push rounds."""
 
-    def __init__(self, reactor: Any, server: ServerProcess, info: dict[str, Any], count: int, seed: int) -> None:
+    def __init__(self, reactor: Any, server: ServerProcess, info: dict[str, Any], count: int, seed: int,
+                 key_pool: int = 0) -> None:
         from device_sim.fleet import Fleet
         from device_sim.https_transport import HTTPSTransport, TLSSessionCache
         from device_sim.push_link_client import PushLinkClient
+        from device_sim.scep_agent import RSAKeyPool, ScepAgent, WebScepHttp
         from mdmsim.load.admin_http import AdminHTTP
+
+        # SCEP profiles: devices make 2048-bit RSA keys (~50 ms each); a pool made once, before the clock
+        # starts, takes that out of the enrollment rate (what --state-dir would keep between runs).
+        self.keys, started = RSAKeyPool(), time.perf_counter()
+        self.keys.fill(key_pool)
+        self.key_pool_size = key_pool
+        self.key_pool_seconds = time.perf_counter() - started
+        self.scep_http = WebScepHttp(reactor)
+        scep = ScepAgent(self.scep_http, reactor, self.keys)
 
         self.reactor, self.server, self.info, self.count = reactor, server, info, count
         self.observer = Settling(reactor)
@@ -527,7 +539,7 @@ class FleetRun:
         self.tls_sessions = TLSSessionCache()  # the check-in rounds' transports resume the enrollment's sessions
         self.transport = HTTPSTransport(reactor, tls_sessions=self.tls_sessions)
         self.fleet = Fleet(FleetSpec(count, seed=seed), clock=reactor, transport=self.transport, push=self.push,
-                           observer=self.observer)
+                           observer=self.observer, scep=scep)
         self.admin = AdminHTTP(info["url"], "admin", info["password"], info["ca_file"])
 
     def enroll(self, window: int, timeout: float) -> Any:
@@ -555,6 +567,8 @@ class FleetRun:
             wall, spent = self.observer.last_enrolled - started, usage.since()
             errors = Counter(str(r[1].value)[:120] for r in results if not r[0])
             return {
+                "identity": self.server.identity, "key_pool": self.key_pool_size,
+                "key_pool_seconds": round(self.key_pool_seconds, 2), "keys_made_during_run": self.keys.made,
                 "devices": self.count, "enrolled": self.observer.enrolled, "failed": self.observer.failed,
                 "errors": dict(errors), "window": window, "seconds": round(wall, 2),
                 "devices_per_second": round(self.observer.enrolled / wall, 1),
@@ -610,6 +624,7 @@ class FleetRun:
     def close(self) -> None:
         self.link.disconnect()
         self.transport.close()
+        self.scep_http.close()
 
 
 def _checkin_figures(totals: Counter, rounds: int, keep_alive: bool) -> dict[str, Any]:
@@ -638,6 +653,7 @@ def _fetch(reactor: Any, url: str) -> Any:
 # Who a sample of the server works for, judged from the root of its stack down (first match wins).
 OWNERS = (
     ("GET /mdm/enroll: build the enrollment profile", "web/enroll.py"),
+    ("SCEP /scep: GetCACert, GetCACaps, PKIOperation", "web/scep.py"),
     ("PUT check-in and connect: device endpoint", "web/device.py"),
     ("admin API (push, lists)", "web/admin"),
     ("push link and APNs simulation", "mdm_server/push/"),
@@ -719,8 +735,9 @@ def measured_run(reactor: Any, args: argparse.Namespace, workdir: Path, backlog:
     @defer.inlineCallbacks
     def run_it():
         name = f"measured-{backlog or 'default'}"
-        server = ServerProcess(workdir / name, (free_port(), free_port()), pin=args.pin, backlog=backlog)
-        run = FleetRun(reactor, server, server.start(), args.devices, seed=3)
+        server = ServerProcess(workdir / name, (free_port(), free_port()), pin=args.pin, backlog=backlog,
+                               identity=args.enrollment_identity)
+        run = FleetRun(reactor, server, server.start(), args.devices, seed=3, key_pool=args.key_pool)
         try:
             yield _link_up(reactor, run)
             enrollment = yield run.enroll(args.window, args.timeout)
@@ -746,8 +763,9 @@ def profiled_run(reactor: Any, args: argparse.Namespace, workdir: Path) -> Any:
     @defer.inlineCallbacks
     def run_it():
         data_dir, ports, backlog = workdir / "profiled", (free_port(), free_port()), args.backlogs[-1]
-        server = ServerProcess(data_dir, ports, profile_to=workdir / "spy-enroll.txt", pin=args.pin, backlog=backlog)
-        run = FleetRun(reactor, server, server.start(), args.profile_devices, seed=11)
+        server = ServerProcess(data_dir, ports, profile_to=workdir / "spy-enroll.txt", pin=args.pin, backlog=backlog,
+                               identity=args.enrollment_identity)
+        run = FleetRun(reactor, server, server.start(), args.profile_devices, seed=11, key_pool=args.key_pool)
         enrolling = cProfile.Profile(time.process_time)
         try:
             yield _link_up(reactor, run)
@@ -840,6 +858,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--generators", type=int, default=2, help="processes building enrollment profiles")
     parser.add_argument("--devices", type=int, default=1000, help="devices enrolled against the real server")
     parser.add_argument("--window", type=int, default=64, help="devices enrolling at once")
+    parser.add_argument("--enrollment-identity", choices=("pkcs12", "scep"), default="pkcs12",
+                        help="the server's enrollment profiles: a PKCS#12 identity (default) or SCEP at /scep")
+    parser.add_argument("--key-pool", type=int, default=0,
+                        help="RSA keys the fleet makes before enrolling (SCEP; 0: every device makes its own, "
+                             "the cold figure)")
     parser.add_argument("--rounds", type=int, default=6, help="push rounds per connection mode")
     parser.add_argument("--profile-devices", type=int, default=400, help="devices in the profiled run (0: none)")
     parser.add_argument("--profile-rounds", type=int, default=4)
