@@ -30,7 +30,7 @@ from mdm_protocol.errors import (
 from mdm_protocol.key_catalogue import key_support
 from mdm_protocol.osversion import OSVersion
 from mdm_protocol.pkcs12_memo import load_pkcs12 as memo_load_pkcs12
-from mdm_protocol.profile import IgnoredKey, Profile, validate_profile
+from mdm_protocol.profile import IgnoredKey, Profile, ProfileValidation, validate_profile
 
 from .keychain import Identity, Keychain, Moment, PrivateKey, as_utc, fingerprint, is_self_signed
 
@@ -420,7 +420,8 @@ def _unread_payloads(ignored: Iterable[IgnoredKey]) -> frozenset[str]:
                      if item.path == () and item.payload_identifier is not None)
 
 
-def plan_install(source: bytes | Mapping[str, Any] | Profile, *, os_version: OSVersion | str, now: Moment,
+def plan_install(source: bytes | Mapping[str, Any] | Profile | ProfileValidation, *, os_version: OSVersion | str,
+                 now: Moment,
                  installed: Mapping[str, InstalledPayloads], keychain: Keychain,
                  user_accounts: Collection[ExchangeAccount] = (),
                  scep_identities: Mapping[str, ScepIdentity] | None = None) -> InstallPlan:
@@ -429,7 +430,8 @@ def plan_install(source: bytes | Mapping[str, Any] | Profile, *, os_version: OSV
     Order: schema (4000 chains), encryption, MDM enrollment rules, certificates, then accounts.
     """
     version = OSVersion.parse(os_version)
-    validation = validate_profile(source, os_version=version)
+    # A ProfileValidation is one the caller made for this os_version (SCEP validates before enrolling).
+    validation = source if isinstance(source, ProfileValidation) else validate_profile(source, os_version=version)
     profile = validation.profile
     if profile.encrypted:
         reason = f"profile {profile.identifier}: encrypted profiles need a decryptor this device lacks"

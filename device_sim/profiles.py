@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives import serialization
 from mdm_protocol.commands import CertificateListItem, ProfileListItem, ProfileListPayload
 from mdm_protocol.errors import MDM_ERRORS, ErrorChainItem, ProfileError, error_chain
 from mdm_protocol.osversion import OSVersion
-from mdm_protocol.profile import IgnoredKey, Profile
+from mdm_protocol.profile import IgnoredKey, Profile, ProfileValidation
 
 from .install_rules import ACCOUNT_TYPES, ExchangeAccount, InstallPlan, ScepIdentity, plan_install
 from .keychain import Keychain, Moment, as_utc, common_name
@@ -145,7 +145,8 @@ class DeviceProfiles:
 
     # --- install and remove -------------------------------------------------------------------------------
 
-    def install(self, profile_bytes: bytes | Mapping[str, Any] | Profile, *, os_version: OSVersion | str,
+    def install(self, profile_bytes: bytes | Mapping[str, Any] | Profile | ProfileValidation, *,
+                os_version: OSVersion | str,
                 now: Moment, managed: bool = True,
                 scep_identities: Mapping[str, ScepIdentity] | None = None) -> InstallResult:
         """Install (or replace, by PayloadIdentifier) a profile; a refusal changes nothing on the device.

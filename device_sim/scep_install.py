@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from mdm_protocol.errors import ErrorChainItem, ProfileError
 from mdm_protocol.osversion import OSVersion
-from mdm_protocol.profile import validate_profile
+from mdm_protocol.profile import ProfileValidation, validate_profile
 
 from .install_rules import SCEP, install_failure
 from .scep_client import ScepFailed, ScepIssued, ScepSpec
@@ -20,7 +20,7 @@ _MARKER = SCEP.encode("ascii")  # in the bytes of any profile (XML or binary pli
 
 @dataclass
 class ScepInstall:
-    profile: bytes
+    profile: ProfileValidation  # validated once, for the device's iOS version: the install reuses it
     profile_name: str
     waiting: list[ScepSpec]
     issued: dict[str, ScepIssued] = field(default_factory=dict)
@@ -33,9 +33,10 @@ class ScepInstall:
         if _MARKER not in profile:
             return None
         try:
-            validated = validate_profile(profile, os_version=os_version).profile
+            validation = validate_profile(profile, os_version=os_version)
         except ProfileError:
             return None
+        validated = validation.profile
         name = validated.display_name or validated.identifier
         specs = []
         for payload in validated.payloads:
@@ -45,7 +46,7 @@ class ScepInstall:
             if isinstance(spec, ScepFailed):
                 return ScepFailure.of(name, spec)
             specs.append(spec)
-        return cls(profile, name, specs) if specs else None
+        return cls(validation, name, specs) if specs else None
 
     def next_spec(self) -> ScepSpec | None:
         return self.waiting[0] if self.waiting else None

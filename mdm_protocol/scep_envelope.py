@@ -7,6 +7,7 @@ which iOS falls back to when a CA does not advertise AES, so that one cipher is 
 from __future__ import annotations
 
 import enum
+import functools
 import os
 from dataclasses import dataclass
 
@@ -191,6 +192,7 @@ def _open_des3(encrypted_key: bytes, iv: bytes, ciphertext: bytes, key: rsa.RSAP
         raise EnvelopeError("the envelope cannot be decrypted with our key") from None
 
 
+@functools.lru_cache(maxsize=64)
 def oid(dotted: str) -> bytes:
     """The DER OBJECT IDENTIFIER for dotted text."""
     arcs = [int(arc) for arc in dotted.split(".")]
