@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.serialization import pkcs7
 
 from ._cms_asn1 import (
@@ -35,6 +35,7 @@ from .cms import verify_embedded
 from .errors import ProtocolError, SignatureError
 from .scep_envelope import (
     ID_DATA,
+    RSA_ENCRYPTION,
     ContentCipher,
     EnvelopeError,
     Opened,
@@ -57,6 +58,7 @@ MAX_MESSAGE = 64 * 1024
 
 DIGEST_OIDS = {"sha1": "1.3.14.3.2.26", "sha256": "2.16.840.1.101.3.4.2.1", "sha512": "2.16.840.1.101.3.4.2.3"}
 _HASHES = {"sha1": hashes.SHA1, "sha256": hashes.SHA256, "sha512": hashes.SHA512}
+_ECDSA_OIDS = {"sha1": "1.2.840.10045.4.1", "sha256": "1.2.840.10045.4.3.2", "sha512": "1.2.840.10045.4.3.4"}
 
 
 class MessageType(enum.StrEnum):
@@ -125,7 +127,8 @@ def _attribute(kind: str, tag: int, value: bytes) -> bytes:
 
 
 def build_pki_message(
-    content: bytes, signer: x509.Certificate, key: rsa.RSAPrivateKey, *, message_type: MessageType,
+    content: bytes, signer: x509.Certificate, key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey, *,
+    message_type: MessageType,
     transaction: str, sender_nonce: bytes | None = None, recipient_nonce: bytes | None = None,
     pki_status: PkiStatus | None = None, fail_info: FailInfo | None = None, fail_info_text: str | None = None,
     digest: str = "sha256", extra_certificates: Sequence[x509.Certificate] = (),
@@ -147,13 +150,17 @@ def build_pki_message(
         if value is not None:
             attributes.append(_attribute(kind, tag, value))
     signed_set = der_set(attributes)
-    signature = key.sign(signed_set, padding.PKCS1v15(), _HASHES[digest]())
+    if isinstance(key, ec.EllipticCurvePrivateKey):  # not iOS's; lets tests (and peers) send EC requests
+        signature, algorithm = key.sign(signed_set, ec.ECDSA(_HASHES[digest]())), _ECDSA_OIDS[digest]
+    else:
+        signature, algorithm = key.sign(signed_set, padding.PKCS1v15(), _HASHES[digest]()), RSA_ENCRYPTION
+    algorithm_id = der(SEQUENCE, oid(algorithm) + (b"\x05\x00" if algorithm == RSA_ENCRYPTION else b""))
     signer_der = certificate_der(signer)
     digest_algorithm = der(SEQUENCE, oid(DIGEST_OIDS[digest]) + b"\x05\x00")
     signer_info = der(SEQUENCE, integer(1)
                       + der(SEQUENCE, certificate_issuer(signer_der) + integer(signer.serial_number))
                       + digest_algorithm + der(CONTEXT_0, signed_set[2 + _length_octets(signed_set):])
-                      + der(SEQUENCE, oid("1.2.840.113549.1.1.1") + b"\x05\x00") + der(OCTET_STRING, signature))
+                      + algorithm_id + der(OCTET_STRING, signature))
     encapsulated = oid(ID_DATA) + (der(CONTEXT_0, der(OCTET_STRING, content)) if content else b"")
     certificates = signer_der + b"".join(certificate_der(c) for c in extra_certificates)
     signed = der(SEQUENCE, integer(1) + der(SET, digest_algorithm) + der(SEQUENCE, encapsulated)
@@ -263,7 +270,7 @@ def read_unverified(data: bytes) -> PkiMessage | None:
 def _fail_info_for(reason: str) -> FailInfo:
     if "unsupported" in reason:
         return FailInfo.BAD_ALG
-    if "bad signature" in reason or "messageDigest" in reason:
+    if "bad signature" in reason or "messageDigest" in reason or "does not fit" in reason:
         return FailInfo.BAD_MESSAGE_CHECK
     return FailInfo.BAD_REQUEST
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
 from mdm_protocol.scep import (
@@ -142,10 +142,11 @@ class ScepService:
         key = csr.public_key()
         if key != request.signer.public_key():
             raise ScepError("the CSR's key is not the key that signed the request", FailInfo.BAD_MESSAGE_CHECK)
-        if isinstance(key, rsa.RSAPublicKey) and key.key_size < MIN_RSA_BITS:
+        if not isinstance(key, rsa.RSAPublicKey):
+            # The CertRep is enveloped to the requester's key: SCEP (and iOS) needs RSA there.
+            raise ScepError(f"a {type(key).__name__} cannot receive a SCEP reply; use RSA", FailInfo.BAD_ALG)
+        if key.key_size < MIN_RSA_BITS:
             raise ScepError(f"a {key.key_size}-bit RSA key is too small", FailInfo.BAD_REQUEST)
-        if not isinstance(key, rsa.RSAPublicKey | ec.EllipticCurvePublicKey):
-            raise ScepError(f"a {type(key).__name__} cannot be an identity here", FailInfo.BAD_ALG)
         if challenge is None:
             raise ScepError("the CSR has no challengePassword", FailInfo.BAD_REQUEST)
         now = self.now()

@@ -14,17 +14,30 @@ from datetime import UTC, datetime
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import padding
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.x509.oid import NameOID
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from pyasn1.codec.der import decoder, encoder
 from pyasn1.type import char, univ
 from pyasn1_modules import rfc5280, rfc5652
 from server_kit import START, make_server
 
 from device_sim.memory_http import MemoryHTTP
-from mdm_protocol.scep import FailInfo, MessageType, PkiStatus, ScepError, read_pki_message
+from mdm_protocol.scep import (
+    FailInfo,
+    MessageType,
+    PkiStatus,
+    ScepError,
+    build_pki_message,
+    new_nonce,
+    pkcs_req,
+    read_pki_message,
+)
 from mdm_protocol.scep_envelope import ContentCipher, EnvelopeError, envelope, open_envelope
-from mdm_protocol.scep_operations import parse_ca_certificates
+from mdm_protocol.scep_operations import build_csr, parse_ca_certificates, requester_certificate
 from mdm_server.ca import CertificateAuthority
+from mdm_server.scep_service import UnreadableRequest
 
 pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
 SCEP = "2.16.840.1.113733.1.9."
@@ -187,3 +200,49 @@ def test_malformed_messages_are_scep_errors_not_crashes():
     for junk in (b"", b"\x30\x00", b"\x30\x80\x00\x00", os.urandom(300)):
         with pytest.raises(ScepError):
             read_pki_message(junk)
+
+
+def _our_request(server, key, challenge: str | None = None) -> bytes:
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "fuzzed")])
+    now = datetime.fromtimestamp(server.clock.seconds(), UTC)
+    csr = build_csr(key, subject, challenge or server.scep.new_challenge())
+    return pkcs_req(csr, requester_certificate(key, subject, now), key, server.scep.ra.certificate,
+                    sender_nonce=new_nonce())
+
+
+def test_a_requester_without_an_rsa_key_is_bad_alg_and_spends_nothing(server):
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "ec device")])
+    challenge = server.scep.new_challenge()
+    csr = build_csr(key, subject, challenge)
+    signer = requester_certificate(key, subject, datetime.fromtimestamp(server.clock.seconds(), UTC))
+    sealed = envelope(csr.public_bytes(serialization.Encoding.DER), server.scep.ra.certificate)
+    message = build_pki_message(sealed, signer, key, message_type=MessageType.PKCS_REQ, transaction="EC",
+                                sender_nonce=new_nonce())
+    reply = read_pki_message(server.scep.pki_operation(message))
+    assert reply.pki_status is PkiStatus.FAILURE and reply.fail_info is FailInfo.BAD_ALG
+    assert "cannot receive a SCEP reply; use RSA" in reply.fail_info_text
+    assert server.scep.challenges.check(challenge, server.clock.seconds())[1].uses_left == 1
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_mutated_requests_get_a_certrep_or_a_400_never_a_crash(server, data):
+    global _FUZZ_REQUEST
+    if _FUZZ_REQUEST is None:
+        _FUZZ_REQUEST = _our_request(server, rsa.generate_private_key(public_exponent=65537, key_size=2048),
+                                     "fuzz-challenge-not-issued")
+    body = bytearray(_FUZZ_REQUEST)
+    for _ in range(data.draw(st.integers(1, 4))):
+        position = data.draw(st.integers(0, len(body) - 1))
+        body[position] = data.draw(st.integers(0, 255))
+    cut = data.draw(st.integers(len(body) // 2, len(body)))
+    try:
+        answer = server.scep.pki_operation(bytes(body[:cut]))
+    except UnreadableRequest:
+        return
+    reply = read_pki_message(answer)
+    assert reply.message_type is MessageType.CERT_REP and reply.pki_status is PkiStatus.FAILURE
+
+
+_FUZZ_REQUEST: bytes | None = None
