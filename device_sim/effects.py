@@ -14,6 +14,7 @@ from mdm_protocol.report import Status
 
 if TYPE_CHECKING:  # effects stay near the ground floor: transports import them without the device's model
     from .readiness import Readiness
+    from .scep_client import ScepSpec
 
 CHECKIN_TYPE = "application/x-apple-aspen-mdm-checkin"
 CONNECT_TYPE = "application/x-apple-aspen-mdm"
@@ -88,11 +89,11 @@ class ReadinessChanged:
 
 @dataclass(frozen=True, slots=True)
 class ScepEnroll:
-    """Enroll for a SCEP payload (`spec`: a scep_client.ScepSpec) over the network; answer with
-    `scep_finished(request_id, outcome)` where outcome is a scep_client.ScepIssued or ScepFailed."""
+    """Enroll for a SCEP payload over the network; answer with `scep_finished(request_id, outcome)` where
+    outcome is a scep_client.ScepIssued or ScepFailed."""
 
     request_id: int
-    spec: Any
+    spec: ScepSpec
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,7 +11,7 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -165,7 +165,8 @@ class _Collect(protocol.Protocol):
     def dataReceived(self, data: bytes) -> None:  # noqa: N802 - Twisted's name
         self.size += len(data)
         if self.size > MAX_ANSWER:
-            self.transport.stopProducing()
+            if self.transport is not None:
+                self.transport.stopProducing()  # type: ignore[attr-defined]  # a response body's transport
         else:
             self.parts.append(data)
 
@@ -215,8 +216,8 @@ class WebScepHttp:
             producer = _Body(step.body)
             headers.setRawHeaders(b"Content-Type", [(step.content_type or "application/octet-stream").encode()])
         answer = self.agent.request(step.method.encode("ascii"), step.url.encode("ascii"), headers, producer)
-        answer.addCallback(self._read)
-        return answer.addTimeout(self.timeout, self.reactor)
+        read = cast("defer.Deferred[HttpAnswer]", answer.addCallback(self._read))
+        return read.addTimeout(self.timeout, self.reactor)
 
     @staticmethod
     def _read(response: Any) -> defer.Deferred[HttpAnswer]:

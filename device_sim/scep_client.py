@@ -199,7 +199,8 @@ class ScepExchange:
                 return certificate.issuer == certificate.subject
 
         leaves = [c for c in rsa_certificates if not is_ca(c)]
-        return (leaves or rsa_certificates or [None])[0]
+        candidates = leaves or rsa_certificates
+        return candidates[0] if candidates else None
 
     def _caps_answered(self, status: int, body: bytes) -> Step:
         caps = parse_caps(body) if 200 <= status < 300 else frozenset()  # none: "assume SHA-1 only", as iOS

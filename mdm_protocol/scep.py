@@ -57,7 +57,6 @@ NONCE_SIZE = 16
 MAX_MESSAGE = 64 * 1024
 
 DIGEST_OIDS = {"sha1": "1.3.14.3.2.26", "sha256": "2.16.840.1.101.3.4.2.1", "sha512": "2.16.840.1.101.3.4.2.3"}
-_HASHES = {"sha1": hashes.SHA1, "sha256": hashes.SHA256, "sha512": hashes.SHA512}
 _ECDSA_OIDS = {"sha1": "1.2.840.10045.4.1", "sha256": "1.2.840.10045.4.3.2", "sha512": "1.2.840.10045.4.3.4"}
 
 
@@ -122,6 +121,12 @@ def new_nonce() -> bytes:
     return os.urandom(NONCE_SIZE)
 
 
+def _hash(digest: str) -> hashes.SHA1 | hashes.SHA256 | hashes.SHA512:
+    if digest == "sha1":
+        return hashes.SHA1()
+    return hashes.SHA512() if digest == "sha512" else hashes.SHA256()
+
+
 def _attribute(kind: str, tag: int, value: bytes) -> bytes:
     return der(SEQUENCE, oid(kind) + der(SET, der(tag, value)))
 
@@ -142,18 +147,19 @@ def build_pki_message(
         _attribute(MESSAGE_TYPE, PRINTABLE_STRING, message_type.value.encode()),
         _attribute(TRANSACTION_ID, PRINTABLE_STRING, transaction.encode("ascii")),
     ]
-    for kind, tag, value in ((SENDER_NONCE, OCTET_STRING, sender_nonce),
-                             (RECIPIENT_NONCE, OCTET_STRING, recipient_nonce),
-                             (PKI_STATUS, PRINTABLE_STRING, pki_status and pki_status.value.encode()),
-                             (FAIL_INFO, PRINTABLE_STRING, fail_info and fail_info.value.encode()),
-                             (FAIL_INFO_TEXT, UTF8_STRING, fail_info_text and fail_info_text.encode())):
-        if value is not None:
-            attributes.append(_attribute(kind, tag, value))
+    optional: list[tuple[str, int, bytes | None]] = [
+        (SENDER_NONCE, OCTET_STRING, sender_nonce), (RECIPIENT_NONCE, OCTET_STRING, recipient_nonce),
+        (PKI_STATUS, PRINTABLE_STRING, None if pki_status is None else pki_status.value.encode()),
+        (FAIL_INFO, PRINTABLE_STRING, None if fail_info is None else fail_info.value.encode()),
+        (FAIL_INFO_TEXT, UTF8_STRING, None if fail_info_text is None else fail_info_text.encode()),
+    ]
+    attributes += [_attribute(kind, tag, value) for kind, tag, value in optional if value is not None]
     signed_set = der_set(attributes)
+    chosen = _hash(digest)
     if isinstance(key, ec.EllipticCurvePrivateKey):  # not iOS's; lets tests (and peers) send EC requests
-        signature, algorithm = key.sign(signed_set, ec.ECDSA(_HASHES[digest]())), _ECDSA_OIDS[digest]
+        signature, algorithm = key.sign(signed_set, ec.ECDSA(chosen)), _ECDSA_OIDS[digest]
     else:
-        signature, algorithm = key.sign(signed_set, padding.PKCS1v15(), _HASHES[digest]()), RSA_ENCRYPTION
+        signature, algorithm = key.sign(signed_set, padding.PKCS1v15(), chosen), RSA_ENCRYPTION
     algorithm_id = der(SEQUENCE, oid(algorithm) + (b"\x05\x00" if algorithm == RSA_ENCRYPTION else b""))
     signer_der = certificate_der(signer)
     digest_algorithm = der(SEQUENCE, oid(DIGEST_OIDS[digest]) + b"\x05\x00")
@@ -198,25 +204,28 @@ def cert_rep_success(issued: Sequence[x509.Certificate], request: PkiMessage, si
     """CertRep SUCCESS: the issued certificate (first) in a degenerate certs-only SignedData, enveloped to the
     requester's signing certificate."""
     degenerate = pkcs7.serialize_certificates(list(issued), serialization.Encoding.DER)
-    return build_pki_message(envelope(degenerate, request.signer, cipher), signer, key,
-                             **_reply(request, PkiStatus.SUCCESS), digest=digest)
+    return _reply(envelope(degenerate, request.signer, cipher), request, signer, key, PkiStatus.SUCCESS,
+                  digest=digest)
 
 
 def cert_rep_failure(request: PkiMessage, signer: x509.Certificate, key: rsa.RSAPrivateKey, fail_info: FailInfo,
                      text: str | None = None, *, digest: str = "sha256") -> bytes:
     """CertRep FAILURE with failInfo (and RFC 8894's failInfoText); no envelope."""
-    return build_pki_message(b"", signer, key, **_reply(request, PkiStatus.FAILURE), fail_info=fail_info,
-                             fail_info_text=text, digest=digest)
+    return _reply(b"", request, signer, key, PkiStatus.FAILURE, fail_info=fail_info, text=text, digest=digest)
 
 
 def cert_rep_pending(request: PkiMessage, signer: x509.Certificate, key: rsa.RSAPrivateKey, *,
                      digest: str = "sha256") -> bytes:
-    return build_pki_message(b"", signer, key, **_reply(request, PkiStatus.PENDING), digest=digest)
+    return _reply(b"", request, signer, key, PkiStatus.PENDING, digest=digest)
 
 
-def _reply(request: PkiMessage, status: PkiStatus) -> dict[str, object]:
-    return {"message_type": MessageType.CERT_REP, "transaction": request.transaction_id,
-            "sender_nonce": new_nonce(), "recipient_nonce": request.sender_nonce, "pki_status": status}
+def _reply(content: bytes, request: PkiMessage, signer: x509.Certificate, key: rsa.RSAPrivateKey,
+           status: PkiStatus, *, digest: str, fail_info: FailInfo | None = None, text: str | None = None) -> bytes:
+    """A CertRep to `request`: its transactionID, our fresh senderNonce, its senderNonce echoed."""
+    return build_pki_message(content, signer, key, message_type=MessageType.CERT_REP,
+                             transaction=request.transaction_id, sender_nonce=new_nonce(),
+                             recipient_nonce=request.sender_nonce, pki_status=status, fail_info=fail_info,
+                             fail_info_text=text, digest=digest)
 
 
 # --- reading -------------------------------------------------------------------------------------------------
@@ -236,15 +245,14 @@ def read_pki_message(data: bytes, *, allow_sha1: bool = False) -> PkiMessage:
         raise ScepError(f"the pkiMessage signature: {exc.reason}", _fail_info_for(exc.reason)) from None
     values = _scep_values(verified.attributes)
     try:
-        message_type = MessageType(_text(values, MESSAGE_TYPE, required=True))
+        message_type = MessageType(_text(values, MESSAGE_TYPE, required=True) or "")
         status_text = _text(values, PKI_STATUS)
         fail_text = _text(values, FAIL_INFO)
         pki_status = PkiStatus(status_text) if status_text is not None else None
         fail_info = FailInfo(fail_text) if fail_text is not None else None
     except ValueError as exc:
         raise ScepError(f"the pkiMessage has an unknown attribute value: {exc}") from None
-    transaction = _text(values, TRANSACTION_ID, required=True)
-    assert transaction is not None and message_type is not None
+    transaction = _text(values, TRANSACTION_ID, required=True) or ""
     return PkiMessage(
         message_type, transaction, _octets(values, SENDER_NONCE), _octets(values, RECIPIENT_NONCE), pki_status,
         fail_info, _text(values, FAIL_INFO_TEXT), verified.info.signer, verified.info.certificates,

@@ -132,8 +132,10 @@ def requester_certificate(key: rsa.RSAPrivateKey, subject: x509.Name, now: datet
             .not_valid_after(now + REQUESTER_VALIDITY).sign(key, _hash(digest)))
 
 
-def _hash(digest: str) -> hashes.HashAlgorithm:
-    try:
-        return {"sha1": hashes.SHA1, "sha256": hashes.SHA256, "sha512": hashes.SHA512}[digest]()
-    except KeyError:
-        raise ScepError(f"unsupported digest {digest!r}") from None
+def _hash(digest: str) -> hashes.SHA256 | hashes.SHA512:
+    """X.509 signatures: SHA-256 or SHA-512 (cryptography no longer signs certificates with SHA-1)."""
+    if digest == "sha256":
+        return hashes.SHA256()
+    if digest == "sha512":
+        return hashes.SHA512()
+    raise ScepError(f"unsupported digest {digest!r} for a CSR or certificate")

@@ -18,7 +18,6 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509.oid import NameOID
 
 from mdm_protocol.payloads import (
-    Payload,
     configuration_profile,
     mdm_payload,
     new_uuid,
@@ -26,7 +25,7 @@ from mdm_protocol.payloads import (
     root_certificate_payload,
     scep_payload,
 )
-from mdm_protocol.profile import encode_profile
+from mdm_protocol.profile import Payload, encode_profile
 
 from .ca import CertificateAuthority, KeyType
 from .pki import export_pkcs12, random_password

@@ -7,17 +7,32 @@ from __future__ import annotations
 import pytest_twisted
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import rsa
-from test_fleet_e2e_tls import Until
+from twisted.internet import defer
 
 from device_sim.fleet import Fleet, FleetSpec, parse_mix
 from device_sim.https_transport import HTTPSTransport
 from device_sim.push_link_client import PushLinkClient
 from device_sim.scep_agent import RSAKeyPool, ScepAgent, WebScepHttp
+from device_sim.stats import FleetObserver
 from mdm_server.app import MDMServer, ServerConfig
 from mdmsim.cli import build_parser
 from mdmsim.enroll_fetch import fetch_enrollment
 
 DEVICES = 8
+
+
+class Enrolled(FleetObserver):
+    """Fires `all_enrolled` once `count` devices have enrolled."""
+
+    def __init__(self, count: int) -> None:
+        super().__init__()
+        self.count = count
+        self.all_enrolled: defer.Deferred[None] = defer.Deferred()
+
+    def effect(self, runner, effect) -> None:
+        super().effect(runner, effect)
+        if self.enrolled == self.count and not self.all_enrolled.called:
+            self.all_enrolled.callback(None)
 
 
 @pytest_twisted.inlineCallbacks
@@ -27,13 +42,14 @@ def test_devices_enroll_by_scep_over_tls_and_check_in(tmp_path):
     config = ServerConfig(data_dir=tmp_path / "data", listen="ssl:0:interface=127.0.0.1",
                           push_link="tcp:0:interface=127.0.0.1", server_names=("127.0.0.1",),
                           enrollment_identity="scep")
-    server = MDMServer(config, clock=reactor)
-    yield server.listen(reactor)
+    server = MDMServer(config, clock=reactor, reactor=reactor)
+    server.startService()
+    yield server.listening()
     push = PushLinkClient()
     link = reactor.connectTCP("127.0.0.1", server.ports[1].getHost().port, push)
     transport, http = HTTPSTransport(reactor), WebScepHttp(reactor)
     keys = RSAKeyPool(rsa.generate_private_key(public_exponent=65537, key_size=2048) for _ in range(DEVICES))
-    observer = Until()
+    observer = Enrolled(DEVICES)
     fleet = Fleet(FleetSpec(DEVICES, seed=5, os_mix=parse_mix("12.0:1,17.5:1")), clock=reactor,
                   transport=transport, push=push, observer=observer, scep=ScepAgent(http, reactor, keys))
     try:
@@ -42,7 +58,7 @@ def test_devices_enroll_by_scep_over_tls_and_check_in(tmp_path):
             profile = yield fetch_enrollment(reactor, f"{server.url}/mdm/enroll?token={server.state.enroll_token}")
             assert b"com.apple.security.scep" in profile and b"com.apple.security.pkcs12" not in profile
             runner.install_enrollment(profile)
-        yield observer.wait(lambda o: o.enrolled == DEVICES).addTimeout(60, reactor)
+        yield observer.all_enrolled.addTimeout(60, reactor)
         assert server.scep.outcomes == {"issued": DEVICES} and keys.made == 0 and len(keys) == 0
         for runner in fleet.runners:
             enrollment = runner.machine.enrollment
@@ -55,7 +71,7 @@ def test_devices_enroll_by_scep_over_tls_and_check_in(tmp_path):
         link.disconnect()
         transport.close()
         yield http.close()
-        yield server.stop()
+        yield server.stopService()
     assert (tmp_path / "data" / "scep.sqlite3").stat().st_mode & 0o077 == 0
 
 

@@ -25,7 +25,7 @@ from mdm_protocol.payloads import scep_payload
 from mdm_protocol.plist import decode_plist
 from mdm_protocol.scep import FailInfo, PkiStatus, read_pki_message
 from mdm_server.scep_challenges import Redemption
-from mdmsim.world import presented_chain
+from mdm_world.world import presented_chain
 
 KEYS = [rsa.generate_private_key(public_exponent=65537, key_size=2048) for _ in range(6)]
 

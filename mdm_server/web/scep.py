@@ -33,7 +33,7 @@ class ScepResource(resource.Resource):
         return self._operation(request, body)
 
     def _operation(self, request: Request, body: bytes | None) -> bytes:
-        operation = request.args.get(b"operation", [b""])[0].decode("latin-1")
+        operation = _argument(request, b"operation").decode("latin-1")
         if operation == "GetCACaps":
             request.setHeader("content-type", CAPS_TYPE)
             return self.service.caps()
@@ -49,7 +49,7 @@ class ScepResource(resource.Resource):
     def _pki_operation(self, request: Request, body: bytes | None) -> bytes:
         if body is None:
             # Query parsing turned '+' into ' '; base64 has no spaces, so put them back.
-            text = request.args.get(b"message", [b""])[0].replace(b" ", b"+")
+            text = _argument(request, b"message").replace(b" ", b"+")
             try:
                 body = base64.b64decode(text, validate=True)
             except (binascii.Error, ValueError):
@@ -64,6 +64,11 @@ class ScepResource(resource.Resource):
             return _refuse(request, 400, f"not a SCEP pkiMessage: {exc.reason}")
         request.setHeader("content-type", PKI_MESSAGE_TYPE)
         return answer
+
+
+def _argument(request: Request, name: bytes) -> bytes:
+    values = request.args.get(name) if request.args else None
+    return values[0] if values else b""
 
 
 def _refuse(request: Request, code: int, reason: str) -> bytes:
