@@ -65,7 +65,7 @@ class ServerConfig:
     apns: dict[str, Any] = field(default_factory=dict)  # APNsSimulation options: delay, jitter, drop_rate
     lean_device_http: bool = True  # device check-ins on the lean channel; False: all through twisted.web
     enrollment_identity: str = "pkcs12"  # or "scep": profiles carry a SCEP payload, /scep issues identities
-    allow_sha1_signatures: bool = False  # SCEP requests signed with SHA-1 digests (mdmb's default)
+    allow_sha1_signatures: bool = False  # Mdm-Signature and SCEP requests with SHA-1 digests (mdmb's default)
 
     def server_url(self) -> str:
         if self.public_url:
@@ -118,7 +118,8 @@ class MDMServer(MultiService):
         self.service = MDMService(self.storage, topic=self.state.topic, now=clock.seconds,
                                   schedule_wake=self.waker.schedule,
                                   on_device_changed=self.admin.labels.on_device_changed)
-        self.verifier = IdentityVerifier([self.ca.certificate], now=self.now)
+        self.verifier = IdentityVerifier([self.ca.certificate], now=self.now,
+                                         allow_sha1=config.allow_sha1_signatures)
         self.admin_password = config.admin_password or self.state.admin_password
         self.url = config.server_url()  # what devices are told; the real port once listening on port 0
         self.device_endpoint = DeviceEndpoint(self.service, self.verifier)

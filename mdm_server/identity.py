@@ -26,8 +26,10 @@ MAX_CACHED_REQUESTS = 100_000  # about 300 bytes each
 class IdentityVerifier:
     """Turns a request's `Mdm-Signature` header and body into a `DeviceIdentity`, or a SignatureError."""
 
-    def __init__(self, roots: Sequence[x509.Certificate], *, now: Callable[[], datetime]) -> None:
+    def __init__(self, roots: Sequence[x509.Certificate], *, now: Callable[[], datetime],
+                 allow_sha1: bool = False) -> None:
         self.roots = list(roots)
+        self.allow_sha1 = allow_sha1  # mdmb signs with SHA-1 digests by default (SPEC 8); refused unless asked
         self._now = now
         self._chained: set[str] = set()  # fingerprints of certificates already chained to our CA
         # digest of (header, body) → (identity, validity window): a device re-sending a body it signed before.
@@ -52,7 +54,7 @@ class IdentityVerifier:
         return identity
 
     def _verify(self, header: bytes, body: bytes) -> tuple[DeviceIdentity, x509.Certificate]:
-        info = verify_mdm_signature(header, body)
+        info = verify_mdm_signature(header, body, allow_sha1=self.allow_sha1)
         fingerprint = info.signer_fingerprint
         moment = self._now()
         if fingerprint in self._chained:

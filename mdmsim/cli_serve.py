@@ -47,6 +47,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="how enrollment profiles give devices their identity: a PKCS#12 made by the server "
                              "(default, fastest for load tests) or a SCEP payload with a one-time challenge, "
                              "the device making its own RSA key and enrolling at /scep (RFC 8894)")
+    parser.add_argument("--allow-sha1-signatures", action="store_true",
+                        help="accept Mdm-Signature and SCEP requests whose CMS digest is SHA-1 (mdmb's default); "
+                             "refused with a clear error otherwise")
     apns = parser.add_argument_group("APNs simulation (load testing)")
     apns.add_argument("--apns-delay", type=parse_duration, default=0.0,
                       help="delay before a push reaches the device, e.g. 200ms")
@@ -66,6 +69,7 @@ def run(args: argparse.Namespace) -> int:
         push_link=None if args.push_link == "none" else args.push_link, public_url=args.public_url,
         admin_user=args.admin_user, admin_password=args.admin_password, body_limit=args.body_limit,
         in_memory=args.memory, key_type=args.key_type, enrollment_identity=args.enrollment_identity,
+        allow_sha1_signatures=args.allow_sha1_signatures,
         apns={"delay": args.apns_delay, "jitter": args.apns_jitter, "drop_rate": args.apns_drop_rate},
     )
     server = MDMServer(config, clock=reactor, reactor=reactor)
