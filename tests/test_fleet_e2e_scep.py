@@ -9,6 +9,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import rsa
 from twisted.internet import defer
 
+from device_sim.enroll_fetch import fetch_enrollment
 from device_sim.fleet import Fleet, FleetSpec, parse_mix
 from device_sim.https_transport import HTTPSTransport
 from device_sim.push_link_client import PushLinkClient
@@ -16,7 +17,6 @@ from device_sim.scep_agent import RSAKeyPool, ScepAgent, WebScepHttp
 from device_sim.stats import FleetObserver
 from mdm_server.app import MDMServer, ServerConfig
 from mdmsim.cli import build_parser
-from mdmsim.enroll_fetch import fetch_enrollment
 
 DEVICES = 8
 
