@@ -63,13 +63,15 @@ class _UnverifiedTLS:
 
 
 class _Download(Protocol):
-    """One GET on one connection; the answer ends at its Content-Length, its last chunk, or the close.
-    `done` fires with the profile; cancelling it (a timeout) drops the connection or the attempt."""
+    """One request on one connection; the answer ends at its Content-Length, its last chunk, or the close.
+    `done` fires with the profile (or, `any_status`, the whole Response); cancelling it (a timeout) drops the
+    connection or the attempt."""
 
-    def __init__(self, request: bytes) -> None:
-        self.request = request
-        self.done: defer.Deferred[bytes] = defer.Deferred(canceller=self._cancel)
-        self.reader = ResponseReader(max_body=MAX_PROFILE)
+    def __init__(self, request: bytes, *, any_status: bool = False, max_body: int | None = None) -> None:
+        max_body = MAX_PROFILE if max_body is None else max_body  # read at call time: tests lower it
+        self.request, self.any_status, self.max_body = request, any_status, max_body
+        self.done: defer.Deferred[Any] = defer.Deferred(canceller=self._cancel)
+        self.reader = ResponseReader(max_body=max_body)
         self.lost = False
         self.connector: Any = None
 
@@ -85,7 +87,7 @@ class _Download(Protocol):
         try:
             answer = self.reader.feed(data)
         except TooLarge:
-            self._finish(Failure(EnrollmentFetchError(f"the answer is larger than {MAX_PROFILE} bytes")))
+            self._finish(Failure(EnrollmentFetchError(f"the answer is larger than {self.max_body} bytes")))
         except HTTPError as exc:
             self._finish(Failure(EnrollmentFetchError(exc.reason)))
         else:
@@ -107,13 +109,15 @@ class _Download(Protocol):
     def _conclude(self, answer: Response | None) -> None:
         if answer is None:
             return
-        if answer.status == 200:
+        if self.any_status:
+            self._finish(answer)
+        elif answer.status == 200:
             self._finish(answer.body)
         else:
             text = answer.body[:120].decode("utf-8", "replace").strip()
             self._finish(Failure(EnrollmentFetchError(f"enrollment download answered HTTP {answer.status}: {text}")))
 
-    def _finish(self, result: bytes | Failure) -> None:
+    def _finish(self, result: bytes | Response | Failure) -> None:
         if not self.done.called:
             if isinstance(result, Failure):
                 self.done.errback(result)
@@ -158,6 +162,28 @@ def fetch_enrollment(reactor: TCPClock, url: str, *, timeout: float = DEFAULT_TI
 
     One GET with `Connection: close`, as Safari downloads a .mobileconfig: https unverified, or plain http.
     """
+    return _start(reactor, url, lambda parts: _Download(_request_head(parts)), timeout)
+
+
+def exchange(reactor: TCPClock, url: str, *, method: str = "GET", body: bytes = b"",
+             content_type: str | None = None, user_agent: str = USER_AGENT, timeout: float = DEFAULT_TIMEOUT,
+             max_body: int = MAX_PROFILE) -> defer.Deferred[Response]:
+    """One request on its own connection (`Connection: close`, https unverified), firing with the Response
+    whatever its status: what iOS's SCEP client does, an ephemeral session per request."""
+    def download(parts: Any) -> _Download:
+        fields = [("Host", parts.netloc.rpartition("@")[2]), ("User-Agent", user_agent), ("Accept", "*/*"),
+                  ("Connection", "close")]
+        if content_type is not None:
+            fields.append(("Content-Type", content_type))
+        head = [(name.encode("latin-1"), value.encode("latin-1")) for name, value in fields]
+        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        request = encode_request(method.encode("ascii"), target.encode("latin-1"), head, body)
+        return _Download(request, any_status=True, max_body=max_body)
+
+    return _start(reactor, url, download, timeout)
+
+
+def _start(reactor: TCPClock, url: str, make: Any, timeout: float) -> defer.Deferred[Any]:
     parts = urlsplit(url)
     if parts.scheme not in ("https", "http") or not parts.hostname:
         return defer.fail(EnrollmentFetchError(f"an enrollment URL must be http(s)://host/..., not {url!r}"))
@@ -165,7 +191,7 @@ def fetch_enrollment(reactor: TCPClock, url: str, *, timeout: float = DEFAULT_TI
         port = parts.port or (443 if parts.scheme == "https" else 80)
     except ValueError:
         return defer.fail(EnrollmentFetchError(f"the port in {url!r} is not a number from 0 to 65535"))
-    download = _Download(_request_head(parts))
+    download = make(parts)
     if parts.scheme == "https":
         factory = LinkFactory(_UnverifiedTLS(parts.hostname), download, download.connect_failed)
     else:

@@ -1,8 +1,8 @@
 """The runner's side of SCEP: performs a `ScepExchange`'s HTTP requests and waits, with keys from a pool.
 
-`ScepAgent.enroll(spec)` fires with ScepIssued or ScepFailed. HTTP goes through `WebScepHttp` (Twisted's
-Agent, plain http or https without verification: the CAFingerprint is what authenticates the CA, as on iOS)
-or `MemoryScepHttp` (a twisted.web Site in this process).
+`ScepAgent.enroll(spec)` fires with ScepIssued or ScepFailed. HTTP goes through `WebScepHttp` (plain http or
+https without verification: the CAFingerprint is what authenticates the CA, as on iOS) or `MemoryScepHttp`
+(a twisted.web Site in this process).
 """
 
 from __future__ import annotations
@@ -11,24 +11,21 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, cast
+from typing import Any, Protocol
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from OpenSSL import SSL
-from twisted.internet import defer, protocol, ssl
-from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
-from twisted.web.client import Agent, HTTPConnectionPool, ResponseDone
-from twisted.web.http import PotentialDataLoss
-from twisted.web.http_headers import Headers
-from twisted.web.iweb import IBodyProducer, IPolicyForHTTPS
-from zope.interface import implementer
+from twisted.internet import defer
 
+from mdm_protocol.clocks import TCPClock
+
+from .enroll_fetch import exchange
 from .memory_http import MemoryHTTP
 from .scep_client import HttpStep, ScepExchange, ScepFailed, ScepIssued, ScepSpec, Step, WaitStep
 
 MAX_ANSWER = 256 * 1024
 DEFAULT_TIMEOUT = 60.0
+USER_AGENT = "profiled/1.0 CFNetwork/1410.0.3 Darwin/22.6.0"  # what iOS's SCEP requests carry
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,103 +125,18 @@ class MemoryScepHttp:
         return defer.succeed(HttpAnswer(response.status, response.headers.get("content-type"), response.body))
 
 
-@implementer(IOpenSSLClientConnectionCreator)
-class _Unverified:
-    def __init__(self, context: SSL.Context, hostname: bytes | None) -> None:
-        self.context, self.hostname = context, hostname
-
-    def clientConnectionForTLS(self, protocol: Any) -> SSL.Connection:  # noqa: N802 - Twisted's name
-        connection = SSL.Connection(self.context, None)
-        connection.set_app_data(protocol)
-        if self.hostname is not None:
-            connection.set_tlsext_host_name(self.hostname)
-        connection.set_connect_state()
-        return connection
-
-
-@implementer(IPolicyForHTTPS)
-class _UnverifiedPolicy:
-    """https without certificate checks, one shared context (a context per connection costs a handshake)."""
-
-    def __init__(self) -> None:
-        self.context = ssl.CertificateOptions(verify=False).getContext()
-
-    def creatorForNetloc(self, hostname: bytes, port: int) -> _Unverified:  # noqa: N802 - Twisted's name
-        is_address = hostname.replace(b".", b"").isdigit() or b":" in hostname
-        return _Unverified(self.context, None if is_address else hostname)
-
-
-class _Collect(protocol.Protocol):
-    """A response body up to MAX_ANSWER bytes (readBody warns about our TLS transport, and has no limit)."""
-
-    def __init__(self) -> None:
-        self.done: defer.Deferred[bytes] = defer.Deferred()
-        self.parts: list[bytes] = []
-        self.size = 0
-
-    def dataReceived(self, data: bytes) -> None:  # noqa: N802 - Twisted's name
-        self.size += len(data)
-        if self.size > MAX_ANSWER:
-            if self.transport is not None:
-                self.transport.stopProducing()  # type: ignore[attr-defined]  # a response body's transport
-        else:
-            self.parts.append(data)
-
-    def connectionLost(self, reason: Any = None) -> None:  # noqa: N802 - Twisted's name
-        if self.size > MAX_ANSWER:
-            self.done.errback(ValueError(f"the answer is larger than {MAX_ANSWER} bytes"))
-        elif reason is None or reason.check(ResponseDone, PotentialDataLoss):
-            self.done.callback(b"".join(self.parts))
-        else:
-            self.done.errback(reason)
-
-
-@implementer(IBodyProducer)
-class _Body:
-    """A request body written at once (FileBodyProducer would schedule on the global reactor's cooperator)."""
-
-    def __init__(self, data: bytes) -> None:
-        self.data, self.length = data, len(data)
-
-    def startProducing(self, consumer: Any) -> defer.Deferred[None]:  # noqa: N802 - Twisted's name
-        consumer.write(self.data)
-        return defer.succeed(None)
-
-    def pauseProducing(self) -> None:  # noqa: N802
-        pass
-
-    def resumeProducing(self) -> None:  # noqa: N802
-        pass
-
-    def stopProducing(self) -> None:  # noqa: N802
-        pass
-
-
 class WebScepHttp:
-    """SCEP over the network with Twisted's HTTP client; connections are kept alive between requests."""
+    """SCEP over the network: each request on its own connection (iOS uses an ephemeral URL session per SCEP
+    transaction), https without certificate checks, through the project's HTTP/1.1 codec and TLS link."""
 
-    def __init__(self, reactor: Any, *, timeout: float = DEFAULT_TIMEOUT, persistent: bool = True) -> None:
+    def __init__(self, reactor: TCPClock, *, timeout: float = DEFAULT_TIMEOUT) -> None:
         self.reactor, self.timeout = reactor, timeout
-        self.pool = HTTPConnectionPool(reactor, persistent=persistent)
-        self.pool.maxPersistentPerHost = 64
-        self.agent = Agent(reactor, contextFactory=_UnverifiedPolicy(), pool=self.pool)
 
     def request(self, step: HttpStep) -> defer.Deferred[HttpAnswer]:
-        headers = Headers({b"User-Agent": [b"profiled/1.0 CFNetwork/1410.0.3 Darwin/22.6.0"]})
-        producer = None
-        if step.body is not None:
-            producer = _Body(step.body)
-            headers.setRawHeaders(b"Content-Type", [(step.content_type or "application/octet-stream").encode()])
-        answer = self.agent.request(step.method.encode("ascii"), step.url.encode("ascii"), headers, producer)
-        read = cast("defer.Deferred[HttpAnswer]", answer.addCallback(self._read))
-        return read.addTimeout(self.timeout, self.reactor)
-
-    @staticmethod
-    def _read(response: Any) -> defer.Deferred[HttpAnswer]:
-        content_type = (response.headers.getRawHeaders(b"content-type") or [b""])[0].decode("latin-1") or None
-        collector = _Collect()
-        response.deliverBody(collector)
-        return collector.done.addCallback(lambda data: HttpAnswer(response.code, content_type, data))
+        answer = exchange(self.reactor, step.url, method=step.method, body=step.body or b"",
+                          content_type=step.content_type, user_agent=USER_AGENT, timeout=self.timeout,
+                          max_body=MAX_ANSWER)
+        return answer.addCallback(lambda got: HttpAnswer(got.status, got.headers.get("content-type"), got.body))
 
     def close(self) -> defer.Deferred[None]:
-        return self.pool.closeCachedConnections()
+        return defer.succeed(None)  # nothing is kept open between requests

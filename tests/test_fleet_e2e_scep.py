@@ -9,7 +9,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import rsa
 from twisted.internet import defer
 
-from device_sim.enroll_fetch import fetch_enrollment
+from device_sim.enroll_fetch import exchange, fetch_enrollment
 from device_sim.fleet import Fleet, FleetSpec, parse_mix
 from device_sim.https_transport import HTTPSTransport
 from device_sim.push_link_client import PushLinkClient
@@ -59,7 +59,10 @@ def test_devices_enroll_by_scep_over_tls_and_check_in(tmp_path):
             assert b"com.apple.security.scep" in profile and b"com.apple.security.pkcs12" not in profile
             runner.install_enrollment(profile)
         yield observer.all_enrolled.addTimeout(60, reactor)
-        assert server.scep.outcomes == {"issued": DEVICES} and keys.made == 0 and len(keys) == 0
+        refused = yield exchange(reactor, f"{server.url}/scep?operation=PKIOperation", method="POST",
+                                 body=b"junk", content_type="application/x-pki-message")
+        assert refused.status == 400 and b"not a SCEP pkiMessage" in refused.body  # any status comes back
+        assert server.scep.outcomes == {"issued": DEVICES, "unreadable": 1} and keys.made == len(keys) == 0
         for runner in fleet.runners:
             enrollment = runner.machine.enrollment
             identity = runner.machine.profiles.keychain.identity(enrollment.identity_uuid)
