@@ -159,9 +159,11 @@ class DeviceMachine:
         return self._install_enrollment(scep.profile, now, scep.issued)
 
     def _scep_enroll(self, scep: ScepInstall) -> fx.ScepEnroll:
+        spec = scep.next_spec()
+        assert spec is not None, "called only while a SCEP payload waits"
         self._next_id += 1
         scep.request_id = self._next_id
-        return fx.ScepEnroll(self._next_id, scep.next_spec())
+        return fx.ScepEnroll(self._next_id, spec)
 
     def _install_enrollment(self, profile: bytes | ProfileValidation, now: float,
                             scep_identities: dict[str, ScepIssued] | None) -> list[fx.Effect]:
