@@ -1,11 +1,13 @@
 """The fleet end of mdmsim's push link: one connection per fleet process carrying every device's pushes.
 
-Registrations made before the link is up are queued and attached in batches once it connects.
+Registrations made before the link is up are queued and attached in batches once it connects. With a clock the
+client keeps the link's health (drops, failed connects, time down) and can reconnect with a bounded backoff.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 from twisted.internet.protocol import ClientFactory, Protocol
@@ -61,17 +63,42 @@ class PushLinkClientProtocol(Protocol):
         self.factory.disconnected()
 
 
+RECONNECT_DELAYS = (1.0, 2.0, 5.0, 10.0, 30.0)  # then every 30 s: a restarted server is found within that
+
+
+@dataclass(frozen=True)
+class LinkHealth:
+    """The push link as the fleet saw it: time down counts from the client's creation until a connection."""
+
+    connected: bool
+    connects: int
+    disconnects: int
+    connect_failures: int
+    down_seconds: float
+    undeliverable: int  # pushes for a token no device of this process registered
+
+    def to_json(self) -> dict[str, Any]:
+        return {"connected": self.connected, "connects": self.connects, "disconnects": self.disconnects,
+                "connect_failures": self.connect_failures, "down_seconds": round(self.down_seconds, 3),
+                "undeliverable": self.undeliverable}
+
+
 class PushLinkClient(ClientFactory):
     """A `PushRegistry` over the push link; connect it with any client endpoint or reactor.connectTCP."""
 
     protocol = PushLinkClientProtocol
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Any = None, *, reconnect: bool = False) -> None:
         self._handlers: dict[bytes, OnPush] = {}
         self._topics: dict[bytes, str] = {}
         self._waiting: list[bytes] = []
         self._link: PushLinkClientProtocol | None = None
         self.delivered = 0
+        self.clock, self.reconnect = clock, reconnect and clock is not None
+        self.connects = self.disconnects = self.connect_failures = self.undeliverable = 0
+        self._down_since: float | None = clock.seconds() if clock is not None else None
+        self._down_total = 0.0
+        self._retries = 0
 
     def register(self, token: bytes, topic: str, on_push: OnPush) -> None:
         self._handlers[token], self._topics[token] = on_push, topic
@@ -82,17 +109,51 @@ class PushLinkClient(ClientFactory):
     def connected(self, link: PushLinkClientProtocol) -> None:
         # A new connection knows nothing: attach every device again (the server holds pushes meanwhile).
         self._link = link
+        self.connects += 1
+        self._retries = 0
+        if self._down_since is not None and self.clock is not None:
+            self._down_total += self.clock.seconds() - self._down_since
+        self._down_since = None
         self._waiting = list(self._topics)
         self._flush()
 
     def disconnected(self) -> None:
         self._link = None
+        self.disconnects += 1
+        if self.clock is not None:
+            self._down_since = self.clock.seconds()
+
+    def clientConnectionFailed(self, connector: Any, reason: Any) -> None:
+        self.connect_failures += 1
+        log.warning("push link: cannot connect: %s", reason.getErrorMessage())
+        self._again(connector)
+
+    def clientConnectionLost(self, connector: Any, reason: Any) -> None:
+        self._again(connector)
+
+    def _again(self, connector: Any) -> None:
+        if self.reconnect:
+            delay = RECONNECT_DELAYS[min(self._retries, len(RECONNECT_DELAYS) - 1)]
+            self._retries += 1
+            self.clock.callLater(delay, connector.connect)
+
+    def stop_reconnecting(self) -> None:
+        self.reconnect = False
+
+    def health(self) -> LinkHealth:
+        down = self._down_total
+        if self._down_since is not None and self.clock is not None:
+            down += self.clock.seconds() - self._down_since
+        return LinkHealth(self._link is not None, self.connects, self.disconnects, self.connect_failures, down,
+                          self.undeliverable)
 
     def deliver(self, token: bytes, payload: dict[str, Any], sent_at: float | None = None) -> None:
         """Hands the push to its device; the server's send time only when the link carried one, so handlers
         taking (token, payload) keep working with servers that do not send it."""
         handler = self._handlers.get(token)
-        if handler is not None:
+        if handler is None:
+            self.undeliverable += 1
+        else:
             self.delivered += 1
             if sent_at is None:
                 handler(token, payload)

@@ -61,6 +61,28 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
+def push_link_address(text: str) -> str:
+    """--push-link: HOST:PORT, or 'none' (no push link: devices get no pushes through one)."""
+    if text == "none":
+        return text
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise argparse.ArgumentTypeError(f"bad push link {text!r}: write HOST:PORT (e.g. 127.0.0.1:8444), or "
+                                         "'none' when the server pushes otherwise")
+    return text
+
+
+def fraction(text: str) -> float:
+    """'0.05' or '5%' → 0.05; a clear message for anything outside 0 to 1."""
+    try:
+        value = float(text.rstrip("%")) / (100 if text.endswith("%") else 1)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a fraction from 0 to 1 (or 0% to 100%)")
+    return value
+
+
 def add_connection_arguments(parser: Any) -> None:  # a parser or an argument group
     """--connections and its --keep-alive shortcut, for every command that runs simulated devices."""
     parser.add_argument("--connections", choices=[mode.value for mode in ConnectionMode],

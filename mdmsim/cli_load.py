@@ -1,7 +1,7 @@
 """`mdmsim load`: load-test push and check-in performance with N simulated devices over real TLS.
 
 By default our own server runs in a separate process on loopback; --target points the fleet at any MDM server.
-Exit 0, 99 when a --threshold fails (k6's convention), 2 on error.
+Exit codes: see the table at the end of --help (the same for every mdmsim command).
 """
 
 from __future__ import annotations
@@ -16,14 +16,15 @@ from rich.console import Console
 from device_sim.fleet import DEFAULT_KINDS, DEFAULT_OS_MIX, parse_mix, parse_os_mix
 from mdm_world.durations import parse_duration
 
-from .cli_fleet import add_connection_arguments
+from .cli_fleet import add_connection_arguments, fraction, push_link_address
+from .exit_codes import Exit, RunFigures, Verdict, epilog, judge
 from .load.config import Realism
 from .load.orchestrator import LoadError, LoadOptions, LoadRun
 from .load.progress import LiveProgress, detail_lines, summary_table
 from .load.rollout import BUILTIN_EXCHANGE, RolloutError, RolloutPlan
 from .load.thresholds import Threshold, ThresholdError, evaluate, flat_metrics
 
-EXIT_OK, EXIT_ERROR, EXIT_THRESHOLD = 0, 2, 99
+EXIT_OK, EXIT_ERROR, EXIT_THRESHOLD = Exit.OK, Exit.USAGE, Exit.THRESHOLD  # the names tests and scripts used
 
 
 def _threshold(text: str) -> Threshold:
@@ -33,11 +34,7 @@ def _threshold(text: str) -> Threshold:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def _fraction(text: str) -> float:
-    value = float(text.rstrip("%")) / (100 if text.endswith("%") else 1)
-    if not 0 <= value <= 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a fraction from 0 to 1 (or 0% to 100%)")
-    return value
+_fraction = fraction
 
 
 def _mix(text: str, parse=parse_mix):
@@ -53,7 +50,9 @@ def _os_mix(text: str):
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("load", help="load-test check-ins, pushes and a profile rollout",
-                                   description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+                                   description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                   epilog=epilog("Failed requests count against --max-error-rate; injected "
+                                                 "faults (--network-error-rate) do not: they were asked for."))
     for add_group in (_run_arguments, _work_arguments, _target_arguments, _realism_arguments, _result_arguments):
         add_group(parser)
     parser.set_defaults(func=run)
@@ -95,7 +94,9 @@ def _target_arguments(parser: argparse.ArgumentParser) -> None:
                         help="enrollment profile URL of any MDM server speaking the protocol (e.g. what `mdmsim "
                              "serve` prints: https://localhost:8443/mdm/enroll?token=...); devices get pushes only "
                              "through an mdmsim push link (--push-link): elsewhere use --checkin-interval")
-    target.add_argument("--push-link", help="HOST:PORT of the target's push link (mdmsim servers)")
+    target.add_argument("--push-link", type=push_link_address,
+                        help="HOST:PORT of the target's push link (mdmsim servers), or 'none': devices then get "
+                             "no pushes (use --checkin-interval for load)")
     target.add_argument("--admin-user", default="admin", help="the target's admin API user (rollout)")
     target.add_argument("--admin-password", default=os.environ.get("MDMSIM_ADMIN_PASSWORD"),
                         help="the target's admin API password (env MDMSIM_ADMIN_PASSWORD)")
@@ -128,6 +129,8 @@ def _result_arguments(parser: argparse.ArgumentParser) -> None:
     out.add_argument("--threshold", type=_threshold, action="append", default=[],
                        help="pass/fail rule, repeatable, e.g. 'checkin.p95<200ms', 'errors.count==0', "
                           "'rollout.p100<=30s'; a failed one makes the exit code 99")
+    out.add_argument("--max-error-rate", type=_fraction, default=0.0,
+                     help="failed requests tolerated before the run fails (exit 1), e.g. 0.1%% (default 0)")
     out.add_argument("--json", type=Path, help="write the full report as JSON")
     out.add_argument("--csv", metavar="PREFIX", help="write PREFIX_stats.csv, PREFIX_history.csv, ...")
     out.add_argument("--html", type=Path, help="write a self-contained HTML report with plots")
@@ -136,6 +139,9 @@ def _result_arguments(parser: argparse.ArgumentParser) -> None:
 def options_from(args: argparse.Namespace) -> LoadOptions:
     if args.devices < 1 or args.processes < 1 or args.processes > args.devices:
         raise LoadError("--devices must be at least 1 and --processes from 1 to --devices")
+    if args.push_link == "none" and args.checkin_interval is None:
+        Console(stderr=True).print("mdmsim load: --push-link none: devices get no pushes and check in only when "
+                                   "they enroll (add --checkin-interval for check-in load)", highlight=False)
     rollout = None
     if args.rollout:
         rollout = RolloutPlan.parse(args.rollout, args.rollout_at)
@@ -160,19 +166,44 @@ def run(args: argparse.Namespace) -> int:
         options = options_from(args)
         with tempfile.TemporaryDirectory(prefix="mdmsim-load-") as workdir, LiveProgress(console) as live:
             report = LoadRun(options, Path(workdir), progress=live).run()
-    except (LoadError, RolloutError) as exc:
+    except LoadError as exc:
         console.print(f"mdmsim load: {exc}", highlight=False, markup=False)
-        return EXIT_ERROR
-    except KeyboardInterrupt:  # the children were stopped on the way out
-        console.print("mdmsim load: interrupted; no report", highlight=False)
-        return EXIT_ERROR
-    verdicts = evaluate(args.threshold, flat_metrics(report))
-    report["thresholds"] = [verdict.to_json() for verdict in verdicts]
+        return exc.code
+    except RolloutError as exc:
+        console.print(f"mdmsim load: {exc}", highlight=False, markup=False)
+        return Exit.USAGE
+    except KeyboardInterrupt:  # before the workers ran, or a second Ctrl-C: the children were stopped
+        console.print("mdmsim load: interrupted before anything was measured; no report", highlight=False)
+        return Exit.INTERRUPTED
+    thresholds = evaluate(args.threshold, flat_metrics(report))
+    report["thresholds"] = [verdict.to_json() for verdict in thresholds]
+    verdict = judge(figures(report), max_error_rate=args.max_error_rate,
+                    thresholds_failed=sum(not v.passed for v in thresholds), interrupted=report["interrupted"])
+    report["verdict"] = {"exit_code": int(verdict.code), "reasons": list(verdict.reasons)}
     _write(report, args)
     Console().print(summary_table(report))
-    for line in detail_lines(report):
+    for line in [*detail_lines(report), *verdict_lines(verdict)]:
         Console().print(line, highlight=False, markup=False)
-    return EXIT_THRESHOLD if any(not verdict.passed for verdict in verdicts) else EXIT_OK
+    return verdict.code
+
+
+def figures(report: dict) -> RunFigures:
+    """What the verdict needs from a load report (also a merged one)."""
+    by_kind = report["errors"]["by_kind"]
+    failures = report.get("failures") or {}
+    link = failures.get("push_link")
+    return RunFigures(
+        devices=report["enrollment"]["devices"], enrolled=report["enrollment"]["enrolled"],
+        failed=report["enrollment"]["failed"], requests=report["checkin"]["count"],
+        errors=report["checkin"]["errors"] - by_kind.get("injected", 0),
+        failures={f"enrollment.{kind}": n for kind, n in failures.get("enrollment", {}).items()},
+        push_link_down=bool(link) and not link["connected"])
+
+
+def verdict_lines(verdict: Verdict) -> list[str]:
+    if verdict.code is Exit.OK:
+        return ["verdict: the run did what was asked (exit 0)"]
+    return [f"verdict: exit {int(verdict.code)}: " + "; ".join(verdict.reasons)]
 
 
 def _write(report: dict, args: argparse.Namespace) -> None:

@@ -16,6 +16,8 @@ matplotlib.use("Agg")  # no display: render to SVG only
 import matplotlib.pyplot as plt  # noqa: E402 (the backend must be chosen first)
 from matplotlib import ticker  # noqa: E402
 
+from .reports import failure_rows  # noqa: E402
+
 ROLLOUT_LABELS = (("push_to_checkin", "server's push → check-in (Idle answered)"),
                   ("push_to_ack", "server's push → Acknowledged"),
                   ("delivery_to_checkin", "push reaching the device → check-in"),
@@ -161,4 +163,14 @@ def _thresholds(report: dict[str, Any]) -> str:
 def _errors(report: dict[str, Any]) -> str:
     rows = [[kind, count] for kind, count in report["errors"]["by_kind"].items()]
     rows += [[f"enrollment: {reason}", count] for reason, count in report["enrollment"]["failures"].items()]
-    return "<h2>Errors</h2>" + (_table(["kind", "count"], rows) if rows else "<p>None.</p>")
+    parts = ["<h2>Errors</h2>" + (_table(["kind", "count"], rows) if rows else "<p>None.</p>")]
+    rows = [[name, value] for name, value in failure_rows(report)]
+    parts.append("<h2 id='failures'>Failures by kind</h2>" + _table(["failure", "count"], rows))
+    verdict = report.get("verdict")
+    if verdict:
+        css = "pass" if verdict["exit_code"] == 0 else "fail"
+        reasons = "; ".join(verdict["reasons"]) or "the run did what was asked"
+        parts.append(f"<h2>Verdict</h2><p class='{css}'>exit {verdict['exit_code']}: {html.escape(reasons)}</p>")
+    if report.get("interrupted"):
+        parts.insert(0, "<p class='fail' id='interrupted'>Interrupted (Ctrl-C): figures up to that moment.</p>")
+    return "\n".join(parts)

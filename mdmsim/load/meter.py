@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import random
+import re
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
@@ -52,9 +53,15 @@ class LoadRunner(DeviceRunner):
         self.perform(self.machine.push(self.now()))
 
 
+_HTTP_STATUS = re.compile(r"\bhttp (\d{3})\b")
+
+
 def error_kind(reason: str) -> str:
-    """A transport failure's reason (TransportError text) → a short kind for counting."""
+    """A transport failure's reason (TransportError text, an enrollment failure) → a short kind for counting."""
     text = reason.lower()
+    status = _HTTP_STATUS.search(text)
+    if status:
+        return f"http_{status[1]}"
     for needle, kind in (("injected", "injected"), ("timed out", "timeout"), ("timeout", "timeout"),
                          ("refused", "refused"), ("trust", "tls"), ("certificate", "tls"), ("ssl", "tls"),
                          ("tls", "tls"), ("reset", "reset"), ("closed", "connection_lost"),
@@ -62,6 +69,26 @@ def error_kind(reason: str) -> str:
         if needle in text:
             return kind
     return "other"
+
+
+def enrollment_tally(runners: list[Any], last_ok: dict[int, bool]) -> dict[str, Any]:
+    """At the end of a run: enrolled devices whose latest request failed are stalled (they stopped checking in);
+    devices still enrolling after a real failure count as failed by it (the device would go on retrying for
+    minutes: a run must not call that success); still enrolling after none, or after an injected fault only,
+    is unfinished (the run was too short for them)."""
+    stalled, unfinished, failed_reasons = 0, 0, Counter()
+    for runner in runners:
+        phase = runner.machine.phase.value
+        ok = last_ok.get(runner.machine.facts.index, True)
+        if phase == "enrolled":
+            stalled += not ok
+        elif phase in ("authenticating", "token-updating"):
+            kind = getattr(runner, "last_error_kind", None)
+            if not ok and kind not in (None, "injected"):
+                failed_reasons[f"still retrying after {kind}"] += 1
+            else:
+                unfinished += 1
+    return {"stalled": stalled, "unfinished": unfinished, "failed_reasons": failed_reasons}
 
 
 class MeteredTransport:
@@ -74,19 +101,25 @@ class MeteredTransport:
 
     def send(self, request: fx.SendRequest, roots: tuple, session: object | None = None) -> defer.Deferred[Reply]:
         if self.error_rate and self.rng.random() < self.error_rate:
-            self.errors["injected"] += 1
+            self._count(session, "injected")
             return defer.fail(TransportError("injected network error: connection reset"))
-        return self.inner.send(request, roots, session).addCallbacks(self._replied, self._failed)
+        return self.inner.send(request, roots, session).addCallbacks(
+            self._replied, self._failed, callbackArgs=(session,), errbackArgs=(session,))
 
-    def _replied(self, reply: Reply) -> Reply:
+    def _replied(self, reply: Reply, session: object | None) -> Reply:
         if not 200 <= reply.status < 300:
-            self.errors[f"http_{reply.status}"] += 1
+            self._count(session, f"http_{reply.status}")
         return reply
 
-    def _failed(self, failure: Any) -> Any:
+    def _failed(self, failure: Any, session: object | None) -> Any:
         error = failure.value
-        self.errors[error_kind(error.reason if isinstance(error, TransportError) else str(error))] += 1
+        self._count(session, error_kind(error.reason if isinstance(error, TransportError) else str(error)))
         return failure
+
+    def _count(self, session: object | None, kind: str) -> None:
+        self.errors[kind] += 1
+        if session is not None:  # the runner: its latest failure's kind, for the end-of-run tally
+            session.last_error_kind = kind  # type: ignore[attr-defined]
 
 
 class LoadObserver:
@@ -101,6 +134,7 @@ class LoadObserver:
         self.enroll_failures: Counter[str] = Counter()
         self.enrolled = 0
         self.sessions = 0
+        self.last_ok: dict[int, bool] = {}  # device index → did its latest request succeed (stalls)
         self.new_ids: list[str] = []  # enrolled device ids not yet reported to the parent
         self.timeline: dict[int, h.MessageStats] = {}  # wall-clock second → every request answered in it
         self.checkin_interval, self._phase = checkin_interval, phase
@@ -115,6 +149,7 @@ class LoadObserver:
     def request_done(self, runner: LoadRunner, message: str, sent_at: float, status: int | None) -> None:
         now = runner.now()
         ok = status is not None and 200 <= status < 300
+        self.last_ok[runner.machine.facts.index] = ok
         self.record(message.split(":", 1)[0], now - sent_at, ok, now)
         if ok and self.rollout_started is not None:
             self._rollout_progress(runner, message, now)
@@ -154,6 +189,15 @@ class LoadObserver:
     def enrollment_download_failed(self, reason: str) -> None:
         self.enroll_failures[f"download: {reason}"] += 1
 
+    def cannot_simulate(self, reason: str) -> None:
+        self.enroll_failures[f"cannot simulate: {reason}"] += 1
+
+    def end_of_run(self, runners: list[LoadRunner]) -> dict[str, Any]:
+        """Devices the run left half-way, judged once at the end (see `enrollment_tally`)."""
+        tally = enrollment_tally(runners, self.last_ok)
+        self.enroll_failures.update(tally["failed_reasons"])
+        return {"stalled": tally["stalled"], "unfinished": tally["unfinished"]}
+
     def start_rollout(self, at: float) -> None:
         self.rollout_started = at
 
@@ -192,10 +236,12 @@ class LoadObserver:
         errors = sum(stats.errors for stats in self.messages.values())
         return {"type": "progress", "at": now, "enrolled": self.enrolled,
                 "enroll_failed": sum(self.enroll_failures.values()), "requests": total, "errors": errors,
+                "error_kinds": dict(self.errors),
                 "rollout_acked": len(self.acked_at), "new_ids": ids, "timeline": self.take_timeline(int(now))}
 
-    def final(self, now: float) -> dict[str, Any]:
-        body = self.progress(now)
+    def final(self, now: float, runners: list[LoadRunner] = ()) -> dict[str, Any]:
+        body = {**self.progress(now), **self.end_of_run(list(runners))}
+        body["enroll_failed"] = sum(self.enroll_failures.values())
         body.update(
             type="final", timeline=body["timeline"] + self.take_timeline(float("inf")),
             messages={name: stats.to_wire() for name, stats in self.messages.items()},

@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 
 from device_sim.catalogue import release
 from device_sim.fleet import DEFAULT_KINDS, DEFAULT_OS_MIX
+from mdmsim.exit_codes import Exit
 
 from . import summary
 from .admin_http import AdminHTTP, AdminHTTPError
@@ -30,10 +31,17 @@ from .server_watch import ProcessWatch, parse_exposition, server_figures
 
 STARTUP_TIMEOUT = 90.0
 FINAL_TIMEOUT = 60.0
+INTERRUPTED_FINAL_TIMEOUT = 10.0  # after Ctrl-C the user is waiting: the workers' reports or none
+NO_PUSH_LINK = "none"
 
 
 class LoadError(Exception):
-    """The run could not be carried out (exit 2); the reason is for the user."""
+    """The run could not be carried out; the reason is for the user, `code` the exit code (setup error: 2;
+    the target unreachable: 1)."""
+
+    def __init__(self, message: str, code: Exit = Exit.USAGE) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 @dataclass(frozen=True)
@@ -44,7 +52,7 @@ class LoadOptions:
     processes: int = 1
     seed: int = 1
     target: str | None = None  # an enrollment URL; None: start our own server
-    push_link: str | None = None  # HOST:PORT; our own server's is found by itself
+    push_link: str | None = None  # HOST:PORT, or "none"; our own server's is found by itself
     admin_user: str | None = None
     admin_password: str | None = None
     ca_file: str | None = None
@@ -117,10 +125,14 @@ class LoadRun:
         self._gave_up_waiting: float | None = None  # when a rollout stops waiting for enrollment
         self.target: dict[str, Any] = {}  # url, enroll_url, push_link, admin credentials, ca_pem
         self.start_at = 0.0
+        self.interrupted = False
 
     # The run ---------------------------------------------------------------------------------------------
 
     def run(self) -> dict[str, Any]:
+        """The report; on Ctrl-C once the workers run, the report of what was measured so far, marked
+        `interrupted` (a KeyboardInterrupt before that, or during the final collection, propagates)."""
+        before = None
         try:
             self.target = target = self._target()
             before = self._scrape()
@@ -129,8 +141,17 @@ class LoadRun:
             self._start_workers(target)
             self._until(self.start_at + self.options.duration)
             return self._finish(target, before)
+        except KeyboardInterrupt:
+            if not self.workers or self.start_at == 0.0:
+                raise
+            self.interrupted = True
+            return self._finish(self.target, before)
         except (RolloutError, AdminHTTPError) as exc:
-            raise LoadError(exc.args[0]) from None
+            # An admin API that does not answer, or a rollout with no device enrolled: the run failed (1); a
+            # refused setting or an unreadable profile is the user's setup (2).
+            unreachable = isinstance(exc, AdminHTTPError) and exc.status is None
+            nothing_enrolled = bool(self.workers) and not self.enrolled_ids
+            raise LoadError(exc.args[0], Exit.FAILED if unreachable or nothing_enrolled else Exit.USAGE) from None
         finally:
             self._cleanup()
 
@@ -140,7 +161,8 @@ class LoadRun:
             origin = "{0.scheme}://{0.netloc}".format(urlsplit(options.target))
             if options.server_pid:
                 self.watch = ProcessWatch(options.server_pid)
-            return {"url": origin, "enroll_url": options.target, "push_link": options.push_link,
+            push_link = None if options.push_link == NO_PUSH_LINK else options.push_link
+            return {"url": origin, "enroll_url": options.target, "push_link": push_link,
                     "admin_user": options.admin_user, "admin_password": options.admin_password,
                     "ca_pem": options.ca_file, "own_server": False}
         config = {"data_dir": str(self.workdir / "server"), "in_memory": options.in_memory,
@@ -150,6 +172,8 @@ class LoadRun:
         if ready.get("type") == "error":
             raise LoadError(f"our server could not start: {ready['reason']}")
         self.watch = ProcessWatch(ready["pid"])
+        if options.push_link == NO_PUSH_LINK:  # asked for: devices get no pushes from our server either
+            ready = {**ready, "push_link": None}
         return {**ready, "own_server": True}
 
     def _admin(self) -> AdminHTTP:
@@ -232,6 +256,7 @@ class LoadRun:
         if self.enrolled_after is None and self._settled() >= self.options.devices:
             self.enrolled_after = now - self.start_at
         self.show({
+            **summary.live_failures(latest),
             "elapsed": now - self.start_at, "duration": self.options.duration, "devices": self.options.devices,
             "enrolled": sum(p.get("enrolled", 0) for p in latest),
             "enroll_failed": sum(p.get("enroll_failed", 0) for p in latest),
@@ -251,7 +276,7 @@ class LoadRun:
     def _finish(self, target: dict[str, Any], before: Any) -> dict[str, Any]:
         for worker in self.workers:
             worker.send({"cmd": "stop"})
-        deadline = time.time() + FINAL_TIMEOUT
+        deadline = time.time() + (INTERRUPTED_FINAL_TIMEOUT if self.interrupted else FINAL_TIMEOUT)
         while any(w.final is None and not w.closed for w in self.workers) and time.time() < deadline:
             self._read(0.5)
         missing = [w.name for w in self.workers if w.final is None]
@@ -268,9 +293,11 @@ class LoadRun:
         report: dict[str, Any] = {
             "mdmsim_load": summary.REPORT_VERSION, "options": self.options.public(),
             "target": {"url": target["url"], "own_server": target["own_server"], "sync_policy": self.sync_policy},
-            "started_at": self.start_at, "elapsed": elapsed, **summary.merge_finals(finals),
-            "timeline": summary.merge_timeline(self.timeline, self.start_at),
+            "started_at": self.start_at, "elapsed": elapsed, "interrupted": self.interrupted,
+            **summary.merge_finals(finals), "timeline": summary.merge_timeline(self.timeline, self.start_at),
         }
+        report["enrollment"]["devices"] = self.options.devices  # asked for, whether or not each one started
+        report["target"]["push_link"] = target.get("push_link")
         summary.add_rates(report, elapsed)
         report["enrollment"]["completed_after"] = self.enrolled_after
         report["fleet"]["samples"] = self.fleet_samples
@@ -283,14 +310,25 @@ class LoadRun:
         if after is not None:
             server["metrics"] = server_figures(before, after)
         report["server"] = server
+        report["failures"]["missed_pushes"] = self._missed_pushes(report)
         return report
+
+    @staticmethod
+    def _missed_pushes(report: dict[str, Any]) -> int | None:
+        """Pushes the server's APNs delivered to the push link that no device here received; None when the
+        server does not tell (no metrics) or there is no push link."""
+        delivered = report["server"].get("metrics", {}).get("apns", {}).get("delivered")
+        if delivered is None or report["failures"]["push_link"] is None:
+            return None
+        return max(0, round(delivered) - report["failures"]["pushes_received"])
 
     # Children --------------------------------------------------------------------------------------------
 
     def _spawn(self, name: str, module: str, config: dict[str, Any]) -> Child:
         stderr = open(self.workdir / f"{name.replace(' ', '-')}.log", "wb")  # noqa: SIM115 (child owns it)
+        # A session of their own: Ctrl-C reaches only this process, which asks the workers for their reports.
         process = subprocess.Popen([sys.executable, "-m", module, json.dumps(config)], stdin=subprocess.PIPE,
-                                   stdout=subprocess.PIPE, stderr=stderr, cwd=os.getcwd())
+                                   stdout=subprocess.PIPE, stderr=stderr, cwd=os.getcwd(), start_new_session=True)
         stderr.close()
         child = Child(name, process)
         os.set_blocking(process.stdout.fileno(), False)

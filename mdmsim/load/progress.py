@@ -49,8 +49,14 @@ class LiveProgress:
         parts = [f"[{status['elapsed']:6.1f}/{status['duration']:g}s]",
                  f"enrolled {status['enrolled']}/{status['devices']}",
                  f"check-ins/s {rate:7.0f}", f"requests {status['requests']}", f"errors {status['errors']}"]
+        kinds = status.get("requests_failed_by_kind") or {}
+        if kinds:
+            parts[-1] += " (" + ", ".join(f"{kind} {n}" for kind, n in sorted(kinds.items())) + ")"
         if status["enroll_failed"]:
             parts.append(f"enroll failed {status['enroll_failed']}")
+        if status.get("push_link_connected") is False or status.get("push_link_down"):
+            state = "DOWN" if status.get("push_link_connected") is False else "up"
+            parts.append(f"push link {state} ({status['push_link_down']:.0f} s down)")
         if status["rollout_devices"]:
             parts.append(f"rollout {100 * status['rollout_acked'] / status['rollout_devices']:5.1f}%")
         if status["server_cpu"] is not None:
@@ -81,8 +87,10 @@ def detail_lines(report: dict[str, Any]) -> list[str]:
     """Enrollment, errors, rollout, server and fleet figures, one line each."""
     enrollment, errors = report["enrollment"], report["errors"]
     lines = [f"enrolled {enrollment['enrolled']}/{enrollment['devices']} (failed {enrollment['failed']}, "
-             f"offline {enrollment['offline']}); sessions {report['sessions']}",
-             f"errors {errors['total']}" + (f": {errors['by_kind']}" if errors["by_kind"] else "")]
+             f"offline {enrollment['offline']}, unfinished {enrollment.get('unfinished', 0)}); "
+             f"sessions {report['sessions']}",
+             f"errors {errors['total']}" + (f": {errors['by_kind']}" if errors["by_kind"] else ""),
+             *failure_lines(report)]
     rollout = report.get("rollout")
     if rollout:
         t = rollout["time_to"]
@@ -102,6 +110,32 @@ def detail_lines(report: dict[str, Any]) -> list[str]:
         mark = "✓" if verdict["passed"] else "✗"
         lines.append(f"{mark} {verdict['threshold']} (actual {verdict['actual']})")
     return lines
+
+
+def failure_lines(report: dict[str, Any]) -> list[str]:
+    """Enrollment failures by kind and reason, the push link's health, missed pushes, stalled devices."""
+    failures = report.get("failures") or {}
+    lines = []
+    if failures.get("enrollment"):
+        reasons = report["enrollment"].get("failures", {})
+        lines.append("enrollment failures by kind: " + _kinds(failures["enrollment"]) + "; e.g. "
+                     + "; ".join(f"{reason} ({n})" for reason, n in list(reasons.items())[:3]))
+    link = failures.get("push_link")
+    if link:
+        state = "connected" if link["connected"] else "DOWN at the end"
+        lines.append(f"push link: {state}; down {link['down_seconds']:.1f} s in all, {link['disconnects']} "
+                     f"drop(s), {link['connect_failures']} failed connect(s); pushes received "
+                     f"{failures.get('pushes_received', 0)}")
+    if failures.get("missed_pushes"):
+        lines.append(f"missed pushes: {failures['missed_pushes']} delivered by the server's APNs, never received")
+    if failures.get("stalled_devices"):
+        lines.append(f"stalled: {failures['stalled_devices']} enrolled device(s) whose latest request failed "
+                     "(they stopped checking in)")
+    return lines
+
+
+def _kinds(counts: dict[str, int]) -> str:
+    return ", ".join(f"{kind} {n}" for kind, n in sorted(counts.items()))
 
 
 def _s(value: float | None) -> str:

@@ -23,7 +23,7 @@ def write_csv(report: dict[str, Any], prefix: str) -> list[Path]:
     """PREFIX_stats.csv (per message type, ms), PREFIX_history.csv (per second), PREFIX_metrics.csv
     (every flat metric thresholds can name), and PREFIX_rollout.csv when there was a rollout."""
     written = [_stats(report, Path(f"{prefix}_stats.csv")), _history(report, Path(f"{prefix}_history.csv")),
-               _metrics(report, Path(f"{prefix}_metrics.csv"))]
+               _metrics(report, Path(f"{prefix}_metrics.csv")), _failures(report, Path(f"{prefix}_failures.csv"))]
     if report.get("rollout"):
         written.append(_rollout(report, Path(f"{prefix}_rollout.csv")))
     return written
@@ -60,6 +60,31 @@ def _metrics(report: dict[str, Any], path: Path) -> Path:
         out.writerow(["metric", "value"])
         for name, value in sorted(flat_metrics(report).items()):
             out.writerow([name, value])
+    return path
+
+
+def failure_rows(report: dict[str, Any]) -> list[tuple[str, Any]]:
+    """Every failure by kind as (name, value) rows, zeros included for the push link: CSV and HTML show them."""
+    failures = report.get("failures") or {}
+    rows: list[tuple[str, Any]] = [(f"enrollment.{kind}", n) for kind, n in failures.get("enrollment", {}).items()]
+    rows += [(f"request.{kind}", n) for kind, n in failures.get("requests", {}).items()]
+    link = failures.get("push_link")
+    if link:
+        rows += [(f"push_link.{key}", link[key]) for key in
+                 ("connected", "down_seconds", "disconnects", "connect_failures", "undeliverable")]
+    rows.append(("missed_pushes", failures.get("missed_pushes")))
+    rows.append(("stalled_devices", failures.get("stalled_devices", 0)))
+    rows.append(("unfinished_enrollments", report["enrollment"].get("unfinished", 0)))
+    rows.append(("interrupted", bool(report.get("interrupted"))))
+    return rows
+
+
+def _failures(report: dict[str, Any], path: Path) -> Path:
+    with path.open("w", newline="") as handle:
+        out = csv.writer(handle)
+        out.writerow(["failure", "value"])
+        for name, value in failure_rows(report):
+            out.writerow([name, "" if value is None else value])
     return path
 
 

@@ -11,9 +11,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from . import histograms as h
-from .meter import ROLLOUT_SERIES
+from .meter import ROLLOUT_SERIES, error_kind
 
-REPORT_VERSION = 1
+REPORT_VERSION = 2  # 2: raw histograms (`histograms`), failures by kind, interrupted runs
 COMPLETION_POINTS = (50, 95, 99, 100)
 
 
@@ -31,6 +31,10 @@ def merge_finals(finals: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     return {
         "messages": {name: stats.summary() for name, stats in sorted(messages.items())},
         "checkin": {**total.summary()},
+        "histograms": {"messages": {name: h.encode(stats.histogram) for name, stats in sorted(messages.items())},
+                       "counts": {name: {"count": stats.count, "errors": stats.errors}
+                                  for name, stats in sorted(messages.items())}},
+        "failures": failures(finals, errors, enroll_failures),
         "commands": dict(sorted(commands.items())),
         "sessions": sum(final["sessions"] for final in finals),
         "errors": {"by_kind": dict(sorted(errors.items())), "total": sum(errors.values())},
@@ -40,6 +44,7 @@ def merge_finals(finals: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
             "failed": sum(enroll_failures.values()),
             "failures": dict(enroll_failures.most_common(20)),
             "offline": sum(final["offline"] for final in finals),
+            "unfinished": sum(final.get("unfinished", 0) for final in finals),
         },
         "fleet": {
             "workers": len(finals), "cpu_seconds": sum(final["cpu"] for final in finals),
@@ -47,6 +52,36 @@ def merge_finals(finals: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
             "per_worker": [_worker(final) for final in finals],
         },
     }
+
+
+def failures(finals: Sequence[Mapping[str, Any]], errors: Mapping[str, int],
+             enroll_failures: Mapping[str, int]) -> dict[str, Any]:
+    """Every failure by kind: enrollments (refused, tls, timeout, http_NNN, cannot simulate...), requests,
+    the push link (drops, failed connects, seconds down, summed over the workers' links) and stalled devices."""
+    enrollment: Counter[str] = Counter()
+    for reason, count in enroll_failures.items():
+        enrollment["cannot_simulate" if reason.startswith("cannot simulate") else error_kind(reason)] += count
+    links = [final["push_link"] for final in finals if final.get("push_link")]
+    link = None
+    if links:
+        link = {key: sum(part[key] for part in links) for key in
+                ("connects", "disconnects", "connect_failures", "undeliverable")}
+        link.update(connected=all(part["connected"] for part in links),
+                    down_seconds=round(sum(part["down_seconds"] for part in links), 3))
+    return {"enrollment": dict(sorted(enrollment.items())), "requests": dict(sorted(errors.items())),
+            "push_link": link, "pushes_received": sum(final.get("pushes_received", 0) for final in finals),
+            "stalled_devices": sum(final.get("stalled", 0) for final in finals)}
+
+
+def live_failures(latest: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """The same accounting from the workers' progress messages, for the live line."""
+    errors: Counter[str] = Counter()
+    for part in latest:
+        errors.update(part.get("error_kinds", {}))
+    links = [part["push_link"] for part in latest if part.get("push_link")]
+    return {"requests_failed_by_kind": dict(errors),
+            "push_link_down": round(sum(part["down_seconds"] for part in links), 1) if links else None,
+            "push_link_connected": all(part["connected"] for part in links) if links else None}
 
 
 def _worker(final: Mapping[str, Any]) -> dict[str, Any]:

@@ -83,6 +83,16 @@ def flat_metrics(report: Mapping[str, Any]) -> dict[str, float]:
         if key in enrollment:
             flat[f"enroll.{key}"] = float(enrollment[key])
     _rollout(flat, report.get("rollout"))
+    failures = report.get("failures") or {}
+    for kind, count in failures.get("enrollment", {}).items():
+        flat[f"failures.enrollment.{kind}"] = float(count)
+    link = failures.get("push_link") or {}
+    for key in ("down_seconds", "disconnects", "connect_failures"):
+        if key in link:
+            flat[f"failures.push_link.{key}"] = float(link[key])
+    for key in ("missed_pushes", "stalled_devices"):
+        if failures.get(key) is not None:
+            flat[f"failures.{key}"] = float(failures[key])
     for key, value in (report.get("server") or {}).items():
         if isinstance(value, int | float):
             flat[f"server.{key}"] = float(value)

@@ -46,7 +46,7 @@ class FleetWorker:
         self.https = https
         self.transport = MeteredTransport(https, self.observer.errors, error_rate=realism.network_error_rate,
                                           rng=random.Random(f"{config.seed}:{config.worker}:faults"))
-        self.push = PushLinkClient()
+        self.push = PushLinkClient(reactor, reconnect=True)
         self.runners: list[LoadRunner] = []
         self._rng = random.Random(f"{config.seed}:{config.worker}:think")
         self._enrolling = defer.DeferredSemaphore(config.max_enrolling)
@@ -81,7 +81,11 @@ class FleetWorker:
         return self._enrolling.run(self._download_and_install, index)
 
     def _download_and_install(self, index: int) -> defer.Deferred:
-        facts = self.spec.facts(index)
+        try:
+            facts = self.spec.facts(index)
+        except ValueError as exc:  # e.g. an --os-mix version no hardware of that kind runs
+            self.observer.cannot_simulate(str(exc))
+            return defer.succeed(None)
         machine = DeviceMachine(facts, seed=self.spec.seed, behaviour=self.spec.behaviour)
         runner = LoadRunner(machine, clock=self.reactor, transport=self.transport, push=self.push,
                             observer=self.observer)
@@ -109,8 +113,14 @@ class FleetWorker:
     def _progress(self) -> None:
         if self.stopped:
             return
-        self.emit(self.observer.progress(self.reactor.seconds()))
+        self.emit({**self.observer.progress(self.reactor.seconds()), **self._link_state()})
         self.reactor.callLater(self.config.progress_every, self._progress)
+
+    def _link_state(self) -> dict[str, Any]:
+        """The push link's health, when this worker has one (no --push-link: nothing to report)."""
+        if not self.config.push_link:
+            return {}
+        return {"push_link": self.push.health().to_json(), "pushes_received": self.push.delivered}
 
     def rollout(self, at: float) -> None:
         self.observer.start_rollout(at)
@@ -120,12 +130,13 @@ class FleetWorker:
         if self.stopped:
             return
         self.stopped = True
-        final = self.observer.final(self.reactor.seconds())
+        final = {**self.observer.final(self.reactor.seconds(), self.runners), **self._link_state()}
         usage = resource.getrusage(resource.RUSAGE_SELF)
-        final.update(worker=self.config.worker, devices=len(self.runners),
+        final.update(worker=self.config.worker, devices=len(self.config.indexes()),
                      offline=sum(1 for r in self.runners if not r.online),
                      cpu=usage.ru_utime + usage.ru_stime, rss=_rss_bytes(), peak_rss=usage.ru_maxrss * 1024)
         self.emit(final)
+        self.push.stop_reconnecting()
         if self._link is not None:
             self._link.disconnect()
         self.finished()
