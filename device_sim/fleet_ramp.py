@@ -39,13 +39,15 @@ class EnrollmentRamp:
         self.fetch_profile(runner).addCallbacks(runner.install_enrollment, self._failed, errbackArgs=(index,))
 
     def _failed(self, failure: Failure, index: int) -> None:
-        self.failures.append(f"{index}: {failure.getErrorMessage()}")
+        reason = failure.getErrorMessage() or failure.type.__name__
+        self.failures.append(f"{index}: {reason}")
+        self.observer.enrollment_download_failed(index, reason)
 
     def progress(self, elapsed: float) -> str:
         """One line for humans: enrolled, failed (enrollment or download), sessions and commands so far."""
         seen = self.observer
         return (f"[{elapsed:6.1f}s] enrolled {seen.enrolled}/{self.count}  "
-                f"failed {seen.enrollment_failures + len(self.failures)}  sessions {seen.sessions}  "
+                f"failed {seen.enrollment_failures}  sessions {seen.sessions}  "
                 f"commands {sum(seen.commands.values())}")
 
     def all_enrolled(self) -> bool:

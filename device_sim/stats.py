@@ -42,6 +42,7 @@ class DeviceRecord:
     errors: list[dict[str, Any]] = field(default_factory=list)
     readiness: dict[str, Any] = field(default_factory=dict)
     installs_acknowledged: int = 0
+    last_request_ok: bool = True  # False: its latest request failed (a stalled device, once enrolled)
 
 
 class FleetObserver:
@@ -56,8 +57,15 @@ class FleetObserver:
         stats = self.messages[message.split(":")[0] if ":" in message else message]
         stats.count += 1
         stats.record(runner.now() - sent_at)
-        if status is None or not 200 <= status < 300:
+        ok = status is not None and 200 <= status < 300
+        self.devices[runner.machine.facts.index].last_request_ok = ok
+        if not ok:
             stats.errors += 1
+
+    def enrollment_download_failed(self, index: int, reason: str) -> None:
+        """The enrollment profile never arrived: the device failed to enroll as surely as a refused Authenticate."""
+        record = self.devices[index]
+        record.enrolled_at, record.enrollment_failure = None, f"download: {reason}"
 
     def effect(self, runner: Any, effect: fx.Effect) -> None:
         record = self.devices[runner.machine.facts.index]
@@ -94,3 +102,27 @@ class FleetObserver:
     @property
     def enrollment_failures(self) -> int:
         return sum(1 for r in self.devices.values() if r.enrollment_failure is not None)
+
+    def last_ok(self) -> dict[int, bool]:
+        return {index: record.last_request_ok for index, record in self.devices.items()}
+
+
+def enrollment_tally(runners: list[Any], last_ok: dict[int, bool]) -> dict[str, Any]:
+    """At the end of a run: enrolled devices whose latest request failed are stalled (they stopped checking in);
+    devices still enrolling after a real failure count as failed by it (the device would go on retrying for
+    minutes, a bounded number of times: a run must not call that success); still enrolling after none, or after
+    an injected fault only, is unfinished (the run was too short for them). The failure's kind is the one the
+    metered transport left on the runner (`last_error_kind`)."""
+    stalled, unfinished, failed_reasons = 0, 0, Counter()
+    for runner in runners:
+        phase = runner.machine.phase.value
+        ok = last_ok.get(runner.machine.facts.index, True)
+        if phase == "enrolled":
+            stalled += not ok
+        elif phase in ("authenticating", "token-updating"):
+            kind = getattr(runner, "last_error_kind", None)
+            if not ok and kind not in (None, "injected"):
+                failed_reasons[f"still retrying after {kind}"] += 1
+            else:
+                unfinished += 1
+    return {"stalled": stalled, "unfinished": unfinished, "failed_reasons": failed_reasons}

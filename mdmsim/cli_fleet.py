@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +24,10 @@ from device_sim.scep_agent import RSAKeyPool, ScepAgent, WebScepHttp
 from device_sim.stats import FleetObserver
 from mdm_world.durations import parse_duration
 
+from .exit_codes import epilog
+from .fleet_outcome import fleet_failures, fleet_verdict
+from .load.meter import MeteredTransport
+
 
 def _mix_text(mix) -> str:
     return ",".join(f"{name}:{weight}" for name, weight in mix)
@@ -36,14 +42,17 @@ def _os_mix(text: str):
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("fleet", help="run simulated devices against an MDM server",
-                                   description=__doc__)
+                                   description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                   epilog=epilog("A device still retrying its enrollment after a real failure at "
+                                                 "the end of the run counts as failed."))
     parser.add_argument("--server", help="the server's base URL (e.g. https://localhost:8443); --enroll-url may "
                                           "then be a path on it. Devices use the URLs in their enrollment profile")
     parser.add_argument("--enroll-url", required=True,
                         help="where each device downloads its enrollment profile (e.g. the URL "
                              "`mdmsim serve` prints: https://localhost:8443/mdm/enroll?token=...)")
-    parser.add_argument("--push-link", default="127.0.0.1:8444",
-                        help="HOST:PORT of the server's push link ('none' if the server pushes otherwise)")
+    parser.add_argument("--push-link", default="127.0.0.1:8444", type=push_link_address,
+                        help="HOST:PORT of the server's push link ('none' if the server pushes otherwise); "
+                             "reconnected after a drop, its time down reported")
     parser.add_argument("--devices", type=int, default=100, help="number of devices")
     parser.add_argument("--seed", type=int, default=1, help="fleet seed: same seed, same devices")
     parser.add_argument("--os-mix", type=_os_mix, default=DEFAULT_OS_MIX,
@@ -57,6 +66,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--key-pool", type=int, default=0, metavar="N",
                         help="make N RSA keys before starting, for profiles whose identity comes by SCEP (a "
                              "2048-bit key takes ~50 ms; devices make their own once the pool is empty)")
+    parser.add_argument("--max-error-rate", type=fraction, default=0.0,
+                        help="failed requests tolerated before the run fails (exit 1), e.g. 1%% (default 0)")
     parser.add_argument("--json", type=Path, help="write the full report (every device) to this file")
     parser.set_defaults(func=run)
 
@@ -101,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
     enroll_url = args.enroll_url
     if args.server and enroll_url.startswith("/"):  # a path on --server
         enroll_url = args.server.rstrip("/") + enroll_url
-    push = PushLinkClient()
+    push = PushLinkClient(reactor, reconnect=True)  # a restarted server is found again; time down is counted
     if args.push_link != "none":
         host, _, port = args.push_link.rpartition(":")
         reactor.connectTCP(host, int(port), push)
@@ -109,20 +120,77 @@ def run(args: argparse.Namespace) -> int:
     keys = RSAKeyPool()
     keys.fill(args.key_pool)
     scep = ScepAgent(WebScepHttp(reactor), reactor, keys)
-    fleet = Fleet(spec, clock=reactor, transport=HTTPSTransport(reactor, connections=args.connections),
-                  push=push, observer=observer, scep=scep)
+    errors: Counter[str] = Counter()
+    transport = MeteredTransport(HTTPSTransport(reactor, connections=args.connections), errors)
+    fleet = Fleet(spec, clock=reactor, transport=transport, push=push, observer=observer, scep=scep)
     ramp = EnrollmentRamp(fleet, observer, clock=reactor, fetch_profile=lambda runner: fetch_enrollment(
         reactor, with_user(enroll_url, runner.machine.facts.user.user_id)))
     ramp.start(args.ramp)
     started = reactor.seconds()
-    ticker = task.LoopingCall(lambda: console.print(ramp.progress(reactor.seconds() - started), highlight=False))
+    ticker = task.LoopingCall(lambda: console.print(_progress(ramp, push, errors, reactor.seconds() - started,
+                                                              args.push_link != "none"), highlight=False))
     ticker.clock = reactor
     ticker.start(2.0, now=False)
     reactor.callLater(args.duration, reactor.stop)
-    reactor.run()
+    interrupted = _run_until_stopped(reactor)
+    push.stop_reconnecting()
+    link = push.health() if args.push_link != "none" else None
+    document = fleet_json(fleet.runners, observer)
+    document["failures"] = fleet_failures(observer, fleet.runners, errors, link)
+    document["enrollment_failures"] = observer.enrollment_failures  # now with those still retrying
+    document.update(downloads=len(fleet.runners), download_failures=len(ramp.failures), interrupted=interrupted)
+    verdict = fleet_verdict(document, args.devices, max_error_rate=args.max_error_rate, interrupted=interrupted)
+    document["verdict"] = {"exit_code": int(verdict.code), "reasons": list(verdict.reasons)}
     for line in ramp.failures[:10]:
         console.print(f"enrollment download failed: {line}")
     Console().print(readiness_table(readiness_rows(fleet.runners)))
     if args.json:
-        args.json.write_text(json.dumps(fleet_json(fleet.runners, observer), indent=1, sort_keys=True))
-    return 0 if ramp.all_enrolled() else 1
+        args.json.write_text(json.dumps(document, indent=1, sort_keys=True))
+    for line in _failure_lines(document):
+        console.print(line, highlight=False, markup=False)
+    return verdict.code
+
+
+def _run_until_stopped(reactor: Any) -> bool:
+    """Run the reactor; True when Ctrl-C stopped it (the report is still written, then exit 130)."""
+    interrupted: list[bool] = []
+
+    def on_sigint(signum: int, frame: Any) -> None:
+        if not interrupted:
+            interrupted.append(True)
+            reactor.callFromThread(reactor.stop)
+
+    reactor.callWhenRunning(signal.signal, signal.SIGINT, on_sigint)  # after Twisted installs its own
+    reactor.run()
+    return bool(interrupted)
+
+
+def _progress(ramp: EnrollmentRamp, push: PushLinkClient, errors: Counter[str], elapsed: float,
+              push_wanted: bool) -> str:
+    line = ramp.progress(elapsed)
+    if errors:
+        line += "  errors " + ", ".join(f"{kind} {n}" for kind, n in sorted(errors.items()))
+    if push_wanted:
+        health = push.health()
+        if not health.connected or health.down_seconds:
+            line += f"  push link {'up' if health.connected else 'DOWN'} ({health.down_seconds:.0f} s down)"
+    return line
+
+
+def _failure_lines(document: dict[str, Any]) -> list[str]:
+    failures = document["failures"]
+    lines = [f"enrolled {document['enrolled']}, failed {document['enrollment_failures']}, unfinished "
+             f"{failures['unfinished']}, stalled {failures['stalled_devices']}"]
+    if failures["enrollment"]:
+        lines.append("enrollment failures by kind: " + ", ".join(f"{k} {n}" for k, n in failures["enrollment"].items()))
+    if failures["requests"]:
+        lines.append("request failures by kind: " + ", ".join(f"{k} {n}" for k, n in failures["requests"].items()))
+    link = failures["push_link"]
+    if link:
+        lines.append(f"push link: {'connected' if link['connected'] else 'DOWN at the end'}, down "
+                     f"{link['down_seconds']:.1f} s, {link['disconnects']} drop(s), {link['connect_failures']} "
+                     "failed connect(s)")
+    verdict = document["verdict"]
+    lines.append(f"verdict: exit {verdict['exit_code']}" + (": " + "; ".join(verdict["reasons"])
+                                                            if verdict["reasons"] else ": the run did what was asked"))
+    return lines

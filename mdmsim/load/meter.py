@@ -15,6 +15,7 @@ from twisted.internet import defer
 
 from device_sim import effects as fx
 from device_sim.runner import DeviceRunner
+from device_sim.stats import enrollment_tally
 from device_sim.transport import Reply, Transport, TransportError
 from mdm_protocol.clocks import Clock
 
@@ -69,26 +70,6 @@ def error_kind(reason: str) -> str:
         if needle in text:
             return kind
     return "other"
-
-
-def enrollment_tally(runners: list[Any], last_ok: dict[int, bool]) -> dict[str, Any]:
-    """At the end of a run: enrolled devices whose latest request failed are stalled (they stopped checking in);
-    devices still enrolling after a real failure count as failed by it (the device would go on retrying for
-    minutes: a run must not call that success); still enrolling after none, or after an injected fault only,
-    is unfinished (the run was too short for them)."""
-    stalled, unfinished, failed_reasons = 0, 0, Counter()
-    for runner in runners:
-        phase = runner.machine.phase.value
-        ok = last_ok.get(runner.machine.facts.index, True)
-        if phase == "enrolled":
-            stalled += not ok
-        elif phase in ("authenticating", "token-updating"):
-            kind = getattr(runner, "last_error_kind", None)
-            if not ok and kind not in (None, "injected"):
-                failed_reasons[f"still retrying after {kind}"] += 1
-            else:
-                unfinished += 1
-    return {"stalled": stalled, "unfinished": unfinished, "failed_reasons": failed_reasons}
 
 
 class MeteredTransport:
