@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from device_sim.mail import ComposeRefused, Draft, MailAccount, MailNetwork, open_message, send
+from device_sim.mail import ComposeError, ComposeRefused, Draft, MailAccount, MailError, MailNetwork, open_message, send
 from device_sim.readiness import State
 from device_sim.runner import DeviceRunner
 
@@ -26,8 +26,20 @@ class MailStep:
     detail: dict[str, Any]
 
 
+@dataclass(frozen=True)
+class Expected:
+    """What a step must show, stated from the rules, never from what the sender's code decided."""
+
+    signed: bool = True
+    encrypted: bool = False
+    refused_for: str | None = None  # the send is refused, naming this recipient
+
+
 def exchange(demo: DemoWorld) -> list[MailStep]:
-    sender, recipient = _actors(demo)
+    actors = _actors(demo)
+    if isinstance(actors, MailStep):
+        return [actors]
+    sender, recipient = actors
     network = MailNetwork()
     hub = network.create_hub(DOMAIN)
     network.create_hub("partner.test").add_mailbox(PARTNER)
@@ -38,28 +50,34 @@ def exchange(demo: DemoWorld) -> list[MailStep]:
     alice, bob = _account(demo, hub, sender), _account(demo, hub, recipient)
     readiness = sender.machine.readiness[demo.account_of(sender)]
     now = demo.world.server.now()
+    reader = (recipient, bob)
     steps = [
-        _send(demo, alice, readiness, bob.address, "Q3 numbers", encrypt=True, now=now,
-              title="per-message switch ON"),
-        _send(demo, alice, readiness, bob.address, "Lunch?", encrypt=False, now=now,
-              title="per-message switch OFF"),
-        _send(demo, alice, readiness, PARTNER, "Contract draft", encrypt=True, now=now,
-              title="recipient without a certificate"),
+        _send(alice, readiness, bob.address, "Q3 numbers", encrypt=True, now=now, reader=reader,
+              title="per-message switch ON", expected=Expected(encrypted=True)),
+        _send(alice, readiness, bob.address, "Lunch?", encrypt=False, now=now, reader=reader,
+              title="per-message switch OFF", expected=Expected(encrypted=False)),
+        _send(alice, readiness, PARTNER, "Contract draft", encrypt=True, now=now, reader=None,
+              title="recipient without a certificate", expected=Expected(refused_for=PARTNER)),
     ]
     steps.append(_rotate_and_read_old(demo, recipient, bob, hub))
     return steps
 
 
-def _actors(demo: DemoWorld) -> tuple[DeviceRunner, DeviceRunner]:
-    """A sender on Exchange 2 (per-message switch) on modern iOS, and a recipient ready to decrypt."""
+def _actors(demo: DemoWorld) -> tuple[DeviceRunner, DeviceRunner] | MailStep:
+    """A sender on Exchange 2 (per-message switch) on modern iOS, and a recipient ready to decrypt; a failed
+    step when the fleet has none (readiness broken: the demo must say so, not raise)."""
     def ready(runner: DeviceRunner) -> bool:
         record = runner.machine.readiness.get(demo.account_of(runner))
         return record is not None and record.encryption.state is State.READY and record.signing.state is State.READY
 
     runners = demo.world.fleet.runners
-    sender = next(r for r in runners if r.machine.facts.index % 2 == 1 and ready(r)
-                  and r.machine.readiness[demo.account_of(r)].per_message_switch)
-    recipient = next(r for r in runners if r is not sender and ready(r))
+    sender = next((r for r in runners if r.machine.facts.index % 2 == 1 and ready(r)
+                   and r.machine.readiness[demo.account_of(r)].per_message_switch), None)
+    recipient = next((r for r in runners if r is not sender and ready(r)), None)
+    if sender is None or recipient is None:
+        missing = "sender with the per-message switch" if sender is None else "second device"
+        return MailStep("choose sender and recipient", f"no {missing} is ready to sign and encrypt", False,
+                        {"expected": "an Exchange 2 device ready to sign and encrypt, and another ready device"})
     return sender, recipient
 
 
@@ -68,22 +86,54 @@ def _account(demo: DemoWorld, hub, runner: DeviceRunner) -> MailAccount:
                        display_name=runner.machine.facts.user.name)
 
 
-def _send(demo, account, readiness, to, subject, *, encrypt, now, title) -> MailStep:
+def _send(account, readiness, to, subject, *, encrypt, now, title, expected: Expected, reader) -> MailStep:
     draft = Draft((to,), subject, f"{subject}: sent from a simulated iPhone in the mdmsim demo.")
+    want = {"signed": expected.signed, "encrypted": expected.encrypted, "refused_for": expected.refused_for}
     try:
         sent = send(account, draft, readiness=readiness, now=now, encrypt=encrypt)
     except ComposeRefused as exc:
-        return MailStep(title, f"refused before sending: {exc.reason}", True, {"missing": dict(exc.missing)})
+        ok = expected.refused_for is not None and expected.refused_for in dict(exc.missing)
+        return MailStep(title, f"refused before sending: {exc.reason}", ok,
+                        {"missing": dict(exc.missing), "expected": want})
+    except ComposeError as exc:
+        return MailStep(title, f"not sent: {exc}", False, {"error": str(exc), "expected": want})
     outcome = f"{'signed' if sent.signed else 'unsigned'}, {'ENCRYPTED' if sent.encrypted else 'not encrypted'}"
-    return MailStep(title, outcome, True, {"to": to, "signed": sent.signed, "encrypted": sent.encrypted,
-                                           "bytes": len(sent.message)})
+    detail = {"to": to, "signed": sent.signed, "encrypted": sent.encrypted, "bytes": len(sent.message),
+              "expected": want}
+    ok = expected.refused_for is None and (sent.signed, sent.encrypted) == (expected.signed, expected.encrypted)
+    if reader is not None:
+        read_ok, read = _read(reader, sent, account.address, expected, now)
+        detail["read"] = read
+        ok = ok and read_ok
+        outcome += f"; recipient: {read['outcome']}"
+    return MailStep(title, outcome, ok, detail)
+
+
+def _read(reader, sent, sender: str, expected: Expected, now) -> tuple[bool, dict[str, Any]]:
+    """The recipient opens what arrived: readable, the sender's signature verified, decrypted iff encrypted."""
+    runner, account = reader
+    item = next((i for i in account.hub.mailbox(account.address).inbox if i.message == sent.message), None)
+    if item is None:
+        return False, {"outcome": "nothing arrived"}
+    try:
+        opened = open_message(item, keychain=runner.machine.profiles.keychain, now=now)
+    except MailError as exc:
+        return False, {"outcome": f"cannot open it: {exc}"}
+    ok = (opened.signed_by == sender) == expected.signed and opened.encrypted == expected.encrypted
+    ok = ok and (opened.decrypted_with == "current" if expected.encrypted else opened.decrypted_with is None)
+    verified = f"signature of {opened.signed_by} verified" if opened.signed_by else "no verified signature"
+    return ok, {"outcome": f"read it, {verified}", "signed_by": opened.signed_by, "encrypted": opened.encrypted,
+                "decrypted_with": opened.decrypted_with}
 
 
 def _rotate_and_read_old(demo: DemoWorld, runner: DeviceRunner, bob: MailAccount, hub) -> MailStep:
     """Bob's encryption certificate is replaced; the re-rendered profile reaches his device; old mail stays
     readable from the key archive."""
     inbox = hub.mailbox(bob.address).inbox
-    old = next(item for item in inbox if b"application/pkcs7-mime" in item.message)
+    old = next((item for item in inbox if b"application/pkcs7-mime" in item.message), None)
+    if old is None:
+        return MailStep("old message after key rotation", "no encrypted message arrived to read later", False,
+                        {"expected": "decrypted with the archived key"})
     address, user = demo.address(runner), runner.machine.facts.user.user_id
     demo.org.issue(address, "encryption", now=demo.world.server.now())
     demo.admin.put(f"/api/v2/users/{user}/certificates/{demo.settings['encryption']}",
@@ -92,7 +142,7 @@ def _rotate_and_read_old(demo: DemoWorld, runner: DeviceRunner, bob: MailAccount
     demo.world.run_for(60)
     opened = open_message(old, keychain=runner.machine.profiles.keychain, now=demo.world.server.now())
     archived = len(runner.machine.profiles.keychain.archive)
-    ok = opened.decrypted_with == "archived"
+    ok = opened.decrypted_with == "archived"  # the current key cannot open it: only the archive can
     return MailStep("old message after key rotation", f"decrypted with the {opened.decrypted_with} key "
                     f"({archived} archived key(s) on the device)", ok,
                     {"decrypted_with": opened.decrypted_with, "archived_keys": archived, "subject": opened.subject})

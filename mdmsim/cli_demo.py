@@ -18,9 +18,15 @@ from rich.table import Table
 
 from mdm_world import demo_mail, demo_readiness, demo_setup
 
+from .exit_codes import Exit, epilog
+
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("demo", help="per-message S/MIME encryption, end to end", description=__doc__)
+    parser = subparsers.add_parser("demo", help="per-message S/MIME encryption, end to end", description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter,
+                                   epilog=epilog("The demo exits 1 when a device did not enroll, device and server "
+                                                 "views of readiness drift, or a mail step did not behave as "
+                                                 "expected (each expectation is checked against what happened)."))
     parser.add_argument("--devices", type=int, default=200, help="fleet size (default 200)")
     parser.add_argument("--seed", type=int, default=1, help="fleet seed: same seed, same devices and verdicts")
     parser.add_argument("--json", type=Path, help="also write everything shown as JSON to this file")
@@ -28,6 +34,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    try:
+        return _run(args)
+    except KeyboardInterrupt:
+        Console(stderr=True).print("mdmsim demo: interrupted", highlight=False)
+        return Exit.INTERRUPTED
+
+
+def _run(args: argparse.Namespace) -> int:
     console = Console()
     started = time.monotonic()
     console.print(f"[bold]mdmsim demo[/bold]: {args.devices} simulated devices, virtual time, seed {args.seed}")
@@ -40,17 +54,29 @@ def run(args: argparse.Namespace) -> int:
     steps = demo_mail.exchange(demo)
     console.print(_mail_table(steps))
     drift = sum(len(row["drift"]) for row in rows)
-    ok = all(step.ok for step in steps)
-    verdict = ("[green]all mail steps behaved as docs/readiness.md says[/green]" if ok
-               else "[red]a mail step misbehaved[/red]")
+    counts = demo_setup.summary_counts(demo)
+    failures = judge(steps, drift, counts["enrolled"], args.devices)
+    verdict = ("[green]every mail step behaved as docs/readiness.md says[/green]" if not failures
+               else "[red]" + "; ".join(failures) + "[/red]")
     console.print(f"{verdict}; readiness drift between device and server views: {drift} device(s); "
                   f"{time.monotonic() - started:.1f}s wall time")
     if args.json:
         document = {"timeline": [{"t": t, "event": e} for t, e in demo.timeline],
                     "readiness": demo_readiness.jsonable(rows), "drift_devices": drift,
-                    "mail": [step.__dict__ for step in steps], **demo_setup.summary_counts(demo)}
+                    "mail": [step.__dict__ for step in steps], **counts,
+                    "verdict": {"passed": not failures, "failures": failures}}
         args.json.write_text(json.dumps(document, indent=1, sort_keys=True, default=str) + "\n")
-    return 0 if ok else 1
+    return Exit.FAILED if failures else Exit.OK
+
+
+def judge(steps: list[demo_mail.MailStep], drift: int, enrolled: int, devices: int) -> list[str]:
+    """Every way the demo can fail, from what happened; empty when it did what it shows."""
+    failures = [f"mail step {step.title!r} misbehaved: {step.outcome}" for step in steps if not step.ok]
+    if enrolled != devices:
+        failures.append(f"{devices - enrolled} of {devices} device(s) did not enroll")
+    if drift:
+        failures.append(f"{drift} device(s) disagree with the server on readiness")
+    return failures
 
 
 def _readiness_table(rows: list[dict[str, Any]]) -> Table:
