@@ -112,15 +112,23 @@ class Scenario:
             context = self._context(seed, timeline, world_options)
         except Exception as exc:
             return ScenarioResult(self.name, seed, timeline, [], f"cannot build the world: {exc}")
-        broken = context.play(self.steps, parse_duration(self.duration))
+        broken = self._unjudgeable() or context.play(self.steps, parse_duration(self.duration))
         outcomes = [] if broken else [context.judge(name, check) for name, check in self.expectations]
         return ScenarioResult(self.name, seed, timeline, outcomes, broken)
+
+    def _unjudgeable(self) -> str | None:
+        """A scenario with no expectation would pass whatever happened: a check that cannot fail is broken."""
+        if not self.expectations:
+            return "the scenario defines no expectation (@scenario.expect): nothing would be judged"
+        return None
 
     @defer.inlineCallbacks
     def run_real(self, reactor: Reactor, *, factor: float = 60.0, seed: int | None = None):
         """The same scenario on real sockets (loopback TLS, push link), `factor` times faster than real time."""
         seed = self.seed if seed is None else seed
         timeline: list[tuple[float, str]] = []
+        if self._unjudgeable():
+            return ScenarioResult(self.name, seed, timeline, [], self._unjudgeable())
         world = RealWorld(self.fleet_spec(seed), self.world_options(seed), reactor, factor=factor,
                           behaviour_for=self.behaviour_for)
         yield world.start()

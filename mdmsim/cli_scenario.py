@@ -1,6 +1,7 @@
 """`mdmsim scenario list|run|new`: the scenario library, running one with a timeline and a verdict, a new one.
 
-Exit codes: 0 every expectation holds, 1 an expectation failed, 2 the scenario itself is broken.
+Exit codes: 0 every expectation holds, 1 an expectation failed, 2 the scenario itself is broken (a step raised,
+no expectation to judge), 130 interrupted (Ctrl-C).
 """
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import signal
 from pathlib import Path
 
 from rich.console import Console
@@ -16,6 +18,8 @@ from rich.table import Table
 import scenarios
 from mdm_world.scenario import Scenario, ScenarioBroken, ScenarioResult
 from mdm_world.scenario_scaffold import ScaffoldError, write_scaffold
+
+from .exit_codes import Exit, epilog
 
 
 def library() -> list[Path]:
@@ -43,7 +47,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
     listing = actions.add_parser("list", help="the scenario library with each one's purpose")
     listing.set_defaults(func=run_list)
-    running = actions.add_parser("run", help="run one scenario in virtual time")
+    running = actions.add_parser("run", help="run one scenario in virtual time",
+                                 formatter_class=argparse.RawDescriptionHelpFormatter,
+                                 epilog=epilog("For a scenario: 1 means an expectation failed, 2 the scenario is "
+                                               "broken (a step raised, it cannot load, it expects nothing)."))
     running.add_argument("path", type=Path, help="a scenario file, or a name from `mdmsim scenario list`")
     running.add_argument("--seed", type=int, help="override the scenario's seed")
     running.add_argument("--json", type=Path, help="write the timeline and verdicts as JSON")
@@ -90,6 +97,14 @@ def resolve(path: Path) -> Path:
 
 
 def run_one(args: argparse.Namespace) -> int:
+    try:
+        return _run_one(args)
+    except KeyboardInterrupt:
+        Console(stderr=True).print("mdmsim scenario: interrupted", highlight=False)
+        return Exit.INTERRUPTED
+
+
+def _run_one(args: argparse.Namespace) -> int:
     console = Console()
     try:
         scenario = load(resolve(args.path))
@@ -97,23 +112,33 @@ def run_one(args: argparse.Namespace) -> int:
         console.print(f"[red]scenario broken:[/red] {exc}")
         return 2
     result = _run_real(scenario, args) if args.real_network else scenario.run(seed=args.seed)
+    if result is None:  # Ctrl-C stopped the reactor
+        raise KeyboardInterrupt
     print_result(console, scenario, result)
     if args.json:
         args.json.write_text(json.dumps(result.to_json(), indent=1, sort_keys=True) + "\n")
     return result.exit_code
 
 
-def _run_real(scenario: Scenario, args: argparse.Namespace) -> ScenarioResult:
+def _run_real(scenario: Scenario, args: argparse.Namespace) -> ScenarioResult | None:
     from twisted.internet import reactor
 
     outcome: list = []
+    interrupted: list[bool] = []
 
     def start() -> None:
         d = scenario.run_real(reactor, factor=args.time_factor, seed=args.seed)
         d.addBoth(outcome.append).addBoth(lambda _: reactor.stop())
 
+    def on_sigint(signum, frame) -> None:
+        interrupted.append(True)
+        reactor.callFromThread(reactor.stop)
+
     reactor.callWhenRunning(start)
+    reactor.callWhenRunning(signal.signal, signal.SIGINT, on_sigint)  # after Twisted's own handler
     reactor.run()
+    if interrupted and not outcome:
+        return None
     if not outcome or not isinstance(outcome[0], ScenarioResult):
         failure = outcome[0] if outcome else None
         message = failure.getErrorMessage() if failure is not None else "the reactor stopped early"

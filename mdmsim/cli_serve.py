@@ -8,11 +8,14 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 
 from mdm_server.app import MDMServer, ServerConfig
 from mdm_world.durations import parse_duration
+
+from .exit_codes import Exit, epilog
 
 
 def _rate(text: str) -> float:
@@ -26,7 +29,10 @@ def _rate(text: str) -> float:
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("serve", help="run the MDM server", description=__doc__)
+    parser = subparsers.add_parser("serve", help="run the MDM server", description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter,
+                                   epilog=epilog("For the server: 0 after SIGTERM, 130 after Ctrl-C (SIGINT), "
+                                                 "2 when it cannot listen."))
     parser.add_argument("--data-dir", type=Path, default=Path("mdmsim-data"),
                         help="where the CA, TLS files, server.json and the SQLite database live")
     parser.add_argument("--listen", default="ssl:8443:interface=127.0.0.1:backlog=1024",
@@ -87,15 +93,23 @@ def run(args: argparse.Namespace) -> int:
               f"{'--admin-password' if args.admin_password else config.data_dir / 'server.json'})")
         sys.stdout.flush()
 
+    outcome = {"code": Exit.OK}
+
     def failed(failure):
         print(f"mdmsim: cannot listen: {failure.getErrorMessage()}", file=sys.stderr)
+        outcome["code"] = Exit.USAGE
         reactor.stop()
+
+    def on_sigint(signum, frame) -> None:
+        outcome["code"] = Exit.INTERRUPTED
+        reactor.callFromThread(reactor.stop)
 
     def start() -> None:
         server.startService()
         server.listening().addCallbacks(started, failed)
 
     reactor.callWhenRunning(start)
+    reactor.callWhenRunning(signal.signal, signal.SIGINT, on_sigint)  # after Twisted's own handler
     reactor.addSystemEventTrigger("before", "shutdown", server.stopService)
     reactor.run()
-    return 0
+    return outcome["code"]
