@@ -306,6 +306,8 @@ class LoadRun:
             report["fleet"]["rss_max"] = max(s["rss"] for s in self.fleet_samples)
         report["rollout"] = (summary.rollout_figures(finals, self.rollout_start)
                              if self.rollout_start else None)
+        report["histograms"]["timeline"] = summary.timeline_buckets(self.timeline)
+        report["histograms"]["rollout"] = summary.rollout_raw(finals) if self.rollout_start else None
         server: dict[str, Any] = self.watch.summary() if self.watch else {}
         if after is not None:
             server["metrics"] = server_figures(before, after)

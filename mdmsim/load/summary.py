@@ -94,17 +94,31 @@ def _worker(final: Mapping[str, Any]) -> dict[str, Any]:
 
 def merge_timeline(buckets: Iterable[Mapping[str, Any]], start: float) -> list[dict[str, Any]]:
     """Per-second buckets from every worker, added by second; latency percentiles of each merged second."""
+    out = []
+    for bucket in timeline_buckets(buckets):
+        stats = h.MessageStats.from_wire(bucket)
+        summary = h.LatencySummary.of(stats.histogram)
+        out.append({"t": bucket["second"] - start, "requests": stats.count, "errors": stats.errors,
+                    "p50": summary.p50, "p95": summary.p95, "p99": summary.p99, "max": summary.max})
+    return out
+
+
+def timeline_buckets(buckets: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Buckets (`second` since the epoch, MessageStats wire fields) added by second, in order: what a report
+    keeps raw so that runs from several hosts merge exactly."""
     by_second: dict[int, h.MessageStats] = {}
     for bucket in buckets:
         stats = by_second.setdefault(int(bucket["second"]), h.MessageStats())
         stats.add(h.MessageStats.from_wire(bucket))
-    out = []
-    for second in sorted(by_second):
-        stats = by_second[second]
-        summary = h.LatencySummary.of(stats.histogram)
-        out.append({"t": second - start, "requests": stats.count, "errors": stats.errors,
-                    "p50": summary.p50, "p95": summary.p95, "p99": summary.p99, "max": summary.max})
-    return out
+    return [{"second": second, **by_second[second].to_wire()} for second in sorted(by_second)]
+
+
+def rollout_raw(finals: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """The rollout's series merged, still encoded, and every device's acknowledgement time: kept in the report."""
+    parts = [final["rollout"] for final in finals]
+    merged = {name: h.encode(h.merge(h.decode(part[name]) for part in parts if name in part))
+              for name in ROLLOUT_SERIES}
+    return {**merged, "acked_at": sorted(t for part in parts for t in part["acked_at"])}
 
 
 def rollout_figures(finals: Sequence[Mapping[str, Any]], start: Mapping[str, Any]) -> dict[str, Any]:
