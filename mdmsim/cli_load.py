@@ -22,6 +22,7 @@ from .load.config import Realism
 from .load.orchestrator import LoadError, LoadOptions, LoadRun
 from .load.progress import LiveProgress, detail_lines, summary_table
 from .load.rollout import BUILTIN_EXCHANGE, RolloutError, RolloutPlan
+from .load.stages import Stages, StagesError
 from .load.thresholds import Threshold, ThresholdError, evaluate, flat_metrics
 
 EXIT_OK, EXIT_ERROR, EXIT_THRESHOLD = Exit.OK, Exit.USAGE, Exit.THRESHOLD  # the names tests and scripts used
@@ -35,6 +36,13 @@ def _threshold(text: str) -> Threshold:
 
 
 _fraction = fraction
+
+
+def _stages(text: str) -> Stages:
+    try:
+        return Stages.parse(text)
+    except StagesError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _mix(text: str, parse=parse_mix):
@@ -60,6 +68,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def _run_arguments(parser: argparse.ArgumentParser) -> None:
     fleet = parser.add_argument_group("the run")
     fleet.add_argument("--devices", type=int, default=100, help="simulated devices (default 100)")
+    fleet.add_argument("--stages", type=_stages, metavar="DURATION:DEVICES,...",
+                       help="ramp the active device count stage by stage like k6, e.g. 1m:1000,5m:1000,1m:0 "
+                            "(replaces --devices, --ramp and --duration; devices above the target stop checking "
+                            "in and ignore pushes)")
     fleet.add_argument("--ramp", type=parse_duration, default=10.0,
                        help="spread enrollments over this long, e.g. 60s (default 10s)")
     fleet.add_argument("--duration", type=parse_duration, default=60.0,
@@ -137,6 +149,8 @@ def _result_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def options_from(args: argparse.Namespace) -> LoadOptions:
+    if args.stages is not None:
+        args.devices, args.duration, args.ramp = args.stages.peak, args.stages.total, 0.0
     if args.devices < 1 or args.processes < 1 or args.processes > args.devices:
         raise LoadError("--devices must be at least 1 and --processes from 1 to --devices")
     if args.push_link == "none" and args.checkin_interval is None:
@@ -157,6 +171,7 @@ def options_from(args: argparse.Namespace) -> LoadOptions:
         server_pid=args.server_pid, rollout=rollout, sync_interval=args.sync_interval,
         rollout_timeout=args.rollout_timeout, realism=realism,
         apns={k: v for k, v in apns.items() if v}, in_memory=args.memory, os_mix=args.os_mix, kinds=args.kinds,
+        stages=args.stages.stages if args.stages is not None else (),
     )
 
 

@@ -48,6 +48,7 @@ class WorkerConfig:
     kinds: tuple[tuple[str, int], ...] = DEFAULT_KINDS
     progress_every: float = 1.0
     max_enrolling: int = 64  # enrollment downloads in flight per worker
+    stages: tuple[tuple[float, int], ...] = ()  # --stages: replaces the ramp (see stages.py)
 
     def indexes(self) -> range:
         return range(self.worker, self.devices, self.workers)
@@ -69,7 +70,8 @@ class WorkerConfig:
         try:
             realism = Realism(**body.pop("realism"))
             mixes = {key: tuple((str(n), int(w)) for n, w in body.pop(key)) for key in ("os_mix", "kinds")}
-            return cls(realism=realism, **mixes, **body)
+            stages = tuple((float(s), int(n)) for s, n in body.pop("stages", ()))
+            return cls(realism=realism, **mixes, stages=stages, **body)
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"bad worker configuration: {exc}") from None
 

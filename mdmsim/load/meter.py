@@ -36,6 +36,7 @@ class LoadRunner(DeviceRunner):
     rollout_checkin: float | None = None
     rollout_ack: float | None = None
     loop_pending = False  # a self-initiated check-in is scheduled (closed-loop mode)
+    left = False  # --stages took the device out: it neither checks in by itself nor answers pushes
 
     def _send(self, request: fx.SendRequest) -> None:
         if self.think > 0:
@@ -51,7 +52,8 @@ class LoadRunner(DeviceRunner):
     def check_in(self) -> None:
         """Start a session without a push (closed-loop load, or a device polling by itself)."""
         self.loop_pending = False
-        self.perform(self.machine.push(self.now()))
+        if not self.left:
+            self.perform(self.machine.push(self.now()))
 
 
 _HTTP_STATUS = re.compile(r"\bhttp (\d{3})\b")
@@ -198,6 +200,11 @@ class LoadObserver:
         h.record(from_arrival, now - runner.rollout_push)
         if runner.rollout_push_sent is not None:  # a server without the send time on its link: arrival only
             h.record(from_sent, now - runner.rollout_push_sent)
+
+    def resume(self, runner: LoadRunner) -> None:
+        """A device back from --stages' ramp-down picks its self-initiated check-ins up again."""
+        if self.checkin_interval is not None:
+            self._loop(runner, self._phase(runner))
 
     def _loop(self, runner: LoadRunner, delay: float) -> None:
         if not runner.loop_pending:

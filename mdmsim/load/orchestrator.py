@@ -28,6 +28,7 @@ from .admin_http import AdminHTTP, AdminHTTPError
 from .config import Realism, WorkerConfig
 from .rollout import RolloutError, RolloutPlan, set_sync_interval, start_rollout
 from .server_watch import ProcessWatch, parse_exposition, server_figures
+from .stages import Stages
 
 STARTUP_TIMEOUT = 90.0
 FINAL_TIMEOUT = 60.0
@@ -68,6 +69,7 @@ class LoadOptions:
     os_mix: tuple[tuple[str, int], ...] = DEFAULT_OS_MIX
     kinds: tuple[tuple[str, int], ...] = DEFAULT_KINDS
     tick: float = 1.0
+    stages: tuple[tuple[float, int], ...] = ()  # --stages (devices and duration then follow from them)
 
     def __post_init__(self) -> None:
         for version, _ in self.os_mix:
@@ -78,7 +80,7 @@ class LoadOptions:
         return {
             "devices": self.devices, "duration": self.duration, "ramp": self.ramp, "processes": self.processes,
             "seed": self.seed, "target": self.target or "own server", "sync_interval": self.sync_interval,
-            "after_enrollment": self.after_enrollment,
+            "after_enrollment": self.after_enrollment, "stages": [list(stage) for stage in self.stages] or None,
             "rollout": None if self.rollout is None else {"source": self.rollout.source, "at": self.rollout.at,
                                                           "timeout": self.rollout_timeout},
             "realism": vars(self.realism), "apns": self.apns, "in_memory": self.in_memory,
@@ -184,7 +186,8 @@ class LoadRun:
     def _start_workers(self, target: dict[str, Any]) -> None:
         base = WorkerConfig(0, self.options.processes, self.options.devices, self.options.seed,
                             target["enroll_url"], target.get("push_link"), 0.0, self.options.ramp,
-                            self.options.realism, self.options.os_mix, self.options.kinds, self.options.tick)
+                            self.options.realism, self.options.os_mix, self.options.kinds, self.options.tick,
+                            stages=self.options.stages)
         for index in range(self.options.processes):
             self.workers.append(self._spawn(f"worker {index}", "mdmsim.load.worker",
                                             base.for_worker(index).to_json()))
@@ -255,7 +258,9 @@ class LoadRun:
         latest = [w.latest for w in self.workers]
         if self.enrolled_after is None and self._settled() >= self.options.devices:
             self.enrolled_after = now - self.start_at
+        target = Stages(self.options.stages).target_at(now - self.start_at) if self.options.stages else None
         self.show({
+            "stage_target": None if target is None else int(target),
             **summary.live_failures(latest),
             "elapsed": now - self.start_at, "duration": self.options.duration, "devices": self.options.devices,
             "enrolled": sum(p.get("enrolled", 0) for p in latest),

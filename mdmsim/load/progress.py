@@ -47,7 +47,8 @@ class LiveProgress:
         if last is not None and status["elapsed"] > last["elapsed"]:
             rate = (status["requests"] - last["requests"]) / (status["elapsed"] - last["elapsed"])
         parts = [f"[{status['elapsed']:6.1f}/{status['duration']:g}s]",
-                 f"enrolled {status['enrolled']}/{status['devices']}",
+                 f"enrolled {status['enrolled']}/{status['devices']}"
+                 + (f" (target now {status['stage_target']})" if status.get("stage_target") is not None else ""),
                  f"check-ins/s {rate:7.0f}", f"requests {status['requests']}", f"errors {status['errors']}"]
         kinds = status.get("requests_failed_by_kind") or {}
         if kinds:

@@ -28,6 +28,7 @@ from mdm_protocol.clocks import Reactor
 from .config import WorkerConfig
 from .meter import LoadObserver, LoadRunner, MeteredTransport
 from .profiling import run_profiled
+from .stages import Stages
 
 
 class FleetWorker:
@@ -48,6 +49,7 @@ class FleetWorker:
                                           rng=random.Random(f"{config.seed}:{config.worker}:faults"))
         self.push = PushLinkClient(reactor, reconnect=True)
         self.runners: list[LoadRunner] = []
+        self._by_index: dict[int, LoadRunner] = {}
         self._rng = random.Random(f"{config.seed}:{config.worker}:think")
         self._enrolling = defer.DeferredSemaphore(config.max_enrolling)
         self._link = None
@@ -65,9 +67,32 @@ class FleetWorker:
         """Enroll this worker's devices on the ramp that begins at wall-clock time `at`."""
         self.config = replace(self.config, start_at=at)
         now = self.reactor.seconds()
-        for index in self.config.indexes():
-            self.reactor.callLater(self.config.enroll_delay(index, now), self._enroll, index)
+        if self.config.stages:
+            self._stage(Stages(self.config.stages), at - now)
+        else:
+            for index in self.config.indexes():
+                self.reactor.callLater(self.config.enroll_delay(index, now), self._enroll, index)
         self.reactor.callLater(self.config.progress_every, self._progress)
+
+    def _stage(self, stages: Stages, offset: float) -> None:
+        """Each device enrolls when the target first reaches it, leaves and comes back as the target moves."""
+        for index in self.config.indexes():
+            for number, (since, until) in enumerate(stages.intervals(index)):
+                start = max(0.0, offset + since)
+                if number == 0:
+                    self.reactor.callLater(start, self._enroll, index)
+                else:
+                    self.reactor.callLater(start, self._online, index, True)
+                if until is not None:
+                    self.reactor.callLater(max(0.0, offset + until), self._online, index, False)
+
+    def _online(self, index: int, online: bool) -> None:
+        runner = self._by_index.get(index)
+        if runner is not None:
+            runner.left = not online
+            runner.online = online and not self.config.offline(index)
+            if online:
+                self.observer.resume(runner)
 
     def _phase(self, runner: LoadRunner) -> float:
         # Spread self-initiated check-ins over the interval, deterministically per device.
@@ -92,6 +117,7 @@ class FleetWorker:
         runner.think, runner.rng = self.config.realism.think, self._rng
         runner.online = not self.config.offline(index)
         self.runners.append(runner)
+        self._by_index[index] = runner
         started = self.reactor.seconds()
         d = fetch_enrollment(self.reactor, with_user(self.config.enroll_url, facts.user.user_id))
         # Twisted's API names its zope interface; the Reactor protocol is our structural view of the same object.
@@ -133,7 +159,7 @@ class FleetWorker:
         final = {**self.observer.final(self.reactor.seconds(), self.runners), **self._link_state()}
         usage = resource.getrusage(resource.RUSAGE_SELF)
         final.update(worker=self.config.worker, devices=len(self.config.indexes()),
-                     offline=sum(1 for r in self.runners if not r.online),
+                     offline=sum(1 for r in self.runners if self.config.offline(r.machine.facts.index)),
                      cpu=usage.ru_utime + usage.ru_stime, rss=_rss_bytes(), peak_rss=usage.ru_maxrss * 1024)
         self.emit(final)
         self.push.stop_reconnecting()
