@@ -36,9 +36,11 @@ class EnrollmentRamp:
 
     def _enroll(self, index: int) -> None:
         runner = self.fleet.add(index)
-        self.fetch_profile(runner).addCallbacks(runner.install_enrollment, self._failed, errbackArgs=(index,))
+        self.fetch_profile(runner).addCallbacks(runner.install_enrollment, self._failed,
+                                                errbackArgs=(index, runner))
 
-    def _failed(self, failure: Failure, index: int) -> None:
+    def _failed(self, failure: Failure, index: int, runner: DeviceRunner) -> None:
+        runner.download_failed = True  # type: ignore[attr-defined]  (the end-of-run tally counts it once)
         reason = failure.getErrorMessage() or failure.type.__name__
         self.failures.append(f"{index}: {reason}")
         self.observer.enrollment_download_failed(index, reason)

@@ -108,21 +108,24 @@ class FleetObserver:
 
 
 def enrollment_tally(runners: list[Any], last_ok: dict[int, bool]) -> dict[str, Any]:
-    """At the end of a run: enrolled devices whose latest request failed are stalled (they stopped checking in);
-    devices still enrolling after a real failure count as failed by it (the device would go on retrying for
-    minutes, a bounded number of times: a run must not call that success); still enrolling after none, or after
-    an injected fault only, is unfinished (the run was too short for them). The failure's kind is the one the
-    metered transport left on the runner (`last_error_kind`)."""
+    """At the end of a run: enrolled devices whose latest request failed are stalled (they stopped checking in).
+    A device not enrolled by the end counts as failed (a device retries for minutes, a bounded number of times:
+    a run must not call that success), unless the only failure it met was an injected fault (asked for): that
+    one is unfinished. The failure's kind is the one the metered transport left on the runner
+    (`last_error_kind`); runners whose enrollment download failed (`download_failed`) are counted already."""
     stalled, unfinished, failed_reasons = 0, 0, Counter()
     for runner in runners:
         phase = runner.machine.phase.value
-        ok = last_ok.get(runner.machine.facts.index, True)
         if phase == "enrolled":
-            stalled += not ok
-        elif phase in ("authenticating", "token-updating"):
+            stalled += not last_ok.get(runner.machine.facts.index, True)
+        elif phase in ("new", "authenticating", "token-updating") and not getattr(runner, "download_failed", False):
             kind = getattr(runner, "last_error_kind", None)
-            if not ok and kind not in (None, "injected"):
-                failed_reasons[f"still retrying after {kind}"] += 1
-            else:
+            if kind == "injected":
                 unfinished += 1
+            else:
+                failed_reasons[not_enrolled_reason(kind)] += 1
     return {"stalled": stalled, "unfinished": unfinished, "failed_reasons": failed_reasons}
+
+
+def not_enrolled_reason(kind: str | None) -> str:
+    return "not enrolled by the end of the run" + (f", still retrying after {kind}" if kind else "")

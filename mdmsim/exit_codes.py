@@ -43,6 +43,7 @@ class RunFigures:
     errors: int  # failed requests, injected faults (--network-error-rate) left out: those were asked for
     failures: Mapping[str, int] = field(default_factory=dict)  # every failure by kind, for the reasons
     push_link_down: bool = False  # a push link was asked for and is not connected at the end
+    unfinished: int = 0  # still enrolling at the end after an injected fault only: excused
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,9 @@ def judge(figures: RunFigures, *, max_error_rate: float = 0.0, thresholds_failed
         reasons.append("the target was unreachable (connections refused)")
     if figures.failed:
         reasons.append(f"{figures.failed} of {figures.devices} device(s) failed to enroll")
+    missing = figures.devices - figures.enrolled - figures.failed - figures.unfinished
+    if missing > 0:
+        reasons.append(f"{missing} of {figures.devices} device(s) never enrolled and reported no failure")
     rate = figures.errors / figures.requests if figures.requests else 0.0
     if rate > max_error_rate:
         reasons.append(f"{figures.errors} of {figures.requests} requests failed ({100 * rate:.2f}%), more than "

@@ -10,10 +10,10 @@ from collections.abc import Mapping
 from typing import Any
 
 from device_sim.push_link_client import LinkHealth
-from device_sim.stats import FleetObserver, enrollment_tally
+from device_sim.stats import FleetObserver, enrollment_tally, not_enrolled_reason
 
 from .exit_codes import RunFigures, Verdict, judge
-from .load.meter import error_kind
+from .load.meter import reason_kind
 
 
 def fleet_failures(observer: FleetObserver, runners: list[Any], errors: Mapping[str, int],
@@ -22,14 +22,13 @@ def fleet_failures(observer: FleetObserver, runners: list[Any], errors: Mapping[
     tally = enrollment_tally(runners, observer.last_ok())
     for runner in runners:
         record = observer.devices[runner.machine.facts.index]
-        kind = getattr(runner, "last_error_kind", None)
-        if runner.machine.phase.value in ("authenticating", "token-updating") and not record.last_request_ok \
-                and kind not in (None, "injected"):
-            record.enrollment_failure = f"not enrolled by the end of the run, still retrying after {kind}"
+        if runner.machine.phase.value in ("new", "authenticating", "token-updating") and \
+                record.enrollment_failure is None and getattr(runner, "last_error_kind", None) != "injected":
+            record.enrollment_failure = not_enrolled_reason(getattr(runner, "last_error_kind", None))
     reasons = Counter(r.enrollment_failure for r in observer.devices.values() if r.enrollment_failure)
     by_kind: Counter[str] = Counter()
     for reason, count in reasons.items():
-        by_kind[error_kind(reason.rsplit("after ", 1)[-1] if "still retrying" in reason else reason)] += count
+        by_kind[reason_kind(reason)] += count
     return {"enrollment": dict(sorted(by_kind.items())), "enrollment_reasons": dict(reasons.most_common(20)),
             "requests": dict(sorted(errors.items())), "push_link": None if link is None else link.to_json(),
             "stalled_devices": tally["stalled"], "unfinished": tally["unfinished"]}
@@ -45,7 +44,7 @@ def fleet_verdict(document: Mapping[str, Any], devices: int, *, max_error_rate: 
     figures = RunFigures(
         devices=devices, enrolled=document["enrolled"], failed=document["enrollment_failures"],
         requests=requests + document["downloads"], errors=sum(m["errors"] for m in messages) - injected
-        + document["download_failures"],
+        + document["download_failures"], unfinished=document["failures"]["unfinished"],
         failures={f"enrollment.{k}": n for k, n in document["failures"]["enrollment"].items()},
         push_link_down=link is not None and not link["connected"])
     return judge(figures, max_error_rate=max_error_rate, interrupted=interrupted)

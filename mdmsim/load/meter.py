@@ -74,6 +74,15 @@ def error_kind(reason: str) -> str:
     return "other"
 
 
+def reason_kind(reason: str) -> str:
+    """An enrollment failure's reason → its kind: refused, tls, timeout, http_NNN, not_enrolled, cannot_simulate."""
+    if reason.startswith("cannot simulate"):
+        return "cannot_simulate"
+    if reason.startswith("not enrolled by the end"):
+        return error_kind(reason.rsplit("after ", 1)[-1]) if "retrying after" in reason else "not_enrolled"
+    return error_kind(reason)
+
+
 class MeteredTransport:
     """Counts failures by kind and non-2xx answers by status; injects network errors at a given rate."""
 

@@ -6,6 +6,7 @@ ignores pushes) when the target falls below it, and comes back online if the tar
 
 from __future__ import annotations
 
+import argparse
 from dataclasses import dataclass
 
 from mdm_world.durations import parse_duration
@@ -27,7 +28,7 @@ class Stages:
             try:
                 seconds = parse_duration(duration)
                 count = int(target)
-            except ValueError:
+            except (ValueError, argparse.ArgumentTypeError):  # parse_duration speaks argparse
                 seconds, count = -1.0, -1
             if not sep or seconds < 0 or count < 0:
                 raise StagesError(f"bad stage {part.strip()!r}: write DURATION:DEVICES, e.g. "

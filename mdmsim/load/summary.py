@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from . import histograms as h
-from .meter import ROLLOUT_SERIES, error_kind
+from .meter import ROLLOUT_SERIES, reason_kind
 
 REPORT_VERSION = 2  # 2: raw histograms (`histograms`), failures by kind, interrupted runs
 COMPLETION_POINTS = (50, 95, 99, 100)
@@ -60,7 +60,7 @@ def failures(finals: Sequence[Mapping[str, Any]], errors: Mapping[str, int],
     the push link (drops, failed connects, seconds down, summed over the workers' links) and stalled devices."""
     enrollment: Counter[str] = Counter()
     for reason, count in enroll_failures.items():
-        enrollment["cannot_simulate" if reason.startswith("cannot simulate") else error_kind(reason)] += count
+        enrollment[reason_kind(reason)] += count
     links = [final["push_link"] for final in finals if final.get("push_link")]
     link = None
     if links:

@@ -129,6 +129,7 @@ class FleetWorker:
             runner.install_enrollment(profile)
 
         def failed(failure: Any) -> None:
+            runner.download_failed = True  # counted here: the end-of-run tally leaves it alone
             self.observer.record("EnrollmentProfile", self.reactor.seconds() - started, False,
                                  self.reactor.seconds())
             reason = failure.getErrorMessage() or failure.type.__name__
