@@ -112,7 +112,7 @@ class Scenario:
             context = self._context(seed, timeline, world_options)
         except Exception as exc:
             return ScenarioResult(self.name, seed, timeline, [], f"cannot build the world: {exc}")
-        broken = self._unjudgeable() or context.play(self.steps, parse_duration(self.duration))
+        broken = context.play(self.steps, parse_duration(self.duration)) or self._unjudgeable()
         outcomes = [] if broken else [context.judge(name, check) for name, check in self.expectations]
         return ScenarioResult(self.name, seed, timeline, outcomes, broken)
 
@@ -127,14 +127,12 @@ class Scenario:
         """The same scenario on real sockets (loopback TLS, push link), `factor` times faster than real time."""
         seed = self.seed if seed is None else seed
         timeline: list[tuple[float, str]] = []
-        if self._unjudgeable():
-            return ScenarioResult(self.name, seed, timeline, [], self._unjudgeable())
         world = RealWorld(self.fleet_spec(seed), self.world_options(seed), reactor, factor=factor,
                           behaviour_for=self.behaviour_for)
         yield world.start()
         try:
             context = Context(world, timeline)
-            broken = yield context.play_real(self.steps, parse_duration(self.duration))
+            broken = (yield context.play_real(self.steps, parse_duration(self.duration))) or self._unjudgeable()
             outcomes = [] if broken else [context.judge(name, check) for name, check in self.expectations]
         finally:
             yield world.stop()

@@ -208,11 +208,65 @@ def test_realism_switches_and_apply_to_label(tmp_path):
     assert report["options"]["realism"]["connections"] == "per-session"
 
 
-def test_an_unreachable_target_is_an_error_exit_2(tmp_path):
+def test_an_unreachable_target_exits_1(tmp_path):
+    """It exited 2 (as a usage error) with a rollout, and 0 without one: the run failed, so 1."""
     code = cli.main(["load", "--devices", "2", "--duration", "1s", "--ramp", "0s", "--target",
                      "https://127.0.0.1:9/mdm/enroll?token=x", "--rollout", "exchange", "--rollout-at", "0s",
                      "--no-metrics"])
-    assert code == 2
+    assert code == 1
+
+
+def test_a_dead_server_is_a_failed_run_with_its_failures_counted_by_kind(tmp_path):
+    out = tmp_path / "dead.json"
+    code = cli.main(["load", "--devices", "3", "--duration", "1s", "--ramp", "0s", "--no-metrics", "--target",
+                     "https://127.0.0.1:9/mdm/enroll?token=x", "--push-link", "127.0.0.1:9", "--json", str(out),
+                     "--csv", str(tmp_path / "dead")])
+    report = json.loads(out.read_text())
+    assert code == 1 and report["verdict"]["exit_code"] == 1
+    assert "the target was unreachable (connections refused)" in report["verdict"]["reasons"]
+    assert report["enrollment"] == {**report["enrollment"], "devices": 3, "enrolled": 0, "failed": 3}
+    failures = report["failures"]
+    assert failures["enrollment"] == {"refused": 3}
+    assert failures["push_link"]["connected"] is False and failures["push_link"]["connect_failures"] >= 1
+    assert failures["push_link"]["down_seconds"] > 0
+    rows = dict(csv.reader((tmp_path / "dead_failures.csv").open()))
+    assert rows["enrollment.refused"] == "3" and rows["push_link.connected"] == "False"
+
+
+def test_ctrl_c_writes_every_report_marked_interrupted_and_exits_130(tmp_path, monkeypatch):
+    from mdmsim.load.progress import LiveProgress
+
+    shown = LiveProgress.__call__
+
+    def interrupt_once_enrolled(self, status):
+        shown(self, status)
+        if status["enrolled"] >= 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(LiveProgress, "__call__", interrupt_once_enrolled)
+    out = tmp_path / "run"
+    code = cli.main(["load", "--devices", "4", "--ramp", "0s", "--duration", "5m", "--memory",
+                     "--json", f"{out}.json", "--csv", str(out), "--html", f"{out}.html"])
+    assert code == 130
+    report = json.loads((tmp_path / "run.json").read_text())
+    assert report["interrupted"] is True and report["elapsed"] < 60
+    assert report["enrollment"]["enrolled"] >= 2 and report["checkin"]["count"] > 0
+    assert report["verdict"]["exit_code"] == 130
+    assert "id='interrupted'" in (tmp_path / "run.html").read_text()
+    assert dict(csv.reader((tmp_path / "run_failures.csv").open()))["interrupted"] == "True"
+
+
+def test_push_link_none_runs_without_one_and_an_unsimulable_os_is_a_counted_failure(tmp_path):
+    """--push-link none waited 90 s for children that had crashed; iOS 8.0 ran 0 devices and exited 0."""
+    out = tmp_path / "run.json"
+    code = cli.main(["load", "--devices", "4", "--ramp", "0s", "--duration", "2s", "--memory", "--push-link",
+                     "none", "--os-mix", "8.0:1,17.5:1", "--json", str(out)])
+    report = json.loads(out.read_text())
+    assert code == 1
+    assert report["target"]["push_link"] is None and report["failures"]["push_link"] is None
+    assert report["failures"]["enrollment"]["cannot_simulate"] >= 1
+    assert report["enrollment"]["enrolled"] + report["enrollment"]["failed"] == 4
+    assert any("failed to enroll" in reason for reason in report["verdict"]["reasons"])
 
 
 # Merging across workers: the function itself --------------------------------------------------------------

@@ -44,3 +44,21 @@ def test_a_failing_expectation_exits_1_and_a_broken_step_exits_2():
 
 def test_missing_scenario_file_is_exit_2(tmp_path):
     assert main(["scenario", "run", str(tmp_path / "nope.py")]) == 2
+
+
+def test_a_scenario_with_no_expectation_is_broken_not_passed():
+    """It passed whatever happened: a scenario that judges nothing is broken (exit 2)."""
+    empty = Scenario(name="empty", purpose="expects nothing", count=1, duration="1m")
+    empty.at("10s")(lambda ctx: None)
+    result = empty.run()
+    assert result.exit_code == 2 and "defines no expectation" in result.broken
+
+
+def test_ctrl_c_during_a_scenario_exits_130_without_a_traceback(monkeypatch, capsys):
+    def interrupt(self, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Scenario, "run", interrupt)
+    assert main(["scenario", "run", str(SCENARIOS[0])]) == 130
+    captured = capsys.readouterr()
+    assert "interrupted" in captured.err and "Traceback" not in captured.out + captured.err

@@ -79,7 +79,7 @@ def reason_kind(reason: str) -> str:
     if reason.startswith("cannot simulate"):
         return "cannot_simulate"
     if reason.startswith("not enrolled by the end"):
-        return error_kind(reason.rsplit("after ", 1)[-1]) if "retrying after" in reason else "not_enrolled"
+        return reason.rsplit("after ", 1)[-1] if "retrying after" in reason else "not_enrolled"  # a kind already
     return error_kind(reason)
 
 
