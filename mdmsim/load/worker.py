@@ -133,6 +133,8 @@ class FleetWorker:
             self.observer.record("EnrollmentProfile", self.reactor.seconds() - started, False,
                                  self.reactor.seconds())
             reason = failure.getErrorMessage() or failure.type.__name__
+            if failure.check(defer.TimeoutError):  # its own message is "(30, 'Deferred')"
+                reason = f"no answer within {self.config.realism.timeout:g} s (timed out)"
             self.observer.enrollment_download_failed(reason[:120])
 
         return d.addCallbacks(installed, failed)
