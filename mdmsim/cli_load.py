@@ -210,7 +210,7 @@ def figures(report: dict) -> RunFigures:
     return RunFigures(
         devices=report["enrollment"]["devices"], enrolled=report["enrollment"]["enrolled"],
         failed=report["enrollment"]["failed"], requests=report["checkin"]["count"],
-        unfinished=report["enrollment"].get("unfinished", 0),
+        unfinished=(report.get("failures") or {}).get("unfinished_enrollments", 0),
         errors=report["checkin"]["errors"] - by_kind.get("injected", 0),
         failures={f"enrollment.{kind}": n for kind, n in failures.get("enrollment", {}).items()},
         push_link_down=bool(link) and not link["connected"])

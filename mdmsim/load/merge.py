@@ -74,8 +74,7 @@ def _add(counts: Any) -> dict[str, int]:
 
 def _enrollment(reports: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     parts = [r["enrollment"] for r in reports]
-    out = {key: sum(p.get(key, 0) for p in parts) for key in ("devices", "enrolled", "failed", "offline",
-                                                               "unfinished")}
+    out = {key: sum(p.get(key, 0) for p in parts) for key in ("devices", "enrolled", "failed", "offline")}
     out["failures"] = dict(Counter(_add(p["failures"] for p in parts)).most_common(20))
     done = [p.get("completed_after") for p in parts]
     out["completed_after"] = None if None in done else max(done)  # every host's devices had settled by then
@@ -95,7 +94,8 @@ def _failures(reports: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
             "requests": _add(p.get("requests", {}) for p in parts), "push_link": link,
             "pushes_received": sum(p.get("pushes_received", 0) for p in parts),
             "missed_pushes": None if None in missed else sum(missed),
-            "stalled_devices": sum(p.get("stalled_devices", 0) for p in parts)}
+            "stalled_devices": sum(p.get("stalled_devices", 0) for p in parts),
+            "unfinished_enrollments": sum(p.get("unfinished_enrollments", 0) for p in parts)}
 
 
 def _fleet(reports: Sequence[Mapping[str, Any]]) -> dict[str, Any]:

@@ -88,7 +88,8 @@ def detail_lines(report: dict[str, Any]) -> list[str]:
     """Enrollment, errors, rollout, server and fleet figures, one line each."""
     enrollment, errors = report["enrollment"], report["errors"]
     lines = [f"enrolled {enrollment['enrolled']}/{enrollment['devices']} (failed {enrollment['failed']}, "
-             f"offline {enrollment['offline']}, unfinished {enrollment.get('unfinished', 0)}); "
+             f"offline {enrollment['offline']}, unfinished "
+             f"{(report.get('failures') or {}).get('unfinished_enrollments', 0)}); "
              f"sessions {report['sessions']}",
              f"errors {errors['total']}" + (f": {errors['by_kind']}" if errors["by_kind"] else ""),
              *failure_lines(report)]

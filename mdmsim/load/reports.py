@@ -74,7 +74,7 @@ def failure_rows(report: dict[str, Any]) -> list[tuple[str, Any]]:
                  ("connected", "down_seconds", "disconnects", "connect_failures", "undeliverable")]
     rows.append(("missed_pushes", failures.get("missed_pushes")))
     rows.append(("stalled_devices", failures.get("stalled_devices", 0)))
-    rows.append(("unfinished_enrollments", report["enrollment"].get("unfinished", 0)))
+    rows.append(("unfinished_enrollments", failures.get("unfinished_enrollments", 0)))
     rows.append(("interrupted", bool(report.get("interrupted"))))
     return rows
 

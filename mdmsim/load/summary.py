@@ -44,7 +44,6 @@ def merge_finals(finals: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
             "failed": sum(enroll_failures.values()),
             "failures": dict(enroll_failures.most_common(20)),
             "offline": sum(final["offline"] for final in finals),
-            "unfinished": sum(final.get("unfinished", 0) for final in finals),
         },
         "fleet": {
             "workers": len(finals), "cpu_seconds": sum(final["cpu"] for final in finals),
@@ -70,7 +69,8 @@ def failures(finals: Sequence[Mapping[str, Any]], errors: Mapping[str, int],
                     down_seconds=round(sum(part["down_seconds"] for part in links), 3))
     return {"enrollment": dict(sorted(enrollment.items())), "requests": dict(sorted(errors.items())),
             "push_link": link, "pushes_received": sum(final.get("pushes_received", 0) for final in finals),
-            "stalled_devices": sum(final.get("stalled", 0) for final in finals)}
+            "stalled_devices": sum(final.get("stalled", 0) for final in finals),
+            "unfinished_enrollments": sum(final.get("unfinished", 0) for final in finals)}
 
 
 def live_failures(latest: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
