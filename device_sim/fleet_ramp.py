@@ -40,7 +40,7 @@ class EnrollmentRamp:
                                                 errbackArgs=(index, runner))
 
     def _failed(self, failure: Failure, index: int, runner: DeviceRunner) -> None:
-        runner.download_failed = True  # type: ignore[attr-defined]  (the end-of-run tally counts it once)
+        runner.download_failed = True  # counted here: the end-of-run tally leaves it alone
         reason = failure.getErrorMessage() or failure.type.__name__
         self.failures.append(f"{index}: {reason}")
         self.observer.enrollment_download_failed(index, reason)

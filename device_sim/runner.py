@@ -59,6 +59,10 @@ class DeviceRunner:
         self.observer = observer
         self.scep = scep
         self.online = True
+        # For the end-of-run tally (device_sim.stats.enrollment_tally): the kind of this device's latest failed
+        # request (set by a metered transport), and whether its enrollment profile never arrived.
+        self.last_error_kind: str | None = None
+        self.download_failed = False
         self.last_push_at: float | None = None
         self.last_push_sent_at: float | None = None  # the server's time of that push, when the link tells it
 

@@ -113,7 +113,8 @@ def enrollment_tally(runners: list[Any], last_ok: dict[int, bool]) -> dict[str, 
     a run must not call that success), unless the only failure it met was an injected fault (asked for): that
     one is unfinished. The failure's kind is the one the metered transport left on the runner
     (`last_error_kind`); runners whose enrollment download failed (`download_failed`) are counted already."""
-    stalled, unfinished, failed_reasons = 0, 0, Counter()
+    stalled, unfinished = 0, 0
+    failed_reasons: Counter[str] = Counter()
     for runner in runners:
         phase = runner.machine.phase.value
         if phase == "enrolled":

@@ -210,10 +210,10 @@ def figures(report: dict) -> RunFigures:
     return RunFigures(
         devices=report["enrollment"]["devices"], enrolled=report["enrollment"]["enrolled"],
         failed=report["enrollment"]["failed"], requests=report["checkin"]["count"],
-        unfinished=(report.get("failures") or {}).get("unfinished_enrollments", 0),
+        unfinished=failures.get("unfinished_enrollments", 0),
         errors=report["checkin"]["errors"] - by_kind.get("injected", 0),
         failures={f"enrollment.{kind}": n for kind, n in failures.get("enrollment", {}).items()},
-        push_link_down=bool(link) and not link["connected"])
+        push_link_down=link is not None and not link["connected"])
 
 
 def verdict_lines(verdict: Verdict) -> list[str]:

@@ -11,6 +11,7 @@ import os
 import signal
 import sys
 from pathlib import Path
+from typing import Any, cast
 
 from mdm_server.app import MDMServer, ServerConfig
 from mdm_world.durations import parse_duration
@@ -102,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
 
     def on_sigint(signum, frame) -> None:
         outcome["code"] = Exit.INTERRUPTED
-        reactor.callFromThread(reactor.stop)
+        cast(Any, reactor).callFromThread(reactor.stop)  # the signal-safe way into the reactor
 
     def start() -> None:
         server.startService()
