@@ -4,6 +4,7 @@ fail after it enrolled is stalled, and the push link's time down is measured and
 
 from __future__ import annotations
 
+import signal
 from collections import Counter
 from datetime import UTC, datetime
 
@@ -145,3 +146,37 @@ class _Reason:
 
     def getErrorMessage(self) -> str:
         return self.text
+
+
+class StoppingReactor:
+    """Runs what was scheduled for its start, then Ctrl-C arrives (through the handler the fleet installed)."""
+
+    def __init__(self, handlers: dict) -> None:
+        self.handlers, self.at_start, self.stopped = handlers, [], False
+
+    def callWhenRunning(self, function, *args) -> None:
+        self.at_start.append((function, args))
+
+    def callFromThread(self, function) -> None:
+        function()
+
+    def stop(self) -> None:
+        self.stopped = True
+
+    def run(self) -> None:
+        for function, args in self.at_start:
+            function(*args)
+        self.handlers[signal.SIGINT](signal.SIGINT, None)
+
+
+def test_ctrl_c_stops_the_fleet_and_is_reported_as_interrupted(monkeypatch):
+    from mdmsim import cli_fleet
+
+    handlers: dict = {}
+    monkeypatch.setattr(signal, "signal", lambda signum, handler: handlers.__setitem__(signum, handler))
+    reactor = StoppingReactor(handlers)
+    assert cli_fleet._run_until_stopped(reactor) is True and reactor.stopped
+    document = {"messages": {"Idle": {"count": 4, "errors": 0}}, "enrolled": 2, "enrollment_failures": 0,
+                "downloads": 2, "download_failures": 0,
+                "failures": {"requests": {}, "enrollment": {}, "push_link": None, "unfinished": 0}}
+    assert fleet_verdict(document, 2, max_error_rate=0.0, interrupted=True).code is Exit.INTERRUPTED

@@ -37,6 +37,8 @@ def render_html(report: dict[str, Any]) -> str:
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>mdmsim load report</title>"
              f"<style>{STYLE}</style></head><body>",
              f"<h1>mdmsim load: {options['devices']} devices for {report['elapsed']:.1f} s</h1>",
+             "<p class='fail' id='interrupted'>Interrupted (Ctrl-C): the figures up to that moment.</p>"
+             if report.get("interrupted") else "",
              f"<p>Target: {html.escape(str(report['target']['url']))}; {options['processes']} fleet process(es); "
              f"{report['checkin']['rate']:.0f} check-ins/s over the run, peak {report['checkin']['peak_rate']:.0f}/s."
              "</p>", _thresholds(report), _messages(report)]
@@ -171,6 +173,4 @@ def _errors(report: dict[str, Any]) -> str:
         css = "pass" if verdict["exit_code"] == 0 else "fail"
         reasons = "; ".join(verdict["reasons"]) or "the run did what was asked"
         parts.append(f"<h2>Verdict</h2><p class='{css}'>exit {verdict['exit_code']}: {html.escape(reasons)}</p>")
-    if report.get("interrupted"):
-        parts.insert(0, "<p class='fail' id='interrupted'>Interrupted (Ctrl-C): figures up to that moment.</p>")
     return "\n".join(parts)
