@@ -18,7 +18,7 @@ from rich.table import Table
 
 from mdm_world import demo_mail, demo_readiness, demo_setup
 
-from .exit_codes import Exit, epilog
+from .exit_codes import Exit, epilog, interruptible
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -33,15 +33,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
+@interruptible("demo")
 def run(args: argparse.Namespace) -> int:
-    try:
-        return _run(args)
-    except KeyboardInterrupt:
-        Console(stderr=True).print("mdmsim demo: interrupted", highlight=False)
-        return Exit.INTERRUPTED
-
-
-def _run(args: argparse.Namespace) -> int:
     console = Console()
     started = time.monotonic()
     console.print(f"[bold]mdmsim demo[/bold]: {args.devices} simulated devices, virtual time, seed {args.seed}")

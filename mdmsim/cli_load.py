@@ -190,10 +190,19 @@ def run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:  # before the workers ran, or a second Ctrl-C: the children were stopped
         console.print("mdmsim load: interrupted before anything was measured; no report", highlight=False)
         return Exit.INTERRUPTED
+    return conclude(report, args, interrupted=report["interrupted"])
+
+
+def conclude(report: dict, args: argparse.Namespace, *, interrupted: bool = False,
+             incomplete: str | None = None) -> Exit:
+    """Thresholds, the verdict, the files and the tables, for a run's report (or a merged one); `incomplete`:
+    why the figures do not cover the whole run (a merge of an interrupted run), which fails it."""
     thresholds = evaluate(args.threshold, flat_metrics(report))
     report["thresholds"] = [verdict.to_json() for verdict in thresholds]
     verdict = judge(figures(report), max_error_rate=args.max_error_rate,
-                    thresholds_failed=sum(not v.passed for v in thresholds), interrupted=report["interrupted"])
+                    thresholds_failed=sum(not v.passed for v in thresholds), interrupted=interrupted)
+    if incomplete and verdict.code in (Exit.OK, Exit.THRESHOLD):
+        verdict = Verdict(Exit.FAILED, (incomplete, *verdict.reasons))
     report["verdict"] = {"exit_code": int(verdict.code), "reasons": list(verdict.reasons)}
     _write(report, args)
     Console().print(summary_table(report))

@@ -13,11 +13,9 @@ from pathlib import Path
 from rich.console import Console
 
 from .cli_fleet import fraction
-from .cli_load import _threshold, _write, figures, verdict_lines
-from .exit_codes import Exit, Verdict, epilog, judge
+from .cli_load import _threshold, conclude
+from .exit_codes import Exit, epilog
 from .load.merge import MergeError, merge_reports
-from .load.progress import detail_lines, summary_table
-from .load.thresholds import evaluate, flat_metrics
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -48,16 +46,6 @@ def run_merge(args: argparse.Namespace) -> int:
         kind = "" if isinstance(exc, MergeError) else f"{type(exc).__name__}: "
         console.print(f"mdmsim report merge: {kind}{exc}", highlight=False, markup=False)
         return Exit.USAGE
-    thresholds = evaluate(args.threshold, flat_metrics(report))
-    report["thresholds"] = [verdict.to_json() for verdict in thresholds]
-    verdict = judge(figures(report), max_error_rate=args.max_error_rate,
-                    thresholds_failed=sum(not v.passed for v in thresholds))
-    if report["interrupted"] and verdict.code in (Exit.OK, Exit.THRESHOLD):  # the merge was not: an input was
-        verdict = Verdict(Exit.FAILED, ("an input run was interrupted: the merged run is incomplete",
-                                        *verdict.reasons))
-    report["verdict"] = {"exit_code": int(verdict.code), "reasons": list(verdict.reasons)}
-    _write(report, args)
-    Console().print(summary_table(report))
-    for line in [*detail_lines(report), *verdict_lines(verdict)]:
-        Console().print(line, highlight=False, markup=False)
-    return verdict.code
+    # The merge itself was not interrupted (no 130), but an interrupted input leaves the merged run incomplete.
+    return conclude(report, args, incomplete="an input run was interrupted: the merged run is incomplete"
+                    if report["interrupted"] else None)

@@ -19,7 +19,7 @@ import scenarios
 from mdm_world.scenario import Scenario, ScenarioBroken, ScenarioResult
 from mdm_world.scenario_scaffold import ScaffoldError, write_scaffold
 
-from .exit_codes import Exit, epilog
+from .exit_codes import epilog, interruptible
 
 
 def library() -> list[Path]:
@@ -96,15 +96,8 @@ def resolve(path: Path) -> Path:
     return Path(next(iter(scenarios.__path__))) / f"{path}.py"
 
 
+@interruptible("scenario")
 def run_one(args: argparse.Namespace) -> int:
-    try:
-        return _run_one(args)
-    except KeyboardInterrupt:
-        Console(stderr=True).print("mdmsim scenario: interrupted", highlight=False)
-        return Exit.INTERRUPTED
-
-
-def _run_one(args: argparse.Namespace) -> int:
     console = Console()
     try:
         scenario = load(resolve(args.path))

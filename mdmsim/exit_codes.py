@@ -5,9 +5,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import functools
+import sys
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import IntEnum
+from typing import Any
 
 
 class Exit(IntEnum):
@@ -25,6 +28,20 @@ EPILOG = """exit codes:
   2    usage or setup error (bad flag value, a port in use, a broken scenario)
   99   a --threshold failed
   130  interrupted (Ctrl-C); reports are written first, marked interrupted"""
+
+
+def interruptible(command: str) -> Callable[[Callable[[Any], int]], Callable[[Any], int]]:
+    """A command's `run(args)` that answers Ctrl-C with one line and exit 130, never a traceback."""
+    def wrap(run: Callable[[Any], int]) -> Callable[[Any], int]:
+        @functools.wraps(run)
+        def guarded(args: Any) -> int:
+            try:
+                return run(args)
+            except KeyboardInterrupt:
+                print(f"mdmsim {command}: interrupted", file=sys.stderr)
+                return Exit.INTERRUPTED
+        return guarded
+    return wrap
 
 
 def epilog(extra: str = "") -> str:
