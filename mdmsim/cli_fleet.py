@@ -19,13 +19,13 @@ from device_sim.fleet import DEFAULT_KINDS, DEFAULT_OS_MIX, Fleet, FleetSpec, pa
 from device_sim.fleet_ramp import EnrollmentRamp
 from device_sim.https_transport import ConnectionMode, HTTPSTransport
 from device_sim.push_link_client import PushLinkClient
-from device_sim.report import fleet_json, readiness_rows, readiness_table
+from device_sim.report import readiness_rows, readiness_table
 from device_sim.scep_agent import RSAKeyPool, ScepAgent, WebScepHttp
 from device_sim.stats import FleetObserver
 from mdm_world.durations import parse_duration
 
 from .exit_codes import epilog
-from .fleet_outcome import fleet_failures, fleet_verdict
+from .fleet_outcome import fleet_document, fleet_verdict
 from .load.meter import MeteredTransport
 
 
@@ -132,15 +132,14 @@ def run(args: argparse.Namespace) -> int:
     ticker.clock = reactor
     ticker.start(2.0, now=False)
     reactor.callLater(args.duration, reactor.stop)
+    health = []  # the link as it was when the run ended, before the reactor's shutdown closes every connection
+    reactor.addSystemEventTrigger("before", "shutdown", lambda: health.append(push.health()))
     interrupted = _run_until_stopped(reactor)
     push.stop_reconnecting()
-    link = push.health() if args.push_link != "none" else None
-    document = fleet_json(fleet.runners, observer)
-    document["failures"] = fleet_failures(observer, fleet.runners, errors, link)
-    document["enrollment_failures"] = observer.enrollment_failures  # now with those still retrying
-    document.update(downloads=len(fleet.runners), download_failures=len(ramp.failures), interrupted=interrupted)
+    document = fleet_document(fleet, observer, errors, ramp, health[0] if args.push_link != "none" else None)
     verdict = fleet_verdict(document, args.devices, max_error_rate=args.max_error_rate, interrupted=interrupted)
-    document["verdict"] = {"exit_code": int(verdict.code), "reasons": list(verdict.reasons)}
+    document.update(interrupted=interrupted, verdict={"exit_code": int(verdict.code),
+                                                      "reasons": list(verdict.reasons)})
     for line in ramp.failures[:10]:
         console.print(f"enrollment download failed: {line}")
     Console().print(readiness_table(readiness_rows(fleet.runners)))

@@ -10,10 +10,21 @@ from collections.abc import Mapping
 from typing import Any
 
 from device_sim.push_link_client import LinkHealth
+from device_sim.report import fleet_json
 from device_sim.stats import FleetObserver, enrollment_tally, not_enrolled_reason
 
 from .exit_codes import RunFigures, Verdict, judge
 from .load.meter import reason_kind
+
+
+def fleet_document(fleet: Any, observer: FleetObserver, errors: Mapping[str, int], ramp: Any,
+                   link: LinkHealth | None) -> dict[str, Any]:
+    """`fleet_json` with the failures by kind, enrollment failures counting those still retrying, downloads."""
+    document = fleet_json(fleet.runners, observer)
+    document["failures"] = fleet_failures(observer, fleet.runners, errors, link)
+    document["enrollment_failures"] = observer.enrollment_failures  # now with those still retrying
+    document.update(downloads=len(fleet.runners), download_failures=len(ramp.failures) if ramp else 0)
+    return document
 
 
 def fleet_failures(observer: FleetObserver, runners: list[Any], errors: Mapping[str, int],

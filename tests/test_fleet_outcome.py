@@ -19,14 +19,13 @@ from device_sim.clock import HeapClock
 from device_sim.fleet import Fleet, FleetSpec
 from device_sim.fleet_ramp import EnrollmentRamp
 from device_sim.push_link_client import PushLinkClient
-from device_sim.report import fleet_json
 from device_sim.stats import FleetObserver
 from device_sim.transport import MemoryTransport
 from mdm_server.ca import CertificateAuthority
 from mdm_server.enrollment import build_enrollment
 from mdm_world.world import World
 from mdmsim.exit_codes import Exit
-from mdmsim.fleet_outcome import fleet_failures, fleet_verdict
+from mdmsim.fleet_outcome import fleet_document, fleet_verdict
 from mdmsim.load.meter import MeteredTransport
 
 NOW = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
@@ -34,11 +33,7 @@ TOPIC = "com.apple.mgmt.External.0c4f3f0e-9a7e-4f43-8d2b-3b0a4f1e2d3c"
 
 
 def _document(fleet, observer, errors, ramp=None, link=None) -> dict:
-    document = fleet_json(fleet.runners, observer)
-    document["failures"] = fleet_failures(observer, fleet.runners, errors, link)
-    document["enrollment_failures"] = observer.enrollment_failures
-    document.update(downloads=len(fleet.runners), download_failures=len(ramp.failures) if ramp else 0)
-    return document
+    return fleet_document(fleet, observer, errors, ramp, link)
 
 
 def test_a_wrong_enrollment_url_is_counted_and_fails_the_run():
