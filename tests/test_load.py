@@ -256,17 +256,24 @@ def test_ctrl_c_writes_every_report_marked_interrupted_and_exits_130(tmp_path, m
     assert dict(csv.reader((tmp_path / "run_failures.csv").open()))["interrupted"] == "True"
 
 
-def test_push_link_none_runs_without_one_and_an_unsimulable_os_is_a_counted_failure(tmp_path):
-    """--push-link none waited 90 s for children that had crashed; iOS 8.0 ran 0 devices and exited 0."""
+def test_push_link_none_runs_without_one(tmp_path):
+    """--push-link none waited 90 s for children that had crashed."""
     out = tmp_path / "run.json"
     code = cli.main(["load", "--devices", "4", "--ramp", "0s", "--duration", "2s", "--memory", "--push-link",
-                     "none", "--os-mix", "8.0:1,17.5:1", "--json", str(out)])
+                     "none", "--os-mix", "17.5:1", "--json", str(out)])
     report = json.loads(out.read_text())
-    assert code == 1
+    assert code == 0, report["verdict"]
     assert report["target"]["push_link"] is None and report["failures"]["push_link"] is None
-    assert report["failures"]["enrollment"]["cannot_simulate"] >= 1
-    assert report["enrollment"]["enrolled"] + report["enrollment"]["failed"] == 4
-    assert any("failed to enroll" in reason for reason in report["verdict"]["reasons"])
+    assert report["enrollment"]["enrolled"] == 4
+
+
+def test_an_unsimulable_os_is_a_usage_error_naming_the_simulated_versions(capsys):
+    """iOS 8.0 ran 0 devices and exited 0: now the option is refused before anything runs (exit 2)."""
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["load", "--devices", "4", "--memory", "--os-mix", "8.0:1,17.5:1"])
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err
+    assert "iOS 8.0 is below the simulated range" in error and "17.5" in error
 
 
 # Merging across workers: the function itself --------------------------------------------------------------
