@@ -39,6 +39,8 @@ from .web.admin_api import AdminAPI
 from .web.device import DeviceEndpoint
 from .web.device_channel import DeviceChannelFactory
 from .web.enroll import EnrollResource
+from .web.login_throttle import LoginThrottle
+from .web.openapi import openapi_route
 from .web.json_api import JsonAPI, basic_auth
 from .web.metrics import MetricsResource
 from .web.scep import ScepResource
@@ -158,8 +160,10 @@ class MDMServer(MultiService):
         root.putChild(b"metrics", MetricsResource(counters))  # unauthenticated counts only: keep it on loopback
         v1 = AdminAPI(self.storage, self.waker, clock=self.clock)
         # One table: /api/v1 (devices, queues, pushes), /api/v2 settings/users and labels/policies.
-        authorise = basic_auth(self.config.admin_user, self.admin_password)
-        root.putChild(b"api", JsonAPI([*v1.routes, *self.admin.routes()], authorise=authorise))
+        authorise = basic_auth(self.config.admin_user, self.admin_password, throttle=LoginThrottle(self.clock))
+        routes = [*v1.routes, *self.admin.routes()]
+        routes.append(openapi_route())  # public: the API's shape, no data (see docs/api.md)
+        root.putChild(b"api", JsonAPI(routes, authorise=authorise))
         return root
 
     def _port_services(self, reactor: Reactor) -> list[PortService]:

@@ -15,7 +15,7 @@ from device_sim.memory_http import MemoryHTTP
 
 class AdminAPIError(Exception):
     def __init__(self, method: str, path: str, status: int, body: Any) -> None:
-        reason = body.get("error") if isinstance(body, dict) else body
+        reason = body.get("message") if isinstance(body, dict) else body
         super().__init__(f"{method} {path} → HTTP {status}: {reason}")
         self.status = status
         self.body = body

@@ -1,6 +1,6 @@
 """The admin JSON API (HTTP Basic): devices, their queues, raw commands for one or many devices, pushes.
 
-Routes are listed in `AdminAPI.routes`; every failure is a JSON {"error": reason} with a 4xx status.
+Routes are listed in `AdminAPI.routes`; every failure is a JSON {"code", "message"} with a 4xx status.
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ from mdm_protocol.report import Command, decode_report, encode_command
 
 from ..storage.interface import Device, DeviceDirectory, EnrollmentState, NewCommand, PushStore, QueueAdmin
 from ..wakeups import Waker
-from .json_api import Route
+from .api_shapes import PAGE_PARAMS, arg, camel_keys, envelope, limit_arg, page
+from .json_api import Route, accepts
 from .json_io import ApiError, from_json, read_json, to_json
 
 MAX_BATCH = 100_000
@@ -48,13 +49,15 @@ class AdminAPI:
     def ping(self, request: Request) -> tuple[int, Any]:
         return 200, {"status": "ok", "devices": {k.value: v for k, v in self.storage.device_counts().items()}}
 
+    @accepts("state", *PAGE_PARAMS)
     def list_devices(self, request: Request) -> tuple[int, Any]:
-        states = [EnrollmentState(s.decode()) for s in request.args.get(b"state", []) if _is_state(s)]
-        after = request.args.get(b"after", [b""])[0].decode() or None
-        limit = _int_arg(request, b"limit", 100)
-        devices = self.storage.list_devices(states=states or None, after=after, limit=limit)
-        page = [self._device_json(d) for d in devices]
-        return 200, {"devices": page, "next": devices[-1].device_id if len(devices) == limit else None}
+        states = [_state(raw.decode()) for raw in request.args.get(b"state", [])]
+        limit = limit_arg(request)
+        devices = self.storage.list_devices(states=states or None, after=arg(request, "cursor") or None,
+                                            limit=limit + 1)
+        more = len(devices) > limit
+        devices = devices[:limit]
+        return 200, envelope([self._device_json(d) for d in devices], devices[-1].device_id if more else None)
 
     def show_device(self, request: Request, device_id: str) -> tuple[int, Any]:
         device = self._device(device_id)
@@ -62,9 +65,13 @@ class AdminAPI:
         body["commands"] = [_command_json(c) for c in self.storage.list_commands(device_id)]
         return 200, body
 
+    @accepts(*PAGE_PARAMS)
     def list_commands(self, request: Request, device_id: str) -> tuple[int, Any]:
+        """The queue in delivery order; the cursor is a position in it."""
         self._device(device_id)
-        return 200, {"commands": [_command_json(c) for c in self.storage.list_commands(device_id)]}
+        queue = list(enumerate(self.storage.list_commands(device_id)))
+        return 200, page(request, queue, key=lambda entry: f"{entry[0]:09d}",
+                         render=lambda entry: _command_json(entry[1]))
 
     def delete_command(self, request: Request, device_id: str, uuid: str) -> tuple[int, Any]:
         self._device(device_id)
@@ -89,7 +96,7 @@ class AdminAPI:
         for device_id, uuid in self.storage.enqueue(
             ready, new, now=self.clock.seconds(), priority=priority, timeout=timeout
         ).items():
-            results[device_id] = {"status": 201, "command_uuid": uuid}
+            results[device_id] = {"status": 201, "commandUuid": uuid}
         if body.get("push", True) and ready:
             for device_id, outcome in self.waker.push_now(ready).items():
                 results[device_id]["push"] = _push_json(outcome)
@@ -118,30 +125,28 @@ class AdminAPI:
 
     def _device_json(self, device: Device) -> dict[str, Any]:
         # Not asdict(): it deep-copies, and the facts are a read-only mappingproxy it cannot copy.
-        body = to_json({f.name: getattr(device, f.name) for f in fields(device)})
+        body = camel_keys(to_json({f.name: getattr(device, f.name) for f in fields(device)}), opaque={"facts"})
         push = self.storage.get_push(device.device_id)
         body["push"] = _push_json(push) if push else None
-        # Force check-in reports pushed vs actually checked in (SPEC 0): compare the two times.
-        body["checked_in_since_push"] = bool(push and device.last_seen_at >= push.pushed_at)
+        # Pushed vs actually checked in: only an accepted push can be answered by a check-in.
+        accepted = bool(push and push.outcome.value == "accepted")
+        body["checkedInSincePush"] = bool(push and accepted and device.last_seen_at >= push.pushed_at)
         return body
 
 
-def _is_state(raw: bytes) -> bool:
-    return raw.decode("utf-8", "replace") in {s.value for s in EnrollmentState}
-
-
-def _int_arg(request: Request, name: bytes, default: int) -> int:
-    raw = request.args.get(name, [str(default).encode()])[0]
+def _state(raw: str) -> EnrollmentState:
     try:
-        return max(1, min(int(raw), 10_000))
+        return EnrollmentState(raw)
     except ValueError:
-        raise ApiError(400, f"{name.decode()} must be an integer") from None
+        valid = ", ".join(s.value for s in EnrollmentState)
+        raise ApiError(400, f"state {raw!r} is not one of: {valid}", "invalid_parameter") from None
 
 
 def _device_ids(body: Any) -> list[str]:
-    ids = body.get("device_ids") if isinstance(body, dict) else None
+    # deviceIds is the API's name; device_ids, its first spelling, is still read.
+    ids = body.get("deviceIds", body.get("device_ids")) if isinstance(body, dict) else None
     if not isinstance(ids, list) or not ids or not all(isinstance(i, str) and i for i in ids):
-        raise ApiError(400, "device_ids must be a non-empty list of device ids")
+        raise ApiError(400, "deviceIds must be a non-empty list of device ids")
     if len(ids) > MAX_BATCH:
         raise ApiError(400, f"at most {MAX_BATCH} devices per request")
     return list(dict.fromkeys(ids))
@@ -175,8 +180,9 @@ def _command_json(command: Any) -> dict[str, Any]:
     body.pop("payload", None)
     body.pop("result", None)
     body["status"] = command.status.value
-    # A failure in the device's own words (its ErrorChain), without exposing the whole stored report.
-    body["error_chain"] = _error_chain(command.result) if body["status"] in _FAILED else []
+    body = camel_keys(body)
+    # A failure in the device's own words (its ErrorChain, Apple's keys), without the whole stored report.
+    body["errorChain"] = _error_chain(command.result) if body["status"] in _FAILED else []
     return body
 
 
@@ -196,4 +202,4 @@ def _error_chain(result: bytes | None) -> list[dict[str, Any]]:
 def _push_json(outcome: Any) -> dict[str, Any]:
     if isinstance(outcome, str):
         return {"pushed": False, "reason": outcome}
-    return {"pushed": outcome.outcome.value == "accepted", **to_json(asdict(outcome))}
+    return {"pushed": outcome.outcome.value == "accepted", **camel_keys(to_json(asdict(outcome)))}

@@ -1,6 +1,6 @@
 """The V2 admin JSON API for labels, Apply to Label, sync policies, force check-in, conflicts and readiness.
 
-Routes are in `AdminLabelsAPI.routes` (AdminAPI's shape, so they can join its table); errors are {"error"}.
+Routes are in `AdminLabelsAPI.routes` (AdminAPI's shape, so they can join its table); lists are cursor pages.
 """
 
 from __future__ import annotations
@@ -25,12 +25,12 @@ from ..admin.labels import Label
 from ..admin.sync_policy import SyncPolicy
 from ..storage.interface import Device, NewCommand
 from ..wakeups import Waker
-from .json_api import Route
+from .api_shapes import PAGE_PARAMS, arg, camel_name, limit_arg, page
+from .json_api import Route, accepts
 from .json_io import ApiError, read_json, to_json
 
 Handler = Callable[..., tuple[int, Any]]
 MAX_WAKEUP = 100_000
-MAX_PAGE = 10_000
 _ID = r"(?P<{}>[^/]+)"
 
 
@@ -70,9 +70,9 @@ class AdminLabelsAPI:
 
     # Labels and Apply to Label -----------------------------------------------------------------------
 
+    @accepts(*PAGE_PARAMS)
     def list_labels(self, request: Request) -> tuple[int, Any]:
-        labels = [self._label_json(label) for label in self.admin.labels.all()]
-        return 200, {"results": labels, "totalCount": len(labels)}
+        return 200, _in_order(request, self.admin.labels.all(), self._label_json)
 
     def create_label(self, request: Request) -> tuple[int, Any]:
         label = Label.from_json(read_json(request))
@@ -107,9 +107,9 @@ class AdminLabelsAPI:
 
     # Sync policies -----------------------------------------------------------------------------------
 
+    @accepts(*PAGE_PARAMS)
     def list_policies(self, request: Request) -> tuple[int, Any]:
-        policies = [policy.to_json() for policy in self.admin.policies.all()]
-        return 200, {"results": policies, "totalCount": len(policies)}
+        return 200, _in_order(request, self.admin.policies.all(), lambda policy: policy.to_json())
 
     def create_policy(self, request: Request) -> tuple[int, Any]:
         policy = SyncPolicy.from_json(read_json(request))
@@ -132,18 +132,16 @@ class AdminLabelsAPI:
 
     # Devices: listing, force check-in, attributes ----------------------------------------------------
 
+    @accepts("labelId", *PAGE_PARAMS)
     def list_devices(self, request: Request) -> tuple[int, Any]:
-        label_id = _arg(request, "labelId")
-        offset, limit = _int(request, "offset", 0, 0, 10**9), _int(request, "limit", 100, 1, MAX_PAGE)
+        """Devices by id, all or one label's; the cursor is the last device id of the previous page."""
+        label_id, limit = arg(request, "labelId"), limit_arg(request)
         if label_id:
-            ids = sorted(self.admin.labels.members(label_id))
-            devices = [d for d in map(self.admin.storage.get_device, ids[offset:offset + limit]) if d]
-            total = len(ids)
+            ids = [i for i in sorted(self.admin.labels.members(label_id)) if i > arg(request, "cursor")]
+            devices = [d for d in map(self.admin.storage.get_device, ids[:limit + 1]) if d]
         else:
-            everyone = list(self.admin.all_devices())
-            devices, total = everyone[offset:offset + limit], len(everyone)
-        return 200, {"results": [self._device_json(d) for d in devices], "totalCount": total,
-                     "offset": offset, "limit": limit}
+            devices = list(self.admin.all_devices())
+        return 200, page(request, devices, key=lambda d: d.device_id, render=self._device_json)
 
     def wakeup(self, request: Request) -> tuple[int, Any]:
         """Force check-in (EPMM `PUT /api/v2/devices/wakeup`): push now; checking in is up to the device."""
@@ -160,10 +158,11 @@ class AdminLabelsAPI:
         return 200, {"results": results, "totalCount": len(results), "pushed": pushed,
                      "notPushed": len(results) - pushed}
 
+    @accepts("labelId", "deviceUuids")
     def wakeup_status(self, request: Request) -> tuple[int, Any]:
         """Pushed vs checked in since: a device counts as checked in once seen at or after its last push."""
-        ids = [i for i in _arg(request, "deviceUuids").split(",") if i]
-        body = {"labelId": _arg(request, "labelId")} if _arg(request, "labelId") else {"deviceUuids": ids}
+        ids = [i for i in arg(request, "deviceUuids").split(",") if i]
+        body = {"labelId": arg(request, "labelId")} if arg(request, "labelId") else {"deviceUuids": ids}
         devices = [self.admin.device(device_id) for device_id in self._wakeup_targets(body)]
         results = [self._push_json(device) for device in devices]
         return 200, {"results": results, "totalCount": len(results),
@@ -179,10 +178,11 @@ class AdminLabelsAPI:
 
     # Conflicts and readiness ---------------------------------------------------------------------------
 
+    @accepts("labelId", *PAGE_PARAMS)
     def conflicts(self, request: Request) -> tuple[int, Any]:
-        label_id = _arg(request, "labelId")
+        label_id = arg(request, "labelId")
         conflicts = self.admin.conflicts(self.admin.labels.members(label_id) if label_id else None)
-        return 200, {"results": [c.to_json() for c in conflicts], "totalCount": len(conflicts)}
+        return 200, _in_order(request, conflicts, lambda conflict: conflict.to_json())
 
     def readiness(self, request: Request, device_id: str) -> tuple[int, Any]:
         device = self.admin.device(device_id)
@@ -245,11 +245,13 @@ class AdminLabelsAPI:
 
     def _push_json(self, device: Device) -> dict[str, Any]:
         push = self.admin.storage.get_push(device.device_id)
+        pushed = bool(push and push.outcome.value == "accepted")
         return {
             "deviceUuid": device.device_id, "lastSeenAt": device.last_seen_at,
-            "pushed": bool(push and push.outcome.value == "accepted"),
+            "pushed": pushed,
             "pushedAt": push.pushed_at if push else None, "pushReason": push.reason if push else None,
-            "checkedInSincePush": bool(push and device.last_seen_at >= push.pushed_at),
+            # A device that was not pushed has nothing to answer: never counted as checked in since.
+            "checkedInSincePush": bool(push and pushed and device.last_seen_at >= push.pushed_at),
         }
 
     @staticmethod
@@ -276,30 +278,18 @@ def _setting_id(body: Any) -> str:
     return value
 
 
-def _arg(request: Request, name: str) -> str:
-    return request.args.get(name.encode(), [b""])[0].decode("utf-8", "replace")
-
-
-def _int(request: Request, name: str, default: int, low: int, high: int) -> int:
-    raw = _arg(request, name)
-    try:
-        value = int(raw) if raw else default
-    except ValueError:
-        raise ApiError(400, f"{name} must be an integer") from None
-    if not low <= value <= high:
-        raise ApiError(400, f"{name} must be from {low} to {high}")
-    return value
+def _in_order(request: Request, items: Iterable[Any], render: Callable[[Any], Any]) -> dict[str, Any]:
+    """A page of a list whose order is the model's (labels by name, conflicts by device): the cursor is a position."""
+    return page(request, list(enumerate(items)), key=lambda entry: f"{entry[0]:09d}",
+                render=lambda entry: render(entry[1]))
 
 
 def _camel(value: Any) -> Any:
     """snake_case keys to the V2 API's camelCase, recursively; plist-shaped values made JSON-shaped."""
     if isinstance(value, dict):
-        return {_camel_name(str(k)): _camel(v) for k, v in value.items()}
+        return {camel_name(str(k)): _camel(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [_camel(v) for v in value]
     return to_json(value)
 
 
-def _camel_name(name: str) -> str:
-    head, *rest = name.split("_")
-    return head + "".join(part.capitalize() for part in rest)

@@ -1,6 +1,6 @@
 """The V2-style admin JSON API for settings, users and their certificates (/api/v2/settings, /api/v2/users).
 
-Authorisation is the serving JsonAPI's; every failure is a JSON {"error": reason} with a 4xx.
+Bodies are camelCase (snake_case, the model's own spelling, is still read); lists are cursor pages.
 """
 
 from __future__ import annotations
@@ -28,12 +28,22 @@ from ..admin.settings import (
 )
 from ..admin.settings_store import SettingsStore
 from ..admin.users import UserStore, user_to_json
-from .json_api import Route
+from .api_shapes import PAGE_PARAMS, arg, camel_keys, page, snake_keys
+from .json_api import Route, accepts
 from .json_io import ApiError, read_json
 
 Handler = Callable[..., tuple[int, Any]]
 Hook = Callable[[str], Any]
 _ID = r"(?P<{}>[^/]+)"
+OPAQUE = frozenset({"custom"})  # a user's custom attributes: names the admin chose, never re-cased
+
+
+def _body(request: Request) -> Any:
+    return snake_keys(read_json(request), OPAQUE)
+
+
+def _user_json(user: Any) -> dict[str, Any]:
+    return camel_keys(user_to_json(user), OPAQUE)
 
 
 class AdminSettingsAPI:
@@ -71,13 +81,14 @@ class AdminSettingsAPI:
 
     # Settings ------------------------------------------------------------------------------------------
 
+    @accepts("kind", *PAGE_PARAMS)
     def list_settings(self, request: Request) -> tuple[int, Any]:
-        raw = request.args.get(b"kind", [b""])[0].decode("utf-8", "replace")
+        raw = arg(request, "kind")
         kind = parse_kind(raw) if raw else None
-        return 200, {"settings": [_setting_json(stored) for stored in self.settings.list(kind)]}
+        return 200, page(request, self.settings.list(kind), key=lambda s: s.setting_id, render=_setting_json)
 
     def create_setting(self, request: Request) -> tuple[int, Any]:
-        body = _object(read_json(request))
+        body = _object(_body(request))
         stored = self.settings.create(parse_kind(body.get("kind")), body)
         return 201, _setting_json(stored)
 
@@ -85,7 +96,7 @@ class AdminSettingsAPI:
         return 200, _setting_json(self.settings.get(setting_id))
 
     def update_setting(self, request: Request, setting_id: str) -> tuple[int, Any]:
-        stored = self.settings.update(setting_id, _object(read_json(request)))
+        stored = self.settings.update(setting_id, _object(_body(request)))
         self._setting_changed(setting_id)
         for account in self.settings.referencing(setting_id):  # accounts embedding this setting's identities
             self._setting_changed(account.setting_id)
@@ -110,23 +121,27 @@ class AdminSettingsAPI:
         else:
             raise AdminError(f"setting {setting_id} uses no user-provided certificates")
         missing = [entry for target in targets for entry in self.identities.missing(target)]
-        return 200, {"setting_id": setting_id, "identity_settings": targets, "missing": missing}
+        return 200, camel_keys({"setting_id": setting_id, "identity_settings": targets, "missing": missing})
 
     # Users ---------------------------------------------------------------------------------------------
 
+    @accepts(*PAGE_PARAMS)
     def list_users(self, request: Request) -> tuple[int, Any]:
-        return 200, {"users": [user_to_json(user) for user in self.users.list()]}
+        return 200, page(request, self.users.list(), key=lambda user: user.user_id, render=_user_json)
 
     def create_user(self, request: Request) -> tuple[int, Any]:
-        return 201, user_to_json(self.users.create(read_json(request)))
+        user = self.users.create(_body(request))
+        # Devices that named this user before it existed re-match their filter labels (user attributes).
+        self._user_changed(user.user_id)
+        return 201, _user_json(user)
 
     def show_user(self, request: Request, user_id: str) -> tuple[int, Any]:
-        return 200, user_to_json(self.users.get(user_id))
+        return 200, _user_json(self.users.get(user_id))
 
     def update_user(self, request: Request, user_id: str) -> tuple[int, Any]:
-        user = self.users.update(user_id, read_json(request))
+        user = self.users.update(user_id, _body(request))
         self._user_changed(user_id)
-        return 200, user_to_json(user)
+        return 200, _user_json(user)
 
     def delete_user(self, request: Request, user_id: str) -> tuple[int, Any]:
         with self.users.docs.transaction():
@@ -137,21 +152,24 @@ class AdminSettingsAPI:
 
     # Certificates --------------------------------------------------------------------------------------
 
+    @accepts(*PAGE_PARAMS)
     def list_certificates(self, request: Request, user_id: str) -> tuple[int, Any]:
-        return 200, {"user_id": user_id, "certificates": self.identities.certificates(user_id)}
+        by_setting = self.identities.certificates(user_id).items()
+        return 200, page(request, by_setting, key=lambda entry: entry[0],
+                         render=lambda entry: {"settingId": entry[0], **camel_keys(entry[1])})
 
     def upload_certificate(self, request: Request, user_id: str) -> tuple[int, Any]:
-        """{"setting_id" or legacy "type" (All, WIFI, VPN, SMIMESIGNING...), "p12": base64, "password"}."""
-        body = _object(read_json(request))
+        """{"settingId" or legacy "type" (All, WIFI, VPN, SMIMESIGNING...), "p12": base64, "password"}."""
+        body = _object(_body(request))
         p12, password = _p12(body)
         setting_id, v1_type = body.get("setting_id"), body.get("type")
-        result = self.identities.upload(user_id, p12, password, setting_id=_text(setting_id, "setting_id"),
+        result = self.identities.upload(user_id, p12, password, setting_id=_text(setting_id, "settingId"),
                                         v1_type=_text(v1_type, "type"))
         self._user_changed(user_id)
         return 201, _upload_json(result)
 
     def replace_certificate(self, request: Request, user_id: str, setting_id: str) -> tuple[int, Any]:
-        p12, password = _p12(_object(read_json(request)))
+        p12, password = _p12(_object(_body(request)))
         result = self.identities.upload(user_id, p12, password, setting_id=setting_id, replace=True)
         self._user_changed(user_id)
         return 200, _upload_json(result)
@@ -171,10 +189,10 @@ def _setting_json(stored: StoredSetting) -> dict[str, Any]:
            **setting_to_json(stored.setting)}
     if isinstance(stored.setting, CertificateSetting):
         certificate = x509.load_der_x509_certificate(stored.setting.certificate)
-        out["certificate_info"] = {"subject": certificate.subject.rfc4514_string(),
+        out["certificateInfo"] = {"subject": certificate.subject.rfc4514_string(),
                                    "sha256": certificate.fingerprint(hashes.SHA256()).hex(),
-                                   "not_after": certificate.not_valid_after_utc.isoformat()}
-    return out
+                                   "notAfter": certificate.not_valid_after_utc.isoformat()}
+    return camel_keys(out)
 
 
 def _object(body: Any) -> dict[str, Any]:
@@ -195,6 +213,6 @@ def _p12(body: dict[str, Any]) -> tuple[bytes, str | None]:
 
 
 def _upload_json(result: Any) -> dict[str, Any]:
-    return {"user_id": result.user_id, "setting_ids": list(result.setting_ids),
+    return {"userId": result.user_id, "settingIds": list(result.setting_ids),
             "fingerprint": result.fingerprint, "warnings": list(result.warnings),
             "replaced": list(result.replaced)}
