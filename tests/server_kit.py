@@ -152,7 +152,7 @@ class AdminClient:
             request["timeout"] = timeout
         status, body = self.post("/api/v1/commands", request)
         assert status in (201, 207), body
-        return {d: r["command_uuid"] for d, r in body["results"].items() if r["status"] == 201}
+        return {d: r["commandUuid"] for d, r in body["results"].items() if r["status"] == 201}
 
 
 def snapshot(server: MDMServer, *device_ids: str):

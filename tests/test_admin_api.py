@@ -79,15 +79,15 @@ def test_ping_counts_devices_by_state(admin, fleet):
 def test_list_devices_filters_by_state_and_pages(admin, fleet):
     status, body = admin.get("/api/v1/devices")
     assert status == 200
-    assert [d["device_id"] for d in body["devices"]] == [A, B, GONE]
-    assert body["next"] is None
-    assert [d["state"] for d in body["devices"]] == ["enrolled", "authenticated", "unenrolled"]
+    assert [d["deviceId"] for d in body["items"]] == [A, B, GONE]
+    assert body["nextCursor"] is None
+    assert [d["state"] for d in body["items"]] == ["enrolled", "authenticated", "unenrolled"]
     status, body = admin.get("/api/v1/devices?state=enrolled&state=authenticated")
-    assert [d["device_id"] for d in body["devices"]] == [A, B]
+    assert [d["deviceId"] for d in body["items"]] == [A, B]
     status, page = admin.get("/api/v1/devices?limit=2")
-    assert ([d["device_id"] for d in page["devices"]], page["next"]) == ([A, B], B)
-    status, rest = admin.get(f"/api/v1/devices?limit=2&after={page['next']}")
-    assert ([d["device_id"] for d in rest["devices"]], rest["next"]) == ([GONE], None)
+    assert ([d["deviceId"] for d in page["items"]], page["nextCursor"]) == ([A, B], B)
+    status, rest = admin.get(f"/api/v1/devices?limit=2&cursor={page['nextCursor']}")
+    assert ([d["deviceId"] for d in rest["items"]], rest["nextCursor"]) == ([GONE], None)
 
 
 def test_show_device_has_facts_queue_and_push_info(server, admin, fleet):
@@ -95,29 +95,29 @@ def test_show_device_has_facts_queue_and_push_info(server, admin, fleet):
     uuid = admin.enqueue([A], "ProfileList", push=True)[A]
     status, body = admin.get(f"/api/v1/devices/{A}")
     assert status == 200
-    assert body["device_id"] == A and body["state"] == "enrolled"
+    assert body["deviceId"] == A and body["state"] == "enrolled"
     assert body["facts"]["OSVersion"] == "17.5"
-    assert body["push_token"] == {"$data": base64.b64encode(fleet[A].token).decode()}
-    assert [(c["command_uuid"], c["request_type"], c["status"]) for c in body["commands"]] == [
+    assert body["pushToken"] == {"$data": base64.b64encode(fleet[A].token).decode()}
+    assert [(c["commandUuid"], c["requestType"], c["status"]) for c in body["commands"]] == [
         (uuid, "ProfileList", "Queued")
     ]
     assert "payload" not in body["commands"][0]
     assert body["push"]["pushed"] is True and body["push"]["outcome"] == "accepted"
-    assert body["checked_in_since_push"] is False
+    assert body["checkedInSincePush"] is False
     status, listed = admin.get(f"/api/v1/devices/{A}/commands")
-    assert listed["commands"] == body["commands"]
+    assert listed["items"] == body["commands"]
 
 
 def test_unknown_device_is_404(admin, fleet):
     for path in (f"/api/v1/devices/{UNKNOWN}", f"/api/v1/devices/{UNKNOWN}/commands"):
         status, body = admin.get(path)
-        assert status == 404 and UNKNOWN in body["error"]
+        assert status == 404 and UNKNOWN in body["message"]
 
 
 def test_unknown_route_is_404_and_wrong_method_405(admin):
     assert admin.get("/api/v1/nothing-here")[0] == 404
     status, body = admin.delete("/api/v1/devices")
-    assert status == 405 and "no route for DELETE" in body["error"]
+    assert status == 405 and "no route for DELETE" in body["message"]
 
 
 # Commands -----------------------------------------------------------------------------------------
@@ -125,7 +125,7 @@ def test_unknown_route_is_404_and_wrong_method_405(admin):
 
 def test_enqueue_for_everyone_is_201(server, admin, fleet):
     status, body = admin.post("/api/v1/commands", {
-        "device_ids": [A, B],
+        "deviceIds": [A, B],
         "command": {"RequestType": "DeviceInformation", "Queries": ["UDID", "OSVersion"]},
     })
     assert status == 201
@@ -134,12 +134,12 @@ def test_enqueue_for_everyone_is_201(server, admin, fleet):
     assert body["results"][B]["push"] == {"pushed": False, "reason": body["results"][B]["push"]["reason"]}
     assert "not pushable" in body["results"][B]["push"]["reason"]
     # One command, one CommandUUID for all its devices (as nanomdm does).
-    assert body["results"][A]["command_uuid"] == body["results"][B]["command_uuid"]
+    assert body["results"][A]["commandUuid"] == body["results"][B]["commandUuid"]
 
 
 def test_enqueue_with_unknown_and_checked_out_devices_is_207_per_device(server, admin, fleet):
     status, body = admin.post("/api/v1/commands", {
-        "device_ids": [A, UNKNOWN, GONE, A], "command": {"RequestType": "ProfileList"}, "push": False,
+        "deviceIds": [A, UNKNOWN, GONE, A], "command": {"RequestType": "ProfileList"}, "push": False,
     })
     assert status == 207
     results = body["results"]
@@ -147,7 +147,7 @@ def test_enqueue_with_unknown_and_checked_out_devices_is_207_per_device(server, 
     assert results[A]["status"] == 201
     assert results[UNKNOWN] == {"status": 404, "error": "unknown device"}
     assert results[GONE] == {"status": 409, "error": "device checked out"}
-    assert [c.command_uuid for c in server.storage.list_commands(A)] == [results[A]["command_uuid"]]
+    assert [c.command_uuid for c in server.storage.list_commands(A)] == [results[A]["commandUuid"]]
     assert server.storage.list_commands(GONE) == ()
     assert server.apns.stats.accepted == 0  # push: false
 
@@ -166,32 +166,32 @@ def test_delete_a_queued_command(server, admin, fleet):
     drop = admin.enqueue([A], "CertificateList")[A]
     assert admin.delete(f"/api/v1/devices/{A}/commands/{drop}") == (200, {"deleted": drop})
     status, body = admin.delete(f"/api/v1/devices/{A}/commands/{drop}")
-    assert status == 404 and drop in body["error"]
+    assert status == 404 and drop in body["message"]
     assert [c.command_uuid for c in server.storage.list_commands(A)] == [keep]
     assert decode_server_response(fleet[A].report(Status.IDLE).body).command_uuid == keep
     assert admin.delete(f"/api/v1/devices/{UNKNOWN}/commands/{keep}")[0] == 404
 
 
 BAD_BODIES = {
-    "not JSON": (b"{device_ids: [", "not valid JSON"),
+    "not JSON": (b"{deviceIds: [", "not valid JSON"),
     "empty body": (b"", "must be a JSON document"),
-    "JSON array": (b"[1, 2]", "device_ids must be a non-empty list"),
-    "no device_ids": (b'{"command": {"RequestType": "ProfileList"}}', "device_ids must be a non-empty list"),
-    "empty device_ids": (b'{"device_ids": [], "command": {"RequestType": "ProfileList"}}', "non-empty list"),
-    "device id not a string": (b'{"device_ids": [7], "command": {"RequestType": "ProfileList"}}',
+    "JSON array": (b"[1, 2]", "deviceIds must be a non-empty list"),
+    "no deviceIds": (b'{"command": {"RequestType": "ProfileList"}}', "deviceIds must be a non-empty list"),
+    "empty deviceIds": (b'{"deviceIds": [], "command": {"RequestType": "ProfileList"}}', "non-empty list"),
+    "device id not a string": (b'{"deviceIds": [7], "command": {"RequestType": "ProfileList"}}',
                                "non-empty list of device ids"),
-    "no command": (b'{"device_ids": ["%s"]}' % A.encode(), 'string "RequestType"'),
-    "RequestType not a string": (b'{"device_ids": ["%s"], "command": {"RequestType": 3}}' % A.encode(),
+    "no command": (b'{"deviceIds": ["%s"]}' % A.encode(), 'string "RequestType"'),
+    "RequestType not a string": (b'{"deviceIds": ["%s"], "command": {"RequestType": 3}}' % A.encode(),
                                  'string "RequestType"'),
-    "null key": (b'{"device_ids": ["%s"], "command": {"RequestType": "ProfileList", "ManagedOnly": null}}'
+    "null key": (b'{"deviceIds": ["%s"], "command": {"RequestType": "ProfileList", "ManagedOnly": null}}'
                  % A.encode(), "plists have no null"),
-    "bad $data": (b'{"device_ids": ["%s"], "command": {"RequestType": "InstallProfile", '
+    "bad $data": (b'{"deviceIds": ["%s"], "command": {"RequestType": "InstallProfile", '
                   b'"Payload": {"$data": "***"}}}' % A.encode(), "$data is not base64"),
-    "priority not an integer": (b'{"device_ids": ["%s"], "command": {"RequestType": "ProfileList"}, '
+    "priority not an integer": (b'{"deviceIds": ["%s"], "command": {"RequestType": "ProfileList"}, '
                                 b'"priority": "high"}' % A.encode(), "priority must be an integer"),
-    "negative timeout": (b'{"device_ids": ["%s"], "command": {"RequestType": "ProfileList"}, '
+    "negative timeout": (b'{"deviceIds": ["%s"], "command": {"RequestType": "ProfileList"}, '
                          b'"timeout": -5}' % A.encode(), "timeout must be a positive number"),
-    "boolean timeout": (b'{"device_ids": ["%s"], "command": {"RequestType": "ProfileList"}, '
+    "boolean timeout": (b'{"deviceIds": ["%s"], "command": {"RequestType": "ProfileList"}, '
                         b'"timeout": true}' % A.encode(), "timeout must be a positive number"),
 }
 
@@ -201,14 +201,14 @@ def test_malformed_requests_are_400_with_a_reason_and_queue_nothing(server, admi
     raw, reason = BAD_BODIES[case]
     status, body = admin.post("/api/v1/commands", raw=raw)
     assert status == 400
-    assert reason in body["error"]
+    assert reason in body["message"]
     assert server.storage.list_commands(A) == ()
     assert server.apns.stats.accepted == 0
 
 
 def test_malformed_push_requests_are_400(admin, fleet):
-    status, body = admin.post("/api/v1/push", {"device_ids": "all"})
-    assert status == 400 and "device_ids" in body["error"]
+    status, body = admin.post("/api/v1/push", {"deviceIds": "all"})
+    assert status == 400 and "deviceIds" in body["message"]
     assert admin.get("/api/v1/devices?limit=many")[0] == 400
 
 
@@ -217,31 +217,31 @@ def test_malformed_push_requests_are_400(admin, fleet):
 
 def test_force_check_in_reports_pushed_then_checked_in(server, admin, fleet):
     server.clock.advance(10)
-    status, body = admin.post("/api/v1/push", {"device_ids": [A, B, UNKNOWN]})
+    status, body = admin.post("/api/v1/push", {"deviceIds": [A, B, UNKNOWN]})
     assert status == 200
     results = body["results"]
-    assert results[A]["pushed"] is True and results[A]["pushed_at"] == server.clock.seconds()
+    assert results[A]["pushed"] is True and results[A]["pushedAt"] == server.clock.seconds()
     assert results[B]["pushed"] is False and "not pushable" in results[B]["reason"]
     assert results[UNKNOWN] == {"pushed": False, "reason": "unknown device"}
     server.clock.advance(0)
     assert fleet[A].inbox == [{"mdm": fleet[A].push_magic}]
-    assert admin.get(f"/api/v1/devices/{A}")[1]["checked_in_since_push"] is False
+    assert admin.get(f"/api/v1/devices/{A}")[1]["checkedInSincePush"] is False
     server.clock.advance(5)
     assert fleet[A].report(Status.IDLE).status == 200
     status, shown = admin.get(f"/api/v1/devices/{A}")
-    assert shown["checked_in_since_push"] is True
-    assert shown["last_seen_at"] > shown["push"]["pushed_at"]
+    assert shown["checkedInSincePush"] is True
+    assert shown["lastSeenAt"] > shown["push"]["pushedAt"]
 
 
 def test_an_invalid_token_stops_pushes_until_the_next_token_update(server, admin, fleet):
     device = fleet[A]
     server.apns.invalidate(device.token)
-    status, body = admin.post("/api/v1/push", {"device_ids": [A]})
+    status, body = admin.post("/api/v1/push", {"deviceIds": [A]})
     assert body["results"][A]["pushed"] is False
-    assert (body["results"][A]["reason"], body["results"][A]["token_invalid"]) == ("Unregistered", True)
+    assert (body["results"][A]["reason"], body["results"][A]["tokenInvalid"]) == ("Unregistered", True)
     assert server.apns.stats.rejected == 1
     for _ in range(3):
-        status, body = admin.post("/api/v1/push", {"device_ids": [A]})
+        status, body = admin.post("/api/v1/push", {"deviceIds": [A]})
         assert body["results"][A]["pushed"] is False
         assert "waiting for a new TokenUpdate" in body["results"][A]["reason"]
     assert server.apns.stats.rejected == 1  # the provider was not asked again
@@ -253,6 +253,6 @@ def test_an_invalid_token_stops_pushes_until_the_next_token_update(server, admin
     assert device.token_update().status == 200
     server.clock.advance(0)  # the queued command is pushed right after the TokenUpdate
     assert inbox == [{"mdm": device.push_magic}]
-    status, body = admin.post("/api/v1/push", {"device_ids": [A]})
+    status, body = admin.post("/api/v1/push", {"deviceIds": [A]})
     assert body["results"][A]["pushed"] is True
     assert server.apns.stats.accepted == 2

@@ -6,6 +6,7 @@ A body over the cap is discarded as it streams in and answered 413; slow clients
 from __future__ import annotations
 
 import io
+import json
 
 from twisted.web import resource, server
 
@@ -37,14 +38,32 @@ class CappedRequest(server.Request):
             return
         self.content.write(data)
 
+    def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
+        """The admin API reads only JSON: keep Twisted from parsing form bodies into `args` (or answering a
+        malformed multipart body with a bare 400) so JsonAPI can refuse the content type itself (415)."""
+        if not path.startswith(b"/api/"):
+            super().requestReceived(command, path, version)
+            return
+        self._held_content_type = self.requestHeaders.getRawHeaders(b"content-type")
+        self.requestHeaders.removeHeader(b"content-type")
+        super().requestReceived(command, path, version)  # ends by calling process()
+
     def process(self) -> None:
+        held = getattr(self, "_held_content_type", None)
+        if held is not None:
+            self.requestHeaders.setRawHeaders(b"content-type", held)
         if not self.body_too_large:
             super().process()
             return
         self.site = self.channel.site
         self.setResponseCode(413)
-        self.setHeader(b"content-type", b"text/plain; charset=utf-8")
-        self.write(f"request body exceeds the limit of {self.body_limit} bytes\n".encode())
+        message = f"request body exceeds the limit of {self.body_limit} bytes"
+        if self.uri.startswith(b"/api/"):  # the admin API answers every failure in JSON
+            self.setHeader(b"content-type", b"application/json")
+            self.write(json.dumps({"code": "body_too_large", "message": message}).encode() + b"\n")
+        else:
+            self.setHeader(b"content-type", b"text/plain; charset=utf-8")
+            self.write(f"{message}\n".encode())
         self.finish()
 
 

@@ -61,7 +61,7 @@ class AdminHTTP:
         except ValueError:
             decoded = raw[:200].decode("utf-8", "replace")
         if status not in expect:
-            reason = decoded.get("error") if isinstance(decoded, dict) else decoded
+            reason = decoded.get("message") if isinstance(decoded, dict) else decoded
             raise AdminHTTPError(f"{method} {path} answered HTTP {status}: {reason}", status)
         return decoded
 
