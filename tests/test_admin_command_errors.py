@@ -36,13 +36,13 @@ def test_error_chain_of_a_failed_command_is_listed_and_acknowledged_ones_have_no
 
     status, body = admin.get(f"/api/v1/devices/{UDID}/commands")
     assert status == 200
-    by_uuid = {c["command_uuid"]: c for c in body["commands"]}
+    by_uuid = {c["commandUuid"]: c for c in body["items"]}
     assert by_uuid[failed]["status"] == "Error"
-    assert [(i["ErrorDomain"], i["ErrorCode"]) for i in by_uuid[failed]["error_chain"]] == [
+    assert [(i["ErrorDomain"], i["ErrorCode"]) for i in by_uuid[failed]["errorChain"]] == [
         ("MCInstallationErrorDomain", 4001), ("MCInstallationErrorDomain", 4001), ("MCProfileErrorDomain", 1009),
         ("MCEASErrorDomain", 21005)]
-    assert by_uuid[failed]["error_chain"][-1]["LocalizedDescription"] == "The account is not unique."
-    assert by_uuid[done]["status"] == "Acknowledged" and by_uuid[done]["error_chain"] == []
+    assert by_uuid[failed]["errorChain"][-1]["LocalizedDescription"] == "The account is not unique."
+    assert by_uuid[done]["status"] == "Acknowledged" and by_uuid[done]["errorChain"] == []
     assert "result" not in by_uuid[failed]  # the raw report stays private
     status, shown = admin.get(f"/api/v1/devices/{UDID}")
-    assert {c["command_uuid"]: c["error_chain"] for c in shown["commands"]}[failed] == by_uuid[failed]["error_chain"]
+    assert {c["commandUuid"]: c["errorChain"] for c in shown["commands"]}[failed] == by_uuid[failed]["errorChain"]

@@ -104,8 +104,8 @@ def test_conflicts_api_and_apply_warns(fleet):
     status, body = api.call("POST", "/api/v2/labels/sentry/apply", {"settingId": "mail"})
     assert status == 200 and [c["deviceUuid"] for c in body["conflicts"]] == ["a", "b"]
     status, body = api.call("GET", "/api/v2/conflicts")
-    assert status == 200 and body["totalCount"] == 2
-    assert body["results"][0]["kind"] == "sentry-attachment-encryption-with-smime-encryption"
+    assert status == 200 and len(body["items"]) == 2
+    assert body["items"][0]["kind"] == "sentry-attachment-encryption-with-smime-encryption"
     api.call("POST", "/api/v2/labels", {"id": "c-only", "name": "C", "type": "manual", "deviceUuids": ["c"]})
-    assert api.call("GET", "/api/v2/conflicts?labelId=c-only")[1]["totalCount"] == 0
+    assert api.call("GET", "/api/v2/conflicts?labelId=c-only")[1]["items"] == []
     assert api.call("GET", "/api/v2/conflicts?labelId=nope")[0] == 404

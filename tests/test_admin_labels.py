@@ -409,12 +409,14 @@ def test_api_labels_apply_and_device_listing(fleet):
     status, body = api.call("POST", "/api/v2/labels/phones/apply", {"settingId": "eas"})
     assert status == 200 and body["installsQueued"] == 1 and body["queued"][0]["deviceUuid"] == "a"
     status, body = api.call("GET", "/api/v2/devices?labelId=phones")
-    assert status == 200 and body["totalCount"] == 1
-    device = body["results"][0]
+    assert status == 200 and len(body["items"]) == 1 and body["nextCursor"] is None
+    device = body["items"][0]
     assert (device["uuid"], device["deviceKind"], device["platform"]) == ("a", "iPhone", "iOS")
     assert device["labelIds"] == ["phones"] and device["syncIntervalMinutes"] == 240
-    status, body = api.call("GET", "/api/v2/devices?limit=1&offset=1")
-    assert status == 200 and [d["uuid"] for d in body["results"]] == ["b"] and body["totalCount"] == 2
+    status, first = api.call("GET", "/api/v2/devices?limit=1")
+    assert [d["uuid"] for d in first["items"]] == ["a"] and first["nextCursor"] == "a"
+    status, body = api.call("GET", f"/api/v2/devices?limit=1&cursor={first['nextCursor']}")
+    assert status == 200 and [d["uuid"] for d in body["items"]] == ["b"] and body["nextCursor"] is None
     status, body = api.call("POST", "/api/v2/labels/phones/remove", {"settingId": "eas"})
     assert body["removalsQueued"] == 1
     status, body = api.call("PUT", "/api/v2/devices/b/attributes", {"ownership": "employee"})
@@ -427,11 +429,11 @@ def test_api_errors_are_json_with_reasons(fleet):
     fleet.renderer.settings["p12"] = FakeSetting("user_provided")
     api.call("POST", "/api/v2/labels", {"id": "l", "name": "L", "type": "manual", "deviceUuids": ["a"]})
     status, body = api.call("POST", "/api/v2/labels/l/apply", {"settingId": "p12"})
-    assert status == 409 and "must not be applied to labels" in body["error"]
+    assert status == 409 and "must not be applied to labels" in body["message"]
     assert api.call("POST", "/api/v2/labels/l/apply", {})[0] == 400
     assert api.call("GET", "/api/v2/labels/nope")[0] == 404
     assert api.call("PATCH", "/api/v2/labels")[0] == 405
     assert api.call("POST", "/api/v2/labels", {"id": "l", "name": "Other", "type": "manual"})[0] == 409
     status, body = api.call("GET", "/api/v2/labels", headers={"Authorization": "Basic YWRtaW46bm8="})
-    assert status == 401 and "credentials" in body["error"]
+    assert status == 401 and "credentials" in body["message"]
     assert api.call("GET", "/api/v2/devices?limit=0")[0] == 400

@@ -243,12 +243,12 @@ def test_force_check_in_by_label_and_policy_api():
     status, body = api.call("POST", "/api/v2/sync-policies", {"id": "fast", "name": "Fast", "priority": 3,
                                                                "syncIntervalMinutes": 30, "labelIds": ["ab"]})
     assert status == 201 and body["syncIntervalMinutes"] == 30
-    assert api.call("GET", "/api/v2/devices?labelId=ab")[1]["results"][0]["syncPolicyId"] == "fast"
+    assert api.call("GET", "/api/v2/devices?labelId=ab")[1]["items"][0]["syncPolicyId"] == "fast"
     inactive = {"name": "Fast", "status": "inactive", "priority": 3, "syncIntervalMinutes": 30,
                 "labelIds": ["ab"]}
     status, body = api.call("PUT", "/api/v2/sync-policies/fast", inactive)
     assert status == 200 and fleet.admin.schedule.interval_of("a") == DEFAULT_INTERVAL
-    listed = api.call("GET", "/api/v2/sync-policies")[1]["results"]
+    listed = api.call("GET", "/api/v2/sync-policies")[1]["items"]
     assert [p["id"] for p in listed] == ["fast", "default"]  # highest priority first
     assert api.call("DELETE", "/api/v2/sync-policies/default")[0] == 409
     assert api.call("DELETE", "/api/v2/sync-policies/fast")[0] == 200

@@ -23,8 +23,12 @@ def camel_name(name: str) -> str:
     return head + "".join(part[:1].upper() + part[1:] for part in rest)
 
 
+# camelCase loses the underscores between digits; the model's only such name is mapped back by hand.
+_SNAKE_BY_HAND = {"enableForIos933": "enable_for_ios_9_3_3"}
+
+
 def snake_name(name: str) -> str:
-    return "".join(f"_{c.lower()}" if c.isupper() else c for c in name)
+    return _SNAKE_BY_HAND.get(name) or "".join(f"_{c.lower()}" if c.isupper() else c for c in name)
 
 
 def camel_keys(value: Any, opaque: Collection[str] = ()) -> Any:
