@@ -594,7 +594,7 @@ class FleetRun:
 
         def push_all() -> tuple[Any, float]:
             started = time.thread_time()
-            answer = self.admin.call("POST", "/api/v1/push", {"device_ids": ids})
+            answer = self.admin.call("POST", "/api/v1/push", {"deviceIds": ids})
             return answer, time.thread_time() - started
 
         @defer.inlineCallbacks

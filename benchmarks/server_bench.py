@@ -258,7 +258,7 @@ def run_queue(devices: int) -> dict[str, float]:
 
 def admin_enqueue(server: MDMServer, ids: list[str], payload: bytes, push: bool) -> float:
     command = {"RequestType": "InstallProfile", "Payload": {"$data": base64.b64encode(payload).decode()}}
-    body = json.dumps({"device_ids": ids, "command": command, "push": push}).encode()
+    body = json.dumps({"deviceIds": ids, "command": command, "push": push}).encode()
     basic = base64.b64encode(f"admin:{server.admin_password}".encode()).decode()
     headers = {"Authorization": f"Basic {basic}", "Content-Type": "application/json"}
     start = time.perf_counter()

@@ -98,12 +98,12 @@ def data(value: bytes) -> str:
 
 
 def certificate_setting(admin: AdminClient, name: str, der: bytes) -> str:
-    body = {"kind": "certificate", "name": name, "certificate": data(der), "file_name": f"{name}.cer"}
+    body = {"kind": "certificate", "name": name, "certificate": data(der), "fileName": f"{name}.cer"}
     return admin.post("/api/v2/settings", body)["id"]
 
 
 def user_provided_setting(admin: AdminClient, name: str, purpose: str, **options: Any) -> str:
-    body = {"kind": "user_provided", "name": name, "purpose": purpose, "display_name": name, **options}
+    body = {"kind": "user_provided", "name": name, "purpose": purpose, "displayName": name, **options}
     return admin.post("/api/v2/settings", body)["id"]
 
 
@@ -113,12 +113,18 @@ def exchange_setting(admin: AdminClient, name: str, host: str, smime: dict[str, 
 
 
 def add_user(admin: AdminClient, user_id: str, email: str, name: str) -> None:
-    admin.post("/api/v2/users", {"user_id": user_id, "email": email, "display_name": name})
+    admin.post("/api/v2/users", {"userId": user_id, "email": email, "displayName": name})
 
 
 def upload(admin: AdminClient, user_id: str, setting_id: str, p12: bytes) -> dict[str, Any]:
-    body = {"setting_id": setting_id, "p12": data(p12), "password": P12_PASSWORD}
+    body = {"settingId": setting_id, "p12": data(p12), "password": P12_PASSWORD}
     return admin.post(f"/api/v2/users/{user_id}/certificates", body)
+
+
+def certificate_slot(admin: AdminClient, user_id: str, setting_id: str) -> dict[str, Any] | None:
+    """A user's certificate slot for one setting ({"settingId", "current", "history"}), None if never set."""
+    items = admin.get(f"/api/v2/users/{user_id}/certificates?limit=10000")["items"]
+    return next((item for item in items if item["settingId"] == setting_id), None)
 
 
 def manual_label(admin: AdminClient, label_id: str, name: str, device_ids: Iterable[str]) -> None:

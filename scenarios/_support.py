@@ -68,8 +68,8 @@ def account_readiness(runner, setting_id: str):
 
 def device_commands(ctx, runner, request_type: str | None = None) -> list[dict]:
     """The server's record of one device's commands (GET /api/v1/devices/{id}/commands)."""
-    commands = ctx.admin.get(f"/api/v1/devices/{runner.machine.facts.device_id}/commands")["commands"]
-    return [c for c in commands if request_type is None or c["request_type"] == request_type]
+    commands = ctx.admin.get(f"/api/v1/devices/{runner.machine.facts.device_id}/commands?limit=10000")["items"]
+    return [c for c in commands if request_type is None or c["requestType"] == request_type]
 
 
 def ids_of(runners) -> list[str]:
@@ -104,10 +104,10 @@ def pkcs12_profile(identifier: str, p12: bytes, password: str, file_name: str, d
 
 def install_raw(ctx, runner, profile: bytes) -> str:
     """Queue a raw InstallProfile for one device through POST /api/v1/commands (pushed); its CommandUUID."""
-    body = {"device_ids": [runner.machine.facts.device_id],
+    body = {"deviceIds": [runner.machine.facts.device_id],
             "command": {"RequestType": "InstallProfile", "Payload": data(profile)}}
     results = ctx.admin.post("/api/v1/commands", body)["results"]
-    return results[runner.machine.facts.device_id]["command_uuid"]
+    return results[runner.machine.facts.device_id]["commandUuid"]
 
 
 def enroll_as(ctx, index: int, user_id: str):

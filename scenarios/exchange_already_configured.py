@@ -72,7 +72,7 @@ def _codes(chain):
 def refused(ctx):
     holders = ctx.vars["by_hand"] + ctx.vars["by_profile"]
     seen = ctx.world.observer.devices
-    good = [r for r in holders if any(e["status"] == "Error" and _codes(e["error_chain"]) == CHAIN
+    good = [r for r in holders if any(e["status"] == "Error" and _codes(e["errorChain"]) == CHAIN
                                       for e in seen[r.machine.facts.index].errors)]
     return len(good) == len(holders) > 0, f"{len(good)}/{len(holders)} devices answered with the 21005 chain"
 

@@ -150,11 +150,11 @@ def before(ctx):
 @scenario.expect("the server moved the old certificate to Bob's key history, key kept")
 def history(ctx):
     user = ctx.devices[BOB_PHONE].machine.facts.user.user_id
-    slot = ctx.admin.get(f"/api/v2/users/{user}/certificates")["certificates"][ctx.vars["settings"]["encryption"]]
+    slot = P.certificate_slot(ctx.admin, user, ctx.vars["settings"]["encryption"]) or {}
     old_fp = ctx.vars["old_certificate"][0].fingerprint(hashes.SHA256()).hex()
     new_fp = ctx.vars["new_certificate"][0].fingerprint(hashes.SHA256()).hex()
     ok = (ctx.vars["replace_answer"]["replaced"] == [old_fp] and slot["current"]["fingerprint"] == new_fp
-          and [h["fingerprint"] for h in slot["history"]] == [old_fp] and slot["history"][0]["private_key_present"])
+          and [h["fingerprint"] for h in slot["history"]] == [old_fp] and slot["history"][0]["privateKeyPresent"])
     return ok, f"current is the new certificate: {slot['current']['fingerprint'] == new_fp}; " \
                f"history: {len(slot['history'])} entry(ies)"
 

@@ -25,7 +25,7 @@ def queue_commands(ctx):
     for command, priority in (({"RequestType": "InstallProfile", "Payload": data(profile)}, 10),
                               ({"RequestType": "CertificateList"}, 5),
                               ({"RequestType": "DeviceInformation", "Queries": ["OSVersion", "UDID"]}, 0)):
-        ctx.admin.post("/api/v1/commands", {"device_ids": ids, "command": command, "priority": priority})
+        ctx.admin.post("/api/v1/commands", {"deviceIds": ids, "command": command, "priority": priority})
     return f"{len(ids)} devices pushed"
 
 
@@ -38,8 +38,8 @@ def unlock(ctx):
 def _statuses(ctx, request_type):
     out = []
     for device_id in device_ids(ctx):
-        commands = ctx.admin.get(f"/api/v1/devices/{device_id}/commands")["commands"]
-        out += [c["status"] for c in commands if c["request_type"] == request_type]
+        commands = ctx.admin.get(f"/api/v1/devices/{device_id}/commands?limit=10000")["items"]
+        out += [c["status"] for c in commands if c["requestType"] == request_type]
     return out
 
 

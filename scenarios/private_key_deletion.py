@@ -100,7 +100,7 @@ def reapply_to_late(ctx):
 def inventory_refresh(ctx):
     early = [ctx.devices[i].machine.facts.device_id for i in EARLY]
     command = {"RequestType": "DeviceInformation", "Queries": ["OSVersion", "DeviceName"]}
-    ctx.admin.post("/api/v1/commands", {"device_ids": early, "command": command})
+    ctx.admin.post("/api/v1/commands", {"deviceIds": early, "command": command})
     return f"{len(early)} devices pushed"
 
 
@@ -156,9 +156,9 @@ def certificates_stay(ctx):
     signing = ctx.vars["settings"]["signing"]
     keyless = 0
     for user in users:
-        slot = ctx.admin.get(f"/api/v2/users/{user.user_id}/certificates")["certificates"][signing]
+        slot = P.certificate_slot(ctx.admin, user.user_id, signing) or {"current": None}
         current = slot["current"]
-        keyless += current is not None and not current["private_key_present"] and bool(current["key_deleted_at"])
+        keyless += current is not None and not current["privateKeyPresent"] and bool(current["keyDeletedAt"])
     return keyless == len(users), f"{keyless}/{len(users)} certificates listed without their key"
 
 

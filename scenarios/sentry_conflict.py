@@ -75,15 +75,15 @@ def apply_settings(ctx):
 
 @scenario.at("20m", "conflicts and device readiness recorded")
 def record(ctx):
-    ctx.vars["conflicts"] = ctx.admin.get("/api/v2/conflicts")["results"]
-    ctx.vars["conflicts_signed_label"] = ctx.admin.get("/api/v2/conflicts?labelId=signed-mail")["results"]
+    ctx.vars["conflicts"] = ctx.admin.get("/api/v2/conflicts?limit=10000")["items"]
+    ctx.vars["conflicts_signed_label"] = ctx.admin.get("/api/v2/conflicts?labelId=signed-mail&limit=10000")["items"]
     return f"{len(ctx.vars['conflicts'])} conflicts"
 
 
 @scenario.at("25m", "admin turns Sentry attachment encryption off on the manual label (enable one or the other)")
 def sentry_off(ctx):
     _sentry_flag(ctx, "sentry", False)
-    ctx.vars["conflicts_after"] = ctx.admin.get("/api/v2/conflicts")["results"]
+    ctx.vars["conflicts_after"] = ctx.admin.get("/api/v2/conflicts?limit=10000")["items"]
     return f"{len(ctx.vars['conflicts_after'])} conflicts left"
 
 

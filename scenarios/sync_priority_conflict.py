@@ -97,7 +97,7 @@ def _in_window(ctx, index: int, window: tuple[float, float]) -> int:
 
 
 def _api_view(ctx) -> dict[str, tuple[str, float]]:
-    devices = ctx.admin.get("/api/v2/devices?limit=1000")["results"]
+    devices = ctx.admin.get("/api/v2/devices?limit=1000")["items"]
     return {d["uuid"]: (d["syncPolicyId"], d["syncIntervalMinutes"]) for d in devices}
 
 

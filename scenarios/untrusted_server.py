@@ -31,7 +31,7 @@ def error_chain(ctx):
 
 @scenario.expect("the server never saw an Authenticate")
 def server_untouched(ctx):
-    devices = ctx.admin.get("/api/v1/devices")["devices"]
+    devices = ctx.admin.get("/api/v1/devices?limit=10000")["items"]
     return devices == [], f"{len(devices)} devices on the server"
 
 

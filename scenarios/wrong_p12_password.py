@@ -45,13 +45,13 @@ def uploads(ctx):
     for runner in ctx.devices:
         address = smime_address(runner)
         org.issue(address, "signing", now=virtual_now(ctx))
-        body = {"setting_id": setting, "p12": P.data(org.p12(address, "signing")), "password": WRONG}
+        body = {"settingId": setting, "p12": P.data(org.p12(address, "signing")), "password": WRONG}
         try:
-            refusals.append(admin.request("POST", _path(runner), body, expect=(400,))["error"])
+            refusals.append(admin.request("POST", _path(runner), body, expect=(400,))["message"])
         except AdminAPIError as exc:  # accepted, or refused otherwise: this scenario's failure, judged below
             refusals.append(f"not a 400: {exc}")
-    stored = [admin.get(_path(runner))["certificates"] for runner in ctx.devices]
-    missing = {entry["user_id"] for entry in admin.get(f"/api/v2/settings/{setting}/missing-certificates")["missing"]}
+    stored = [admin.get(_path(runner))["items"] for runner in ctx.devices]
+    missing = {entry["userId"] for entry in admin.get(f"/api/v2/settings/{setting}/missing-certificates")["missing"]}
     ctx.vars.update(org=org, setting=setting, refusals=refusals, stored=stored, missing=missing)
     return f"{sum(1 for text in refusals if not text.startswith('not a 400'))}/{len(refusals)} refused"
 
@@ -96,7 +96,7 @@ def upload_refused(ctx):
 
 @scenario.expect("a refused upload stores nothing: no certificate listed, every user still missing one")
 def nothing_stored(ctx):
-    empty = sum(1 for listed in ctx.vars["stored"] if listed == {})
+    empty = sum(1 for listed in ctx.vars["stored"] if listed == [])
     users = {runner.machine.facts.user.user_id for runner in ctx.devices}
     missing = len(users & ctx.vars["missing"])
     return empty == missing == len(ctx.devices), (
@@ -111,7 +111,7 @@ def right_password_accepted(ctx):
 
 def _failure(ctx, runner):
     errors = ctx.world.observer.devices[runner.machine.facts.index].errors
-    return next((e for e in errors if e["request_type"] == "InstallProfile"), None)
+    return next((e for e in errors if e["requestType"] == "InstallProfile"), None)
 
 
 @scenario.expect('devices refuse a wrong Password with 9000: The password for the certificate "<file>" is incorrect.')
@@ -119,7 +119,7 @@ def device_refused(ctx):
     good = []
     for runner in ctx.vars["wrong"]:
         failure = _failure(ctx, runner)
-        chain = failure["error_chain"] if failure else []
+        chain = failure["errorChain"] if failure else []
         codes = [(item["ErrorDomain"], item["ErrorCode"]) for item in chain]
         text = f'The password for the certificate "{_file(runner)}" is incorrect.'
         if codes == CHAIN and chain[-1]["LocalizedDescription"] == text:
@@ -136,7 +136,7 @@ def server_recorded(ctx):
 
     errors = [status(r) for r in ctx.vars["wrong"]]
     good = [c for c in errors if c.get("status") == "Error"
-            and [(i["ErrorDomain"], i["ErrorCode"]) for i in c.get("error_chain", ())] == CHAIN]
+            and [(i["ErrorDomain"], i["ErrorCode"]) for i in c.get("errorChain", ())] == CHAIN]
     acked = [r for r in ctx.vars["right"] if status(r).get("status") == "Acknowledged"]
     return len(good) == len(errors) and len(acked) == len(ctx.vars["right"]), (
         f"{len(good)}/{len(errors)} Error with 9000, {len(acked)}/{len(ctx.vars['right'])} Acknowledged")

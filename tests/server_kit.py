@@ -146,7 +146,7 @@ class AdminClient:
     def enqueue(self, device_ids, request_type: str, *, push: bool = False, priority: int = 0,
                 timeout: float | None = None, **keys):
         """Queue one command for devices; returns {device_id: CommandUUID} for those queued."""
-        request = {"device_ids": list(device_ids), "command": {"RequestType": request_type, **keys},
+        request = {"deviceIds": list(device_ids), "command": {"RequestType": request_type, **keys},
                    "push": push, "priority": priority}
         if timeout is not None:
             request["timeout"] = timeout

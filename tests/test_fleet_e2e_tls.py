@@ -94,7 +94,7 @@ def test_fifty_devices_enroll_and_install_an_exchange_profile_over_tls(tmp_path,
         admin = AdminClient(_memory_http(server), "admin", server.admin_password)
         ids = [r.machine.facts.device_id for r in fleet.runners]
         payload = base64.b64encode(exchange_profile(server)).decode()
-        answer = admin.post("/api/v1/commands", {"device_ids": ids,
+        answer = admin.post("/api/v1/commands", {"deviceIds": ids,
                                                  "command": {"RequestType": "InstallProfile",
                                                              "Payload": {"$data": payload}}})
         assert all(r["push"]["pushed"] for r in answer["results"].values())
@@ -105,7 +105,7 @@ def test_fifty_devices_enroll_and_install_an_exchange_profile_over_tls(tmp_path,
         # its end, and the push stamped with the server's time of sending it.
         assert len(connections) == DEVICES and transport.parked == 0
         assert all(pushed_before <= r.last_push_sent_at <= r.last_push_at for r in fleet.runners)
-        statuses = {c["status"] for d in ids for c in admin.get(f"/api/v1/devices/{d}/commands")["commands"]}
+        statuses = {c["status"] for d in ids for c in admin.get(f"/api/v1/devices/{d}/commands")["items"]}
         assert statuses == {"Acknowledged"}
     finally:
         link.disconnect()

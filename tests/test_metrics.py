@@ -107,9 +107,9 @@ def test_a_refused_push_and_an_unpushable_device_are_counted_by_reason(tmp_path,
     device = SignedDevice(server, "cd" * 20)
     assert device.authenticate().status == 200  # no TokenUpdate yet: not pushable
     admin = AdminClient(server)
-    admin.post("/api/v1/push", {"device_ids": [device.udid, "no-such-device"]})
+    admin.post("/api/v1/push", {"deviceIds": [device.udid, "no-such-device"]})
     assert device.token_update().status == 200  # token never registered with APNs: BadDeviceToken
-    admin.post("/api/v1/push", {"device_ids": [device.udid]})
+    admin.post("/api/v1/push", {"deviceIds": [device.udid]})
     samples, _ = scrape(server)
     pushes = samples["mdmsim_pushes_total"]
     assert pushes[(("outcome", "not_pushable"),)] == 1

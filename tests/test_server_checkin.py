@@ -86,7 +86,7 @@ def test_a_command_queued_before_token_update_is_pushed_only_after_it(server):
     assert device.authenticate().status == 200
     inbox = device.online()
     status, body = AdminClient(server).post("/api/v1/commands", {
-        "device_ids": [UDID], "command": {"RequestType": "ProfileList"},
+        "deviceIds": [UDID], "command": {"RequestType": "ProfileList"},
     })
     assert status == 201
     assert body["results"][UDID]["push"]["pushed"] is False

@@ -137,7 +137,7 @@ class Client:
 def statuses(client: Client) -> dict[str, str]:
     status, body = client.api("GET", f"/api/v1/devices/{UDID}/commands")
     assert status == 200, body
-    return {c["command_uuid"]: c["status"] for c in body["commands"]}
+    return {c["commandUuid"]: c["status"] for c in body["items"]}
 
 
 @pytest.mark.skipif(os.name != "posix", reason="SIGKILL is POSIX")
@@ -157,9 +157,9 @@ def test_kill_9_mid_queue_loses_nothing(tmp_path):
             command = {"RequestType": "InstallProfile",
                        "Payload": {"$data": base64.b64encode(plistlib.dumps({"n": index})).decode()}}
             status, body = client.api("POST", "/api/v1/commands",
-                                      {"device_ids": [UDID], "command": command, "push": False})
+                                      {"deviceIds": [UDID], "command": command, "push": False})
             assert status == 201, body
-            queued.append(body["results"][UDID]["command_uuid"])
+            queued.append(body["results"][UDID]["commandUuid"])
         # Acknowledge three; the fourth is sent but never answered when the server dies.
         uuid = client.report(Status.IDLE)
         for expected in queued[:3]:

@@ -118,13 +118,13 @@ def run_device(server: MDMServer, device: TLSDevice, port: int):
     assert server.storage.get_device(UDID).state is EnrollmentState.ENROLLED
 
     basic = base64.b64encode(f"admin:{server.admin_password}".encode()).decode()
-    request = {"device_ids": [UDID], "command": {"RequestType": "DeviceInformation", "Queries": ["UDID"]}}
+    request = {"deviceIds": [UDID], "command": {"RequestType": "DeviceInformation", "Queries": ["UDID"]}}
     headers = {"Authorization": f"Basic {basic}", "Content-Type": "application/json"}
     status, data = yield device.request(
         "POST", f"{server.url}/api/v1/commands", json.dumps(request).encode(), headers
     )
     assert status == 201, data
-    uuid = json.loads(data)["results"][UDID]["command_uuid"]
+    uuid = json.loads(data)["results"][UDID]["commandUuid"]
 
     status, data = yield device.put(device.server_url, encode_report(CommandReport(Status.IDLE, udid=UDID)),
                                     CONNECT)

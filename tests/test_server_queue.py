@@ -170,7 +170,7 @@ def test_a_command_past_its_timeout_times_out_and_the_next_one_comes(server, dev
     assert offered(device.report(Status.IDLE)) == y
     assert status_of(server, A, x) is CommandStatus.TIMED_OUT
     status, body = admin.get(f"/api/v1/devices/{A}/commands")
-    assert [c["status"] for c in body["commands"]] == ["TimedOut", "Sent"]
+    assert [c["status"] for c in body["items"]] == ["TimedOut", "Sent"]
 
 
 def test_re_authenticate_clears_the_queue(server, device):
@@ -179,7 +179,7 @@ def test_re_authenticate_clears_the_queue(server, device):
     admin.enqueue([A], "CertificateList")
     assert device.authenticate().status == 200
     status, body = admin.get(f"/api/v1/devices/{A}/commands")
-    assert (status, body["commands"]) == (200, [])
+    assert (status, body["items"]) == (200, [])
     assert device.token_update().status == 200
     assert offered(device.report(Status.IDLE)) is None
 

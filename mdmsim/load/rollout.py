@@ -119,7 +119,7 @@ def _install_profile(admin: AdminHTTP, profile: bytes, device_ids: list[str]) ->
     started = time.time()
     command = {"RequestType": "InstallProfile", "Payload": {"$data": base64.b64encode(profile).decode()}}
     try:
-        answer = admin.call("POST", "/api/v1/commands", {"device_ids": device_ids, "command": command,
+        answer = admin.call("POST", "/api/v1/commands", {"deviceIds": device_ids, "command": command,
                                                          "push": True})
     except AdminHTTPError as exc:
         raise RolloutError(f"the server refused the InstallProfile batch: {exc.reason}") from None
