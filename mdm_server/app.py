@@ -39,10 +39,10 @@ from .web.admin_api import AdminAPI
 from .web.device import DeviceEndpoint
 from .web.device_channel import DeviceChannelFactory
 from .web.enroll import EnrollResource
-from .web.login_throttle import LoginThrottle
-from .web.openapi import openapi_route
 from .web.json_api import JsonAPI, basic_auth
+from .web.login_throttle import LoginThrottle
 from .web.metrics import MetricsResource
+from .web.openapi import openapi_route
 from .web.scep import ScepResource
 from .web.site import DEFAULT_BODY_LIMIT, make_site
 from .web.tls import listen_endpoint, server_options

@@ -105,7 +105,7 @@ def _labels_and_apply(demo: DemoWorld) -> None:
 def _user_provided_refused(admin: AdminClient, setting_id: str) -> str:
     answer = admin.request("POST", "/api/v2/labels/all-ios/apply", {"settingId": setting_id},
                            expect=(400, 409, 422))
-    return f"user-provided setting refused on a label ({answer['error']})"
+    return f"user-provided setting refused on a label ({answer['message']})"
 
 
 def summary_counts(demo: DemoWorld) -> dict[str, Any]:

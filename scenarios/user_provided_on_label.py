@@ -44,7 +44,7 @@ def refused(ctx):
     for label in LABELS:
         try:
             answers[label] = admin.request("POST", f"/api/v2/labels/{label}/apply", {"settingId": signing},
-                                           expect=REFUSED)["error"]
+                                           expect=REFUSED)["message"]
         except AdminAPIError as exc:  # accepted (or a server error): judged as a failure below
             answers[label] = f"not refused: HTTP {exc.status}"
     ctx.vars["answers"] = answers

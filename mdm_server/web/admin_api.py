@@ -52,11 +52,11 @@ class AdminAPI:
     @accepts("state", *PAGE_PARAMS)
     def list_devices(self, request: Request) -> tuple[int, Any]:
         states = [_state(raw.decode()) for raw in request.args.get(b"state", [])]
-        limit = limit_arg(request)
-        devices = self.storage.list_devices(states=states or None, after=arg(request, "cursor") or None,
-                                            limit=limit + 1)
-        more = len(devices) > limit
-        devices = devices[:limit]
+        limit, chosen = limit_arg(request), states or None
+        devices = self.storage.list_devices(states=chosen, after=arg(request, "cursor") or None, limit=limit)
+        # A full page has a next one only if a device follows it (no empty last page).
+        more = len(devices) == limit and bool(
+            self.storage.list_devices(states=chosen, after=devices[-1].device_id, limit=1))
         return 200, envelope([self._device_json(d) for d in devices], devices[-1].device_id if more else None)
 
     def show_device(self, request: Request, device_id: str) -> tuple[int, Any]:

@@ -21,9 +21,12 @@ The admin API of the mdmsim MDM server: devices and their command queues, raw co
 users and their certificates, labels, Apply to Label, sync policies, force check-in, conflicts and S/MIME
 readiness (v2).
 
-**Authentication.** HTTP Basic with the admin user (`admin`) and the password `mdmsim serve` prints (or
-`--admin-password`). Ten failed logins from one address within 60 s are answered `429 too_many_requests` with a
-`Retry-After` header until the window has passed. This document itself is public: it holds no data.
+**Authentication.** HTTP Basic with the admin user (`--admin-user`, default `admin`) and its password
+(`--admin-password` or `MDMSIM_ADMIN_PASSWORD`; otherwise generated into `server.json` in the data directory
+on first start, as `mdmsim serve` prints). Ten failed logins from one address within 60 s are answered
+`429 too_many_requests`, with a `Retry-After` header, until the window has passed (even with the right
+password, so guessing cannot go on). This document itself is served without credentials: it holds no data,
+only the API's shape, and tools (schemathesis, code generators) can read it as they find it.
 
 **Requests.** Bodies are JSON sent with `Content-Type: application/json` (anything else is `415`, so a
 cross-site HTML form cannot queue commands), at most 32 levels deep, without NaN or Infinity. Query strings must
