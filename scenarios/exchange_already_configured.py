@@ -72,7 +72,7 @@ def _codes(chain):
 def refused(ctx):
     holders = ctx.vars["by_hand"] + ctx.vars["by_profile"]
     seen = ctx.world.observer.devices
-    good = [r for r in holders if any(e["status"] == "Error" and _codes(e["errorChain"]) == CHAIN
+    good = [r for r in holders if any(e["status"] == "Error" and _codes(e["error_chain"]) == CHAIN
                                       for e in seen[r.machine.facts.index].errors)]
     return len(good) == len(holders) > 0, f"{len(good)}/{len(holders)} devices answered with the 21005 chain"
 
@@ -81,8 +81,8 @@ def refused(ctx):
 def recorded(ctx):
     holders = ctx.vars["by_hand"] + ctx.vars["by_profile"]
     commands = [_exchange_command(ctx, r) for r in holders]
-    good = [c for c in commands if c and c["status"] == "Error" and _codes(c.get("error_chain")) == CHAIN]
-    with_chain = sum(1 for c in commands if c and c.get("error_chain"))
+    good = [c for c in commands if c and c["status"] == "Error" and _codes(c.get("errorChain")) == CHAIN]
+    with_chain = sum(1 for c in commands if c and c.get("errorChain"))
     return len(good) == len(holders), f"{len(good)}/{len(holders)} recorded as Error ← 21005 " \
         f"({with_chain} with any ErrorChain in the admin API)"
 

@@ -65,5 +65,5 @@ def re_offered_and_done(ctx):
 
 @scenario.expect("the server's NotNow tally counts the deferrals")
 def tally(ctx):
-    total = sum(ctx.admin.get(f"/api/v1/devices/{d}")["not_now_count"] for d in device_ids(ctx))
+    total = sum(ctx.admin.get(f"/api/v1/devices/{d}")["notNowCount"] for d in device_ids(ctx))
     return total >= 2 * len(ctx.devices), f"{total} NotNow recorded"

@@ -135,7 +135,7 @@ def server_agrees(ctx):
     done = 0
     for runner in ctx.devices:
         for command in device_commands(ctx, runner, "InstallProfile"):
-            result_at = command["result_at"]
+            result_at = command["resultAt"]
             done += command["status"] == "Acknowledged" and result_at - _start(ctx) <= DEADLINE
     return done == COUNT, f"{done}/{COUNT} acknowledged in time"
 

@@ -111,7 +111,7 @@ def right_password_accepted(ctx):
 
 def _failure(ctx, runner):
     errors = ctx.world.observer.devices[runner.machine.facts.index].errors
-    return next((e for e in errors if e["requestType"] == "InstallProfile"), None)
+    return next((e for e in errors if e["request_type"] == "InstallProfile"), None)
 
 
 @scenario.expect('devices refuse a wrong Password with 9000: The password for the certificate "<file>" is incorrect.')
@@ -119,7 +119,7 @@ def device_refused(ctx):
     good = []
     for runner in ctx.vars["wrong"]:
         failure = _failure(ctx, runner)
-        chain = failure["errorChain"] if failure else []
+        chain = failure["error_chain"] if failure else []
         codes = [(item["ErrorDomain"], item["ErrorCode"]) for item in chain]
         text = f'The password for the certificate "{_file(runner)}" is incorrect.'
         if codes == CHAIN and chain[-1]["LocalizedDescription"] == text:
