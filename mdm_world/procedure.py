@@ -156,6 +156,6 @@ def force_check_in(admin: AdminClient, device_ids: Iterable[str]) -> dict[str, A
 
 def device_commands(admin: AdminClient, device_id: str, request_type: str | None = None) -> list[dict[str, Any]]:
     """The server's record of one device's commands (GET /api/v1/devices/{id}/commands), oldest first,
-    optionally only those of one RequestType; each has at least `command_uuid`, `request_type`, `status`."""
-    commands = admin.get(f"/api/v1/devices/{device_id}/commands")["commands"]
-    return [c for c in commands if request_type is None or c["request_type"] == request_type]
+    optionally only those of one RequestType; each has at least `commandUuid`, `requestType`, `status`."""
+    commands = admin.get(f"/api/v1/devices/{device_id}/commands?limit=10000")["items"]
+    return [c for c in commands if request_type is None or c["requestType"] == request_type]

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 
 from mdm_protocol.payloads import configuration_profile
 from mdm_protocol.profile import encode_profile
+from mdm_world import procedure
 from mdm_world.procedure import Organisation, add_user, upload
 
 
@@ -68,8 +69,7 @@ def account_readiness(runner, setting_id: str):
 
 def device_commands(ctx, runner, request_type: str | None = None) -> list[dict]:
     """The server's record of one device's commands (GET /api/v1/devices/{id}/commands)."""
-    commands = ctx.admin.get(f"/api/v1/devices/{runner.machine.facts.device_id}/commands?limit=10000")["items"]
-    return [c for c in commands if request_type is None or c["requestType"] == request_type]
+    return procedure.device_commands(ctx.admin, runner.machine.facts.device_id, request_type)
 
 
 def ids_of(runners) -> list[str]:
