@@ -14,3 +14,10 @@ from hypothesis import settings
 settings.register_profile("ci", deadline=None, derandomize=True, print_blob=True)
 settings.register_profile("dev", deadline=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Stop the session's throwaway PostgreSQL (tests/kits/postgres.py), if a test started one."""
+    from kits.postgres import SERVER
+
+    SERVER.stop()

@@ -35,6 +35,7 @@ from storage_conformance import (
     enroll,
     install_profile,
 )
+from kits.postgres import postgres_storage
 from storage_steps_conformance import ChannelStepsConformance
 
 from mdm_server.storage import (
@@ -49,6 +50,7 @@ from mdm_server.storage import (
     Storage,
     StorageError,
 )
+from mdm_server.storage.postgres import PostgresStorage
 from mdm_server.storage.sqlite_channel import _NEXT_FOR_CHANNEL, RELEASE, VISIT
 from mdm_server.storage.sqlite_schema import MIGRATIONS
 
@@ -68,10 +70,23 @@ def _sqlite_backend(tmp_path: Path) -> Backend:
     return Backend("sqlite", lambda: SQLiteStorage(tmp_path / f"store-{next(numbers)}.sqlite3"), reopen, share)
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+def _postgres_backend() -> Backend:
+    def reopen(store: Storage) -> Storage:
+        store.close()
+        return PostgresStorage(store.dsn, schema=store.schema)
+
+    def share(store: Storage) -> Storage:
+        return PostgresStorage(store.dsn, schema=store.schema)  # a second connection, as a second process has
+
+    return Backend("postgresql", postgres_storage, reopen, share)
+
+
+@pytest.fixture(params=["memory", "sqlite", "postgresql"])
 def backend(request, tmp_path) -> Backend:
     if request.param == "memory":
         return Backend("memory", MemoryStorage)
+    if request.param == "postgresql":
+        return _postgres_backend()
     return _sqlite_backend(tmp_path)
 
 
@@ -107,9 +122,9 @@ class TestNotNow(NotNowConformance):
 
 
 class TestPersistence(PersistenceConformance):
-    @pytest.fixture
-    def backend(self, tmp_path) -> Backend:
-        return _sqlite_backend(tmp_path)  # the durable backends
+    @pytest.fixture(params=["sqlite", "postgresql"])
+    def backend(self, request, tmp_path) -> Backend:  # the durable backends
+        return _postgres_backend() if request.param == "postgresql" else _sqlite_backend(tmp_path)
 
 
 def test_both_backends_implement_the_protocol(tmp_path):
