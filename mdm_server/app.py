@@ -63,6 +63,7 @@ class ServerConfig:
     admin_password: str | None = None  # default: the one generated into server.json on first start
     body_limit: int = DEFAULT_BODY_LIMIT
     in_memory: bool = False  # MemoryStorage instead of the SQLite file (tests, scenarios)
+    database: str | None = None  # a postgresql:// URL: PostgreSQL instead of the SQLite file in data_dir
     key_type: str = "ec"  # CA and TLS keys: EC P-256 (default) or RSA-2048
     apns: dict[str, Any] = field(default_factory=dict)  # APNsSimulation options: delay, jitter, drop_rate
     lean_device_http: bool = True  # device check-ins on the lean channel; False: all through twisted.web
@@ -85,6 +86,10 @@ def datetime_clock(clock: Clock) -> Callable[[], datetime]:
 def open_storage(config: ServerConfig) -> Storage:
     if config.in_memory:
         return MemoryStorage()
+    if config.database is not None:
+        from .storage.postgres import PostgresStorage  # psycopg loads only for a server that uses it
+
+        return PostgresStorage(config.database)
     return SQLiteStorage(config.data_dir / DATABASE_FILE)
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from mdm_server.app import MDMServer, ServerConfig
+from mdm_server.storage import StorageError
 from mdm_world.durations import parse_duration
 
 from .exit_codes import Exit, epilog
@@ -29,10 +30,17 @@ def _rate(text: str) -> float:
     return value
 
 
+def _database_url(text: str) -> str:
+    if not text.startswith(("postgresql://", "postgres://")):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a postgresql:// URL (SQLite, the default, needs no flag)")
+    return text
+
+
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("serve", help="run the MDM server", description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter,
                                    epilog=epilog("For the server: 0 after SIGTERM, 130 after Ctrl-C (SIGINT), "
+                                                 "1 when its storage cannot be opened (--database unreachable), "
                                                  "2 when it cannot listen."))
     parser.add_argument("--data-dir", type=Path, default=Path("mdmsim-data"),
                         help="where the CA, TLS files, server.json and the SQLite database live")
@@ -48,6 +56,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                              "server.json on first start)")
     parser.add_argument("--body-limit", type=int, default=1024 * 1024, help="largest request body in bytes")
     parser.add_argument("--memory", action="store_true", help="keep state in memory instead of SQLite")
+    parser.add_argument("--database", type=_database_url, metavar="postgresql://...",
+                        help="keep devices and command queues in this PostgreSQL database instead of the SQLite "
+                             "file in --data-dir (the schema is created or migrated on start); default: SQLite")
     parser.add_argument("--key-type", choices=("ec", "rsa"), default="ec",
                         help="key type of a new CA and the TLS certificate: EC P-256 (default) or RSA-2048")
     parser.add_argument("--enrollment-identity", choices=("pkcs12", "scep"), default="pkcs12",
@@ -75,11 +86,18 @@ def run(args: argparse.Namespace) -> int:
         data_dir=args.data_dir, listen=args.listen,
         push_link=None if args.push_link == "none" else args.push_link, public_url=args.public_url,
         admin_user=args.admin_user, admin_password=args.admin_password, body_limit=args.body_limit,
-        in_memory=args.memory, key_type=args.key_type, enrollment_identity=args.enrollment_identity,
-        allow_sha1_signatures=args.allow_sha1_signatures,
+        in_memory=args.memory, database=args.database, key_type=args.key_type,
+        enrollment_identity=args.enrollment_identity, allow_sha1_signatures=args.allow_sha1_signatures,
         apns={"delay": args.apns_delay, "jitter": args.apns_jitter, "drop_rate": args.apns_drop_rate},
     )
-    server = MDMServer(config, clock=reactor, reactor=reactor)
+    if args.memory and args.database:
+        print("mdmsim: --memory and --database are two different storages; choose one", file=sys.stderr)
+        return Exit.USAGE
+    try:
+        server = MDMServer(config, clock=reactor, reactor=reactor)
+    except StorageError as exc:  # e.g. PostgreSQL unreachable, or a schema written by a newer mdmsim
+        print(f"mdmsim: cannot open storage: {exc.reason}", file=sys.stderr)
+        return Exit.FAILED
 
     def started(_ports):
         url = server.url
@@ -90,6 +108,10 @@ def run(args: argparse.Namespace) -> int:
             print(f"  SCEP: {url}/scep (identities by SCEP; challenges expire after "
                   f"{server.scep.challenge_lifetime:g} s)")
         print(f"  push topic: {server.state.topic}")
+        if config.database:
+            from mdm_server.storage.postgres_schema import redacted  # psycopg loads only for PostgreSQL
+
+            print(f"  storage: PostgreSQL {redacted(config.database)}")
         print(f"  admin API: {url}/api/v1/devices (user {config.admin_user!r}, password in "
               f"{'--admin-password' if args.admin_password else config.data_dir / 'server.json'})")
         sys.stdout.flush()

@@ -19,6 +19,7 @@ import pytest
 from hypothesis import event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
+from kits.postgres import postgres_storage
 from storage_channel_conformance import ChannelConformance, NotNowConformance
 from storage_conformance import (
     FACTS,
@@ -35,7 +36,6 @@ from storage_conformance import (
     enroll,
     install_profile,
 )
-from kits.postgres import postgres_storage
 from storage_steps_conformance import ChannelStepsConformance
 
 from mdm_server.storage import (

@@ -31,7 +31,7 @@ from .interface import (
     StorageError,
     Visit,
 )
-from .postgres_channel import FIND, RELEASE, SEEN, VISIT, command_at, peek_next, record, send, send_next
+from .postgres_channel import FIND, RELEASE, SEEN, VISIT, peek_next, record, send, send_next
 from .postgres_queries import (
     AUTHENTICATE,
     COMMAND_SELECT,
@@ -200,7 +200,7 @@ class PostgresStorage:
                 args.append(value)
         query = f"{DEVICE_SELECT} WHERE {' AND '.join(where)} ORDER BY device_id LIMIT %s"
         with self._read() as db:
-            rows = db.execute(query, (*args, limit)).fetchall()  # type: ignore[arg-type]  # built from constants
+            rows = db.execute(query, (*args, limit)).fetchall()
         return tuple(device_from_row(row) for row in rows)
 
     def device_counts(self) -> dict[EnrollmentState, int]:
@@ -286,7 +286,7 @@ class PostgresStorage:
         device_id, command_uuid = check_id(device_id), check_id(command_uuid, "command_uuid")
         query = f"{COMMAND_SELECT} WHERE c.device_id = %s AND c.command_uuid = %s"
         with self._read() as db:
-            row = db.execute(query, (device_id, command_uuid)).fetchone()  # type: ignore[arg-type]
+            row = db.execute(query, (device_id, command_uuid)).fetchone()
         return None if row is None else command_from_row(row)
 
     def list_commands(
@@ -295,7 +295,7 @@ class PostgresStorage:
         device_id, wanted = check_id(device_id), check_statuses(statuses)
         query = f"{COMMAND_SELECT} WHERE c.device_id = %s {QUEUE_ORDER}"
         with self._read() as db:
-            rows = db.execute(query, (device_id,)).fetchall()  # type: ignore[arg-type]  # constant text
+            rows = db.execute(query, (device_id,)).fetchall()
         commands = (command_from_row(row) for row in rows)
         return tuple(c for c in commands if wanted is None or c.status in wanted)
 
@@ -327,7 +327,7 @@ class PostgresStorage:
         counts = dict.fromkeys(CommandStatus, 0)
         query = f"SELECT status, count(*) FROM commands {where} GROUP BY 1"
         with self._read() as db:
-            for status, count in db.execute(query, args).fetchall():  # type: ignore[arg-type]  # constant text
+            for status, count in db.execute(query, args).fetchall():
                 counts[CommandStatus(status)] = count
         return counts
 

@@ -56,14 +56,14 @@ def require_device(db: psycopg.Connection, device_id: str) -> None:
 
 def update_device(db: psycopg.Connection, device_id: str, assignments: str, args: tuple[Any, ...]) -> None:
     query = f"UPDATE devices SET {assignments} WHERE device_id = %s"
-    if db.execute(query, (*args, device_id)).rowcount == 0:  # type: ignore[arg-type]  # constant assignments
+    if db.execute(query, (*args, device_id)).rowcount == 0:
         raise unknown_devices([device_id])
 
 
 def updated_row(db: psycopg.Connection, device_id: str, assignments: str, args: tuple[Any, ...]) -> tuple[Any, ...]:
     """`update_device`, answering with the row as written."""
     query = f"UPDATE devices SET {assignments} WHERE device_id = %s RETURNING {DEVICE_COLUMNS}"
-    row = db.execute(query, (*args, device_id)).fetchone()  # type: ignore[arg-type]  # constant assignments
+    row = db.execute(query, (*args, device_id)).fetchone()
     if row is None:
         raise unknown_devices([device_id])
     return row

@@ -74,7 +74,7 @@ class _Server:
 
         with psycopg.connect(self.url, autocommit=True) as db:
             for name in self._schemas:
-                db.execute(f"DROP SCHEMA IF EXISTS {name} CASCADE")  # type: ignore[arg-type]
+                db.execute(f"DROP SCHEMA IF EXISTS {name} CASCADE")
         self._schemas.clear()
 
     def _start(self) -> str:
