@@ -127,8 +127,8 @@ class TestPersistence(PersistenceConformance):
         return _postgres_backend() if request.param == "postgresql" else _sqlite_backend(tmp_path)
 
 
-def test_both_backends_implement_the_protocol(tmp_path):
-    for store in (MemoryStorage(), SQLiteStorage(tmp_path / "s.sqlite3")):
+def test_every_backend_implements_the_protocol(tmp_path):
+    for store in (MemoryStorage(), SQLiteStorage(tmp_path / "s.sqlite3"), postgres_storage()):
         assert isinstance(store, Storage)
         store.close()
 
@@ -526,6 +526,19 @@ def _label(outcome) -> str:
 
 SQLiteMatchesMemory.TestCase.settings = settings(max_examples=80, stateful_step_count=40, deadline=None)
 TestSQLiteMatchesMemory = SQLiteMatchesMemory.TestCase
+
+
+class PostgresMatchesMemory(SQLiteMatchesMemory):
+    """The same random sequences on PostgreSQL (a fresh schema per example); fewer, as each step is round trips."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stores[1].close()
+        self.stores = (self.stores[0], postgres_storage())
+
+
+PostgresMatchesMemory.TestCase.settings = settings(max_examples=30, stateful_step_count=40, deadline=None)
+TestPostgresMatchesMemory = PostgresMatchesMemory.TestCase
 
 
 def test_enqueue_to_unknown_devices_names_them(tmp_path):

@@ -81,6 +81,7 @@ SCHEMA_VERSION = len(MIGRATIONS)
 _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 # Two processes opening a new database at once must not both create it: the migration holds this lock.
 _MIGRATION_LOCK = "SELECT pg_advisory_xact_lock(hashtext('mdmsim schema ' || current_schema()))"
+_SCHEMA_LOCK = "SELECT pg_advisory_xact_lock(hashtext('mdmsim schema ' || %s))"
 
 
 def check_schema(schema: str | None) -> str | None:
@@ -119,7 +120,9 @@ def open_database(dsn: str, schema: str | None) -> tuple[psycopg.Connection, int
         raise StorageError(f"cannot connect to PostgreSQL storage {redacted(dsn)}: {exc}") from None
     try:
         if schema is not None:
-            db.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")  # a checked identifier: no injection
+            with db.transaction():  # CREATE SCHEMA IF NOT EXISTS races with itself: take the schema's lock first
+                db.execute(_SCHEMA_LOCK, (schema,))
+                db.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")  # a checked identifier: no injection
             db.execute(f"SET search_path TO {schema}")
         return db, migrate(db)
     except psycopg.Error as exc:

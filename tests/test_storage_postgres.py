@@ -1,0 +1,223 @@
+"""PostgreSQL storage's own promises: schema versions, atomic exchanges, SKIP LOCKED pickup, a killed client.
+
+The conformance suite runs on PostgreSQL in test_storage.py; these are what only a shared server can show.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+from pathlib import Path
+
+import psycopg
+import pytest
+from kits.postgres import SERVER, postgres_storage
+from storage_conformance import T0, command, enroll
+
+from mdm_server.storage import CommandStatus, Reported, SchemaVersionError, StorageError
+from mdm_server.storage.postgres import PostgresStorage
+from mdm_server.storage.postgres_schema import SCHEMA_VERSION, redacted
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def store():
+    storage = postgres_storage()
+    yield storage
+    storage.close()
+
+
+def raw(storage: PostgresStorage) -> psycopg.Connection:
+    """A connection of our own to the store's schema, as another server process (or an operator) has."""
+    db = psycopg.connect(storage.dsn, autocommit=True)
+    db.execute(f"SET search_path TO {storage.schema}")
+    return db
+
+
+def test_the_schema_version_is_kept_in_a_table(store):
+    assert store.schema_version_found == 0
+    with raw(store) as db:
+        assert db.execute("SELECT version FROM mdmsim_schema").fetchall() == [(SCHEMA_VERSION,)]
+    again = PostgresStorage(store.dsn, schema=store.schema)
+    assert again.schema_version_found == SCHEMA_VERSION  # no migration the second time
+    again.close()
+
+
+def test_newer_schema_is_refused(store):
+    with raw(store) as db:
+        db.execute("UPDATE mdmsim_schema SET version = %s", (SCHEMA_VERSION + 1,))
+    with pytest.raises(SchemaVersionError, match="newer"):
+        PostgresStorage(store.dsn, schema=store.schema)
+
+
+def test_processes_opening_a_new_database_at_once_migrate_it_once():
+    url, schema = SERVER.ensure(), SERVER.new_schema()
+    opened, errors = [], []
+
+    def open_one():
+        try:
+            opened.append(PostgresStorage(url, schema=schema))
+        except Exception as exc:  # reported below: any failure here is the test's
+            errors.append(exc)
+
+    threads = [threading.Thread(target=open_one) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert sorted(s.schema_version_found for s in opened) == [0, 1, 1, 1]
+    for storage in opened:
+        storage.close()
+
+
+def test_an_exchange_that_fails_leaves_no_half_of_it(store):
+    """The result and the next command's Sent commit together or not at all: the device re-sends."""
+    enroll(store, "d")
+    for uuid in ("a", "b"):
+        store.enqueue(["d"], command(uuid), now=T0)
+    store.report_and_fetch("d", now=T0 + 1)
+    with raw(store) as db:  # a real failure inside the transaction, after the result is written
+        db.execute("CREATE FUNCTION no_send() RETURNS trigger LANGUAGE plpgsql AS "
+                   "$$ BEGIN RAISE EXCEPTION 'disk on fire'; END $$")  # fmt: skip
+        db.execute("CREATE TRIGGER no_send BEFORE UPDATE OF sent_at ON commands FOR EACH ROW "
+                   "WHEN (NEW.sent_at IS DISTINCT FROM OLD.sent_at) EXECUTE FUNCTION no_send()")  # fmt: skip
+    with pytest.raises(StorageError, match="disk on fire"):
+        store.report_and_fetch("d", Reported("a", CommandStatus.ACKNOWLEDGED, b"<dict/>"), now=T0 + 2)
+    a, b = store.get_command("d", "a"), store.get_command("d", "b")
+    assert (a.status, a.result, b.status) == (CommandStatus.SENT, None, CommandStatus.QUEUED)
+
+
+def test_a_command_another_process_is_sending_is_passed_over_not_waited_for(store):
+    """Queue pickup is FOR UPDATE SKIP LOCKED: a row locked by another transaction is skipped at once."""
+    enroll(store, "d")
+    for uuid in ("a", "b"):
+        store.enqueue(["d"], command(uuid), now=T0)
+    store._db.execute("SET lock_timeout = '5s'")  # were the pick to wait, the test fails instead of hanging
+    with raw(store) as other, other.transaction():
+        other.execute("SELECT 1 FROM commands WHERE command_uuid = 'a' FOR UPDATE")
+        assert store.report_and_fetch("d", now=T0 + 1).sent.command_uuid == "b"
+    assert store.report_and_fetch("d", Reported("b", CommandStatus.ACKNOWLEDGED, b""), now=T0 + 2).sent.command_uuid \
+        == "a"  # fmt: skip
+
+
+def test_two_processes_draining_one_fleet_send_each_command_once(store):
+    """Two connections (two server processes) each serve half of every device's requests, interleaved."""
+    devices = [f"d{i}" for i in range(20)]
+    for device_id in devices:
+        enroll(store, device_id)
+    for n in range(5):
+        store.enqueue(devices, lambda d, n=n: command(f"{d}-c{n}"), now=T0 + n)
+    other = PostgresStorage(store.dsn, schema=store.schema)
+    acknowledged: list[str] = []
+
+    def serve(storage, device_id, last):
+        reported = None if last is None else Reported(last, CommandStatus.ACKNOWLEDGED, b"")
+        exchange = storage.report_and_fetch(device_id, reported, now=T0 + 10)
+        if last is not None:
+            assert exchange.outcome.changed
+            acknowledged.append(last)
+        return None if exchange.sent is None else exchange.sent.command_uuid
+
+    for device_id in devices:
+        last, turn = serve(store, device_id, None), 1
+        while last is not None:
+            last, turn = serve((store, other)[turn % 2], device_id, last), turn + 1
+    other.close()
+    assert sorted(acknowledged) == sorted(f"{d}-c{n}" for d in devices for n in range(5))
+    assert store.command_counts()[CommandStatus.ACKNOWLEDGED] == 100
+
+
+def test_enqueue_to_many_devices_is_one_batch(store):
+    devices = [f"d{i:05}" for i in range(2000)]
+    store.enqueue([], command("x"), now=T0)
+    with raw(store) as db, db.cursor() as cursor:
+        cursor.executemany(
+            "INSERT INTO devices (device_id, state, topic, facts, cert_sha256, authenticated_at, last_checkin_at,"
+            " last_seen_at) VALUES (%s, 'enrolled', 't', '\\x00', %s, 0, 0, 0)",
+            [(d, f"{i:064x}") for i, d in enumerate(devices)],
+        )
+    assert len(store.enqueue(devices, command("shared"), now=T0)) == 2000
+    assert len(store.enqueue(devices, lambda d: command(f"own-{d}"), now=T0)) == 2000
+    with raw(store) as db:
+        assert db.execute("SELECT count(*) FROM payloads").fetchone()[0] == 2001
+    assert store.command_counts()[CommandStatus.QUEUED] == 4000
+
+
+_KILLED_WRITER = textwrap.dedent(
+    """
+    import sys
+    from mdm_server.storage import NewCommand, Reported
+    from mdm_server.storage.postgres import PostgresStorage
+    store = PostgresStorage(sys.argv[1], schema=sys.argv[2])
+    store.authenticate("dev", {"OSVersion": "17.5"}, "topic", "ab" * 32, now=1.0)
+    store.token_update("dev", b"token", "magic", now=1.0)
+    for uuid in ("c1", "c2", "c3", "c4"):
+        store.enqueue(["dev"], NewCommand(uuid, "ProfileList", b"<plist/>"), now=2.0)
+    store.check_in_command_channel("dev", "ab" * 32, now=5.0, idle=True)
+    store.report_and_fetch("dev", now=5.0)
+    store.report_and_fetch("dev", Reported("c1", "Acknowledged", b"<dict/>"), now=6.0)
+    # Killed inside a transaction that holds the next command's row: nothing of it may land or stay locked.
+    store._db.execute("BEGIN")
+    store._db.execute("UPDATE commands SET status = 'Acknowledged' WHERE command_uuid = 'c2'")
+    print("acknowledged", flush=True)
+    sys.stdin.read()
+    """
+)
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs POSIX kill -9")
+def test_a_client_killed_mid_transaction_loses_nothing_acknowledged_and_locks_nothing():
+    url, schema = SERVER.ensure(), SERVER.new_schema()
+    writer = subprocess.Popen([sys.executable, "-c", _KILLED_WRITER, url, schema], cwd=REPO, stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE)  # fmt: skip
+    try:
+        assert writer.stdout.readline() == b"acknowledged\n"
+    finally:
+        writer.kill()
+        writer.wait()
+        writer.stdin.close()
+        writer.stdout.close()
+    assert writer.returncode == -signal.SIGKILL
+    store = PostgresStorage(url, schema=schema)
+    store._db.execute("SET lock_timeout = '20s'")  # the server notices the dead client and rolls it back
+    assert [(c.command_uuid, c.status) for c in store.list_commands("dev")] == [
+        ("c1", "Acknowledged"), ("c2", "Sent"), ("c3", "Queued"), ("c4", "Queued"),
+    ]  # fmt: skip
+    fetched = store.report_and_fetch("dev", Reported("c2", "Acknowledged", b""), now=7.0)
+    assert (fetched.outcome.changed, fetched.sent.command_uuid) == (True, "c3")
+    store.close()
+
+
+def test_a_lost_connection_is_one_error_then_a_new_connection(store):
+    enroll(store, "d")
+    with raw(store) as db:
+        pid = store._db.info.backend_pid
+        db.execute("SELECT pg_terminate_backend(%s)", (pid,))
+    with pytest.raises(StorageError, match="PostgreSQL storage"):
+        store.get_device("d")
+    assert store.get_device("d").device_id == "d"
+
+
+def test_unreachable_servers_and_bad_schemas_raise_storage_errors_without_the_password():
+    with pytest.raises(StorageError, match="cannot connect") as caught:
+        PostgresStorage("postgresql://user:s3cret@127.0.0.1:1/db")
+    assert "s3cret" not in caught.value.reason and "***" in caught.value.reason
+    assert redacted("host=h password=s3cret user=u") == "host=h password=*** user=u"
+    with pytest.raises(StorageError, match="schema"):
+        PostgresStorage(SERVER.ensure(), schema="x; DROP TABLE devices")
+
+
+def test_serve_refuses_what_is_not_a_postgresql_url_and_reports_an_unreachable_one(tmp_path):
+    def serve(*flags):
+        return subprocess.run([sys.executable, "-m", "mdmsim.cli", "serve", "--data-dir", str(tmp_path), *flags],
+                              cwd=REPO, capture_output=True, text=True, timeout=120)  # fmt: skip
+
+    bad = serve("--database", "sqlite:///x.db")
+    assert bad.returncode == 2 and "postgresql:// URL" in bad.stderr
+    down = serve("--database", "postgresql://mdmsim:pw@127.0.0.1:1/postgres", "--push-link", "none")
+    assert down.returncode == 1 and "cannot open storage" in down.stderr and ":pw@" not in down.stderr
