@@ -17,7 +17,7 @@ from twisted.internet import defer
 from mdm_protocol.clocks import Clock
 
 from .admin.apply import LabelAdmin
-from .admin.docstore import DocumentStore
+from .admin.docstore import Documents, DocumentStore
 from .admin.identities import IdentityStore
 from .admin.render import SettingsRenderer
 from .admin.secrets_at_rest import SecretBox
@@ -33,6 +33,17 @@ ADMIN_DATABASE = "admin.sqlite3"
 KEY_PURGE_INTERVAL = 3600.0
 
 
+def open_documents(data_dir: Path, in_memory: bool, database: str | None) -> Documents:
+    """In memory, in PostgreSQL next to the queues (a postgresql:// `database`), or a SQLite file in data_dir."""
+    if in_memory:
+        return DocumentStore(":memory:")
+    if database is not None:
+        from .admin.docstore_postgres import PostgresDocumentStore  # psycopg loads only for PostgreSQL
+
+        return PostgresDocumentStore(database)
+    return DocumentStore(data_dir / ADMIN_DATABASE)
+
+
 class AdminModel(MultiService):
     """The admin side as a service: starting it loads labels and starts sync wake-ups and the hourly key purge.
 
@@ -41,10 +52,11 @@ class AdminModel(MultiService):
     """
 
     def __init__(self, storage: Storage, waker: Waker, *, clock: Clock, now: Callable[[], datetime],
-                 ca_certificate: x509.Certificate, data_dir: Path, in_memory: bool) -> None:
+                 ca_certificate: x509.Certificate, data_dir: Path, in_memory: bool,
+                 database: str | None = None) -> None:
         super().__init__()
         self.waker, self.clock, self.ca_certificate = waker, clock, ca_certificate
-        self.docs = DocumentStore(":memory:" if in_memory else data_dir / ADMIN_DATABASE)
+        self.docs = open_documents(data_dir, in_memory, database)
         box = SecretBox.ephemeral() if in_memory else SecretBox.load_or_create(data_dir)
         self.settings = SettingsStore(self.docs)
         self.users = UserStore(self.docs)

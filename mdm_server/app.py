@@ -120,7 +120,7 @@ class MDMServer(MultiService):
         self.waker = Waker(self.storage, self.apns, clock=clock)
         self.admin = AdminModel(self.storage, self.waker, clock=clock, now=self.now,
                                 ca_certificate=self.ca.certificate, data_dir=config.data_dir,
-                                in_memory=config.in_memory)
+                                in_memory=config.in_memory, database=config.database)
         self.admin.setServiceParent(self)
         self.service = MDMService(self.storage, topic=self.state.topic, now=clock.seconds,
                                   schedule_wake=self.waker.schedule,

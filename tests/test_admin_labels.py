@@ -14,6 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from kits.admin_fleet import CA_DER, T0, TOPIC, Api, FakeSetting, Fleet
 from kits.corpus import DEVICE_MESSAGES, require
+from kits.postgres import documents_opener
 
 from mdm_protocol.checkin import decode_checkin
 from mdm_protocol.osversion import OSVersion
@@ -21,7 +22,6 @@ from mdm_protocol.profile import parse_profile
 from mdm_protocol.report import decode_command
 from mdm_server.admin.contracts import AdminError, User
 from mdm_server.admin.device_kind import DeviceFacts, DeviceKind, Ownership, kind_of, platform_of
-from mdm_server.admin.docstore import DocumentStore
 from mdm_server.admin.labels import Criteria, Label
 from mdm_server.storage.interface import CommandStatus, EnrollmentState
 from mdm_server.storage.memory import MemoryStorage
@@ -358,8 +358,10 @@ def test_checked_out_devices_get_nothing_and_start_afresh_when_they_return(fleet
     assert fleet.queued("a") == [install("x")]
 
 
-def test_deliveries_survive_a_restart(tmp_path: Path):
-    docs = DocumentStore(tmp_path / "admin.sqlite3")
+@pytest.mark.parametrize("documents", ["sqlite", "postgresql"])
+def test_deliveries_survive_a_restart(tmp_path: Path, documents):
+    open_documents = documents_opener(documents, tmp_path)
+    docs = open_documents()
     storage = MemoryStorage()
     first = Fleet(docs=docs, storage=storage)
     first.enroll("a")
@@ -367,7 +369,7 @@ def test_deliveries_survive_a_restart(tmp_path: Path):
     first.label("all", type="filter")
     first.admin.apply("all", "x")
     docs.close()
-    again = Fleet(docs=DocumentStore(tmp_path / "admin.sqlite3"), storage=storage, clock=first.clock)
+    again = Fleet(docs=open_documents(), storage=storage, clock=first.clock)
     again.renderer.settings["x"] = FakeSetting("certificate")
     assert again.admin.labels.members("all") == {"a"}
     assert again.admin.on_device_changed("a").installs == 0

@@ -221,3 +221,50 @@ def test_serve_refuses_what_is_not_a_postgresql_url_and_reports_an_unreachable_o
     assert bad.returncode == 2 and "postgresql:// URL" in bad.stderr
     down = serve("--database", "postgresql://mdmsim:pw@127.0.0.1:1/postgres", "--push-link", "none")
     assert down.returncode == 1 and "cannot open storage" in down.stderr and ":pw@" not in down.stderr
+
+
+def test_admin_documents_keep_sqlites_transactions():
+    """All of a transaction's writes or none; a nested transaction joins the outer one, as in docstore.py."""
+    from mdm_server.admin.docstore_postgres import PostgresDocumentStore
+
+    url, schema = SERVER.ensure(), SERVER.new_schema()
+    docs = PostgresDocumentStore(url, schema=schema)
+    docs.put("label", "b", {"name": "B"})
+    with docs.transaction():
+        docs.put("label", "a", {"name": "A", "rules": [1, 2]})
+        with docs.transaction():
+            docs.put("user", "u", {"name": "U"})
+    with pytest.raises(RuntimeError), docs.transaction():
+        docs.put("label", "c", {"name": "C"})
+        assert docs.delete("label", "b")
+        raise RuntimeError("an admin error halfway")
+    assert [doc_id for doc_id, _ in docs.list("label")] == ["a", "b"]
+    assert docs.get("label", "a") == {"name": "A", "rules": [1, 2]} and docs.get("label", "c") is None
+    docs.close()
+    again = PostgresDocumentStore(url, schema=schema)
+    assert again.get("user", "u") == {"name": "U"} and not again.delete("user", "nobody")
+    again.close()
+
+
+def test_a_server_on_postgresql_keeps_devices_and_admin_documents_across_a_restart(tmp_path):
+    """`serve --database`: the queues and the admin documents both live in PostgreSQL, not in the data dir."""
+    from server_kit import AdminClient, SignedDevice, make_server
+
+    from mdm_server.admin.docstore_postgres import PostgresDocumentStore
+
+    url, schema = SERVER.ensure(), SERVER.new_schema()
+    with psycopg.connect(url, autocommit=True) as db:
+        db.execute(f"CREATE SCHEMA {schema}")
+    database = f"{url}?options=-csearch_path%3D{schema}"
+    first = make_server(tmp_path, in_memory=False, database=database)
+    assert isinstance(first.storage, PostgresStorage) and isinstance(first.admin.docs, PostgresDocumentStore)
+    SignedDevice(first, "UDID-PG-1").enroll()
+    label = {"id": "sales", "name": "Sales", "type": "manual", "deviceUuids": ["UDID-PG-1"]}
+    assert AdminClient(first).post("/api/v2/labels", label)[0] == 201
+    first.stopService()
+    assert not any((tmp_path / "data" / name).exists() for name in ("mdmsim.sqlite3", "admin.sqlite3"))
+    again = make_server(tmp_path, in_memory=False, database=database)
+    assert again.storage.get_device("UDID-PG-1").state == "enrolled"
+    status, labels = AdminClient(again).get("/api/v2/labels")
+    assert status == 200 and "sales" in str(labels)
+    again.stopService()

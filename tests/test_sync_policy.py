@@ -11,10 +11,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from kits.admin_fleet import T0, Api, Fleet
+from kits.postgres import documents_opener
 
 from device_sim.clock import HeapClock
 from mdm_server.admin.contracts import AdminError
-from mdm_server.admin.docstore import DocumentStore
 from mdm_server.admin.sync_policy import (
     DEFAULT_INTERVAL,
     DEFAULT_POLICY,
@@ -75,8 +75,10 @@ def test_bad_policies_are_refused(body, fragment):
         SyncPolicy.from_json(body)
 
 
-def test_the_default_policy_always_exists_and_persists_its_interval(tmp_path):
-    docs = DocumentStore(tmp_path / "docs.sqlite3")
+@pytest.mark.parametrize("documents", ["sqlite", "postgresql"])
+def test_the_default_policy_always_exists_and_persists_its_interval(tmp_path, documents):
+    open_documents = documents_opener(documents, tmp_path)
+    docs = open_documents()
     book = SyncPolicyBook(docs)
     assert book.default == DEFAULT_POLICY
     with pytest.raises(AdminError, match="cannot be deleted"):
@@ -87,7 +89,7 @@ def test_the_default_policy_always_exists_and_persists_its_interval(tmp_path):
     book.save(SyncPolicy.from_json(body, policy_id="default"))
     book.save(policy("fast", 5, {"sales"}))
     docs.close()
-    again = SyncPolicyBook(DocumentStore(tmp_path / "docs.sqlite3"))
+    again = SyncPolicyBook(open_documents())
     assert again.default.interval == 2 * HOUR and again.get("fast").label_ids == {"sales"}
     assert [p.policy_id for p in again.drop_label("sales")] == ["fast"]
     assert again.get("fast").label_ids == frozenset()

@@ -19,7 +19,7 @@ from ..storage.interface import Device, DeviceDirectory, EnrollmentState, NewCom
 from .conflicts import Conflict, fleet_conflicts
 from .contracts import AdminError, Rendered, Renderer, UserDirectory
 from .device_kind import Inventory
-from .docstore import DocumentStore
+from .docstore import Documents
 from .labels import Label, LabelBook
 from .sync_policy import DEFAULT_POLICY_ID, SyncPolicy, SyncPolicyBook
 from .sync_schedule import DEFAULT_BUCKET, SpreadWakeScheduler, Wake
@@ -118,7 +118,7 @@ def _new_command(command: Command) -> NewCommand:
 class SettingDelivery:
     """Turns "these labels carry these settings" into queued commands, device by device, in bulk."""
 
-    def __init__(self, storage: DeliveryStorage, docs: DocumentStore, renderer: Renderer, labels: LabelBook,
+    def __init__(self, storage: DeliveryStorage, docs: Documents, renderer: Renderer, labels: LabelBook,
                  *, now: Callable[[], float]) -> None:
         self.storage, self.docs, self.renderer, self.labels, self._now = storage, docs, renderer, labels, now
         self._by_device: dict[str, dict[str, Delivery]] = {}
@@ -275,7 +275,7 @@ class LabelAdmin:
     The server calls `on_device_changed` after Authenticate, TokenUpdate, CheckOut and DeviceInformation.
     """
 
-    def __init__(self, storage: LabelStorage, docs: DocumentStore, renderer: Renderer, users: UserDirectory,
+    def __init__(self, storage: LabelStorage, docs: Documents, renderer: Renderer, users: UserDirectory,
                  *, clock: Clock, wake: Wake | None = None, bucket: float = DEFAULT_BUCKET) -> None:
         self.storage, self.renderer = storage, renderer
         self.inventory = Inventory(docs, users)

@@ -15,7 +15,7 @@ from mdm_protocol.osversion import OSVersion
 
 from ..storage.interface import Device, EnrollmentState
 from .contracts import AdminError, User, UserDirectory
-from .docstore import DocumentStore
+from .docstore import Documents
 
 ATTRIBUTES_KIND = "device_attributes"
 
@@ -111,7 +111,7 @@ def parse_ownership(value: Any) -> Ownership:
 class Inventory:
     """Device facts for labels: check-in facts from storage, ownership kept here, users from the directory."""
 
-    def __init__(self, docs: DocumentStore, users: UserDirectory) -> None:
+    def __init__(self, docs: Documents, users: UserDirectory) -> None:
         self._docs = docs
         self._users = users
         self._ownership = {

@@ -1,6 +1,7 @@
 """A small durable document store for the admin model: JSON documents by (kind, id) in SQLite.
 
-The admin model changes rarely and is read whole, so one table of JSON documents is enough.
+The admin model changes rarely and is read whole, so one table of JSON documents is enough. `Documents` is
+what the admin parts use; docstore_postgres.py keeps the same table in PostgreSQL.
 """
 
 from __future__ import annotations
@@ -9,9 +10,9 @@ import json
 import sqlite3
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from .contracts import AdminError
 
@@ -23,6 +24,15 @@ CREATE TABLE IF NOT EXISTS admin_documents (
     PRIMARY KEY (kind, id)
 )
 """
+
+
+class Documents(Protocol):
+    def transaction(self) -> AbstractContextManager[None]: ...
+    def put(self, kind: str, doc_id: str, body: dict[str, Any]) -> None: ...
+    def get(self, kind: str, doc_id: str) -> dict[str, Any] | None: ...
+    def list(self, kind: str) -> list[tuple[str, dict[str, Any]]]: ...
+    def delete(self, kind: str, doc_id: str) -> bool: ...
+    def close(self) -> None: ...
 
 
 class DocumentStore:

@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from ..ca import as_utc
 from .contracts import AdminError
-from .docstore import DocumentStore
+from .docstore import Documents
 from .p12_upload import AcceptedUpload, accept_upload
 from .secrets_at_rest import SecretBox
 from .settings import V1_CERTIFICATE_TYPES, StoredSetting, UserProvidedSetting
@@ -61,7 +61,7 @@ class UploadResult:
 class IdentityStore:
     """One document per user: for each user-provided setting, the current identity and its key history."""
 
-    def __init__(self, docs: DocumentStore, settings: SettingsStore, users: UserStore, box: SecretBox, *,
+    def __init__(self, docs: Documents, settings: SettingsStore, users: UserStore, box: SecretBox, *,
                  now: Callable[[], datetime]) -> None:
         self.docs, self.settings, self.users, self.box, self.now = docs, settings, users, box, now
         self._opened: OrderedDict[tuple[str, str, str], ProfileIdentity] = OrderedDict()

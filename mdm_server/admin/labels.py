@@ -17,7 +17,7 @@ from mdm_protocol.osversion import OSVersion
 from ..storage.interface import Device, EnrollmentState
 from .contracts import AdminError
 from .device_kind import DeviceFacts, DeviceKind, Inventory, Ownership, parse_ownership
-from .docstore import DocumentStore, document_id
+from .docstore import Documents, document_id
 
 LABEL_KIND = "label"
 MAX_NAME = 128
@@ -169,7 +169,7 @@ class LabelBook:
     """Labels (durable, in the document store) and their membership (in memory, recomputed from inventory)."""
 
     def __init__(
-        self, docs: DocumentStore, inventory: Inventory, devices: Callable[[], Iterable[Device]]
+        self, docs: Documents, inventory: Inventory, devices: Callable[[], Iterable[Device]]
     ) -> None:
         self._docs, self._inventory, self._devices = docs, inventory, devices
         self._labels = {label_id: Label.from_json(body, label_id=label_id)

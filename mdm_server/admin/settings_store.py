@@ -10,7 +10,7 @@ import re
 from typing import Any
 
 from .contracts import AdminError
-from .docstore import DocumentStore
+from .docstore import Documents
 from .settings import (
     EmailSetting,
     ExchangeSetting,
@@ -32,7 +32,7 @@ _IDENTITY_PURPOSES = {"signing_identity": Purpose.SMIME_SIGNING,
 class SettingsStore:
     """Settings by id ("s1", "s2"...); every update bumps `version` so renders know the setting changed."""
 
-    def __init__(self, docs: DocumentStore) -> None:
+    def __init__(self, docs: Documents) -> None:
         self.docs = docs
         self._cache: dict[str, StoredSetting] = {}
 

@@ -10,7 +10,7 @@ from enum import StrEnum
 from typing import Any
 
 from .contracts import AdminError
-from .docstore import DocumentStore, document_id
+from .docstore import Documents, document_id
 
 POLICY_KIND = "sync_policy"
 DEFAULT_POLICY_ID = "default"
@@ -96,7 +96,7 @@ class SyncPolicyBook:
     """Durable sync policies. The default policy always exists, applies to every device and cannot be
     deactivated or deleted; the administrator may change its interval."""
 
-    def __init__(self, docs: DocumentStore) -> None:
+    def __init__(self, docs: Documents) -> None:
         self._docs = docs
         self._policies = {policy_id: SyncPolicy.from_json(body, policy_id=policy_id)
                           for policy_id, body in docs.list(POLICY_KIND)}

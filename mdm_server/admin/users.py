@@ -9,7 +9,7 @@ import re
 from typing import Any
 
 from .contracts import AdminError, User
-from .docstore import DocumentStore
+from .docstore import Documents
 
 DOCUMENT_KIND = "user"
 _USER_ID = re.compile(r"[^\s/\x00-\x1f]{1,128}")  # anything printable without '/', since ids sit in URLs
@@ -66,7 +66,7 @@ def _custom(raw: Any) -> dict[str, str]:
 class UserStore:
     """Users by id, cached after the first read (rendering asks once per device)."""
 
-    def __init__(self, docs: DocumentStore) -> None:
+    def __init__(self, docs: Documents) -> None:
         self.docs = docs
         self._cache: dict[str, User] = {}
 

@@ -73,6 +73,15 @@ _V1 = (
         token_invalid boolean NOT NULL
     )
     """,
+    # The admin model's JSON documents (admin/docstore_postgres.py), in the same database.
+    """
+    CREATE TABLE admin_documents (
+        kind text COLLATE "C" NOT NULL,
+        id   text COLLATE "C" NOT NULL,
+        body text NOT NULL,
+        PRIMARY KEY (kind, id)
+    )
+    """,
 )
 
 # MIGRATIONS[n] takes a schema from version n to n + 1; version 0 is an empty (new) schema.

@@ -153,3 +153,15 @@ def postgres_storage():
     from mdm_server.storage.postgres import PostgresStorage
 
     return PostgresStorage(SERVER.ensure(), schema=SERVER.new_schema())
+
+
+def documents_opener(backend: str, tmp_path: Path):
+    """A function opening the same admin document store each time it is called: SQLite or PostgreSQL."""
+    if backend == "sqlite":
+        from mdm_server.admin.docstore import DocumentStore
+
+        return lambda: DocumentStore(tmp_path / "admin.sqlite3")
+    from mdm_server.admin.docstore_postgres import PostgresDocumentStore
+
+    url, schema = SERVER.ensure(), SERVER.new_schema()
+    return lambda: PostgresDocumentStore(url, schema=schema)
