@@ -11,6 +11,7 @@ import base64
 import cProfile
 import hashlib
 import io
+import itertools
 import json
 import logging
 import multiprocessing
@@ -43,16 +44,34 @@ from mdm_server.pki import DEFAULT_SERVER_NAMES, server_tls_files
 from mdm_server.service import DeviceIdentity
 from mdm_server.state import ServerState
 from mdm_server.storage import SQLiteStorage
+from mdm_server.storage.postgres import PostgresStorage
 from mdm_wire.http1 import ResponseReader, encode_request
 
 SERVER_CPU, CLIENT_CPU = 0, 1
+_SCHEMAS = itertools.count()
 FACTS = {"OSVersion": "17.5.1", "BuildVersion": "21F90", "ProductName": "iPhone15,2"}
 
 
 # Fleet preparation: real identities, enrolled in the server's SQLite file, Idle reports signed up front
 
 
-def prepare_fleet(data_dir: Path, count: int) -> list[tuple[bytes, bytes, bytes]]:
+def fresh_database(url: str | None) -> str | None:
+    """A new, empty schema on the PostgreSQL server at `url` (its URL, search_path set); None: SQLite."""
+    if url is None:
+        return None
+    import psycopg
+
+    schema = f"bench_{os.getpid()}_{next(_SCHEMAS)}"
+    with psycopg.connect(url, autocommit=True) as db:
+        db.execute(f"CREATE SCHEMA {schema}")
+    return f"{url}{'&' if '?' in url else '?'}options=-csearch_path%3D{schema}"
+
+
+def storage_name(database: str | None) -> str:
+    return "SQLite" if database is None else "PostgreSQL"
+
+
+def prepare_fleet(data_dir: Path, count: int, database: str | None = None) -> list[tuple[bytes, bytes, bytes]]:
     """Enroll `count` devices with CA-issued identities; return (Idle body, certificate PEM, key PEM) each.
 
     The client signs every request afresh, as devices do: the server caches verified (signature, body) pairs,
@@ -62,7 +81,7 @@ def prepare_fleet(data_dir: Path, count: int) -> list[tuple[bytes, bytes, bytes]
     state = ServerState.load_or_create(data_dir)
     server_tls_files(data_dir, DEFAULT_SERVER_NAMES, now=now)
     authority = CertificateAuthority.load_or_create(data_dir, now=now)
-    storage = SQLiteStorage(data_dir / DATABASE_FILE)
+    storage = SQLiteStorage(data_dir / DATABASE_FILE) if database is None else PostgresStorage(database)
     fleet = []
     for index in range(count):
         udid = hashlib.sha1(f"bench-{index}".encode()).hexdigest()
@@ -84,7 +103,7 @@ def raw_request(body: bytes, signature: str) -> bytes:
 # The server: its own process, pinned to one core, listening on port 0 --------------------------------------
 
 
-def serve(data_dir: Path, ready, profile_path: str | None, lean: bool = True) -> None:
+def serve(data_dir: Path, ready, profile_path: str | None, lean: bool = True, database: str | None = None) -> None:
     os.sched_setaffinity(0, {SERVER_CPU})
     # Sync wake-ups push the bench devices, whose tokens no APNs simulation knows: one warning each.
     logging.disable(logging.WARNING)
@@ -92,7 +111,7 @@ def serve(data_dir: Path, ready, profile_path: str | None, lean: bool = True) ->
 
     profiler = cProfile.Profile() if profile_path else None
     config = ServerConfig(data_dir=data_dir, listen="ssl:0:interface=127.0.0.1", push_link=None,
-                          lean_device_http=lean)
+                          lean_device_http=lean, database=database)
     server = MDMServer(config, clock=reactor, reactor=reactor)
     server.startService()
     server.listening().addCallback(lambda ports: ready.send(ports[0].getHost().port))
@@ -200,7 +219,8 @@ def run_tls(args: argparse.Namespace, data_dir: Path, fleet: list[tuple]) -> lis
     spawn = multiprocessing.get_context("spawn")
     ready, ready_child = spawn.Pipe()
     profile_path = str(data_dir / "server.prof") if args.profile else None
-    server = spawn.Process(target=serve, args=(data_dir, ready_child, profile_path, not args.web_only))
+    server = spawn.Process(target=serve, args=(data_dir, ready_child, profile_path, not args.web_only,
+                                                          args.database))
     server.start()
     try:
         if not ready.poll(60):
@@ -236,9 +256,10 @@ def print_profile(path: str, top: int = 25) -> None:
 # The queue through the admin API and the service (in process, SQLite, no TLS) -------------------------------
 
 
-def run_queue(devices: int) -> dict[str, float]:
+def run_queue(devices: int, database: str | None = None) -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix="server-bench-queue-") as tmp:
-        server = MDMServer(ServerConfig(data_dir=Path(tmp)), clock=HeapClock(time.time()))
+        config = ServerConfig(data_dir=Path(tmp), database=database)
+        server = MDMServer(config, clock=HeapClock(time.time()))
         ids = [hashlib.sha1(f"queue-{i}".encode()).hexdigest() for i in range(devices)]
         for index, udid in enumerate(ids):
             cert = hashlib.sha256(udid.encode()).hexdigest()
@@ -286,10 +307,11 @@ def drain(server: MDMServer, ids: list[str]) -> float:
 # Where one request's time goes, in process (no TLS, no sockets) ---------------------------------------------
 
 
-def cost_breakdown(repeat: int = 400) -> dict[str, float]:
-    """Microseconds per signed Idle report: signature check, service (SQLite), each HTTP path in memory."""
+def cost_breakdown(repeat: int = 400, database: str | None = None) -> dict[str, float]:
+    """Microseconds per signed Idle report: signature check, service (storage), each HTTP path in memory."""
     with tempfile.TemporaryDirectory(prefix="server-bench-cost-") as tmp:
-        server = MDMServer(ServerConfig(data_dir=Path(tmp)), clock=HeapClock(time.time()))
+        config = ServerConfig(data_dir=Path(tmp), database=database)
+        server = MDMServer(config, clock=HeapClock(time.time()))
         udid = "0" * 40
         certificate, key = server.ca.issue_device_identity("cost device", server.now())
         identity = DeviceIdentity(certificate.fingerprint(hashes.SHA256()).hex())
@@ -310,7 +332,7 @@ def cost_breakdown(repeat: int = 400) -> dict[str, float]:
         steps = {
             "verify Mdm-Signature": lambda: server.verifier.verify(next(signatures), body),
             "  (same signature again)": lambda: server.verifier.verify(cached, body),
-            "service (decode, SQLite)": lambda: server.service.handle_command_report(identity, body),
+            f"service (decode, {storage_name(database)})": lambda: server.service.handle_command_report(identity, body),
             "lean device channel (all)": through(lean),
             "twisted.web tree (all)": through(web),
         }
@@ -328,9 +350,9 @@ def cost_breakdown(repeat: int = 400) -> dict[str, float]:
 # Report ------------------------------------------------------------------------------------------
 
 
-def print_tls(results: list[dict], devices: int, threads: int) -> None:
+def print_tls(results: list[dict], devices: int, threads: int, storage: str = "SQLite") -> None:
     print(f"\nTLS check-ins: {devices} enrolled devices, signed Idle reports (Mdm-Signature verified on "
-          f"every request), SQLite; server on CPU {SERVER_CPU}, client ({threads} threads) on CPU "
+          f"every request), {storage}; server on CPU {SERVER_CPU}, client ({threads} threads) on CPU "
           f"{CLIENT_CPU}")
     print(f"  {'mode':<12} {'req/s':>8} {'server CPU':>11} {'client CPU':>11} {'req per server CPU-s':>21} "
           f"{'resumed':>8}")
@@ -356,20 +378,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", action="store_true", help="cProfile the server; print where time goes")
     parser.add_argument("--web-only", action="store_true",
                         help="serve device check-ins through twisted.web, not the lean device channel (A/B)")
+    parser.add_argument("--database", metavar="postgresql://...",
+                        help="a PostgreSQL server for the storage (a fresh schema per part) instead of SQLite")
     args = parser.parse_args(argv)
+    url, storage = args.database, storage_name(args.database)
     print(f"{machine()}; {datetime.now(UTC):%Y-%m-%d}")
     if not args.skip_tls:
         with tempfile.TemporaryDirectory(prefix="server-bench-") as tmp:
             started = time.perf_counter()
-            fleet = prepare_fleet(Path(tmp), args.devices)
+            args.database = fresh_database(url)
+            fleet = prepare_fleet(Path(tmp), args.devices, args.database)
             print(f"prepared {args.devices} enrolled devices in {time.perf_counter() - started:.1f} s")
-            print_tls(run_tls(args, Path(tmp), fleet), args.devices, args.threads)
+            print_tls(run_tls(args, Path(tmp), fleet), args.devices, args.threads, storage)
     print("\none signed Idle report in process, on one core (µs):")
-    for name, micros in cost_breakdown().items():
+    for name, micros in cost_breakdown(database=fresh_database(url)).items():
         print(f"  {name:<28} {micros:8.0f}")
-    figures = run_queue(args.queue_devices)
+    figures = run_queue(args.queue_devices, fresh_database(url))
     n = args.queue_devices
-    print(f"\nqueue through the admin API and the service: {n} devices, SQLite, InstallProfile of a "
+    print(f"\nqueue through the admin API and the service: {n} devices, {storage}, InstallProfile of a "
           f"{figures['profile_bytes']:.0f}-byte profile")
     print(f"  enqueue via POST /api/v1/commands, push false  {figures['enqueue_push_False']:7.3f} s")
     print(f"  enqueue via POST /api/v1/commands, push true   {figures['enqueue_push_True']:7.3f} s "

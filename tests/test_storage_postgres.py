@@ -268,3 +268,20 @@ def test_a_server_on_postgresql_keeps_devices_and_admin_documents_across_a_resta
     status, labels = AdminClient(again).get("/api/v2/labels")
     assert status == 200 and "sales" in str(labels)
     again.stopService()
+
+
+def test_the_kit_skips_where_no_postgresql_starts_but_fails_under_ci(monkeypatch):
+    from kits import postgres as kit
+
+    def no_initdb():
+        raise RuntimeError("initdb not found")
+
+    server = kit._Server()
+    monkeypatch.setattr(server, "_start", no_initdb)
+    monkeypatch.delenv(kit.URL_VARIABLE, raising=False)
+    monkeypatch.delenv("CI", raising=False)
+    with pytest.raises(pytest.skip.Exception, match="no PostgreSQL server for the tests: initdb not found"):
+        server.ensure()
+    monkeypatch.setenv("CI", "1")
+    with pytest.raises(pytest.fail.Exception, match="CI=1: PostgreSQL tests must run, not skip"):
+        server.ensure()
