@@ -343,10 +343,11 @@ class PostgresStorage:
         token_invalid: bool = False,
     ) -> PushRecord:
         pushed = check_push(device_id, outcome, now, reason, token_invalid)
-        with self._write() as db:
-            require_device(db, pushed.device_id)
-            db.execute(PUSH_UPSERT, (pushed.device_id, pushed.pushed_at, pushed.outcome.value, pushed.reason,
-                                     pushed.token_invalid))
+        with self._read() as db:  # one statement: autocommit
+            written = db.execute(PUSH_UPSERT, (pushed.pushed_at, pushed.outcome.value, pushed.reason,
+                                               pushed.token_invalid, pushed.device_id)).rowcount
+        if written == 0:
+            raise unknown_devices([pushed.device_id])
         return pushed
 
     def get_push(self, device_id: str) -> PushRecord | None:

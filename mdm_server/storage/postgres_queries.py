@@ -28,8 +28,10 @@ AUTHENTICATE = f"""INSERT INTO devices AS d (device_id, state, topic, facts, cer
 TOKEN_UPDATE = f"""UPDATE devices SET state = 'enrolled', push_token = %s, push_magic = %s,
         unlock_token = coalesce(%s, unlock_token), last_checkin_at = %s, last_seen_at = %s
     WHERE device_id = %s AND state <> 'unenrolled' RETURNING {DEVICE_COLUMNS}"""
+# One statement, so no transaction: nothing is written for a device that does not exist (rowcount 0).
 PUSH_UPSERT = """INSERT INTO pushes (device_id, pushed_at, outcome, reason, token_invalid)
-    VALUES (%s, %s, %s, %s, %s) ON CONFLICT (device_id) DO UPDATE SET pushed_at = excluded.pushed_at,
+    SELECT d.device_id, %s, %s, %s, %s FROM devices AS d WHERE d.device_id = %s
+    ON CONFLICT (device_id) DO UPDATE SET pushed_at = excluded.pushed_at,
     outcome = excluded.outcome, reason = excluded.reason, token_invalid = excluded.token_invalid"""
 PUSH_SELECT = "SELECT device_id, pushed_at, outcome, reason, token_invalid FROM pushes WHERE device_id = %s"
 COMMAND_SELECT = """SELECT c.device_id, c.command_uuid, c.request_type, p.data, c.priority, c.status,
