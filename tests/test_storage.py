@@ -224,9 +224,10 @@ def test_the_channel_reads_held_commands_through_their_index(tmp_path):
 
 
 def test_importing_the_pure_core_loads_no_sqlite():
-    probe = "import sys, mdm_server.service, mdm_server.storage; print('sqlite3' in sys.modules)"
+    probe = ("import sys, mdm_server.service, mdm_server.storage; "
+             "print('sqlite3' in sys.modules, 'psycopg' in sys.modules)")  # fmt: skip
     assert subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True,
-                          check=True).stdout == "False\n"  # fmt: skip
+                          check=True).stdout == "False False\n"  # fmt: skip
     lazy = "import mdm_server.storage as s; print(s.SQLiteStorage.__name__, s.SCHEMA_VERSION)"
     assert subprocess.run([sys.executable, "-c", lazy], cwd=REPO, capture_output=True, text=True,
                           check=True).stdout == f"SQLiteStorage {SCHEMA_VERSION}\n"  # fmt: skip

@@ -1,7 +1,8 @@
 """Server storage behind small interfaces by role: enrollments, per-device command queues, push outcomes.
 
-`MemoryStorage` for tests and virtual-time runs, `SQLiteStorage` (WAL file) as the default; the SQLite
-names load on first use, so importing the pure core (which imports `interface`) never loads sqlite3.
+`MemoryStorage` for tests and virtual-time runs, `SQLiteStorage` (WAL file) as the default, `PostgresStorage`
+for several server processes; those load on first use, so importing the pure core (which imports `interface`)
+never loads sqlite3 or psycopg.
 """
 
 import importlib
@@ -44,10 +45,11 @@ from .interface import (
 from .memory import MemoryStorage
 
 if TYPE_CHECKING:
+    from .postgres import PostgresStorage
     from .sqlite import SQLiteStorage
     from .sqlite_schema import SCHEMA_VERSION
 
-_LAZY = {"SQLiteStorage": ".sqlite", "SCHEMA_VERSION": ".sqlite_schema"}
+_LAZY = {"SQLiteStorage": ".sqlite", "SCHEMA_VERSION": ".sqlite_schema", "PostgresStorage": ".postgres"}
 
 
 def __getattr__(name: str) -> object:
@@ -80,6 +82,7 @@ __all__ = [
     "InvalidRecordError",
     "MemoryStorage",
     "NewCommand",
+    "PostgresStorage",
     "PushOutcome",
     "PushRecord",
     "PushStore",
