@@ -30,6 +30,7 @@ from .storage.interface import (
     ResultKind,
     ResultOutcome,
     StorageError,
+    StorageFullError,
     Visit,
 )
 
@@ -59,6 +60,11 @@ class Response:
     def refuse(cls, reason: str) -> Response:
         # 400, never 401/410: those tell a real device to unenroll (SPEC section 1).
         return cls(400, (reason + "\n").encode(), "text/plain; charset=utf-8", reason)
+
+    @classmethod
+    def unavailable(cls, reason: str) -> Response:
+        # 503: the device keeps its enrollment and retries later (a 400 would count as a refusal).
+        return cls(503, (reason + "\n").encode(), "text/plain; charset=utf-8", reason)
 
 
 OK = Response(200)
@@ -127,6 +133,8 @@ class MDMService:
                 return self._token_update(identity, message)
             if isinstance(message, CheckOut):
                 return self._check_out(identity, message)
+        except StorageFullError as exc:
+            return Response.unavailable(exc.reason)
         except StorageError as exc:
             return Response.refuse(exc.reason)
         return Response.refuse(f"{message.message_type} is not supported by this server")
@@ -187,6 +195,8 @@ class MDMService:
             return Response.refuse(f"malformed command report: {exc.reason}")
         try:
             response = self._command_report(identity, report, body)
+        except StorageFullError as exc:
+            response = Response.unavailable(exc.reason)
         except StorageError as exc:
             response = Response.refuse(exc.reason)
         self.metrics.report(report.status.value, response.status)

@@ -25,6 +25,8 @@ class ServerState:
     def load_or_create(cls, data_dir: Path) -> ServerState:
         path = Path(data_dir) / STATE_FILE
         if path.exists():
+            if path.stat().st_mode & 0o777 != 0o600:  # it holds the admin password: written by hand, or older
+                path.chmod(0o600)
             try:
                 raw = json.loads(path.read_text())
                 return cls(raw["topic"], raw["enroll_token"], raw["admin_password"])

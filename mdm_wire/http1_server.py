@@ -15,7 +15,7 @@ from typing import NamedTuple
 
 from .http1 import MAX_HEAD, header_fields, keeps_alive
 
-REASONS = {200: b"OK", 400: b"Bad Request", 500: b"Internal Server Error"}
+REASONS = {200: b"OK", 400: b"Bad Request", 500: b"Internal Server Error", 503: b"Service Unavailable"}
 DEVICE_PATHS = frozenset({b"/mdm/checkin", b"/mdm/connect"})
 DEVICE_METHODS = frozenset({b"PUT", b"POST"})
 SINGLE = frozenset({b"content-length", b"content-type", b"mdm-signature", b"host"})  # twice: not ours to judge

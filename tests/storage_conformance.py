@@ -430,6 +430,35 @@ class QueueAdminConformance(EnrolledConformance):
         assert storage.get_command("d2", "a").pending
 
 
+    def test_purge_finished_removes_old_results_oldest_first_in_batches(self, storage):
+        for uuid in ("a", "b", "c", "d"):
+            storage.enqueue(["d1"], command(uuid), now=T0)
+        storage.enqueue(["d2"], command("a"), now=T0)
+        storage.enqueue(["d3"], command("t"), timeout=30, now=T0)
+        deliver(storage, "d1", now=T0 + 1)  # a: Acknowledged at T0 + 1
+        deliver(storage, "d1", ERROR, now=T0 + 2)  # b: Error at T0 + 2
+        deliver(storage, "d1", NOT_NOW, now=T0 + 3)  # c: NotNow, still pending; d stays Queued
+        storage.mark_sent("d3", "t", now=T0)
+        assert storage.expire_commands(now=T0 + 30) == 1  # t: TimedOut at T0 + 30
+        deliver(storage, "d2", now=T0 + 50)  # d2's a: Acknowledged at T0 + 50
+        assert storage.purge_finished(before=T0 + 1) == 0  # strictly before
+        assert storage.purge_finished(before=T0 + 2) == 1
+        assert storage.get_command("d1", "a") is None
+        assert storage.get_command("d2", "a").payload == command("a").payload  # a shared body stays
+        assert storage.purge_finished(before=T0 + 100, limit=1) == 1  # the oldest: b
+        assert storage.get_command("d1", "b") is None and storage.get_command("d3", "t") is not None
+        assert storage.purge_finished(before=T0 + 100, limit=10) == 2
+        assert storage.purge_finished(before=T0 + 100) == 0
+        assert [c.command_uuid for c in storage.list_commands("d1")] == ["c", "d"]
+        counts = storage.command_counts()
+        assert (counts[NOT_NOW], counts[CommandStatus.QUEUED], sum(counts.values())) == (1, 1, 2)
+        storage.enqueue(["d2"], command("a"), now=T0 + 200)  # a purged CommandUUID may be queued again
+        assert storage.next_command("d2", now=T0 + 200).payload == command("a").payload
+        for bad in ({"before": float("nan")}, {"before": T0, "limit": 0}, {"before": T0, "limit": True}):
+            with pytest.raises(InvalidRecordError):
+                storage.purge_finished(**bad)
+
+
 class PersistenceConformance:
     """Only for durable backends: what was acknowledged is there after closing and reopening."""
 

@@ -171,7 +171,7 @@ def test_a_version_1_file_is_migrated_in_place(tmp_path):
     raw = sqlite3.connect(path)
     index = raw.execute("SELECT sql FROM sqlite_master WHERE name = 'commands_deadline'").fetchone()[0]
     assert "timeout IS NOT NULL" in index
-    assert raw.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+    assert raw.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
     assert raw.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     raw.close()
 
@@ -206,7 +206,7 @@ def test_a_version_2_file_is_migrated_in_place(tmp_path):
     assert raw.execute("SELECT command_uuid FROM commands WHERE held = 1").fetchall() == [("refused",)]
     index = raw.execute("SELECT sql FROM sqlite_master WHERE name = 'commands_held'").fetchone()[0]
     assert "WHERE held = 1" in index
-    assert raw.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+    assert raw.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
     assert raw.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     raw.close()
 

@@ -14,6 +14,8 @@ from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any, Protocol
 
+from ..storage.sqlite_errors import is_full, storage_error
+from ..storage.sqlite_schema import private_file
 from .contracts import AdminError
 
 SCHEMA = """
@@ -39,7 +41,9 @@ class DocumentStore:
     """JSON documents keyed by (kind, id); writes are transactional; one instance per thread (the reactor)."""
 
     def __init__(self, path: Path | str = ":memory:") -> None:
-        self._db = sqlite3.connect(str(path), isolation_level=None)
+        self.path = str(path)
+        private_file(self.path)
+        self._db = sqlite3.connect(self.path, isolation_level=None)
         if str(path) != ":memory:":
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")  # survives a process kill; see storage/sqlite.py
@@ -49,27 +53,39 @@ class DocumentStore:
     @contextmanager
     def transaction(self) -> Iterator[None]:
         """Group writes: all of them land, or none (nested uses join the outer transaction)."""
-        if self._depth == 0:
-            self._db.execute("BEGIN IMMEDIATE")
-        self._depth += 1
+        with self._full_as_storage_error():
+            if self._depth == 0:
+                self._db.execute("BEGIN IMMEDIATE")
+            self._depth += 1
+            try:
+                yield
+                if self._depth == 1:
+                    self._db.execute("COMMIT")
+            except BaseException:
+                if self._depth == 1 and self._db.in_transaction:  # a failed COMMIT too (disk full)
+                    self._db.execute("ROLLBACK")
+                raise
+            finally:
+                self._depth -= 1
+
+    @contextmanager
+    def _full_as_storage_error(self) -> Iterator[None]:
+        # A full disk is the one sqlite3 error callers handle (a 503 that names no path); the rest stay as they are.
         try:
             yield
-        except BaseException:
-            self._depth -= 1
-            if self._depth == 0:
-                self._db.execute("ROLLBACK")
+        except sqlite3.Error as exc:
+            if is_full(exc):
+                raise storage_error(exc, self.path) from None
             raise
-        self._depth -= 1
-        if self._depth == 0:
-            self._db.execute("COMMIT")
 
     def put(self, kind: str, doc_id: str, body: dict[str, Any]) -> None:
         text = json.dumps(body, sort_keys=True, separators=(",", ":"))
-        self._db.execute(
-            "INSERT INTO admin_documents (kind, id, body) VALUES (?, ?, ?) "
-            "ON CONFLICT (kind, id) DO UPDATE SET body = excluded.body",
-            (kind, doc_id, text),
-        )
+        with self._full_as_storage_error():
+            self._db.execute(
+                "INSERT INTO admin_documents (kind, id, body) VALUES (?, ?, ?) "
+                "ON CONFLICT (kind, id) DO UPDATE SET body = excluded.body",
+                (kind, doc_id, text),
+            )
 
     def get(self, kind: str, doc_id: str) -> dict[str, Any] | None:
         row = self._db.execute(

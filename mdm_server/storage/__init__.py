@@ -40,6 +40,7 @@ from .interface import (
     Storage,
     StorageClosedError,
     StorageError,
+    StorageFullError,
     Visit,
 )
 from .memory import MemoryStorage
@@ -96,5 +97,6 @@ __all__ = [
     "Storage",
     "StorageClosedError",
     "StorageError",
+    "StorageFullError",
     "Visit",
 ]

@@ -96,6 +96,19 @@ class DuplicateCommandError(StorageError):
     """A (device, CommandUUID) pair would be queued twice; nothing of the batch was queued."""
 
 
+class StorageFullError(StorageError):
+    """The backend has no room (disk or database full): nothing of the call was written; retry once space is freed.
+
+    Its reason never names the database's path: it is shown to devices and admins, the path goes to the log.
+    """
+
+    def __init__(self, reason: str = "") -> None:
+        super().__init__(reason or FULL_REASON)
+
+
+FULL_REASON = "the server's storage is full: nothing was changed; try again once space is freed"
+
+
 class StorageClosedError(StorageError):
     """The storage was closed."""
 
@@ -310,7 +323,7 @@ class CommandChannelStore(Protocol):
 
 @runtime_checkable
 class QueueAdmin(Protocol):
-    """The command queues as the admin sees them: queue, look, remove, time out, count."""
+    """The command queues as the admin sees them: queue, look, remove, time out, purge finished ones, count."""
 
     def enqueue(
         self,
@@ -328,6 +341,9 @@ class QueueAdmin(Protocol):
     def delete_command(self, device_id: str, command_uuid: str) -> bool: ...
     def clear_queue(self, device_id: str) -> int: ...
     def expire_commands(self, *, now: float) -> int: ...
+    # Retention: removes at most `limit` finished commands (and their results) whose result came before
+    # `before`, oldest first, and answers how many; called in batches off the request path.
+    def purge_finished(self, *, before: float, limit: int = 500) -> int: ...
     def command_counts(self, device_id: str | None = None) -> dict[CommandStatus, int]: ...
 
 

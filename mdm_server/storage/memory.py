@@ -5,6 +5,7 @@ It is also the model the SQLite backend is checked against, so it favours plain,
 
 from __future__ import annotations
 
+import heapq
 import itertools
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
@@ -377,6 +378,19 @@ class MemoryStorage:
         self._live()
         now = check_now(now)
         return sum(self._expire(queue, now) for queue in self._queues.values())
+
+    def purge_finished(self, *, before: float, limit: int = 500) -> int:
+        self._live()
+        before, limit = check_now(before), check_limit(limit)
+        finished = [
+            (slot.command.result_at, slot.seq, device_id, uuid)
+            for device_id, queue in self._queues.items() for uuid, slot in queue.items()
+            if not slot.command.pending and (slot.command.result_at or 0.0) < before
+        ]
+        chosen = heapq.nsmallest(limit, finished, key=lambda row: (row[0] or 0.0, row[1]))
+        for _, _, device_id, uuid in chosen:
+            self._drop(device_id, [uuid])
+        return len(chosen)
 
     def command_counts(self, device_id: str | None = None) -> dict[CommandStatus, int]:
         self._live()

@@ -71,12 +71,14 @@ from .sqlite_channel import (
     record,
     send,
 )
+from .sqlite_errors import storage_error
 from .sqlite_queries import (
     AUTHENTICATE,
     COMMAND_SELECT,
     DEVICE_BY_ID,
     DEVICE_SELECT,
     EXPIRE_SENT,
+    PURGE_FINISHED,
     PUSH_INSERT,
     PUSH_SELECT,
     QUEUE_ORDER,
@@ -348,6 +350,13 @@ class SQLiteStorage:
         with self._write() as db:
             return db.execute(EXPIRE_SENT, (now, now)).rowcount
 
+    def purge_finished(self, *, before: float, limit: int = 500) -> int:
+        before, limit = check_now(before), check_limit(limit)
+        with self._write() as db:
+            payload_ids = [row[0] for row in db.execute(PURGE_FINISHED, (before, limit)).fetchall()]
+            collect_payloads(db, sorted(set(payload_ids)))
+        return len(payload_ids)
+
     def command_counts(self, device_id: str | None = None) -> dict[CommandStatus, int]:
         device_id = check_optional_id(device_id, "device_id")
         where, args = ("", ()) if device_id is None else ("WHERE device_id = ?", (device_id,))
@@ -400,11 +409,13 @@ class SQLiteStorage:
             db.execute("BEGIN IMMEDIATE")
             try:
                 yield db
+                db.execute("COMMIT")
             except BaseException:
+                # A failed COMMIT (disk full) can leave the transaction open: without this ROLLBACK every
+                # later BEGIN would fail, long after the space came back.
                 if db.in_transaction:
                     db.execute("ROLLBACK")
                 raise
-            db.execute("COMMIT")
         except sqlite3.Error as exc:
             raise self._failure(exc) from None
 
@@ -417,7 +428,7 @@ class SQLiteStorage:
             raise self._failure(exc) from None
 
     def _failure(self, exc: sqlite3.Error) -> StorageError:
-        return StorageError(f"SQLite storage {self.path} failed: {exc}")
+        return storage_error(exc, self.path)
 
     def _connection(self) -> sqlite3.Connection:
         if self._db is None:

@@ -11,7 +11,7 @@ from typing import Any
 
 from .interface import CommandStatus, Device, EnrollmentState, NewCommand, QueuedCommand
 from .rules import already_queued, checked_out_devices, decode_facts, unknown_devices
-from .sqlite_schema import PENDING_SQL
+from .sqlite_schema import FINAL_SQL, PENDING_SQL
 
 DEVICE_COLUMNS = """device_id, state, topic, facts, cert_sha256, authenticated_at, last_checkin_at,
     last_seen_at, push_token, push_magic, unlock_token, user_id, not_now_count"""
@@ -39,6 +39,9 @@ QUEUE_ORDER = "ORDER BY c.priority DESC, c.queued_at, c.seq"
 # "timeout IS NOT NULL" is the deadline index's own condition: SQLite uses a partial index only when told.
 EXPIRE_SENT = """UPDATE commands SET status = 'TimedOut', result_at = ?
     WHERE status = 'Sent' AND timeout IS NOT NULL AND sent_at + timeout <= ?"""
+# Oldest results first, through the commands_finished index; RETURNING the bodies that may now be unused.
+PURGE_FINISHED = f"""DELETE FROM commands WHERE seq IN (SELECT seq FROM commands
+    WHERE status IN {FINAL_SQL} AND result_at < ? ORDER BY result_at LIMIT ?) RETURNING payload_id"""
 _IN_CHUNK = 500  # ids per "IN (...)" query, well under SQLite's bound-parameter limit
 STATES = {state.value: state for state in EnrollmentState}  # faster than EnrollmentState(text)
 

@@ -5,6 +5,7 @@ A new version appends a step to MIGRATIONS; a file written by a newer mdmsim is 
 
 from __future__ import annotations
 
+import os
 import sqlite3
 
 from .interface import SchemaVersionError, StorageError
@@ -94,10 +95,18 @@ _V3 = (
     "CREATE INDEX commands_held ON commands (device_id) WHERE held = 1",
 )
 
+_FINAL = "('Acknowledged', 'Error', 'CommandFormatError', 'TimedOut')"
+
+# Version 4: retention finds the finished commands by result time through their own index, so a purge batch
+# reads only what it removes (the pending commands are never in it).
+_V4 = (f"CREATE INDEX commands_finished ON commands (result_at) WHERE status IN {_FINAL}",)
+
 # MIGRATIONS[n] takes a file from version n to n + 1; version 0 is an empty (new) file.
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3)
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3, _V4)
 SCHEMA_VERSION = len(MIGRATIONS)
 PENDING_SQL = _PENDING
+FINAL_SQL = _FINAL
+PRIVATE = 0o600  # the database holds identities and push tokens: the owner's alone (SQLite's -wal, -shm follow)
 
 
 def migrate(db: sqlite3.Connection) -> int:
@@ -126,6 +135,7 @@ def open_database(path: str, synchronous: str) -> tuple[sqlite3.Connection, int]
     if synchronous not in SYNCHRONOUS:
         raise StorageError(f"synchronous must be one of {', '.join(SYNCHRONOUS)}, not {synchronous!r}")
     try:
+        private_file(path)
         db = sqlite3.connect(path, isolation_level=None)  # we issue BEGIN/COMMIT ourselves
         try:
             db.execute("PRAGMA journal_mode = WAL").fetchone()
@@ -137,5 +147,16 @@ def open_database(path: str, synchronous: str) -> tuple[sqlite3.Connection, int]
         except BaseException:
             db.close()
             raise
-    except sqlite3.Error as exc:
+    except (sqlite3.Error, OSError) as exc:
         raise StorageError(f"cannot open SQLite storage {path}: {exc}") from None
+
+
+def private_file(path: str) -> None:
+    """Create the database file as 0600 before SQLite does (it would follow the umask, usually 0644), and
+    take an existing file back to 0600; SQLite gives its -wal and -shm files the database file's mode."""
+    if path == ":memory:" or path.startswith("file:"):
+        return
+    os.close(os.open(path, os.O_RDWR | os.O_CREAT, PRIVATE))
+    for name in (path, path + "-wal", path + "-shm"):
+        if os.path.exists(name) and os.stat(name).st_mode & 0o777 != PRIVATE:
+            os.chmod(name, PRIVATE)

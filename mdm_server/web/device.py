@@ -5,6 +5,7 @@ They read the body and identity, call the pure service, and write its answer; no
 
 from __future__ import annotations
 
+import errno
 import logging
 from time import perf_counter
 
@@ -15,6 +16,7 @@ from mdm_protocol.cms import SignatureError
 
 from ..identity import IdentityVerifier
 from ..service import MDMService, Response
+from ..storage.interface import FULL_REASON
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +51,13 @@ class DeviceEndpoint(resource.Resource):
         lean device channel) call this and only write what it returns."""
         started = perf_counter()
         kind = (content_type or "").split(";")[0].strip().lower()
-        response = self._answer(kind, signature, body)
+        try:
+            response = self._answer(kind, signature, body)
+        except OSError as exc:
+            if exc.errno != errno.ENOSPC:
+                raise
+            log.error("%s %s: no space left for a write: %s", method.decode("latin-1"), path.decode("latin-1"), exc)
+            response = Response.unavailable(FULL_REASON)
         self.service.metrics.request_done(CHANNELS.get(kind, "other"), perf_counter() - started)
         if response.reason:
             log.info("%s %s refused: %s", method.decode("latin-1"), path.decode("latin-1"), response.reason)

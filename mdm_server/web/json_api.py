@@ -5,6 +5,7 @@ The V1 device/queue API, the V2 settings/users API and the V2 labels/policies AP
 
 from __future__ import annotations
 
+import errno
 import hmac
 import logging
 import re
@@ -16,7 +17,7 @@ from twisted.web import resource
 from twisted.web.server import Request
 
 from ..admin.contracts import AdminError
-from ..storage.interface import StorageError
+from ..storage.interface import FULL_REASON, StorageError, StorageFullError
 from .json_io import ApiError, error_body, is_json_type, write_json
 from .login_throttle import LoginThrottle
 
@@ -89,9 +90,14 @@ class JsonAPI(resource.Resource):
             return write_json(request, exc.status, error_body(exc.status, exc.reason, exc.code))
         except AdminError as exc:
             return write_json(request, exc.status, error_body(exc.status, exc.reason))
+        except StorageFullError as exc:
+            return write_json(request, 503, error_body(503, exc.reason, "storage_full"))
         except StorageError as exc:
             return write_json(request, 400, error_body(400, exc.reason))
-        except Exception:  # a bug: logged with its traceback, answered in JSON like everything else
+        except Exception as exc:  # a bug: logged with its traceback, answered in JSON like everything else
+            if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:  # a write beside the database: disk full
+                log.error("admin API %s %r: %s", request.method.decode(), request.uri, exc)
+                return write_json(request, 503, error_body(503, FULL_REASON, "storage_full"))
             log.exception("admin API %s %r failed", request.method.decode(), request.uri)
             return write_json(request, 500, error_body(500, "internal error; the server log has the details"))
         return write_json(request, status, value)
