@@ -65,9 +65,6 @@ def test_database_files_are_private_even_under_a_permissive_umask(tmp_path):
 
 
 def test_server_json_and_every_database_in_the_data_dir_are_private(tmp_path):
-    from device_sim.clock import HeapClock
-    from mdm_server.app import MDMServer, ServerConfig
-    from mdm_server.state import STATE_FILE
 
     old = os.umask(0o022)
     try:
