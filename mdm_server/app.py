@@ -27,6 +27,7 @@ from .metrics import ServerMetrics
 from .pki import ServerTlsFiles, server_tls_files
 from .push.apns_sim import APNsSimulation
 from .push.link import PushLinkFactory
+from .retention import DEFAULT_RETAIN, Retention
 from .scep_challenges import MemoryChallengeStore, SQLiteChallengeStore
 from .scep_service import RegistrationAuthority, ScepService
 from .service import MDMService
@@ -69,6 +70,7 @@ class ServerConfig:
     lean_device_http: bool = True  # device check-ins on the lean channel; False: all through twisted.web
     enrollment_identity: str = "pkcs12"  # or "scep": profiles carry a SCEP payload, /scep issues identities
     allow_sha1_signatures: bool = False  # Mdm-Signature and SCEP requests with SHA-1 digests (mdmb's default)
+    retain: float | None = DEFAULT_RETAIN  # seconds finished commands and results are kept; None: forever
 
     def server_url(self) -> str:
         if self.public_url:
@@ -122,6 +124,10 @@ class MDMServer(MultiService):
                                 ca_certificate=self.ca.certificate, data_dir=config.data_dir,
                                 in_memory=config.in_memory, database=config.database)
         self.admin.setServiceParent(self)
+        self.retention: Retention | None = None
+        if config.retain is not None:
+            self.retention = Retention(self.storage, clock=clock, retain=config.retain)
+            self.retention.setServiceParent(self)
         self.service = MDMService(self.storage, topic=self.state.topic, now=clock.seconds,
                                   schedule_wake=self.waker.schedule,
                                   on_device_changed=self.admin.labels.on_device_changed)

@@ -15,6 +15,8 @@ from typing import Any, cast
 
 from mdm_server.app import MDMServer, ServerConfig
 from mdm_server.storage import StorageError
+from mdm_server.data_lock import DataDirLock, DataDirLockedError
+from mdm_server.retention import DEFAULT_RETAIN
 from mdm_world.durations import parse_duration
 
 from .exit_codes import Exit, epilog
@@ -34,6 +36,9 @@ def _database_url(text: str) -> str:
     if not text.startswith(("postgresql://", "postgres://")):
         raise argparse.ArgumentTypeError(f"{text!r} is not a postgresql:// URL (SQLite, the default, needs no flag)")
     return text
+def _retention(text: str) -> float | None:
+    seconds = parse_duration(text)
+    return None if seconds == 0 else seconds
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -59,6 +64,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--database", type=_database_url, metavar="postgresql://...",
                         help="keep devices and command queues in this PostgreSQL database instead of the SQLite "
                              "file in --data-dir (the schema is created or migrated on start); default: SQLite")
+    parser.add_argument("--retain", type=_retention, default=DEFAULT_RETAIN, metavar="DURATION",
+                        help="how long finished commands and their results are kept, e.g. 7d (default), 12h; "
+                             "0 keeps them forever (the database then grows without bound)")
     parser.add_argument("--key-type", choices=("ec", "rsa"), default="ec",
                         help="key type of a new CA and the TLS certificate: EC P-256 (default) or RSA-2048")
     parser.add_argument("--enrollment-identity", choices=("pkcs12", "scep"), default="pkcs12",
@@ -79,6 +87,19 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    lock = DataDirLock(args.data_dir)
+    try:
+        lock.acquire()  # before anything is read or written in the directory
+    except DataDirLockedError as exc:
+        print(f"mdmsim serve: {exc}", file=sys.stderr)
+        return 2
+    try:
+        return _serve(args)
+    finally:
+        lock.release()
+
+
+def _serve(args: argparse.Namespace) -> int:
     from twisted.internet import reactor
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -88,6 +109,7 @@ def run(args: argparse.Namespace) -> int:
         admin_user=args.admin_user, admin_password=args.admin_password, body_limit=args.body_limit,
         in_memory=args.memory, database=args.database, key_type=args.key_type,
         enrollment_identity=args.enrollment_identity, allow_sha1_signatures=args.allow_sha1_signatures,
+        retain=args.retain,
         apns={"delay": args.apns_delay, "jitter": args.apns_jitter, "drop_rate": args.apns_drop_rate},
     )
     if args.memory and args.database:

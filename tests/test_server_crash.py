@@ -185,3 +185,19 @@ def test_kill_9_mid_queue_loses_nothing(tmp_path):
         assert set(statuses(client).values()) == {"Acknowledged"}
     finally:
         server.stop()
+
+
+def test_a_second_server_on_the_same_data_dir_exits_2_and_the_first_keeps_serving(tmp_path):
+    deadline = time.monotonic() + DEADLINE
+    data_dir, port = tmp_path / "data", free_port()
+    server = ServerProcess(data_dir, port, tmp_path / "server.log")
+    try:
+        server.wait_ready(deadline)
+        command = [sys.executable, "-m", "mdmsim.cli", "serve", "--data-dir", str(data_dir),
+                   "--listen", f"ssl:{free_port()}:interface=127.0.0.1", "--push-link", "none"]
+        second = subprocess.run(command, capture_output=True, text=True, timeout=max(1.0, deadline - time.monotonic()))
+        assert second.returncode == 2, second.stderr
+        assert f"pid {server.process.pid}" in second.stderr and "in use by another mdmsim serve" in second.stderr
+        assert server.process.poll() is None
+    finally:
+        server.stop()
