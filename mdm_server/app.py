@@ -37,6 +37,7 @@ from .storage.memory import MemoryStorage
 from .storage.sqlite import SQLiteStorage
 from .wakeups import Waker
 from .web.admin_api import AdminAPI
+from .web.client_limits import ClientLimits
 from .web.device import DeviceEndpoint
 from .web.device_channel import DeviceChannelFactory
 from .web.enroll import EnrollResource
@@ -71,6 +72,7 @@ class ServerConfig:
     enrollment_identity: str = "pkcs12"  # or "scep": profiles carry a SCEP payload, /scep issues identities
     allow_sha1_signatures: bool = False  # Mdm-Signature and SCEP requests with SHA-1 digests (mdmb's default)
     retain: float | None = DEFAULT_RETAIN  # seconds finished commands and results are kept; None: forever
+    client_limits: ClientLimits = field(default_factory=ClientLimits)  # request deadlines, connections per client
 
     def server_url(self) -> str:
         if self.public_url:
@@ -143,7 +145,7 @@ class MDMServer(MultiService):
             scep=self.scep,
         )
         self.root = self._root()
-        self.site = make_site(self.root, body_limit=config.body_limit, reactor=clock)
+        self.site = make_site(self.root, body_limit=config.body_limit, reactor=clock, limits=config.client_limits)
         self.http = self.site
         if config.lean_device_http:
             self.http = DeviceChannelFactory(self.site, self.device_endpoint, clock=clock,

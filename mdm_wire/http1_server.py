@@ -70,6 +70,14 @@ def parse_request_head(buffer: bytes | bytearray, body_limit: int) -> RequestHea
     return RequestHead(Route.DEVICE, method, path, headers, int(length), keep_alive, end + 4)
 
 
+class Waiting(enum.Enum):
+    """What a reader holds between requests: the deadline a server puts on a slow client depends on it."""
+
+    NOTHING = "nothing"  # between requests
+    HEAD = "head"  # part of a request head
+    BODY = "body"  # a whole head, part of its body
+
+
 class Request(NamedTuple):  # a tuple, not a frozen dataclass: built once per request on the hot path
     head: RequestHead  # Route.WEB: the reader's unread bytes belong to twisted.web from here on
     body: bytes
@@ -108,6 +116,11 @@ class RequestReader:
         elif len(buffer) > end:
             self._buffer += buffer[end:]
         return Request(head, body)
+
+    def waiting(self) -> Waiting:
+        if self._head is not None:
+            return Waiting.BODY
+        return Waiting.HEAD if self._buffer else Waiting.NOTHING
 
     def _keep(self, buffer: bytes | bytearray) -> None:
         if buffer is not self._buffer:

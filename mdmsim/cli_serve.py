@@ -14,12 +14,15 @@ from pathlib import Path
 from typing import Any, cast
 
 from mdm_server.app import MDMServer, ServerConfig
-from mdm_server.storage import StorageError
 from mdm_server.data_lock import DataDirLock, DataDirLockedError
 from mdm_server.retention import DEFAULT_RETAIN
+from mdm_server.storage import StorageError
+from mdm_server.web.client_limits import ClientLimits
 from mdm_world.durations import parse_duration
 
 from .exit_codes import Exit, epilog
+
+_LIMITS = ClientLimits()
 
 
 def _rate(text: str) -> float:
@@ -67,6 +70,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--retain", type=_retention, default=DEFAULT_RETAIN, metavar="DURATION",
                         help="how long finished commands and their results are kept, e.g. 7d (default), 12h; "
                              "0 keeps them forever (the database then grows without bound)")
+    limits = parser.add_argument_group("slow and greedy clients")
+    limits.add_argument("--header-timeout", type=parse_duration, default=_LIMITS.header_timeout,
+                        metavar="DURATION", help="time for a request's head from its first byte (default 10s)")
+    limits.add_argument("--body-timeout", type=parse_duration, default=_LIMITS.body_timeout,
+                        metavar="DURATION", help="time for a request's body after its head (default 30s)")
+    limits.add_argument("--max-client-connections", type=int, default=_LIMITS.per_client, metavar="N",
+                        help="open connections per client address, more are dropped (default 512; 0: no cap; "
+                             "loopback is never capped: a local fleet opens one per device)")
     parser.add_argument("--key-type", choices=("ec", "rsa"), default="ec",
                         help="key type of a new CA and the TLS certificate: EC P-256 (default) or RSA-2048")
     parser.add_argument("--enrollment-identity", choices=("pkcs12", "scep"), default="pkcs12",
@@ -92,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
         lock.acquire()  # before anything is read or written in the directory
     except DataDirLockedError as exc:
         print(f"mdmsim serve: {exc}", file=sys.stderr)
-        return 2
+        return Exit.USAGE  # a setup error: 2
     try:
         return _serve(args)
     finally:
@@ -110,6 +121,7 @@ def _serve(args: argparse.Namespace) -> int:
         in_memory=args.memory, database=args.database, key_type=args.key_type,
         enrollment_identity=args.enrollment_identity, allow_sha1_signatures=args.allow_sha1_signatures,
         retain=args.retain,
+        client_limits=ClientLimits(args.header_timeout, args.body_timeout, args.max_client_connections),
         apns={"delay": args.apns_delay, "jitter": args.apns_jitter, "drop_rate": args.apns_drop_rate},
     )
     if args.memory and args.database:

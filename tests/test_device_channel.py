@@ -139,11 +139,15 @@ def test_an_oversized_body_is_refused_by_twisted_web_and_changes_nothing(server,
 
 def test_a_silent_connection_times_out_but_a_reading_one_does_not(server, device):
     channel, transport = connect(server.http)
-    server.clock.advance(20)
-    channel.dataReceived(signed_idle(device)[:50])  # a slow client still sending
-    server.clock.advance(20)
+    server.clock.advance(25)
+    channel.dataReceived(signed_idle(device)[:50])  # a client still sending (its head has 10 s: slow_clients)
+    server.clock.advance(9)
+    assert not transport.disconnecting  # 34 s after connecting: the idle timeout counts from the last read
+    channel.dataReceived(signed_idle(device)[50:])
+    assert responses(transport.value())[0].status == 200
+    server.clock.advance(29)
     assert not transport.disconnecting
-    server.clock.advance(15)
+    server.clock.advance(1)
     assert transport.disconnecting
 
 

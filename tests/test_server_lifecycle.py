@@ -8,6 +8,7 @@ import pytest_twisted
 from device_sim.clock import HeapClock
 from mdm_server.admin_model import KEY_PURGE_INTERVAL
 from mdm_server.app import MDMServer, ServerConfig
+from mdm_server.retention import DEFAULT_RETAIN, sweep_interval
 
 START = 1_780_000_000.0
 
@@ -22,10 +23,14 @@ def test_nothing_runs_before_start_and_nothing_is_left_after_stop(tmp_path):
     assert clock.getDelayedCalls() == [] and not server.running
     server.startService()
     assert server.running and server.admin.running
-    # The key purge is a TimerService on the server's clock: it ran at start and is due again in an hour.
-    assert [call.getTime() for call in clock.getDelayedCalls()] == [START + KEY_PURGE_INTERVAL]
+    # The key purge and the retention sweep are TimerServices on the server's clock: they ran at start and
+    # are due again in an hour (the sweep: a tenth of the 7-day window, capped at an hour).
+    sweep = sweep_interval(DEFAULT_RETAIN)
+    assert sorted(call.getTime() for call in clock.getDelayedCalls()) == sorted([START + KEY_PURGE_INTERVAL,
+                                                                                 START + sweep])
     clock.advance(KEY_PURGE_INTERVAL)
-    assert [call.getTime() for call in clock.getDelayedCalls()] == [START + 2 * KEY_PURGE_INTERVAL]
+    assert sorted(call.getTime() for call in clock.getDelayedCalls()) == sorted([START + 2 * KEY_PURGE_INTERVAL,
+                                                                                 START + 2 * sweep])
     stopped = server.stopService()
     assert stopped.called and not server.running
     assert [call for call in clock.getDelayedCalls() if call.active()] == []

@@ -14,12 +14,13 @@ from typing import Any
 
 from twisted.internet.protocol import Factory, Protocol
 from twisted.python.failure import Failure
-from twisted.web.server import Site
 
 from mdm_protocol.clocks import Clock, DelayedCall
-from mdm_wire.http1_server import DateHeader, RequestHead, RequestReader, Route, encode_response
+from mdm_wire.http1_server import DateHeader, RequestHead, RequestReader, Route, Waiting, encode_response
 
+from .client_limits import Refused
 from .device import DeviceEndpoint
+from .site import MDMSite
 
 log = logging.getLogger(__name__)
 ABORT_AFTER = 15.0  # twisted.web's abortTimeout: a closing connection whose peer stops reading is then aborted
@@ -34,8 +35,11 @@ class DeviceChannel(Protocol):
         self._web: Any = None
         self._closing = False
         self._last_read = 0.0
+        self._waiting = Waiting.NOTHING  # part of a request read: its head or body has a deadline
+        self._since = 0.0  # when that head or body began
         self._idle_call: DelayedCall | None = None
         self._abort_call: DelayedCall | None = None
+        self.counted: str | None = None  # the address admitted under the connection cap
 
     def connectionMade(self) -> None:
         clock = self.factory.clock
@@ -49,14 +53,19 @@ class DeviceChannel(Protocol):
         if self._closing:
             return  # answered with Connection: close, or timed out: nothing more is read
         # Read time only: the idle timer checks it when it fires instead of being reset on every read.
-        self._last_read = self.factory.clock.seconds()
+        self._last_read = now = self.factory.clock.seconds()
         request = self._reader.feed(data)
+        served = False
         while request is not None and not self._closing:
             if request.head.route is Route.WEB:
                 self._hand_to_web()
                 return
             self._serve(request.head, request.body)
+            served = True
             request = self._reader.feed(b"")  # the next of several pipelined
+        waiting = self._reader.waiting()
+        if waiting is not self._waiting or (served and waiting is not Waiting.NOTHING):
+            self._started(waiting, now)  # rare: a request split across reads
 
     def _serve(self, head: RequestHead, body: bytes) -> None:
         factory = self.factory
@@ -85,21 +94,42 @@ class DeviceChannel(Protocol):
 
     def _hand_to_web(self) -> None:
         self._cancel_idle()
-        self._web = self.factory.site.buildProtocol(self.addr)
+        self._web = self.factory.site.build_channel(self.addr)  # counted under the cap already
         self._web.makeConnection(self.transport)
         pending = self._reader.unread()
         if pending:
             self._web.dataReceived(pending)
 
+    def _started(self, waiting: Waiting, now: float) -> None:
+        """A head or body began (or the reader emptied): its deadline may come before the idle timer's."""
+        self._waiting, self._since = waiting, now
+        if self._closing or waiting is Waiting.NOTHING:
+            return
+        deadline = self._deadline()
+        if self._idle_call is None or self._idle_call.getTime() > deadline:
+            self._cancel_idle()
+            self._idle_call = self.factory.clock.callLater(max(0.0, deadline - now), self._idle_check)
+
+    def _deadline(self) -> float:
+        idle = self._last_read + self.factory.timeout
+        if self._waiting is Waiting.HEAD:
+            return min(idle, self._since + self.factory.limits.header_timeout)
+        if self._waiting is Waiting.BODY:
+            return min(idle, self._since + self.factory.limits.body_timeout)
+        return idle
+
     def _idle_check(self) -> None:
         self._idle_call = None
         if self._closing or self._web is not None:
             return
-        idle = self.factory.clock.seconds() - self._last_read
-        if idle >= self.factory.timeout:
+        now, deadline = self.factory.clock.seconds(), self._deadline()
+        if now >= deadline:
+            if self._waiting is not Waiting.NOTHING and deadline < self._last_read + self.factory.timeout:
+                log.info("closing a connection from %s: request %s not received in time",
+                         getattr(self.addr, "host", "?"), self._waiting.value)
             self._close()  # a slow or silent client, as twisted.web's timeout does
         else:
-            self._idle_call = self.factory.clock.callLater(self.factory.timeout - idle, self._idle_check)
+            self._idle_call = self.factory.clock.callLater(deadline - now, self._idle_check)
 
     def _cancel_idle(self) -> None:
         if self._idle_call is not None and self._idle_call.active():
@@ -108,6 +138,8 @@ class DeviceChannel(Protocol):
 
     def connectionLost(self, reason: Failure | None = None) -> None:
         self._cancel_idle()
+        self.factory.site.connections.release(self.counted)
+        self.counted = None
         if self._abort_call is not None and self._abort_call.active():
             self._abort_call.cancel()
         self._abort_call = None
@@ -120,10 +152,16 @@ class DeviceChannelFactory(Factory):
 
     noisy = False  # no "Starting factory" log lines per port
 
-    def __init__(self, site: Site, endpoint: DeviceEndpoint, *, clock: Clock, body_limit: int) -> None:
+    def __init__(self, site: MDMSite, endpoint: DeviceEndpoint, *, clock: Clock, body_limit: int) -> None:
         self.site, self.endpoint, self.clock, self.body_limit = site, endpoint, clock, body_limit
         self.timeout = site.timeOut or 30.0
+        self.limits = site.limits  # the same deadlines and cap as the twisted.web channel
         self.date = DateHeader(clock.seconds)
 
-    def buildProtocol(self, addr: Any) -> DeviceChannel:
-        return DeviceChannel(self, addr)
+    def buildProtocol(self, addr: Any) -> Protocol:
+        counted = self.site.connections.admit(addr)
+        if counted is None:
+            return Refused()
+        channel = DeviceChannel(self, addr)
+        channel.counted = counted
+        return channel

@@ -1,14 +1,19 @@
 """The twisted.web Site for the MDM server: a body cap enforced while reading, before any parsing.
 
-A body over the cap is discarded as it streams in and answered 413; slow clients hit the Site's idle timeout.
+A body over the cap is discarded as it streams in and answered 413; slow clients hit the Site's idle timeout,
+a request's head and body their own deadlines, and a client address over its connection cap is dropped.
 """
 
 from __future__ import annotations
 
 import io
 import json
+from typing import Any
 
+from twisted.internet.protocol import Protocol
 from twisted.web import resource, server
+
+from .client_limits import ClientConnections, ClientLimits, GuardedChannel, Refused
 
 DEFAULT_BODY_LIMIT = 1024 * 1024  # SPEC/issue: 1 MiB for device endpoints
 DEFAULT_IDLE_TIMEOUT = 30.0
@@ -68,11 +73,29 @@ class CappedRequest(server.Request):
 
 
 class MDMSite(server.Site):
-    """A Site without Twisted's per-request access log line.
+    """A Site with request deadlines and a per-address connection cap, without Twisted's access log line.
 
     That line goes to Twisted's legacy log, which `mdmsim serve` never starts (it logs through `logging`):
     about 30 µs a request, some 15% of the web layer's own cost, for output nobody could read.
     """
+
+    protocol = GuardedChannel  # HTTP/1.1 only (the port offers no h2), so no generic h2-or-1.1 wrapper
+    limits = ClientLimits()
+    connections = ClientConnections(0)
+
+    def buildProtocol(self, addr: Any) -> Protocol:
+        counted = self.connections.admit(addr)
+        if counted is None:
+            return Refused()
+        channel = self.build_channel(addr)
+        channel.connections, channel.counted = self.connections, counted
+        return channel
+
+    def build_channel(self, addr: Any) -> GuardedChannel:
+        """A channel outside the cap: for a connection the lean device channel already counted."""
+        channel = super().buildProtocol(addr)
+        channel.limits = self.limits
+        return channel
 
     def log(self, request: server.Request) -> None:
         pass
@@ -80,9 +103,11 @@ class MDMSite(server.Site):
 
 def make_site(
     root: resource.Resource, *, body_limit: int = DEFAULT_BODY_LIMIT, timeout: float = DEFAULT_IDLE_TIMEOUT,
-    reactor=None,
-) -> server.Site:
+    reactor=None, limits: ClientLimits | None = None,
+) -> MDMSite:
     request_class = type("CappedRequest", (CappedRequest,), {"body_limit": body_limit})
     site = MDMSite(root, requestFactory=request_class, timeout=timeout, reactor=reactor)
     site.displayTracebacks = False
+    site.limits = limits or ClientLimits()
+    site.connections = ClientConnections(site.limits.per_client)  # shared with the lean device channel
     return site
