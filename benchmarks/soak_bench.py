@@ -105,15 +105,14 @@ class Server:
 
 
 def enrolled_devices(admin: AdminHTTP) -> list[str]:
-    """Every enrolled device, page by page (either list envelope: `devices`/`next` or `items`/`nextCursor`)."""
+    """Every enrolled device, page by page through the list envelope (`items`, `nextCursor`)."""
     found: list[str] = []
-    after = ""
+    cursor = ""
     while True:
-        page = admin.call("GET", f"/api/v1/devices?state=enrolled&limit=1000{'&after=' + after if after else ''}")
-        items = page.get("devices", page.get("items", []))
-        found += [d.get("device_id", d.get("deviceId")) for d in items]
-        after = page.get("next") or page.get("nextCursor") or ""
-        if not after or not items:
+        page = admin.call("GET", f"/api/v1/devices?state=enrolled&limit=1000{'&cursor=' + cursor if cursor else ''}")
+        found += [device["deviceId"] for device in page["items"]]
+        cursor = page.get("nextCursor") or ""
+        if not cursor:
             return found
 
 
@@ -122,7 +121,7 @@ def queue_inventory(admin: AdminHTTP, devices: list[str], round_number: int) -> 
     refused = 0
     for start in range(0, len(devices), 1000):
         batch = devices[start:start + 1000]
-        body = {"device_ids": batch, "deviceIds": batch, "push": False,
+        body = {"deviceIds": batch, "push": False,
                 "command": {"RequestType": "DeviceInformation", "Queries": QUERIES}}
         try:
             answer = admin.call("POST", "/api/v1/commands", body)

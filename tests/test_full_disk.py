@@ -105,11 +105,10 @@ def test_admin_writes_get_503_on_a_full_disk(tmp_path):
     device.enroll()
     admin = AdminClient(server)
     fill(connection(server.storage))
-    request = {"device_ids": [UDID], "command": {"RequestType": "ProfileList", "Junk": "j" * 5000}}
+    request = {"deviceIds": [UDID], "command": {"RequestType": "ProfileList", "Junk": "j" * 5000}}
     status, body = admin.post("/api/v1/commands", request)
-    assert status == 503, body
-    text = json.dumps(body)
-    assert "storage is full" in text and str(tmp_path) not in text
+    assert status == 503 and body["code"] == "storage_full", body
+    assert "storage is full" in body["message"] and str(tmp_path) not in json.dumps(body)
     free_space(connection(server.storage))
     status, body = admin.post("/api/v1/commands", request)
     assert status in (201, 207), body
