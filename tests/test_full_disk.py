@@ -128,3 +128,16 @@ def test_enospc_from_any_other_write_answers_503(tmp_path):
     server.service.handle_checkin = lambda *args: (_ for _ in ()).throw(OSError(errno.EACCES, "denied"))
     assert device.authenticate().status == 500  # other OS errors stay what they are
     server.stopService()
+
+
+def test_postgresql_disk_full_is_storage_full_without_the_server_address():
+    psycopg = pytest.importorskip("psycopg")
+    from types import SimpleNamespace
+
+    from mdm_server.storage.postgres import PostgresStorage
+
+    store = SimpleNamespace(dsn="postgresql://mdm:secret@db.internal:5432/mdm")
+    full = PostgresStorage._failure(store, psycopg.errors.DiskFull("could not extend file: No space left"))
+    assert isinstance(full, StorageFullError) and "db.internal" not in full.reason
+    other = PostgresStorage._failure(store, psycopg.errors.UniqueViolation("duplicate"))
+    assert not isinstance(other, StorageFullError) and "secret" not in other.reason

@@ -70,7 +70,7 @@ def test_processes_opening_a_new_database_at_once_migrate_it_once():
     for thread in threads:
         thread.join()
     assert errors == []
-    assert sorted(s.schema_version_found for s in opened) == [0, 1, 1, 1]
+    assert sorted(s.schema_version_found for s in opened) == [0, *[SCHEMA_VERSION] * 3]
     for storage in opened:
         storage.close()
 

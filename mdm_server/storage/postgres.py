@@ -7,6 +7,7 @@ so a check-in costs a few local round trips, not a thread hop. psycopg prepares 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
@@ -29,6 +30,7 @@ from .interface import (
     ResultOutcome,
     StorageClosedError,
     StorageError,
+    StorageFullError,
     Visit,
 )
 from .postgres_channel import FIND, RELEASE, SEEN, VISIT, peek_next, record, send, send_next
@@ -38,6 +40,7 @@ from .postgres_queries import (
     DEVICE_BY_ID,
     DEVICE_SELECT,
     EXPIRE_SENT,
+    PURGE_FINISHED,
     PUSH_SELECT,
     PUSH_UPSERT,
     QUEUE_ORDER,
@@ -81,6 +84,9 @@ from .rules import (
 from .sqlite_queries import STATES, FactsMemo, command_from_row, device_from_row
 
 URL_SCHEMES = ("postgresql://", "postgres://")
+
+log = logging.getLogger(__name__)
+DISK_FULL = frozenset({"53100"})  # SQLSTATE disk_full: the server has no room for the write
 
 
 class PostgresStorage:
@@ -321,6 +327,13 @@ class PostgresStorage:
         with self._read() as db:  # one statement: autocommit
             return db.execute(EXPIRE_SENT, (now, now)).rowcount
 
+    def purge_finished(self, *, before: float, limit: int = 500) -> int:
+        before, limit = check_now(before), check_limit(limit)
+        with self._write() as db:
+            payload_ids = [row[0] for row in db.execute(PURGE_FINISHED, (before, limit)).fetchall()]
+            collect_payloads(db, sorted(set(payload_ids)))
+        return len(payload_ids)
+
     def command_counts(self, device_id: str | None = None) -> dict[CommandStatus, int]:
         device_id = check_optional_id(device_id, "device_id")
         where, args = ("", ()) if device_id is None else ("WHERE device_id = %s", (device_id,))
@@ -384,6 +397,9 @@ class PostgresStorage:
             raise self._failure(exc) from None
 
     def _failure(self, exc: psycopg.Error) -> StorageError:
+        if getattr(exc, "sqlstate", None) in DISK_FULL:  # the reason shown to devices and admins names no server
+            log.error("PostgreSQL storage %s is full: %s", redacted(self.dsn), exc)
+            return StorageFullError()
         return StorageError(f"PostgreSQL storage {redacted(self.dsn)} failed: {exc}")
 
     def _connection(self) -> psycopg.Connection:

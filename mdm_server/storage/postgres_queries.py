@@ -40,6 +40,10 @@ COMMAND_SELECT = """SELECT c.device_id, c.command_uuid, c.request_type, p.data, 
 QUEUE_ORDER = "ORDER BY c.priority DESC, c.queued_at, c.seq"
 EXPIRE_SENT = """UPDATE commands SET status = 'TimedOut', result_at = %s
     WHERE status = 'Sent' AND timeout IS NOT NULL AND sent_at + timeout <= %s"""
+# Retention, oldest results first through the commands_finished index; the bodies that may now be unused.
+PURGE_FINISHED = """DELETE FROM commands WHERE seq IN (SELECT seq FROM commands
+    WHERE status IN ('Acknowledged', 'Error', 'CommandFormatError', 'TimedOut') AND result_at < %s
+    ORDER BY result_at LIMIT %s) RETURNING payload_id"""
 # A whole batch in one statement each: the bodies, then the commands (ON CONFLICT names the duplicates).
 _NEW_PAYLOAD_IDS = "SELECT nextval(pg_get_serial_sequence('payloads', 'payload_id')) FROM generate_series(1, %s)"
 _INSERT_PAYLOADS = "INSERT INTO payloads (payload_id, data) SELECT * FROM unnest(%s::bigint[], %s::bytea[])"

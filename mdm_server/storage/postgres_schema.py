@@ -84,8 +84,14 @@ _V1 = (
     """,
 )
 
+# Version 2: retention finds finished commands by result time through their own index (as SQLite's version 4).
+_V2 = (
+    "CREATE INDEX commands_finished ON commands (result_at)"
+    " WHERE status IN ('Acknowledged', 'Error', 'CommandFormatError', 'TimedOut')",
+)
+
 # MIGRATIONS[n] takes a schema from version n to n + 1; version 0 is an empty (new) schema.
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1,)
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2)
 SCHEMA_VERSION = len(MIGRATIONS)
 _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 # Two processes opening a new database at once must not both create it: the migration holds this lock.
