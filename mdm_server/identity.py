@@ -1,7 +1,8 @@
 """Device identity on every request: verify `Mdm-Signature` over the exact body and the signer's chain.
 
 Chain results are cached per certificate, verified (header, body) pairs per digest; validity is checked
-every time. A cached pair is exactly as valid as it was: the protocol has no nonce to replay against.
+every time. A cached pair is exactly as valid as it was: the protocol has no nonce to replay against. A device
+keeps at most two pairs: one it has re-sent (its Idle, when it reuses that signature) and its newest.
 """
 
 from __future__ import annotations
@@ -35,6 +36,10 @@ class IdentityVerifier:
         # digest of (header, body) → (identity, validity window): a device re-sending a body it signed before.
         # The window, not the certificate: 100,000 parsed certificates would hold ~160 MB.
         self._verified: OrderedDict[bytes, tuple[DeviceIdentity, datetime, datetime]] = OrderedDict()
+        # certificate fingerprint → its newest pair not yet re-sent. Most signed bodies (reports, fresh Idles)
+        # never come again; dropping each when its device signs the next bounds the cache by the fleet, not by
+        # the hours a server has run (a soak grew ~2 MB a minute until the 100,000 cap).
+        self._unproven: dict[str, bytes] = {}
 
     def verify(self, header: str | bytes | None, body: bytes) -> DeviceIdentity:
         if header is None:
@@ -46,11 +51,19 @@ class IdentityVerifier:
             identity, not_before, not_after = cached
             _check_window(identity.subject, not_before, not_after, self._now())
             self._verified.move_to_end(digest)
+            if self._unproven.get(identity.cert_sha256) == digest:
+                del self._unproven[identity.cert_sha256]  # re-sent: it is the one worth keeping
             return identity
         identity, signer = self._verify(raw, body)
+        older = self._unproven.get(identity.cert_sha256)
+        if older is not None:
+            self._verified.pop(older, None)
+        self._unproven[identity.cert_sha256] = digest
         self._verified[digest] = (identity, signer.not_valid_before_utc, signer.not_valid_after_utc)
         if len(self._verified) > MAX_CACHED_REQUESTS:
             self._verified.popitem(last=False)
+        if len(self._unproven) > MAX_CACHED_REQUESTS:
+            self._unproven.clear()
         return identity
 
     def _verify(self, header: bytes, body: bytes) -> tuple[DeviceIdentity, x509.Certificate]:

@@ -28,3 +28,24 @@ def test_cached_pair_is_accepted_and_still_expires():
     clock["now"] = NOW + timedelta(days=3)
     with pytest.raises(SignatureError, match="not valid"):
         verifier.verify(header, body)
+
+
+def test_a_device_keeps_its_re_sent_pair_and_only_its_newest_other_one():
+    """Reports are signed once and never re-sent: each drops the device's previous one, while the Idle the device
+    re-sends stays cached, so the cache is bounded by the fleet and not by how long the server runs."""
+    authority = CertificateAuthority.create("cache CA", now=NOW)
+    certificate, key = authority.issue_device_identity("dev", NOW, validity=timedelta(days=2))
+    verifier = IdentityVerifier([authority.certificate], now=lambda: NOW)
+    idle = b"<plist>idle</plist>"
+    idle_header = mdm_signature(idle, certificate, key)
+    verifier.verify(idle_header, idle)
+    verifier.verify(idle_header, idle)  # re-sent: proven worth keeping
+    for n in range(5):
+        report = b"<plist>report %d</plist>" % n
+        verifier.verify(mdm_signature(report, certificate, key), report)
+    assert len(verifier._verified) == 2  # the Idle and the newest report, not all six
+    calls = []
+    real = verifier._verify
+    verifier._verify = lambda header, body: calls.append(body) or real(header, body)
+    verifier.verify(idle_header, idle)
+    assert calls == []  # still answered from the cache
