@@ -13,7 +13,16 @@ from typing import Any
 from twisted.internet.protocol import ClientFactory, Protocol
 
 from mdm_protocol.errors import MessageError
-from mdm_protocol.push_link import ATTACH_BATCH, MAX_LINE, Attach, Delivery, decode_link, encode_link
+from mdm_protocol.push_link import (
+    ATTACH_BATCH,
+    MAX_LINE,
+    Attach,
+    Delivery,
+    Missed,
+    Unregister,
+    decode_link,
+    encode_link,
+)
 
 from .runner import OnPush
 
@@ -58,6 +67,8 @@ class PushLinkClientProtocol(Protocol):
             return
         if isinstance(message, Delivery):
             self.factory.deliver(message.token, message.payload, message.sent_at)
+        elif isinstance(message, Missed):
+            self.factory.missed += sum(n for _, n in message.counts)
 
     def connectionLost(self, reason: Any = None) -> None:
         self.factory.disconnected()
@@ -94,6 +105,7 @@ class PushLinkClient(ClientFactory):
         self._waiting: list[bytes] = []
         self._link: PushLinkClientProtocol | None = None
         self.delivered = 0
+        self.missed = 0  # pushes the gateway says our devices never got (replaced or expired while away)
         self.clock, self.reconnect = clock, reconnect and clock is not None
         self.connects = self.disconnects = self.connect_failures = self.undeliverable = 0
         self._down_since: float | None = clock.seconds() if clock is not None else None
@@ -105,6 +117,13 @@ class PushLinkClient(ClientFactory):
         self._waiting.append(token)
         if self._link is not None:
             self._flush()
+
+    def unregister(self, token: bytes) -> None:
+        """The device checked out or was erased: the gateway answers 410 for its token from now on."""
+        self._handlers.pop(token, None)
+        self._topics.pop(token, None)
+        if self._link is not None:
+            self._link.transport.write(encode_link(Unregister((token,))))
 
     def connected(self, link: PushLinkClientProtocol) -> None:
         # A new connection knows nothing: attach every device again (the server holds pushes meanwhile).

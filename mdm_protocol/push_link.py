@@ -42,15 +42,33 @@ class Delivery:
     sent_at: float | None = None
 
 
-LinkMessage = Attach | Detach | Delivery
+@dataclass(frozen=True, slots=True)
+class Unregister:
+    """Fleet → gateway: these tokens are no longer valid (CheckOut, erase); providers get 410 from now on."""
+
+    tokens: tuple[bytes, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Missed:
+    """Gateway → fleet, after an attach: pushes each device will never see (replaced by a newer one or
+    expired while it was unreachable), so the fleet can count what its outage cost."""
+
+    counts: tuple[tuple[bytes, int], ...]
+
+
+LinkMessage = Attach | Detach | Delivery | Unregister | Missed
 
 
 def encode_link(message: LinkMessage) -> bytes:
     if isinstance(message, Attach):
         tokens = [t.hex() for t in message.tokens]
         obj: dict[str, Any] = {"op": "attach", "topic": message.topic, "tokens": tokens}
-    elif isinstance(message, Detach):
-        obj = {"op": "detach", "tokens": [t.hex() for t in message.tokens]}
+    elif isinstance(message, Detach | Unregister):
+        op = "detach" if isinstance(message, Detach) else "unregister"
+        obj = {"op": op, "tokens": [t.hex() for t in message.tokens]}
+    elif isinstance(message, Missed):
+        obj = {"op": "missed", "counts": {t.hex(): n for t, n in message.counts}}
     else:
         obj = {"op": "push", "token": message.token.hex(), "payload": message.payload}
         if message.sent_at is not None:
@@ -67,6 +85,10 @@ def decode_link(line: bytes) -> LinkMessage:
             return Attach(str(obj["topic"]), _tokens(obj["tokens"]))
         if op == "detach":
             return Detach(_tokens(obj["tokens"]))
+        if op == "unregister":
+            return Unregister(_tokens(obj["tokens"]))
+        if op == "missed":
+            return Missed(_counts(obj["counts"]))
         if op == "push" and isinstance(obj["payload"], dict):
             return Delivery(bytes.fromhex(obj["token"]), obj["payload"], _sent_at(obj.get("sent_at")))
     except (ValueError, KeyError, TypeError) as exc:
@@ -87,3 +109,10 @@ def _tokens(values: Any) -> tuple[bytes, ...]:
     if not isinstance(values, list):
         raise TypeError("tokens must be a list")
     return tuple(bytes.fromhex(v) for v in values)
+
+
+def _counts(values: Any) -> tuple[tuple[bytes, int], ...]:
+    if not isinstance(values, dict) or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0
+                                               for n in values.values()):
+        raise TypeError("counts must map token hex to a count")
+    return tuple((bytes.fromhex(token), n) for token, n in values.items())

@@ -7,7 +7,7 @@ model and, given a reactor, its listening ports. Everything runs on the clock pa
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -17,6 +17,7 @@ from twisted.internet import defer
 from twisted.internet.interfaces import IListeningPort
 from twisted.web import resource
 
+from apns_sim.device_link import PushLinkFactory
 from mdm_protocol.clocks import Clock, Reactor
 
 from .admin_model import AdminModel
@@ -25,8 +26,9 @@ from .identity import IdentityVerifier
 from .listening import PortService
 from .metrics import ServerMetrics
 from .pki import ServerTlsFiles, server_tls_files
+from .push.apns_client import APNsProviderClient, ProviderSettings
 from .push.apns_sim import APNsSimulation
-from .push.link import PushLinkFactory
+from .push.interface import Pusher
 from .retention import DEFAULT_RETAIN, Retention
 from .scep_challenges import MemoryChallengeStore, SQLiteChallengeStore
 from .scep_service import RegistrationAuthority, ScepService
@@ -73,6 +75,8 @@ class ServerConfig:
     allow_sha1_signatures: bool = False  # Mdm-Signature and SCEP requests with SHA-1 digests (mdmb's default)
     retain: float | None = DEFAULT_RETAIN  # seconds finished commands and results are kept; None: forever
     client_limits: ClientLimits = field(default_factory=ClientLimits)  # request deadlines, connections per client
+    # Push through an HTTP/2 provider API (Apple's or `mdmsim apns`) instead of the in-process simulation.
+    apns_provider: ProviderSettings | None = None
 
     def server_url(self) -> str:
         if self.public_url:
@@ -115,13 +119,21 @@ class MDMServer(MultiService):
         self.now = datetime_clock(clock)
         config.data_dir.mkdir(parents=True, exist_ok=True)
         self.state = ServerState.load_or_create(config.data_dir)
+        provider = config.apns_provider
+        if provider is not None and provider.certificate_topic:
+            # A real server's topic is its push certificate's: devices must register under it.
+            self.state = replace(self.state, topic=provider.certificate_topic)
         # The CA first, so that its key type is the one asked for (it is kept from then on).
         self.ca = CertificateAuthority.load_or_create(config.data_dir, key_type=config.key_type, now=self.now())
         self.tls = tls or server_tls_files(config.data_dir, config.server_names, now=self.now(),
                                            key_type=config.key_type)
         self.storage = storage or open_storage(config)
         self.apns = APNsSimulation(clock=clock, **config.apns)
-        self.waker = Waker(self.storage, self.apns, clock=clock)
+        # The in-process simulation stays for in-memory worlds and GET /metrics; pushes take one path or the other.
+        self.pusher: Pusher = self.apns
+        if provider is not None:
+            self.pusher = APNsProviderClient(reactor if reactor is not None else clock, provider, clock=clock)
+        self.waker = Waker(self.storage, self.pusher, clock=clock)
         self.admin = AdminModel(self.storage, self.waker, clock=clock, now=self.now,
                                 ca_certificate=self.ca.certificate, data_dir=config.data_dir,
                                 in_memory=config.in_memory, database=config.database)
@@ -186,7 +198,7 @@ class MDMServer(MultiService):
         ports = [PortService("devices", lambda: listen_endpoint(reactor, config.listen, self.http, options,
                                                                 whole_writes=config.lean_device_http),
                              on_open=self._device_port_open)]
-        if config.push_link:
+        if config.push_link and config.apns_provider is None:  # else fleets attach to the external APNs
             factory = PushLinkFactory(self.apns)
             ports.append(PortService("push link",
                                      lambda: listen_endpoint(reactor, config.push_link, factory, options)))
@@ -215,6 +227,8 @@ class MDMServer(MultiService):
     def stopService(self) -> defer.Deferred[None]:
         """Close the ports, stop the admin model, then close the storage."""
         stopped = defer.maybeDeferred(super().stopService) if self.running else self.admin.stopService()
+        if isinstance(self.pusher, APNsProviderClient):
+            self.pusher.close()
         return stopped.addCallback(lambda _: self._close_stores())
 
     def _close_stores(self) -> None:

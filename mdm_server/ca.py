@@ -19,6 +19,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from apns_sim.push_certificate import APNS_DEVELOPMENT_OID, APNS_PRODUCTION_OID
+
 PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
 
 CA_CERTIFICATE_FILE = "ca.pem"
@@ -29,6 +31,8 @@ CA_VALIDITY = timedelta(days=3650)
 # Apple refuses TLS server certificates valid over 825 days (398 under public roots); stay under both.
 SERVER_VALIDITY = timedelta(days=397)
 DEVICE_VALIDITY = timedelta(days=365)
+PUSH_VALIDITY = timedelta(days=365)  # Apple's MDM push certificates last a year and are renewed
+_DER_NULL = b"\x05\x00"  # the value of Apple's environment extensions
 
 
 class PkiError(Exception):
@@ -229,6 +233,25 @@ class CertificateAuthority:
         certificate = (
             self._leaf(_name(common_name, "mdmsim"), key.public_key(), now, validity)
             .add_extension(_key_usage(encipher=True), critical=True)
+            .sign(self.private_key, hashes.SHA256())
+        )
+        return certificate, key
+
+    def issue_push_certificate(
+        self, topic: str, now: datetime, *, production: bool = True, validity: timedelta = PUSH_VALIDITY,
+        key_type: KeyType | str = KeyType.RSA,
+    ) -> tuple[x509.Certificate, PrivateKey]:
+        """An MDM push certificate as Apple's push portal issues it: subject UID = topic, CN `APSP:<uuid>`,
+        EKU clientAuth, and Apple's extension for the environment. RSA by default, as Apple's are."""
+        key = generate_key(key_type)
+        suffix = topic.rsplit(".", 1)[-1]
+        subject = x509.Name([*_name(f"APSP:{suffix}"[:64]), x509.NameAttribute(NameOID.USER_ID, topic)])
+        environment = APNS_PRODUCTION_OID if production else APNS_DEVELOPMENT_OID
+        certificate = (
+            self._leaf(subject, key.public_key(), now, validity)
+            .add_extension(_key_usage(encipher=isinstance(key, rsa.RSAPrivateKey)), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+            .add_extension(x509.UnrecognizedExtension(environment, _DER_NULL), critical=False)
             .sign(self.private_key, hashes.SHA256())
         )
         return certificate, key

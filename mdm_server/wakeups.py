@@ -10,12 +10,16 @@ from collections import Counter
 from collections.abc import Iterable
 from typing import Protocol
 
+from twisted.internet import defer
+
 from mdm_protocol.clocks import Clock, DelayedCall
 
-from .push.interface import Pusher, PushRequest
+from .push.interface import ProviderResponse, Pusher, PushRequest
 from .storage.interface import DeviceDirectory, PushOutcome, PushRecord, PushStore
 
 log = logging.getLogger(__name__)
+# What push_now says for a push handed to an asynchronous provider (HTTP/2 APNs): its answer is recorded later.
+SENT = "sent to APNs; its answer is recorded when it arrives"
 
 
 class WakerStorage(DeviceDirectory, PushStore, Protocol):
@@ -31,6 +35,7 @@ class Waker:
         self.clock = clock
         self._scheduled: dict[str, DelayedCall] = {}
         self.outcomes: Counter[str] = Counter()  # accepted, rejected, or why no push was sent (GET /metrics)
+        self.in_flight: set[defer.Deferred] = set()  # pushes an asynchronous provider has not answered yet
 
     def push_now(self, device_ids: Iterable[str]) -> dict[str, PushRecord | str]:
         """Push each device; per device the recorded outcome, or why it could not be pushed."""
@@ -64,8 +69,27 @@ class Waker:
         if last is not None and last.token_invalid:  # storage clears the flag at TokenUpdate
             return f"push token invalid ({last.reason}); waiting for a new TokenUpdate"
         response = self.pusher.push(PushRequest(device.push_token, device.push_magic, device.topic))
-        outcome = PushOutcome.ACCEPTED if response.accepted else PushOutcome.REJECTED
-        if not response.accepted:
+        if isinstance(response, defer.Deferred):
+            self.in_flight.add(response)
+            response.addCallback(self._record, device_id)
+            response.addCallback(self._count)
+            response.addErrback(lambda failure: log.error("recording the push to %s: %s", device_id,
+                                                          failure.getErrorMessage()))
+            response.addBoth(lambda result: self.in_flight.discard(response) or result)
+            return SENT
+        return self._record(response, device_id)
+
+    def _count(self, record: PushRecord) -> PushRecord:
+        self.outcomes[record.outcome.value] += 1  # the provider's answer, after the "sent" counted at sending
+        return record
+
+    def _record(self, response: ProviderResponse, device_id: str) -> PushRecord:
+        if response.accepted:
+            outcome = PushOutcome.ACCEPTED
+        else:
+            # 5xx after the client's retries, or no answer at all: the provider failed, the push was not refused.
+            failed = response.status == 0 or response.status >= 500
+            outcome = PushOutcome.FAILED if failed else PushOutcome.REJECTED
             log.warning("push to %s refused: %s %s", device_id, response.status, response.reason)
         return self.storage.record_push(
             device_id, outcome, now=self.clock.seconds(), reason=response.reason,
@@ -77,7 +101,7 @@ def _outcome_label(outcome: PushRecord | str) -> str:
     if isinstance(outcome, PushRecord):
         return outcome.outcome.value
     for prefix, label in (("unknown device", "unknown_device"), ("not pushable", "not_pushable"),
-                          ("push token invalid", "token_invalid")):
+                          ("push token invalid", "token_invalid"), (SENT, "sent")):
         if outcome.startswith(prefix):
             return label
     return "not_sent"

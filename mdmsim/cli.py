@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import cli_demo, cli_fleet, cli_load, cli_profile, cli_report, cli_scenario, cli_serve
+from . import cli_apns, cli_demo, cli_fleet, cli_load, cli_profile, cli_report, cli_scenario, cli_serve
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -16,7 +16,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="mdmsim", description="Apple MDM emulator for iOS fleets: server, devices, scenarios, load."
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in (cli_demo, cli_serve, cli_fleet, cli_scenario, cli_load, cli_report, cli_profile):
+    for module in (cli_demo, cli_serve, cli_fleet, cli_scenario, cli_load, cli_report, cli_profile, cli_apns):
         module.add_parser(subparsers)
     return parser
 

@@ -15,6 +15,7 @@ from typing import Any, cast
 
 from mdm_server.app import MDMServer, ServerConfig
 from mdm_server.data_lock import DataDirLock, DataDirLockedError
+from mdm_server.push.apns_client import ProviderSettings
 from mdm_server.retention import DEFAULT_RETAIN
 from mdm_server.storage import StorageError
 from mdm_server.web.client_limits import ClientLimits
@@ -94,6 +95,18 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                       help="extra random delay, uniform from 0 to this, e.g. 1s")
     apns.add_argument("--apns-drop-rate", type=_rate, default=0.0,
                       help="fraction of pushes APNs silently drops, e.g. 0.01")
+    external = parser.add_argument_group("external APNs (Apple's HTTP/2 provider API, or `mdmsim apns`)")
+    external.add_argument("--apns-url", default=None,
+                          help="push through this provider API instead of the in-process simulation, e.g. "
+                               "https://localhost:2197 (then fleets attach to the gateway's push link, and "
+                               "this server opens none)")
+    external.add_argument("--apns-cert", type=Path, default=None,
+                          help="PEM push certificate (from `mdmsim apns issue-cert`); its topic becomes the "
+                               "server's push topic")
+    external.add_argument("--apns-key", type=Path, default=None, help="PEM private key of --apns-cert")
+    external.add_argument("--apns-ca", type=Path, default=None,
+                          help="PEM CA to trust for the provider API's TLS certificate (the gateway's ca.pem); "
+                               "default: the system's trust store")
     parser.set_defaults(func=run)
 
 
@@ -127,6 +140,12 @@ def _serve(args: argparse.Namespace) -> int:
     if args.memory and args.database:
         print("mdmsim: --memory and --database are two different storages; choose one", file=sys.stderr)
         return Exit.USAGE
+    if args.apns_url:
+        if not (args.apns_cert and args.apns_key):
+            print("mdmsim serve: --apns-url needs --apns-cert and --apns-key", file=sys.stderr)
+            return Exit.USAGE
+        config.apns_provider = ProviderSettings.from_files(args.apns_url, args.apns_cert, args.apns_key,
+                                                           args.apns_ca)
     try:
         server = MDMServer(config, clock=reactor, reactor=reactor)
     except StorageError as exc:  # e.g. PostgreSQL unreachable, or a schema written by a newer mdmsim

@@ -8,10 +8,10 @@ from hypothesis import strategies as st
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 
+from apns_sim.device_link import PushLinkFactory
 from mdm_protocol.errors import MessageError
 from mdm_protocol.push_link import Attach, Delivery, Detach, decode_link, encode_link
 from mdm_server.push import APNsSimulation, PushRequest
-from mdm_server.push.link import PushLinkFactory
 
 TOPIC = "com.apple.mgmt.External.5e6c0c3e-2f07-4d8e-9b5a-0c1b2d3e4f50"
 tokens = st.lists(st.binary(min_size=32, max_size=32), max_size=5).map(tuple)

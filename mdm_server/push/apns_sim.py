@@ -1,139 +1,93 @@
-"""A faithful APNs simulation: provider-API answers, per-token coalescing, delay, drops, offline storage.
+"""The in-process APNs simulation: the `mdmsim apns` gateway's core behind the server's synchronous `Pusher`
+interface, for virtual-time worlds and single-process runs (no HTTP/2, no certificates: the caller is trusted).
 
-Devices attach a callback per token (their push link); the clock is passed in, never the global reactor.
+Same coalescing, holding and faults as the gateway; devices attach a callback per token (their push link).
 """
 
 from __future__ import annotations
 
-import random
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
+from apns_sim.faults import FaultPlan
+from apns_sim.gateway import Gateway, GatewayStats
+from apns_sim.provider_api import MAX_PAYLOAD, STATUS, STORAGE_POLICY, Notification, Reason
 from mdm_protocol.clocks import Clock
 
 from .interface import ProviderResponse, PushRequest
 
-MAX_PAYLOAD = 4096  # APNs' limit for a regular push payload
 Deliver = Callable[[bytes, dict[str, Any]], None]
 TimedDeliver = Callable[[bytes, dict[str, Any], float], None]  # also given the push's time on the clock
 
 
-@dataclass
 class DeliveryStats:
-    accepted: int = 0
-    rejected: int = 0
-    coalesced: int = 0
-    dropped: int = 0
-    delivered: int = 0
-    held_for_offline: int = 0
+    """The simulation's counters under their old names, read live from the gateway's (GET /metrics keeps one)."""
+
+    def __init__(self, stats: GatewayStats) -> None:
+        self._stats = stats
+
+    accepted = property(lambda self: self._stats.accepted)
+    rejected = property(lambda self: sum(self._stats.refused.values()))
+    coalesced = property(lambda self: self._stats.coalesced)
+    dropped = property(lambda self: self._stats.dropped)
+    delivered = property(lambda self: self._stats.delivered)
+    held_for_offline = property(lambda self: self._stats.held)
 
 
-@dataclass
-class _Endpoint:
-    topic: str
-    deliver: Deliver | TimedDeliver | None = None  # None while the device is offline
-    timed: bool = False  # deliver takes the push's time too
-    pending: dict[str, Any] | None = None  # the one push APNs keeps for this token
-    pending_at: float = 0.0  # when the provider sent it (the clock's time)
-    timer: Any = None
-    invalid: bool = False
-
-
-@dataclass
 class APNsSimulation:
-    """`push()` is the provider side; `attach()`/`detach()` are the device side (its push connection)."""
+    """`push()` is the provider side; `register`/`attach`/`detach`/`invalidate` the device side."""
 
-    clock: Clock
-    seed: int = 0
-    drop_rate: float = 0.0
-    delay: float = 0.0
-    jitter: float = 0.0
-    stats: DeliveryStats = field(default_factory=DeliveryStats)
-
-    def __post_init__(self) -> None:
-        self._rng = random.Random(self.seed)
-        self._endpoints: dict[bytes, _Endpoint] = {}
+    def __init__(self, clock: Clock, seed: int = 0, drop_rate: float = 0.0, delay: float = 0.0,
+                 jitter: float = 0.0) -> None:
+        self.clock = clock
+        # Uniform jitter and the same seeded draws (drop, then delay) as before the gateway existed, so seeded
+        # worlds replay as they did.
+        faults = FaultPlan(delay=delay, jitter=jitter, drop_rate=drop_rate, seed=seed, jitter_shape="uniform")
+        self.gateway = Gateway(clock, faults=faults, seed=seed, immediate=False)
+        self.stats = DeliveryStats(self.gateway.stats)
 
     # Device side -------------------------------------------------------------------------------------
 
     def register(self, token: bytes, topic: str) -> None:
         """The device obtained `token` for `topic` (it will report it in TokenUpdate)."""
-        self._endpoints.setdefault(token, _Endpoint(topic=topic)).topic = topic
+        self.gateway.register(token, topic)
 
-    def attach(self, token: bytes, deliver: Deliver | TimedDeliver, *, timed: bool = False) -> None:
+    def attach(self, token: bytes, deliver: Deliver | TimedDeliver, *, timed: bool = False) -> int:
         """The device is online; a push held while it was offline is delivered now. `timed`: `deliver` also
         gets the time the provider sent the push (the clock's; wall-clock time on a real reactor)."""
-        endpoint = self._endpoints.get(token)
-        if endpoint is None:
-            raise KeyError(f"token {token.hex()} was never registered")
-        endpoint.deliver, endpoint.timed = deliver, timed
-        if endpoint.pending is not None and endpoint.timer is None:
-            self._schedule(token, endpoint)
+        if timed:
+            return self.gateway.attach(token, deliver)  # type: ignore[arg-type]
+        untimed: Deliver = deliver  # type: ignore[assignment]
+        return self.gateway.attach(token, lambda t, payload, _sent_at: untimed(t, payload))
 
     def detach(self, token: bytes) -> None:
         """The device went offline; APNs stores the last push for it."""
-        endpoint = self._endpoints.get(token)
-        if endpoint is not None:
-            endpoint.deliver = None
-            if endpoint.timer is not None and endpoint.timer.active():
-                endpoint.timer.cancel()
-            endpoint.timer = None
+        self.gateway.detach(token)
 
     def invalidate(self, token: bytes) -> None:
         """The app was uninstalled / the device unenrolled: APNs now answers 410 Unregistered."""
-        endpoint = self._endpoints.get(token)
-        if endpoint is not None:
-            endpoint.invalid = True
-            endpoint.pending = None
-            self.detach(token)
+        self.gateway.unregister(token)
+
+    def unregister(self, token: bytes) -> None:
+        """The push link's name for `invalidate` (a fleet reports a CheckOut or an erased device)."""
+        self.invalidate(token)
 
     # Provider side -----------------------------------------------------------------------------------
 
     def push(self, request: PushRequest) -> ProviderResponse:
-        response = self._check(request)
-        if not response.accepted:
-            self.stats.rejected += 1
-            return response
-        self.stats.accepted += 1
-        endpoint = self._endpoints[request.token]
-        if self.drop_rate and self._rng.random() < self.drop_rate:
-            self.stats.dropped += 1
-            return response
-        if endpoint.pending is not None:
-            self.stats.coalesced += 1  # APNs keeps only the last push per device
-        endpoint.pending = {"mdm": request.push_magic}  # what the device receives: the decoded payload
-        endpoint.pending_at = self.clock.seconds()  # the last push's: it is the one APNs keeps
-        if endpoint.deliver is None:
-            self.stats.held_for_offline += 1
-        elif endpoint.timer is None:
-            self._schedule(request.token, endpoint)
-        return response
-
-    def _check(self, request: PushRequest) -> ProviderResponse:
-        endpoint = self._endpoints.get(request.token)
-        if endpoint is None or len(request.token) != 32:
-            return ProviderResponse(400, "BadDeviceToken")
-        if endpoint.invalid:
-            return ProviderResponse(410, "Unregistered")
-        if endpoint.topic != request.topic:
-            return ProviderResponse(400, "DeviceTokenNotForTopic")
+        if len(request.token) != 32:
+            return self._refused(Reason.BAD_DEVICE_TOKEN)
         if len(request.payload()) > MAX_PAYLOAD:
-            return ProviderResponse(413, "PayloadTooLarge")
-        return ProviderResponse(200)
+            return self._refused(Reason.PAYLOAD_TOO_LARGE)
+        now = self.clock.seconds()
+        # No apns-expiration from the in-process provider: held under the storage policy, like Apple does.
+        notification = Notification(request.token, request.topic, {"mdm": request.push_magic}, "",
+                                    int(now) + STORAGE_POLICY, 10)
+        answer = self.gateway.accept(notification, now)
+        if answer.reason is not None:
+            self.gateway.stats.refused[answer.reason] += 1
+        return ProviderResponse(answer.status, answer.reason.value if answer.reason else None)
 
-    def _schedule(self, token: bytes, endpoint: _Endpoint) -> None:
-        wait = self.delay + (self._rng.random() * self.jitter if self.jitter else 0.0)
-        endpoint.timer = self.clock.callLater(wait, self._deliver, token)
-
-    def _deliver(self, token: bytes) -> None:
-        endpoint = self._endpoints[token]
-        endpoint.timer = None
-        payload, endpoint.pending = endpoint.pending, None
-        if payload is None or endpoint.deliver is None:
-            return
-        self.stats.delivered += 1
-        if endpoint.timed:
-            endpoint.deliver(token, payload, endpoint.pending_at)
-        else:
-            endpoint.deliver(token, payload)
+    def _refused(self, reason: Reason) -> ProviderResponse:
+        self.gateway.stats.refused[reason] += 1
+        return ProviderResponse(STATUS[reason], reason.value)

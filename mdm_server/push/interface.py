@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from twisted.internet.defer import Deferred
 
 _COMPACT = json.JSONEncoder(separators=(",", ":"))  # json.dumps builds a new encoder per call otherwise
 
@@ -41,6 +44,7 @@ class ProviderResponse:
 
 
 class Pusher(Protocol):
-    """Anything that can send MDM pushes; the in-process APNs simulation is one."""
+    """Anything that can send MDM pushes: the in-process APNs simulation answers at once, the HTTP/2 provider
+    client (`apns_client.APNsProviderClient`) with a Deferred of the answer."""
 
-    def push(self, request: PushRequest) -> ProviderResponse: ...
+    def push(self, request: PushRequest) -> ProviderResponse | Deferred[ProviderResponse]: ...

@@ -16,7 +16,7 @@ from mdm_protocol.errors import ProtocolError
 from mdm_protocol.report import Command, decode_report, encode_command
 
 from ..storage.interface import Device, DeviceDirectory, EnrollmentState, NewCommand, PushStore, QueueAdmin
-from ..wakeups import Waker
+from ..wakeups import SENT, Waker
 from .api_shapes import PAGE_PARAMS, arg, camel_keys, envelope, limit_arg, page
 from .json_api import Route, accepts
 from .json_io import ApiError, from_json, read_json, to_json
@@ -201,5 +201,5 @@ def _error_chain(result: bytes | None) -> list[dict[str, Any]]:
 
 def _push_json(outcome: Any) -> dict[str, Any]:
     if isinstance(outcome, str):
-        return {"pushed": False, "reason": outcome}
+        return {"pushed": outcome == SENT, "reason": outcome}
     return {"pushed": outcome.outcome.value == "accepted", **camel_keys(to_json(asdict(outcome)))}
