@@ -19,6 +19,7 @@ from mdm_protocol.clocks import Clock
 from .admin.apply import LabelAdmin
 from .admin.docstore import Documents, DocumentStore
 from .admin.identities import IdentityStore
+from .admin.portal_passwords import PortalPasswords
 from .admin.render import SettingsRenderer
 from .admin.secrets_at_rest import SecretBox
 from .admin.settings_store import SettingsStore
@@ -60,6 +61,7 @@ class AdminModel(MultiService):
         box = SecretBox.ephemeral() if in_memory else SecretBox.load_or_create(data_dir)
         self.settings = SettingsStore(self.docs)
         self.users = UserStore(self.docs)
+        self.passwords = PortalPasswords(self.docs, self.users)
         self.identities = IdentityStore(self.docs, self.settings, self.users, box, now=now)
         self.renderer = SettingsRenderer(self.settings, self.users, self.identities)
         self.labels = LabelAdmin(storage, self.docs, self.renderer, self.users, clock=clock, wake=waker.push_now)
@@ -74,6 +76,7 @@ class AdminModel(MultiService):
             self.settings, self.users, self.identities,
             on_setting_changed=self.labels.on_setting_changed,
             on_setting_deleted=self.labels.on_setting_deleted, on_user_changed=self.labels.on_user_changed,
+            passwords=self.passwords,
         )
         labels = AdminLabelsAPI(self.labels, self.waker, clock=self.clock, trusted_roots=[self.ca_certificate])
         return [*settings.routes, *labels.routes]

@@ -22,6 +22,7 @@ from mdm_protocol.clocks import Clock, Reactor
 
 from .admin_model import AdminModel
 from .ca import CertificateAuthority
+from .console.mount import user_portal
 from .identity import IdentityVerifier
 from .listening import PortService
 from .metrics import ServerMetrics
@@ -185,10 +186,12 @@ class MDMServer(MultiService):
         root.putChild(b"metrics", MetricsResource(counters))  # unauthenticated counts only: keep it on loopback
         v1 = AdminAPI(self.storage, self.waker, clock=self.clock)
         # One table: /api/v1 (devices, queues, pushes), /api/v2 settings/users and labels/policies.
-        authorise = basic_auth(self.config.admin_user, self.admin_password, throttle=LoginThrottle(self.clock))
+        throttle = LoginThrottle(self.clock)  # one count per address for the API, the console and the portal
+        authorise = basic_auth(self.config.admin_user, self.admin_password, throttle=throttle)
         routes = [*v1.routes, *self.admin.routes()]
         routes.append(openapi_route())  # public: the API's shape, no data (see docs/api.md)
         root.putChild(b"api", JsonAPI(routes, authorise=authorise))
+        root.putChild(b"user", user_portal(self.admin, self.clock, throttle))
         return root
 
     def _port_services(self, reactor: Reactor) -> list[PortService]:

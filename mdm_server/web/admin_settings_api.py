@@ -15,6 +15,7 @@ from twisted.web.server import Request
 
 from ..admin.contracts import AdminError
 from ..admin.identities import IdentityStore
+from ..admin.portal_passwords import PortalPasswords
 from ..admin.settings import (
     CertificateSetting,
     EmailSetting,
@@ -51,11 +52,12 @@ class AdminSettingsAPI:
 
     def __init__(self, settings: SettingsStore, users: UserStore, identities: IdentityStore, *,
                  on_setting_changed: Hook | None = None, on_setting_deleted: Hook | None = None,
-                 on_user_changed: Hook | None = None) -> None:
+                 on_user_changed: Hook | None = None, passwords: PortalPasswords | None = None) -> None:
         """A route table for `JsonAPI`, which authorises each request. The hooks let Apply to Label re-render:
         a setting edited (or a user-provided setting an account uses), deleted, or a user's attributes or
         certificates changed. Each is called after the change is stored."""
         self.settings, self.users, self.identities = settings, users, identities
+        self.passwords = passwords  # the user portal's sign-in passwords (None: no portal, no route)
         self._setting_changed = on_setting_changed or _ignore
         self._setting_deleted = on_setting_deleted or _ignore
         self._user_changed = on_user_changed or _ignore
@@ -78,6 +80,8 @@ class AdminSettingsAPI:
             (b"PUT", re.compile(certificate), self.replace_certificate),
             (b"DELETE", re.compile(certificate), self.delete_certificate),
         ]
+        if passwords is not None:
+            self.routes.append((b"PUT", re.compile(rf"/api/v2/users/{user}/password"), self.set_password))
 
     # Settings ------------------------------------------------------------------------------------------
 
@@ -147,8 +151,16 @@ class AdminSettingsAPI:
         with self.users.docs.transaction():
             self.users.delete(user_id)
             self.identities.forget_user(user_id)
+            if self.passwords is not None:
+                self.passwords.clear(user_id)
         self._user_changed(user_id)
         return 200, {"deleted": user_id}
+
+    def set_password(self, request: Request, user_id: str) -> tuple[int, Any]:
+        """{"password": text}: the user's sign-in for the portal at /user (stored as a scrypt hash only)."""
+        assert self.passwords is not None  # the route exists only with a password store
+        self.passwords.set(user_id, _object(_body(request)).get("password"))
+        return 200, {"userId": user_id, "hasPassword": True}
 
     # Certificates --------------------------------------------------------------------------------------
 

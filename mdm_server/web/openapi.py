@@ -109,6 +109,9 @@ SCHEMAS: dict[str, Any] = {
     "User": {"type": "object", "required": ["userId"], "properties": {
         "userId": STRING, "email": {"type": ["string", "null"]}, "displayName": {"type": ["string", "null"]},
         "custom": {"type": "object", "additionalProperties": STRING}}},
+    "PasswordInput": {"type": "object", "required": ["password"], "properties": {
+        "password": {"type": "string", "minLength": 8, "maxLength": 1024}}},
+    "PasswordSet": {"type": "object", "required": ["userId", "hasPassword"]},
     "UserCertificates": {"type": "object", "required": ["settingId", "current", "history"]},
     "CertificateUpload": {"type": "object", "required": ["p12"], "properties": {
         "settingId": STRING, "type": STRING, "p12": {"type": "string", "description": "base64 PKCS#12"},
@@ -174,6 +177,8 @@ OPERATIONS: list[tuple[str, str, str, str, list[str], str | None, dict[str, str]
     ("put", "/api/v2/users/{user_id}", "users", "Replace a user's attributes", [], "User", {"200": "User"}),
     ("delete", "/api/v2/users/{user_id}", "users", "Delete a user and their certificates", [], None,
      {"200": "Deleted"}),
+    ("put", "/api/v2/users/{user_id}/password", "users", "Set the user's portal password (/user)", [],
+     "PasswordInput", {"200": "PasswordSet"}),
     ("get", "/api/v2/users/{user_id}/certificates", "users", "A user's certificates by setting", PAGE, None,
      {"200": "page:UserCertificates"}),
     ("post", "/api/v2/users/{user_id}/certificates", "users", "Upload a PKCS#12 for a user", [],

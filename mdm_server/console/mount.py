@@ -1,0 +1,18 @@
+"""Builds the console's page trees from the server's admin model, for the server's web root."""
+
+from __future__ import annotations
+
+from mdm_protocol.clocks import Clock
+
+from ..admin_model import AdminModel
+from ..web.login_throttle import LoginThrottle
+from .pages import CookieSessions
+from .portal import COOKIE as PORTAL_COOKIE
+from .portal import UserPortal
+from .sessions import SessionStore
+
+
+def user_portal(admin: AdminModel, clock: Clock, throttle: LoginThrottle) -> UserPortal:
+    sessions = CookieSessions(SessionStore(clock), PORTAL_COOKIE, "/user")
+    return UserPortal(admin.settings, admin.identities, admin.passwords, sessions, throttle,
+                      on_user_changed=admin.labels.on_user_changed)
