@@ -1,0 +1,103 @@
+"""Browser-test kit: one real `mdmsim serve` over TLS on a free port, and Debian's Chromium driven by Playwright.
+
+Without /usr/bin/chromium (or the playwright package) the tests skip with the reason, except under CI=1, where
+they fail: CI must never pass by skipping the browser. Playwright never downloads a browser here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import ssl
+import subprocess
+import sys
+import time
+import urllib.request
+from base64 import b64encode
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = Path(os.environ.get("MDMSIM_TEST_CHROMIUM", "/usr/bin/chromium"))
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+ADMIN_PASSWORD = "browser-test admin password"
+_START_TIMEOUT = 60.0
+
+
+def missing(reason: str) -> None:
+    if os.environ.get("CI"):
+        pytest.fail(f"{reason} (CI=1: browser tests must run, not skip)", pytrace=False)
+    pytest.skip(reason)
+
+
+def sync_playwright():
+    try:
+        from playwright.sync_api import sync_playwright as start
+    except ImportError:
+        missing("the playwright package is not installed (pip install -e '.[test]')")
+    if not CHROMIUM.exists():
+        missing(f"no Chromium at {CHROMIUM} (apt-get install -y chromium)")
+    return start
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@dataclass
+class LiveServer:
+    """`mdmsim serve --memory` in a child process; `api` calls its admin API with the CA it wrote."""
+
+    process: subprocess.Popen
+    url: str
+    context: ssl.SSLContext
+
+    def api(self, method: str, path: str, value=None) -> tuple[int, object]:
+        body = None if value is None else json.dumps(value).encode()
+        request = urllib.request.Request(self.url + path, data=body, method=method)
+        request.add_header("Authorization", "Basic " + b64encode(f"admin:{ADMIN_PASSWORD}".encode()).decode())
+        request.add_header("Content-Type", "application/json")
+        try:
+            with urllib.request.urlopen(request, context=self.context, timeout=10) as answer:
+                return answer.status, json.loads(answer.read() or b"null")
+        except urllib.error.HTTPError as refused:
+            return refused.code, json.loads(refused.read() or b"null")
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+def start_server(data_dir: Path) -> LiveServer:
+    port = _free_port()
+    command = [sys.executable, "-m", "mdmsim.cli", "serve", "--memory", "--data-dir", str(data_dir),
+               "--listen", f"ssl:{port}:interface=127.0.0.1", "--push-link", "none",
+               "--admin-password", ADMIN_PASSWORD]
+    log = open(data_dir.parent / "serve.log", "wb")  # noqa: SIM115 - the child writes it until stopped
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + _START_TIMEOUT
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"mdmsim serve exited {process.returncode}: "
+                               f"{(data_dir.parent / 'serve.log').read_text()[-2000:]}")
+        ca = data_dir / "ca.pem"
+        if ca.exists():
+            context = ssl.create_default_context(cafile=str(ca))
+            server = LiveServer(process, f"https://localhost:{port}", context)
+            try:
+                if server.api("GET", "/api/v2/ping")[0] == 200:
+                    return server
+            except (OSError, ssl.SSLError):
+                pass
+        time.sleep(0.2)  # a child process's start-up: real time, not a test's clock
+    process.kill()
+    raise RuntimeError("mdmsim serve did not answer within 60 s")
