@@ -22,7 +22,7 @@ from mdm_protocol.clocks import Clock, Reactor
 
 from .admin_model import AdminModel
 from .ca import CertificateAuthority
-from .console.mount import user_portal
+from .console.mount import admin_console, user_portal
 from .identity import IdentityVerifier
 from .listening import PortService
 from .metrics import ServerMetrics
@@ -192,6 +192,8 @@ class MDMServer(MultiService):
         routes.append(openapi_route())  # public: the API's shape, no data (see docs/api.md)
         root.putChild(b"api", JsonAPI(routes, authorise=authorise))
         root.putChild(b"user", user_portal(self.admin, self.clock, throttle))
+        root.putChild(b"admin", admin_console(self.admin, self.waker, self.clock, throttle,
+                                              credentials=(self.config.admin_user, self.admin_password)))
         return root
 
     def _port_services(self, reactor: Reactor) -> list[PortService]:

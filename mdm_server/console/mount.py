@@ -5,7 +5,10 @@ from __future__ import annotations
 from mdm_protocol.clocks import Clock
 
 from ..admin_model import AdminModel
+from ..wakeups import Waker
 from ..web.login_throttle import LoginThrottle
+from .admin_console import COOKIE as ADMIN_COOKIE
+from .admin_console import AdminConsole
 from .pages import CookieSessions
 from .portal import COOKIE as PORTAL_COOKIE
 from .portal import UserPortal
@@ -16,3 +19,10 @@ def user_portal(admin: AdminModel, clock: Clock, throttle: LoginThrottle) -> Use
     sessions = CookieSessions(SessionStore(clock), PORTAL_COOKIE, "/user")
     return UserPortal(admin.settings, admin.identities, admin.passwords, sessions, throttle,
                       on_user_changed=admin.labels.on_user_changed)
+
+
+def admin_console(admin: AdminModel, waker: Waker, clock: Clock, throttle: LoginThrottle, *,
+                  credentials: tuple[str, str]) -> AdminConsole:
+    sessions = CookieSessions(SessionStore(clock), ADMIN_COOKIE, "/admin")
+    return AdminConsole(admin.labels, admin.settings, waker, sessions, throttle, credentials=credentials,
+                        clock=clock, trusted_roots=[admin.ca_certificate])
