@@ -25,7 +25,7 @@ from ..admin.settings_store import SettingsStore
 from ..storage.interface import Device
 from ..wakeups import Waker
 from ..web.login_throttle import LoginThrottle
-from .pages import CookieSessions, PageTree, client_address, field, redirect, render
+from .pages import CookieSessions, Handler, PageTree, client_address, field, redirect, render
 from .sessions import Session
 
 COOKIE = "mdmsim_admin"
@@ -45,7 +45,7 @@ class AdminConsole(PageTree):
         self.sessions, self.throttle = sessions, throttle
         self.credentials = (credentials[0].encode(), credentials[1].encode())
         self.trusted_roots = tuple(trusted_roots)
-        self.routes = [(method, re.compile(path), handler) for method, path, handler in [
+        table: list[tuple[bytes, str, Handler]] = [
             (b"GET", "/", self.home),
             (b"POST", "/login", self.login),
             (b"POST", "/logout", self.logout),
@@ -56,7 +56,8 @@ class AdminConsole(PageTree):
             (b"GET", "/labels", self.labels),
             (b"POST", f"/labels/{_LABEL}/apply", self.apply),
             (b"POST", f"/labels/{_LABEL}/remove", self.remove),
-        ]]
+        ]
+        self.routes = [(method, re.compile(path), handler) for method, path, handler in table]
 
     # Signing in ----------------------------------------------------------------------------------------
 

@@ -47,7 +47,8 @@ def redirect(request: Request, location: str) -> bytes:
 
 def field(request: Request, name: str) -> str:
     """A text form field (UTF-8; "" when absent or not text)."""
-    values = (request.args or {}).get(name.encode(), [b""])
+    args: dict[bytes, list[bytes]] = request.args or {}
+    values = args.get(name.encode(), [b""])
     try:
         return values[0].decode("utf-8")
     except UnicodeDecodeError:
@@ -55,7 +56,8 @@ def field(request: Request, name: str) -> str:
 
 
 def file_field(request: Request, name: str) -> bytes:
-    return (request.args or {}).get(name.encode(), [b""])[0]
+    args: dict[bytes, list[bytes]] = request.args or {}
+    return args.get(name.encode(), [b""])[0]
 
 
 def client_address(request: Request) -> str:
@@ -109,7 +111,7 @@ class PageTree(resource.Resource):
 
     def render(self, request: Request) -> bytes:
         # Twisted has percent-decoded the segments already.
-        path = "/" + "/".join(segment.decode("utf-8", "replace") for segment in request.postpath)
+        path = "/" + "/".join(segment.decode("utf-8", "replace") for segment in request.postpath or [])
         path = path.rstrip("/") or "/"
         allowed = False
         for method, pattern, handler in self.routes:

@@ -18,7 +18,7 @@ from ..admin.portal_passwords import PortalPasswords
 from ..admin.settings import SettingKind, UserProvidedSetting
 from ..admin.settings_store import SettingsStore
 from ..web.login_throttle import LoginThrottle
-from .pages import CookieSessions, PageTree, client_address, field, file_field, redirect, render
+from .pages import CookieSessions, Handler, PageTree, client_address, field, file_field, redirect, render
 from .sessions import Session
 
 COOKIE = "mdmsim_user"
@@ -35,14 +35,15 @@ class UserPortal(PageTree):
         super().__init__()
         self.settings, self.identities, self.passwords = settings, identities, passwords
         self.sessions, self.throttle, self.user_changed = sessions, throttle, on_user_changed
-        self.routes = [(method, re.compile(path), handler) for method, path, handler in [
+        table: list[tuple[bytes, str, Handler]] = [
             (b"GET", "/", self.home),
             (b"POST", "/login", self.login),
             (b"POST", "/logout", self.logout),
             (b"POST", "/certificates", self.upload),
             (b"POST", f"/certificates/{_SETTING}/replace", self.replace),
             (b"POST", f"/certificates/{_SETTING}/delete", self.delete),
-        ]]
+        ]
+        self.routes = [(method, re.compile(path), handler) for method, path, handler in table]
 
     # Signing in ----------------------------------------------------------------------------------------
 
