@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 from kits.admin_kit import PASSWORD, p12_for
-from kits.browser import CHROMIUM, CHROMIUM_ARGS, start_server, sync_playwright
+from kits.browser import ADMIN_PASSWORD, CHROMIUM, CHROMIUM_ARGS, start_server, sync_playwright
 
 USER_PASSWORD = "portal password 1"
 HOSTILE = '<img src=x onerror="window.__xss=1">"><script>window.__xss=1</script>'
@@ -104,3 +104,19 @@ def test_hostile_names_are_shown_as_text(page, live):
     sign_in(page, live, "alice")
     assert page.evaluate("window.__xss") is None
     assert HOSTILE in page.locator("select[name=setting]").inner_text()
+
+
+def test_admin_console_sign_in_and_a_hostile_device_name(page, live):
+    assert live.authenticate("UDID-HOSTILE-0001", HOSTILE) == 200
+    page.goto(live.url + "/admin")
+    page.fill("input[name=username]", "admin")
+    page.fill("input[name=password]", ADMIN_PASSWORD)
+    page.click("button[type=submit]")
+    assert page.locator("h1").inner_text() == "Devices"
+    row = page.locator("#devices tr", has_text="UDID-HOSTILE-0001")
+    assert HOSTILE in row.inner_text()  # shown as text, not run
+    row.locator("a").click()
+    assert page.locator("h1").inner_text() == HOSTILE
+    assert page.evaluate("window.__xss") is None
+    page.click("text=Force check-in")
+    assert "not pushed" in page.locator("[role=alert]").inner_text()  # no push token yet: nothing to push

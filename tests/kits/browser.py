@@ -56,6 +56,7 @@ class LiveServer:
     process: subprocess.Popen
     url: str
     context: ssl.SSLContext
+    data_dir: Path
 
     def api(self, method: str, path: str, value=None) -> tuple[int, object]:
         body = None if value is None else json.dumps(value).encode()
@@ -67,6 +68,25 @@ class LiveServer:
                 return answer.status, json.loads(answer.read() or b"null")
         except urllib.error.HTTPError as refused:
             return refused.code, json.loads(refused.read() or b"null")
+
+    def authenticate(self, udid: str, device_name: str) -> int:
+        """A device's signed Authenticate check-in, with an identity from the server's own CA (in its data dir)."""
+        from datetime import UTC, datetime
+
+        from mdm_protocol.checkin import Authenticate, encode_checkin
+        from mdm_protocol.cms import mdm_signature
+        from mdm_server.ca import CertificateAuthority
+
+        ca = CertificateAuthority.load_or_create(self.data_dir, now=datetime.now(UTC))
+        certificate, key = ca.issue_device_identity(f"device {udid[:8]}", datetime.now(UTC))
+        topic = json.loads((self.data_dir / "server.json").read_text())["topic"]
+        body = encode_checkin(Authenticate(topic=topic, udid=udid, os_version="17.5", product_name="iPhone15,2",
+                                           serial_number="F2LX0000", device_name=device_name))
+        request = urllib.request.Request(self.url + "/mdm/checkin", data=body, method="PUT")
+        request.add_header("Content-Type", "application/x-apple-aspen-mdm-checkin")
+        request.add_header("Mdm-Signature", mdm_signature(body, certificate, key))
+        with urllib.request.urlopen(request, context=self.context, timeout=10) as answer:
+            return answer.status
 
     def stop(self) -> None:
         self.process.terminate()
@@ -92,7 +112,7 @@ def start_server(data_dir: Path) -> LiveServer:
         ca = data_dir / "ca.pem"
         if ca.exists():
             context = ssl.create_default_context(cafile=str(ca))
-            server = LiveServer(process, f"https://localhost:{port}", context)
+            server = LiveServer(process, f"https://localhost:{port}", context, data_dir)
             try:
                 if server.api("GET", "/api/v2/ping")[0] == 200:
                     return server
