@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hmac
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any
@@ -96,8 +96,8 @@ class AdminConsole(PageTree):
         query, cursor = field(request, "q").strip().lower(), field(request, "cursor")
         chosen: list[Device] = []
         more = False
-        for device in self.admin.all_devices():  # in device-id order, so the cursor is the last id shown
-            if cursor and device.device_id <= cursor or query and not _matches(device, query):
+        for device in self._devices_after(cursor or None):  # device-id order: the cursor is the last id shown
+            if query and not _matches(device, query):
                 continue
             if len(chosen) == PAGE_SIZE:
                 more = True
@@ -124,6 +124,15 @@ class AdminConsole(PageTree):
         return self._page(request, session, "device.html", status, device=self._device_row(device),
                           facts=sorted((str(k), _shown(v)) for k, v in device.facts.items()),
                           commands=commands, readiness=asdict(readiness), **messages)
+
+    def _devices_after(self, after: str | None) -> Iterator[Device]:
+        """Devices after the cursor, read from storage a page at a time (a page view never scans the fleet)."""
+        while True:
+            batch = self.admin.storage.list_devices(after=after, limit=PAGE_SIZE + 1)
+            yield from batch
+            if len(batch) <= PAGE_SIZE:
+                return
+            after = batch[-1].device_id
 
     def force_checkin(self, request: Request, device_id: str) -> bytes:
         """EPMM's force check-in: push now; whether the device checks in shows as pushed vs checked in."""
