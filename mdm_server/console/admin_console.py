@@ -30,6 +30,7 @@ from .sessions import Session
 
 COOKIE = "mdmsim_admin"
 PAGE_SIZE = 50
+SEARCH_BATCH = 2000  # devices read per storage call while searching (a search scans until a page is full)
 _DEVICE = r"(?P<device_id>[^/]+)"
 _LABEL = r"(?P<label_id>[^/]+)"
 
@@ -96,7 +97,8 @@ class AdminConsole(PageTree):
         query, cursor = field(request, "q").strip().lower(), field(request, "cursor")
         chosen: list[Device] = []
         more = False
-        for device in self._devices_after(cursor or None):  # device-id order: the cursor is the last id shown
+        batch = SEARCH_BATCH if query else PAGE_SIZE + 1
+        for device in self._devices_after(cursor or None, batch):  # device-id order: the cursor is the last id shown
             if query and not _matches(device, query):
                 continue
             if len(chosen) == PAGE_SIZE:
@@ -125,12 +127,12 @@ class AdminConsole(PageTree):
                           facts=sorted((str(k), _shown(v)) for k, v in device.facts.items()),
                           commands=commands, readiness=asdict(readiness), **messages)
 
-    def _devices_after(self, after: str | None) -> Iterator[Device]:
-        """Devices after the cursor, read from storage a page at a time (a page view never scans the fleet)."""
+    def _devices_after(self, after: str | None, size: int) -> Iterator[Device]:
+        """Devices after the cursor, read from storage `size` at a time (a plain page never scans the fleet)."""
         while True:
-            batch = self.admin.storage.list_devices(after=after, limit=PAGE_SIZE + 1)
+            batch = self.admin.storage.list_devices(after=after, limit=size)
             yield from batch
-            if len(batch) <= PAGE_SIZE:
+            if len(batch) < size:
                 return
             after = batch[-1].device_id
 
