@@ -25,6 +25,8 @@ from mdm_server.storage import (
     DuplicateCommandError,
     EnrollmentState,
     EnrollmentStateError,
+    IdentityChange,
+    IdentityChangeRefusedError,
     InvalidRecordError,
     NewCommand,
     PushOutcome,
@@ -182,6 +184,27 @@ class CheckinConformance(StorageConformance):
         storage.authenticate("a", FACTS, TOPIC, cert("new"), now=T0 + 1)
         assert storage.device_for_certificate(cert("shared")) is None
         assert storage.authenticate("b", FACTS, TOPIC, cert("shared"), now=T0 + 2).device_id == "b"
+
+    def test_a_new_identity_is_taken_only_as_the_policy_allows(self, storage):
+        storage.authenticate("a", FACTS, TOPIC, cert("alice-1"), now=T0, user_id="alice")
+        storage.enqueue(["a"], NewCommand("c1", "ProfileList", b"<plist/>"), now=T0)
+        before = storage.get_device("a")
+        seen: list[str | None] = []
+        for policy, user in ((IdentityChange.NONE, "alice"), (IdentityChange.SAME_USER, None),
+                             (IdentityChange.SAME_USER, "mallory")):
+            with pytest.raises(IdentityChangeRefusedError, match="needs a valid enrollment token"):
+                storage.authenticate("a", FACTS, TOPIC, cert("thief"), now=T0 + 1, user_id=user,
+                                     new_identity=policy, replaced=seen.append)
+        # Refused: nothing changed, the queue included, and the thief's certificate is bound to nobody.
+        assert storage.get_device("a") == before and storage.device_for_certificate(cert("thief")) is None
+        assert [c.command_uuid for c in storage.list_commands("a")] == ["c1"]
+        # The device's own identity always re-authenticates; the same user's new one is taken and reported.
+        storage.authenticate("a", FACTS, TOPIC, cert("alice-1"), now=T0 + 2, new_identity=IdentityChange.NONE,
+                             replaced=seen.append)
+        assert seen == []
+        storage.authenticate("a", FACTS, TOPIC, cert("alice-2"), now=T0 + 3, user_id="alice",
+                             new_identity=IdentityChange.SAME_USER, replaced=seen.append)
+        assert seen == ["alice"] and storage.get_device("a").cert_sha256 == cert("alice-2")
 
     def test_merge_facts_lays_device_information_over_the_authenticate_facts(self, storage):
         enroll(storage, "d")

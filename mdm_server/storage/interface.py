@@ -84,6 +84,18 @@ class CertificateInUseError(StorageError):
     """The identity certificate is already bound to another device (spoofed UDID or reused identity)."""
 
 
+class IdentityChangeRefusedError(StorageError):
+    """Authenticate of a known device with a new identity that the caller's policy does not allow (takeover)."""
+
+
+class IdentityChange(StrEnum):
+    """Which new identity `authenticate` may put on a known device (the one it has is always accepted)."""
+
+    ANY = "any"  # open enrollment: the device was erased and re-enrolled, or so it says
+    SAME_USER = "same user"  # the new identity binds the device's own user, or the device has none
+    NONE = "none"  # no new identity: the enrollment it came through is not valid for re-enrolling
+
+
 class CommandNotFoundError(StorageError):
     """No command with this CommandUUID is queued for this device."""
 
@@ -255,11 +267,15 @@ class CheckinStore(Protocol):
 
     `authenticate` with a user_id binds it as `bind_user` would, in the same write; without one the device
     keeps the user it had. Authenticate and CheckOut drop the device's pending commands.
+    `new_identity` says whether a certificate other than the device's own may replace it
+    (IdentityChangeRefusedError, nothing changed, when not); `replaced` is then called with the device's
+    previous user, so the caller can log and count a re-enrollment.
     """
 
     def authenticate(
         self, device_id: str, facts: Mapping[str, Any], topic: str, cert_sha256: str, *, now: float,
-        user_id: str | None = None,
+        user_id: str | None = None, new_identity: IdentityChange = IdentityChange.ANY,
+        replaced: Callable[[str | None], None] | None = None,
     ) -> Device: ...
     def token_update(
         self,

@@ -19,6 +19,7 @@ from .interface import (
     Device,
     EnrollmentState,
     Exchange,
+    IdentityChange,
     PushOutcome,
     PushRecord,
     QueuedCommand,
@@ -30,7 +31,6 @@ from .interface import (
 )
 from .rules import (
     already_queued,
-    certificate_in_use,
     check_bytes,
     check_cert,
     check_flag,
@@ -51,6 +51,7 @@ from .rules import (
     decode_facts,
     encode_facts,
     has_timed_out,
+    judge_new_identity,
     merged_facts,
     plan_enqueue,
     reported_status,
@@ -86,16 +87,19 @@ class MemoryStorage:
 
     def authenticate(
         self, device_id: str, facts: Mapping[str, Any], topic: str, cert_sha256: str, *, now: float,
-        user_id: str | None = None,
+        user_id: str | None = None, new_identity: IdentityChange = IdentityChange.ANY,
+        replaced: Callable[[str | None], None] | None = None,
     ) -> Device:
         self._live()
         device_id, topic = check_id(device_id), check_id(topic, "topic")
         stored_facts, cert, now = decode_facts(encode_facts(facts)), check_cert(cert_sha256), check_now(now)
         user_id = check_optional_id(user_id, "user_id")
         owner = self._by_cert.get(cert)
-        if owner is not None and owner != device_id:
-            raise certificate_in_use(cert, owner)
         old = self._devices.get(device_id)
+        owners = [] if owner is None else [(owner, cert, None)]
+        if old is not None:
+            owners.append((device_id, old.cert_sha256, old.user_id))
+        judge_new_identity(owners, device_id, cert, user_id, new_identity, replaced)
         if old is None:
             state = EnrollmentState.AUTHENTICATED
             device = Device(device_id, state, topic, stored_facts, cert, now, now, now, user_id=user_id)

@@ -23,6 +23,7 @@ from .interface import (
     Device,
     EnrollmentState,
     Exchange,
+    IdentityChange,
     PushOutcome,
     PushRecord,
     QueuedCommand,
@@ -55,7 +56,7 @@ from .postgres_queries import (
 )
 from .postgres_schema import open_database, redacted
 from .rules import (
-    certificate_in_use,
+    IDENTITY_OWNERS,
     check_bytes,
     check_cert,
     check_flag,
@@ -75,6 +76,7 @@ from .rules import (
     checked_out_devices,
     decoded_facts,
     encode_facts,
+    judge_new_identity,
     merged_facts,
     plan_enqueue,
     reported_status,
@@ -88,6 +90,8 @@ URL_SCHEMES = ("postgresql://", "postgres://")
 log = logging.getLogger(__name__)
 DISK_FULL = frozenset({"53100"})  # SQLSTATE disk_full: the server has no room for the write
 
+
+_IDENTITY_OWNERS = IDENTITY_OWNERS.format(p="%s")
 
 class PostgresStorage:
     """`Storage` in a PostgreSQL database (`dsn`: a postgresql:// URL or key=value string), in `schema` if
@@ -103,15 +107,15 @@ class PostgresStorage:
 
     def authenticate(
         self, device_id: str, facts: Mapping[str, Any], topic: str, cert_sha256: str, *, now: float,
-        user_id: str | None = None,
+        user_id: str | None = None, new_identity: IdentityChange = IdentityChange.ANY,
+        replaced: Callable[[str | None], None] | None = None,
     ) -> Device:
         device_id, topic = check_id(device_id), check_id(topic, "topic")
         blob, cert, now = encode_facts(facts), check_cert(cert_sha256), check_now(now)
         user_id = check_optional_id(user_id, "user_id")
         with self._write() as db:
-            owner = db.execute("SELECT device_id FROM devices WHERE cert_sha256 = %s", (cert,)).fetchone()
-            if owner is not None and owner[0] != device_id:
-                raise certificate_in_use(cert, owner[0])
+            owners = db.execute(_IDENTITY_OWNERS, (cert, device_id)).fetchall()
+            judge_new_identity(owners, device_id, cert, user_id, new_identity, replaced)
             row = db.execute(AUTHENTICATE, (device_id, topic, blob, cert, now, now, now, user_id)).fetchone()
             clear_pending(db, device_id)
         self._facts.keep(device_id, blob, decoded_facts(facts, blob))

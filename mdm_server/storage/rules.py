@@ -25,6 +25,8 @@ from .interface import (
     DuplicateCommandError,
     EnrollmentState,
     EnrollmentStateError,
+    IdentityChange,
+    IdentityChangeRefusedError,
     InvalidRecordError,
     NewCommand,
     PushOutcome,
@@ -234,6 +236,29 @@ def check_new_command(new: object) -> NewCommand:
     if payload is not new.payload:
         new = NewCommand(new.command_uuid, new.request_type, payload)
     return new
+
+
+# Finds the certificate's owner and the device's own certificate and user in one indexed statement.
+IDENTITY_OWNERS = "SELECT device_id, cert_sha256, user_id FROM devices WHERE cert_sha256 = {p} OR device_id = {p}"
+
+
+def judge_new_identity(
+    rows: Iterable[tuple[str, str, str | None]], device_id: str, cert: str, user_id: str | None,
+    policy: IdentityChange, replaced: Callable[[str | None], None] | None,
+) -> None:
+    """Refuse a certificate bound elsewhere, or a new one the policy forbids; tell `replaced` of a new one."""
+    for owner, owner_cert, owner_user in rows:
+        if owner != device_id:
+            raise certificate_in_use(cert, owner)
+        if owner_cert == cert:
+            continue
+        same_user = owner_user is None or owner_user == user_id
+        if policy is IdentityChange.NONE or (policy is IdentityChange.SAME_USER and not same_user):
+            raise IdentityChangeRefusedError(
+                f"device {device_id} is enrolled with another identity; re-enrolling it needs a valid "
+                f"enrollment token{'' if policy is IdentityChange.NONE else ' for its user'}")
+        if replaced is not None:
+            replaced(owner_user)
 
 
 def certificate_in_use(cert_sha256: str, owner: str) -> CertificateInUseError:

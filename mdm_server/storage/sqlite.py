@@ -24,6 +24,7 @@ from .interface import (
     Device,
     EnrollmentState,
     Exchange,
+    IdentityChange,
     PushOutcome,
     PushRecord,
     QueuedCommand,
@@ -34,7 +35,7 @@ from .interface import (
     Visit,
 )
 from .rules import (
-    certificate_in_use,
+    IDENTITY_OWNERS,
     check_bytes,
     check_cert,
     check_flag,
@@ -54,6 +55,7 @@ from .rules import (
     checked_out_devices,
     decoded_facts,
     encode_facts,
+    judge_new_identity,
     merged_facts,
     plan_enqueue,
     reported_status,
@@ -99,6 +101,7 @@ from .sqlite_queries import (
 )
 from .sqlite_schema import open_database
 
+_IDENTITY_OWNERS = IDENTITY_OWNERS.format(p="?")
 
 class SQLiteStorage:
     """`Storage` in a SQLite file (or ":memory:"). Use it from one thread only: the reactor's."""
@@ -113,15 +116,15 @@ class SQLiteStorage:
 
     def authenticate(
         self, device_id: str, facts: Mapping[str, Any], topic: str, cert_sha256: str, *, now: float,
-        user_id: str | None = None,
+        user_id: str | None = None, new_identity: IdentityChange = IdentityChange.ANY,
+        replaced: Callable[[str | None], None] | None = None,
     ) -> Device:
         device_id, topic = check_id(device_id), check_id(topic, "topic")
         blob, cert, now = encode_facts(facts), check_cert(cert_sha256), check_now(now)
         user_id = check_optional_id(user_id, "user_id")
         with self._write() as db:
-            owner = db.execute("SELECT device_id FROM devices WHERE cert_sha256 = ?", (cert,)).fetchone()
-            if owner is not None and owner[0] != device_id:
-                raise certificate_in_use(cert, owner[0])
+            owners = db.execute(_IDENTITY_OWNERS, (cert, device_id)).fetchall()
+            judge_new_identity(owners, device_id, cert, user_id, new_identity, replaced)
             # fetchall: a RETURNING statement only finishes (and its change only counts) once stepped to the end.
             row = db.execute(AUTHENTICATE, (device_id, topic, blob, cert, now, now, now, user_id)).fetchall()[0]
             clear_pending(db, device_id)
