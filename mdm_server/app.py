@@ -23,6 +23,7 @@ from mdm_protocol.clocks import Clock, Reactor
 from .admin_model import AdminModel
 from .ca import CertificateAuthority
 from .console.mount import admin_console, user_portal
+from .enrollment_tokens import TokenRegistry, new_identity_policy
 from .identity import IdentityVerifier
 from .listening import PortService
 from .metrics import ServerMetrics
@@ -40,6 +41,7 @@ from .storage.memory import MemoryStorage
 from .storage.sqlite import SQLiteStorage
 from .wakeups import Waker
 from .web.admin_api import AdminAPI
+from .web.admin_tokens_api import EnrollmentTokensAPI
 from .web.client_limits import ClientLimits
 from .web.device import DeviceEndpoint
 from .web.device_channel import DeviceChannelFactory
@@ -78,6 +80,7 @@ class ServerConfig:
     client_limits: ClientLimits = field(default_factory=ClientLimits)  # request deadlines, connections per client
     # Push through an HTTP/2 provider API (Apple's or `mdmsim apns`) instead of the in-process simulation.
     apns_provider: ProviderSettings | None = None
+    open_enrollment: bool = False  # anyone may fetch a profile (for any user) and re-enroll any device: load tests
 
     def server_url(self) -> str:
         if self.public_url:
@@ -143,9 +146,11 @@ class MDMServer(MultiService):
         if config.retain is not None:
             self.retention = Retention(self.storage, clock=clock, retain=config.retain)
             self.retention.setServiceParent(self)
+        self.tokens = TokenRegistry(self.admin.docs, default_secret=self.state.enroll_token)
+        policy = None if config.open_enrollment else new_identity_policy(self.tokens, clock.seconds)
         self.service = MDMService(self.storage, topic=self.state.topic, now=clock.seconds,
                                   schedule_wake=self.waker.schedule,
-                                  on_device_changed=self.admin.labels.on_device_changed)
+                                  on_device_changed=self.admin.labels.on_device_changed, new_identity_policy=policy)
         self.verifier = IdentityVerifier([self.ca.certificate], now=self.now,
                                          allow_sha1=config.allow_sha1_signatures)
         self.admin_password = config.admin_password or self.state.admin_password
@@ -154,8 +159,8 @@ class MDMServer(MultiService):
         self.scep = self._scep() if config.enrollment_identity == "scep" else None
         self.enroll = EnrollResource(
             self.ca, topic=self.state.topic, server_url=self.url, now=self.now,
-            enroll_token=self.state.enroll_token, admin=(config.admin_user, self.admin_password),
-            scep=self.scep,
+            tokens=self.tokens, admin=(config.admin_user, self.admin_password), scep=self.scep,
+            open_enrollment=config.open_enrollment,
         )
         self.root = self._root()
         self.site = make_site(self.root, body_limit=config.body_limit, reactor=clock, limits=config.client_limits)
@@ -188,7 +193,7 @@ class MDMServer(MultiService):
         # One table: /api/v1 (devices, queues, pushes), /api/v2 settings/users and labels/policies.
         throttle = LoginThrottle(self.clock)  # one count per address for the API, the console and the portal
         authorise = basic_auth(self.config.admin_user, self.admin_password, throttle=throttle)
-        routes = [*v1.routes, *self.admin.routes()]
+        routes = [*v1.routes, *self.admin.routes(), *EnrollmentTokensAPI(self.tokens, clock=self.clock).routes]
         routes.append(openapi_route())  # public: the API's shape, no data (see docs/api.md)
         root.putChild(b"api", JsonAPI(routes, authorise=authorise))
         root.putChild(b"user", user_portal(self.admin, self.clock, throttle))

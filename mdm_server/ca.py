@@ -199,15 +199,19 @@ class CertificateAuthority:
     def issue_device_identity(
         self, common_name: str, now: datetime, key_type: KeyType | str = KeyType.EC, *,
         validity: timedelta = DEVICE_VALIDITY, user_id: str | None = None,
+        extra: tuple[x509.NameAttribute, ...] = (),
     ) -> tuple[x509.Certificate, PrivateKey]:
         """A device identity (what SCEP would give an iPhone): EKU clientAuth, short random serial.
 
-        `user_id` goes into the subject as UID, binding the enrollment to that user for the server.
+        `user_id` goes into the subject as UID, binding the enrollment to that user for the server; `extra`
+        attributes follow it (the enrollment token that issued the identity).
         """
         key = generate_key(key_type)
         subject = _name(common_name)
         if user_id is not None:
             subject = x509.Name([*subject, x509.NameAttribute(NameOID.USER_ID, user_id)])
+        if extra:
+            subject = x509.Name([*subject, *extra])
         return self.issue_for_key(subject, key.public_key(), now, validity=validity), key
 
     def issue_for_key(

@@ -28,6 +28,7 @@ from mdm_protocol.payloads import (
 from mdm_protocol.profile import Payload, encode_profile
 
 from .ca import CertificateAuthority, KeyType
+from .enrollment_tokens import ENROLLMENT_TOKEN_OID
 from .pki import export_pkcs12, random_password
 
 ENROLLMENT_IDENTIFIER = "com.mdmsim.enrollment"
@@ -135,11 +136,13 @@ def _slotted(xml: bytes) -> bytes:
 def build_enrollment(
     authority: CertificateAuthority, *, server_url: str, topic: str, now: datetime,
     user_id: str | None = None, key_type: KeyType | str = KeyType.EC,
-    common_name: Callable[[], str] | None = None,
+    common_name: Callable[[], str] | None = None, token_id: str | None = None,
 ) -> Enrollment:
-    """A fresh enrollment profile; a `user_id` is written into the identity (x509 UID) to bind the device."""
+    """A fresh enrollment profile; a `user_id` is written into the identity (x509 UID) to bind the device,
+    the enrollment token that issued it (`token_id`) beside it, for judging a later re-enrollment."""
     name = common_name() if common_name else f"mdmsim device identity {x509.random_serial_number():x}"[:64]
-    certificate, key = authority.issue_device_identity(name, now, key_type, user_id=user_id)
+    extra = () if token_id is None else (x509.NameAttribute(ENROLLMENT_TOKEN_OID, token_id),)
+    certificate, key = authority.issue_device_identity(name, now, key_type, user_id=user_id, extra=extra)
     password = random_password(ENROLLMENT_PASSWORD_BYTES)
     p12 = export_pkcs12(certificate, key, password, "MDM identity", kdf_rounds=ENROLLMENT_KDF_ROUNDS)
     ca_der = authority.certificate.public_bytes(serialization.Encoding.DER)

@@ -10,12 +10,15 @@ import enum
 import hashlib
 import hmac
 import secrets
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from cryptography import x509
 
 from .admin.docstore import Documents
+from .service import DeviceIdentity
+from .storage.interface import IdentityChange
 
 KIND = "enrollment_token"
 # A self-assigned OID (2.25 = UUID arc, ITU-T X.667) for the subject attribute naming the issuing token.
@@ -113,11 +116,15 @@ class TokenRegistry:
         self._put(revoked)
         return revoked
 
+    def find(self, secret: str) -> EnrollmentToken | None:
+        """The token whose secret this is, valid or not."""
+        wanted = digest(secret)
+        return next((t for t in self.all() if hmac.compare_digest(t.digest, wanted)), None)
+
     def redeem(self, secret: str, now: float) -> tuple[Verdict, EnrollmentToken | None]:
         """Spend one use of the token whose secret this is, if it is valid; otherwise change nothing."""
-        wanted = digest(secret)
         with self.docs.transaction():
-            token = next((t for t in self.all() if hmac.compare_digest(t.digest, wanted)), None)
+            token = self.find(secret)
             if token is None:
                 return Verdict.UNKNOWN, None
             verdict = token.judge(now)
@@ -140,6 +147,22 @@ class TokenRegistry:
 
     def _put(self, token: EnrollmentToken) -> None:
         self.docs.put(KIND, token.token_id, asdict(token))
+
+
+def new_identity_policy(
+    registry: TokenRegistry, now: Callable[[], float]
+) -> Callable[[DeviceIdentity], IdentityChange]:
+    """Which new identity may re-enroll a known device: one issued through a token still valid (not revoked or
+    expired); a batch or delegating token's identity only for the device's own user (or none), an admin's any.
+    """
+
+    def policy(identity: DeviceIdentity) -> IdentityChange:
+        token_id = identity.enrollment_token
+        if token_id is None or registry.still_valid(token_id, now())[0] is not Verdict.VALID:
+            return IdentityChange.NONE
+        return IdentityChange.ANY if token_id == ADMIN_TOKEN_ID else IdentityChange.SAME_USER
+
+    return policy
 
 
 def _load(body: dict[str, Any]) -> EnrollmentToken:

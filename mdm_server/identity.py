@@ -18,6 +18,7 @@ from mdm_protocol.certificate_chain import verify_chain
 from mdm_protocol.cms import SignatureError, verify_mdm_signature
 
 from .enrollment import identity_user
+from .enrollment_tokens import identity_token
 from .service import DeviceIdentity
 
 MAX_CACHED_CHAINS = 200_000
@@ -78,7 +79,8 @@ class IdentityVerifier:
                 self._chained.clear()
             self._chained.add(fingerprint)
         subject = info.signer.subject.rfc4514_string()
-        return DeviceIdentity(fingerprint, subject, identity_user(info.signer)), info.signer
+        identity = DeviceIdentity(fingerprint, subject, identity_user(info.signer), identity_token(info.signer))
+        return identity, info.signer
 
 
 def _check_validity(certificate: x509.Certificate, moment: datetime) -> None:

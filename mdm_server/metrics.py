@@ -48,6 +48,7 @@ class ServerMetrics:
     checkins: Counter[tuple[str, int]] = field(default_factory=Counter)  # (MessageType, HTTP status)
     reports: Counter[tuple[str, int]] = field(default_factory=Counter)  # (Status, HTTP status)
     latency: dict[str, Histogram] = field(default_factory=dict)  # by channel: checkin, connect, other
+    reenrollments: Counter[str] = field(default_factory=Counter)  # new identity on a known device: accepted|refused
 
     def checkin(self, message_type: str, status: int) -> None:
         self.checkins[(message_type, status)] += 1

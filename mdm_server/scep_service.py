@@ -34,6 +34,7 @@ from mdm_protocol.scep_envelope import ContentCipher
 from mdm_protocol.scep_operations import DEFAULT_CAPS, encode_ca_certificates, encode_caps, read_csr
 
 from .ca import CertificateAuthority, private_key_pem, write_private_file
+from .enrollment_tokens import ENROLLMENT_TOKEN_OID
 from .scep_challenges import ChallengeStore, Redemption
 
 log = logging.getLogger("mdmsim.scep")
@@ -169,8 +170,9 @@ class ScepService:
 
 
 def _identity_subject(requested: x509.Name, user_id: str | None) -> x509.Name:
-    """The CSR's subject without any UID it claims; the user comes from the challenge, never the device."""
-    kept = [attribute for attribute in requested if attribute.oid != NameOID.USER_ID]
+    """The CSR's subject without any UID or token it claims; the user comes from the challenge, never the device."""
+    # Neither the user nor the enrollment token (which judges a re-enrollment) may be the device's own claim.
+    kept = [attribute for attribute in requested if attribute.oid not in (NameOID.USER_ID, ENROLLMENT_TOKEN_OID)]
     if not any(attribute.oid == NameOID.COMMON_NAME for attribute in kept):
         kept.append(x509.NameAttribute(NameOID.COMMON_NAME, "mdmsim SCEP identity"))
     if user_id is not None:

@@ -25,6 +25,8 @@ from .storage.interface import (
     DeviceDirectory,
     EnrollmentState,
     Exchange,
+    IdentityChange,
+    IdentityChangeRefusedError,
     InvalidRecordError,
     Reported,
     ResultKind,
@@ -47,6 +49,7 @@ class DeviceIdentity:
     cert_sha256: str
     subject: str = ""
     user_id: str | None = None  # the user the enrollment was issued for (x509 UID in the identity)
+    enrollment_token: str | None = None  # the enrollment token the identity was issued through, if any
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +103,7 @@ class MDMService:
         schedule_wake: ScheduleWake | None = None,
         not_now_retry: float = DEFAULT_NOT_NOW_RETRY,
         on_device_changed: DeviceChanged | None = None,
+        new_identity_policy: Callable[[DeviceIdentity], IdentityChange] | None = None,
     ) -> None:
         self.storage = storage
         self.topic = topic
@@ -109,6 +113,8 @@ class MDMService:
         # Called after Authenticate, TokenUpdate, CheckOut and an acknowledged DeviceInformation.
         self.on_device_changed: DeviceChanged = on_device_changed or (lambda device_id: None)
         self.metrics = ServerMetrics()  # read by GET /metrics
+        # Which new identity may re-enroll a known device (enrollment tokens); None: any (open enrollment).
+        self.new_identity_policy = new_identity_policy or (lambda identity: IdentityChange.ANY)
 
     # Check-in channel ------------------------------------------------------------------------------
 
@@ -145,12 +151,24 @@ class MDMService:
             # An identity issued for a user binds the device to them; one without keeps the bound user.
             self.storage.authenticate(
                 message.device_id, facts, message.topic, identity.cert_sha256, now=self._now(),
-                user_id=identity.user_id,
+                user_id=identity.user_id, new_identity=self.new_identity_policy(identity),
+                replaced=functools.partial(self._reenrolled, message.device_id, identity),
             )
         except CertificateInUseError as exc:
             return Response.refuse(f"identity certificate refused: {exc.reason}")
+        except IdentityChangeRefusedError as exc:
+            # The takeover: a fresh identity for a known UDID would clear its queue and inherit its user.
+            self.metrics.reenrollments["refused"] += 1
+            log.warning("re-enrollment of device %s with identity %s (token %s) refused: %s", message.device_id,
+                        identity.subject, identity.enrollment_token, exc.reason)
+            return Response.refuse(f"identity certificate refused: {exc.reason}")
         self.on_device_changed(message.device_id)
         return OK
+
+    def _reenrolled(self, device_id: str, identity: DeviceIdentity, previous_user: str | None) -> None:
+        self.metrics.reenrollments["accepted"] += 1
+        log.warning("device %s re-enrolled with a new identity %s (token %s; user %s, was %s)", device_id,
+                    identity.subject, identity.enrollment_token, identity.user_id, previous_user)
 
     def _token_update(self, identity: DeviceIdentity, message: TokenUpdate) -> Response:
         refusal = self._check_identity(identity, message.device_id, allow_authenticated=True)

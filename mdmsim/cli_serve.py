@@ -88,6 +88,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--allow-sha1-signatures", action="store_true",
                         help="accept Mdm-Signature and SCEP requests whose CMS digest is SHA-1 (mdmb's default); "
                              "refused with a clear error otherwise")
+    parser.add_argument("--open-enrollment", action="store_true",
+                        help="anyone may fetch an enrollment profile, for any ?user=, and a new identity may "
+                             "re-enroll any known device (load tests only); default: enrollment tokens")
     apns = parser.add_argument_group("APNs simulation (load testing)")
     apns.add_argument("--apns-delay", type=parse_duration, default=0.0,
                       help="delay before a push reaches the device, e.g. 200ms")
@@ -135,6 +138,7 @@ def _serve(args: argparse.Namespace) -> int:
         enrollment_identity=args.enrollment_identity, allow_sha1_signatures=args.allow_sha1_signatures,
         retain=args.retain,
         client_limits=ClientLimits(args.header_timeout, args.body_timeout, args.max_client_connections),
+        open_enrollment=args.open_enrollment,
         apns={"delay": args.apns_delay, "jitter": args.apns_jitter, "drop_rate": args.apns_drop_rate},
     )
     if args.memory and args.database:
@@ -155,7 +159,10 @@ def _serve(args: argparse.Namespace) -> int:
     def started(_ports):
         url = server.url
         print(f"mdmsim server listening on {url} (data in {config.data_dir.resolve()})")
-        print(f"  enrollment profile: {url}/mdm/enroll?token={server.state.enroll_token}")
+        print(f"  enrollment profile: {url}/mdm/enroll?token={server.state.enroll_token} (default batch token; "
+              f"per-user tokens: POST /api/v2/enrollment-tokens)")
+        if config.open_enrollment:
+            print("  OPEN ENROLLMENT: no token needed, any new identity may re-enroll any device")
         print(f"  CA SHA-256 fingerprint: {server.ca.fingerprint}")
         if server.scep is not None:
             print(f"  SCEP: {url}/scep (identities by SCEP; challenges expire after "

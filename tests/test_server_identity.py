@@ -137,7 +137,9 @@ def test_certificate_reused_by_a_new_device_at_authenticate_is_refused(server, e
 
 def test_re_enrollment_with_a_new_identity_replaces_the_old_one(server, enrolled):
     old = enrolled[A]
-    new = SignedDevice(server, A)
+    # An erased device re-enrolls through an enrollment token (here the default one): see test_enrollment_tokens.
+    contents = identity_from(fetch_profile(server).body)[2]
+    new = SignedDevice(server, A, certificate=contents.certificate, key=contents.private_key)
     assert new.authenticate().status == 200
     assert new.token_update().status == 200
     assert server.storage.get_device(A).cert_sha256 == new.cert_sha256

@@ -58,6 +58,9 @@ class MetricsResource(resource.Resource):
                       "status", checkins, ("message_type", "code")),
             m.counter("mdmsim_command_reports_total", "Command-channel reports answered, by Status and HTTP "
                       "status", reports, ("status", "code")),
+            m.counter("mdmsim_reenrollments_total", "Authenticate of a known device with a new identity, by "
+                      "outcome (accepted, refused)", {(k,): n for k, n in metrics.reenrollments.items()},
+                      ("outcome",)),
             m.histogram("mdmsim_request_duration_seconds", "Time to answer a device request (signature "
                         "check, service, storage), by channel", metrics.latency, "channel"),
         ]

@@ -135,6 +135,20 @@ SCHEMAS: dict[str, Any] = {
     "ReadinessRefresh": {"type": "object", "required": ["queued", "pushed"]},
     "Conflict": {"type": "object", "required": ["kind", "deviceUuid", "settingIds", "labelIds", "reason"]},
     "OpenAPI": {"type": "object", "required": ["openapi", "paths"]},
+    "EnrollmentToken": {"type": "object", "required": ["id", "userId", "expiresAt", "maxUses", "uses", "revoked",
+                                                       "status"], "properties": {
+        "id": STRING, "name": STRING, "userId": {"type": ["string", "null"]},
+        "expiresAt": {"type": ["number", "null"]}, "maxUses": {"type": ["integer", "null"]},
+        "uses": {"type": "integer"}, "revoked": {"type": "boolean"}, "createdAt": {"type": "number"},
+        "allowUserParameter": {"type": "boolean"},
+        "status": {"enum": ["valid", "expired", "used up", "revoked"]},
+        "token": {"type": "string", "description": "the secret for ?token=; only in the answer to its creation"}}},
+    "EnrollmentTokenInput": {"type": "object", "additionalProperties": False, "properties": {
+        "name": STRING, "userId": {"type": "string", "description": "per-user token: identities bind this user"},
+        "expiresInSeconds": {"type": "number", "exclusiveMinimum": 0},
+        "maxUses": {"type": "integer", "minimum": 1},
+        "allowUserParameter": {"type": "boolean", "description": "a batch token whose holder may name the user "
+                                                                 "with ?user= (the operator's own fleets)"}}},
 }
 
 PAGE = ["cursor", "limit"]
@@ -222,6 +236,14 @@ OPERATIONS: list[tuple[str, str, str, str, list[str], str | None, dict[str, str]
      None, {"200": "Readiness"}),
     ("post", "/api/v2/devices/{device_id}/readiness/refresh", "devices",
      "Ask the device for its ProfileList and CertificateList", [], None, {"202": "ReadinessRefresh"}),
+    ("get", "/api/v2/enrollment-tokens", "enrollment", "List enrollment tokens", PAGE, None,
+     {"200": "page:EnrollmentToken"}),
+    ("post", "/api/v2/enrollment-tokens", "enrollment", "Create an enrollment token (per user or per batch)", [],
+     "EnrollmentTokenInput", {"201": "EnrollmentToken"}),
+    ("get", "/api/v2/enrollment-tokens/{token_id}", "enrollment", "One enrollment token", [], None,
+     {"200": "EnrollmentToken"}),
+    ("delete", "/api/v2/enrollment-tokens/{token_id}", "enrollment", "Revoke an enrollment token", [], None,
+     {"200": "Deleted"}),
     ("get", "/api/v2/conflicts", "labels", "Conflicting settings per device", ["labelId", *PAGE], None,
      {"200": "page:Conflict"}),
     ("get", OPENAPI_PATH, "meta", "This document (public)", [], None, {"200": "OpenAPI"}),
