@@ -24,6 +24,7 @@ from .admin.render import SettingsRenderer
 from .admin.secrets_at_rest import SecretBox
 from .admin.settings_store import SettingsStore
 from .admin.users import UserStore
+from .command_seal import CommandSeal
 from .storage.interface import Storage
 from .wakeups import Waker
 from .web.admin_labels_api import AdminLabelsAPI
@@ -64,7 +65,9 @@ class AdminModel(MultiService):
         self.passwords = PortalPasswords(self.docs, self.users)
         self.identities = IdentityStore(self.docs, self.settings, self.users, box, now=now)
         self.renderer = SettingsRenderer(self.settings, self.users, self.identities)
-        self.labels = LabelAdmin(storage, self.docs, self.renderer, self.users, clock=clock, wake=waker.push_now)
+        self.command_seal = CommandSeal(box)  # InstallProfiles with keys or passwords sit sealed in the queue
+        self.labels = LabelAdmin(storage, self.docs, self.renderer, self.users, clock=clock, wake=waker.push_now,
+                                 seal=self.command_seal.seal)
         # EPMM's "delete private keys after N days", for keys no render happens to touch; also once at start.
         purge = TimerService(KEY_PURGE_INTERVAL, self.identities.purge_expired_keys)
         purge.clock = clock
@@ -78,7 +81,8 @@ class AdminModel(MultiService):
             on_setting_deleted=self.labels.on_setting_deleted, on_user_changed=self.labels.on_user_changed,
             passwords=self.passwords,
         )
-        labels = AdminLabelsAPI(self.labels, self.waker, clock=self.clock, trusted_roots=[self.ca_certificate])
+        labels = AdminLabelsAPI(self.labels, self.waker, clock=self.clock, trusted_roots=[self.ca_certificate],
+                                opened=self.command_seal.opened)
         return [*settings.routes, *labels.routes]
 
     def startService(self) -> None:

@@ -150,7 +150,8 @@ class MDMServer(MultiService):
         policy = None if config.open_enrollment else new_identity_policy(self.tokens, clock.seconds)
         self.service = MDMService(self.storage, topic=self.state.topic, now=clock.seconds,
                                   schedule_wake=self.waker.schedule,
-                                  on_device_changed=self.admin.labels.on_device_changed, new_identity_policy=policy)
+                                  on_device_changed=self.admin.labels.on_device_changed, new_identity_policy=policy,
+                                  open_payload=self.admin.command_seal.open)
         self.verifier = IdentityVerifier([self.ca.certificate], now=self.now,
                                          allow_sha1=config.allow_sha1_signatures)
         self.admin_password = config.admin_password or self.state.admin_password

@@ -104,6 +104,7 @@ class MDMService:
         not_now_retry: float = DEFAULT_NOT_NOW_RETRY,
         on_device_changed: DeviceChanged | None = None,
         new_identity_policy: Callable[[DeviceIdentity], IdentityChange] | None = None,
+        open_payload: Callable[[str, bytes], bytes] | None = None,
     ) -> None:
         self.storage = storage
         self.topic = topic
@@ -115,6 +116,8 @@ class MDMService:
         self.metrics = ServerMetrics()  # read by GET /metrics
         # Which new identity may re-enroll a known device (enrollment tokens); None: any (open enrollment).
         self.new_identity_policy = new_identity_policy or (lambda identity: IdentityChange.ANY)
+        # Commands holding secrets are sealed in storage (command_seal.py): opened only as they are sent.
+        self._open_payload = open_payload or (lambda command_uuid, payload: payload)
 
     # Check-in channel ------------------------------------------------------------------------------
 
@@ -265,7 +268,8 @@ class MDMService:
 
     def _answer(self, device_id: str, last_status: Status, exchange: Exchange) -> Response:
         if exchange.sent is not None:
-            return Response(200, exchange.sent.payload, COMMAND_CONTENT_TYPE)
+            sent = exchange.sent
+            return Response(200, self._open_payload(sent.command_uuid, sent.payload), COMMAND_CONTENT_TYPE)
         # The device re-polls by itself only when NotNow was its last status (SPEC section 2).
         if exchange.deferred and last_status is not Status.NOT_NOW:
             self._schedule_wake(device_id, self.not_now_retry)

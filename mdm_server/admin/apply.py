@@ -15,6 +15,7 @@ from mdm_protocol.commands import install_profile, remove_profile
 from mdm_protocol.errors import ProtocolError
 from mdm_protocol.report import Command, encode_command
 
+from ..command_seal import holds_secrets
 from ..storage.interface import Device, DeviceDirectory, EnrollmentState, NewCommand, PushStore, QueueAdmin
 from .conflicts import Conflict, fleet_conflicts
 from .contracts import AdminError, Rendered, Renderer, UserDirectory
@@ -119,8 +120,9 @@ class SettingDelivery:
     """Turns "these labels carry these settings" into queued commands, device by device, in bulk."""
 
     def __init__(self, storage: DeliveryStorage, docs: Documents, renderer: Renderer, labels: LabelBook,
-                 *, now: Callable[[], float]) -> None:
+                 *, now: Callable[[], float], seal: Callable[[NewCommand], NewCommand] | None = None) -> None:
         self.storage, self.docs, self.renderer, self.labels, self._now = storage, docs, renderer, labels, now
+        self.seal = seal  # secrets at rest: an InstallProfile holding a key or password is queued sealed
         self._by_device: dict[str, dict[str, Delivery]] = {}
         self._by_setting: dict[str, set[str]] = {}
         for device_id, body in docs.list(DELIVERY_KIND):
@@ -205,6 +207,8 @@ class SettingDelivery:
             self._remove(plan, setting_id, have.identifier, report)  # else the old profile would linger
         try:
             new = _new_command(install_profile(rendered.profile))
+            if self.seal is not None and holds_secrets(rendered.profile):
+                new = self.seal(new)
         except ProtocolError as exc:
             report.error(device.device_id, setting_id, f"profile cannot be sent: {exc.reason}")
             return
@@ -276,12 +280,13 @@ class LabelAdmin:
     """
 
     def __init__(self, storage: LabelStorage, docs: Documents, renderer: Renderer, users: UserDirectory,
-                 *, clock: Clock, wake: Wake | None = None, bucket: float = DEFAULT_BUCKET) -> None:
+                 *, clock: Clock, wake: Wake | None = None, bucket: float = DEFAULT_BUCKET,
+                 seal: Callable[[NewCommand], NewCommand] | None = None) -> None:
         self.storage, self.renderer = storage, renderer
         self.inventory = Inventory(docs, users)
         self.labels = LabelBook(docs, self.inventory, self.all_devices)
         self.policies = SyncPolicyBook(docs)
-        self.delivery = SettingDelivery(storage, docs, renderer, self.labels, now=clock.seconds)
+        self.delivery = SettingDelivery(storage, docs, renderer, self.labels, now=clock.seconds, seal=seal)
         self.schedule = SpreadWakeScheduler(clock, wake or (lambda device_ids: None), bucket=bucket)
 
     def start(self) -> None:

@@ -23,7 +23,7 @@ from ..admin.contracts import AdminError
 from ..admin.expected_readiness import expected_readiness
 from ..admin.labels import Label
 from ..admin.sync_policy import SyncPolicy
-from ..storage.interface import Device, NewCommand
+from ..storage.interface import Device, NewCommand, QueuedCommand
 from ..wakeups import Waker
 from .api_shapes import PAGE_PARAMS, arg, camel_name, limit_arg, page
 from .json_api import Route, accepts
@@ -38,8 +38,10 @@ class AdminLabelsAPI:
     """The V2 labels, sync-policy and device route table; `JsonAPI` serves it behind the admin's `authorise`."""
 
     def __init__(self, admin: LabelAdmin, waker: Waker, *, clock: Clock,
-                 trusted_roots: Iterable[x509.Certificate] = ()) -> None:
+                 trusted_roots: Iterable[x509.Certificate] = (),
+                 opened: Callable[[QueuedCommand], QueuedCommand] = lambda command: command) -> None:
         self.admin, self.waker, self.clock = admin, waker, clock
+        self.opened = opened  # a sealed InstallProfile's plain payload (secrets at rest), for readiness
         self.trusted_roots = tuple(trusted_roots)  # roots devices trust without a command (enrollment CA)
         label, policy, device = _ID.format("label_id"), _ID.format("policy_id"), _ID.format("device_id")
         table: list[tuple[bytes, str, Handler]] = [
@@ -188,7 +190,7 @@ class AdminLabelsAPI:
         device = self.admin.device(device_id)
         facts = self.admin.inventory.facts(device)
         expected = expected_readiness(
-            device_id, self.admin.storage.list_commands(device_id), os_version=facts.os_version,
+            device_id, map(self.opened, self.admin.storage.list_commands(device_id)), os_version=facts.os_version,
             now=datetime.fromtimestamp(self.clock.seconds(), UTC), device_cert_sha256=device.cert_sha256,
             trusted_roots=self.trusted_roots,
         )
