@@ -25,6 +25,7 @@ from device_sim.transport import MemoryTransport
 from mdm_server.app import MDMServer, ServerConfig
 from mdm_server.ca import CertificateAuthority
 from mdm_server.enrollment import build_enrollment
+from mdm_server.enrollment_tokens import DEFAULT_TOKEN_ID
 from mdm_server.pki import ServerTlsFiles, private_key_pem
 
 EPOCH = datetime(2026, 1, 5, 9, 0, tzinfo=UTC).timestamp()  # a Monday morning; virtual time starts here
@@ -79,7 +80,7 @@ class EnrollingWorld:
         server = self.server
         return build_enrollment(
             server.ca, server_url=server.url, topic=server.state.topic, now=server.now(),
-            user_id=runner.machine.facts.user.user_id,
+            user_id=runner.machine.facts.user.user_id, token_id=DEFAULT_TOKEN_ID,  # the fleet's token, as mdmsim fleet
         ).profile
 
 
