@@ -37,6 +37,7 @@ from storage_conformance import (
     install_profile,
 )
 from storage_steps_conformance import ChannelStepsConformance
+from storage_user_channel_conformance import UserChannelConformance
 
 from mdm_server.storage import (
     SCHEMA_VERSION,
@@ -121,6 +122,10 @@ class TestNotNow(NotNowConformance):
     pass
 
 
+class TestUserChannels(UserChannelConformance):
+    pass
+
+
 class TestPersistence(PersistenceConformance):
     @pytest.fixture(params=["sqlite", "postgresql"])
     def backend(self, request, tmp_path) -> Backend:  # the durable backends
@@ -171,7 +176,7 @@ def test_a_version_1_file_is_migrated_in_place(tmp_path):
     raw = sqlite3.connect(path)
     index = raw.execute("SELECT sql FROM sqlite_master WHERE name = 'commands_deadline'").fetchone()[0]
     assert "timeout IS NOT NULL" in index
-    assert raw.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
+    assert raw.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 5  # up to the newest
     assert raw.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     raw.close()
 
@@ -206,7 +211,31 @@ def test_a_version_2_file_is_migrated_in_place(tmp_path):
     assert raw.execute("SELECT command_uuid FROM commands WHERE held = 1").fetchall() == [("refused",)]
     index = raw.execute("SELECT sql FROM sqlite_master WHERE name = 'commands_held'").fetchone()[0]
     assert "WHERE held = 1" in index
-    assert raw.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
+    assert raw.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 5  # up to the newest
+    assert raw.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    raw.close()
+
+
+def test_a_version_4_file_is_migrated_in_place(tmp_path):
+    """Version 5 adds user channels; a device enrolled before the upgrade keeps its token and gets users."""
+    path = tmp_path / "v4.sqlite3"
+    raw = sqlite3.connect(path)
+    for statement in (*MIGRATIONS[0], *MIGRATIONS[1], *MIGRATIONS[2], *MIGRATIONS[3]):
+        raw.execute(statement)
+    raw.execute("PRAGMA user_version = 4")
+    raw.execute("INSERT INTO devices (device_id, state, topic, facts, cert_sha256, authenticated_at, "
+                "last_checkin_at, last_seen_at, push_token, push_magic) VALUES ('d', 'enrolled', ?, ?, ?, ?, ?, ?, "
+                "x'01', 'device-magic')", (TOPIC, plistlib.dumps({}, fmt=plistlib.FMT_BINARY), cert("d"), T0, T0, T0))
+    raw.commit()
+    raw.close()
+    store = SQLiteStorage(path)
+    assert store.schema_version_found == 4
+    store.user_token_update("d", "alice", "alice", b"user", "user-magic", now=T0 + 1)
+    assert store.get_device("d").push_magic == "device-magic"
+    assert [c.push_magic for c in store.list_user_channels("d")] == ["user-magic"]
+    store.close()
+    raw = sqlite3.connect(path)
+    assert raw.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 5
     assert raw.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     raw.close()
 

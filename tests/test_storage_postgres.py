@@ -19,7 +19,7 @@ from storage_conformance import T0, command, enroll
 
 from mdm_server.storage import CommandStatus, Reported, SchemaVersionError, StorageError
 from mdm_server.storage.postgres import PostgresStorage
-from mdm_server.storage.postgres_schema import SCHEMA_VERSION, redacted
+from mdm_server.storage.postgres_schema import MIGRATIONS, SCHEMA_VERSION, redacted
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -52,6 +52,30 @@ def test_newer_schema_is_refused(store):
         db.execute("UPDATE mdmsim_schema SET version = %s", (SCHEMA_VERSION + 1,))
     with pytest.raises(SchemaVersionError, match="newer"):
         PostgresStorage(store.dsn, schema=store.schema)
+
+
+def test_a_version_1_schema_is_migrated_in_place():
+    """Version 2 adds user channels; a device enrolled before the upgrade keeps its own token."""
+    url, schema = SERVER.ensure(), SERVER.new_schema()
+    with psycopg.connect(url, autocommit=True) as db:
+        db.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
+        db.execute(f"SET search_path TO {schema}")
+        for statement in MIGRATIONS[0]:
+            db.execute(statement)
+        db.execute("CREATE TABLE mdmsim_schema (version integer NOT NULL)")
+        db.execute("INSERT INTO mdmsim_schema (version) VALUES (1)")
+    store = PostgresStorage(url, schema=schema)
+    try:
+        assert store.schema_version_found == 1
+        enroll(store, "d")
+        store.user_token_update("d", "alice", "alice", b"user", "user-magic", now=T0 + 1)
+        assert store.get_device("d").push_magic == "magic-d"
+        assert [c.push_magic for c in store.list_user_channels("d")] == ["user-magic"]
+    finally:
+        store.close()
+    again = PostgresStorage(url, schema=schema)
+    assert again.schema_version_found == SCHEMA_VERSION == 2  # no migration the second time
+    again.close()
 
 
 def test_processes_opening_a_new_database_at_once_migrate_it_once():

@@ -43,6 +43,8 @@ from .interface import (
     StorageClosedError,
     StorageError,
     StorageFullError,
+    UserChannel,
+    UserChannelStore,
     Visit,
 )
 from .memory import MemoryStorage
@@ -102,5 +104,7 @@ __all__ = [
     "StorageClosedError",
     "StorageError",
     "StorageFullError",
+    "UserChannel",
+    "UserChannelStore",
     "Visit",
 ]

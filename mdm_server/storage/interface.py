@@ -155,6 +155,21 @@ class Device:
 
 
 @dataclass(frozen=True, slots=True)
+class UserChannel:
+    """A user's own channel on a device (Shared iPad, SPEC section 11), kept apart from the device channel.
+
+    Keyed by (device_id, user_id); `user_id` is the channel's key (see mdm_server.user_channel), not an admin user.
+    """
+
+    device_id: str
+    user_id: str
+    user_short_name: str | None
+    push_token: bytes
+    push_magic: str
+    token_updated_at: float
+
+
+@dataclass(frozen=True, slots=True)
 class Visit:
     """A device as its command channel needs it: the certificate it is bound to and whether work waits.
 
@@ -380,6 +395,22 @@ class PushStore(Protocol):
 
 
 @runtime_checkable
+class UserChannelStore(Protocol):
+    """User channels: each (device, user) has its own push token and PushMagic, never the device's.
+
+    `user_token_update` needs an enrolled device (DeviceNotFoundError, EnrollmentStateError otherwise) and
+    touches nothing of the device's own record, queue or pushes.
+    """
+
+    def user_token_update(
+        self, device_id: str, user_id: str, user_short_name: str | None, push_token: bytes, push_magic: str,
+        *, now: float,
+    ) -> UserChannel: ...
+    def get_user_channel(self, device_id: str, user_id: str) -> UserChannel | None: ...
+    def list_user_channels(self, device_id: str) -> tuple[UserChannel, ...]: ...
+
+
+@runtime_checkable
 class DeviceDirectory(Protocol):
     """Reading enrollments: by id, by identity certificate, by page, and counted by state."""
 
@@ -397,7 +428,7 @@ class DeviceDirectory(Protocol):
 
 
 @runtime_checkable
-class Storage(CheckinStore, CommandChannelStore, QueueAdmin, PushStore, DeviceDirectory, Protocol):
+class Storage(CheckinStore, CommandChannelStore, QueueAdmin, PushStore, DeviceDirectory, UserChannelStore, Protocol):
     """Every role in one store: what a backend implements and what the server assembles (and closes)."""
 
     def close(self) -> None: ...

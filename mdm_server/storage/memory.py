@@ -27,6 +27,7 @@ from .interface import (
     ResultKind,
     ResultOutcome,
     StorageClosedError,
+    UserChannel,
     Visit,
 )
 from .rules import (
@@ -47,12 +48,14 @@ from .rules import (
     check_statuses,
     check_stop_if,
     check_timeout,
+    check_user_channel,
     checked_out_devices,
     decode_facts,
     encode_facts,
     has_timed_out,
     judge_new_identity,
     merged_facts,
+    not_enrolled_for_user,
     plan_enqueue,
     reported_status,
     result_kind,
@@ -80,6 +83,7 @@ class MemoryStorage:
         self._queues: dict[str, dict[str, _Slot]] = {}
         self._owners: dict[str, set[str]] = {}  # CommandUUID -> devices holding it
         self._pushes: dict[str, PushRecord] = {}
+        self._user_channels: dict[str, dict[str, UserChannel]] = {}  # device -> user -> channel
         self._seq = itertools.count()
         self._closed = False
 
@@ -200,6 +204,29 @@ class MemoryStorage:
             for slot in queue.values():
                 slot.held = False
         return visit
+
+    # User channels.
+
+    def user_token_update(
+        self, device_id: str, user_id: str, user_short_name: str | None, push_token: bytes, push_magic: str,
+        *, now: float,
+    ) -> UserChannel:
+        self._live()
+        channel = check_user_channel(device_id, user_id, user_short_name, push_token, push_magic, now)
+        device = self._device(channel.device_id)
+        if device.state is not EnrollmentState.ENROLLED:
+            raise not_enrolled_for_user(device.device_id, device.state.value)
+        self._user_channels.setdefault(channel.device_id, {})[channel.user_id] = channel
+        return channel
+
+    def get_user_channel(self, device_id: str, user_id: str) -> UserChannel | None:
+        self._live()
+        return self._user_channels.get(check_id(device_id), {}).get(check_id(user_id, "user_id"))
+
+    def list_user_channels(self, device_id: str) -> tuple[UserChannel, ...]:
+        self._live()
+        channels = self._user_channels.get(check_id(device_id), {})
+        return tuple(channels[user_id] for user_id in sorted(channels))
 
     def get_device(self, device_id: str) -> Device | None:
         self._live()

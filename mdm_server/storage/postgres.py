@@ -32,6 +32,7 @@ from .interface import (
     StorageClosedError,
     StorageError,
     StorageFullError,
+    UserChannel,
     Visit,
 )
 from .postgres_channel import FIND, RELEASE, SEEN, VISIT, peek_next, record, send, send_next
@@ -73,6 +74,7 @@ from .rules import (
     check_statuses,
     check_stop_if,
     check_timeout,
+    check_user_channel,
     checked_out_devices,
     decoded_facts,
     encode_facts,
@@ -84,7 +86,9 @@ from .rules import (
     unknown_devices,
 )
 from .sqlite_queries import STATES, FactsMemo, command_from_row, device_from_row
+from .user_channel_sql import UserChannelSQL
 
+_USER_CHANNELS = UserChannelSQL("%s")
 URL_SCHEMES = ("postgresql://", "postgres://")
 
 log = logging.getLogger(__name__)
@@ -177,6 +181,27 @@ class PostgresStorage:
                 if idle and row[5]:  # a new session: what was NotNow'd in the last one is offered again
                     db.execute(RELEASE, (device_id,))
         return visit
+
+    # User channels.
+
+    def user_token_update(
+        self, device_id: str, user_id: str, user_short_name: str | None, push_token: bytes, push_magic: str,
+        *, now: float,
+    ) -> UserChannel:
+        channel = check_user_channel(device_id, user_id, user_short_name, push_token, push_magic, now)
+        with self._write() as db:
+            _USER_CHANNELS.token_update(db, channel)
+        return channel
+
+    def get_user_channel(self, device_id: str, user_id: str) -> UserChannel | None:
+        device_id, user_id = check_id(device_id), check_id(user_id, "user_id")
+        with self._read() as db:
+            return _USER_CHANNELS.get(db, device_id, user_id)
+
+    def list_user_channels(self, device_id: str) -> tuple[UserChannel, ...]:
+        device_id = check_id(device_id)
+        with self._read() as db:
+            return _USER_CHANNELS.list(db, device_id)
 
     def get_device(self, device_id: str) -> Device | None:
         device_id = check_id(device_id)

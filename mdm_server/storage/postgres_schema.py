@@ -1,6 +1,6 @@
 """The PostgreSQL schema, versioned in a `mdmsim_schema` table: connecting and bringing a schema up to date.
 
-The tables mirror SQLite's version 3 (sqlite_schema.py); a database written by a newer mdmsim is refused.
+The tables mirror SQLite's version 5 (sqlite_schema.py); a database written by a newer mdmsim is refused.
 """
 
 from __future__ import annotations
@@ -90,8 +90,23 @@ _V2 = (
     " WHERE status IN ('Acknowledged', 'Error', 'CommandFormatError', 'TimedOut')",
 )
 
+# Version 3: user channels (Shared iPad, SPEC section 11), as SQLite's version 5.
+_V3 = (
+    """
+    CREATE TABLE user_channels (
+        device_id        text COLLATE "C" NOT NULL REFERENCES devices (device_id),
+        user_id          text COLLATE "C" NOT NULL,
+        user_short_name  text,
+        push_token       bytea NOT NULL,
+        push_magic       text NOT NULL,
+        token_updated_at double precision NOT NULL,
+        PRIMARY KEY (device_id, user_id)
+    )
+    """,
+)
+
 # MIGRATIONS[n] takes a schema from version n to n + 1; version 0 is an empty (new) schema.
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2)
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3)
 SCHEMA_VERSION = len(MIGRATIONS)
 _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 # Two processes opening a new database at once must not both create it: the migration holds this lock.

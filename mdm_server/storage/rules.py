@@ -34,6 +34,7 @@ from .interface import (
     Reported,
     ResultKind,
     ResultOutcome,
+    UserChannel,
 )
 
 # A command-channel check-in within this many seconds of the stored last_seen_at (and with no push since)
@@ -271,6 +272,21 @@ def unknown_devices(device_ids: Iterable[str]) -> DeviceNotFoundError:
 
 def checked_out_devices(device_ids: Iterable[str]) -> EnrollmentStateError:
     return EnrollmentStateError(f"device checked out; it must Authenticate again: {_names(device_ids)}")
+
+
+def not_enrolled_for_user(device_id: str, state: str) -> EnrollmentStateError:
+    return EnrollmentStateError(f"device {device_id} is {state}: a user channel needs an enrolled device")
+
+
+def check_user_channel(
+    device_id: object, user_id: object, user_short_name: object, push_token: object, push_magic: object,
+    now: object,
+) -> UserChannel:
+    """A user channel's TokenUpdate, checked as the device's own is."""
+    return UserChannel(
+        check_id(device_id), check_id(user_id, "user_id"), check_optional_id(user_short_name, "user_short_name"),
+        check_bytes(push_token, "push_token"), check_id(push_magic, "push_magic"), check_now(now),
+    )
 
 
 def already_queued(pairs: Iterable[tuple[str, str]]) -> DuplicateCommandError:

@@ -32,6 +32,7 @@ from .interface import (
     ResultOutcome,
     StorageClosedError,
     StorageError,
+    UserChannel,
     Visit,
 )
 from .rules import (
@@ -52,6 +53,7 @@ from .rules import (
     check_statuses,
     check_stop_if,
     check_timeout,
+    check_user_channel,
     checked_out_devices,
     decoded_facts,
     encode_facts,
@@ -100,6 +102,9 @@ from .sqlite_queries import (
     updated_device,
 )
 from .sqlite_schema import open_database
+from .user_channel_sql import UserChannelSQL
+
+_USER_CHANNELS = UserChannelSQL("?")
 
 _IDENTITY_OWNERS = IDENTITY_OWNERS.format(p="?")
 
@@ -188,6 +193,27 @@ class SQLiteStorage:
         except sqlite3.Error as exc:
             raise self._failure(exc) from None
         return visit
+
+    # User channels.
+
+    def user_token_update(
+        self, device_id: str, user_id: str, user_short_name: str | None, push_token: bytes, push_magic: str,
+        *, now: float,
+    ) -> UserChannel:
+        channel = check_user_channel(device_id, user_id, user_short_name, push_token, push_magic, now)
+        with self._write() as db:
+            _USER_CHANNELS.token_update(db, channel)
+        return channel
+
+    def get_user_channel(self, device_id: str, user_id: str) -> UserChannel | None:
+        device_id, user_id = check_id(device_id), check_id(user_id, "user_id")
+        with self._read() as db:
+            return _USER_CHANNELS.get(db, device_id, user_id)
+
+    def list_user_channels(self, device_id: str) -> tuple[UserChannel, ...]:
+        device_id = check_id(device_id)
+        with self._read() as db:
+            return _USER_CHANNELS.list(db, device_id)
 
     def get_device(self, device_id: str) -> Device | None:
         device_id = check_id(device_id)

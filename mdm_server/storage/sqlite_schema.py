@@ -101,8 +101,24 @@ _FINAL = "('Acknowledged', 'Error', 'CommandFormatError', 'TimedOut')"
 # reads only what it removes (the pending commands are never in it).
 _V4 = (f"CREATE INDEX commands_finished ON commands (result_at) WHERE status IN {_FINAL}",)
 
+# Version 5: user channels (Shared iPad, SPEC section 11), keyed by (device, user), apart from the device's
+# own token and PushMagic in `devices`.
+_V5 = (
+    """
+    CREATE TABLE user_channels (
+        device_id        TEXT NOT NULL REFERENCES devices (device_id),
+        user_id          TEXT NOT NULL,
+        user_short_name  TEXT,
+        push_token       BLOB NOT NULL,
+        push_magic       TEXT NOT NULL,
+        token_updated_at REAL NOT NULL,
+        PRIMARY KEY (device_id, user_id)
+    ) WITHOUT ROWID
+    """,
+)
+
 # MIGRATIONS[n] takes a file from version n to n + 1; version 0 is an empty (new) file.
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3, _V4)
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3, _V4, _V5)
 SCHEMA_VERSION = len(MIGRATIONS)
 PENDING_SQL = _PENDING
 FINAL_SQL = _FINAL
