@@ -33,8 +33,10 @@ from .storage.interface import (
     ResultOutcome,
     StorageError,
     StorageFullError,
+    UserChannelStore,
     Visit,
 )
+from .user_channel import USER_KEYS, channel_user, is_shared_ipad_user
 
 log = logging.getLogger(__name__)
 
@@ -83,8 +85,8 @@ ScheduleWake = Callable[[str, float], None]  # (device_id, delay seconds): push 
 DeviceChanged = Callable[[str], object]  # inventory changed: labels and deliveries must be re-evaluated
 
 
-class ServiceStorage(CheckinStore, CommandChannelStore, DeviceDirectory, Protocol):
-    """The roles of storage the service uses: check-ins, the command channel, and device lookups."""
+class ServiceStorage(CheckinStore, CommandChannelStore, DeviceDirectory, UserChannelStore, Protocol):
+    """The roles of storage the service uses: check-ins, the command channel, device lookups, user channels."""
 
 
 class MDMService:
@@ -177,12 +179,29 @@ class MDMService:
         refusal = self._check_identity(identity, message.device_id, allow_authenticated=True)
         if refusal:
             return refusal
+        keys = message.to_plist()
+        user = channel_user(keys)
+        if user is not None:
+            return self._user_token_update(message, user, keys)
         self.storage.token_update(
             message.device_id, message.token, message.push_magic, message.unlock_token, now=self._now()
         )
         self.on_device_changed(message.device_id)  # may queue what its labels carry
         if self.storage.next_command(message.device_id, now=self._now()) is not None:
             self._schedule_wake(message.device_id, 0.0)  # push only now that the token is known
+        return OK
+
+    def _user_token_update(self, message: TokenUpdate, user: str, keys: dict[str, object]) -> Response:
+        """A user's own token and PushMagic (SPEC section 11): the device's record is never written."""
+        device_id = message.device_id
+        self.storage.user_token_update(
+            device_id, user, message.user_short_name, message.token, message.push_magic, now=self._now()
+        )
+        # Only a Shared iPad sends UserID FFFFFFFF-...: it is one, whether or not DeviceInformation said so.
+        device = self.storage.get_device(device_id)
+        if is_shared_ipad_user(keys) and device is not None and device.facts.get("IsMultiUser") is not True:
+            self.storage.merge_facts(device_id, {"IsMultiUser": True})
+            self.on_device_changed(device_id)
         return OK
 
     def _check_out(self, identity: DeviceIdentity, message: CheckOut) -> Response:
@@ -224,6 +243,9 @@ class MDMService:
         return response
 
     def _command_report(self, identity: DeviceIdentity, report: CommandReport, body: bytes) -> Response:
+        extra = report.extra
+        if extra and any(key in extra for key in USER_KEYS):
+            return self._user_command_report(identity, report)
         device_id = report.device_id
         now = self._now()
         idle = report.status is Status.IDLE  # a new session: NotNow'd commands are offered again
@@ -243,6 +265,19 @@ class MDMService:
         if exchange.stopped:  # after an inventory result: what labels queued goes first
             exchange = self.storage.report_and_fetch(device_id, now=now)
         return self._answer(device_id, report.status, exchange)
+
+    def _user_command_report(self, identity: DeviceIdentity, report: CommandReport) -> Response:
+        """A user channel's request: it never checks in, releases, completes or receives the device's commands."""
+        device_id, user = report.device_id, channel_user(report.extra)
+        refusal = self._check_identity(identity, device_id)
+        if refusal:
+            return refusal
+        if user is None or self.storage.get_user_channel(device_id, user) is None:
+            return Response.refuse(f"device {device_id!r} has no user channel {user!r}: TokenUpdate first")
+        if report.status is not Status.IDLE:
+            log.warning("device %s user %s reported %s for command %s: no command was sent on this channel; ignored",
+                        device_id, user, report.status.value, report.command_uuid)
+        return OK  # no command is queued on user channels: the session ends
 
     def _take(self, device_id: str, report: CommandReport, outcome: ResultOutcome) -> None:
         """Act on how storage took a report: log what was ignored, refresh inventory."""
