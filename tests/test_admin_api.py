@@ -10,7 +10,9 @@ import base64
 import pytest
 from server_kit import BACKENDS, AdminClient, MemoryHTTP, SignedDevice, make_server
 
+from mdm_protocol.checkin import TokenUpdate, encode_checkin
 from mdm_protocol.report import Status, decode_server_response
+from mdm_server.user_channel import SHARED_IPAD_USER_ID
 
 A = "a" * 40
 B = "b" * 40
@@ -106,6 +108,24 @@ def test_show_device_has_facts_queue_and_push_info(server, admin, fleet):
     assert body["checkedInSincePush"] is False
     status, listed = admin.get(f"/api/v1/devices/{A}/commands")
     assert listed["items"] == body["commands"]
+
+
+def test_a_shared_ipad_shows_its_user_channels_apart_from_the_device(server, admin, fleet):
+    message = TokenUpdate(topic=server.state.topic, udid=A, token=b"alice-token", push_magic="alice-magic",
+                          user_id=SHARED_IPAD_USER_ID, user_short_name="alice@school.example")
+    assert fleet[A].put(encode_checkin(message), "application/x-apple-aspen-mdm-checkin").status == 200
+    status, body = admin.get(f"/api/v1/devices/{A}")
+    assert status == 200 and body["pushMagic"] == fleet[A].push_magic  # the device's own, kept
+    assert body["facts"]["IsMultiUser"] is True  # recognised from the user's TokenUpdate
+    channel = {"deviceId": A, "userId": "alice@school.example", "userShortName": "alice@school.example",
+               "pushToken": {"$data": base64.b64encode(b"alice-token").decode()}, "pushMagic": "alice-magic",
+               "tokenUpdatedAt": body["userChannels"][0]["tokenUpdatedAt"]}
+    assert body["userChannels"] == [channel]
+    status, listed = admin.get(f"/api/v1/devices/{A}/user-channels")
+    assert status == 200 and listed == {"items": [channel], "nextCursor": None}
+    status, listed = admin.get(f"/api/v1/devices/{B}/user-channels")
+    assert status == 200 and listed["items"] == []
+    assert admin.get(f"/api/v1/devices/{UNKNOWN}/user-channels")[0] == 404
 
 
 def test_unknown_device_is_404(admin, fleet):

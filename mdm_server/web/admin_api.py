@@ -15,7 +15,16 @@ from mdm_protocol.clocks import Clock
 from mdm_protocol.errors import ProtocolError
 from mdm_protocol.report import Command, decode_report, encode_command
 
-from ..storage.interface import Device, DeviceDirectory, EnrollmentState, NewCommand, PushStore, QueueAdmin
+from ..storage.interface import (
+    Device,
+    DeviceDirectory,
+    EnrollmentState,
+    NewCommand,
+    PushStore,
+    QueueAdmin,
+    UserChannel,
+    UserChannelStore,
+)
 from ..wakeups import SENT, Waker
 from .api_shapes import PAGE_PARAMS, arg, camel_keys, envelope, limit_arg, page
 from .json_api import Route, accepts
@@ -24,8 +33,8 @@ from .json_io import ApiError, from_json, read_json, to_json
 MAX_BATCH = 100_000
 
 
-class AdminStorage(DeviceDirectory, QueueAdmin, PushStore, Protocol):
-    """What the admin API reads and changes: devices, their queues, and their last push."""
+class AdminStorage(DeviceDirectory, QueueAdmin, PushStore, UserChannelStore, Protocol):
+    """What the admin API reads and changes: devices, their queues, their last push and their user channels."""
 
 
 class AdminAPI:
@@ -38,6 +47,7 @@ class AdminAPI:
             (b"GET", re.compile(r"/api/v1/devices"), self.list_devices),
             (b"GET", re.compile(r"/api/v1/devices/(?P<device_id>[^/]+)"), self.show_device),
             (b"GET", re.compile(r"/api/v1/devices/(?P<device_id>[^/]+)/commands"), self.list_commands),
+            (b"GET", re.compile(r"/api/v1/devices/(?P<device_id>[^/]+)/user-channels"), self.list_user_channels),
             (b"DELETE", re.compile(r"/api/v1/devices/(?P<device_id>[^/]+)/commands/(?P<uuid>[^/]+)"),
              self.delete_command),
             (b"POST", re.compile(r"/api/v1/commands"), self.enqueue),
@@ -63,7 +73,13 @@ class AdminAPI:
         device = self._device(device_id)
         body = self._device_json(device)
         body["commands"] = [_command_json(c) for c in self.storage.list_commands(device_id)]
+        body["userChannels"] = [_user_channel_json(c) for c in self.storage.list_user_channels(device_id)]
         return 200, body
+
+    def list_user_channels(self, request: Request, device_id: str) -> tuple[int, Any]:
+        """A Shared iPad's signed-in users, each with the token and PushMagic of their own channel."""
+        self._device(device_id)
+        return 200, envelope([_user_channel_json(c) for c in self.storage.list_user_channels(device_id)], None)
 
     @accepts(*PAGE_PARAMS)
     def list_commands(self, request: Request, device_id: str) -> tuple[int, Any]:
@@ -173,6 +189,10 @@ def _priority_timeout(body: dict[str, Any]) -> tuple[int, float | None]:
     if timeout is not None and bad_timeout:
         raise ApiError(400, "timeout must be a positive number of seconds")
     return priority, timeout
+
+
+def _user_channel_json(channel: UserChannel) -> dict[str, Any]:
+    return camel_keys(to_json(asdict(channel)))
 
 
 def _command_json(command: Any) -> dict[str, Any]:
