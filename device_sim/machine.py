@@ -31,6 +31,7 @@ from .readiness import Readiness, UserChoices, fleet_readiness
 from .scep_client import ScepFailed, ScepIssued
 from .scep_install import ScepFailure, ScepInstall
 from .signer import RequestSigner, sign_request
+from .user_session import UserSession
 
 __all__ = ["Behaviour", "DeviceMachine", "Phase", "RequestKind"]  # Behaviour: its old home, still imported
 
@@ -56,6 +57,8 @@ class RequestKind(StrEnum):
     TOKEN_UPDATE = "token_update"  # TOKEN_UPDATING: answered → ENROLLED; given up → FAILED
     CHECK_OUT = "check_out"  # UNENROLLED already: best effort, nothing follows either way
     REPORT = "report"  # ENROLLED, in a session: the answer is the next command or the end of the session
+    USER_TOKEN_UPDATE = "user_token_update"  # a Shared iPad user signed in: their channel's token
+    USER_REPORT = "user_report"  # the user's channel, pushed on the user's token: Idle, then the session ends
 
 
 @dataclass(slots=True)
@@ -108,6 +111,7 @@ class DeviceMachine:
         self._wakes: list[tuple[float, WakeReason]] = []
         self._idle_body: bytes | None = None
         self._scep: ScepInstall | None = None  # an enrollment profile waiting on its SCEP payloads
+        self.user: UserSession | None = None  # the Shared iPad user signed in, if any
 
     @property
     def _current(self) -> _Enrollment:
@@ -209,9 +213,11 @@ class DeviceMachine:
             return self._untrusted_server(now)
         return self._retry(pending, now, reason)
 
-    def push(self, now: float) -> list[fx.Effect]:
+    def push(self, now: float, token: bytes | None = None) -> list[fx.Effect]:
         if self.phase is not Phase.ENROLLED:
             return [fx.Log(f"push while {self.phase.value}: ignored")]
+        if token is not None and self.user is not None and token == self.user.push_token:
+            return self._user_push(now)
         if self._in_session:
             self._push_waiting = True  # check in again once this session ends
             return []
@@ -239,6 +245,30 @@ class DeviceMachine:
         PayloadUUID when prompted), `signing_enabled=`, `encrypt_by_default=` (where overrideable)."""
         self.choices = self.choices.with_choice(account, **choice)
         return self._refresh_readiness(now)
+
+    def sign_in_user(self, short_name: str, now: float) -> list[fx.Effect]:
+        """A user signs in to a Shared iPad: their channel's TokenUpdate, with its own token and PushMagic."""
+        if self.phase is not Phase.ENROLLED or self.facts.kind is not DeviceKind.SHARED_IPAD:
+            return [fx.Log(f"sign-in on a {self.facts.kind.value} {self.phase.value}: ignored")]
+        if self._pending is not None:
+            return [fx.Log("sign-in while a request is in flight: ignored")]  # one request at a time
+        self.user = UserSession.signed_in(self._seed, self.facts.index, short_name)
+        message = self.user.token_update(self._current.topic, self.facts.udid)
+        return [fx.RegisterPush(self.user.push_token, self._current.topic),
+                self._send_checkin(message, RequestKind.USER_TOKEN_UPDATE, now)]
+
+    def _user_push(self, now: float) -> list[fx.Effect]:
+        assert self.user is not None
+        if self._pending is not None:
+            return [fx.Log("user push while a request is in flight: ignored")]
+        body = encode_report(self.user.idle(self.facts.udid))
+        return [self._send(self._current.server_url, fx.CONNECT_TYPE, body, "UserIdle", RequestKind.USER_REPORT, now)]
+
+    def _user_answered(self, pending: _Pending, body: bytes, now: float) -> list[fx.Effect]:
+        return [fx.Log(f"user channel: {pending.request.message} answered")]
+
+    def _user_gave_up(self, pending: _Pending, reason: str, now: float) -> list[fx.Effect]:
+        return [fx.Log(f"user channel: {pending.request.message} gave up after {reason}")]
 
     def remove_mdm_profile(self, now: float) -> list[fx.Effect]:
         """The user removes the enrollment profile; CheckOut is sent (best effort) when asked for."""
@@ -440,12 +470,16 @@ _ON_ANSWER = {
     RequestKind.TOKEN_UPDATE: DeviceMachine._token_updated,  # → ENROLLED
     RequestKind.CHECK_OUT: DeviceMachine._checked_out,  # nothing follows
     RequestKind.REPORT: DeviceMachine._session_answer,  # run the next command, or end the session
+    RequestKind.USER_TOKEN_UPDATE: DeviceMachine._user_answered,  # the user's channel is known to the server
+    RequestKind.USER_REPORT: DeviceMachine._user_answered,  # the user's queue is the server's; nothing follows
 }
 _ON_GIVE_UP = {
     RequestKind.AUTHENTICATE: DeviceMachine._enrollment_gave_up,  # → FAILED, enrollment profile rolled back
     RequestKind.TOKEN_UPDATE: DeviceMachine._enrollment_gave_up,  # → FAILED, enrollment profile rolled back
     RequestKind.CHECK_OUT: DeviceMachine._check_out_gave_up,  # logged
     RequestKind.REPORT: DeviceMachine._session_gave_up,  # the session ends; the next push starts another
+    RequestKind.USER_TOKEN_UPDATE: DeviceMachine._user_gave_up,  # logged: the user signs in again
+    RequestKind.USER_REPORT: DeviceMachine._user_gave_up,  # logged: the next push to the user tries again
 }
 _ON_WAKE = {
     WakeReason.RETRY: DeviceMachine._retry_due,  # resend the request in flight, if still in flight

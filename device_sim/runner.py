@@ -74,10 +74,14 @@ class DeviceRunner:
     def install_enrollment(self, profile: bytes) -> None:
         self.perform(self.machine.install_enrollment(profile, self.now()))
 
+    def sign_in_user(self, short_name: str) -> None:
+        """A user signs in to this Shared iPad (their channel's TokenUpdate goes out)."""
+        self.perform(self.machine.sign_in_user(short_name, self.now()))
+
     def on_push(self, token: bytes, payload: dict[str, Any], sent_at: float | None = None) -> None:
         self.last_push_at, self.last_push_sent_at = self.now(), sent_at
         if self.online:
-            self.perform(self.machine.push(self.now()))
+            self.perform(self.machine.push(self.now(), token))
 
     def perform(self, effects: list[fx.Effect]) -> None:
         for effect in effects:

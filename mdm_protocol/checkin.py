@@ -14,6 +14,8 @@ from .errors import MessageError
 from .plist import DEFAULT_MAX_SIZE, decode_plist, encode_plist
 
 TOPIC_PREFIX = "com.apple.mgmt."
+# The UserID of every Shared iPad user channel (UserShortName tells the users apart), SPEC section 11.
+SHARED_IPAD_USER_ID = "FFFFFFFF-FFFF-FFFF-FFFF-FFFFFFFFFFFF"
 DDM_ENDPOINTS = frozenset({"tokens", "declaration-items", "status"})
 TOKEN_SERVICE_TYPES = frozenset({"com.apple.maid", "com.apple.watch.pairing"})
 # Apple check-in messages this iOS emulator does not take, with the reason a server log should show.

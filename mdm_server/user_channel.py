@@ -8,9 +8,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-# On Shared iPad every user's channel carries this UserID; UserShortName (the Managed Apple Account) tells
-# the users apart. macOS sends a real UserID, User Enrollment an EnrollmentUserID.
-SHARED_IPAD_USER_ID = "FFFFFFFF-FFFF-FFFF-FFFF-FFFFFFFFFFFF"
+from mdm_protocol.checkin import SHARED_IPAD_USER_ID
+
+# On Shared iPad UserShortName tells the users apart; macOS sends a real UserID, User Enrollment (macOS) an
+# EnrollmentUserID.
 USER_KEYS = ("UserID", "EnrollmentUserID")  # either one marks a message as the user channel's
 
 
