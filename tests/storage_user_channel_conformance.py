@@ -63,6 +63,15 @@ class UserChannelConformance(EnrolledConformance):
             storage.user_token_update("d1", "alice", None, b"t", "m", now=T0)
         assert storage.list_user_channels("d1") == () and storage.list_user_channels("d4") == ()
 
+    def test_authenticate_and_check_out_end_the_user_channels(self, storage):
+        storage.user_token_update("d1", "alice", None, b"t", "m", now=T0)
+        storage.user_token_update("d2", "alice", None, b"t", "m", now=T0)
+        storage.user_token_update("d3", "alice", None, b"t", "m", now=T0)
+        storage.authenticate("d1", FACTS, TOPIC, cert("d1"), now=T0 + 1)  # re-enrolled: a new enrollment
+        storage.check_out("d2", now=T0 + 1)
+        assert storage.list_user_channels("d1") == () and storage.list_user_channels("d2") == ()
+        assert len(storage.list_user_channels("d3")) == 1
+
     @pytest.mark.parametrize("args", [
         ("", None, b"t", "m"), ("alice", None, "not-bytes", "m"), ("alice", None, b"t", ""), ("alice", 7, b"t", "m"),
     ])  # fmt: skip

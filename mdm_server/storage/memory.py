@@ -123,6 +123,7 @@ class MemoryStorage:
         self._by_cert[cert] = device_id
         self._devices[device_id] = device
         self._clear_pending(device_id)
+        self._user_channels.pop(device_id, None)  # a new enrollment, or none: the users' tokens are gone
         return device
 
     def token_update(
@@ -164,6 +165,7 @@ class MemoryStorage:
         )
         self._devices[device_id] = device
         self._clear_pending(device_id)
+        self._user_channels.pop(device_id, None)  # a new enrollment, or none: the users' tokens are gone
         return device
 
     def merge_facts(self, device_id: str, updates: Mapping[str, Any]) -> Device:

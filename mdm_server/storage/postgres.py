@@ -122,6 +122,7 @@ class PostgresStorage:
             judge_new_identity(owners, device_id, cert, user_id, new_identity, replaced)
             row = db.execute(AUTHENTICATE, (device_id, topic, blob, cert, now, now, now, user_id)).fetchone()
             clear_pending(db, device_id)
+            _USER_CHANNELS.drop(db, device_id)  # a new enrollment, or none: the users' tokens are gone
         self._facts.keep(device_id, blob, decoded_facts(facts, blob))
         return device_from_row(_one(row), self._facts)
 
@@ -145,6 +146,7 @@ class PostgresStorage:
                 db, device_id, "state = 'unenrolled', last_checkin_at = %s, last_seen_at = %s", (now, now)
             )
             clear_pending(db, device_id)
+            _USER_CHANNELS.drop(db, device_id)  # a new enrollment, or none: the users' tokens are gone
         return device_from_row(row, self._facts)
 
     def merge_facts(self, device_id: str, updates: Mapping[str, Any]) -> Device:

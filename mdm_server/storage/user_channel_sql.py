@@ -31,6 +31,7 @@ class UserChannelSQL:
                 token_updated_at = excluded.token_updated_at
         """
         self._one = f"SELECT {_COLUMNS} FROM user_channels WHERE device_id = {p} AND user_id = {p}"
+        self._drop = f"DELETE FROM user_channels WHERE device_id = {p}"
         self._all = f"SELECT {_COLUMNS} FROM user_channels WHERE device_id = {p} ORDER BY user_id"
 
     def token_update(self, db: _Connection, channel: UserChannel) -> None:
@@ -41,6 +42,9 @@ class UserChannelSQL:
             raise not_enrolled_for_user(channel.device_id, row[0])
         db.execute(self._upsert, (channel.device_id, channel.user_id, channel.user_short_name,
                                   channel.push_token, channel.push_magic, channel.token_updated_at))
+
+    def drop(self, db: _Connection, device_id: str) -> None:
+        db.execute(self._drop, (device_id,))
 
     def get(self, db: _Connection, device_id: str, user_id: str) -> UserChannel | None:
         row = db.execute(self._one, (device_id, user_id)).fetchone()
