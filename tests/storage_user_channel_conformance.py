@@ -70,6 +70,10 @@ class UserChannelConformance(EnrolledConformance):
         storage.authenticate("d1", FACTS, TOPIC, cert("d1"), now=T0 + 1)  # re-enrolled: a new enrollment
         storage.check_out("d2", now=T0 + 1)
         assert storage.list_user_channels("d1") == () and storage.list_user_channels("d2") == ()
+        assert storage.get_user_channel("d1", "alice") is None
+        storage.token_update("d1", b"token", "magic", now=T0 + 2)
+        again = storage.user_token_update("d1", "alice", None, b"t2", "m2", now=T0 + 2)  # signs in again
+        assert storage.list_user_channels("d1") == (again,) == (storage.get_user_channel("d1", "alice"),)
         assert len(storage.list_user_channels("d3")) == 1
 
     @pytest.mark.parametrize("args", [

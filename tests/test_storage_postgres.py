@@ -55,7 +55,7 @@ def test_newer_schema_is_refused(store):
 
 
 def test_a_version_1_schema_is_migrated_in_place():
-    """Version 2 adds user channels; a device enrolled before the upgrade keeps its own token."""
+    """Version 3 adds user channels; a device enrolled before the upgrade keeps its own token."""
     url, schema = SERVER.ensure(), SERVER.new_schema()
     with psycopg.connect(url, autocommit=True) as db:
         db.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
@@ -74,7 +74,7 @@ def test_a_version_1_schema_is_migrated_in_place():
     finally:
         store.close()
     again = PostgresStorage(url, schema=schema)
-    assert again.schema_version_found == SCHEMA_VERSION == 2  # no migration the second time
+    assert again.schema_version_found == SCHEMA_VERSION == 3  # no migration the second time
     again.close()
 
 

@@ -399,8 +399,8 @@ class UserChannelStore(Protocol):
     """User channels: each (device, user) has its own push token and PushMagic, never the device's.
 
     `user_token_update` needs an enrolled device (DeviceNotFoundError, EnrollmentStateError otherwise) and
-    touches nothing of the device's own record, queue or pushes. Authenticate and CheckOut drop the device's
-    user channels: their tokens belonged to the enrollment that ended.
+    touches nothing of the device's own record, queue or pushes. CheckOut drops the device's user channels and
+    Authenticate hides those from before it: their tokens belonged to the enrollment that ended.
     """
 
     def user_token_update(

@@ -123,7 +123,6 @@ class MemoryStorage:
         self._by_cert[cert] = device_id
         self._devices[device_id] = device
         self._clear_pending(device_id)
-        self._user_channels.pop(device_id, None)  # a new enrollment, or none: the users' tokens are gone
         return device
 
     def token_update(
@@ -223,12 +222,19 @@ class MemoryStorage:
 
     def get_user_channel(self, device_id: str, user_id: str) -> UserChannel | None:
         self._live()
-        return self._user_channels.get(check_id(device_id), {}).get(check_id(user_id, "user_id"))
+        device_id, user_id = check_id(device_id), check_id(user_id, "user_id")
+        return next((c for c in self._current_channels(device_id) if c.user_id == user_id), None)
 
     def list_user_channels(self, device_id: str) -> tuple[UserChannel, ...]:
         self._live()
-        channels = self._user_channels.get(check_id(device_id), {})
-        return tuple(channels[user_id] for user_id in sorted(channels))
+        return tuple(sorted(self._current_channels(check_id(device_id)), key=lambda c: c.user_id))
+
+    def _current_channels(self, device_id: str) -> list[UserChannel]:
+        """The channels of the device's current enrollment (see user_channel_sql: none from before its
+        Authenticate)."""
+        device = self._devices.get(device_id)
+        channels = self._user_channels.get(device_id, {}).values()
+        return [c for c in channels if device is not None and c.token_updated_at >= device.authenticated_at]
 
     def get_device(self, device_id: str) -> Device | None:
         self._live()

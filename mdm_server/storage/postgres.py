@@ -122,7 +122,6 @@ class PostgresStorage:
             judge_new_identity(owners, device_id, cert, user_id, new_identity, replaced)
             row = db.execute(AUTHENTICATE, (device_id, topic, blob, cert, now, now, now, user_id)).fetchone()
             clear_pending(db, device_id)
-            _USER_CHANNELS.drop(db, device_id)  # a new enrollment, or none: the users' tokens are gone
         self._facts.keep(device_id, blob, decoded_facts(facts, blob))
         return device_from_row(_one(row), self._facts)
 

@@ -133,7 +133,6 @@ class SQLiteStorage:
             # fetchall: a RETURNING statement only finishes (and its change only counts) once stepped to the end.
             row = db.execute(AUTHENTICATE, (device_id, topic, blob, cert, now, now, now, user_id)).fetchall()[0]
             clear_pending(db, device_id)
-            _USER_CHANNELS.drop(db, device_id)  # a new enrollment, or none: the users' tokens are gone
         self._facts.keep(device_id, blob, decoded_facts(facts, blob))
         return device_from_row(row, self._facts)
 

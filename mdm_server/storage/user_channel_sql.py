@@ -11,6 +11,8 @@ from .interface import EnrollmentState, UserChannel
 from .rules import not_enrolled_for_user, unknown_devices
 
 _COLUMNS = "device_id, user_id, user_short_name, push_token, push_magic, token_updated_at"
+_QUALIFIED = "u.device_id, u.user_id, u.user_short_name, u.push_token, u.push_magic, u.token_updated_at"
+_QUALIFIED = "u.device_id, u.user_id, u.user_short_name, u.push_token, u.push_magic, u.token_updated_at"
 
 
 class _Connection(Protocol):
@@ -30,9 +32,13 @@ class UserChannelSQL:
                 push_token = excluded.push_token, push_magic = excluded.push_magic,
                 token_updated_at = excluded.token_updated_at
         """
-        self._one = f"SELECT {_COLUMNS} FROM user_channels WHERE device_id = {p} AND user_id = {p}"
         self._drop = f"DELETE FROM user_channels WHERE device_id = {p}"
-        self._all = f"SELECT {_COLUMNS} FROM user_channels WHERE device_id = {p} ORDER BY user_id"
+        # A channel updated before the device's last Authenticate belongs to an ended enrollment: it is not
+        # shown. Authenticate itself deletes nothing, so enrollment keeps its statement budget.
+        current = (f"FROM user_channels u JOIN devices d ON d.device_id = u.device_id"
+                   f" WHERE u.device_id = {p} AND u.token_updated_at >= d.authenticated_at")
+        self._one = f"SELECT {_QUALIFIED} {current} AND u.user_id = {p}"
+        self._all = f"SELECT {_QUALIFIED} {current} ORDER BY u.user_id"
 
     def token_update(self, db: _Connection, channel: UserChannel) -> None:
         row = db.execute(self._state, (channel.device_id,)).fetchone()
