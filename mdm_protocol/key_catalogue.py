@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from functools import cache
 from typing import Any
@@ -108,6 +108,7 @@ class KeySpec:
     ios: IOSSupport
     default: Any = None
     rangelist: tuple[Any, ...] | None = None
+    range: tuple[int | float | None, int | float | None] | None = None  # the schema's min/max bounds
     format: str | None = None
     repetition: tuple[int | None, int | None] | None = None
     title: str | None = None
@@ -119,7 +120,7 @@ class KeySpec:
         return cls(
             name=data["key"], type=ValueType(data["type"]), required=data["presence"] == "required",
             ios=IOSSupport.from_data(data["ios"]), default=data["default"],
-            rangelist=None if rangelist is None else tuple(rangelist), format=data["format"],
+            rangelist=None if rangelist is None else tuple(rangelist), range=data["range"], format=data["format"],
             repetition=data["repetition"], title=data["title"],
             subkeys=tuple(cls.from_data(sub) for sub in data["subkeys"]),
         )
@@ -180,11 +181,14 @@ def _specs() -> dict[str, PayloadSpec]:
     out = {}
     for payload_type, data in PAYLOADS.items():
         own = tuple(KeySpec.from_data(entry) for entry in data["keys"])
-        if payload_type not in (TOP_LEVEL, COMMON):
-            names = {spec.name for spec in own}
-            own = tuple(spec for spec in common if spec.name not in names) + own
         ios = data["ios"]
-        out[payload_type] = PayloadSpec(payload_type, data["title"], IOSSupport.from_data(ios),
+        support = IOSSupport.from_data(ios)
+        if payload_type not in (TOP_LEVEL, COMMON):
+            # The common keys inherit the payload's iOS facts (schema.md): a device reads them when it reads
+            # the payload, so PayloadIdentifier of a macOS-only type is n/a on iOS too.
+            names = {spec.name for spec in own}
+            own = tuple(replace(spec, ios=support) for spec in common if spec.name not in names) + own
+        out[payload_type] = PayloadSpec(payload_type, data["title"], support,
                                         ios["multiple"], ios["allowmanualinstall"], ios["sharedipad"], own)
     return out
 
@@ -192,6 +196,11 @@ def _specs() -> dict[str, PayloadSpec]:
 def payload_types() -> tuple[str, ...]:
     """Payload types the catalogue describes (excluding TopLevel and CommonPayloadKeys)."""
     return tuple(name for name in _specs() if name not in (TOP_LEVEL, COMMON))
+
+
+def ios_payload_types() -> tuple[str, ...]:
+    """Payload types that exist on iOS at some version (the schema's others are n/a on iOS)."""
+    return tuple(name for name in payload_types() if _specs()[name].ios.introduced is not None)
 
 
 def has_payload_spec(payload_type: str) -> bool:
@@ -219,7 +228,7 @@ class Issue(enum.Enum):
 
     MISSING = "missing"
     WRONG_TYPE = "wrong_type"
-    NOT_ALLOWED = "not_allowed"  # outside the rangelist or the allowed number of items
+    NOT_ALLOWED = "not_allowed"  # outside the rangelist, the range or the allowed number of items
 
 
 KeyPath = tuple[str | int, ...]
@@ -256,7 +265,7 @@ class Conformance:
 
 def check_keys(keys: Sequence[KeySpec], value: Mapping[str, Any], os_version: OSVersion | str | None = None,
                path: KeyPath = ()) -> Conformance:
-    """Check a dictionary against `keys`: required keys, types, rangelists, nested subkeys.
+    """Check a dictionary against `keys`: required keys, types, rangelists, ranges, nested subkeys.
 
     With `os_version`, keys that version does not honour are skipped (neither required nor type-checked),
     as a device never reads them; without it every key counts.
@@ -264,6 +273,13 @@ def check_keys(keys: Sequence[KeySpec], value: Mapping[str, Any], os_version: OS
     checker = _Checker(None if os_version is None else OSVersion.parse(os_version))
     checker.dictionary(keys, value, path)
     return Conformance(tuple(checker.issues), tuple(checker.skipped))
+
+
+def _within(bounds: tuple[int | float | None, int | float | None], value: Any) -> bool:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return True  # bounds only constrain numbers (the type check has already run)
+    low, high = bounds
+    return (low is None or value >= low) and (high is None or value <= high)
 
 
 class _Checker:
@@ -299,6 +315,9 @@ class _Checker:
         elif spec.rangelist is not None and value not in spec.rangelist:
             allowed = ", ".join(repr(choice) for choice in spec.rangelist)
             self.issues.append(KeyIssue(path, Issue.NOT_ALLOWED, f"{where} is {value!r}; allowed: {allowed}"))
+        elif spec.range is not None and not _within(spec.range, value):
+            low, high = spec.range
+            self.issues.append(KeyIssue(path, Issue.NOT_ALLOWED, f"{where} is {value!r}; allowed: {low} to {high}"))
         elif spec.type is ValueType.DICTIONARY and spec.subkeys:
             self.dictionary(spec.subkeys, value, path)
         elif spec.type is ValueType.ARRAY and spec.item is not None:

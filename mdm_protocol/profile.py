@@ -298,7 +298,21 @@ def _payload_support(payload_type: Any, version: OSVersion | None) -> Support:
         return Support.UNKNOWN_KEY
     if not has_payload_spec(payload_type):
         return Support.UNKNOWN_KEY
-    return Support.SUPPORTED if version is None else payload_spec(payload_type).ios.at(version)
+    ios = payload_spec(payload_type).ios
+    if ios.introduced is None:  # n/a on iOS whatever the version (and with none given: validation is for iOS)
+        return Support.NOT_ON_IOS
+    return Support.SUPPORTED if version is None else ios.at(version)
+
+
+def _not_on_ios(payload_type: str, name: str) -> ProfileError:
+    """A payload type Apple's schema gives no iOS support (macOS-only and the like): refused, not ignored.
+
+    Our decision, not a captured chain (no device log or errors catalogue entry found for it): the type is an
+    unsupported value of the payload's PayloadType, the 4000 ← MCPayloadErrorDomain 2004 chain of a bad value.
+    """
+    description = _payload_description(Issue.NOT_ALLOWED, name, "PayloadType")
+    reason = f"payload {name}: PayloadType {payload_type} is not available on iOS (macOS or other platforms only)"
+    return _refuse(reason, PAYLOAD[2004], description)
 
 
 def check_payload(item: Mapping[str, Any], *, os_version: OSVersion | str | None = None,
@@ -311,6 +325,8 @@ def check_payload(item: Mapping[str, Any], *, os_version: OSVersion | str | None
         raise _refuse(f"profile: {issue.reason}", PROFILE[1003], _top_level_description(issue))
     payload_type = item.get("PayloadType")
     support = _payload_support(payload_type, version)
+    if support is Support.NOT_ON_IOS:
+        raise _not_on_ios(str(payload_type), _payload_name(item, index))
     # Only a str PayloadType can be honoured (_payload_support), so `known` is it or the common keys.
     known = payload_type if support.honoured and isinstance(payload_type, str) else COMMON
     spec = payload_spec(known)

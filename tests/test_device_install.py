@@ -506,7 +506,8 @@ def test_keys_outside_the_os_range_are_recorded_not_refused():
 
 
 def test_a_payload_type_the_device_does_not_know_is_installed_but_not_read():
-    wifi = {"PayloadType": "com.apple.wifi.managed", "PayloadVersion": 1,
+    # Wi-Fi is in the catalogue now (the whole schema); a vendor's own type is what iOS installs unread.
+    wifi = {"PayloadType": "com.example.wifi.vendor", "PayloadVersion": 1,
             "PayloadIdentifier": "com.example.wifi", "PayloadUUID": "W", "SSID_STR": "Office"}
     plist = {"PayloadType": "Configuration", "PayloadVersion": 1, "PayloadIdentifier": "com.example.wifi.p",
              "PayloadUUID": "P", "PayloadContent": [wifi]}

@@ -23,6 +23,7 @@ from mdm_protocol.key_catalogue import (
     format_path,
     key_support,
     payload_spec,
+    ios_payload_types,
     payload_types,
 )
 from mdm_protocol.osversion import OSVersion
@@ -188,9 +189,30 @@ def test_payload_facts() -> None:
     assert payload_spec(EAS).ios.introduced == OSVersion(4, 0)
     assert payload_spec(MAIL).ios.user_enrollment == "allowed"
     assert payload_spec(MAIL).shared_ipad == "allowed"
-    assert set(payload_types()) == {
-        "com.apple.security.root", "com.apple.security.pkcs1", "com.apple.security.pem",
-        "com.apple.security.pkcs12", SCEP, MDM, MAIL, EAS}
+    assert {"com.apple.security.root", "com.apple.security.pkcs1", "com.apple.security.pem",
+            "com.apple.security.pkcs12", SCEP, MDM, MAIL, EAS} < set(ios_payload_types())
+    assert payload_spec("com.apple.wifi.managed").ios.introduced == OSVersion(4, 0)
+    assert payload_spec("com.apple.dock").ios.introduced is None  # macOS only
+    assert "com.apple.dock" in payload_types() and "com.apple.dock" not in ios_payload_types()
+
+
+def test_every_payload_type_of_the_schema_has_a_catalogue_entry() -> None:
+    require(SCHEMA)
+    assert set(payload_types()) == set(schema_validator.payload_type_names())
+    on_ios = {name for name in schema_validator.payload_type_names()
+              if schema_validator.payload_keys(name)[1]["introduced"] not in (None, "n/a")}
+    assert set(ios_payload_types()) == on_ios
+    assert len(on_ios) == 48  # Apple's 18.1 tree: 48 payload types exist on iOS (72 do not)
+
+
+def test_range_bounds_are_checked() -> None:
+    spec = payload_spec("com.apple.mobiledevice.passwordpolicy").key("maxFailedAttempts")
+    assert spec.range == (2, 11)
+    low, high = spec.range
+    assert check_keys((spec,), {spec.name: low if low is not None else high}).issues == ()
+    outside = (high + 1) if high is not None else (low - 1)
+    (issue,) = check_keys((spec,), {spec.name: outside}).issues
+    assert issue.issue is Issue.NOT_ALLOWED
 
 
 def test_payload_keys_include_the_common_keys() -> None:

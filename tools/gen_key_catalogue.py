@@ -16,23 +16,13 @@ ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_SCHEMA = ROOT.parent / "shared" / "corpus" / "apple-device-management"
 OUTPUT = ROOT / "mdm_protocol" / "_key_catalogue.py"
 
-# The payloads mdmsim speaks; TopLevel and CommonPayloadKeys are the profile and every payload's shared keys.
-PAYLOAD_FILES = (
-    "TopLevel",
-    "CommonPayloadKeys",
-    "com.apple.security.root",
-    "com.apple.security.pkcs1",
-    "com.apple.security.pem",
-    "com.apple.security.pkcs12",
-    "com.apple.security.scep",
-    "com.apple.mdm",
-    "com.apple.mail.managed",
-    "com.apple.eas.account",
-)
+# Every file of mdm/profiles: TopLevel and CommonPayloadKeys (the profile and every payload's shared keys) first,
+# then each payload type, iOS or not (a type the schema marks n/a on iOS is one iOS refuses, so it is recorded).
+FIRST_FILES = ("TopLevel", "CommonPayloadKeys")
 VERSION_FIELDS = ("introduced", "deprecated", "removed")
 # Key fields we read; anything else in a future schema stops the generator so nothing is silently dropped.
-KNOWN_FIELDS = {"key", "title", "type", "presence", "default", "rangelist", "format", "content",
-                "supportedOS", "subkeys", "repetition"}
+KNOWN_FIELDS = {"key", "title", "type", "presence", "default", "rangelist", "range", "format", "content",
+                "supportedOS", "subkeys", "repetition", "subkeytype", "subtype"}
 HEADER = '''\
 """Apple's profile schema keys with iOS support, generated from apple/device-management (mdm/profiles).
 
@@ -86,7 +76,10 @@ def payload_facts(payload: dict[str, Any], where: str) -> dict[str, Any]:
     return out
 
 
-def key_entry(raw: dict[str, Any], parent: dict[str, Any], where: str) -> dict[str, Any]:
+def key_entry(raw: dict[str, Any], parent: dict[str, Any], where: str,
+              enclosing: frozenset[int] = frozenset()) -> dict[str, Any]:
+    """One key and its subkeys. A key that contains itself (YAML anchors: a home screen folder holds pages of
+    icons that may be folders) is cut where it recurs: there it is checked for its type, not its contents."""
     unknown = set(raw) - KNOWN_FIELDS
     if unknown or "key" not in raw or "type" not in raw:
         raise SchemaError(f"{where}: unexpected key layout (unknown fields {sorted(unknown)})")
@@ -98,7 +91,8 @@ def key_entry(raw: dict[str, Any], parent: dict[str, Any], where: str) -> dict[s
     if (raw["type"] == "<dictionary>" and len(subkeys) == 1 and subkeys[0].get("key") == f"{raw['key']}Item"
             and subkeys[0].get("type") == "<dictionary>"):
         subkeys = subkeys[0].get("subkeys") or []
-    repetition = raw.get("repetition")
+    repetition, bounds = raw.get("repetition"), raw.get("range")
+    inside = enclosing | {id(raw)}
     return {
         "key": raw["key"],
         "title": raw.get("title"),
@@ -106,10 +100,11 @@ def key_entry(raw: dict[str, Any], parent: dict[str, Any], where: str) -> dict[s
         "presence": raw.get("presence", "optional"),
         "default": raw.get("default"),
         "rangelist": list(raw["rangelist"]) if "rangelist" in raw else None,
+        "range": (bounds.get("min"), bounds.get("max")) if bounds else None,
         "format": raw.get("format"),
         "repetition": (repetition.get("min"), repetition.get("max")) if repetition else None,
         "ios": ios,
-        "subkeys": [key_entry(sub, ios, where) for sub in subkeys],
+        "subkeys": [] if id(raw) in enclosing else [key_entry(sub, ios, where, inside) for sub in subkeys],
     }
 
 
@@ -128,15 +123,32 @@ def load_payload(path: Path) -> dict[str, Any]:
     }
 
 
-def build(schema_dir: Path) -> dict[str, dict[str, Any]]:
-    profiles = schema_dir / "mdm" / "profiles"
-    out = {}
-    for name in PAYLOAD_FILES:
-        path = profiles / f"{name}.yaml"
+def schema_files(profiles: Path) -> list[Path]:
+    """TopLevel, CommonPayloadKeys, then every other payload file in name order."""
+    first = [profiles / f"{name}.yaml" for name in FIRST_FILES]
+    for path in first:
         if not path.is_file():
             raise SchemaError(f"missing schema file {path}")
+    return first + sorted(path for path in profiles.glob("*.yaml") if path not in first)
+
+
+def _merge(base: dict[str, Any], variant: dict[str, Any]) -> None:
+    """Fold a variant file of the same payload type (com.apple.extensiblesso(kerberos), com.apple.MCX(...))
+    into `base`: its keys that `base` lacks are added, so a validator knows every key the type may carry."""
+    names = {entry["key"] for entry in base["keys"]}
+    base["keys"].extend(entry for entry in variant["keys"] if entry["key"] not in names)
+
+
+def build(schema_dir: Path) -> dict[str, dict[str, Any]]:
+    profiles = schema_dir / "mdm" / "profiles"
+    out: dict[str, dict[str, Any]] = {}
+    # The file named after the type is its main description; a variant "type(Topic).yaml" sorts after it.
+    for path in schema_files(profiles):
         entry = load_payload(path)
-        out[entry["payload_type"]] = entry
+        if entry["payload_type"] in out:
+            _merge(out[entry["payload_type"]], entry)
+        else:
+            out[entry["payload_type"]] = entry
     return out
 
 
@@ -192,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         return 0
     args.output.write_text(text, encoding="utf-8")
-    print(f"wrote {args.output} ({len(PAYLOAD_FILES)} schema files)")
+    print(f"wrote {args.output} ({len(schema_files(args.schema / 'mdm' / 'profiles'))} schema files)")
     return 0
 
 

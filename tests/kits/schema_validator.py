@@ -22,10 +22,32 @@ _TYPES: dict[str, Any] = {
 
 
 @functools.cache
+def _documents() -> dict[str, list[dict[str, Any]]]:
+    """Every profile YAML by payload type, the file named after the type first (then its variants)."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    for path in sorted(require(SCHEMA / "mdm" / "profiles").glob("*.yaml")):
+        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+        out.setdefault(doc["payload"]["payloadtype"], []).append(doc)
+    return out
+
+
+@functools.cache
 def schema(payload_type: str) -> dict[str, Any]:
-    """The parsed YAML of a payload type (TopLevel and CommonPayloadKeys included); skips without corpus."""
-    path = require(SCHEMA / "mdm" / "profiles" / f"{payload_type}.yaml")
-    return yaml.safe_load(path.read_text(encoding="utf-8"))
+    """The YAML of a payload type (TopLevel and CommonPayloadKeys included); skips without corpus.
+
+    Variant files of one type (com.apple.extensiblesso(kerberos)) add the keys the main file lacks.
+    """
+    first, *variants = _documents()[payload_type]
+    keys = list(first["payloadkeys"])
+    for variant in variants:
+        names = {key["key"] for key in keys}
+        keys.extend(key for key in variant["payloadkeys"] if key["key"] not in names)
+    return {**first, "payloadkeys": keys}
+
+
+def payload_type_names() -> list[str]:
+    """Every payload type the schema describes (not TopLevel or CommonPayloadKeys)."""
+    return [name for name in _documents() if name not in ("TopLevel", "CommonPayloadKeys")]
 
 
 def version_tuple(text: str) -> tuple[int, int, int]:
@@ -57,7 +79,7 @@ def payload_keys(payload_type: Any) -> tuple[list[dict[str, Any]], dict[str, Any
 
     A type without a YAML file (unknown to iOS) is judged by the common payload keys alone.
     """
-    known = isinstance(payload_type, str) and (SCHEMA / "mdm" / "profiles" / f"{payload_type}.yaml").is_file()
+    known = isinstance(payload_type, str) and payload_type in _documents()
     if not known:
         doc = schema("CommonPayloadKeys")
         return list(doc["payloadkeys"]), _ios(doc["payload"], {})
@@ -121,6 +143,10 @@ class SchemaCheck:
             return
         if "rangelist" in key and value not in key["rangelist"]:
             self.problems.append(f"{path}: {value!r} not in {key['rangelist']}")
+        bounds = key.get("range") or {}
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        if number and not bounds.get("min", value) <= value <= bounds.get("max", value):
+            self.problems.append(f"{path}: {value!r} outside {bounds}")
         subkeys = key.get("subkeys") or []
         if kind == "<dictionary>" and subkeys:
             self.dictionary(subkeys, value, ios, path)
