@@ -169,3 +169,27 @@ def test_lint_refuses_a_malformed_os_version(tmp_path):
     with pytest.raises(SystemExit) as caught:
         run("lint", str(tmp_path / "x"), "--os-version", "twelve")
     assert caught.value.code == 2
+
+
+def test_lint_refuses_a_macos_only_payload_as_the_device_does(tmp_path, capsys):
+    require(SCHEMA)
+    dock = {"PayloadType": "com.apple.dock", "PayloadVersion": 1, "PayloadIdentifier": "x.dock",
+            "PayloadUUID": "D", "orientation": "left"}
+    path = tmp_path / "dock.mobileconfig"
+    path.write_bytes(encode_plist({"PayloadType": "Configuration", "PayloadVersion": 1, "PayloadIdentifier": "x",
+                                   "PayloadUUID": "P", "PayloadContent": [dock]}))
+    assert run("lint", str(path), "--os-version", "18.1") == 1
+    out = capsys.readouterr().out
+    assert "INVALID: payload x.dock: PayloadType com.apple.dock is not available on iOS" in out
+    assert "  MCPayloadErrorDomain 2004:" in out
+
+
+def test_lint_validates_a_wifi_payload_now_that_the_whole_schema_is_catalogued(tmp_path, capsys):
+    require(SCHEMA)
+    wifi = {"PayloadType": "com.apple.wifi.managed", "PayloadVersion": 1, "PayloadIdentifier": "x.wifi",
+            "PayloadUUID": "W", "SSID_STR": "Office", "AutoJoin": "yes"}
+    path = tmp_path / "wifi.mobileconfig"
+    path.write_bytes(encode_plist({"PayloadType": "Configuration", "PayloadVersion": 1, "PayloadIdentifier": "x",
+                                   "PayloadUUID": "P", "PayloadContent": [wifi]}))
+    assert run("lint", str(path)) == 1
+    assert "  MCPayloadErrorDomain 2003:" in capsys.readouterr().out

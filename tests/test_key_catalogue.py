@@ -21,9 +21,9 @@ from mdm_protocol.key_catalogue import (
     ValueType,
     check_keys,
     format_path,
+    ios_payload_types,
     key_support,
     payload_spec,
-    ios_payload_types,
     payload_types,
 )
 from mdm_protocol.osversion import OSVersion
@@ -48,6 +48,11 @@ def test_committed_module_equals_a_fresh_generation() -> None:
     require(SCHEMA)
     committed = (ROOT / "mdm_protocol" / "_key_catalogue.py").read_text(encoding="utf-8")
     assert committed == _generator().render(SCHEMA), "run tools/gen_key_catalogue.py and commit the result"
+
+
+def test_check_mode_passes_on_the_committed_module() -> None:
+    require(SCHEMA)
+    assert _generator().main(["--schema", str(SCHEMA), "--check"]) == 0
 
 
 def test_check_mode_reports_stale_and_current(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

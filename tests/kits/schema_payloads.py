@@ -9,8 +9,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from hypothesis import strategies as st
-from kits.keychain_pki import der, p12, pki
 
+from kits.keychain_pki import der, p12, pki
 from mdm_protocol.key_catalogue import WILDCARD, KeySpec, ValueType, ios_payload_types, payload_spec
 from mdm_protocol.osversion import OSVersion
 
