@@ -433,8 +433,9 @@ def plan_install(source: bytes | Mapping[str, Any] | Profile | ProfileValidation
     # A ProfileValidation is one the caller made for this os_version (SCEP validates before enrolling).
     validation = source if isinstance(source, ProfileValidation) else validate_profile(source, os_version=version)
     profile = validation.profile
-    if profile.encrypted:
-        reason = f"profile {profile.identifier}: encrypted profiles need a decryptor this device lacks"
+    if profile.encrypted and "EncryptedPayloadContent" in profile.extra:
+        # DeviceProfiles.install decrypts (profile_envelope); a plist handed in still encrypted is refused.
+        reason = f"profile {profile.identifier}: EncryptedPayloadContent was not decrypted"
         name = profile.display_name or profile.identifier
         raise install_failure(name, PROFILE[1006], PROFILE[1006].description, reason)
     planner = _Planner(profile, profile.to_plist(), version=version, now=now, installed=installed,

@@ -17,9 +17,11 @@ from mdm_protocol.commands import CertificateListItem, ProfileListItem, ProfileL
 from mdm_protocol.errors import MDM_ERRORS, ErrorChainItem, ProfileError, error_chain
 from mdm_protocol.osversion import OSVersion
 from mdm_protocol.profile import IgnoredKey, Profile, ProfileValidation
+from mdm_protocol.profile_signing import SignatureStatus, SignedProfile
 
 from .install_rules import ACCOUNT_TYPES, ExchangeAccount, InstallPlan, ScepIdentity, plan_install
 from .keychain import Keychain, Moment, as_utc, common_name
+from .profile_envelope import unwrap_profile
 
 # ProfileList gives each payload's PayloadUUID from iOS 17 (SPEC 3).
 PAYLOAD_UUID_IN_PROFILE_LIST = OSVersion(17)
@@ -48,6 +50,15 @@ class InstalledProfile:
     description: str | None = None
     removal_disallowed: bool = False
     has_removal_passcode: bool = False
+    is_encrypted: bool = False
+    # A signed profile's signer certificate (DER) first, then the others it embeds; its verdict (None: unsigned).
+    signer_certificates: tuple[bytes, ...] = ()
+    signature: SignatureStatus | None = None
+
+    @property
+    def verified(self) -> bool:
+        """What iOS shows as Verified: signed by a certificate that chains to a trusted root."""
+        return self.signature is SignatureStatus.VERIFIED
 
     @property
     def name(self) -> str:
@@ -62,12 +73,15 @@ class InstalledProfile:
 
     @classmethod
     def from_profile(cls, profile: Profile, *, ignored: Iterable[IgnoredKey], installed_at: Moment,
-                     managed: bool) -> InstalledProfile:
+                     managed: bool, signature: SignedProfile | None = None) -> InstalledProfile:
         # to_plist is already a deep copy: nothing the caller holds can change what the device keeps.
         payloads = tuple(MappingProxyType(item.to_plist()) for item in profile.payloads)
+        signers = () if signature is None else tuple(
+            item.public_bytes(serialization.Encoding.DER) for item in signature.certificates)
         return cls(profile.identifier, profile.uuid, profile.display_name, profile.organization, payloads,
                    as_utc(installed_at), tuple(ignored), managed, profile.description,
-                   profile.removal_disallowed is True, profile.extra.get("HasRemovalPasscode") is True)
+                   profile.removal_disallowed is True, profile.extra.get("HasRemovalPasscode") is True,
+                   profile.encrypted, signers, None if signature is None else signature.status)
 
     def list_item(self, os_version: OSVersion) -> ProfileListItem:
         with_uuid = os_version >= PAYLOAD_UUID_IN_PROFILE_LIST
@@ -76,10 +90,13 @@ class InstalledProfile:
             item["PayloadUUID"] if with_uuid else None, item.get("PayloadDisplayName"),
             item.get("PayloadDescription"), item.get("PayloadOrganization"),
         ) for item in self.payloads)
+        # Apple's ProfileList has no "verified" key: it reports the signers (SignerCertificates) and IsEncrypted,
+        # and lists no PayloadContent for an encrypted profile.
         return ProfileListItem(
             self.uuid, self.identifier, 1, self.display_name, self.organization, self.description,
-            self.removal_disallowed, self.has_removal_passcode, False, self.is_managed,
-            payload_content=content,
+            self.removal_disallowed, self.has_removal_passcode, self.is_encrypted, self.is_managed,
+            signer_certificates=self.signer_certificates,
+            payload_content=None if self.is_encrypted else content,
         )
 
 
@@ -150,17 +167,23 @@ class DeviceProfiles:
                 now: Moment, managed: bool = True,
                 scep_identities: Mapping[str, ScepIdentity] | None = None) -> InstallResult:
         """Install (or replace, by PayloadIdentifier) a profile; a refusal changes nothing on the device.
-        `scep_identities`: what SCEP enrolled for the profile's SCEP payloads, by PayloadUUID."""
+        `scep_identities`: what SCEP enrolled for the profile's SCEP payloads, by PayloadUUID. Bytes may be
+        CMS-signed and may hold EncryptedPayloadContent (`profile_envelope`)."""
+        signature = None
         try:
+            if isinstance(profile_bytes, bytes | bytearray):
+                unwrapped = unwrap_profile(profile_bytes, self.keychain, now=now)
+                profile_bytes, signature = unwrapped.source, unwrapped.signature
             plan = plan_install(profile_bytes, os_version=os_version, now=now, installed=self._profiles,
                                 keychain=self.keychain, user_accounts=self.user_accounts,
                                 scep_identities=scep_identities)
         except ProfileError as exc:
             return InstallResult(False, exc.chain, None, (), None, exc.reason)
-        installed = self._commit(plan, now=now, managed=managed)
+        installed = self._commit(plan, now=now, managed=managed, signature=signature)
         return InstallResult(True, (), plan.replaced_identifier, plan.ignored, installed)
 
-    def _commit(self, plan: InstallPlan, *, now: Moment, managed: bool) -> InstalledProfile:
+    def _commit(self, plan: InstallPlan, *, now: Moment, managed: bool,
+                signature: SignedProfile | None = None) -> InstalledProfile:
         identifier = plan.profile.identifier
         if plan.replaced_identifier is not None:
             # The old profile's identities leave with it; keys that could decrypt mail are archived (SPEC 7).
@@ -173,7 +196,7 @@ class DeviceProfiles:
         for identity in plan.identities:
             self.keychain.add_identity(identity)
         installed = InstalledProfile.from_profile(plan.profile, ignored=plan.ignored, installed_at=now,
-                                                  managed=managed)
+                                                  managed=managed, signature=signature)
         self._profiles[identifier] = installed
         return installed
 

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from mdm_protocol.errors import ErrorChainItem, ProfileError
+from mdm_protocol.cms import signed_content
+from mdm_protocol.errors import ErrorChainItem, ProfileError, SignatureError
 from mdm_protocol.osversion import OSVersion
 from mdm_protocol.profile import ProfileValidation, validate_profile
 
@@ -20,7 +21,9 @@ _MARKER = SCEP.encode("ascii")  # in the bytes of any profile (XML or binary pli
 
 @dataclass
 class ScepInstall:
-    profile: ProfileValidation  # validated once, for the device's iOS version: the install reuses it
+    # Validated once, for the device's iOS version: the install reuses it; a signed profile stays the CMS bytes,
+    # which the install unwraps and verifies (profile_envelope).
+    profile: ProfileValidation | bytes
     profile_name: str
     waiting: list[ScepSpec]
     issued: dict[str, ScepIssued] = field(default_factory=dict)
@@ -33,8 +36,9 @@ class ScepInstall:
         if _MARKER not in profile:
             return None
         try:
-            validation = validate_profile(profile, os_version=os_version)
-        except ProfileError:
+            content = signed_content(profile)
+            validation = validate_profile(profile if content is None else content, os_version=os_version)
+        except (ProfileError, SignatureError):
             return None
         validated = validation.profile
         name = validated.display_name or validated.identifier
@@ -46,7 +50,7 @@ class ScepInstall:
             if isinstance(spec, ScepFailed):
                 return ScepFailure.of(name, spec)
             specs.append(spec)
-        return cls(validation, name, specs) if specs else None
+        return cls(validation if content is None else profile, name, specs) if specs else None
 
     def next_spec(self) -> ScepSpec | None:
         return self.waiting[0] if self.waiting else None

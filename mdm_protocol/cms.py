@@ -50,6 +50,8 @@ __all__ = [
     "SignedDataInfo",
     "mdm_signature",
     "sign_detached",
+    "sign_embedded",
+    "signed_certificates",
     "verify_detached",
     "verify_embedded",
     "verify_mdm_signature",
@@ -154,6 +156,21 @@ def _build(
     return builder.sign(serialization.Encoding.DER, options)
 
 
+def sign_embedded(
+    content: bytes,
+    certificate: x509.Certificate,
+    private_key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey,
+    *,
+    certificates: Sequence[x509.Certificate] = (),
+) -> bytes:
+    """DER CMS SignedData that carries `content` (a signed .mobileconfig, as Fleet, Zentral and MicroMDM send),
+    SHA-256, signer certificate and `certificates` (its chain) included; Binary keeps the bytes exact."""
+    builder = pkcs7.PKCS7SignatureBuilder().set_data(content).add_signer(certificate, private_key, SHA256)
+    for extra in certificates:
+        builder = builder.add_certificate(extra)
+    return builder.sign(serialization.Encoding.DER, [pkcs7.PKCS7Options.Binary])
+
+
 def mdm_signature(
     body: bytes, certificate: x509.Certificate, private_key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey,
     *, signing_time: float | None = None,
@@ -200,12 +217,14 @@ class EmbeddedSignedData:
     attributes: tuple[Attribute, ...]
 
 
-def verify_embedded(der: bytes, *, allow_sha1: bool = False) -> EmbeddedSignedData:
+def verify_embedded(der: bytes, *, allow_sha1: bool = False,
+                    max_size: int = MAX_SIGNATURE_SIZE) -> EmbeddedSignedData:
     """Verify a SignedData over its own content (none counts as empty); signed attributes are required.
 
-    As with `verify_detached`, who the signer is remains the caller's question.
+    As with `verify_detached`, who the signer is remains the caller's question. `max_size` bounds the input
+    (a signed profile is far larger than a SCEP message).
     """
-    signed = _decode_signed_data(der)
+    signed = _decode_signed_data(der, max_size)
     reader = BerReader(bytes(der))  # framing checked by the decode above; this reads the eContent's octets
     try:
         content = read_encapsulated_content(reader, read_content_info(reader)[1])[1] or b""
@@ -236,13 +255,13 @@ def _verify_signed(signed: SignedData, data: bytes, allow_sha1: bool) -> tuple[S
     return SignedDataInfo(signer, others, digest_name, signing_time), signer_info
 
 
-def _decode_signed_data(signature_der: bytes) -> SignedData:
+def _decode_signed_data(signature_der: bytes, max_size: int = MAX_SIGNATURE_SIZE) -> SignedData:
     if not isinstance(signature_der, bytes | bytearray | memoryview):
         raise SignatureError(f"a CMS signature is bytes, not {type(signature_der).__name__}")
     if not signature_der:
         raise SignatureError("the CMS signature is empty")
-    if len(signature_der) > MAX_SIGNATURE_SIZE:
-        raise SignatureError(f"the CMS signature is {len(signature_der)} bytes, over {MAX_SIGNATURE_SIZE}")
+    if len(signature_der) > max_size:
+        raise SignatureError(f"the CMS signature is {len(signature_der)} bytes, over {max_size}")
     reader = BerReader(bytes(signature_der))
     try:
         content_type, content, end = read_content_info(reader)
@@ -465,3 +484,17 @@ def signed_content(data: bytes) -> bytes | None:
     if embedded is None:
         raise SignatureError("the signed profile carries no content (a detached signature)")
     return embedded
+
+
+def signed_certificates(der: bytes, *, max_size: int = MAX_SIGNATURE_SIZE) -> tuple[x509.Certificate, ...]:
+    """The certificates a SignedData embeds, its signer's first when it can be found; nothing is verified.
+
+    What a device records for a profile whose signature does not verify (ProfileList SignerCertificates).
+    """
+    signed = _decode_signed_data(der, max_size)
+    certificates = _load_certificates(signed.certificates)
+    try:
+        signer = _find_signer(_single_signer(signed), signed.certificates, certificates)
+    except SignatureError:
+        return tuple(certificates)
+    return (signer, *(c for c in certificates if c is not signer))
