@@ -8,9 +8,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from mdm_protocol.errors import INSTALLATION, PROFILE, ProfileError, SignatureError, error_chain
+from mdm_protocol.errors import PROFILE, SignatureError
 from mdm_protocol.plist import PlistError, decode_plist
-from mdm_protocol.profile_signing import DecryptError, SignedProfile, decrypt_payload_content, open_signed_profile
+from mdm_protocol.profile_signing import (
+    DecryptError,
+    SignedProfile,
+    decrypt_payload_content,
+    open_signed_profile,
+    unreadable_signed_profile,
+)
 
 from .install_rules import install_failure
 from .keychain import Keychain, Moment, as_utc
@@ -36,8 +42,7 @@ def unwrap_profile(data: bytes, keychain: Keychain, *, now: Moment) -> Unwrapped
     try:
         signature = open_signed_profile(bytes(data), roots=keychain.trusted_roots(), now=as_utc(now))
     except SignatureError as exc:
-        chain = error_chain(INSTALLATION[4000], (PROFILE[1000], "The profile is not properly formatted."))
-        raise ProfileError(f"profile is CMS but cannot be read: {exc.reason}", chain) from None
+        raise unreadable_signed_profile(exc.reason) from None
     content = bytes(data) if signature is None else signature.content
     if _ENCRYPTED_MARKER not in content:
         return Unwrapped(content, signature, False)

@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from .certificate_chain import verify_chain
 from .cms import sign_embedded, signed_certificates, signed_content, verify_embedded
-from .errors import SignatureError
+from .errors import INSTALLATION, PROFILE, ProfileError, SignatureError, error_chain
 from .plist import PlistError, decode_plist
 from .scep_envelope import EnvelopeError, open_envelope
 
@@ -79,6 +79,22 @@ def open_signed_profile(data: bytes, *, roots: Sequence[x509.Certificate], now: 
     return SignedProfile(content, certificates, SignatureStatus.VERIFIED, "")
 
 
+def unreadable_signed_profile(reason: str) -> ProfileError:
+    """What iOS reports for CMS that holds no readable signed profile: the chain of any unparseable profile."""
+    chain = error_chain(INSTALLATION[4000], (PROFILE[1000], "The profile is not properly formatted."))
+    return ProfileError(f"profile is CMS but cannot be read: {reason}", chain)
+
+
+def describe_signature(signed: SignedProfile) -> str:
+    """One line for people (`profile lint`): who signed and whether a device would show it as Verified."""
+    signer = "an unknown signer" if signed.signer is None else signed.signer.subject.rfc4514_string()
+    if signed.status is SignatureStatus.VERIFIED:
+        return f"CMS-signed by {signer}; signature verified, the signer chains to a trusted root"
+    if signed.status is SignatureStatus.UNTRUSTED:
+        return f"CMS-signed by {signer}; signature valid but not verified: {signed.reason}"
+    return f"CMS-signed by {signer}; the signature does NOT verify ({signed.reason}); iOS installs it as Not Verified"
+
+
 def _embedded(data: bytes) -> tuple[x509.Certificate, ...]:
     try:
         return signed_certificates(data, max_size=MAX_SIGNED_PROFILE)
@@ -129,5 +145,5 @@ def _payload_array(content: bytes) -> list[Any]:
 
 __all__ = [
     "MAX_SIGNED_PROFILE", "DecryptError", "SignatureStatus", "SignedProfile", "decrypt_payload_content",
-    "open_signed_profile", "sign_profile",
+    "describe_signature", "open_signed_profile", "sign_profile", "unreadable_signed_profile",
 ]

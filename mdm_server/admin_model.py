@@ -55,7 +55,7 @@ class AdminModel(MultiService):
 
     def __init__(self, storage: Storage, waker: Waker, *, clock: Clock, now: Callable[[], datetime],
                  ca_certificate: x509.Certificate, data_dir: Path, in_memory: bool,
-                 database: str | None = None) -> None:
+                 database: str | None = None, sign_profile: Callable[[bytes], bytes] | None = None) -> None:
         super().__init__()
         self.waker, self.clock, self.ca_certificate = waker, clock, ca_certificate
         self.docs = open_documents(data_dir, in_memory, database)
@@ -67,7 +67,7 @@ class AdminModel(MultiService):
         self.renderer = SettingsRenderer(self.settings, self.users, self.identities)
         self.command_seal = CommandSeal(box)  # InstallProfiles with keys or passwords sit sealed in the queue
         self.labels = LabelAdmin(storage, self.docs, self.renderer, self.users, clock=clock, wake=waker.push_now,
-                                 seal=self.command_seal.seal)
+                                 seal=self.command_seal.seal, sign_profile=sign_profile)
         # EPMM's "delete private keys after N days", for keys no render happens to touch; also once at start.
         purge = TimerService(KEY_PURGE_INTERVAL, self.identities.purge_expired_keys)
         purge.clock = clock

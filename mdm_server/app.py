@@ -29,6 +29,7 @@ from .listening import PortService
 from .metrics import ServerMetrics
 from .pki import ServerTlsFiles, server_tls_files
 from .push.apns_client import APNsProviderClient, ProviderSettings
+from .profile_signer import ProfileSigner
 from .push.apns_sim import APNsSimulation
 from .push.interface import Pusher
 from .retention import DEFAULT_RETAIN, Retention
@@ -81,6 +82,7 @@ class ServerConfig:
     # Push through an HTTP/2 provider API (Apple's or `mdmsim apns`) instead of the in-process simulation.
     apns_provider: ProviderSettings | None = None
     open_enrollment: bool = False  # anyone may fetch a profile (for any user) and re-enroll any device: load tests
+    sign_profiles: bool = True  # enrollment profiles and InstallProfile payloads as CMS SignedData (SPEC 8)
 
     def server_url(self) -> str:
         if self.public_url:
@@ -129,6 +131,9 @@ class MDMServer(MultiService):
             self.state = replace(self.state, topic=provider.certificate_topic)
         # The CA first, so that its key type is the one asked for (it is kept from then on).
         self.ca = CertificateAuthority.load_or_create(config.data_dir, key_type=config.key_type, now=self.now())
+        self.profile_signer = ProfileSigner.load_or_create(
+            config.data_dir, self.ca, now=self.now(), key_type=config.key_type) if config.sign_profiles else None
+        sign = None if self.profile_signer is None else self.profile_signer.sign
         self.tls = tls or server_tls_files(config.data_dir, config.server_names, now=self.now(),
                                            key_type=config.key_type)
         self.storage = storage or open_storage(config)
@@ -140,7 +145,7 @@ class MDMServer(MultiService):
         self.waker = Waker(self.storage, self.pusher, clock=clock)
         self.admin = AdminModel(self.storage, self.waker, clock=clock, now=self.now,
                                 ca_certificate=self.ca.certificate, data_dir=config.data_dir,
-                                in_memory=config.in_memory, database=config.database)
+                                in_memory=config.in_memory, database=config.database, sign_profile=sign)
         self.admin.setServiceParent(self)
         self.retention: Retention | None = None
         if config.retain is not None:
@@ -161,7 +166,7 @@ class MDMServer(MultiService):
         self.enroll = EnrollResource(
             self.ca, topic=self.state.topic, server_url=self.url, now=self.now,
             tokens=self.tokens, admin=(config.admin_user, self.admin_password), scep=self.scep,
-            open_enrollment=config.open_enrollment,
+            open_enrollment=config.open_enrollment, sign=sign,
         )
         self.root = self._root()
         self.site = make_site(self.root, body_limit=config.body_limit, reactor=clock, limits=config.client_limits)
@@ -190,7 +195,8 @@ class MDMServer(MultiService):
             root.putChild(b"scep", ScepResource(self.scep))
         counters = ServerCounters(self.service.metrics, self.storage, self.waker.outcomes, self.apns.stats)
         root.putChild(b"metrics", MetricsResource(counters))  # unauthenticated counts only: keep it on loopback
-        v1 = AdminAPI(self.storage, self.waker, clock=self.clock)
+        sign = None if self.profile_signer is None else self.profile_signer.sign
+        v1 = AdminAPI(self.storage, self.waker, clock=self.clock, sign_profile=sign)
         # One table: /api/v1 (devices, queues, pushes), /api/v2 settings/users and labels/policies.
         throttle = LoginThrottle(self.clock)  # one count per address for the API, the console and the portal
         authorise = basic_auth(self.config.admin_user, self.admin_password, throttle=throttle)

@@ -260,6 +260,19 @@ class CertificateAuthority:
         )
         return certificate, key
 
+    def issue_signing_identity(
+        self, common_name: str, now: datetime, *, key_type: KeyType | str = KeyType.EC,
+        validity: timedelta = SERVER_VALIDITY,
+    ) -> tuple[x509.Certificate, PrivateKey]:
+        """A certificate that signs what the server sends (profiles): digitalSignature, no EKU, as Fleet's."""
+        key = generate_key(key_type)
+        certificate = (
+            self._leaf(_name(common_name, "mdmsim"), key.public_key(), now, validity)
+            .add_extension(_key_usage(), critical=True)
+            .sign(self.private_key, hashes.SHA256())
+        )
+        return certificate, key
+
     def _leaf(
         self, subject: x509.Name, public_key: ec.EllipticCurvePublicKey | rsa.RSAPublicKey, now: datetime,
         validity: timedelta, *, serial: int | None = None,

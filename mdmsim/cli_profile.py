@@ -14,11 +14,18 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from mdm_protocol.cms import signed_content
+from cryptography import x509
+
 from mdm_protocol.errors import MessageError, PlistError, ProfileError, SignatureError
 from mdm_protocol.osversion import OSVersion
 from mdm_protocol.plist import decode_plist
 from mdm_protocol.profile import validate_profile
+from mdm_protocol.profile_signing import (
+    SignedProfile,
+    describe_signature,
+    open_signed_profile,
+    unreadable_signed_profile,
+)
 from mdm_server.admin.contracts import AdminError
 from mdm_server.admin.identities import IdentityLookup, ProfileIdentity
 from mdm_server.admin.p12_upload import accept_upload
@@ -38,7 +45,8 @@ class Unreadable(Exception):
 RENDER_HELP = ("Render an admin setting (the JSON the admin API returns for /api/v2/settings/{id}) for "
                "one device, as the server would before InstallProfile. Exit 0 rendered, 1 this device cannot "
                "have this setting (the reason is printed), 2 an input is unreadable or invalid.")
-LINT_HELP = ("Validate a .mobileconfig (plain or CMS-signed) as iOS would before installing it. Exit 0 "
+LINT_HELP = ("Validate a .mobileconfig (plain or CMS-signed) as iOS would before installing it; for a signed "
+             "one, say who signed it and whether the signature verifies (against --trust-root). Exit 0 "
              "valid, 1 invalid (the ErrorChain iOS would report is printed), 2 unreadable.")
 
 
@@ -52,6 +60,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     lint.add_argument("file", type=Path, help="the .mobileconfig to check")
     lint.add_argument("--os-version", type=_os_version,
                       help="judge keys as this iOS version would (e.g. 12.0); keys it ignores are listed")
+    lint.add_argument("--trust-root", type=Path, action="append", default=[], metavar="PEM",
+                      help="a root certificate (PEM) the device trusts, e.g. the server's ca.pem; repeatable")
     lint.set_defaults(func=run_lint)
 
 
@@ -180,8 +190,13 @@ def _device(body: Any) -> Device:
 
 def run_lint(args: argparse.Namespace) -> int:
     try:
-        data, signed = _unwrap_signed(_read(args.file))
+        roots = _trust_roots(args.trust_root)
+        raw = _read(args.file)
+        signed = open_signed_profile(raw, roots=roots, now=datetime.now(UTC))
+        data = raw if signed is None else signed.content
         decode_plist(data)
+    except SignatureError as exc:  # CMS, but no signed profile in it: what the device refuses (4000 ← 1000)
+        return _invalid(args.file, unreadable_signed_profile(exc.reason))
     except Unreadable as exc:
         print(f"mdmsim profile lint: {exc}", file=sys.stderr)
         return EXIT_UNREADABLE
@@ -191,23 +206,36 @@ def run_lint(args: argparse.Namespace) -> int:
     try:
         result = validate_profile(data, os_version=args.os_version)
     except ProfileError as exc:
-        print(f"{args.file}: INVALID: {exc.reason}")
-        for item in exc.chain:
-            print(f"  {item.domain} {item.code}: {item.localized_description}")
-        return EXIT_INVALID
-    profile = result.profile
-    where = f" on iOS {args.os_version}" if args.os_version else ""
-    note = " (CMS-signed; signature not verified)" if signed else ""
-    print(f"{args.file}: OK{where}: {profile.identifier}, {len(profile.payloads)} payload(s){note}")
+        return _invalid(args.file, exc)
+    print(_verdict(args, result.profile, signed))
+    if signed is not None:
+        print(f"  {describe_signature(signed)}")
+    if result.profile.extra.get("EncryptedPayloadContent") is not None:
+        print("  payloads encrypted (EncryptedPayloadContent): only a device with the identity they are "
+              "encrypted to can check them (1006 on any other)")
     for ignored in result.ignored:
         print(f"  ignored: {ignored.describe()}")
     return EXIT_OK
 
 
-def _unwrap_signed(data: bytes) -> tuple[bytes, bool]:
-    """The plist inside a CMS-signed .mobileconfig (DER SignedData), or `data` itself if not signed."""
-    try:
-        content = signed_content(data)
-    except SignatureError as exc:
-        raise Unreadable(exc.reason) from None
-    return (data, False) if content is None else (content, True)
+def _verdict(args: argparse.Namespace, profile: Any, signed: SignedProfile | None) -> str:
+    where = f" on iOS {args.os_version}" if args.os_version else ""
+    note = "" if signed is None else f" (CMS-signed; signature {'verified' if signed.verified else 'not verified'})"
+    return f"{args.file}: OK{where}: {profile.identifier}, {len(profile.payloads)} payload(s){note}"
+
+
+def _invalid(file: Path, exc: ProfileError) -> int:
+    print(f"{file}: INVALID: {exc.reason}")
+    for item in exc.chain:
+        print(f"  {item.domain} {item.code}: {item.localized_description}")
+    return EXIT_INVALID
+
+
+def _trust_roots(paths: list[Path]) -> list[x509.Certificate]:
+    roots = []
+    for path in paths:
+        try:
+            roots.extend(x509.load_pem_x509_certificates(path.read_bytes()))
+        except (OSError, ValueError) as exc:
+            raise Unreadable(f"cannot read trust root {path}: {exc}") from None
+    return roots

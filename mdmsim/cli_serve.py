@@ -91,6 +91,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--open-enrollment", action="store_true",
                         help="anyone may fetch an enrollment profile, for any ?user=, and a new identity may "
                              "re-enroll any known device (load tests only); default: enrollment tokens")
+    parser.add_argument("--no-sign-profiles", dest="sign_profiles", action="store_false",
+                        help="send enrollment profiles and InstallProfile payloads as plain plists; by default "
+                             "they are CMS-signed by the server's profile-signing identity (made in --data-dir, "
+                             "issued by its CA), as Fleet, Zentral and MicroMDM send them")
     apns = parser.add_argument_group("APNs simulation (load testing)")
     apns.add_argument("--apns-delay", type=parse_duration, default=0.0,
                       help="delay before a push reaches the device, e.g. 200ms")
@@ -139,6 +143,7 @@ def _serve(args: argparse.Namespace) -> int:
         retain=args.retain,
         client_limits=ClientLimits(args.header_timeout, args.body_timeout, args.max_client_connections),
         open_enrollment=args.open_enrollment,
+        sign_profiles=args.sign_profiles,
         apns={"delay": args.apns_delay, "jitter": args.apns_jitter, "drop_rate": args.apns_drop_rate},
     )
     if args.memory and args.database:

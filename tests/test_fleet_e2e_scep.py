@@ -15,6 +15,7 @@ from device_sim.https_transport import HTTPSTransport
 from device_sim.push_link_client import PushLinkClient
 from device_sim.scep_agent import RSAKeyPool, ScepAgent, WebScepHttp
 from device_sim.stats import FleetObserver
+from mdm_protocol.profile_signing import SignatureStatus
 from mdm_server.app import MDMServer, ServerConfig
 from mdmsim.cli import build_parser
 
@@ -67,6 +68,9 @@ def test_devices_enroll_by_scep_over_tls_and_check_in(tmp_path):
             enrollment = runner.machine.enrollment
             identity = runner.machine.profiles.keychain.identity(enrollment.identity_uuid)
             assert isinstance(identity.private_key, rsa.RSAPrivateKey) and identity.private_key.key_size == 2048
+            # The enrollment profile came CMS-signed by the server: SCEP enrolled from inside the signature.
+            signed = runner.machine.profiles.get("com.mdmsim.enrollment")
+            assert signed.signature is SignatureStatus.UNTRUSTED and len(signed.signer_certificates) == 2
             device = server.storage.get_device(runner.machine.facts.device_id)
             assert device is not None and device.cert_sha256 == identity.certificate.fingerprint(
                 hashes.SHA256()).hex()

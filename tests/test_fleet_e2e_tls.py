@@ -18,6 +18,7 @@ from device_sim.push_link_client import PushLinkClient
 from device_sim.stats import FleetObserver
 from mdm_protocol.payloads import configuration_profile, eas_payload, pkcs12_payload, root_certificate_payload
 from mdm_protocol.profile import encode_profile
+from mdm_protocol.profile_signing import SignatureStatus
 from mdm_server.app import MDMServer, ServerConfig
 from mdm_server.pki import export_pkcs12
 from mdm_wire import tls_client
@@ -116,6 +117,11 @@ def test_fifty_devices_enroll_and_install_an_exchange_profile_over_tls(tmp_path,
         assert "com.example.mail" in runner.machine.profiles
         assert runner.machine.profiles.keychain.identity(
             runner.machine.profiles.get("com.example.mail").payloads[1]["PayloadUUID"]) is not None
+        # The server signs both (SPEC 8): the enrollment profile brings our CA as its root, so at its install
+        # the signer chains to nothing yet trusted (iOS: Not Verified); the later profile chains to that root.
+        enrollment, mail = (runner.machine.profiles.get(name) for name in ("com.mdmsim.enrollment", "com.example.mail"))
+        assert enrollment.signature is SignatureStatus.UNTRUSTED and mail.signature is SignatureStatus.VERIFIED
+        assert mail.signer_certificates[0] == server.profile_signer.certificate.public_bytes(serialization.Encoding.DER)
 
 
 def _memory_http(server):

@@ -120,9 +120,11 @@ class SettingDelivery:
     """Turns "these labels carry these settings" into queued commands, device by device, in bulk."""
 
     def __init__(self, storage: DeliveryStorage, docs: Documents, renderer: Renderer, labels: LabelBook,
-                 *, now: Callable[[], float], seal: Callable[[NewCommand], NewCommand] | None = None) -> None:
+                 *, now: Callable[[], float], seal: Callable[[NewCommand], NewCommand] | None = None,
+                 sign_profile: Callable[[bytes], bytes] | None = None) -> None:
         self.storage, self.docs, self.renderer, self.labels, self._now = storage, docs, renderer, labels, now
         self.seal = seal  # secrets at rest: an InstallProfile holding a key or password is queued sealed
+        self._sign = sign_profile  # the server's ProfileSigner.sign; None: profiles go out unsigned
         self._by_device: dict[str, dict[str, Delivery]] = {}
         self._by_setting: dict[str, set[str]] = {}
         for device_id, body in docs.list(DELIVERY_KIND):
@@ -206,7 +208,8 @@ class SettingDelivery:
         if have is not None and have.identifier != rendered.identifier:
             self._remove(plan, setting_id, have.identifier, report)  # else the old profile would linger
         try:
-            new = _new_command(install_profile(rendered.profile))
+            profile = rendered.profile if self._sign is None else self._sign(rendered.profile)
+            new = _new_command(install_profile(profile))
             if self.seal is not None and holds_secrets(rendered.profile):
                 new = self.seal(new)
         except ProtocolError as exc:
@@ -281,12 +284,14 @@ class LabelAdmin:
 
     def __init__(self, storage: LabelStorage, docs: Documents, renderer: Renderer, users: UserDirectory,
                  *, clock: Clock, wake: Wake | None = None, bucket: float = DEFAULT_BUCKET,
-                 seal: Callable[[NewCommand], NewCommand] | None = None) -> None:
+                 seal: Callable[[NewCommand], NewCommand] | None = None,
+                 sign_profile: Callable[[bytes], bytes] | None = None) -> None:
         self.storage, self.renderer = storage, renderer
         self.inventory = Inventory(docs, users)
         self.labels = LabelBook(docs, self.inventory, self.all_devices)
         self.policies = SyncPolicyBook(docs)
-        self.delivery = SettingDelivery(storage, docs, renderer, self.labels, now=clock.seconds, seal=seal)
+        self.delivery = SettingDelivery(storage, docs, renderer, self.labels, now=clock.seconds, seal=seal,
+                                        sign_profile=sign_profile)
         self.schedule = SpreadWakeScheduler(clock, wake or (lambda device_ids: None), bucket=bucket)
 
     def start(self) -> None:

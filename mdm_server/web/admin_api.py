@@ -6,6 +6,7 @@ Routes are listed in `AdminAPI.routes`; every failure is a JSON {"code", "messag
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import asdict, fields
 from typing import Any, Protocol
 
@@ -40,8 +41,10 @@ class AdminStorage(DeviceDirectory, QueueAdmin, PushStore, UserChannelStore, Pro
 class AdminAPI:
     """The V1 route table; `JsonAPI` serves it, with the V2 tables, behind one `authorise`."""
 
-    def __init__(self, storage: AdminStorage, waker: Waker, *, clock: Clock) -> None:
+    def __init__(self, storage: AdminStorage, waker: Waker, *, clock: Clock,
+                 sign_profile: Callable[[bytes], bytes] | None = None) -> None:
         self.storage, self.waker, self.clock = storage, waker, clock
+        self._sign = sign_profile  # InstallProfile payloads are signed once per enqueue, whatever the fan-out
         self.routes: list[Route] = [
             (b"GET", re.compile(r"/api/v[12]/ping"), self.ping),
             (b"GET", re.compile(r"/api/v1/devices"), self.list_devices),
@@ -98,7 +101,7 @@ class AdminAPI:
     def enqueue(self, request: Request) -> tuple[int, Any]:
         body = read_json(request)
         device_ids = _device_ids(body)
-        command = _command(body)
+        command = _signed(_command(body), self._sign)
         results: dict[str, Any] = {}
         ready = []
         for device_id in device_ids:
@@ -179,6 +182,13 @@ def _command(body: dict[str, Any]) -> Command:
     except ProtocolError as exc:
         raise ApiError(400, f"command cannot be sent: {exc.reason}") from None
     return command
+
+
+def _signed(command: Command, sign: Callable[[bytes], bytes] | None) -> Command:
+    payload = command.keys.get("Payload")
+    if sign is None or command.request_type != "InstallProfile" or not isinstance(payload, bytes):
+        return command
+    return Command(command.request_type, {**command.keys, "Payload": sign(payload)}, command.command_uuid)
 
 
 def _priority_timeout(body: dict[str, Any]) -> tuple[int, float | None]:

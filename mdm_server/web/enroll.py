@@ -45,11 +45,12 @@ class EnrollResource(resource.Resource):
     def __init__(
         self, authority: CertificateAuthority, *, topic: str, server_url: str, now: Callable[[], datetime],
         tokens: TokenRegistry, admin: tuple[str, str], scep: ScepService | None = None,
-        open_enrollment: bool = False,
+        open_enrollment: bool = False, sign: Callable[[bytes], bytes] | None = None,
     ) -> None:
         super().__init__()
         self.authority, self.topic, self.server_url, self.now = authority, topic, server_url, now
         self.scep, self.tokens, self.open_enrollment = scep, tokens, open_enrollment
+        self._sign = sign  # the server's ProfileSigner.sign; None: profiles go out unsigned
         self._admin = (admin[0].encode(), admin[1].encode())
 
     def render_GET(self, request: Request) -> bytes:
@@ -73,7 +74,7 @@ class EnrollResource(resource.Resource):
             ).profile
         request.setHeader("content-type", PROFILE_TYPE)
         request.setHeader("content-disposition", 'attachment; filename="enroll.mobileconfig"')
-        return profile
+        return profile if self._sign is None else self._sign(profile)
 
     def _grant(self, request: Request) -> Grant:
         asked = _user_parameter(request)
