@@ -4,9 +4,11 @@ and envelopes installed by the device, tampered and unreadable CMS, and Encrypte
 
 from __future__ import annotations
 
+import argparse
 import functools
 import shutil
 import subprocess
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -15,6 +17,7 @@ from cryptography.hazmat.primitives.serialization import pkcs7
 from kits.keychain_pki import NOW, certificate, der, identity, new_key, pki, trusting_keychain
 from kits.profile_kit import imap, profile_bytes
 
+from device_sim.keychain import Keychain
 from device_sim.profiles import DeviceProfiles
 from mdm_protocol.commands import parse_profile_list, profile_list_response
 from mdm_protocol.plist import encode_plist
@@ -194,3 +197,61 @@ def test_a_payload_encrypted_to_someone_else_is_1006_and_changes_nothing():
 def test_an_encrypted_payload_that_is_not_an_array_is_1006():
     _, result = install(encrypted_profile(envelope(encode_plist({"a": 1}), pki().bob)), with_bob())
     assert not result.ok and result.error_chain[-1].code == 1006 and "not an array" in result.reason
+
+
+# --- profile lint agrees with the device ------------------------------------------------------------------
+
+def lint(tmp_path, data: bytes, capsys, *roots) -> tuple[int, str]:
+    from mdmsim import cli_profile
+
+    path = tmp_path / "p.mobileconfig"
+    path.write_bytes(data)
+    trust = [str(pem(tmp_path / f"root{index}.pem", root)) for index, root in enumerate(roots)]
+    args = argparse.Namespace(file=path, os_version=None, trust_root=[Path(item) for item in trust])
+    code = cli_profile.run_lint(args)
+    return code, capsys.readouterr().out
+
+
+def test_lint_and_device_agree_on_a_verified_signature(tmp_path, capsys):
+    # lint judges at the wall clock: a CA and signer valid today (the shared test PKI is valid around NOW).
+    today = datetime.now(UTC)
+    ca_key, key = new_key(), new_key()
+    ca = certificate("Today CA", ca_key, ca=True, eku=None, not_before=today - timedelta(days=1),
+                     not_after=today + timedelta(days=30))
+    cert = certificate("mdmsim profile signing", key, issuer=ca, issuer_key=ca_key, eku=None,
+                       not_before=today - timedelta(days=1), not_after=today + timedelta(days=30))
+    signed = sign_profile(plain(), cert, key)
+    code, out = lint(tmp_path, signed, capsys, ca)
+    assert code == 0 and "(CMS-signed; signature verified)" in out and "CN=mdmsim profile signing" in out
+    keychain = Keychain()
+    keychain.add_root(ca, "com.example.trust")
+    device = DeviceProfiles(keychain)
+    assert device.install(signed, os_version=IOS, now=today).profile.verified
+
+
+def test_lint_and_device_agree_on_an_untrusted_signer(tmp_path, capsys):
+    cert, key = signer()
+    code, out = lint(tmp_path, sign_profile(plain(), cert, key), capsys)
+    assert code == 0 and "signature valid but not verified" in out
+    assert install(sign_profile(plain(), cert, key), DeviceProfiles())[1].profile.signature is SignatureStatus.UNTRUSTED
+
+
+def test_lint_and_device_agree_on_a_tampered_signature(tmp_path, capsys):
+    cert, key = signer()
+    tampered = sign_profile(plain(), cert, key).replace(b"Signed Mail", b"Signed Maim")
+    code, out = lint(tmp_path, tampered, capsys, pki().ca)
+    assert code == 0 and "does NOT verify" in out and "messageDigest" in out
+    assert install(tampered)[1].profile.signature is SignatureStatus.INVALID
+
+
+def test_lint_and_device_agree_on_cms_that_holds_no_profile(tmp_path, capsys):
+    data = envelope(plain(), pki().bob)
+    code, out = lint(tmp_path, data, capsys)
+    _, result = install(data)
+    assert code == 1 and "MCInstallationErrorDomain 4000" in out and "MCProfileErrorDomain 1000" in out
+    assert [item.code for item in result.error_chain] == [4000, 1000]
+
+
+def test_lint_notes_encrypted_payloads_it_cannot_check(tmp_path, capsys):
+    code, out = lint(tmp_path, encrypted_profile(envelope(payload_array(), pki().bob)), capsys)
+    assert code == 0 and "payloads encrypted" in out
