@@ -11,6 +11,7 @@ import pytest
 from server_kit import BACKENDS, AdminClient, MemoryHTTP, SignedDevice, make_server
 
 from mdm_protocol.checkin import TokenUpdate, encode_checkin
+from mdm_protocol.profile_signing import open_signed_profile
 from mdm_protocol.report import Status, decode_server_response
 from mdm_server.user_channel import SHARED_IPAD_USER_ID
 
@@ -176,9 +177,24 @@ def test_data_values_reach_the_device_as_bytes(server, admin, fleet):
     payload = b"<?xml version='1.0'?><plist version='1.0'><dict/></plist>"
     uuid = admin.enqueue([A], "InstallProfile", Payload={"$data": base64.b64encode(payload).decode()})[A]
     command = decode_server_response(fleet[A].report(Status.IDLE).body)
-    assert (command.command_uuid, command.request_type, command.keys["Payload"]) == (
+    # The server signs InstallProfile payloads (SPEC 8): the bytes arrive inside its CMS signature.
+    signed = open_signed_profile(command.keys["Payload"], roots=[server.ca.certificate], now=server.now())
+    assert (command.command_uuid, command.request_type, signed.content) == (
         uuid, "InstallProfile", payload
     )
+    assert signed.verified and signed.signer == server.profile_signer.certificate
+
+
+def test_without_profile_signing_payloads_reach_the_device_as_given(tmp_path):
+    server = make_server(tmp_path, sign_profiles=False)  # serve --no-sign-profiles
+    device = SignedDevice(server, A)
+    device.enroll()
+    device.online()
+    payload = b"<?xml version='1.0'?><plist version='1.0'><dict/></plist>"
+    AdminClient(server).enqueue([A], "InstallProfile", Payload={"$data": base64.b64encode(payload).decode()})
+    command = decode_server_response(device.report(Status.IDLE).body)
+    assert command.keys["Payload"] == payload and server.profile_signer is None
+    assert not (tmp_path / "data" / "profile-signing.key").exists()
 
 
 def test_delete_a_queued_command(server, admin, fleet):

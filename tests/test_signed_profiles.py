@@ -255,3 +255,42 @@ def test_lint_and_device_agree_on_cms_that_holds_no_profile(tmp_path, capsys):
 def test_lint_notes_encrypted_payloads_it_cannot_check(tmp_path, capsys):
     code, out = lint(tmp_path, encrypted_profile(envelope(payload_array(), pki().bob)), capsys)
     assert code == 0 and "payloads encrypted" in out
+
+
+# --- the server's signing identity -----------------------------------------------------------------------
+
+def _enrollment(server) -> bytes:
+    from server_kit import MemoryHTTP
+
+    response = MemoryHTTP(server.http).request("GET", f"/mdm/enroll?token={server.state.enroll_token}", b"", {})
+    assert response.status == 200
+    return response.body
+
+
+@needs_openssl
+def test_the_server_signs_enrollment_profiles_and_openssl_verifies_them_with_its_ca(tmp_path):
+    from server_kit import make_server
+
+    server = make_server(tmp_path)
+    data = tmp_path / "data"
+    signed = _enrollment(server)
+    (tmp_path / "e.der").write_bytes(signed)
+    at = str(int(server.now().timestamp()))
+    content = openssl("cms", "-verify", "-inform", "DER", "-in", str(tmp_path / "e.der"), "-purpose", "any",
+                      "-CAfile", str(data / "ca.pem"), "-attime", at)
+    embedded = pkcs7.load_der_pkcs7_certificates(signed)  # the signer and our CA, for the device's chain
+    assert b"com.apple.mdm" in content and server.profile_signer.certificate in embedded
+    assert server.ca.certificate in embedded
+    assert (data / "profile-signing.key").stat().st_mode & 0o077 == 0
+    # Kept in the data dir: a restarted server signs with the same identity.
+    assert make_server(tmp_path).profile_signer.certificate == server.profile_signer.certificate
+
+
+def test_serve_takes_no_sign_profiles_and_then_sends_plain_enrollment_profiles(tmp_path):
+    from server_kit import make_server
+
+    from mdmsim.cli import build_parser
+
+    assert build_parser().parse_args(["serve", "--no-sign-profiles"]).sign_profiles is False
+    assert build_parser().parse_args(["serve"]).sign_profiles is True
+    assert _enrollment(make_server(tmp_path, sign_profiles=False)).startswith(b"<?xml")
