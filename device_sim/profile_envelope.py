@@ -8,8 +8,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from mdm_protocol.errors import PROFILE, SignatureError
-from mdm_protocol.plist import PlistError, decode_plist
+from mdm_protocol.errors import PROFILE, PlistError, SignatureError
+from mdm_protocol.plist import decode_plist
 from mdm_protocol.profile_signing import (
     DecryptError,
     SignedProfile,

@@ -16,8 +16,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from .certificate_chain import verify_chain
 from .cms import sign_embedded, signed_certificates, signed_content, verify_embedded
-from .errors import INSTALLATION, PROFILE, ProfileError, SignatureError, error_chain
-from .plist import PlistError, decode_plist
+from .errors import INSTALLATION, PROFILE, PlistError, ProfileError, SignatureError, error_chain
+from .plist import decode_plist
 from .scep_envelope import EnvelopeError, open_envelope
 
 # A profile with a few certificates and fonts is well under a megabyte; the bound caps the parser's work.
