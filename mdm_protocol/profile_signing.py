@@ -79,6 +79,12 @@ def open_signed_profile(data: bytes, *, roots: Sequence[x509.Certificate], now: 
     return SignedProfile(content, certificates, SignatureStatus.VERIFIED, "")
 
 
+def unsigned(data: bytes) -> bytes:
+    """The plist of a profile as sent: a signed profile's content (signature not checked), else `data` itself."""
+    content = signed_content(data)
+    return data if content is None else content
+
+
 def unreadable_signed_profile(reason: str) -> ProfileError:
     """What iOS reports for CMS that holds no readable signed profile: the chain of any unparseable profile."""
     chain = error_chain(INSTALLATION[4000], (PROFILE[1000], "The profile is not properly formatted."))
@@ -146,4 +152,5 @@ def _payload_array(content: bytes) -> list[Any]:
 __all__ = [
     "MAX_SIGNED_PROFILE", "DecryptError", "SignatureStatus", "SignedProfile", "decrypt_payload_content",
     "describe_signature", "open_signed_profile", "sign_profile", "unreadable_signed_profile",
+    "unsigned",
 ]

@@ -21,6 +21,7 @@ from device_sim.runner import DeviceRunner, InProcessPush
 from device_sim.scep_agent import MemoryScepHttp, RSAKeyPool, ScepAgent
 from device_sim.scep_client import HttpStep, ScepExchange, ScepFailed, ScepIssued, ScepSpec
 from device_sim.transport import MemoryTransport
+from mdm_protocol.cms import signed_content
 from mdm_protocol.payloads import scep_payload
 from mdm_protocol.plist import decode_plist
 from mdm_protocol.scep import FailInfo, PkiStatus, read_pki_message
@@ -43,7 +44,7 @@ def _profile(server, user: str | None = None) -> bytes:
 
 
 def _scep_content(profile: bytes) -> dict:
-    plist = decode_plist(profile)
+    plist = decode_plist(signed_content(profile) or profile)  # the server signs its profiles (SPEC 8)
     return next(p for p in plist["PayloadContent"] if p["PayloadType"] == "com.apple.security.scep")
 
 

@@ -25,6 +25,7 @@ import pytest
 from mdm_protocol.checkin import Authenticate, TokenUpdate, encode_checkin
 from mdm_protocol.cms import mdm_signature
 from mdm_protocol.profile import parse_profile
+from mdm_protocol.profile_signing import unsigned
 from mdm_protocol.report import CommandReport, Status, decode_server_response, encode_report
 from mdm_server.pki import load_pkcs12
 
@@ -110,7 +111,7 @@ class Client:
     def enroll(self) -> str:
         status, profile_bytes = self.request("GET", f"/mdm/enroll?token={self.enroll_token}")
         assert status == 200, profile_bytes
-        profile = parse_profile(profile_bytes)
+        profile = parse_profile(unsigned(profile_bytes))
         (p12,) = profile.payloads_of_type("com.apple.security.pkcs12")
         (mdm,) = profile.payloads_of_type("com.apple.mdm")
         self.identity = load_pkcs12(p12.content["PayloadContent"], p12.content["Password"])

@@ -20,6 +20,7 @@ from zope.interface import implementer
 from mdm_protocol.checkin import Authenticate, TokenUpdate, encode_checkin
 from mdm_protocol.cms import mdm_signature
 from mdm_protocol.profile import parse_profile
+from mdm_protocol.profile_signing import unsigned
 from mdm_protocol.report import CommandReport, Status, decode_server_response, encode_report
 from mdm_server.app import MDMServer, ServerConfig
 from mdm_server.pki import load_pkcs12
@@ -67,7 +68,7 @@ class TLSDevice:
     def enroll(self, url: str):
         status, data = yield self.request("GET", url)
         assert status == 200, data
-        profile = parse_profile(data)
+        profile = parse_profile(unsigned(data))
         (p12,) = profile.payloads_of_type("com.apple.security.pkcs12")
         (mdm,) = profile.payloads_of_type("com.apple.mdm")
         self.identity = load_pkcs12(p12.content["PayloadContent"], p12.content["Password"])

@@ -15,6 +15,7 @@ from server_kit import BACKENDS, CHECKIN, CONNECT, MemoryHTTP, SignedDevice, mak
 from mdm_protocol.checkin import Authenticate, encode_checkin
 from mdm_protocol.cms import mdm_signature
 from mdm_protocol.profile import parse_profile, validate_profile
+from mdm_protocol.profile_signing import unsigned
 from mdm_protocol.report import Command, CommandReport, Status, encode_command, encode_report
 from mdm_server.ca import CertificateAuthority
 from mdm_server.pki import PkiError, load_pkcs12
@@ -161,7 +162,7 @@ def fetch_profile(server, query: str = "", headers: dict | None = None):
 
 
 def identity_from(profile_bytes: bytes):
-    profile = parse_profile(profile_bytes)
+    profile = parse_profile(unsigned(profile_bytes))
     (p12,) = profile.payloads_of_type("com.apple.security.pkcs12")
     return profile, p12, load_pkcs12(p12.content["PayloadContent"], p12.content["Password"])
 
@@ -170,7 +171,7 @@ def test_enrollment_profile_validates_and_its_identity_authenticates(server):
     response = fetch_profile(server)
     assert response.status == 200
     assert response.headers["content-type"] == "application/x-apple-aspen-config"
-    assert validate_profile(response.body, os_version="17.5").profile.identifier == "com.mdmsim.enrollment"
+    assert validate_profile(unsigned(response.body), os_version="17.5").profile.identifier == "com.mdmsim.enrollment"
     profile, p12, contents = identity_from(response.body)
     (mdm,) = profile.payloads_of_type("com.apple.mdm")
     assert mdm.content["Topic"] == server.state.topic

@@ -18,6 +18,7 @@ from device_sim.clock import HeapClock
 from device_sim.memory_http import MemoryHTTP
 from mdm_protocol.payloads import configuration_profile, eas_payload, mail_payload, root_certificate_payload
 from mdm_protocol.profile import encode_profile, parse_profile
+from mdm_protocol.profile_signing import unsigned
 from mdm_protocol.report import decode_command
 from mdm_server.admin.apply import LabelAdmin
 from mdm_server.admin.contracts import AdminError, Rendered, RenderError, User
@@ -192,7 +193,7 @@ class Fleet:
         for command in sorted(self.commands(device_id), key=lambda c: c.queued_at):
             keys = decode_command(command.payload).keys
             if command.request_type == "InstallProfile":
-                out.append(("InstallProfile", parse_profile(keys["Payload"]).identifier))
+                out.append(("InstallProfile", parse_profile(unsigned(keys["Payload"])).identifier))
             else:
                 out.append((command.request_type, keys.get("Identifier")))
         return out
