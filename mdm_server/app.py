@@ -28,8 +28,8 @@ from .identity import IdentityVerifier
 from .listening import PortService
 from .metrics import ServerMetrics
 from .pki import ServerTlsFiles, server_tls_files
-from .push.apns_client import APNsProviderClient, ProviderSettings
 from .profile_signer import ProfileSigner
+from .push.apns_client import APNsProviderClient, ProviderSettings
 from .push.apns_sim import APNsSimulation
 from .push.interface import Pusher
 from .retention import DEFAULT_RETAIN, Retention

@@ -9,6 +9,7 @@ import pytest
 from server_kit import BACKENDS, MemoryHTTP, SignedDevice, make_server, snapshot
 
 from mdm_protocol.profile import parse_profile
+from mdm_protocol.profile_signing import unsigned
 from mdm_server.enrollment_tokens import identity_token
 from mdm_server.pki import load_pkcs12
 from mdm_server.storage.interface import NewCommand
@@ -41,7 +42,7 @@ def fetch(server, query: str):
 
 def device_from(server, response, udid: str = UDID) -> SignedDevice:
     assert response.status == 200, response.body
-    (p12,) = parse_profile(response.body).payloads_of_type("com.apple.security.pkcs12")
+    (p12,) = parse_profile(unsigned(response.body)).payloads_of_type("com.apple.security.pkcs12")
     contents = load_pkcs12(p12.content["PayloadContent"], p12.content["Password"])
     return SignedDevice(server, udid, certificate=contents.certificate, key=contents.private_key)
 

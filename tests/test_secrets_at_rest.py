@@ -12,6 +12,7 @@ from server_kit import AdminClient, SignedDevice, make_server
 from test_enrollment_tokens import device_from, fetch
 
 from mdm_protocol.profile import parse_profile
+from mdm_protocol.profile_signing import unsigned
 from mdm_protocol.report import Status, decode_server_response
 from mdm_server.command_seal import SEALED
 from mdm_world.demo_setup import PROFILE_1
@@ -52,7 +53,7 @@ def test_after_a_rollout_the_database_holds_no_clear_pkcs12_or_password(tmp_path
     response, secrets = device.report(Status.IDLE), []
     command = decode_server_response(response.body)
     assert command.request_type == "InstallProfile"
-    for payload in parse_profile(command.keys["Payload"]).payloads_of_type("com.apple.security.pkcs12"):
+    for payload in parse_profile(unsigned(command.keys["Payload"])).payloads_of_type("com.apple.security.pkcs12"):
         secrets += [payload.content["Password"].encode(), payload.content["PayloadContent"]]
     assert secrets, "the rollout delivered no identity: the check below could not fail"
     files = sorted(Path(server.config.data_dir).glob("mdmsim.sqlite3*"))
