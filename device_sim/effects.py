@@ -5,7 +5,7 @@ The runner performs them (HTTP, push registration, timers) and feeds the outcome
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
@@ -13,6 +13,7 @@ from mdm_protocol.errors import ErrorChainItem
 from mdm_protocol.report import Status
 
 if TYPE_CHECKING:  # effects stay near the ground floor: transports import them without the device's model
+    from .keychain import Identity
     from .readiness import Readiness
     from .scep_client import ScepSpec
 
@@ -22,14 +23,17 @@ CONNECT_TYPE = "application/x-apple-aspen-mdm"
 
 @dataclass(frozen=True, slots=True)
 class SendRequest:
-    """PUT `body` to `url` with the Mdm-Signature header; answer with `response()` or `transport_failed()`."""
+    """PUT `body` to `url`, with the Mdm-Signature header when the enrollment sets SignMessage, and the identity
+    as the TLS client certificate; answer with `response()` or `transport_failed()`."""
 
     request_id: int
     url: str
     content_type: str
     body: bytes
-    signature: str
+    signature: str | None  # None: SignMessage is false, the TLS client certificate is the only identity
     message: str  # what this is, for statistics: "Authenticate", "Idle", "InstallProfile:Acknowledged", ...
+    # Presented as the TLS client certificate (mutual TLS); not part of what the request says, so not compared.
+    client_identity: Identity | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True, slots=True)

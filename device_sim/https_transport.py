@@ -21,7 +21,14 @@ from zope.interface import implementer
 
 from mdm_protocol.clocks import TCPClock
 from mdm_wire.http1 import HTTPError, Response, ResponseReader, TooLarge
-from mdm_wire.tls_client import IOS_TLS_GROUPS, LinkFactory, TLSLink, UntrustedServerError, check_groups
+from mdm_wire.tls_client import (
+    IOS_TLS_GROUPS,
+    ClientCredential,
+    LinkFactory,
+    TLSLink,
+    UntrustedServerError,
+    check_groups,
+)
 
 from .connection_policy import (
     CLOSE,
@@ -45,7 +52,7 @@ MAX_RESPONSE = 16 * 1024 * 1024  # an MDM command (a profile with certificates) 
 class _Request:
     """One PUT in flight: the Deferred its sender waits on, its bytes, where it goes and its timer."""
 
-    __slots__ = ("result", "data", "key", "roots", "timer", "client", "connector", "session", "kind")
+    __slots__ = ("result", "data", "key", "roots", "timer", "client", "connector", "session", "kind", "credential")
 
     def __init__(self, data: bytes, key: tuple[Any, ...], roots: tuple[x509.Certificate, ...],
                  session: object | None, kind: RequestKind) -> None:
@@ -54,6 +61,7 @@ class _Request:
         self.timer: Any = None
         self.client: _HTTPClient | None = None
         self.connector: Any = None
+        self.credential: ClientCredential | None = None  # the client certificate (mutual TLS)
 
 
 class _HTTPClient:
@@ -167,13 +175,20 @@ class HTTPSTransport:
             return defer.fail(exc)
         if not roots:
             return defer.fail(TransportError("the device trusts no root certificate", untrusted=True))
-        key = (host, port, self._trust_key(roots))
+        identity = request.client_identity
+        usable = identity is not None and identity.private_key is not None
+        # A connection carries its client certificate: only requests with the same identity may share it.
+        key = (host, port, self._trust_key(roots), identity.certificate if usable else None)
         kind = RequestKind.of(request.content_type, request.message)
         decision = self.policy.on_send(session, kind, key, self.reactor.seconds())
-        data = b"%sMdm-Signature: %s\r\nContent-Length: %d\r\n%s%s" % (
-            head, request.signature.encode("latin-1"), len(request.body),
+        signature = b"" if request.signature is None else b"Mdm-Signature: %s\r\n" % request.signature.encode(
+            "latin-1")
+        data = b"%s%sContent-Length: %d\r\n%s%s" % (
+            head, signature, len(request.body),
             b"Connection: keep-alive\r\n\r\n" if decision.keep else b"Connection: close\r\n\r\n", request.body)
         exchange = _Request(data, key, roots, session, kind)
+        if usable:
+            exchange.credential = self.tls_sessions.credential(identity.certificate, identity.private_key)
         exchange.timer = self.reactor.callLater(self.timeout, self._timed_out, exchange)
         for unusable in decision.close:
             unusable.transport.loseConnection()
@@ -235,9 +250,9 @@ class HTTPSTransport:
         self._open(exchange, server)
 
     def _open(self, exchange: _Request, address: tuple[str, int]) -> None:
-        tls = self.tls_sessions.client_tls((*exchange.key, self.tls_groups), exchange.roots, self.tls_groups)
+        tls = self.tls_sessions.client_tls((*exchange.key[:3], self.tls_groups), exchange.roots, self.tls_groups)
         client = exchange.client = _HTTPClient(self, exchange)
-        factory = LinkFactory(tls, client, lambda reason: self._not_connected(exchange, reason))
+        factory = LinkFactory(tls, client, lambda reason: self._not_connected(exchange, reason), exchange.credential)
         # The request's own timer bounds the connection attempt: no second timer per connection.
         exchange.connector = self.reactor.connectTCP(address[0], address[1], factory, timeout=None)
 
@@ -272,7 +287,7 @@ class HTTPSTransport:
         if self.resume_sessions and not client.reused:  # a kept-alive connection's ticket was taken already
             session = link.getHandle().get_session()
             if session is not None:
-                link.tls.session = session
+                link.tls.keep_session(link.credential, session)
         decision = self.policy.on_answer(client, exchange.session, exchange.kind, exchange.key,
                                          status=reply.status, body_empty=not reply.body,
                                          keep=client.keep and not client.closed, now=self.reactor.seconds())

@@ -82,6 +82,7 @@ class _Enrollment:
     topic: str
     identity_uuid: str
     display_name: str
+    sign_message: bool = False  # absent means false (SPEC 8): the TLS client certificate alone identifies
 
 
 class DeviceMachine:
@@ -187,6 +188,7 @@ class DeviceMachine:
         self.enrollment = _Enrollment(
             result.profile.identifier, payload["ServerURL"], payload.get("CheckInURL", payload["ServerURL"]),
             payload["Topic"], payload["IdentityCertificateUUID"], payload.get("PayloadDisplayName", "MDM"),
+            payload.get("SignMessage") is True,
         )
         self.phase = Phase.AUTHENTICATING
         refreshed = self._refresh_readiness(now)
@@ -421,8 +423,8 @@ class DeviceMachine:
         self._next_id += 1
         identity = self.profiles.keychain.identity(self._current.identity_uuid)
         assert identity is not None, "enrollment checked the identity; only removing the profile drops it"
-        signature = self.signer(body, identity, now, recurring)
-        request = fx.SendRequest(self._next_id, url, content_type, body, signature, message)
+        signature = self.signer(body, identity, now, recurring) if self._current.sign_message else None
+        request = fx.SendRequest(self._next_id, url, content_type, body, signature, message, identity)
         self._pending = _Pending(request, kind)
         return request
 
@@ -430,7 +432,7 @@ class DeviceMachine:
         self._next_id += 1
         old = pending.request
         pending.request = fx.SendRequest(self._next_id, old.url, old.content_type, old.body, old.signature,
-                                         old.message)
+                                         old.message, old.client_identity)
         self._pending = pending
         return pending.request
 

@@ -11,9 +11,10 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from twisted.internet import ssl
 
-from mdm_wire.tls_client import ClientTLS
+from mdm_wire.tls_client import ClientCredential, ClientTLS
 
 MAX_CLIENT_TLS = 256  # (server, trust store, groups) whose TLS context and last session are kept
+MAX_CREDENTIALS = 100_000  # client identities converted for OpenSSL (mutual TLS), about 2 KB each
 
 
 class TLSSessionCache:
@@ -26,6 +27,7 @@ class TLSSessionCache:
     def __init__(self, limit: int = MAX_CLIENT_TLS) -> None:
         self.limit = limit
         self._tls: dict[tuple[Any, ...], ClientTLS] = {}
+        self._credentials: dict[x509.Certificate, ClientCredential] = {}
 
     def client_tls(self, key: tuple[Any, ...], roots: tuple[x509.Certificate, ...], groups: str | None
                    ) -> ClientTLS:
@@ -37,6 +39,16 @@ class TLSSessionCache:
                 self._tls.clear()
             tls = self._tls[key] = ClientTLS(key[0], ssl.trustRootFromCertificates(pem), groups=groups)
         return tls
+
+    def credential(self, certificate: x509.Certificate, key: Any) -> ClientCredential:
+        """The client certificate `certificate` with `key`, converted for OpenSSL once per identity. Its
+        sessions are kept apart by `ClientTLS`: a resumed session carries the identity it was made with."""
+        credential = self._credentials.get(certificate)
+        if credential is None:
+            if len(self._credentials) >= MAX_CREDENTIALS:
+                self._credentials.clear()
+            credential = self._credentials[certificate] = ClientCredential(certificate, key)
+        return credential
 
     def __len__(self) -> int:
         return len(self._tls)

@@ -14,6 +14,7 @@ import ipaddress
 import logging
 from typing import Any
 
+from cryptography.hazmat.primitives import hashes
 from OpenSSL import SSL, crypto
 from service_identity import VerificationError
 from service_identity.hazmat import DNS_ID, IPAddress_ID, verify_service_identity
@@ -28,6 +29,7 @@ log = logging.getLogger(__name__)
 IOS_TLS_GROUPS = "X25519:P-256:P-384:P-521"
 READ_SIZE = 1 << 17  # bytes taken from a BIO per call: every record of an MDM exchange fits in one
 MAX_LEAVES = 64  # server certificates whose name check is remembered
+MAX_SESSIONS = 100_000  # client identities whose last session is kept (about 1 KB each)
 
 
 class UntrustedServerError(SSL.Error):
@@ -35,9 +37,22 @@ class UntrustedServerError(SSL.Error):
     as an untrusted server, as opposed to any other TLS failure (an alert, no shared group, a reset)."""
 
 
+class ClientCredential:
+    """A client certificate and its key, converted for OpenSSL once: what a device presents in mutual TLS."""
+
+    __slots__ = ("certificate", "key", "name")
+
+    def __init__(self, certificate: Any, key: Any) -> None:
+        """`certificate` and `key`: cryptography objects."""
+        self.certificate = crypto.X509.from_cryptography(certificate)
+        self.key = crypto.PKey.from_cryptography_key(key)
+        self.name: bytes = certificate.fingerprint(hashes.SHA256())
+
+
 class ClientTLS:
     """The TLS client side for one server name and trust store: Twisted's context, verified like Twisted's
-    `optionsForClientTLS` (chain to the trust store, then the name), plus the last session to resume."""
+    `optionsForClientTLS` (chain to the trust store, then the name), plus the last session to resume, one per
+    client identity: a resumed session carries the identity it was made with, so no device resumes another's."""
 
     def __init__(self, hostname: str, trust: Any, *, groups: str | None = IOS_TLS_GROUPS) -> None:
         self.context = ssl.CertificateOptions(trustRoot=trust).getContext()
@@ -52,17 +67,34 @@ class ClientTLS:
             self._service, self._server_name = DNS_ID(hostname), hostname.encode("idna")
         self._names_checked: dict[bytes, str | None] = {}  # leaf digest → mismatch reason (None: it matches)
         self.context.set_verify(SSL.VERIFY_PEER | SSL.VERIFY_FAIL_IF_NO_PEER_CERT, self._verify)
-        self.session: SSL.Session | None = None
+        self.session: SSL.Session | None = None  # the anonymous client's (no client certificate)
+        self._sessions: dict[bytes, SSL.Session] = {}  # client certificate fingerprint → its last session
 
     def connection(self, link: TLSLink) -> SSL.Connection:
+        """A client connection for `link`, with its client certificate (`link.credential`) if it has one."""
+        credential = link.credential
         connection = SSL.Connection(self.context, None)
         connection.set_app_data(link)
         if self._server_name is not None:
             connection.set_tlsext_host_name(self._server_name)
-        if self.session is not None:
-            connection.set_session(self.session)
+        session = self.session
+        if credential is not None:
+            connection.use_certificate(credential.certificate)
+            connection.use_privatekey(credential.key)
+            session = self._sessions.get(credential.name)
+        if session is not None:
+            connection.set_session(session)
         connection.set_connect_state()
         return connection
+
+    def keep_session(self, credential: ClientCredential | None, session: SSL.Session) -> None:
+        """Resume `session` on the next connection made with `credential` (None: without a certificate)."""
+        if credential is None:
+            self.session = session
+            return
+        if len(self._sessions) >= MAX_SESSIONS and credential.name not in self._sessions:
+            self._sessions.clear()
+        self._sessions[credential.name] = session
 
     def _verify(self, connection: SSL.Connection, certificate: Any, error: int, depth: int, ok: int) -> bool:
         if not ok:  # OpenSSL's chain check failed: say so, or the handshake's error would read as any TLS error
@@ -125,8 +157,8 @@ class TLSLink(Protocol):
 
     transport: Any  # a TCP transport: ITCPTransport's abortConnection and ISystemHandle's getHandle are used
 
-    def __init__(self, tls: ClientTLS, app: Any) -> None:
-        self.tls, self.app = tls, app
+    def __init__(self, tls: ClientTLS, app: Any, credential: ClientCredential | None = None) -> None:
+        self.tls, self.app, self.credential = tls, app, credential
         self.connection: SSL.Connection | None = None
         self.handshaken = self.closing = self.lost = False
         self.unsent: list[bytes] = []
@@ -279,11 +311,11 @@ class LinkFactory(ClientFactory):
 
     noisy = False
 
-    def __init__(self, tls: ClientTLS, app: Any, failed: Any) -> None:
-        self.tls, self.app, self.failed = tls, app, failed
+    def __init__(self, tls: ClientTLS, app: Any, failed: Any, credential: ClientCredential | None = None) -> None:
+        self.tls, self.app, self.failed, self.credential = tls, app, failed, credential
 
     def buildProtocol(self, addr: Any) -> TLSLink:
-        return TLSLink(self.tls, self.app)
+        return TLSLink(self.tls, self.app, self.credential)
 
     def clientConnectionFailed(self, connector: Any, reason: Failure) -> None:
         self.failed(reason)
