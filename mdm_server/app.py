@@ -22,6 +22,7 @@ from mdm_protocol.clocks import Clock, Reactor
 
 from .admin_model import AdminModel
 from .ca import CertificateAuthority
+from .client_cert import ClientCertSource
 from .console.mount import admin_console, user_portal
 from .enrollment_tokens import TokenRegistry, new_identity_policy
 from .identity import IdentityVerifier
@@ -83,6 +84,9 @@ class ServerConfig:
     apns_provider: ProviderSettings | None = None
     open_enrollment: bool = False  # anyone may fetch a profile (for any user) and re-enroll any device: load tests
     sign_profiles: bool = True  # enrollment profiles and InstallProfile payloads as CMS SignedData (SPEC 8)
+    sign_message: bool = True  # the enrollment profile's SignMessage; False: devices identify by mutual TLS
+    client_cert_header: str | None = None  # where a TLS proxy puts the client certificate (Client-Cert, ...)
+    trusted_proxies: tuple[str, ...] = ()  # the addresses whose client_cert_header is believed
 
     def server_url(self) -> str:
         if self.public_url:
@@ -161,12 +165,13 @@ class MDMServer(MultiService):
                                          allow_sha1=config.allow_sha1_signatures)
         self.admin_password = config.admin_password or self.state.admin_password
         self.url = config.server_url()  # what devices are told; the real port once listening on port 0
-        self.device_endpoint = DeviceEndpoint(self.service, self.verifier)
+        client_certs = ClientCertSource(config.client_cert_header, frozenset(config.trusted_proxies))
+        self.device_endpoint = DeviceEndpoint(self.service, self.verifier, client_certs)
         self.scep = self._scep() if config.enrollment_identity == "scep" else None
         self.enroll = EnrollResource(
             self.ca, topic=self.state.topic, server_url=self.url, now=self.now,
             tokens=self.tokens, admin=(config.admin_user, self.admin_password), scep=self.scep,
-            open_enrollment=config.open_enrollment, sign=sign,
+            open_enrollment=config.open_enrollment, sign=sign, sign_message=config.sign_message,
         )
         self.root = self._root()
         self.site = make_site(self.root, body_limit=config.body_limit, reactor=clock, limits=config.client_limits)
@@ -210,7 +215,8 @@ class MDMServer(MultiService):
 
     def _port_services(self, reactor: Reactor) -> list[PortService]:
         tls = self.tls
-        options = server_options(tls.certificate_pem, tls.private_key_pem, tls.ca_certificate_pem)
+        options = server_options(tls.certificate_pem, tls.private_key_pem, tls.ca_certificate_pem,
+                                 client_ca=self.ca.certificate)
         config = self.config
         ports = [PortService("devices", lambda: listen_endpoint(reactor, config.listen, self.http, options,
                                                                 whole_writes=config.lean_device_http),

@@ -79,20 +79,21 @@ class ProfileTemplate:
 
 
 @functools.lru_cache(maxsize=32)
-def profile_template(ca_der: bytes, server_url: str, topic: str) -> ProfileTemplate:
+def profile_template(ca_der: bytes, server_url: str, topic: str, sign_message: bool = True) -> ProfileTemplate:
     """The validated skeleton for one CA (DER), server URL and push topic; ProfileError if it is invalid."""
     identity = pkcs12_payload(
         _P12_SLOT, identifier=f"{ENROLLMENT_IDENTIFIER}.identity", uuid=_SLOTS[b"identity_uuid"],
         password=_SLOTS[b"password"], file_name="identity.p12", display_name="MDM identity",
     )
-    xml = _skeleton(ca_der, server_url, topic, identity)
+    xml = _skeleton(ca_der, server_url, topic, identity, sign_message)
     at = xml.index(base64.b64encode(_P12_SLOT))
     start, end = xml.rindex(b"<data>", 0, at), xml.index(b"</data>", at) + len(b"</data>")
     return ProfileTemplate(_slotted(xml[:start] + b"<data>%(p12)s</data>" + xml[end:]))
 
 
 @functools.lru_cache(maxsize=32)
-def scep_profile_template(ca_der: bytes, server_url: str, topic: str, scep_url: str) -> ProfileTemplate:
+def scep_profile_template(ca_der: bytes, server_url: str, topic: str, scep_url: str,
+                          sign_message: bool = True) -> ProfileTemplate:
     """The skeleton whose identity is a SCEP payload; its Challenge is the template's password slot.
 
     Keysize 2048 RSA signing and encryption (Key Usage 5), CAFingerprint the SHA-256 of our CA: the device
@@ -106,18 +107,19 @@ def scep_profile_template(ca_der: bytes, server_url: str, topic: str, scep_url: 
         key_type="RSA", key_usage=5, ca_fingerprint=fingerprint.finalize(), retries=3, retry_delay=10,
         display_name="MDM identity (SCEP)",
     )
-    xml = _skeleton(ca_der, server_url, topic, identity)
+    xml = _skeleton(ca_der, server_url, topic, identity, sign_message)
     return ProfileTemplate(_slotted(xml.replace(_SCEP_NAME_SLOT.encode(), b"%(p12)s")))
 
 
-def _skeleton(ca_der: bytes, server_url: str, topic: str, identity: Payload) -> bytes:
+def _skeleton(ca_der: bytes, server_url: str, topic: str, identity: Payload, sign_message: bool) -> bytes:
+    # SignMessage false: the device identifies itself by its TLS client certificate alone (mutual TLS).
     root = root_certificate_payload(
         ca_der, identifier=f"{ENROLLMENT_IDENTIFIER}.root", uuid=_SLOTS[b"root_uuid"], file_name="mdmsim-ca.cer",
         display_name="mdmsim CA",
     )
     mdm = mdm_payload(
         f"{server_url}/mdm/connect", topic, identity.uuid, identifier=f"{ENROLLMENT_IDENTIFIER}.mdm",
-        uuid=_SLOTS[b"mdm_uuid"], check_in_url=f"{server_url}/mdm/checkin", sign_message=True,
+        uuid=_SLOTS[b"mdm_uuid"], check_in_url=f"{server_url}/mdm/checkin", sign_message=sign_message,
         access_rights=ACCESS_RIGHTS, check_out_when_removed=True, display_name="mdmsim MDM",
     )
     profile = configuration_profile(
@@ -137,6 +139,7 @@ def build_enrollment(
     authority: CertificateAuthority, *, server_url: str, topic: str, now: datetime,
     user_id: str | None = None, key_type: KeyType | str = KeyType.EC,
     common_name: Callable[[], str] | None = None, token_id: str | None = None,
+    sign_message: bool = True,
 ) -> Enrollment:
     """A fresh enrollment profile; a `user_id` is written into the identity (x509 UID) to bind the device,
     the enrollment token that issued it (`token_id`) beside it, for judging a later re-enrollment."""
@@ -146,17 +149,18 @@ def build_enrollment(
     password = random_password(ENROLLMENT_PASSWORD_BYTES)
     p12 = export_pkcs12(certificate, key, password, "MDM identity", kdf_rounds=ENROLLMENT_KDF_ROUNDS)
     ca_der = authority.certificate.public_bytes(serialization.Encoding.DER)
-    return Enrollment(profile_template(ca_der, server_url, topic).fill(p12, password), certificate, user_id)
+    template = profile_template(ca_der, server_url, topic, sign_message)
+    return Enrollment(template.fill(p12, password), certificate, user_id)
 
 
 def build_scep_enrollment(
     authority: CertificateAuthority, *, server_url: str, topic: str, scep_url: str, challenge: str,
-    common_name: Callable[[], str] | None = None,
+    common_name: Callable[[], str] | None = None, sign_message: bool = True,
 ) -> bytes:
     """A fresh SCEP enrollment profile carrying `challenge` (issued, with its user, by the SCEP service)."""
     name = common_name() if common_name else f"mdmsim device identity {x509.random_serial_number():x}"[:64]
     ca_der = authority.certificate.public_bytes(serialization.Encoding.DER)
-    template = scep_profile_template(ca_der, server_url, topic, scep_url)
+    template = scep_profile_template(ca_der, server_url, topic, scep_url, sign_message)
     values = {slot: new_uuid().encode("ascii") for slot in _SLOTS if slot.endswith(b"_uuid")}
     values[b"password"] = escape(challenge).encode("utf-8")
     values[b"p12"] = escape(name).encode("utf-8")  # the template's PKCS#12 slot holds the subject's CN

@@ -1,4 +1,5 @@
-"""Device identity on every request: verify `Mdm-Signature` over the exact body and the signer's chain.
+"""Device identity on every request: `Mdm-Signature` over the exact body, or the TLS client certificate (mutual
+TLS, directly or through a trusted proxy), each chained to our CA.
 
 Chain results are cached per certificate, verified (header, body) pairs per digest; validity is checked
 every time. A cached pair is exactly as valid as it was: the protocol has no nonce to replay against. A device
@@ -23,6 +24,7 @@ from .service import DeviceIdentity
 
 MAX_CACHED_CHAINS = 200_000
 MAX_CACHED_REQUESTS = 100_000  # about 300 bytes each
+MAX_CACHED_CLIENTS = 100_000  # TLS client certificates (DER digest → identity and validity window)
 
 
 class IdentityVerifier:
@@ -41,10 +43,44 @@ class IdentityVerifier:
         # never come again; dropping each when its device signs the next bounds the cache by the fleet, not by
         # the hours a server has run (a soak grew ~2 MB a minute until the 100,000 cap).
         self._unproven: dict[str, bytes] = {}
+        self._clients: OrderedDict[bytes, tuple[DeviceIdentity, datetime, datetime]] = OrderedDict()
+
+    def identify(self, header: str | bytes | None, body: bytes, client_certificate: bytes | None) -> DeviceIdentity:
+        """The identity a request proves: its `Mdm-Signature`, else its TLS client certificate (DER). Both
+        present must be the same identity: a device does not sign with one and connect with another."""
+        if client_certificate is None:
+            return self.verify(header, body)
+        presented = self.verify_certificate(client_certificate)
+        if header is None:
+            return presented
+        signed = self.verify(header, body)
+        if signed.cert_sha256 != presented.cert_sha256:
+            raise SignatureError(f"the TLS client certificate ({presented.subject}) is not the Mdm-Signature's "
+                                 f"signer ({signed.subject})")
+        return signed
+
+    def verify_certificate(self, der: bytes) -> DeviceIdentity:
+        """The identity in a TLS client certificate (DER), chained to our CA and valid now."""
+        digest = hashlib.sha256(der).digest()
+        cached = self._clients.get(digest)
+        if cached is None:
+            try:
+                certificate = x509.load_der_x509_certificate(der)
+            except ValueError as exc:
+                raise SignatureError(f"unreadable client certificate: {exc}") from None
+            verify_chain(certificate, self.roots, intermediates=(), now=self._now())
+            identity = DeviceIdentity(digest.hex(), certificate.subject.rfc4514_string(), identity_user(certificate))
+            cached = (identity, certificate.not_valid_before_utc, certificate.not_valid_after_utc)
+            self._clients[digest] = cached
+            if len(self._clients) > MAX_CACHED_CLIENTS:
+                self._clients.popitem(last=False)
+        identity, not_before, not_after = cached
+        _check_window(identity.subject, not_before, not_after, self._now())
+        return identity
 
     def verify(self, header: str | bytes | None, body: bytes) -> DeviceIdentity:
         if header is None:
-            raise SignatureError("request has no Mdm-Signature header (the enrollment sets SignMessage)")
+            raise SignatureError("request has no Mdm-Signature header and no TLS client certificate")
         raw = header.encode("latin-1") if isinstance(header, str) else header
         digest = hashlib.sha256(len(raw).to_bytes(4, "big") + raw + body).digest()
         cached = self._verified.get(digest)

@@ -95,6 +95,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="send enrollment profiles and InstallProfile payloads as plain plists; by default "
                              "they are CMS-signed by the server's profile-signing identity (made in --data-dir, "
                              "issued by its CA), as Fleet, Zentral and MicroMDM send them")
+    parser.add_argument("--sign-message", type=_boolean, default=True, metavar="true|false",
+                        help="the enrollment profile's SignMessage: true (default) devices sign every body "
+                             "(Mdm-Signature); false, they identify by their TLS client certificate alone")
+    parser.add_argument("--client-cert-header", metavar="NAME",
+                        help="read the device's client certificate from this header set by a TLS proxy: "
+                             "RFC 9440 Client-Cert (:base64 DER:) or nginx's X-SSL-Client-Cert (URL-encoded "
+                             "PEM); believed only from --trusted-proxy addresses")
+    parser.add_argument("--trusted-proxy", action="append", default=[], metavar="ADDRESS",
+                        help="a TLS proxy's address whose --client-cert-header is believed (repeatable)")
     apns = parser.add_argument_group("APNs simulation (load testing)")
     apns.add_argument("--apns-delay", type=parse_duration, default=0.0,
                       help="delay before a push reaches the device, e.g. 200ms")
@@ -115,6 +124,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                           help="PEM CA to trust for the provider API's TLS certificate (the gateway's ca.pem); "
                                "default: the system's trust store")
     parser.set_defaults(func=run)
+
+
+def _boolean(text: str) -> bool:
+    value = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}.get(text.lower())
+    if value is None:
+        raise argparse.ArgumentTypeError(f"expected true or false, not {text!r}")
+    return value
 
 
 def run(args: argparse.Namespace) -> int:
@@ -144,8 +160,14 @@ def _serve(args: argparse.Namespace) -> int:
         client_limits=ClientLimits(args.header_timeout, args.body_timeout, args.max_client_connections),
         open_enrollment=args.open_enrollment,
         sign_profiles=args.sign_profiles,
+        sign_message=args.sign_message, client_cert_header=args.client_cert_header,
+        trusted_proxies=tuple(args.trusted_proxy),
         apns={"delay": args.apns_delay, "jitter": args.apns_jitter, "drop_rate": args.apns_drop_rate},
     )
+    if bool(args.client_cert_header) != bool(args.trusted_proxy):
+        print("mdmsim: --client-cert-header and --trusted-proxy go together (a header believed from no one, "
+              "or proxies with no header)", file=sys.stderr)
+        return Exit.USAGE
     if args.memory and args.database:
         print("mdmsim: --memory and --database are two different storages; choose one", file=sys.stderr)
         return Exit.USAGE

@@ -18,8 +18,9 @@ from twisted.python.failure import Failure
 from mdm_protocol.clocks import Clock, DelayedCall
 from mdm_wire.http1_server import DateHeader, RequestHead, RequestReader, Route, Waiting, encode_response
 
+from ..client_cert import Peer
 from .client_limits import Refused
-from .device import DeviceEndpoint
+from .device import DeviceEndpoint, peer_certificate
 from .site import MDMSite
 
 log = logging.getLogger(__name__)
@@ -40,6 +41,7 @@ class DeviceChannel(Protocol):
         self._idle_call: DelayedCall | None = None
         self._abort_call: DelayedCall | None = None
         self.counted: str | None = None  # the address admitted under the connection cap
+        self._peer: Peer | None = None  # the TLS client certificate is the connection's: read once
 
     def connectionMade(self) -> None:
         clock = self.factory.clock
@@ -72,7 +74,7 @@ class DeviceChannel(Protocol):
         close = not head.keep_alive
         try:
             response = factory.endpoint.serve(head.method, head.path, head.header(b"content-type"),
-                                              head.header(b"mdm-signature"), body)
+                                              head.header(b"mdm-signature"), body, self._peer_of(head))
             data = encode_response(response.status, response.body, response.content_type, factory.date.line(),
                                   close=close)
         except Exception:
@@ -84,6 +86,18 @@ class DeviceChannel(Protocol):
         self.transport.write(data)
         if close:
             self._close()
+
+    def _peer_of(self, head: RequestHead) -> Peer:
+        peer = self._peer
+        if peer is None:
+            host = getattr(self.addr, "host", None)
+            peer = self._peer = Peer(host, peer_certificate(self.transport))
+        key = self.factory.endpoint.client_certs.header_key
+        if key is not None:
+            header = head.headers.get(key)
+            if header is not None:
+                return Peer(peer.host, peer.certificate, header)
+        return peer
 
     def _close(self) -> None:
         # loseConnection waits for the answer to drain; a peer that never reads would keep the descriptor.

@@ -45,12 +45,13 @@ class EnrollResource(resource.Resource):
     def __init__(
         self, authority: CertificateAuthority, *, topic: str, server_url: str, now: Callable[[], datetime],
         tokens: TokenRegistry, admin: tuple[str, str], scep: ScepService | None = None,
-        open_enrollment: bool = False, sign: Callable[[bytes], bytes] | None = None,
+        open_enrollment: bool = False, sign: Callable[[bytes], bytes] | None = None, sign_message: bool = True,
     ) -> None:
         super().__init__()
         self.authority, self.topic, self.server_url, self.now = authority, topic, server_url, now
         self.scep, self.tokens, self.open_enrollment = scep, tokens, open_enrollment
         self._sign = sign  # the server's ProfileSigner.sign; None: profiles go out unsigned
+        self.sign_message = sign_message  # the profile's SignMessage: False leaves identity to mutual TLS
         self._admin = (admin[0].encode(), admin[1].encode())
 
     def render_GET(self, request: Request) -> bytes:
@@ -65,12 +66,12 @@ class EnrollResource(resource.Resource):
         if self.scep is not None:
             profile = build_scep_enrollment(
                 self.authority, server_url=self.server_url, topic=self.topic, scep_url=f"{self.server_url}/scep",
-                challenge=self.scep.new_challenge(grant.user_id),
+                challenge=self.scep.new_challenge(grant.user_id), sign_message=self.sign_message,
             )
         else:
             profile = build_enrollment(
                 self.authority, server_url=self.server_url, topic=self.topic, now=self.now(),
-                user_id=grant.user_id, token_id=grant.token_id,
+                user_id=grant.user_id, token_id=grant.token_id, sign_message=self.sign_message,
             ).profile
         request.setHeader("content-type", PROFILE_TYPE)
         request.setHeader("content-disposition", 'attachment; filename="enroll.mobileconfig"')

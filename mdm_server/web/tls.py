@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from OpenSSL import SSL, crypto
 from twisted.internet import ssl
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IStreamServerEndpoint
@@ -15,12 +16,14 @@ from twisted.internet.protocol import Factory
 from mdm_wire.tls_server import server_tls_factory
 
 
-def server_options(certificate_pem: bytes, key_pem: bytes, chain_pem: bytes = b"") -> ssl.CertificateOptions:
+def server_options(certificate_pem: bytes, key_pem: bytes, chain_pem: bytes = b"", *,
+                   client_ca: x509.Certificate | None = None) -> ssl.CertificateOptions:
+    """`client_ca`: ask clients for a certificate from this CA (mutual TLS) without requiring one."""
     certificate = x509.load_pem_x509_certificate(certificate_pem)
     key = serialization.load_pem_private_key(key_pem, password=None)
     chain = x509.load_pem_x509_certificates(chain_pem) if chain_pem else []
     # cryptography objects, not pyOpenSSL's X509/PKey, which pyOpenSSL deprecates (Twisted passes them on).
-    return ssl.CertificateOptions(
+    options = ssl.CertificateOptions(
         privateKey=key,
         certificate=certificate,
         extraCertChain=chain,
@@ -29,6 +32,22 @@ def server_options(certificate_pem: bytes, key_pem: bytes, chain_pem: bytes = b"
         enableSessionTickets=True,
         acceptableProtocols=[b"http/1.1"],
     )
+    if client_ca is not None:
+        request_client_certificates(options, client_ca)
+    return options
+
+
+def request_client_certificates(options: ssl.CertificateOptions, ca: x509.Certificate) -> None:
+    """Ask for a client certificate but take the connection without one or with any: devices that sign their
+    bodies instead still connect, and the certificate is judged per request (`IdentityVerifier`), where a
+    refusal has a reason the device and the log can read, not a TLS alert."""
+    context = options.getContext()  # CertificateOptions keeps this one context for every connection
+    context.set_verify(SSL.VERIFY_PEER, _accept_any)
+    context.add_client_ca(crypto.X509.from_cryptography(ca))
+
+
+def _accept_any(connection: SSL.Connection, certificate: crypto.X509, error: int, depth: int, ok: int) -> bool:
+    return True
 
 
 def listen_endpoint(reactor, description: str, factory: Factory, options: ssl.CertificateOptions | None, *,
