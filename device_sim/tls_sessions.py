@@ -14,7 +14,7 @@ from twisted.internet import ssl
 from mdm_wire.tls_client import ClientCredential, ClientTLS
 
 MAX_CLIENT_TLS = 256  # (server, trust store, groups) whose TLS context and last session are kept
-MAX_CREDENTIALS = 100_000  # client identities converted for OpenSSL (mutual TLS), about 2 KB each
+MAX_CREDENTIALS = 100_000  # client identities (mutual TLS) with their fingerprint computed once
 
 
 class TLSSessionCache:
@@ -41,8 +41,8 @@ class TLSSessionCache:
         return tls
 
     def credential(self, certificate: x509.Certificate, key: Any) -> ClientCredential:
-        """The client certificate `certificate` with `key`, converted for OpenSSL once per identity. Its
-        sessions are kept apart by `ClientTLS`: a resumed session carries the identity it was made with."""
+        """The client certificate `certificate` with `key`, named once per identity. Its sessions are kept
+        apart by `ClientTLS`: a resumed session carries the identity it was made with."""
         credential = self._credentials.get(certificate)
         if credential is None:
             if len(self._credentials) >= MAX_CREDENTIALS:

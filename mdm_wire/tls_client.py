@@ -38,14 +38,13 @@ class UntrustedServerError(SSL.Error):
 
 
 class ClientCredential:
-    """A client certificate and its key, converted for OpenSSL once: what a device presents in mutual TLS."""
+    """A client certificate and its key (cryptography objects), named by the certificate's SHA-256: what a
+    device presents in mutual TLS, and the name its TLS sessions are kept under."""
 
     __slots__ = ("certificate", "key", "name")
 
     def __init__(self, certificate: Any, key: Any) -> None:
-        """`certificate` and `key`: cryptography objects."""
-        self.certificate = crypto.X509.from_cryptography(certificate)
-        self.key = crypto.PKey.from_cryptography_key(key)
+        self.certificate, self.key = certificate, key
         self.name: bytes = certificate.fingerprint(hashes.SHA256())
 
 

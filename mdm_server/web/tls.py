@@ -43,7 +43,7 @@ def request_client_certificates(options: ssl.CertificateOptions, ca: x509.Certif
     refusal has a reason the device and the log can read, not a TLS alert."""
     context = options.getContext()  # CertificateOptions keeps this one context for every connection
     context.set_verify(SSL.VERIFY_PEER, _accept_any)
-    context.add_client_ca(crypto.X509.from_cryptography(ca))
+    context.add_client_ca(ca)
 
 
 def _accept_any(connection: SSL.Connection, certificate: crypto.X509, error: int, depth: int, ok: int) -> bool:
