@@ -1,7 +1,9 @@
 """Server benchmark: signed check-ins per second over TLS (keep-alive, and a new TLS connection per session)
 from a separate client process, and the command queue through the service for 10,000 devices.
 
-Run: `.venv/bin/python benchmarks/server_bench.py [--devices 1000] [--seconds 10] [--profile]`.
+Run: `.venv/bin/python benchmarks/server_bench.py [--devices 1000] [--seconds 10] [--profile] [--mtls]`.
+`--mtls`: each device presents its identity as the TLS client certificate and sends no Mdm-Signature
+(SignMessage false); keep-alive connections then carry one device each.
 """
 
 from __future__ import annotations
@@ -95,9 +97,11 @@ def prepare_fleet(data_dir: Path, count: int, database: str | None = None) -> li
     return fleet
 
 
-def raw_request(body: bytes, signature: str) -> bytes:
-    return encode_request(b"PUT", b"/mdm/connect", [(b"Host", b"127.0.0.1"), (
-        b"Content-Type", b"application/x-apple-aspen-mdm"), (b"Mdm-Signature", signature.encode("ascii"))], body)
+def raw_request(body: bytes, signature: str | None) -> bytes:
+    fields = [(b"Host", b"127.0.0.1"), (b"Content-Type", b"application/x-apple-aspen-mdm")]
+    if signature is not None:
+        fields.append((b"Mdm-Signature", signature.encode("ascii")))
+    return encode_request(b"PUT", b"/mdm/connect", fields, body)
 
 
 # The server: its own process, pinned to one core, listening on port 0 --------------------------------------
@@ -143,25 +147,41 @@ def read_response(sock: ssl.SSLSocket, reader: ResponseReader) -> int:
 class Load:
     """Worker threads sending signed Idle reports; `counts` grows as 200 answers arrive."""
 
-    def __init__(self, port: int, ca_file: str, fleet: list[tuple], mode: str, threads: int) -> None:
-        self.port, self.mode = port, mode
+    def __init__(self, port: int, ca_file: str, fleet: list[tuple], mode: str, threads: int,
+                 mtls: bool = False) -> None:
+        self.port, self.mode, self.mtls, self.ca_file = port, mode, mtls, ca_file
         self.fleet = [(body, x509.load_pem_x509_certificate(cert), load_pem_private_key(key, None))
                       for body, cert, key in fleet]
+        self.pems = [cert + key for _, cert, key in fleet]
         self.context = ssl.create_default_context(cafile=ca_file)
+        self.contexts: dict[int, ssl.SSLContext] = {}  # mTLS: one per device, its identity loaded
+        self.sessions: dict[int, ssl.SSLSession] = {}  # mTLS: a device resumes only its own sessions
         self.counts = [0] * threads
         self.resumed = [0] * threads
         self.errors: list[str] = []
         self.stop = threading.Event()
         self.threads = [threading.Thread(target=self._run, args=(i,), daemon=True) for i in range(threads)]
 
-    def connect(self, session=None) -> ssl.SSLSocket:
+    def connect(self, session=None, position: int = 0) -> ssl.SSLSocket:
         raw = socket.create_connection(("127.0.0.1", self.port))
         raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        return self.context.wrap_socket(raw, server_hostname="127.0.0.1", session=session)
+        context = self._device_context(position % len(self.fleet)) if self.mtls else self.context
+        return context.wrap_socket(raw, server_hostname="127.0.0.1", session=session)
+
+    def _device_context(self, device: int) -> ssl.SSLContext:
+        context = self.contexts.get(device)
+        if context is None:
+            context = ssl.create_default_context(cafile=self.ca_file)
+            with tempfile.NamedTemporaryFile(suffix=".pem") as pem:  # ssl loads identities from files only
+                pem.write(self.pems[device])
+                pem.flush()
+                context.load_cert_chain(pem.name)
+            self.contexts[device] = context
+        return context
 
     def request(self, position: int) -> bytes:
         body, certificate, key = self.fleet[position % len(self.fleet)]
-        return raw_request(body, mdm_signature(body, certificate, key))
+        return raw_request(body, None if self.mtls else mdm_signature(body, certificate, key))
 
     def _run(self, index: int) -> None:
         try:
@@ -170,33 +190,39 @@ class Load:
             self.errors.append(f"{type(exc).__name__}: {exc}")
 
     def _keep_alive(self, index: int) -> None:
-        sock, reader, position = self.connect(), ResponseReader(), index
+        sock, reader, position = self.connect(position=index), ResponseReader(), index
+        step = 0 if self.mtls else len(self.threads)  # a client certificate is the connection's: one device
         while not self.stop.is_set():
             sock.sendall(self.request(position))
             if read_response(sock, reader) != 200:
-                raise RuntimeError("server refused a signed Idle report")
+                raise RuntimeError("server refused an Idle report")
             self.counts[index] += 1
-            position += len(self.threads)
+            position += step
         sock.close()
 
     def _per_session(self, index: int) -> None:
         session, position = None, index
         while not self.stop.is_set():
-            sock = self.connect(session if self.mode == "resumed" else None)
+            device = position % len(self.fleet)
+            if self.mtls:
+                session = self.sessions.get(device)
+            sock = self.connect(session if self.mode == "resumed" else None, position)
             sock.sendall(self.request(position))
             if read_response(sock, ResponseReader()) != 200:
-                raise RuntimeError("server refused a signed Idle report")
+                raise RuntimeError("server refused an Idle report")
             self.resumed[index] += sock.session_reused
             session = sock.session
+            if self.mtls:
+                self.sessions[device] = session
             sock.close()
             self.counts[index] += 1
             position += len(self.threads)
 
 
 def client(port: int, ca_file: str, fleet: list[tuple], mode: str, threads: int, warmup: float,
-           seconds: float, server_pid: int, results) -> None:
+           seconds: float, server_pid: int, results, mtls: bool = False) -> None:
     os.sched_setaffinity(0, {CLIENT_CPU})
-    load = Load(port, ca_file, fleet, mode, threads)
+    load = Load(port, ca_file, fleet, mode, threads, mtls)
     for thread in load.threads:
         thread.start()
     time.sleep(warmup)
@@ -231,7 +257,7 @@ def run_tls(args: argparse.Namespace, data_dir: Path, fleet: list[tuple]) -> lis
             answer, answer_child = spawn.Pipe()
             load = spawn.Process(target=client, args=(
                 port, str(data_dir / "ca.pem"), fleet, mode, args.threads, args.warmup, args.seconds,
-                server.pid, answer_child))
+                server.pid, answer_child, args.mtls))
             load.start()
             if not answer.poll(args.warmup + args.seconds + 60):
                 raise SystemExit(f"client for {mode} did not report")
@@ -350,10 +376,12 @@ def cost_breakdown(repeat: int = 400, database: str | None = None) -> dict[str, 
 # Report ------------------------------------------------------------------------------------------
 
 
-def print_tls(results: list[dict], devices: int, threads: int, storage: str = "SQLite") -> None:
-    print(f"\nTLS check-ins: {devices} enrolled devices, signed Idle reports (Mdm-Signature verified on "
-          f"every request), {storage}; server on CPU {SERVER_CPU}, client ({threads} threads) on CPU "
-          f"{CLIENT_CPU}")
+def print_tls(results: list[dict], devices: int, threads: int, storage: str = "SQLite", mtls: bool = False
+              ) -> None:
+    identity = ("Idle reports identified by the TLS client certificate (mutual TLS, no Mdm-Signature)" if mtls
+                else "signed Idle reports (Mdm-Signature verified on every request)")
+    print(f"\nTLS check-ins: {devices} enrolled devices, {identity}, {storage}; server on CPU {SERVER_CPU}, "
+          f"client ({threads} threads) on CPU {CLIENT_CPU}; load average {os.getloadavg()[0]:.2f}")
     print(f"  {'mode':<12} {'req/s':>8} {'server CPU':>11} {'client CPU':>11} {'req per server CPU-s':>21} "
           f"{'resumed':>8}")
     for r in results:
@@ -380,6 +408,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="serve device check-ins through twisted.web, not the lean device channel (A/B)")
     parser.add_argument("--database", metavar="postgresql://...",
                         help="a PostgreSQL server for the storage (a fresh schema per part) instead of SQLite")
+    parser.add_argument("--mtls", action="store_true",
+                        help="devices present their identity as the TLS client certificate, unsigned bodies")
+    parser.add_argument("--tls-only", action="store_true", help="skip the in-process and queue parts")
     args = parser.parse_args(argv)
     url, storage = args.database, storage_name(args.database)
     print(f"{machine()}; {datetime.now(UTC):%Y-%m-%d}")
@@ -389,7 +420,9 @@ def main(argv: list[str] | None = None) -> int:
             args.database = fresh_database(url)
             fleet = prepare_fleet(Path(tmp), args.devices, args.database)
             print(f"prepared {args.devices} enrolled devices in {time.perf_counter() - started:.1f} s")
-            print_tls(run_tls(args, Path(tmp), fleet), args.devices, args.threads, storage)
+            print_tls(run_tls(args, Path(tmp), fleet), args.devices, args.threads, storage, args.mtls)
+    if args.tls_only:
+        return 0
     print("\none signed Idle report in process, on one core (µs):")
     for name, micros in cost_breakdown(database=fresh_database(url)).items():
         print(f"  {name:<28} {micros:8.0f}")
