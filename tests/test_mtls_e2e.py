@@ -24,6 +24,7 @@ from zope.interface import implementer
 from mdm_protocol.checkin import Authenticate, TokenUpdate, encode_checkin
 from mdm_protocol.cms import mdm_signature
 from mdm_protocol.profile import parse_profile
+from mdm_protocol.profile_signing import unsigned
 from mdm_protocol.report import CommandReport, Status, encode_report
 from mdm_server.app import MDMServer, ServerConfig
 from mdm_server.client_cert import parse_certificate_header
@@ -70,7 +71,7 @@ class Device:
     def enroll(self):
         url = f"{self.server.url}/mdm/enroll?token={self.server.state.enroll_token}"
         response = yield self.agent().request(b"GET", url.encode())
-        self.profile = parse_profile((yield readBody(response)))
+        self.profile = parse_profile(unsigned((yield readBody(response))))
         (p12,) = self.profile.payloads_of_type("com.apple.security.pkcs12")
         loaded = load_pkcs12(p12.content["PayloadContent"], p12.content["Password"])
         self.identity = (loaded.certificate, loaded.private_key)
