@@ -186,8 +186,9 @@ def _serve(args: argparse.Namespace) -> int:
     def started(_ports):
         url = server.url
         print(f"mdmsim server listening on {url} (data in {config.data_dir.resolve()})")
-        print(f"  enrollment profile: {url}/mdm/enroll?token={server.state.enroll_token} (default batch token; "
-              f"per-user tokens: POST /api/v2/enrollment-tokens)")
+        # The URL alone on its line: scripts (soak_bench, fleet_bench) and people copy it whole.
+        print(f"  enrollment profile: {url}/mdm/enroll?token={server.state.enroll_token}")
+        print("  (the default batch token; per-user tokens: POST /api/v2/enrollment-tokens)")
         if config.open_enrollment:
             print("  OPEN ENROLLMENT: no token needed, any new identity may re-enroll any device")
         print(f"  CA SHA-256 fingerprint: {server.ca.fingerprint}")
