@@ -25,7 +25,7 @@ from ..admin.settings_store import SettingsStore
 from ..storage.interface import Device
 from ..wakeups import Waker
 from ..web.login_throttle import LoginThrottle
-from .pages import CookieSessions, Handler, PageTree, client_address, field, redirect, render
+from .pages import CookieSessions, Handler, PageTree, field, redirect, render, sign_in
 from .sessions import Session
 
 COOKIE = "mdmsim_admin"
@@ -68,19 +68,13 @@ class AdminConsole(PageTree):
         return redirect(request, f"{self.base}/devices")
 
     def login(self, request: Request) -> bytes:
-        address, username = client_address(request), field(request, "username")
-        wait = self.throttle.retry_after(address)
-        if wait is not None:
-            request.setHeader(b"retry-after", str(wait).encode())
-            return self._login_page(request, 429, f"too many failed sign-ins from this address; retry in {wait} s",
-                                    username)
+        return sign_in(request, self.throttle, self.sessions, accepts=self._is_admin, login_page=self._login_page,
+                       landing=f"{self.base}/devices")
+
+    def _is_admin(self, username: str, password: str) -> bool:
         ok_user = hmac.compare_digest(username.encode(), self.credentials[0])
-        ok_password = hmac.compare_digest(field(request, "password").encode(), self.credentials[1])
-        if not (ok_user and ok_password):
-            self.throttle.failed(address)
-            return self._login_page(request, 401, "wrong user name or password", username)
-        self.sessions.start(request, username)
-        return redirect(request, f"{self.base}/devices")
+        ok_password = hmac.compare_digest(password.encode(), self.credentials[1])
+        return ok_user and ok_password
 
     def logout(self, request: Request) -> bytes:
         if self.sessions.checked_post(request) is None:

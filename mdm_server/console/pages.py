@@ -14,6 +14,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from twisted.web import resource
 from twisted.web.server import Request
 
+from ..web.login_throttle import LoginThrottle
 from .sessions import Session, SessionStore, csrf_ok
 
 ENVIRONMENT = Environment(loader=PackageLoader("mdm_server.console", "templates"),
@@ -62,6 +63,25 @@ def file_field(request: Request, name: str) -> bytes:
 
 def client_address(request: Request) -> str:
     return str(getattr(request.getClientAddress(), "host", "unknown"))
+
+
+LoginPage = Callable[[Request, int, str, str], bytes]  # (request, status, error, username) -> the sign-in page
+
+
+def sign_in(request: Request, throttle: LoginThrottle, sessions: CookieSessions, *,
+            accepts: Callable[[str, str], bool], login_page: LoginPage, landing: str) -> bytes:
+    """The sign-in form's POST for any page area: throttled per address (429 with Retry-After, even with the
+    right password), a failure counted, a new session on success, then `landing`."""
+    address, username = client_address(request), field(request, "username")
+    wait = throttle.retry_after(address)
+    if wait is not None:
+        request.setHeader(b"retry-after", str(wait).encode())
+        return login_page(request, 429, f"too many failed sign-ins from this address; retry in {wait} s", username)
+    if not accepts(username, field(request, "password")):
+        throttle.failed(address)
+        return login_page(request, 401, "wrong user name or password", username)
+    sessions.start(request, username)
+    return redirect(request, landing)
 
 
 class CookieSessions:

@@ -18,7 +18,7 @@ from ..admin.portal_passwords import PortalPasswords
 from ..admin.settings import SettingKind, UserProvidedSetting
 from ..admin.settings_store import SettingsStore
 from ..web.login_throttle import LoginThrottle
-from .pages import CookieSessions, Handler, PageTree, client_address, field, file_field, redirect, render
+from .pages import CookieSessions, Handler, PageTree, field, file_field, redirect, render, sign_in
 from .sessions import Session
 
 COOKIE = "mdmsim_user"
@@ -54,17 +54,8 @@ class UserPortal(PageTree):
         return self._portal(request, session)
 
     def login(self, request: Request) -> bytes:
-        address, username = client_address(request), field(request, "username")
-        wait = self.throttle.retry_after(address)
-        if wait is not None:
-            request.setHeader(b"retry-after", str(wait).encode())
-            return self._login_page(request, 429, f"too many failed sign-ins from this address; retry in {wait} s",
-                                    username)
-        if not self.passwords.verify(username, field(request, "password")):
-            self.throttle.failed(address)
-            return self._login_page(request, 401, "wrong user name or password", username)
-        self.sessions.start(request, username)
-        return redirect(request, self.base)
+        return sign_in(request, self.throttle, self.sessions, accepts=self.passwords.verify,
+                       login_page=self._login_page, landing=self.base)
 
     def logout(self, request: Request) -> bytes:
         if self.sessions.checked_post(request) is None:
