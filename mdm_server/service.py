@@ -17,6 +17,7 @@ from mdm_protocol.report import CommandReport, Status, decode_report
 
 from .metrics import ServerMetrics
 from .storage.interface import (
+    FULL_RETRY_AFTER,
     CertificateInUseError,
     CheckinStore,
     CommandChannelStore,
@@ -60,6 +61,7 @@ class Response:
     body: bytes = b""
     content_type: str | None = None
     reason: str | None = None  # why a request was refused, for the body and the log
+    retry_after: int | None = None  # seconds, sent as Retry-After (RFC 9110 15.6.4) with a 503
 
     @classmethod
     def refuse(cls, reason: str) -> Response:
@@ -69,7 +71,7 @@ class Response:
     @classmethod
     def unavailable(cls, reason: str) -> Response:
         # 503: the device keeps its enrollment and retries later (a 400 would count as a refusal).
-        return cls(503, (reason + "\n").encode(), "text/plain; charset=utf-8", reason)
+        return cls(503, (reason + "\n").encode(), "text/plain; charset=utf-8", reason, FULL_RETRY_AFTER)
 
 
 OK = Response(200)

@@ -147,12 +147,14 @@ class DateHeader:
 
 
 def encode_response(status: int, body: bytes, content_type: str | None, date_line: bytes, *,
-                    close: bool = False) -> bytes:
-    """One whole HTTP/1.1 response: status line, Date, Content-Length, optional type and close, body."""
+                    close: bool = False, retry_after: int | None = None) -> bytes:
+    """One whole HTTP/1.1 response: status line, Date, Content-Length, optional type, Retry-After and close, body."""
     head = [b"HTTP/1.1 %d %s\r\n" % (status, REASONS.get(status, b"Unknown")), date_line,
             b"Content-Length: %d\r\n" % len(body)]
     if content_type:
         head.append(b"Content-Type: " + content_type.encode("latin-1") + b"\r\n")
+    if retry_after is not None:
+        head.append(b"Retry-After: %d\r\n" % retry_after)
     if close:
         head.append(b"Connection: close\r\n")
     head.append(b"\r\n")

@@ -17,7 +17,7 @@ from storage_conformance import T0, command, enroll
 from mdm_protocol.report import Status, decode_server_response
 from mdm_server.admin.docstore import DocumentStore
 from mdm_server.storage import CommandStatus, SQLiteStorage, StorageFullError
-from mdm_server.storage.interface import FULL_REASON
+from mdm_server.storage.interface import FULL_REASON, FULL_RETRY_AFTER
 
 UDID = "00008110-000A1B2C3D4E5F60"
 
@@ -89,7 +89,7 @@ def test_devices_get_503_on_a_full_disk_and_their_report_lands_once_space_return
     fill(connection(server.storage))
     big = {"ProfileList": [{"PayloadIdentifier": f"p{n}", "PayloadDescription": "d" * 200} for n in range(40)]}
     refused = device.report(Status.ACKNOWLEDGED, "inventory", **big)
-    assert refused.status == 503
+    assert refused.status == 503 and refused.headers["retry-after"] == str(FULL_RETRY_AFTER)
     assert b"storage is full" in refused.body and str(tmp_path).encode() not in refused.body
     assert server.storage.get_command(UDID, "inventory").status is CommandStatus.SENT
     free_space(connection(server.storage))
@@ -109,6 +109,9 @@ def test_admin_writes_get_503_on_a_full_disk(tmp_path):
     status, body = admin.post("/api/v1/commands", request)
     assert status == 503 and body["code"] == "storage_full", body
     assert "storage is full" in body["message"] and str(tmp_path) not in json.dumps(body)
+    headers = {"Authorization": admin.authorization, "Content-Type": "application/json"}
+    raw = admin.http.request("POST", "/api/v1/commands", json.dumps(request).encode(), headers)
+    assert (raw.status, raw.headers["retry-after"]) == (503, str(FULL_RETRY_AFTER))
     free_space(connection(server.storage))
     status, body = admin.post("/api/v1/commands", request)
     assert status in (201, 207), body

@@ -119,6 +119,7 @@ class StorageFullError(StorageError):
 
 
 FULL_REASON = "the server's storage is full: nothing was changed; try again once space is freed"
+FULL_RETRY_AFTER = 30  # seconds a client is told to wait (Retry-After) before trying a write again
 
 
 class StorageClosedError(StorageError):

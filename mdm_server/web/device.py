@@ -48,6 +48,8 @@ class DeviceEndpoint(resource.Resource):
         request.setResponseCode(response.status)
         if response.content_type:
             request.setHeader("content-type", response.content_type)
+        if response.retry_after is not None:
+            request.setHeader("retry-after", str(response.retry_after))
         return response.body
 
     render_POST = render_PUT  # some MDM clients and proxies use POST for the check-in channel

@@ -76,7 +76,7 @@ class DeviceChannel(Protocol):
             response = factory.endpoint.serve(head.method, head.path, head.header(b"content-type"),
                                               head.header(b"mdm-signature"), body, self._peer_of(head))
             data = encode_response(response.status, response.body, response.content_type, factory.date.line(),
-                                  close=close)
+                                  close=close, retry_after=response.retry_after)
         except Exception:
             # Never a crash, never a half-written answer: a 500, as twisted.web gives, and a fresh connection.
             log.exception("%s %s failed", head.method.decode("latin-1"), head.path.decode("latin-1"))

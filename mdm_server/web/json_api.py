@@ -17,7 +17,7 @@ from twisted.web import resource
 from twisted.web.server import Request
 
 from ..admin.contracts import AdminError
-from ..storage.interface import FULL_REASON, StorageError, StorageFullError
+from ..storage.interface import FULL_REASON, FULL_RETRY_AFTER, StorageError, StorageFullError
 from .json_io import ApiError, error_body, is_json_type, write_json
 from .login_throttle import LoginThrottle
 
@@ -91,12 +91,14 @@ class JsonAPI(resource.Resource):
         except AdminError as exc:
             return write_json(request, exc.status, error_body(exc.status, exc.reason))
         except StorageFullError as exc:
+            request.setHeader("retry-after", str(FULL_RETRY_AFTER))
             return write_json(request, 503, error_body(503, exc.reason, "storage_full"))
         except StorageError as exc:
             return write_json(request, 400, error_body(400, exc.reason))
         except Exception as exc:  # a bug: logged with its traceback, answered in JSON like everything else
             if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:  # a write beside the database: disk full
                 log.error("admin API %s %r: %s", request.method.decode(), request.uri, exc)
+                request.setHeader("retry-after", str(FULL_RETRY_AFTER))
                 return write_json(request, 503, error_body(503, FULL_REASON, "storage_full"))
             log.exception("admin API %s %r failed", request.method.decode(), request.uri)
             return write_json(request, 500, error_body(500, "internal error; the server log has the details"))

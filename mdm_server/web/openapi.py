@@ -37,7 +37,9 @@ Apple's spelling.
 **Errors.** Every failure is `{"code": "...", "message": "..."}`: `code` is stable and meant for programs
 (`invalid_request`, `invalid_json`, `json_too_deep`, `bad_encoding`, `unknown_parameter`, `invalid_parameter`,
 `unauthorized`, `not_found`, `method_not_allowed`, `conflict`, `unsupported_media_type`, `too_many_requests`,
-`internal_error`); `message` is for people.
+`storage_full`, `internal_error`); `message` is for people. `429` and `503` carry a `Retry-After` header (seconds):
+`503 storage_full` means the server's disk is full and nothing was changed; the same request succeeds once
+space is freed.
 
 **Lists.** Every list answers `{"items": [...], "nextCursor": "..." | null}`. Pass `cursor=<nextCursor>` (and
 optionally `limit`, 1 to 10000, default 100) for the next page; `nextCursor` is null on the last page. Cursors
@@ -272,6 +274,12 @@ def _operation(method: str, path: str, tag: str, summary: str, query: list[str],
     error = {"description": "failure", "content": {"application/json": {"schema": _ref("Error")}}}
     responses: dict[str, Any] = {status: {"description": "success", "content": {"application/json": {
         "schema": _schema(schema)}}} for status, schema in answers.items()}
+    retry = {"Retry-After": {"description": "seconds to wait before trying again",
+                             "schema": {"type": "integer", "minimum": 1}}}
+    if path != OPENAPI_PATH:
+        responses["429"] = {**error, "description": "too many failed logins from this address", "headers": retry}
+    if method != "get":
+        responses["503"] = {**error, "description": "storage is full; nothing was changed", "headers": retry}
     responses["default"] = error
     operation: dict[str, Any] = {"tags": [tag], "summary": summary, "operationId": _operation_id(method, path),
                                  "parameters": parameters, "responses": responses}
