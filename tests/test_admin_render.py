@@ -326,7 +326,7 @@ def test_missing_variable_values_are_render_errors(world, template, phone, needl
 def test_unknown_variables_are_refused_when_the_setting_is_saved(world):
     with pytest.raises(AdminError) as caught:
         world.settings.create(SettingKind.EXCHANGE, {**EXCHANGE, "user_name": "$USER_ID$"})
-    assert caught.value.reason.startswith("user_name: unknown variable $USER_ID$")
+    assert caught.value.reason.startswith("userName: unknown variable $USER_ID$")
 
 
 # Identity and content hash ---------------------------------------------------------------------------------

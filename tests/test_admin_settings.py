@@ -155,29 +155,29 @@ def test_anything_but_one_ca_certificate_is_refused(api, data, reason):
     ({"kind": "exchange", "name": " ", "host": "h"}, "name must not be empty"),
     ({"kind": "exchange", "name": "x", "hots": "h"}, "unknown field hots (known: name, host, "),
     ({"kind": "exchange", "name": "x", "host": "h", "use_ssl": "yes"},
-     "use_ssl must be true or false, not str"),
-    ({"kind": "exchange", "name": "x"}, "host is required unless use_oauth is on"),
+     "useSsl must be true or false, not str"),
+    ({"kind": "exchange", "name": "x"}, "host is required unless useOauth is on"),
     ({"kind": "exchange", "name": "x", "host": "h", "past_days_to_sync": 5},
-     "past_days_to_sync must be one of"),
+     "pastDaysToSync must be one of"),
     ({"kind": "exchange", "name": "x", "host": "h", "enable_mail": False, "enable_contacts": False,
       "enable_calendars": False, "enable_reminders": False, "enable_notes": False},
-     "at least one of enable_mail"),
+     "at least one of enableMail"),
     ({"kind": "exchange", "name": "x", "host": "h", "oauth_sign_in_url": "https://a"},
-     "oauth_sign_in_url and"),
+     "oauthSignInUrl and"),
     ({"kind": "exchange", "name": "x", "host": "h", "smime": {"per_message": True}},
-     "unknown field smime.per_message"),
+     "unknown field smime.perMessage"),
     ({"kind": "email", "name": "x", "incoming": {"host": "i"}}, "outgoing is required"),
     ({"kind": "email", "name": "x", "incoming": {"host": "i", "port": 70000}, "outgoing": {"host": "o"}},
      "incoming.port must be 1 to 65535"),
     ({"kind": "email", "name": "x", "incoming": {"host": "i", "authentication": "kerberos"},
       "outgoing": {"host": "o"}}, "incoming.authentication must be one of none, password"),
     ({"kind": "user_provided", "name": "x", "purpose": "smime_signing", "delete_private_keys_after_days": 16},
-     "delete_private_keys_after_days must be empty (never) or 1 to 15, not 16"),
+     "deletePrivateKeysAfterDays must be empty (never) or 1 to 15, not 16"),
     ({"kind": "user_provided", "name": "x", "purpose": "smime_signing", "delete_private_keys_after_days": 0},
-     "delete_private_keys_after_days must be empty (never) or 1 to 15, not 0"),
+     "deletePrivateKeysAfterDays must be empty (never) or 1 to 15, not 0"),
     ({"kind": "user_provided", "name": "x"}, "purpose is required"),
     ({"kind": "exchange", "name": "x", "host": "h", "smime": {"signing_identity": "s99"}},
-     "smime.signing_identity: 's99' is not a user-provided certificate setting"),
+     "smime.signingIdentity: 's99' is not a user-provided certificate setting"),
 ])
 def test_invalid_settings_are_refused_with_the_reason(api, body, reason):
     status, answer = api.call("POST", "/api/v2/settings", body)
@@ -189,7 +189,7 @@ def test_identities_must_match_their_purpose(api):
     status, answer = api.call("POST", "/api/v2/settings", {
         "kind": "email", **BODIES["email"], "smime": {"encryption_identity": "s1"}})
     assert status == 400
-    assert answer["message"] == ("smime.encryption_identity: setting s1 is for smime_signing, not "
+    assert answer["message"] == ("smime.encryptionIdentity: setting s1 is for smime_signing, not "
                                "smime_encryption (one user-provided setting per purpose)")
     status, answer = api.call("POST", "/api/v2/settings", {
         "kind": "email", **BODIES["email"], "smime": {"signing_identity": "s1", "encryption_identity": "s1"}})
@@ -256,7 +256,7 @@ def test_users_crud(api):
 
 
 @pytest.mark.parametrize(("body", "reason"), [
-    ({"user_id": "a/b"}, "user_id must be 1-128 printable characters without spaces or '/'"),
+    ({"user_id": "a/b"}, "userId must be 1-128 printable characters without spaces or '/'"),
     ({"user_id": "a", "email": "not-an-address"}, "email 'not-an-address' is not an email address"),
     ({"user_id": "a", "custom": {"1bad": "x"}}, "custom attribute name '1bad' must be a letter"),
     ({"user_id": "a", "role": "admin"}, "unknown field role"),

@@ -169,7 +169,7 @@ def test_a_v1_type_matching_two_settings_asks_for_setting_id(world, pair):
     world.settings.create(SettingKind.USER_PROVIDED, {"name": "second signer", "purpose": "smime_signing"})
     data = p12_for("a")
     reason = reason_of(lambda: world.identities.upload("alice", data, PASSWORD, v1_type="SMIMESIGNING"))
-    assert reason == "V1 type SMIMESIGNING matches settings s1, s3; give setting_id instead"
+    assert reason == "V1 type SMIMESIGNING matches settings s1, s3; give settingId instead"
 
 
 # Deletion after N days -------------------------------------------------------------------------------------

@@ -202,7 +202,7 @@ class IdentityStore:
 
     def _targets(self, setting_id: str | None, v1_type: str | None) -> list[StoredSetting]:
         if (setting_id is None) == (v1_type is None):
-            raise AdminError("give either setting_id or a V1 certificate type")
+            raise AdminError("give either settingId or a V1 certificate type")
         if setting_id is not None:
             stored = self.settings.get(setting_id)
             if not isinstance(stored.setting, UserProvidedSetting):
@@ -219,7 +219,7 @@ class IdentityStore:
             raise AdminError(reason, 409)
         if len(targets) > 1 and str(v1_type).upper() != "ALL":
             names = ", ".join(target.setting_id for target in targets)
-            raise AdminError(f"V1 type {v1_type} matches settings {names}; give setting_id instead", 409)
+            raise AdminError(f"V1 type {v1_type} matches settings {names}; give settingId instead", 409)
         return targets
 
     def _entry(self, user_id: str, setting_id: str, accepted: AcceptedUpload, v1_type: str | None) -> dict:

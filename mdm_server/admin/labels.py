@@ -18,6 +18,7 @@ from ..storage.interface import Device, EnrollmentState
 from .contracts import AdminError
 from .device_kind import DeviceFacts, DeviceKind, Inventory, Ownership, parse_ownership
 from .docstore import Documents, document_id
+from .field_names import camel_name
 
 LABEL_KIND = "label"
 MAX_NAME = 128
@@ -32,7 +33,7 @@ class LabelType(StrEnum):
 def _strings(body: Mapping[str, Any], key: str) -> list[str]:
     value = body.get(key, [])
     if not isinstance(value, list) or not all(isinstance(item, str) and item for item in value):
-        raise AdminError(f"{key} must be a list of non-empty strings")
+        raise AdminError(f"{camel_name(key)} must be a list of non-empty strings")
     return value
 
 
@@ -43,7 +44,7 @@ def _version(body: Mapping[str, Any], key: str) -> OSVersion | None:
     try:
         return OSVersion.parse(value)
     except MessageError as exc:
-        raise AdminError(f"{key}: {exc.reason}") from None
+        raise AdminError(f"{camel_name(key)}: {exc.reason}") from None
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,6 +15,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from .contracts import AdminError
+from .field_names import camel_name
 from .variables import EMAIL, USERID, check_template
 
 
@@ -245,14 +246,15 @@ def _read(cls: type, body: Any, where: str) -> Any:
     known = [item.name for item in fields(cls)]
     unknown = sorted(set(body) - set(known))
     if unknown:
-        raise AdminError(f"unknown field {where}{unknown[0]} (known: {', '.join(known)})")
+        shown = ", ".join(camel_name(name) for name in known)
+        raise AdminError(f"unknown field {camel_name(where + unknown[0])} (known: {shown})")
     hints = get_type_hints(cls)
     values = {}
     for item in fields(cls):
         if item.name in body:
             values[item.name] = _convert(hints[item.name], body[item.name], where + item.name)
         elif item.default is MISSING and item.default_factory is MISSING:
-            raise AdminError(f"{where}{item.name} is required")
+            raise AdminError(f"{camel_name(where + item.name)} is required")
     return cls(**values)
 
 
@@ -262,14 +264,14 @@ def _convert(hint: Any, raw: Any, name: str) -> Any:
     if raw is None:
         if len(choices) < len(get_args(hint)):
             return None
-        raise AdminError(f"{name} must not be null")
+        raise AdminError(f"{camel_name(name)} must not be null")
     if is_dataclass(kind):
         return _read(kind, raw, name + ".")
     if isinstance(kind, type) and issubclass(kind, StrEnum):
         try:
             return kind(raw)
         except ValueError:
-            raise AdminError(f"{name} must be one of {', '.join(kind)}, not {raw!r}") from None
+            raise AdminError(f"{camel_name(name)} must be one of {', '.join(kind)}, not {raw!r}") from None
     if kind is bytes:
         return decode_base64(raw, name)
     if kind is bool and isinstance(raw, bool):
@@ -278,10 +280,10 @@ def _convert(hint: Any, raw: Any, name: str) -> Any:
         return raw
     if kind is str and isinstance(raw, str):
         if len(raw) > MAX_TEXT or "\x00" in raw:
-            raise AdminError(f"{name} must be text of at most {MAX_TEXT} characters without NUL")
+            raise AdminError(f"{camel_name(name)} must be text of at most {MAX_TEXT} characters without NUL")
         return raw
     expected = {bool: "true or false", int: "an integer", str: "a string"}.get(kind, kind.__name__)
-    raise AdminError(f"{name} must be {expected}, not {type(raw).__name__}")
+    raise AdminError(f"{camel_name(name)} must be {expected}, not {type(raw).__name__}")
 
 
 def _check(setting: Setting) -> None:
@@ -290,7 +292,7 @@ def _check(setting: Setting) -> None:
     if isinstance(setting, UserProvidedSetting):
         days = setting.delete_private_keys_after_days
         if days is not None and not 1 <= days <= 15:
-            raise AdminError(f"delete_private_keys_after_days must be empty (never) or 1 to 15, not {days}")
+            raise AdminError(f"deletePrivateKeysAfterDays must be empty (never) or 1 to 15, not {days}")
     elif isinstance(setting, EmailSetting | ExchangeSetting):
         _check_templates(setting)
         _check_smime(setting.smime)
@@ -328,17 +330,17 @@ def _check_smime(smime: SMIMEOptions) -> None:
 
 def _check_exchange(setting: ExchangeSetting) -> None:
     if not setting.host and not (setting.use_oauth and not setting.oauth_sign_in_url):
-        raise AdminError("host is required unless use_oauth is on without an oauth_sign_in_url "
+        raise AdminError("host is required unless useOauth is on without an oauthSignInUrl "
                          "(then the device finds the server by autodiscovery)")
     if setting.past_days_to_sync is not None and setting.past_days_to_sync not in PAST_DAYS_TO_SYNC:
-        raise AdminError(f"past_days_to_sync must be one of {PAST_DAYS_TO_SYNC} (0 = no limit)")
+        raise AdminError(f"pastDaysToSync must be one of {PAST_DAYS_TO_SYNC} (0 = no limit)")
     data_classes = (setting.enable_mail, setting.enable_contacts, setting.enable_calendars,
                     setting.enable_reminders, setting.enable_notes)
     if not any(data_classes):
-        raise AdminError("at least one of enable_mail, enable_contacts, enable_calendars, enable_reminders, "
-                         "enable_notes must be on (iOS refuses an account with none)")
+        raise AdminError("at least one of enableMail, enableContacts, enableCalendars, enableReminders, "
+                         "enableNotes must be on (iOS refuses an account with none)")
     if (setting.oauth_sign_in_url or setting.oauth_token_request_url) and not setting.use_oauth:
-        raise AdminError("oauth_sign_in_url and oauth_token_request_url need use_oauth on")
+        raise AdminError("oauthSignInUrl and oauthTokenRequestUrl need useOauth on")
 
 
 def read_certificate_file(data: bytes) -> bytes:
@@ -370,8 +372,8 @@ def read_certificate_file(data: bytes) -> bytes:
 
 def decode_base64(raw: Any, field_name: str) -> bytes:
     if not isinstance(raw, str) or not raw:
-        raise AdminError(f"{field_name} must be a base64 string")
+        raise AdminError(f"{camel_name(field_name)} must be a base64 string")
     try:
         return base64.b64decode(raw, validate=True)
     except (binascii.Error, ValueError):
-        raise AdminError(f"{field_name} is not valid base64") from None
+        raise AdminError(f"{camel_name(field_name)} is not valid base64") from None

@@ -11,6 +11,7 @@ from typing import Any
 
 from .contracts import AdminError
 from .docstore import Documents
+from .field_names import camel_name
 from .settings import (
     EmailSetting,
     ExchangeSetting,
@@ -142,10 +143,10 @@ class SettingsStore:
                 continue
             target = self.find(target_id)
             if target is None or not isinstance(target.setting, UserProvidedSetting):
-                raise AdminError(f"smime.{field_name}: {target_id!r} is not a user-provided certificate "
+                raise AdminError(f"smime.{camel_name(field_name)}: {target_id!r} is not a user-provided certificate "
                                  "setting")
             if target.setting.purpose is not purpose:
-                raise AdminError(f"smime.{field_name}: setting {target_id} is for "
+                raise AdminError(f"smime.{camel_name(field_name)}: setting {target_id} is for "
                                  f"{target.setting.purpose.value}, not {purpose.value} "
                                  "(one user-provided setting per purpose)")
 

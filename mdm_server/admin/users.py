@@ -10,6 +10,7 @@ from typing import Any
 
 from .contracts import AdminError, User
 from .docstore import Documents
+from .field_names import camel_name
 
 DOCUMENT_KIND = "user"
 _USER_ID = re.compile(r"[^\s/\x00-\x1f]{1,128}")  # anything printable without '/', since ids sit in URLs
@@ -27,9 +28,9 @@ def user_from_json(body: Any, *, user_id: str | None = None) -> User:
         raise AdminError(f"unknown field {unknown[0]} (known: {', '.join(sorted(_FIELDS))})")
     user_id = user_id if user_id is not None else body.get("user_id")
     if not isinstance(user_id, str) or not _USER_ID.fullmatch(user_id):
-        raise AdminError("user_id must be 1-128 printable characters without spaces or '/'")
+        raise AdminError("userId must be 1-128 printable characters without spaces or '/'")
     if body.get("user_id", user_id) != user_id:
-        raise AdminError(f"user_id in the body ({body['user_id']!r}) differs from the URL ({user_id!r})")
+        raise AdminError(f"userId in the body ({body['user_id']!r}) differs from the URL ({user_id!r})")
     email = _optional_text(body, "email")
     if email is not None and ("@" not in email or email.strip() != email):
         raise AdminError(f"email {email!r} is not an email address")
@@ -46,7 +47,7 @@ def _optional_text(body: dict[str, Any], name: str) -> str | None:
     if value is None or value == "":
         return None
     if not isinstance(value, str) or len(value) > MAX_VALUE:
-        raise AdminError(f"{name} must be text of at most {MAX_VALUE} characters")
+        raise AdminError(f"{camel_name(name)} must be text of at most {MAX_VALUE} characters")
     return value
 
 

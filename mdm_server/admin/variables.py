@@ -10,6 +10,7 @@ import re
 from ..storage.interface import Device
 from .contracts import AdminError, RenderError, User
 from .device_kind import DeviceKind, kind_of
+from .field_names import camel_name
 
 USERID, EMAIL = "USERID", "EMAIL"
 USER_CUSTOM = tuple(f"USER_CUSTOM{n}" for n in range(1, 5))
@@ -30,7 +31,7 @@ def check_template(text: str, field: str) -> None:
     unknown = [name for name in variables_in(text) if name not in KNOWN]
     if unknown:
         known = ", ".join(f"${name}$" for name in KNOWN)
-        raise AdminError(f"{field}: unknown variable ${unknown[0]}$ (known: {known})")
+        raise AdminError(f"{camel_name(field)}: unknown variable ${unknown[0]}$ (known: {known})")
 
 
 def substitute(text: str, device: Device, user: User | None) -> str:

@@ -10,25 +10,13 @@ from typing import Any, TypeVar
 
 from twisted.web.server import Request
 
+from ..admin.field_names import camel_name, snake_name
 from .json_io import ApiError
 
 T = TypeVar("T")
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 10_000
 PAGE_PARAMS = ("cursor", "limit")
-
-
-def camel_name(name: str) -> str:
-    head, *rest = name.split("_")
-    return head + "".join(part[:1].upper() + part[1:] for part in rest)
-
-
-# camelCase loses the underscores between digits; the model's only such name is mapped back by hand.
-_SNAKE_BY_HAND = {"enableForIos933": "enable_for_ios_9_3_3"}
-
-
-def snake_name(name: str) -> str:
-    return _SNAKE_BY_HAND.get(name) or "".join(f"_{c.lower()}" if c.isupper() else c for c in name)
 
 
 def camel_keys(value: Any, opaque: Collection[str] = ()) -> Any:
