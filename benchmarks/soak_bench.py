@@ -56,6 +56,12 @@ def database_bytes(data_dir: Path) -> int:
     return sum(p.stat().st_size for p in data_dir.glob("mdmsim.sqlite3*") if p.is_file())
 
 
+def wal_bytes(data_dir: Path) -> int:
+    """The WAL alone (part of database_bytes): tells a file that grows from one that only swings."""
+    wal = data_dir / "mdmsim.sqlite3-wal"
+    return wal.stat().st_size if wal.is_file() else 0
+
+
 def machine() -> dict[str, Any]:
     load1, load5, _ = os.getloadavg()
     return {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(),
@@ -151,7 +157,7 @@ def soak(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         while fleet.poll() is None:
             now = time.monotonic()
             samples.append({"t": round(now - started, 1), "rss": rss_bytes(server.pid),
-                            "db": database_bytes(data_dir)})
+                            "db": database_bytes(data_dir), "wal": wal_bytes(data_dir)})
             if now >= next_round and now - started < args.minutes * 60 + RAMP - 30:
                 round_starts.append(round(now - started, 1))
                 refused += queue_inventory(server.admin, enrolled_devices(server.admin), len(round_starts))
@@ -201,6 +207,7 @@ def judge(args: argparse.Namespace, samples: list[dict[str, float]], report: dic
         "server_exit": server_exit, "load_errors": errors, "requests": (report.get("checkin") or {}).get("count"),
         "rss_peak_per_cycle_mb": [round(v / 1e6, 1) for v in rss],
         "db_peak_per_cycle_mb": [round(v / 1e6, 2) for v in db], "warm_cycle": warm,
+        "wal_peak_per_cycle_mb": [round(v / 1e6, 2) for v in cycle_peaks(samples, round_starts, "wal")],
     }
     if warm is not None and later:
         figures["rss_growth"] = round(max(rss[i] for i in later) / rss[warm] - 1, 4)

@@ -579,3 +579,22 @@ def test_enqueue_to_unknown_devices_names_them(tmp_path):
         store.enqueue(["known", *ghosts], NewCommand("c", "ProfileList", b""), now=T0)
     assert store.list_commands("known") == ()
     store.close()
+
+
+def test_the_wal_is_truncated_back_after_a_burst_of_writes(tmp_path):
+    """A burst grows the WAL; once a checkpoint resets it, the file shrinks to the limit (the soak's flat disk)."""
+    from mdm_server.storage.sqlite_schema import WAL_SIZE_LIMIT
+
+    storage = SQLiteStorage(tmp_path / "q.sqlite3")
+    db = storage._db  # noqa: SLF001 - the file's own settings are what is tested
+    assert db.execute("PRAGMA journal_size_limit").fetchone()[0] == WAL_SIZE_LIMIT
+    db.execute("CREATE TABLE burst (data BLOB)")
+    db.execute("BEGIN")  # one transaction: no checkpoint can reset the WAL inside it
+    db.executemany("INSERT INTO burst VALUES (?)", [(b"x" * 4096,) for _ in range(3000)])
+    db.execute("COMMIT")
+    wal = tmp_path / "q.sqlite3-wal"
+    assert wal.stat().st_size > WAL_SIZE_LIMIT
+    db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+    db.execute("INSERT INTO burst VALUES (x'00')")  # the first write after a full checkpoint resets the WAL
+    assert wal.stat().st_size <= WAL_SIZE_LIMIT
+    storage.close()

@@ -146,6 +146,9 @@ def migrate(db: sqlite3.Connection) -> int:
     return found
 
 
+WAL_SIZE_LIMIT = 4 * 1024 * 1024  # bytes a WAL file is truncated to after a checkpoint
+
+
 def open_database(path: str, synchronous: str) -> tuple[sqlite3.Connection, int]:
     """A connection in WAL mode with the schema up to date, and the schema version the file had."""
     if synchronous not in SYNCHRONOUS:
@@ -155,6 +158,9 @@ def open_database(path: str, synchronous: str) -> tuple[sqlite3.Connection, int]
         db = sqlite3.connect(path, isolation_level=None)  # we issue BEGIN/COMMIT ourselves
         try:
             db.execute("PRAGMA journal_mode = WAL").fetchone()
+            # A WAL file keeps the size of its busiest moment unless told otherwise; with this limit each
+            # checkpoint that resets it truncates it back, so the database on disk stays bounded (the soak).
+            db.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT}").fetchone()
             db.execute(f"PRAGMA synchronous = {synchronous}")
             db.execute("PRAGMA foreign_keys = ON")
             # Another process (sqlite3 looking in) may hold the write lock briefly; wait a little, not forever.
