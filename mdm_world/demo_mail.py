@@ -8,6 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from cryptography import x509
+
 from device_sim.mail import ComposeError, ComposeRefused, Draft, MailAccount, MailError, MailNetwork, open_message, send
 from device_sim.readiness import State
 from device_sim.runner import DeviceRunner
@@ -35,19 +37,66 @@ class Expected:
     refused_for: str | None = None  # the send is refused, naming this recipient
 
 
+class MailOffice:
+    """The demo's mail system: the organisation's hub (every user's mailbox, a directory of encryption
+    certificates), a partner domain nobody has a certificate from, and one account per device."""
+
+    def __init__(self, demo: DemoWorld) -> None:
+        self.demo = demo
+        self.network = MailNetwork()
+        self.hub = self.network.create_hub(DOMAIN)
+        self.network.create_hub("partner.test").add_mailbox(PARTNER)
+        self.issued: dict[str, list[x509.Certificate]] = {}  # address → its encryption certificates, oldest first
+        self._accounts: dict[int, MailAccount] = {}
+        for runner in demo.world.fleet.runners:
+            address = demo.address(runner)
+            self.hub.add_mailbox(address)
+            self._publish(address)
+
+    def _publish(self, address: str) -> None:
+        certificate = self.demo.org.identities[(address, "encryption")][0]
+        self.hub.directory.publish(address, certificate)
+        self.issued.setdefault(address, []).append(certificate)
+
+    def account(self, runner: DeviceRunner) -> MailAccount:
+        """The device's account (one per device, so what it learns from signed mail stays learned)."""
+        index = runner.machine.facts.index
+        if index not in self._accounts:
+            self._accounts[index] = MailAccount(self.demo.address(runner), self.hub, runner.machine.profiles.keychain,
+                                                display_name=self.display_name(runner))
+        return self._accounts[index]
+
+    def display_name(self, runner: DeviceRunner) -> str:
+        """The user's display name as the server holds it (an admin may have changed it)."""
+        user = self.demo.admin.get(f"/api/v2/users/{runner.machine.facts.user.user_id}")
+        return str(user.get("displayName") or runner.machine.facts.user.name)
+
+    def renamed(self, runner: DeviceRunner) -> None:
+        """The user's display name changed: the next message's From shows the new one."""
+        self._accounts.pop(runner.machine.facts.index, None)
+
+    def rotate(self, runner: DeviceRunner, *, settle: float = 60.0) -> int:
+        """A new encryption certificate for the device's user: uploaded through the admin API (the server
+        re-renders the profile), the device woken to install it, the directory updated. Archived keys after."""
+        demo = self.demo
+        address, user = demo.address(runner), runner.machine.facts.user.user_id
+        demo.org.issue(address, "encryption", now=demo.world.server.now())
+        demo.admin.put(f"/api/v2/users/{user}/certificates/{demo.settings['encryption']}",
+                       {"p12": P.data(demo.org.p12(address, "encryption")), "password": P.P12_PASSWORD})
+        P.force_check_in(demo.admin, [runner.machine.facts.device_id])
+        demo.world.run_for(settle)
+        self._publish(address)
+        return len(runner.machine.profiles.keychain.archive)
+
+
 def exchange(demo: DemoWorld) -> list[MailStep]:
     actors = _actors(demo)
     if isinstance(actors, MailStep):
         return [actors]
     sender, recipient = actors
-    network = MailNetwork()
-    hub = network.create_hub(DOMAIN)
-    network.create_hub("partner.test").add_mailbox(PARTNER)
-    for runner in demo.world.fleet.runners:
-        address = demo.address(runner)
-        hub.add_mailbox(address)
-        hub.directory.publish(address, demo.org.identities[(address, "encryption")][0])
-    alice, bob = _account(demo, hub, sender), _account(demo, hub, recipient)
+    office = MailOffice(demo)
+    hub = office.hub
+    alice, bob = office.account(sender), office.account(recipient)
     readiness = sender.machine.readiness[demo.account_of(sender)]
     now = demo.world.server.now()
     reader = (recipient, bob)
@@ -59,7 +108,7 @@ def exchange(demo: DemoWorld) -> list[MailStep]:
         _send(alice, readiness, PARTNER, "Contract draft", encrypt=True, now=now, reader=None,
               title="recipient without a certificate", expected=Expected(refused_for=PARTNER)),
     ]
-    steps.append(_rotate_and_read_old(demo, recipient, bob, hub))
+    steps.append(_rotate_and_read_old(demo, office, recipient, bob, hub))
     return steps
 
 
@@ -126,7 +175,8 @@ def _read(reader, sent, sender: str, expected: Expected, now) -> tuple[bool, dic
                 "decrypted_with": opened.decrypted_with}
 
 
-def _rotate_and_read_old(demo: DemoWorld, runner: DeviceRunner, bob: MailAccount, hub) -> MailStep:
+def _rotate_and_read_old(demo: DemoWorld, office: MailOffice, runner: DeviceRunner, bob: MailAccount,
+                         hub) -> MailStep:
     """Bob's encryption certificate is replaced; the re-rendered profile reaches his device; old mail stays
     readable from the key archive."""
     inbox = hub.mailbox(bob.address).inbox
@@ -134,14 +184,8 @@ def _rotate_and_read_old(demo: DemoWorld, runner: DeviceRunner, bob: MailAccount
     if old is None:
         return MailStep("old message after key rotation", "no encrypted message arrived to read later", False,
                         {"expected": "decrypted with the archived key"})
-    address, user = demo.address(runner), runner.machine.facts.user.user_id
-    demo.org.issue(address, "encryption", now=demo.world.server.now())
-    demo.admin.put(f"/api/v2/users/{user}/certificates/{demo.settings['encryption']}",
-                   {"p12": P.data(demo.org.p12(address, "encryption")), "password": P.P12_PASSWORD})
-    P.force_check_in(demo.admin, [runner.machine.facts.device_id])
-    demo.world.run_for(60)
+    archived = office.rotate(runner)
     opened = open_message(old, keychain=runner.machine.profiles.keychain, now=demo.world.server.now())
-    archived = len(runner.machine.profiles.keychain.archive)
     ok = opened.decrypted_with == "archived"  # the current key cannot open it: only the archive can
     return MailStep("old message after key rotation", f"decrypted with the {opened.decrypted_with} key "
                     f"({archived} archived key(s) on the device)", ok,

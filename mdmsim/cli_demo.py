@@ -30,11 +30,19 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--devices", type=int, default=200, help="fleet size (default 200)")
     parser.add_argument("--seed", type=int, default=1, help="fleet seed: same seed, same devices and verdicts")
     parser.add_argument("--json", type=Path, help="also write everything shown as JSON to this file")
+    parser.add_argument("--web", action="store_true",
+                        help="build the same world, then serve it as an interactive page on 127.0.0.1 (the URL, "
+                             "with a secret token, is printed) until Ctrl-C: pick a device, flip the Exchange "
+                             "setting's switches, send mail and see what arrives; --json is ignored")
+    parser.add_argument("--web-port", type=int, default=0, metavar="PORT",
+                        help="the page's port with --web (default: a free one)")
     parser.set_defaults(func=run)
 
 
 @interruptible("demo")
 def run(args: argparse.Namespace) -> int:
+    if args.web:
+        return run_web(args)
     console = Console()
     started = time.monotonic()
     console.print(f"[bold]mdmsim demo[/bold]: {args.devices} simulated devices, virtual time, seed {args.seed}")
@@ -60,6 +68,26 @@ def run(args: argparse.Namespace) -> int:
                     "verdict": {"passed": not failures, "failures": failures}}
         args.json.write_text(json.dumps(document, indent=1, sort_keys=True, default=str) + "\n")
     return Exit.FAILED if failures else Exit.OK
+
+
+def run_web(args: argparse.Namespace) -> int:
+    """The demo's world behind a page on loopback, until Ctrl-C (exit 0: stopping it is how it ends)."""
+    from twisted.internet import reactor  # the CLI is the edge: the one reactor of this process
+
+    from .live.demo_actions import LiveDemo
+    from .live.demo_site import DemoPages
+    from .live.web import SecretRoot, listen
+
+    console = Console()
+    console.print(f"[bold]mdmsim demo --web[/bold]: {args.devices} simulated devices, virtual time, seed {args.seed}")
+    with console.status("enrolling devices and running the admin procedure…"):
+        demo = demo_setup.build(args.devices, args.seed)
+    _, url = listen(reactor, SecretRoot(DemoPages(LiveDemo(demo))), args.web_port)
+    console.print(f"demo page: {url}", highlight=False, markup=False, soft_wrap=True)
+    console.print("(only this URL works: its token keeps other local users out; Ctrl-C stops the demo)",
+                  highlight=False)
+    reactor.run()
+    return Exit.OK
 
 
 def judge(steps: list[demo_mail.MailStep], drift: int, enrolled: int, devices: int) -> list[str]:

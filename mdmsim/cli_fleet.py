@@ -26,6 +26,7 @@ from mdm_world.durations import parse_duration
 
 from .exit_codes import epilog
 from .fleet_outcome import fleet_document, fleet_verdict
+from .live.fleet_status import fleet_status
 from .load.meter import MeteredTransport
 
 
@@ -69,7 +70,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--max-error-rate", type=fraction, default=0.0,
                         help="failed requests tolerated before the run fails (exit 1), e.g. 1%% (default 0)")
     parser.add_argument("--json", type=Path, help="write the full report (every device) to this file")
+    add_web_arguments(parser, "the fleet")
     parser.set_defaults(func=run)
+
+
+def add_web_arguments(parser: Any, what: str) -> None:
+    """--web and --web-port, for the commands with a live dashboard (load, fleet)."""
+    parser.add_argument("--web", action="store_true",
+                        help=f"serve a live dashboard of {what} on 127.0.0.1 (its URL, with a secret token, is "
+                             "printed): charts updated by server-sent events; it stops when the run ends")
+    parser.add_argument("--web-port", type=int, default=0, metavar="PORT",
+                        help="the dashboard's port (default: a free one)")
 
 
 def push_link_address(text: str) -> str:
@@ -132,6 +143,9 @@ def run(args: argparse.Namespace) -> int:
     ticker.clock = reactor
     ticker.start(2.0, now=False)
     reactor.callLater(args.duration, reactor.stop)
+    if args.web:
+        _dashboard(reactor, args, lambda: fleet_status(observer, errors, elapsed=reactor.seconds() - started,
+                                                       duration=args.duration, devices=args.devices), console)
     health = []  # the link as it was when the run ended, before the reactor's shutdown closes every connection
     reactor.addSystemEventTrigger("before", "shutdown", lambda: health.append(push.health()))
     interrupted = _run_until_stopped(reactor)
@@ -148,6 +162,15 @@ def run(args: argparse.Namespace) -> int:
     for line in _failure_lines(document):
         console.print(line, highlight=False, markup=False)
     return verdict.code
+
+
+def _dashboard(reactor: Any, args: argparse.Namespace, read: Any, console: Console) -> None:
+    """--web: the live dashboard on this run's reactor; its streams close as the run ends."""
+    from .live.dashboard import serve_dashboard
+
+    publisher, url = serve_dashboard(reactor, f"mdmsim fleet: {args.devices} devices", read, args.web_port)
+    reactor.addSystemEventTrigger("before", "shutdown", publisher.finish, "the run ended")
+    console.print(f"mdmsim fleet: live dashboard at {url}", highlight=False, markup=False, soft_wrap=True)
 
 
 def _run_until_stopped(reactor: Any) -> bool:

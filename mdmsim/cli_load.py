@@ -16,7 +16,7 @@ from rich.console import Console
 from device_sim.fleet import DEFAULT_KINDS, DEFAULT_OS_MIX, parse_mix, parse_os_mix
 from mdm_world.durations import parse_duration
 
-from .cli_fleet import add_connection_arguments, fraction, push_link_address
+from .cli_fleet import add_connection_arguments, add_web_arguments, fraction, push_link_address
 from .exit_codes import Exit, RunFigures, Verdict, epilog, judge
 from .load.config import Realism
 from .load.orchestrator import LoadError, LoadOptions, LoadRun
@@ -146,6 +146,7 @@ def _result_arguments(parser: argparse.ArgumentParser) -> None:
     out.add_argument("--json", type=Path, help="write the full report as JSON")
     out.add_argument("--csv", metavar="PREFIX", help="write PREFIX_stats.csv, PREFIX_history.csv, ...")
     out.add_argument("--html", type=Path, help="write a self-contained HTML report with plots")
+    add_web_arguments(out, "the run")
 
 
 def options_from(args: argparse.Namespace) -> LoadOptions:
@@ -171,16 +172,28 @@ def options_from(args: argparse.Namespace) -> LoadOptions:
         server_pid=args.server_pid, rollout=rollout, sync_interval=args.sync_interval,
         rollout_timeout=args.rollout_timeout, realism=realism,
         apns={k: v for k, v in apns.items() if v}, in_memory=args.memory, os_mix=args.os_mix, kinds=args.kinds,
-        stages=args.stages.stages if args.stages is not None else (),
+        stages=args.stages.stages if args.stages is not None else (), live=args.web,
     )
 
 
 def run(args: argparse.Namespace) -> int:
     console = Console(stderr=True)
+    board: list = []  # --web's dashboard, once started: closed after the report files are written
+    try:
+        code = _measure_and_conclude(args, console, board)
+    finally:
+        for dashboard in board:
+            dashboard.close("the run ended")
+    return code
+
+
+def _measure_and_conclude(args: argparse.Namespace, console: Console, board: list) -> int:
     try:
         options = options_from(args)
+        board.extend(_dashboard(args, console))
         with tempfile.TemporaryDirectory(prefix="mdmsim-load-") as workdir, LiveProgress(console) as live:
-            report = LoadRun(options, Path(workdir), progress=live).run()
+            progress = _both(live, *(dashboard.latest for dashboard in board))
+            report = LoadRun(options, Path(workdir), progress=progress).run()
     except LoadError as exc:
         console.print(f"mdmsim load: {exc}", highlight=False, markup=False)
         return exc.code
@@ -190,7 +203,32 @@ def run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:  # before the workers ran, or a second Ctrl-C: the children were stopped
         console.print("mdmsim load: interrupted before anything was measured; no report", highlight=False)
         return Exit.INTERRUPTED
-    return conclude(report, args, interrupted=report["interrupted"])
+    code = conclude(report, args, interrupted=report["interrupted"])
+    for dashboard in board:
+        dashboard.close(f"exit {int(code)}")
+    return code
+
+
+def _dashboard(args: argparse.Namespace, console: Console) -> list:
+    """--web: the live dashboard on loopback, its reactor in a thread of its own (this run blocks)."""
+    if not args.web:
+        return []
+    from twisted.internet import reactor  # the CLI is the edge: the one reactor of this process
+
+    from .live.dashboard import ThreadedDashboard
+
+    board = ThreadedDashboard(reactor, f"mdmsim load: {args.devices} devices", args.web_port)
+    board.start()
+    console.print(f"mdmsim load: live dashboard at {board.url}", highlight=False, markup=False, soft_wrap=True)
+    return [board]
+
+
+def _both(*consumers):
+    """One status, every consumer: the progress line and the dashboard read the same dict."""
+    def show(status: dict) -> None:
+        for consumer in consumers:
+            consumer(status)
+    return show
 
 
 def conclude(report: dict, args: argparse.Namespace, *, interrupted: bool = False,

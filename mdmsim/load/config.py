@@ -49,6 +49,7 @@ class WorkerConfig:
     progress_every: float = 1.0
     max_enrolling: int = 64  # enrollment downloads in flight per worker
     stages: tuple[tuple[float, int], ...] = ()  # --stages: replaces the ramp (see stages.py)
+    live_messages: bool = False  # progress carries per-message statistics too (--web's latency per type)
 
     def indexes(self) -> range:
         return range(self.worker, self.devices, self.workers)

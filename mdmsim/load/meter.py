@@ -118,8 +118,8 @@ class LoadObserver:
     """The worker's statistics: fed by every LoadRunner (as its Observer) and by the enrollment downloads."""
 
     def __init__(self, clock: Clock, *, checkin_interval: float | None = None,
-                 phase: Callable[[LoadRunner], float] = lambda runner: 0.0) -> None:
-        self.clock = clock
+                 phase: Callable[[LoadRunner], float] = lambda runner: 0.0, live_messages: bool = False) -> None:
+        self.clock, self.live_messages = clock, live_messages
         self.messages: dict[str, h.MessageStats] = {}
         self.errors: Counter[str] = Counter()
         self.commands: Counter[str] = Counter()
@@ -231,10 +231,13 @@ class LoadObserver:
         ids, self.new_ids = self.new_ids, []
         total = sum(stats.count for stats in self.messages.values())
         errors = sum(stats.errors for stats in self.messages.values())
-        return {"type": "progress", "at": now, "enrolled": self.enrolled,
+        body = {"type": "progress", "at": now, "enrolled": self.enrolled,
                 "enroll_failed": sum(self.enroll_failures.values()), "requests": total, "errors": errors,
                 "error_kinds": dict(self.errors),
                 "rollout_acked": len(self.acked_at), "new_ids": ids, "timeline": self.take_timeline(int(now))}
+        if self.live_messages:  # asked for by a live dashboard only: a few encoded histograms a second
+            body["messages"] = {name: stats.to_wire() for name, stats in self.messages.items()}
+        return body
 
     def final(self, now: float, runners: list[LoadRunner] = ()) -> dict[str, Any]:
         body = {**self.progress(now), **self.end_of_run(list(runners))}

@@ -70,6 +70,7 @@ class LoadOptions:
     kinds: tuple[tuple[str, int], ...] = DEFAULT_KINDS
     tick: float = 1.0
     stages: tuple[tuple[float, int], ...] = ()  # --stages (devices and duration then follow from them)
+    live: bool = False  # a live dashboard reads the progress: add latency per message type and per second
 
     def __post_init__(self) -> None:
         for version, _ in self.os_mix:
@@ -128,6 +129,8 @@ class LoadRun:
         self.target: dict[str, Any] = {}  # url, enroll_url, push_link, admin credentials, ca_pem
         self.start_at = 0.0
         self.interrupted = False
+        self._timeline_shown = 0  # timeline buckets already summarised for the live status
+        self._latest_second: dict[str, Any] | None = None
 
     # The run ---------------------------------------------------------------------------------------------
 
@@ -187,7 +190,7 @@ class LoadRun:
         base = WorkerConfig(0, self.options.processes, self.options.devices, self.options.seed,
                             target["enroll_url"], target.get("push_link"), 0.0, self.options.ramp,
                             self.options.realism, self.options.os_mix, self.options.kinds, self.options.tick,
-                            stages=self.options.stages)
+                            stages=self.options.stages, live_messages=self.options.live)
         for index in range(self.options.processes):
             self.workers.append(self._spawn(f"worker {index}", "mdmsim.load.worker",
                                             base.for_worker(index).to_json()))
@@ -260,6 +263,7 @@ class LoadRun:
             self.enrolled_after = now - self.start_at
         target = Stages(self.options.stages).target_at(now - self.start_at) if self.options.stages else None
         self.show({
+            **(self._live_latency(latest) if self.options.live else {}),
             "stage_target": None if target is None else int(target),
             **summary.live_failures(latest),
             "elapsed": now - self.start_at, "duration": self.options.duration, "devices": self.options.devices,
@@ -271,6 +275,16 @@ class LoadRun:
             "rollout_devices": self.rollout_start["devices"] if self.rollout_start else None,
             "server_cpu": point["cpu"] if point else None, "server_rss": point["rss"] if point else None,
         })
+
+    def _live_latency(self, latest: list[dict[str, Any]]) -> dict[str, Any]:
+        """Per message type since the start, and the latest second the workers finished: what a dashboard
+        shows beside the progress line's figures, merged from the same messages as the final report."""
+        fresh = self.timeline[self._timeline_shown:]
+        self._timeline_shown = len(self.timeline)
+        points = summary.merge_timeline(fresh, self.start_at)
+        if points:
+            self._latest_second = points[-1]
+        return {"messages": summary.live_messages(latest), "latest_second": self._latest_second}
 
     def _sample_fleet(self, now: float) -> None:
         points = [p for p in (w.sample(now, now - self.start_at) for w in self.fleet_watch) if p]

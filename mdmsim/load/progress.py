@@ -42,10 +42,15 @@ class LiveProgress:
             self.console.print(line, highlight=False)
 
     @staticmethod
-    def line(status: dict[str, Any], last: dict[str, Any] | None) -> str:
-        rate = 0.0
+    def rate(status: dict[str, Any], last: dict[str, Any] | None) -> float:
+        """Requests per second since the previous status (the line's and the web dashboard's figure)."""
         if last is not None and status["elapsed"] > last["elapsed"]:
-            rate = (status["requests"] - last["requests"]) / (status["elapsed"] - last["elapsed"])
+            return (status["requests"] - last["requests"]) / (status["elapsed"] - last["elapsed"])
+        return 0.0
+
+    @staticmethod
+    def line(status: dict[str, Any], last: dict[str, Any] | None) -> str:
+        rate = LiveProgress.rate(status, last)
         parts = [f"[{status['elapsed']:6.1f}/{status['duration']:g}s]",
                  f"enrolled {status['enrolled']}/{status['devices']}"
                  + (f" (target now {status['stage_target']})" if status.get("stage_target") is not None else ""),

@@ -84,6 +84,12 @@ def live_failures(latest: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
             "push_link_connected": all(part["connected"] for part in links) if links else None}
 
 
+def live_messages(latest: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Per message type from the workers' progress messages (when they carry them), as in the report."""
+    merged = h.merge_messages(part["messages"] for part in latest if "messages" in part)
+    return {name: stats.summary() for name, stats in sorted(merged.items())}
+
+
 def _worker(final: Mapping[str, Any]) -> dict[str, Any]:
     """One worker's own totals: they add up to the merged figures (its percentiles are for reading only)."""
     total = h.total_of(h.merge_messages([final["messages"]]))

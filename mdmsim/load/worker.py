@@ -39,7 +39,8 @@ class FleetWorker:
         realism = config.realism
         self.spec = FleetSpec(config.devices, seed=config.seed, os_mix=config.os_mix, kinds=config.kinds,
                               behaviour=Behaviour(not_now_rate=realism.not_now_rate))
-        self.observer = LoadObserver(reactor, checkin_interval=realism.checkin_interval, phase=self._phase)
+        self.observer = LoadObserver(reactor, checkin_interval=realism.checkin_interval, phase=self._phase,
+                                     live_messages=config.live_messages)
         # One TLS session cache per worker process: every transport it makes resumes the others' sessions.
         self.tls_sessions = TLSSessionCache()
         https = HTTPSTransport(reactor, connections=realism.connection_mode, timeout=realism.timeout,
