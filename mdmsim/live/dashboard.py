@@ -10,7 +10,7 @@ import threading
 from collections.abc import Callable
 from typing import Any, cast
 
-from twisted.internet import task
+from twisted.internet import defer, task
 from twisted.web.server import NOT_DONE_YET, Request
 
 from mdm_protocol.clocks import Clock
@@ -19,6 +19,7 @@ from .feed import DashboardFeed, Status, server_sent_event
 from .web import LivePages, SecretRoot, listen, new_token, render, secure
 
 PUBLISH_EVERY = 0.5  # seconds: an update reaches the page within this (plus the network), reads stay ≤ 2/s
+CLOSE_TIMEOUT = 2.0  # seconds the last event may take to leave before the dashboard stops anyway
 
 
 class Publisher:
@@ -58,17 +59,35 @@ class Publisher:
         for request in list(self.streams):
             request.write(self.last)
 
-    def finish(self, note: str) -> None:
-        """The run ended: a last event saying so (pages stop reconnecting), then every stream closes."""
+    def finish(self, note: str) -> defer.Deferred[None]:
+        """The run ended: a last event saying so (pages stop reconnecting), then every stream closes. Fires
+        once the connections have sent it all (a reactor stopped at once would drop the last event)."""
         if self.finished:
-            return
+            return defer.succeed(None)
         if self._loop.running:
             self._loop.stop()
         self.publish(finished=note)
         self.finished = True
+        transports = [request.channel.transport for request in self.streams
+                      if getattr(getattr(request, "channel", None), "transport", None) is not None]
         for request in list(self.streams):
             request.finish()
         self.streams.clear()
+        for transport in transports:
+            transport.loseConnection()  # after what is buffered has been written
+        return self._closed(transports, self.clock.seconds() + CLOSE_TIMEOUT)
+
+    def _closed(self, transports: list[Any], deadline: float) -> defer.Deferred[None]:
+        done: defer.Deferred[None] = defer.Deferred()
+
+        def check() -> None:
+            if not any(getattr(t, "connected", False) for t in transports) or self.clock.seconds() >= deadline:
+                done.callback(None)
+            else:
+                self.clock.callLater(0.05, check)
+
+        check()
+        return done
 
 
 def dashboard_pages(title: str, publisher: Publisher) -> LivePages:
@@ -113,6 +132,5 @@ class ThreadedDashboard:
         """The last event (`note`: how the run ended), the streams closed, the reactor stopped and joined."""
         if not self._thread.is_alive():
             return
-        self.reactor.callFromThread(self.publisher.finish, note)
-        self.reactor.callFromThread(self.reactor.stop)
+        self.reactor.callFromThread(lambda: self.publisher.finish(note).addBoth(lambda _: self.reactor.stop()))
         self._thread.join(timeout=10)

@@ -24,7 +24,7 @@ def fleet_status(observer: FleetObserver, errors: Counter[str], *, elapsed: floa
     return {
         "elapsed": elapsed, "duration": duration, "devices": devices, "enrolled": observer.enrolled,
         "enroll_failed": observer.enrollment_failures,
-        "requests": sum(stats.count for stats in messages.values()),
+        "requests": sum(stats["count"] for stats in messages.values()),
         "errors": sum(stats["errors"] for stats in messages.values()),
         "requests_failed_by_kind": dict(errors), "messages": messages, "installs_acknowledged": installs,
         "rollout_acked": 0, "rollout_devices": None, "server_cpu": None, "server_rss": None,

@@ -14,6 +14,7 @@ from typing import Any
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 from twisted.web import resource
+from twisted.web.pages import notFound
 from twisted.web.server import Request, Site
 
 from mdm_server.console.pages import PageTree
@@ -80,10 +81,10 @@ class SecretRoot(resource.Resource):
     def getChild(self, path: bytes, request: Request) -> resource.Resource:
         if hmac.compare_digest(path, self.token.encode()):
             return self.pages
-        return resource.NoResource("no such page")
+        return notFound("No such page", "")
 
     def render(self, request: Request) -> bytes:
-        return resource.NoResource("no such page").render(request)
+        return notFound("No such page", "").render(request)
 
 
 def new_token() -> str:

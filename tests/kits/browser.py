@@ -121,3 +121,43 @@ def start_server(data_dir: Path) -> LiveServer:
         time.sleep(0.2)  # a child process's start-up: real time, not a test's clock
     process.kill()
     raise RuntimeError("mdmsim serve did not answer within 60 s")
+
+
+@dataclass
+class LiveCommand:
+    """An mdmsim command that serves a live page (`demo --web`, `load --web`): its process and printed URL."""
+
+    process: subprocess.Popen
+    url: str
+    log: Path
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.terminate()
+        try:
+            return self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            return self.process.wait()
+
+
+def start_live_command(arguments: list[str], log: Path, *, timeout: float = _START_TIMEOUT) -> LiveCommand:
+    """Run `mdmsim ARGUMENTS` with its output in `log`; return once it printed its page's URL."""
+    import re
+
+    with open(log, "wb") as out:  # the child keeps its own descriptor
+        process = subprocess.Popen([sys.executable, "-m", "mdmsim.cli", *arguments], stdout=out,
+                                   stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = re.search(r"http://127\.0\.0\.1:\d+/[A-Za-z0-9_-]+/", log.read_text(errors="replace"))
+        if found:
+            return LiveCommand(process, found[0], log)
+        if process.poll() is not None:
+            raise RuntimeError(f"mdmsim {arguments[0]} exited {process.returncode}: {log.read_text()[-2000:]}")
+        time.sleep(0.1)  # a child process's start-up: real time, not a test's clock
+    process.kill()
+    raise RuntimeError(f"mdmsim {arguments[0]} printed no URL within {timeout:g} s")
