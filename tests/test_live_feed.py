@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from collections import Counter
+from itertools import pairwise
 
 import pytest
 from twisted.internet import task
@@ -54,7 +55,7 @@ def test_the_publisher_reads_twice_a_second_whatever_the_number_of_pages():
     clock.pump([PUBLISH_EVERY] * 10)  # five seconds
     assert reads.count == 11  # at the start, then every half second: never once per page
     sent = [event["sent_at"] for event in events(pages[0])]
-    assert all(0 < later - earlier <= PUBLISH_EVERY for earlier, later in zip(sent, sent[1:]))
+    assert all(0 < later - earlier <= PUBLISH_EVERY for earlier, later in pairwise(sent))
     assert all(events(request) == events(pages[0]) for request in pages)
     assert pages[0].responseHeaders.getRawHeaders(b"content-type") == [b"text/event-stream; charset=utf-8"]
 

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any, cast
 
 from twisted.internet import defer, task
+from twisted.internet.interfaces import IReactorTime
 from twisted.web.server import NOT_DONE_YET, Request
 
 from mdm_protocol.clocks import Clock
@@ -32,7 +33,8 @@ class Publisher:
         self.last: bytes | None = None  # the latest event, for a page that opens between two
         self.finished = False
         self._loop = task.LoopingCall(self.publish)
-        self._loop.clock = clock
+        # Twisted names its zope interface; our Clock protocol is the structural view of the same object.
+        self._loop.clock = cast(IReactorTime, clock)
 
     def start(self) -> None:
         self._loop.start(self.every, now=True)
@@ -68,8 +70,9 @@ class Publisher:
             self._loop.stop()
         self.publish(finished=note)
         self.finished = True
-        transports = [request.channel.transport for request in self.streams
-                      if getattr(getattr(request, "channel", None), "transport", None) is not None]
+        transports: list[Any] = [getattr(getattr(request, "channel", None), "transport", None)
+                                 for request in self.streams]
+        transports = [transport for transport in transports if transport is not None]
         for request in list(self.streams):
             request.finish()
         self.streams.clear()

@@ -186,5 +186,5 @@ def mime_tree(data: bytes, depth: int = 0) -> dict[str, Any]:
     if message.is_multipart() and depth < _MAX_DEPTH:
         payload = message.get_payload()
         parts = payload if isinstance(payload, list) else []
-        node["parts"] = [mime_tree(part.as_bytes(), depth + 1) for part in parts]
+        node["parts"] = [mime_tree(part.as_bytes(), depth + 1) for part in parts if not isinstance(part, str)]
     return node

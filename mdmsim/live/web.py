@@ -78,7 +78,7 @@ class SecretRoot(resource.Resource):
         super().__init__()
         self.pages, self.token = pages, pages.token
 
-    def getChild(self, path: bytes, request: Request) -> resource.Resource:
+    def getChild(self, path: bytes, request: Request) -> resource.IResource:
         if hmac.compare_digest(path, self.token.encode()):
             return self.pages
         return notFound("No such page", "")

@@ -281,9 +281,9 @@ class LoadRun:
         shows beside the progress line's figures, merged from the same messages as the final report."""
         fresh = self.timeline[self._timeline_shown:]
         self._timeline_shown = len(self.timeline)
-        points = summary.merge_timeline(fresh, self.start_at)
-        if points:
-            self._latest_second = points[-1]
+        point = summary.live_second(fresh)
+        if point is not None:
+            self._latest_second = point
         return {"messages": summary.live_messages(latest), "latest_second": self._latest_second}
 
     def _sample_fleet(self, now: float) -> None:

@@ -85,9 +85,20 @@ def live_failures(latest: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
 
 
 def live_messages(latest: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """Per message type from the workers' progress messages (when they carry them), as in the report."""
+    """Per message type from the workers' progress messages (when they carry them): the report's shape and
+    merged histograms, percentiles without the mean (see `histograms.live_percentiles`)."""
     merged = h.merge_messages(part["messages"] for part in latest if "messages" in part)
-    return {name: stats.summary() for name, stats in sorted(merged.items())}
+    return {name: {"count": stats.count, "errors": stats.errors, "latency": h.live_percentiles(stats.histogram)}
+            for name, stats in sorted(merged.items())}
+
+
+def live_second(buckets: Iterable[Mapping[str, Any]]) -> dict[str, Any] | None:
+    """The latest second among these timeline buckets (added across workers): requests, p50/p95/p99 in seconds."""
+    seconds = timeline_buckets(buckets)
+    if not seconds:
+        return None
+    stats = h.MessageStats.from_wire(seconds[-1])
+    return {"second": seconds[-1]["second"], "requests": stats.count, **h.live_percentiles(stats.histogram)}
 
 
 def _worker(final: Mapping[str, Any]) -> dict[str, Any]:
