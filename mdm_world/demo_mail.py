@@ -130,11 +130,6 @@ def _actors(demo: DemoWorld) -> tuple[DeviceRunner, DeviceRunner] | MailStep:
     return sender, recipient
 
 
-def _account(demo: DemoWorld, hub, runner: DeviceRunner) -> MailAccount:
-    return MailAccount(demo.address(runner), hub, runner.machine.profiles.keychain,
-                       display_name=runner.machine.facts.user.name)
-
-
 def _send(account, readiness, to, subject, *, encrypt, now, title, expected: Expected, reader) -> MailStep:
     draft = Draft((to,), subject, f"{subject}: sent from a simulated iPhone in the mdmsim demo.")
     want = {"signed": expected.signed, "encrypted": expected.encrypted, "refused_for": expected.refused_for}

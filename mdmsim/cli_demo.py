@@ -76,13 +76,17 @@ def run_web(args: argparse.Namespace) -> int:
 
     from .live.demo_actions import LiveDemo
     from .live.demo_site import DemoPages
-    from .live.web import SecretRoot, listen
+    from .live.web import ListenError, SecretRoot, listen
 
     console = Console()
     console.print(f"[bold]mdmsim demo --web[/bold]: {args.devices} simulated devices, virtual time, seed {args.seed}")
     with console.status("enrolling devices and running the admin procedure…"):
         demo = demo_setup.build(args.devices, args.seed)
-    _, url = listen(reactor, SecretRoot(DemoPages(LiveDemo(demo))), args.web_port)
+    try:
+        _, url = listen(reactor, SecretRoot(DemoPages(LiveDemo(demo))), args.web_port)
+    except ListenError as exc:
+        console.print(f"mdmsim demo: {exc}", highlight=False, markup=False)
+        return Exit.USAGE
     console.print(f"demo page: {url}", highlight=False, markup=False, soft_wrap=True)
     console.print("(only this URL works: its token keeps other local users out; Ctrl-C stops the demo)",
                   highlight=False)

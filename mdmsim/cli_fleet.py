@@ -24,9 +24,10 @@ from device_sim.scep_agent import RSAKeyPool, ScepAgent, WebScepHttp
 from device_sim.stats import FleetObserver
 from mdm_world.durations import parse_duration
 
-from .exit_codes import epilog
+from .exit_codes import Exit, epilog
 from .fleet_outcome import fleet_document, fleet_verdict
 from .live.fleet_status import fleet_status
+from .live.web import ListenError
 from .load.meter import MeteredTransport
 
 
@@ -144,8 +145,12 @@ def run(args: argparse.Namespace) -> int:
     ticker.start(2.0, now=False)
     reactor.callLater(args.duration, reactor.stop)
     if args.web:
-        _dashboard(reactor, args, lambda: fleet_status(observer, errors, elapsed=reactor.seconds() - started,
-                                                       duration=args.duration, devices=args.devices), console)
+        try:
+            _dashboard(reactor, args, lambda: fleet_status(observer, errors, elapsed=reactor.seconds() - started,
+                                                           duration=args.duration, devices=args.devices), console)
+        except ListenError as exc:
+            console.print(f"mdmsim fleet: {exc}", highlight=False, markup=False)
+            return Exit.USAGE
     health = []  # the link as it was when the run ended, before the reactor's shutdown closes every connection
     reactor.addSystemEventTrigger("before", "shutdown", lambda: health.append(push.health()))
     interrupted = _run_until_stopped(reactor)

@@ -18,6 +18,7 @@ from mdm_world.durations import parse_duration
 
 from .cli_fleet import add_connection_arguments, add_web_arguments, fraction, push_link_address
 from .exit_codes import Exit, RunFigures, Verdict, epilog, judge
+from .live.web import ListenError
 from .load.config import Realism
 from .load.orchestrator import LoadError, LoadOptions, LoadRun
 from .load.progress import LiveProgress, detail_lines, summary_table
@@ -197,7 +198,7 @@ def _measure_and_conclude(args: argparse.Namespace, console: Console, board: lis
     except LoadError as exc:
         console.print(f"mdmsim load: {exc}", highlight=False, markup=False)
         return exc.code
-    except RolloutError as exc:
+    except (RolloutError, ListenError) as exc:
         console.print(f"mdmsim load: {exc}", highlight=False, markup=False)
         return Exit.USAGE
     except KeyboardInterrupt:  # before the workers ran, or a second Ctrl-C: the children were stopped

@@ -178,7 +178,8 @@ def test_hostile_user_attributes_and_mail_fields_are_inert(page, demo):
 def test_the_load_dashboard_updates_live_from_a_real_run(page, tmp_path):
     report = tmp_path / "run.html"
     run = start_live_command(["load", "--web", "--devices", "6", "--ramp", "2s", "--duration", "12s",
-                              "--checkin-interval", "0.5s", "--memory", "--html", str(report)],
+                              "--checkin-interval", "0.5s", "--memory", "--rollout", "exchange",
+                              "--html", str(report)],
                              tmp_path / "load.log")
     try:
         page.goto(run.url)
@@ -191,6 +192,8 @@ def test_the_load_dashboard_updates_live_from_a_real_run(page, tmp_path):
         before = int(page.locator("#requests").inner_text())
         page.wait_for_function(f"() => Number(document.getElementById('requests').textContent) > {before}")
         page.wait_for_function("() => document.querySelectorAll('#messages tbody tr').length > 0")
+        page.wait_for_selector("#rollout:has-text('6/6')")  # every device acknowledged the pushed profile
+        assert "InstallProfile" in page.locator("#messages").inner_text()
         page.wait_for_selector("#state:has-text('run finished: exit 0')", timeout=120_000)
         seen = page.evaluate("window.seen")  # the whole run, the workers' start-up and final reports included
         assert len(seen) >= 6 and seen[-1]["requests"] > seen[0]["requests"]

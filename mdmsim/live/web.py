@@ -13,6 +13,7 @@ from importlib import resources
 from typing import Any
 
 from jinja2 import Environment, PackageLoader, select_autoescape
+from twisted.internet.error import CannotListenError
 from twisted.web import resource
 from twisted.web.pages import notFound
 from twisted.web.server import Request, Site
@@ -91,9 +92,16 @@ def new_token() -> str:
     return secrets.token_urlsafe(18)  # 144 bits: not guessable by another local user
 
 
+class ListenError(Exception):
+    """The page's port could not be opened (in use, not allowed): a setup error for the user."""
+
+
 def listen(reactor: Any, root: SecretRoot, port: int = 0) -> tuple[Any, str]:
     """Serve `root` on 127.0.0.1 only (never another interface); the listening port and the page's URL."""
     site = Site(root)
     site.displayTracebacks = False
-    listening = reactor.listenTCP(port, site, interface="127.0.0.1")
+    try:
+        listening = reactor.listenTCP(port, site, interface="127.0.0.1")
+    except CannotListenError as exc:
+        raise ListenError(f"cannot serve the page on 127.0.0.1:{port}: {exc.socketError}") from None
     return listening, f"http://127.0.0.1:{listening.getHost().port}/{root.token}/"
