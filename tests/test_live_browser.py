@@ -86,7 +86,8 @@ def wire_types(page) -> list[str]:
 
 def test_the_demo_answers_only_under_its_token(demo):
     origin, token = demo.url.rstrip("/").rsplit("/", 1)
-    for wrong in (origin + "/", f"{origin}/{token[:-1]}x/", f"{origin}/static/demo.js"):
+    near = token[:-1] + ("A" if token[-1] != "A" else "B")  # one character off, never the token itself
+    for wrong in (origin + "/", f"{origin}/{near}/", f"{origin}/{token[:-1]}/", f"{origin}/static/demo.js"):
         with pytest.raises(urllib.error.HTTPError) as refused:
             urllib.request.urlopen(wrong, timeout=30)
         assert refused.value.code == 404
