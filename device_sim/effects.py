@@ -44,6 +44,13 @@ class RegisterPush:
     topic: str
 
 
+@dataclass(frozen=True, slots=True)
+class UnregisterPush:
+    """The device checked out or was erased: its token is no longer valid (APNs answers 410 from now on)."""
+
+    token: bytes
+
+
 class WakeReason(StrEnum):
     RETRY = "retry"  # send the request in flight again
     NOT_NOW_REPOLL = "not-now re-poll"  # NotNow ended the last session: check in again unasked
@@ -106,6 +113,6 @@ class Log:
 
 
 Effect = (
-    SendRequest | RegisterPush | WakeAt | EnrollmentFailed | Enrolled | CommandHandled | SessionEnded
+    SendRequest | RegisterPush | UnregisterPush | WakeAt | EnrollmentFailed | Enrolled | CommandHandled | SessionEnded
     | ReadinessChanged | ScepEnroll | Log
 )

@@ -279,7 +279,12 @@ class DeviceMachine:
         out: list[fx.Effect] = [self._send_checkin(self._check_out(), RequestKind.CHECK_OUT, now)]
         self.profiles.remove(self.enrollment.profile_identifier, by_mdm=False)
         self.phase = Phase.UNENROLLED
-        return out + self._refresh_readiness(now)
+        return out + self._unregister_tokens() + self._refresh_readiness(now)
+
+    def _unregister_tokens(self) -> list[fx.Effect]:
+        """Unenrolled or erased: the tokens of this enrollment stop being valid (a provider gets 410 for them)."""
+        tokens = [self.push_token] + ([self.user.push_token] if self.user is not None else [])
+        return [fx.UnregisterPush(token) for token in tokens]
 
     # Check-in -------------------------------------------------------------------------------------------
 
@@ -369,8 +374,9 @@ class DeviceMachine:
         # EraseDevice: everything installed goes, MDM with it; the device is as new and takes a new enrollment.
         self.profiles = DeviceProfiles(keychain=Keychain())
         self._state = None
+        unregister = self._unregister_tokens()
         self.enrollment, self.phase, self._push_waiting = None, Phase.NEW, False
-        return [fx.SessionEnded(self._session_commands, "erased"), *self._refresh_readiness(now)]
+        return [fx.SessionEnded(self._session_commands, "erased"), *unregister, *self._refresh_readiness(now)]
 
     def _run_command(self, command: Command, now: float) -> list[fx.Effect]:
         context = CommandContext(self.facts, self.profiles, self.first_unlocked, self.behaviour, self._rng,

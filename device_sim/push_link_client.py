@@ -87,11 +87,14 @@ class LinkHealth:
     connect_failures: int
     down_seconds: float
     undeliverable: int  # pushes for a token no device of this process registered
+    # Pushes the gateway accepted for our devices that they will never see, because they were unreachable (the
+    # link down): replaced by a newer one or expired meanwhile. The gateway tells them when the devices attach.
+    missed_while_down: int = 0
 
     def to_json(self) -> dict[str, Any]:
         return {"connected": self.connected, "connects": self.connects, "disconnects": self.disconnects,
                 "connect_failures": self.connect_failures, "down_seconds": round(self.down_seconds, 3),
-                "undeliverable": self.undeliverable}
+                "undeliverable": self.undeliverable, "missed_while_down": self.missed_while_down}
 
 
 class PushLinkClient(ClientFactory):
@@ -103,6 +106,7 @@ class PushLinkClient(ClientFactory):
         self._handlers: dict[bytes, OnPush] = {}
         self._topics: dict[bytes, str] = {}
         self._waiting: list[bytes] = []
+        self._leaving: list[bytes] = []  # unregistered while the link was down: told once it is up
         self._link: PushLinkClientProtocol | None = None
         self.delivered = 0
         self.missed = 0  # pushes the gateway says our devices never got (replaced or expired while away)
@@ -122,8 +126,12 @@ class PushLinkClient(ClientFactory):
         """The device checked out or was erased: the gateway answers 410 for its token from now on."""
         self._handlers.pop(token, None)
         self._topics.pop(token, None)
+        if token in self._waiting:
+            self._waiting.remove(token)
         if self._link is not None:
             self._link.transport.write(encode_link(Unregister((token,))))
+        else:
+            self._leaving.append(token)
 
     def connected(self, link: PushLinkClientProtocol) -> None:
         # A new connection knows nothing: attach every device again (the server holds pushes meanwhile).
@@ -134,6 +142,9 @@ class PushLinkClient(ClientFactory):
             self._down_total += self.clock.seconds() - self._down_since
         self._down_since = None
         self._waiting = list(self._topics)
+        leaving, self._leaving = self._leaving, []
+        for start in range(0, len(leaving), ATTACH_BATCH):  # batches: a line has a bounded length
+            link.transport.write(encode_link(Unregister(tuple(leaving[start : start + ATTACH_BATCH]))))
         self._flush()
 
     def disconnected(self) -> None:
@@ -164,7 +175,7 @@ class PushLinkClient(ClientFactory):
         if self._down_since is not None and self.clock is not None:
             down += self.clock.seconds() - self._down_since
         return LinkHealth(self._link is not None, self.connects, self.disconnects, self.connect_failures, down,
-                          self.undeliverable)
+                          self.undeliverable, self.missed)
 
     def deliver(self, token: bytes, payload: dict[str, Any], sent_at: float | None = None) -> None:
         """Hands the push to its device; the server's send time only when the link carried one, so handlers

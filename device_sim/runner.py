@@ -24,6 +24,7 @@ OnPush = Callable[..., None]
 
 class PushRegistry(Protocol):
     def register(self, token: bytes, topic: str, on_push: OnPush) -> None: ...
+    def unregister(self, token: bytes) -> None: ...
 
 
 class InProcessPush:
@@ -35,6 +36,9 @@ class InProcessPush:
     def register(self, token: bytes, topic: str, on_push: OnPush) -> None:
         self.apns.register(token, topic)
         self.apns.attach(token, on_push)
+
+    def unregister(self, token: bytes) -> None:
+        self.apns.unregister(token)
 
 
 class Observer(Protocol):
@@ -91,6 +95,8 @@ class DeviceRunner:
                 self.clock.callLater(max(0.0, effect.at - self.now()), self._timer)
             elif isinstance(effect, fx.RegisterPush):
                 self.push_registry.register(effect.token, effect.topic, self.on_push)
+            elif isinstance(effect, fx.UnregisterPush):
+                self.push_registry.unregister(effect.token)
             elif isinstance(effect, fx.ScepEnroll):
                 self._scep_enroll(effect)
             if self.observer is not None:

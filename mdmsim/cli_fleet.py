@@ -200,7 +200,8 @@ def _progress(ramp: EnrollmentRamp, push: PushLinkClient, errors: Counter[str], 
     if push_wanted:
         health = push.health()
         if not health.connected or health.down_seconds:
-            line += f"  push link {'up' if health.connected else 'DOWN'} ({health.down_seconds:.0f} s down)"
+            line += f"  push link {'up' if health.connected else 'DOWN'} ({health.down_seconds:.0f} s down"
+            line += f", {health.missed_while_down} push(es) missed)" if health.missed_while_down else ")"
     return line
 
 
@@ -216,7 +217,7 @@ def _failure_lines(document: dict[str, Any]) -> list[str]:
     if link:
         lines.append(f"push link: {'connected' if link['connected'] else 'DOWN at the end'}, down "
                      f"{link['down_seconds']:.1f} s, {link['disconnects']} drop(s), {link['connect_failures']} "
-                     "failed connect(s)")
+                     f"failed connect(s), {link.get('missed_while_down', 0)} push(es) missed while unreachable")
     verdict = document["verdict"]
     lines.append(f"verdict: exit {verdict['exit_code']}" + (": " + "; ".join(verdict["reasons"])
                                                             if verdict["reasons"] else ": the run did what was asked"))

@@ -241,6 +241,7 @@ def test_erase_device_acknowledges_then_wipes_and_unenrolls(enrollment_profile):
     assert report == {"Status": "Acknowledged"} and machine.phase is Phase.ENROLLED  # the report goes out first
     after = machine.response(effects[-1].request_id, 200, b"", T0)
     assert after[0] == fx.SessionEnded(2, "erased")
+    assert after[1] == fx.UnregisterPush(machine.push_token)  # an erased device's token is dead (410)
     assert machine.phase is Phase.NEW and len(machine.profiles) == 0 and machine.enrollment is None
     assert "com.tinyspeck.chatlyio" not in machine.state.apps
     assert machine.push(T0 + 1) == [fx.Log("push while new: ignored")]

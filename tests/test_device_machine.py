@@ -199,7 +199,8 @@ def test_removing_the_mdm_profile_checks_out_at_best_effort(authority):
     machine = _enrolled(authority, retry_delays=())
     facts = machine.facts
     check_out = _checkin(3, CheckOut(topic=TOPIC, udid=facts.udid, enrollment_id=facts.enrollment_id), T0 + 1)
-    assert machine.remove_mdm_profile(T0 + 1) == [check_out]
+    # Its push token goes with the enrollment: APNs answers 410 Unregistered for it from now on.
+    assert machine.remove_mdm_profile(T0 + 1) == [check_out, fx.UnregisterPush(machine.push_token)]
     assert machine.phase is Phase.UNENROLLED and not machine.profiles.installed()
     assert machine.response(3, 500, b"", T0 + 1) == [fx.Log("CheckOut gave up after HTTP 500")]
     assert machine.phase is Phase.UNENROLLED

@@ -88,6 +88,7 @@ def _failures(reports: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     if links:
         link = {key: sum(x[key] for x in links) for key in
                 ("connects", "disconnects", "connect_failures", "undeliverable", "down_seconds")}
+        link["missed_while_down"] = sum(x.get("missed_while_down", 0) for x in links)
         link["connected"] = all(x["connected"] for x in links)
     missed = [p.get("missed_pushes") for p in parts]
     return {"enrollment": _add(p.get("enrollment", {}) for p in parts),

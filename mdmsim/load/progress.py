@@ -62,7 +62,8 @@ class LiveProgress:
             parts.append(f"enroll failed {status['enroll_failed']}")
         if status.get("push_link_connected") is False or status.get("push_link_down"):
             state = "DOWN" if status.get("push_link_connected") is False else "up"
-            parts.append(f"push link {state} ({status['push_link_down']:.0f} s down)")
+            missed = f", {status['push_link_missed']} missed" if status.get("push_link_missed") else ""
+            parts.append(f"push link {state} ({status['push_link_down']:.0f} s down{missed})")
         if status["rollout_devices"]:
             parts.append(f"rollout {100 * status['rollout_acked'] / status['rollout_devices']:5.1f}%")
         if status["server_cpu"] is not None:
@@ -132,7 +133,8 @@ def failure_lines(report: dict[str, Any]) -> list[str]:
         state = "connected" if link["connected"] else "DOWN at the end"
         lines.append(f"push link: {state}; down {link['down_seconds']:.1f} s in all, {link['disconnects']} "
                      f"drop(s), {link['connect_failures']} failed connect(s); pushes received "
-                     f"{failures.get('pushes_received', 0)}")
+                     f"{failures.get('pushes_received', 0)}, missed while unreachable "
+                     f"{link.get('missed_while_down', 0)}")
     if failures.get("missed_pushes"):
         lines.append(f"missed pushes: {failures['missed_pushes']} delivered by the server's APNs, never received")
     if failures.get("stalled_devices"):

@@ -72,6 +72,7 @@ def failure_rows(report: dict[str, Any]) -> list[tuple[str, Any]]:
     if link:
         rows += [(f"push_link.{key}", link[key]) for key in
                  ("connected", "down_seconds", "disconnects", "connect_failures", "undeliverable")]
+        rows.append(("push_link.missed_while_down", link.get("missed_while_down", 0)))
     rows.append(("missed_pushes", failures.get("missed_pushes")))
     rows.append(("stalled_devices", failures.get("stalled_devices", 0)))
     rows.append(("unfinished_enrollments", failures.get("unfinished_enrollments", 0)))

@@ -65,6 +65,7 @@ def failures(finals: Sequence[Mapping[str, Any]], errors: Mapping[str, int],
     if links:
         link = {key: sum(part[key] for part in links) for key in
                 ("connects", "disconnects", "connect_failures", "undeliverable")}
+        link["missed_while_down"] = sum(part.get("missed_while_down", 0) for part in links)
         link.update(connected=all(part["connected"] for part in links),
                     down_seconds=round(sum(part["down_seconds"] for part in links), 3))
     return {"enrollment": dict(sorted(enrollment.items())), "requests": dict(sorted(errors.items())),
@@ -81,7 +82,8 @@ def live_failures(latest: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     links = [part["push_link"] for part in latest if part.get("push_link")]
     return {"requests_failed_by_kind": dict(errors),
             "push_link_down": round(sum(part["down_seconds"] for part in links), 1) if links else None,
-            "push_link_connected": all(part["connected"] for part in links) if links else None}
+            "push_link_connected": all(part["connected"] for part in links) if links else None,
+            "push_link_missed": sum(part.get("missed_while_down", 0) for part in links) if links else None}
 
 
 def live_messages(latest: Sequence[Mapping[str, Any]]) -> dict[str, Any]:

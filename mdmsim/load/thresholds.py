@@ -87,7 +87,7 @@ def flat_metrics(report: Mapping[str, Any]) -> dict[str, float]:
     for kind, count in failures.get("enrollment", {}).items():
         flat[f"failures.enrollment.{kind}"] = float(count)
     link = failures.get("push_link") or {}
-    for key in ("down_seconds", "disconnects", "connect_failures"):
+    for key in ("down_seconds", "disconnects", "connect_failures", "missed_while_down"):
         if key in link:
             flat[f"failures.push_link.{key}"] = float(link[key])
     for key in ("missed_pushes", "stalled_devices"):
