@@ -94,6 +94,43 @@ def client_options(ca_pem: bytes, push: PushCertificate | None) -> ssl.IOpenSSLC
                                    acceptableProtocols=[b"h2"], extraCertificateOptions=identity)
 
 
+class ProxiedH2Client(H2TestClient):
+    """What NanoMDM's Go client does with HTTPS_PROXY: CONNECT api.push.apple.com:443 through the proxy, then TLS
+    (checked against the trust store, as Apple's host) and HTTP/2 inside the tunnel. `ready` fires once it is up."""
+
+    def __init__(self, tls: ssl.IOpenSSLClientConnectionCreator) -> None:
+        super().__init__()
+        self._tls, self._head = tls, b""
+        self.tunnelled = False
+        self.ready: defer.Deferred = defer.Deferred()
+
+    def connectionMade(self) -> None:
+        self.transport.write(b"CONNECT api.push.apple.com:443 HTTP/1.1\r\nHost: api.push.apple.com:443\r\n\r\n")
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.tunnelled:
+            super().dataReceived(data)
+            return
+        self._head += data
+        if b"\r\n\r\n" in self._head:
+            assert self._head.startswith(b"HTTP/1.1 200"), self._head
+            self.tunnelled = True
+            self.transport.startTLS(self._tls)
+            super().connectionMade()  # the HTTP/2 preface, sent once TLS is up
+            self.ready.callback(self)
+
+
+def connect_through_proxy(reactor: Any, proxy_port: int, ca_pem: bytes, push: PushCertificate) -> defer.Deferred:
+    """An h2 client reaching the gateway as api.push.apple.com through the CONNECT proxy; fires when tunnelled."""
+    identity = {"certificate": x509.load_pem_x509_certificate(push.certificate_pem),
+                "privateKey": serialization.load_pem_private_key(push.private_key_pem, password=None)}
+    tls = ssl.optionsForClientTLS("api.push.apple.com", trustRoot=ssl.Certificate.loadPEM(ca_pem),
+                                  acceptableProtocols=[b"h2"], extraCertificateOptions=identity)
+    client = ProxiedH2Client(tls)
+    endpoint = endpoints.TCP4ClientEndpoint(reactor, "127.0.0.1", proxy_port)
+    return endpoints.connectProtocol(endpoint, client).addCallback(lambda _: client.ready)
+
+
 def connect(reactor: Any, port: int, ca_pem: bytes, push: PushCertificate | None) -> defer.Deferred:
     endpoint = endpoints.SSL4ClientEndpoint(reactor, "127.0.0.1", port, client_options(ca_pem, push))
     return endpoints.connectProtocol(endpoint, H2TestClient())

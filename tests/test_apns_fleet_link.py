@@ -17,6 +17,9 @@ from apns_sim.gateway import Gateway
 from apns_sim.provider_api import Notification
 from device_sim.push_link_client import PushLinkClient
 from mdm_protocol.push_link import Attach, Delivery, Missed, Unregister, decode_link, encode_link
+from mdmsim.load.progress import failure_lines
+from mdmsim.load.reports import failure_rows
+from mdmsim.load.thresholds import flat_metrics
 
 TOKEN = b"\x0a" * 32
 
@@ -67,6 +70,14 @@ def test_fleet_reconnects_after_a_gateway_restart_and_gets_the_newest_held_push(
         yield apns.stop()
     health = fleet.health()
     assert (health.connects, health.down_seconds) == (2, 30.0)  # one outage of 30 s (fake clock)
+    # What the outage cost, as `mdmsim fleet` and `mdmsim load` report it (JSON; CSV and HTML rows).
+    assert health.missed_while_down == 1
+    report = {"failures": {"push_link": health.to_json(), "missed_pushes": 0}}
+    assert report["failures"]["push_link"]["missed_while_down"] == 1
+    assert ("push_link.missed_while_down", 1) in failure_rows(report)
+    assert ("push_link.down_seconds", 30.0) in failure_rows(report)
+    assert any("missed while unreachable 1" in line for line in failure_lines(report))
+    assert flat_metrics(report)["failures.push_link.missed_while_down"] == 1.0
 
 
 def test_unregister_and_missed_round_trip_on_the_wire():
@@ -87,3 +98,23 @@ def test_gateway_end_reports_missed_pushes_when_a_device_attaches():
     link.dataReceived(encode_link(Attach(TOPIC, (TOKEN,))))
     lines = [decode_link(line) for line in transport.value().splitlines()]
     assert lines == [Delivery(TOKEN, {"mdm": "2"}, NOW), Missed(((TOKEN, 2),))]
+
+
+def test_a_token_unregistered_while_the_link_is_down_is_unregistered_once_it_is_up():
+    fleet = PushLinkClient()
+    fleet.register(TOKEN, TOPIC, lambda *_: None)
+    fleet.unregister(TOKEN)  # a CheckOut while the gateway is away
+    link = fleet.buildProtocol(None)
+    transport = StringTransport()
+    link.makeConnection(transport)
+    assert [decode_link(line) for line in transport.value().splitlines()] == [Unregister((TOKEN,))]
+
+
+def test_the_live_line_of_a_load_run_shows_the_pushes_missed_while_the_link_was_down():
+    from mdmsim.load.progress import LiveProgress
+    from mdmsim.load.summary import live_failures
+
+    link = {"connected": True, "down_seconds": 12.0, "missed_while_down": 3}
+    status = {"elapsed": 5.0, "duration": 60, "enrolled": 1, "devices": 1, "requests": 2, "errors": 0,
+              "enroll_failed": 0, "rollout_devices": 0, "server_cpu": None, **live_failures([{"push_link": link}])}
+    assert "push link up (12 s down, 3 missed)" in LiveProgress.line(status, None)

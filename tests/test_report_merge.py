@@ -68,6 +68,7 @@ def test_failures_add_up_across_hosts():
     assert failures["requests"] == {"timeout": 3, "tls": 3}
     assert failures["push_link"]["down_seconds"] == 9.0 and failures["push_link"]["connected"] is False
     assert failures["pushes_received"] == 10 and failures["missed_pushes"] == 0
+    assert failures["push_link"]["missed_while_down"] == 0  # reports from before the count: none missed
 
 
 def test_the_cli_writes_the_merged_report_and_judges_it(tmp_path):
