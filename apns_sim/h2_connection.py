@@ -8,7 +8,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import cast
 
 from h2.config import H2Configuration
 from h2.connection import H2Connection
@@ -17,6 +16,7 @@ from h2.events import ConnectionTerminated, DataReceived, RequestReceived, Strea
 from h2.exceptions import ProtocolError
 from h2.settings import SettingCodes
 
+from .hpack_codec import AnswerEncoder, FastDecoder
 from .provider_api import MAX_PAYLOAD, Answer, ProviderIdentity, ProviderRequest
 
 log = logging.getLogger(__name__)
@@ -42,12 +42,15 @@ class ProviderConnection:
         self.answered = 0
         self._streams: dict[int, _Stream] = {}
         self._h2 = H2Connection(H2Configuration(
-            client_side=False, header_encoding="utf-8",
+            client_side=False, header_encoding=None,  # bytes: _on decodes only what it keeps
             # h2's per-header validation and normalisation cost more than the rest of a push together (profiled);
             # what we read from a request is checked by provider_api, and our answers are well-formed.
             validate_inbound_headers=False, normalize_inbound_headers=False,
             validate_outbound_headers=False, normalize_outbound_headers=False,
         ))
+        decoder = FastDecoder()
+        decoder.max_header_list_size = self._h2.decoder.max_header_list_size
+        self._h2.decoder, self._h2.encoder = decoder, AnswerEncoder()  # type: ignore[assignment]
         self._max_streams = max_streams
 
     def initiate(self) -> bytes:
@@ -60,16 +63,27 @@ class ProviderConnection:
         """Feed bytes from the provider; returns the bytes to send (answers, acknowledgements, GOAWAY)."""
         if self.closed:
             return b""
+        for request in _by_request(data):
+            if self.closed:
+                break
+            self._receive(request)
+        return self._h2.data_to_send()  # every answer of the batch in one write
+
+    def _receive(self, data: bytes) -> None:
         try:
             events = self._h2.receive_data(data)
         except ProtocolError as exc:
             log.warning("provider broke HTTP/2 (%s: %s); GOAWAY PROTOCOL_ERROR", type(exc).__name__, exc)
             self.closed = True
             self._h2.close_connection(error_code=ErrorCodes.PROTOCOL_ERROR)
-            return self._h2.data_to_send()
-        for event in events:
-            self._on(event)
-        return self._h2.data_to_send()
+            return
+        try:
+            for event in events:
+                self._on(event)
+        except UnicodeDecodeError:
+            log.warning("provider sent a header that is not UTF-8; GOAWAY PROTOCOL_ERROR")
+            self.closed = True
+            self._h2.close_connection(error_code=ErrorCodes.PROTOCOL_ERROR)
 
     def goaway(self) -> bytes:
         """Shutting down: GOAWAY with NO_ERROR; streams already answered are complete."""
@@ -82,14 +96,14 @@ class ProviderConnection:
     def _on(self, event: object) -> None:
         if isinstance(event, RequestReceived):
             stream = self._streams[event.stream_id] = _Stream()
-            # header_encoding="utf-8": h2 hands over str names and values (its hints say bytes or str).
-            for name, value in cast("list[tuple[str, str]]", event.headers):
-                if name == ":method":
-                    stream.method = value
-                elif name == ":path":
-                    stream.path = value
-                elif not name.startswith(":"):
-                    stream.headers[name] = value
+            headers = stream.headers
+            for name, value in event.headers:  # bytes (header_encoding None)
+                if name[0] != 58:  # not a pseudo-header (":")
+                    headers[name.decode()] = value.decode()
+                elif name == b":method":
+                    stream.method = value.decode()
+                elif name == b":path":
+                    stream.path = value.decode()
         elif isinstance(event, DataReceived):
             receiving = self._streams.get(event.stream_id)
             if event.flow_controlled_length:
@@ -115,3 +129,24 @@ class ProviderConnection:
         self._h2.send_headers(stream_id, answer.headers(), end_stream=not payload)
         if payload:
             self._h2.send_data(stream_id, payload, end_stream=True)
+
+
+_END_STREAM, _DATA, _HEADERS = 0x1, 0x0, 0x1
+
+
+def _by_request(data: bytes) -> list[bytes]:
+    """`data` cut after each frame that ends a request (HEADERS or DATA with END_STREAM). h2 counts the open
+    streams at every new one by walking them all: fed a batch of 100 requests at once, 100 are open; fed one
+    request at a time, each is answered before the next opens (profiled: a sixth of h2's cost per push)."""
+    cuts, at, end = [], 0, len(data)
+    start = 0
+    while at + 9 <= end:
+        length = int.from_bytes(data[at : at + 3], "big")
+        kind, flags = data[at + 3], data[at + 4]
+        at += 9 + length
+        if flags & _END_STREAM and kind in (_DATA, _HEADERS) and at <= end:
+            cuts.append(data[start:at])
+            start = at
+    if start < end:
+        cuts.append(data[start:])  # the rest, up to a frame cut by TCP: h2 buffers it
+    return cuts

@@ -1,0 +1,58 @@
+"""The gateway's HPACK codec agrees with hpack's own: any header lists, Huffman or not, indexed or not, through
+table evictions and size updates, decode to the same headers; our answers decode with hpack's decoder."""
+
+from __future__ import annotations
+
+import pytest
+from hpack import Decoder, Encoder, HPACKDecodingError
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from apns_sim.hpack_codec import AnswerEncoder, FastDecoder, decode_huffman
+
+_names = st.sampled_from([b":path", b":method", b"apns-id", b"apns-topic", b"content-type", b"x-custom", b"a" * 200])
+_values = st.binary(max_size=300)
+_blocks = st.lists(st.lists(st.tuples(_names, _values), max_size=12), max_size=8)
+
+
+@settings(max_examples=200, deadline=None)
+@given(blocks=_blocks, huffman=st.booleans(), table_size=st.sampled_from([4096, 256, 0]))
+def test_fast_decoder_decodes_what_hpack_encodes_exactly_as_hpack_does(blocks, huffman, table_size):
+    encoder, ours, theirs = Encoder(), FastDecoder(), Decoder()
+    encoder.header_table_size = table_size  # a size update at the start of the next block
+    for headers in blocks:
+        block = encoder.encode(headers, huffman=huffman)
+        assert ours.decode(block, raw=True) == [tuple(h) for h in theirs.decode(block, raw=True)]
+        assert ours.header_table_size == theirs.header_table_size
+
+
+@settings(max_examples=200, deadline=None)
+@given(data=st.binary(max_size=40))
+def test_huffman_decoding_matches_hpack_even_on_garbage(data):
+    from hpack.huffman_table import decode_huffman as reference
+
+    try:
+        expected = reference(data)
+    except HPACKDecodingError:
+        with pytest.raises(HPACKDecodingError):
+            decode_huffman(data)
+    else:
+        assert decode_huffman(data) == expected
+
+
+def test_a_truncated_block_is_a_decoding_error():
+    block = Encoder().encode([(b"apns-id", b"0" * 36)], huffman=False)
+    with pytest.raises(HPACKDecodingError):
+        FastDecoder().decode(block[:-5], raw=True)
+
+
+def test_answers_decode_with_hpacks_decoder_and_signal_a_table_size_change():
+    encoder, decoder = AnswerEncoder(), Decoder()
+    answers = [[(":status", "200"), ("apns-id", "2b5e7f0c-7d2a-4c55-9d2e-0f1e2d3c4b5a")],
+               [(":status", "410"), ("apns-id", "x"), ("content-type", "application/json"), ("content-length", "52")]]
+    for headers in answers:
+        assert decoder.decode(encoder.encode(headers)) == headers
+    assert not decoder.header_table.dynamic_entries  # nothing ever indexed
+    encoder.header_table_size = 0
+    decoder.max_allowed_table_size = 0
+    assert decoder.decode(encoder.encode(answers[0])) == answers[0] and decoder.header_table_size == 0
