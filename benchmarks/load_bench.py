@@ -89,15 +89,19 @@ def rollout(args: argparse.Namespace) -> list[str]:
     realism = Realism(connections=args.rollout_connections, timeout=120.0)
     options = LoadOptions(devices=devices, duration=args.rollout_ramp + 10, ramp=args.rollout_ramp,
                           processes=args.rollout_processes, realism=realism,
-                          rollout=RolloutPlan.parse("exchange"), rollout_timeout=600)
+                          rollout=RolloutPlan.parse("exchange"), rollout_timeout=600,
+                          apns_gateway=args.rollout_gateway)
     how = f"{args.rollout_processes} fleet process(es), {CONNECTION_NAMES[args.rollout_connections]}"
+    if args.rollout_gateway:
+        how += ", pushes through `mdmsim apns` (HTTP/2 provider client, gateway's push link)"
     print(f"  rollout to {devices} devices, {how} ...", flush=True)
     report = run(options, f"rollout-{args.rollout_processes}p-{args.rollout_connections}", args.keep)
     r = report["rollout"]
     t, ack, checkin = r["time_to"], r["push_to_ack"], r["push_to_checkin"]
     arrival_ack, arrival_checkin = r["delivery_to_ack"], r["delivery_to_checkin"]
-    window = {side: _window_cpu(report[side].get("samples", []), r["at"], r["at"] + (t["p100"] or 0.0))
-              for side in ("server", "fleet")}
+    window = {side: _window_cpu((report.get(side) or {}).get("samples", []), r["at"], r["at"] + (t["p100"] or 0.0))
+              for side in ("server", "fleet", "apns_gateway")}
+    gateway = report.get("apns_gateway")
     return [
         f"### Rollout: one Exchange profile with a PKCS#12 identity to {devices} enrolled devices ({how})",
         f"- enrollment: {report['enrollment']['enrolled']}/{devices} in "
@@ -116,6 +120,9 @@ def rollout(args: argparse.Namespace) -> list[str]:
         f"the run (enrollment included); from the rollout's start to 100 %: server {window['server']:.1f} s, "
         f"fleet {window['fleet']:.1f} s ({1000 * window['server'] / devices:.2f} / "
         f"{1000 * window['fleet'] / devices:.2f} ms per device)",
+        *([f"- APNs gateway CPU {gateway.get('cpu_seconds', 0):.1f} s over the run, {window['apns_gateway']:.1f} s "
+           f"from the rollout's start to 100 % ({1000 * window['apns_gateway'] / devices:.2f} ms per device), RSS "
+           f"max {gateway.get('rss_max', 0) / 1e6:.0f} MB"] if gateway else []),
         f"- errors {report['errors']['total']} {report['errors']['by_kind'] or ''}; server CPU avg "
         f"{report['server']['cpu_avg']:.0%}, RSS max {report['server']['rss_max'] / 1e6:.0f} MB; fleet RSS max "
         f"{report['fleet'].get('rss_max', 0) / 1e6:.0f} MB; load avg {report['bench']['load_before']:.1f}→"
@@ -173,6 +180,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rollout-devices", type=int, default=10_000)
     parser.add_argument("--rollout-ramp", type=float, default=90.0)
     parser.add_argument("--rollout-processes", type=int, default=1, help="rollout: fleet worker processes")
+    parser.add_argument("--rollout-gateway", action="store_true",
+                        help="rollout: our server pushes through an `mdmsim apns` process, the fleet attaches there")
     parser.add_argument("--connections", default="per-session,keep-alive",
                         help="throughput: connection modes to run, comma-separated (per-session, per-request, "
                              "keep-alive)")

@@ -136,6 +136,9 @@ def _realism_arguments(parser: argparse.ArgumentParser) -> None:
     realism.add_argument("--apns-delay", type=parse_duration, default=0.0, help="our server's APNs delay")
     realism.add_argument("--apns-jitter", type=parse_duration, default=0.0, help="our server's APNs jitter")
     realism.add_argument("--apns-drop-rate", type=_fraction, default=0.0, help="our server's APNs drop rate")
+    realism.add_argument("--apns-gateway", action="store_true",
+                         help="our server pushes through an `mdmsim apns` process (its HTTP/2 provider client, a "
+                              "push certificate) and the fleet attaches to that gateway's push link")
 
 def _result_arguments(parser: argparse.ArgumentParser) -> None:
     out = parser.add_argument_group("results")
@@ -174,6 +177,7 @@ def options_from(args: argparse.Namespace) -> LoadOptions:
         rollout_timeout=args.rollout_timeout, realism=realism,
         apns={k: v for k, v in apns.items() if v}, in_memory=args.memory, os_mix=args.os_mix, kinds=args.kinds,
         stages=args.stages.stages if args.stages is not None else (), live=args.web,
+        apns_gateway=args.apns_gateway,
     )
 
 

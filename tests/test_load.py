@@ -267,6 +267,18 @@ def test_push_link_none_runs_without_one(tmp_path):
     assert report["enrollment"]["enrolled"] == 4
 
 
+def test_a_rollout_through_the_apns_gateway_reaches_every_device(tmp_path):
+    """--apns-gateway: our server pushes over HTTP/2 to `mdmsim apns`, the fleet attaches to its push link."""
+    out = tmp_path / "run.json"
+    code = cli.main(["load", "--devices", "6", "--ramp", "1s", "--duration", "3s", "--memory", "--apns-gateway",
+                     "--rollout", "exchange", "--os-mix", "17.5:1", "--json", str(out)])
+    report = json.loads(out.read_text())
+    assert code == 0, report["verdict"]
+    # With a provider our server opens no push link: every push the fleet got came through the gateway.
+    assert report["rollout"]["acknowledged"] == 6 and report["failures"]["pushes_received"] >= 6
+    assert report["apns_gateway"]["cpu_seconds"] > 0 and report["options"]["apns_gateway"] is True
+
+
 def test_an_unsimulable_os_is_a_usage_error_naming_the_simulated_versions(capsys):
     """iOS 8.0 ran 0 devices and exited 0: now the option is refused before anything runs (exit 2)."""
     with pytest.raises(SystemExit) as exit_info:

@@ -66,6 +66,7 @@ class LoadOptions:
     realism: Realism = field(default_factory=Realism)
     apns: dict[str, float] = field(default_factory=dict)  # our own server's APNs simulation options
     in_memory: bool = False  # our own server's storage (default: a SQLite file, as `mdmsim serve`)
+    apns_gateway: bool = False  # our own server pushes through an `mdmsim apns` process (HTTP/2), fleets attach there
     os_mix: tuple[tuple[str, int], ...] = DEFAULT_OS_MIX
     kinds: tuple[tuple[str, int], ...] = DEFAULT_KINDS
     tick: float = 1.0
@@ -85,6 +86,7 @@ class LoadOptions:
             "rollout": None if self.rollout is None else {"source": self.rollout.source, "at": self.rollout.at,
                                                           "timeout": self.rollout_timeout},
             "realism": vars(self.realism), "apns": self.apns, "in_memory": self.in_memory,
+            "apns_gateway": self.apns_gateway,
         }
 
 
@@ -116,6 +118,8 @@ class LoadRun:
         self.run_id = uuid.uuid4().hex[:8]
         self.selector = selectors.DefaultSelector()
         self.server: Child | None = None
+        self.gateway: Child | None = None  # `mdmsim apns`, with apns_gateway
+        self.gateway_watch: ProcessWatch | None = None
         self.workers: list[Child] = []
         self.timeline: list[dict[str, Any]] = []
         self.enrolled_ids: list[str] = []
@@ -170,16 +174,29 @@ class LoadRun:
             return {"url": origin, "enroll_url": options.target, "push_link": push_link,
                     "admin_user": options.admin_user, "admin_password": options.admin_password,
                     "ca_pem": options.ca_file, "own_server": False}
-        config = {"data_dir": str(self.workdir / "server"), "in_memory": options.in_memory,
-                  "apns": options.apns}
+        config: dict[str, Any] = {"data_dir": str(self.workdir / "server"), "in_memory": options.in_memory,
+                                  "apns": options.apns}
+        gateway = self._start_gateway() if options.apns_gateway else None
+        if gateway is not None:
+            config["apns_provider"] = {key: gateway[key] for key in ("url", "cert", "key", "ca")}
         self.server = self._spawn("server", "mdmsim.load.server_process", config)
         ready = self._wait_ready([self.server])[0]
         if ready.get("type") == "error":
             raise LoadError(f"our server could not start: {ready['reason']}")
         self.watch = ProcessWatch(ready["pid"])
+        if gateway is not None:
+            ready = {**ready, "push_link": gateway["push_link"]}
         if options.push_link == NO_PUSH_LINK:  # asked for: devices get no pushes from our server either
             ready = {**ready, "push_link": None}
         return {**ready, "own_server": True}
+
+    def _start_gateway(self) -> dict[str, Any]:
+        self.gateway = self._spawn("apns", "mdmsim.load.gateway_process", {"data_dir": str(self.workdir / "apns")})
+        ready = self._wait_ready([self.gateway])[0]
+        if ready.get("type") == "error":
+            raise LoadError(f"the APNs gateway could not start: {ready['reason']}")
+        self.gateway_watch = ProcessWatch(ready["pid"])
+        return ready
 
     def _admin(self) -> AdminHTTP:
         target = self.target
@@ -257,6 +274,8 @@ class LoadRun:
     def _tick(self) -> None:
         now = time.time()
         point = self.watch.sample(now, now - self.start_at) if self.watch else None
+        if self.gateway_watch:
+            self.gateway_watch.sample(now, now - self.start_at)
         self._sample_fleet(now)
         latest = [w.latest for w in self.workers]
         if self.enrolled_after is None and self._settled() >= self.options.devices:
@@ -302,8 +321,9 @@ class LoadRun:
         if missing:
             raise LoadError(f"no final report from {', '.join(missing)}: {self._stderr_tail(self.workers[0])}")
         elapsed = time.time() - self.start_at
-        if self.watch:
-            self.watch.sample(time.time(), elapsed)
+        for watch in (self.watch, self.gateway_watch):
+            if watch:
+                watch.sample(time.time(), elapsed)
         after = self._scrape()
         return self._report(target, before, after, elapsed)
 
@@ -331,6 +351,8 @@ class LoadRun:
         if after is not None:
             server["metrics"] = server_figures(before, after)
         report["server"] = server
+        if self.gateway_watch:  # the APNs gateway's own CPU and RSS, beside the server's
+            report["apns_gateway"] = self.gateway_watch.summary()
         report["failures"]["missed_pushes"] = self._missed_pushes(report)
         return report
 
@@ -406,11 +428,12 @@ class LoadRun:
         return text[-600:] or f"exit code {child.process.poll()}"
 
     def _cleanup(self) -> None:
-        for child in [*self.workers, *([self.server] if self.server else [])]:
+        children = [*self.workers, *([self.server] if self.server else []), *([self.gateway] if self.gateway else [])]
+        for child in children:
             if child.process.poll() is None:
                 with contextlib.suppress(OSError):
                     child.process.stdin.close()  # EOF tells the child to stop
-        for child in [*self.workers, *([self.server] if self.server else [])]:
+        for child in children:
             try:
                 child.process.wait(timeout=15)
             except subprocess.TimeoutExpired:

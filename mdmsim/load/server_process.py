@@ -17,6 +17,7 @@ from twisted.internet.protocol import Protocol
 
 from mdm_protocol.clocks import Reactor
 from mdm_server.app import MDMServer, ServerConfig
+from mdm_server.push.apns_client import ProviderSettings
 
 from .profiling import run_profiled
 
@@ -39,13 +40,18 @@ def main(argv: list[str]) -> int:
         push_link="tcp:0:interface=127.0.0.1", server_names=("127.0.0.1",),
         in_memory=bool(options.get("in_memory", False)), apns=dict(options.get("apns", {})),
     )
+    provider = options.get("apns_provider")  # the gateway's URL and files: push through `mdmsim apns`
+    if provider:
+        config.apns_provider = ProviderSettings.from_files(
+            provider["url"], Path(provider["cert"]), Path(provider["key"]), Path(provider["ca"]))
     server = MDMServer(config, clock=reactor, reactor=reactor)
     io = stdio.StandardIO(_ParentWatch(reactor), reactor=reactor)
 
     def started(ports: list[Any]) -> None:
         ready = {
             "type": "ready", "pid": os.getpid(), "url": server.url,
-            "push_link": f"127.0.0.1:{ports[1].getHost().port}",
+            # With a provider the fleet attaches to the gateway's link, not ours (we open none).
+            "push_link": f"127.0.0.1:{ports[1].getHost().port}" if len(ports) > 1 else None,
             "enroll_url": f"{server.url}/mdm/enroll?token={server.state.enroll_token}",
             "admin_user": config.admin_user, "admin_password": server.admin_password,
             "ca_pem": str(config.data_dir / "ca.pem"),
