@@ -61,6 +61,10 @@ LinkMessage = Attach | Detach | Delivery | Unregister | Missed
 
 
 def encode_link(message: LinkMessage) -> bytes:
+    if type(message) is Delivery:  # the gateway's hot path: one per push, formatted without a dict
+        sent_at = "" if message.sent_at is None else ',"sent_at":' + _COMPACT.encode(message.sent_at)
+        payload = _COMPACT.encode(message.payload)
+        return f'{{"op":"push","token":"{message.token.hex()}","payload":{payload}{sent_at}}}\n'.encode()
     if isinstance(message, Attach):
         tokens = [t.hex() for t in message.tokens]
         obj: dict[str, Any] = {"op": "attach", "topic": message.topic, "tokens": tokens}
@@ -74,6 +78,9 @@ def encode_link(message: LinkMessage) -> bytes:
         if message.sent_at is not None:
             obj["sent_at"] = message.sent_at
     return json.dumps(obj, separators=(",", ":")).encode() + b"\n"
+
+
+_COMPACT = json.JSONEncoder(separators=(",", ":"))
 
 
 def decode_link(line: bytes) -> LinkMessage:
