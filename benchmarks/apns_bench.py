@@ -32,8 +32,9 @@ TOPIC = "com.apple.mgmt.External.5e6c0c3e-2f07-4d8e-9b5a-0c1b2d3e4f50"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def run_gateway(data_dir: Path, max_streams: int) -> None:
-    """Child process: the gateway on loopback ports; prints them as one JSON line."""
+def run_gateway(data_dir: Path, max_streams: int, profile: Path | None = None) -> None:
+    """Child process: the gateway on loopback ports; prints them as one JSON line. With `profile`, the reactor
+    runs under cProfile and the statistics are written there when it stops."""
     import logging
 
     from twisted.internet import reactor
@@ -53,7 +54,14 @@ def run_gateway(data_dir: Path, max_streams: int) -> None:
 
     reactor.callWhenRunning(lambda: server.listen(reactor).addCallback(started))
     reactor.addSystemEventTrigger("before", "shutdown", server.stop)
-    reactor.run()
+    if profile is None:
+        reactor.run()
+        return
+    import cProfile
+
+    profiler = cProfile.Profile()
+    profiler.runcall(reactor.run)
+    profiler.dump_stats(profile)
 
 
 def cpu_seconds(pid: int) -> float:
@@ -215,11 +223,13 @@ def main() -> int:
     parser.add_argument("--rate", type=float, default=5000.0, help="pushes per second for the latency figure")
     parser.add_argument("--seconds", type=float, default=4.0, help="how long the latency run lasts")
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument("--profile", type=Path, help="run the gateway under cProfile, statistics to this file "
+                                                     "(figures are then not comparable)")
     parser.add_argument("--gateway", type=Path, help=argparse.SUPPRESS)  # child modes
     parser.add_argument("--provider", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.gateway:
-        run_gateway(args.gateway, args.streams)
+        run_gateway(args.gateway, args.streams, args.profile)
         return 0
     if args.provider:
         run_provider(args)
@@ -227,8 +237,9 @@ def main() -> int:
     from twisted.internet import reactor
 
     data_dir = Path(tempfile.mkdtemp(prefix="apns-bench-"))
-    child = subprocess.Popen([sys.executable, __file__, "--gateway", str(data_dir), "--streams", str(args.streams)],
-                             stdout=subprocess.PIPE, text=True)
+    profile = ["--profile", str(args.profile.resolve())] if args.profile else []
+    child = subprocess.Popen([sys.executable, __file__, "--gateway", str(data_dir), "--streams", str(args.streams),
+                              *profile], stdout=subprocess.PIPE, text=True)
     ports = json.loads(child.stdout.readline())
     fleet = Fleet(reactor, args.tokens)
     connector = reactor.connectTCP("127.0.0.1", ports["link"], fleet.link)

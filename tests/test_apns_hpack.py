@@ -56,3 +56,45 @@ def test_answers_decode_with_hpacks_decoder_and_signal_a_table_size_change():
     encoder.header_table_size = 0
     decoder.max_allowed_table_size = 0
     assert decoder.decode(encoder.encode(answers[0])) == answers[0] and decoder.header_table_size == 0
+
+
+def _provider_bytes(count: int) -> tuple[bytes, list[bytes]]:
+    """What a provider sends for `count` pushes (preface and SETTINGS first), and the tokens pushed."""
+    from h2.config import H2Configuration
+    from h2.connection import H2Connection
+
+    client = H2Connection(H2Configuration(client_side=True))
+    client.initiate_connection()
+    tokens = [bytes([n + 1]) * 32 for n in range(count)]
+    for token in tokens:
+        stream = client.get_next_available_stream_id()
+        client.send_headers(stream, [(":method", "POST"), (":scheme", "https"), (":authority", "localhost"),
+                                     (":path", "/3/device/" + token.hex()), ("apns-push-type", "mdm")])
+        client.send_data(stream, b'{"mdm":"magic"}', end_stream=True)
+    return client.data_to_send(), tokens
+
+
+@settings(max_examples=60, deadline=None)
+@given(cuts=st.lists(st.integers(0, 2000), max_size=12))
+def test_requests_cut_anywhere_by_tcp_are_each_answered_once(cuts):
+    from twisted.internet.task import Clock
+
+    from apns_sim.gateway import Gateway
+    from apns_sim.h2_connection import ProviderConnection
+    from apns_sim.provider_api import Environment, ProviderIdentity
+
+    topic = "com.apple.mgmt.External.test"
+    data, tokens = _provider_bytes(12)
+    clock = Clock()
+    clock.advance(1_700_000_000)
+    gateway, delivered = Gateway(clock), []
+    for token in tokens[:10]:  # the last two are unknown: 400 BadDeviceToken
+        gateway.register(token, topic)
+        gateway.attach(token, lambda token, payload, sent_at: delivered.append(token))
+    server = ProviderConnection(gateway.answer, ProviderIdentity(topic, Environment.PRODUCTION, 0, 2e10, True))
+    server.initiate()
+    points = sorted({0, *[c % (len(data) + 1) for c in cuts], len(data)})
+    for begin, end in zip(points, points[1:], strict=False):
+        server.receive(data[begin:end])
+    assert server.answered == 12 and not server.closed
+    assert delivered == tokens[:10] and gateway.stats.refused == {"BadDeviceToken": 2}
