@@ -16,7 +16,8 @@ from h2.events import ConnectionTerminated, DataReceived, RequestReceived, Strea
 from h2.exceptions import ProtocolError
 from h2.settings import SettingCodes
 
-from .hpack_codec import AnswerEncoder, FastDecoder
+from mdm_wire.hpack_codec import AnswerEncoder, FastDecoder
+
 from .provider_api import MAX_PAYLOAD, Answer, ProviderIdentity, ProviderRequest
 
 log = logging.getLogger(__name__)

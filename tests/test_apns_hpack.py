@@ -8,7 +8,7 @@ from hpack import Decoder, Encoder, HPACKDecodingError
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from apns_sim.hpack_codec import AnswerEncoder, FastDecoder, decode_huffman
+from mdm_wire.hpack_codec import AnswerEncoder, FastDecoder, decode_huffman
 
 _names = st.sampled_from([b":path", b":method", b"apns-id", b"apns-topic", b"content-type", b"x-custom", b"a" * 200])
 _values = st.binary(max_size=300)

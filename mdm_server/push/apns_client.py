@@ -33,7 +33,7 @@ from h2.events import (
 from twisted.internet import defer, endpoints, ssl
 from twisted.internet.protocol import Factory, Protocol
 
-from apns_sim.hpack_codec import FastDecoder
+from mdm_wire.hpack_codec import FastDecoder
 
 from .interface import ProviderResponse, PushRequest
 

@@ -1,5 +1,5 @@
-"""The gateway's HPACK codec for h2: hpack's decoder without its per-header costs, and an encoder for the few
-headers of an APNs answer. Profiled, HPACK was a third of a push's cost (Huffman-coded paths and apns-ids).
+"""HPACK for our h2 connections (the APNs gateway, and the provider client's decoder): hpack's decoder without its
+per-header costs, and an encoder for the few headers of an APNs answer. Profiled, HPACK was a third of a push's cost.
 
 The decoder is `hpack.Decoder` (same table, limits and errors) with a byte-at-a-time Huffman table instead of
 hpack's nibble machine, and no logging or HeaderTuple per header. The encoder sends every header as a literal
