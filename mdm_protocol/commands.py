@@ -73,6 +73,8 @@ REQUEST_KEYS: Mapping[str, tuple[RequestKey, ...]] = MappingProxyType({
     "ClearRestrictionsPassword": (),
     "EnableLostMode": (RequestKey("Message", str), RequestKey("PhoneNumber", str), RequestKey("Footnote", str)),
     "DisableLostMode": (),
+    # [ADM] mdm/commands/declarativemanagement.yaml: Data is a TokensResponse (mdm_protocol.ddm), JSON bytes.
+    "DeclarativeManagement": (RequestKey("Data", bytes),),
 })
 _KIND_NAMES = {str: "a string", bytes: "data (bytes)", bool: "a boolean", int: "an integer",
                list: "an array", dict: "a dictionary", tuple: "an array"}
@@ -150,6 +152,12 @@ def _data(value: Any) -> Any:
 def install_profile(payload: bytes, *, command_uuid: str | None = None) -> Command:
     """InstallProfile: `payload` is the profile's bytes (plain, signed or encrypted)."""
     return _build("InstallProfile", command_uuid, Payload=_data(payload))
+
+
+def declarative_management(data: bytes | None = None, *, command_uuid: str | None = None) -> Command:
+    """DeclarativeManagement: starts or kicks a DDM sync; `data` is an encoded TokensResponse when given
+    (mdm_protocol.ddm.declarative_management_command builds it from one)."""
+    return _build("DeclarativeManagement", command_uuid, Data=None if data is None else _data(data))
 
 
 def remove_profile(identifier: str, *, command_uuid: str | None = None) -> Command:
