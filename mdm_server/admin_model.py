@@ -25,8 +25,11 @@ from .admin.secrets_at_rest import SecretBox
 from .admin.settings_store import SettingsStore
 from .admin.users import UserStore
 from .command_seal import CommandSeal
+from .declaration_status import StatusStore
+from .declarations import DeclarationStore
 from .storage.interface import Storage
 from .wakeups import Waker
+from .web.admin_ddm_api import AdminDeclarativeAPI
 from .web.admin_labels_api import AdminLabelsAPI
 from .web.admin_settings_api import AdminSettingsAPI
 from .web.json_api import Route
@@ -57,7 +60,7 @@ class AdminModel(MultiService):
                  ca_certificate: x509.Certificate, data_dir: Path, in_memory: bool,
                  database: str | None = None, sign_profile: Callable[[bytes], bytes] | None = None) -> None:
         super().__init__()
-        self.waker, self.clock, self.ca_certificate = waker, clock, ca_certificate
+        self.storage, self.waker, self.clock, self.ca_certificate = storage, waker, clock, ca_certificate
         self.docs = open_documents(data_dir, in_memory, database)
         box = SecretBox.ephemeral() if in_memory else SecretBox.load_or_create(data_dir)
         self.settings = SettingsStore(self.docs)
@@ -65,6 +68,9 @@ class AdminModel(MultiService):
         self.passwords = PortalPasswords(self.docs, self.users)
         self.identities = IdentityStore(self.docs, self.settings, self.users, box, now=now)
         self.renderer = SettingsRenderer(self.settings, self.users, self.identities)
+        # DDM: what each channel is offered, and what it reported (in the same documents).
+        self.declarations = DeclarationStore(self.docs, now=clock.seconds)
+        self.ddm_status = StatusStore(self.docs)
         self.command_seal = CommandSeal(box)  # InstallProfiles with keys or passwords sit sealed in the queue
         self.labels = LabelAdmin(storage, self.docs, self.renderer, self.users, clock=clock, wake=waker.push_now,
                                  seal=self.command_seal.seal, sign_profile=sign_profile)
@@ -83,7 +89,9 @@ class AdminModel(MultiService):
         )
         labels = AdminLabelsAPI(self.labels, self.waker, clock=self.clock, trusted_roots=[self.ca_certificate],
                                 opened=self.command_seal.opened)
-        return [*settings.routes, *labels.routes]
+        ddm = AdminDeclarativeAPI(self.storage, self.declarations, self.ddm_status, self.waker,
+                                  clock=self.clock)
+        return [*settings.routes, *labels.routes, *ddm.routes]
 
     def startService(self) -> None:
         self.labels.start()

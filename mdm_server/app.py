@@ -24,6 +24,7 @@ from .admin_model import AdminModel
 from .ca import CertificateAuthority
 from .client_cert import ClientCertSource
 from .console.mount import admin_console, user_portal
+from .declarative import DeclarativeService
 from .enrollment_tokens import TokenRegistry, new_identity_policy
 from .identity import IdentityVerifier
 from .listening import PortService
@@ -45,6 +46,7 @@ from .wakeups import Waker
 from .web.admin_api import AdminAPI
 from .web.admin_tokens_api import EnrollmentTokensAPI
 from .web.client_limits import ClientLimits
+from .web.ddm_assets import AssetResource
 from .web.device import DeviceEndpoint
 from .web.device_channel import DeviceChannelFactory
 from .web.enroll import EnrollResource
@@ -157,10 +159,12 @@ class MDMServer(MultiService):
             self.retention.setServiceParent(self)
         self.tokens = TokenRegistry(self.admin.docs, default_secret=self.state.enroll_token)
         policy = None if config.open_enrollment else new_identity_policy(self.tokens, clock.seconds)
+        self.declarative = DeclarativeService(self.admin.declarations, self.admin.ddm_status, self.storage,
+                                              now=clock.seconds)
         self.service = MDMService(self.storage, topic=self.state.topic, now=clock.seconds,
                                   schedule_wake=self.waker.schedule,
                                   on_device_changed=self.admin.labels.on_device_changed, new_identity_policy=policy,
-                                  open_payload=self.admin.command_seal.open)
+                                  open_payload=self.admin.command_seal.open, declarative=self.declarative)
         self.verifier = IdentityVerifier([self.ca.certificate], now=self.now,
                                          allow_sha1=config.allow_sha1_signatures)
         self.admin_password = config.admin_password or self.state.admin_password
@@ -194,6 +198,9 @@ class MDMServer(MultiService):
         mdm.putChild(b"checkin", self.device_endpoint)
         mdm.putChild(b"connect", self.device_endpoint)
         mdm.putChild(b"enroll", self.enroll)
+        ddm = resource.Resource()
+        ddm.putChild(b"asset", AssetResource(self.declarative, self.device_endpoint))
+        mdm.putChild(b"ddm", ddm)
         root = resource.Resource()
         root.putChild(b"mdm", mdm)
         if self.scep is not None:

@@ -11,7 +11,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from mdm_protocol.checkin import Authenticate, CheckinMessage, CheckOut, TokenUpdate, decode_checkin
+from mdm_protocol.checkin import (
+    Authenticate,
+    CheckinMessage,
+    CheckOut,
+    DeclarativeManagement,
+    TokenUpdate,
+    decode_checkin,
+)
 from mdm_protocol.errors import ProtocolError
 from mdm_protocol.report import CommandReport, Status, decode_report
 
@@ -87,6 +94,12 @@ ScheduleWake = Callable[[str, float], None]  # (device_id, delay seconds): push 
 DeviceChanged = Callable[[str], object]  # inventory changed: labels and deliveries must be re-evaluated
 
 
+class DeclarativeEndpoints(Protocol):
+    """The DDM endpoints (declarative.DeclarativeService): the service checks the channel, they answer."""
+
+    def answer(self, device_id: str, user: str | None, message: DeclarativeManagement) -> Response: ...
+
+
 class ServiceStorage(CheckinStore, CommandChannelStore, DeviceDirectory, UserChannelStore, Protocol):
     """The roles of storage the service uses: check-ins, the command channel, device lookups, user channels."""
 
@@ -109,6 +122,7 @@ class MDMService:
         on_device_changed: DeviceChanged | None = None,
         new_identity_policy: Callable[[DeviceIdentity], IdentityChange] | None = None,
         open_payload: Callable[[str, bytes], bytes] | None = None,
+        declarative: DeclarativeEndpoints | None = None,
     ) -> None:
         self.storage = storage
         self.topic = topic
@@ -122,6 +136,8 @@ class MDMService:
         self.new_identity_policy = new_identity_policy or (lambda identity: IdentityChange.ANY)
         # Commands holding secrets are sealed in storage (command_seal.py): opened only as they are sent.
         self._open_payload = open_payload or (lambda command_uuid, payload: payload)
+        # DeclarativeManagement check-ins; None: refused as before (a server without DDM).
+        self.declarative = declarative
 
     # Check-in channel ------------------------------------------------------------------------------
 
@@ -146,6 +162,8 @@ class MDMService:
                 return self._token_update(identity, message)
             if isinstance(message, CheckOut):
                 return self._check_out(identity, message)
+            if isinstance(message, DeclarativeManagement) and self.declarative is not None:
+                return self._declarative(identity, message)
         except StorageFullError as exc:
             return Response.unavailable(exc.reason)
         except StorageError as exc:
@@ -213,6 +231,17 @@ class MDMService:
         self.storage.check_out(message.device_id, now=self._now())
         self.on_device_changed(message.device_id)
         return OK
+
+    def _declarative(self, identity: DeviceIdentity, message: DeclarativeManagement) -> Response:
+        """A DDM request on the device's channel or one of its users' (SPEC sections 10 and 11)."""
+        assert self.declarative is not None
+        refusal = self._check_identity(identity, message.device_id)
+        if refusal:
+            return refusal
+        user = channel_user(message.extra)
+        if user is not None and self.storage.get_user_channel(message.device_id, user) is None:
+            return Response.refuse(f"device {message.device_id!r} has no user channel {user!r}: TokenUpdate first")
+        return self.declarative.answer(message.device_id, user, message)
 
     def _check_identity(
         self, identity: DeviceIdentity, device_id: str, *, allow_authenticated: bool = False

@@ -164,8 +164,11 @@ MALFORMED_CHECKINS = {
     "macOS-only MessageType": (
         lambda topic: checkin_plist(MessageType="UserAuthenticate", Topic=topic, UDID=UDID), b"macOS only"),
     "message the server does not take": (
-        checkin_plist(MessageType="DeclarativeManagement", Endpoint="tokens", UDID=UDID),
+        checkin_plist(MessageType="GetToken", TokenServiceType="com.apple.maid", UDID=UDID),
         b"not supported by this server"),
+    "DDM status that is not a status report": (
+        checkin_plist(MessageType="DeclarativeManagement", Endpoint="status", UDID=UDID, Data=b'{"Errors": 1}'),
+        b"DeclarativeManagement status"),
 }
 
 

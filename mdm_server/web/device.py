@@ -44,7 +44,7 @@ class DeviceEndpoint(resource.Resource):
 
     def render_PUT(self, request: Request) -> bytes:
         response = self.serve(request.method, request.path, request.getHeader("content-type"),
-                              request.getHeader("mdm-signature"), request.content.read(), self._peer(request))
+                              request.getHeader("mdm-signature"), request.content.read(), self.peer(request))
         request.setResponseCode(response.status)
         if response.content_type:
             request.setHeader("content-type", response.content_type)
@@ -54,7 +54,8 @@ class DeviceEndpoint(resource.Resource):
 
     render_POST = render_PUT  # some MDM clients and proxies use POST for the check-in channel
 
-    def _peer(self, request: Request) -> Peer:
+    def peer(self, request: Request) -> Peer:
+        """Who the request came from: address, TLS client certificate, the proxy's header."""
         header = self.client_certs.header
         value = None if header is None else request.getHeader(header)
         address = request.getClientAddress()

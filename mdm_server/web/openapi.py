@@ -19,7 +19,7 @@ OPENAPI_PATH = "/api/openapi.json"
 INTRO = """\
 The admin API of the mdmsim MDM server: devices and their command queues, raw commands, pushes (v1); settings,
 users and their certificates, labels, Apply to Label, sync policies, force check-in, conflicts and S/MIME
-readiness (v2).
+readiness, Declarative Device Management: declarations, status and sync (v2).
 
 **Authentication.** HTTP Basic with the admin user (`--admin-user`, default `admin`) and its password
 (`--admin-password` or `MDMSIM_ADMIN_PASSWORD`; otherwise generated into `server.json` in the data directory
@@ -140,6 +140,22 @@ SCHEMAS: dict[str, Any] = {
                   "properties": {"ownership": {"enum": ["company", "employee", "unknown"]}}},
     "Readiness": {"type": "object", "required": ["accounts"]},
     "ReadinessRefresh": {"type": "object", "required": ["queued", "pushed"]},
+    "Declarations": {"type": "object", "required": ["deviceId", "user", "declarationsToken", "timestamp", "items"],
+                     "properties": {"deviceId": STRING, "user": {"type": ["string", "null"]},
+                                    "declarationsToken": STRING, "timestamp": STRING,
+                                    "items": {"type": "array", "items": _ref("Declaration")}}},
+    "Declaration": {"type": "object", "required": ["kind", "source", "Type", "Identifier", "ServerToken", "Payload"],
+                    "properties": {"kind": {"enum": ["activation", "configuration", "asset", "management"]},
+                                   "source": STRING, "Type": STRING, "Identifier": STRING, "ServerToken": STRING,
+                                   "Payload": OBJECT}},
+    "DeclarativeStatus": {"type": "object", "required": ["deviceId", "user", "updatedAt", "statusItems", "errors",
+                                                         "declarations"], "properties": {
+        "deviceId": STRING, "user": {"type": ["string", "null"]}, "updatedAt": {"type": ["number", "null"]},
+        "statusItems": OBJECT, "errors": {"type": "array", "items": OBJECT},
+        "declarations": {"type": "object", "required": ["activations", "configurations", "assets", "management"]},
+        "history": {"type": "array", "items": {"type": "object", "required": ["receivedAt", "report"]}}}},
+    "DeclarativeSync": {"type": "object", "required": ["commandUuid", "pushed"], "properties": {
+        "commandUuid": STRING, "pushed": {"type": "boolean"}, "reason": {"type": ["string", "null"]}}},
     "Conflict": {"type": "object", "required": ["kind", "deviceUuid", "settingIds", "labelIds", "reason"]},
     "OpenAPI": {"type": "object", "required": ["openapi", "paths"]},
     "EnrollmentToken": {"type": "object", "required": ["id", "userId", "expiresAt", "maxUses", "uses", "revoked",
@@ -168,6 +184,10 @@ PARAMETERS: dict[str, Any] = {
     "kind": {"description": "only settings of this kind", "schema": STRING},
     "labelId": {"description": "only this label's devices", "schema": STRING},
     "deviceUuids": {"description": "comma-separated device ids", "schema": STRING},
+    "user": {"description": "a user channel of the device (its user key: UserShortName on Shared iPad); "
+                            "default: the device channel", "schema": STRING},
+    "history": {"description": "include the kept status reports (default true)",
+                "schema": {"enum": ["true", "false"]}},
 }
 
 # (method, path, tag, summary, query parameters, request body schema, {status: response schema}).
@@ -246,6 +266,15 @@ OPERATIONS: list[tuple[str, str, str, str, list[str], str | None, dict[str, str]
      None, {"200": "Readiness"}),
     ("post", "/api/v2/devices/{device_id}/readiness/refresh", "devices",
      "Ask the device for its ProfileList and CertificateList", [], None, {"202": "ReadinessRefresh"}),
+    ("get", "/api/v2/devices/{device_id}/declarations", "declarative",
+     "The declarations a channel is offered over DDM, with its DeclarationsToken", ["user"], None,
+     {"200": "Declarations"}),
+    ("get", "/api/v2/devices/{device_id}/ddm-status", "declarative",
+     "What a channel reported over DDM: merged status items, declaration states, recent reports",
+     ["user", "history"], None, {"200": "DeclarativeStatus"}),
+    ("post", "/api/v2/devices/{device_id}/declarative-management", "declarative",
+     "Queue DeclarativeManagement (Data: the current tokens) and push: the device syncs now", [], None,
+     {"202": "DeclarativeSync"}),
     ("get", "/api/v2/enrollment-tokens", "enrollment", "List enrollment tokens", PAGE, None,
      {"200": "page:EnrollmentToken"}),
     ("post", "/api/v2/enrollment-tokens", "enrollment", "Create an enrollment token (per user or per batch)", [],
