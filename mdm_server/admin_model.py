@@ -20,7 +20,8 @@ from .admin.apply import LabelAdmin
 from .admin.docstore import Documents, DocumentStore
 from .admin.identities import IdentityStore
 from .admin.portal_passwords import PortalPasswords
-from .admin.render import SettingsRenderer
+from .admin.render import RenderOptions, SettingsRenderer
+from .admin.render_declarations import DeclarationAssets
 from .admin.secrets_at_rest import SecretBox
 from .admin.settings_store import SettingsStore
 from .admin.users import UserStore
@@ -32,6 +33,7 @@ from .wakeups import Waker
 from .web.admin_ddm_api import AdminDeclarativeAPI
 from .web.admin_labels_api import AdminLabelsAPI
 from .web.admin_settings_api import AdminSettingsAPI
+from .web.ddm_assets import asset_url
 from .web.json_api import Route
 
 ADMIN_DATABASE = "admin.sqlite3"
@@ -49,6 +51,11 @@ def open_documents(data_dir: Path, in_memory: bool, database: str | None) -> Doc
     return DocumentStore(data_dir / ADMIN_DATABASE)
 
 
+def _user_of(storage: Storage, device_id: str) -> str | None:
+    device = storage.get_device(device_id)
+    return None if device is None else device.user_id
+
+
 class AdminModel(MultiService):
     """The admin side as a service: starting it loads labels and starts sync wake-ups and the hourly key purge.
 
@@ -58,22 +65,28 @@ class AdminModel(MultiService):
 
     def __init__(self, storage: Storage, waker: Waker, *, clock: Clock, now: Callable[[], datetime],
                  ca_certificate: x509.Certificate, data_dir: Path, in_memory: bool,
-                 database: str | None = None, sign_profile: Callable[[bytes], bytes] | None = None) -> None:
+                 database: str | None = None, sign_profile: Callable[[bytes], bytes] | None = None,
+                 server_url: Callable[[], str] | None = None) -> None:
         super().__init__()
         self.storage, self.waker, self.clock, self.ca_certificate = storage, waker, clock, ca_certificate
         self.docs = open_documents(data_dir, in_memory, database)
         box = SecretBox.ephemeral() if in_memory else SecretBox.load_or_create(data_dir)
         self.settings = SettingsStore(self.docs)
-        self.users = UserStore(self.docs)
-        self.passwords = PortalPasswords(self.docs, self.users)
-        self.identities = IdentityStore(self.docs, self.settings, self.users, box, now=now)
-        self.renderer = SettingsRenderer(self.settings, self.users, self.identities)
         # DDM: what each channel is offered, and what it reported (in the same documents).
         self.declarations = DeclarationStore(self.docs, now=clock.seconds)
         self.ddm_status = StatusStore(self.docs)
+        self.users = UserStore(self.docs)
+        self.passwords = PortalPasswords(self.docs, self.users)
+        self.identities = IdentityStore(self.docs, self.settings, self.users, box, now=now)
+        # Asset DataURLs name the server as devices reach it (known once its port is open).
+        url = server_url or (lambda: "https://localhost")
+        self.renderer = SettingsRenderer(self.settings, self.users, self.identities,
+                                         RenderOptions(asset_url=lambda identifier: asset_url(url(), identifier)))
+        self.assets = DeclarationAssets(self.identities, lambda device_id: _user_of(storage, device_id))
         self.command_seal = CommandSeal(box)  # InstallProfiles with keys or passwords sit sealed in the queue
         self.labels = LabelAdmin(storage, self.docs, self.renderer, self.users, clock=clock, wake=waker.push_now,
-                                 seal=self.command_seal.seal, sign_profile=sign_profile)
+                                 seal=self.command_seal.seal, sign_profile=sign_profile,
+                                 declarations=self.declarations)
         # EPMM's "delete private keys after N days", for keys no render happens to touch; also once at start.
         purge = TimerService(KEY_PURGE_INTERVAL, self.identities.purge_expired_keys)
         purge.clock = clock

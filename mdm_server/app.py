@@ -151,7 +151,8 @@ class MDMServer(MultiService):
         self.waker = Waker(self.storage, self.pusher, clock=clock)
         self.admin = AdminModel(self.storage, self.waker, clock=clock, now=self.now,
                                 ca_certificate=self.ca.certificate, data_dir=config.data_dir,
-                                in_memory=config.in_memory, database=config.database, sign_profile=sign)
+                                in_memory=config.in_memory, database=config.database, sign_profile=sign,
+                                server_url=lambda: self.url)
         self.admin.setServiceParent(self)
         self.retention: Retention | None = None
         if config.retain is not None:
@@ -160,7 +161,7 @@ class MDMServer(MultiService):
         self.tokens = TokenRegistry(self.admin.docs, default_secret=self.state.enroll_token)
         policy = None if config.open_enrollment else new_identity_policy(self.tokens, clock.seconds)
         self.declarative = DeclarativeService(self.admin.declarations, self.admin.ddm_status, self.storage,
-                                              now=clock.seconds)
+                                              now=clock.seconds, assets=self.admin.assets)
         self.service = MDMService(self.storage, topic=self.state.topic, now=clock.seconds,
                                   schedule_wake=self.waker.schedule,
                                   on_device_changed=self.admin.labels.on_device_changed, new_identity_policy=policy,

@@ -18,9 +18,12 @@ from mdm_protocol.ddm import (
     DeclarationKind,
     TokensResponse,
     declarations_token,
+    declarative_management_command,
 )
+from mdm_protocol.report import encode_command
 
 from .admin.docstore import Documents
+from .storage.interface import NewCommand
 
 DECLARATIONS_KIND = "ddm-declarations"  # one document per channel: {"sources": ..., "token": ..., "changedAt"}
 
@@ -139,3 +142,9 @@ def _same_private(current: ChannelDeclarations, after: list[Offered]) -> bool:
     def private(items: Iterable[Offered]) -> dict[tuple[str, str], Any]:
         return {(i.source, i.declaration.identifier): dict(i.private or {}) for i in items}
     return private(current.offered) == private(after)
+
+
+def sync_command(channel: ChannelDeclarations) -> NewCommand:
+    """DeclarativeManagement with the channel's current tokens as Data: the device syncs what changed."""
+    command = declarative_management_command(channel.tokens())
+    return NewCommand(command.command_uuid, command.request_type, encode_command(command))

@@ -7,7 +7,7 @@ per (device, setting), the content last queued so the same content is never queu
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from mdm_protocol.clocks import Clock
@@ -16,6 +16,7 @@ from mdm_protocol.errors import ProtocolError
 from mdm_protocol.report import Command, encode_command
 
 from ..command_seal import holds_secrets
+from ..declarations import DeclarationStore, Offered, sync_command
 from ..storage.interface import Device, DeviceDirectory, EnrollmentState, NewCommand, PushStore, QueueAdmin
 from .conflicts import Conflict, fleet_conflicts
 from .contracts import AdminError, Rendered, Renderer, UserDirectory
@@ -43,18 +44,23 @@ class Delivery:
     """The last InstallProfile queued for one setting on one device."""
 
     setting_id: str
-    identifier: str  # the profile's PayloadIdentifier: what RemoveProfile names
+    identifier: str  # the profile's PayloadIdentifier (what RemoveProfile names), or the account declaration's
     content_hash: str
-    command_uuid: str
+    command_uuid: str  # the InstallProfile, or the DeclarativeManagement that announced the declarations
     queued_at: float
+    by_declaration: bool = False  # delivered as DDM declarations (the setting's delivery), not a profile
 
     def to_json(self) -> dict[str, Any]:
-        return {"identifier": self.identifier, "contentHash": self.content_hash,
-                "commandUuid": self.command_uuid, "queuedAt": self.queued_at}
+        out = {"identifier": self.identifier, "contentHash": self.content_hash,
+               "commandUuid": self.command_uuid, "queuedAt": self.queued_at}
+        if self.by_declaration:
+            out["delivery"] = "declaration"
+        return out
 
     @classmethod
     def from_json(cls, setting_id: str, body: Mapping[str, Any]) -> Delivery:
-        return cls(setting_id, body["identifier"], body["contentHash"], body["commandUuid"], body["queuedAt"])
+        return cls(setting_id, body["identifier"], body["contentHash"], body["commandUuid"], body["queuedAt"],
+                   body.get("delivery") == "declaration")
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +112,8 @@ class _DevicePlan:
     removals: list[tuple[str, NewCommand]] = field(default_factory=list)
     installs: list[tuple[str, NewCommand]] = field(default_factory=list)
     changed: bool = False
+    declared: dict[str, tuple[Offered, ...]] = field(default_factory=dict)  # setting -> its new declarations
+    forget_declarations: bool = False  # the enrollment ended: the channel's declarations go
 
     def commands(self) -> list[tuple[str, NewCommand]]:
         # Removals first: an Exchange account must be gone before its replacement arrives (SPEC section 5).
@@ -121,8 +129,10 @@ class SettingDelivery:
 
     def __init__(self, storage: DeliveryStorage, docs: Documents, renderer: Renderer, labels: LabelBook,
                  *, now: Callable[[], float], seal: Callable[[NewCommand], NewCommand] | None = None,
-                 sign_profile: Callable[[bytes], bytes] | None = None) -> None:
+                 sign_profile: Callable[[bytes], bytes] | None = None,
+                 declarations: DeclarationStore | None = None) -> None:
         self.storage, self.docs, self.renderer, self.labels, self._now = storage, docs, renderer, labels, now
+        self.declarations = declarations  # DDM delivery; None: every setting goes as a profile
         self.seal = seal  # secrets at rest: an InstallProfile holding a key or password is queued sealed
         self._sign = sign_profile  # the server's ProfileSigner.sign; None: profiles go out unsigned
         self._by_device: dict[str, dict[str, Delivery]] = {}
@@ -157,6 +167,7 @@ class SettingDelivery:
         plans = [self._plan(device_id, known, settings, report, now) for device_id in dict.fromkeys(device_ids)]
         plans = [plan for plan in plans if plan.changed]
         if plans:  # most check-ins change nothing: no enqueue, no empty transaction on the documents
+            self._store_declarations(plans, report)
             self._enqueue(plans, now, report)  # queued before recorded: a crash between re-queues, never forgets
             self._record(plans)
         return report.build()
@@ -168,12 +179,15 @@ class SettingDelivery:
         if device is None or device.state is EnrollmentState.UNENROLLED:
             # iOS drops every managed profile with the MDM profile: nothing is left to remove.
             plan.changed = bool(plan.state)
+            plan.forget_declarations = any(d.by_declaration for d in plan.state.values())
             plan.state.clear()
             report.skipped[device_id] = "unknown device" if device is None else "device checked out"
             return plan
         for setting_id, delivery in list(plan.state.items()):
             if delivery.queued_at < device.authenticated_at:  # queued for an earlier enrollment: gone
                 del plan.state[setting_id]
+                if delivery.by_declaration:
+                    plan.declared[setting_id] = ()  # re-declared below if still wanted
                 plan.changed = True
         wanted = self.wanted(device_id)
         scope = (set(plan.state) | wanted) if settings is None else set(settings)
@@ -186,7 +200,7 @@ class SettingDelivery:
         have = plan.state.get(setting_id)
         if not wanted:
             if have is not None:
-                self._remove(plan, setting_id, have.identifier, report)
+                self._withdraw(plan, setting_id, have, report)
                 del plan.state[setting_id]
             return
         rendered = self._render(setting_id, device, report)
@@ -205,8 +219,11 @@ class SettingDelivery:
                 "identity it already has",)
             report.unchanged += 1
             return
-        if have is not None and have.identifier != rendered.identifier:
-            self._remove(plan, setting_id, have.identifier, report)  # else the old profile would linger
+        if rendered.declarations is not None:
+            self._declare(device, setting_id, have, rendered, plan, report, now)
+            return
+        if have is not None and (have.identifier != rendered.identifier or have.by_declaration):
+            self._withdraw(plan, setting_id, have, report)  # else the old profile (or declarations) would linger
         try:
             profile = rendered.profile if self._sign is None else self._sign(rendered.profile)
             new = _new_command(install_profile(profile))
@@ -219,6 +236,53 @@ class SettingDelivery:
         plan.state[setting_id] = Delivery(setting_id, rendered.identifier, rendered.content_hash,
                                           new.command_uuid, now)
         plan.changed = True
+
+    def _declare(self, device: Device, setting_id: str, have: Delivery | None, rendered: Rendered,
+                 plan: _DevicePlan, report: _ReportBuilder, now: float) -> None:
+        """Offer the setting's declarations on the device channel; a DeclarativeManagement announces them."""
+        assert rendered.declarations is not None
+        if self.declarations is None:
+            report.error(device.device_id, setting_id, "this server does not deliver declarations")
+            return
+        if have is not None and not have.by_declaration:
+            self._remove(plan, setting_id, have.identifier, report)  # the profile's account goes first
+        plan.declared[setting_id] = rendered.declarations
+        # The command's UUID is known once the declarations are stored (its Data is the new tokens).
+        plan.state[setting_id] = Delivery(setting_id, rendered.identifier, rendered.content_hash, "", now, True)
+        plan.changed = True
+
+    def _withdraw(self, plan: _DevicePlan, setting_id: str, have: Delivery, report: _ReportBuilder) -> None:
+        if have.by_declaration:
+            plan.declared[setting_id] = ()
+            plan.changed = True
+        else:
+            self._remove(plan, setting_id, have.identifier, report)
+
+    def _store_declarations(self, plans: list[_DevicePlan], report: _ReportBuilder) -> None:
+        """Write each device's new declarations, then plan the DeclarativeManagement that announces them with
+        the channel's new tokens. Stored before anything is queued: a device kicked always finds them."""
+        for plan in plans:
+            if self.declarations is None:
+                continue
+            if plan.forget_declarations:
+                self.declarations.drop_channel(plan.device_id)
+            if not plan.declared:
+                continue
+            for setting_id, offered in sorted(plan.declared.items()):
+                self.declarations.replace_source(plan.device_id, None, setting_id, offered)
+            try:
+                new = sync_command(self.declarations.get(plan.device_id))
+            except ProtocolError as exc:
+                for setting_id in plan.declared:
+                    report.error(plan.device_id, setting_id, f"DeclarativeManagement cannot be sent: {exc.reason}")
+                continue
+            announced = ",".join(sorted(plan.declared))  # one command announces every setting's declarations
+            (plan.removals if any(not offered for offered in plan.declared.values()) else plan.installs).append(
+                (announced, new))
+            for setting_id in plan.declared:
+                delivery = plan.state.get(setting_id)
+                if delivery is not None and delivery.by_declaration:
+                    plan.state[setting_id] = replace(delivery, command_uuid=new.command_uuid)
 
     def _render(self, setting_id: str, device: Device, report: _ReportBuilder) -> Rendered | None:
         try:
@@ -285,13 +349,14 @@ class LabelAdmin:
     def __init__(self, storage: LabelStorage, docs: Documents, renderer: Renderer, users: UserDirectory,
                  *, clock: Clock, wake: Wake | None = None, bucket: float = DEFAULT_BUCKET,
                  seal: Callable[[NewCommand], NewCommand] | None = None,
-                 sign_profile: Callable[[bytes], bytes] | None = None) -> None:
+                 sign_profile: Callable[[bytes], bytes] | None = None,
+                 declarations: DeclarationStore | None = None) -> None:
         self.storage, self.renderer = storage, renderer
         self.inventory = Inventory(docs, users)
         self.labels = LabelBook(docs, self.inventory, self.all_devices)
         self.policies = SyncPolicyBook(docs)
         self.delivery = SettingDelivery(storage, docs, renderer, self.labels, now=clock.seconds, seal=seal,
-                                        sign_profile=sign_profile)
+                                        sign_profile=sign_profile, declarations=declarations)
         self.schedule = SpreadWakeScheduler(clock, wake or (lambda device_ids: None), bucket=bucket)
 
     def start(self) -> None:

@@ -7,9 +7,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..storage.interface import Device
+
+if TYPE_CHECKING:
+    from ..declarations import Offered
 
 
 class AdminError(Exception):
@@ -45,6 +48,9 @@ class Rendered:
     # Identities left out because the server deleted their private keys ("delete private keys after N
     # days"): devices that already hold them keep them, so this render must not replace what they have.
     keys_deleted: tuple[str, ...] = ()
+    # Delivered by DDM instead (the setting's delivery for this device): the declarations its channel is
+    # offered, `profile` empty, `identifier` the account configuration's Identifier.
+    declarations: tuple[Offered, ...] | None = None
 
 
 class Renderer(Protocol):

@@ -20,7 +20,9 @@ from mdm_protocol.profile import Payload, Profile, encode_profile, validate_prof
 from ..storage.interface import Device
 from .contracts import AdminError, Rendered, RenderError, User, UserDirectory
 from .identities import IdentitySource
+from .render_declarations import AssetURL, render_declarations
 from .settings import (
+    AccountDelivery,
     CertificateSetting,
     EmailSetting,
     ExchangeSetting,
@@ -41,6 +43,8 @@ IOS_10, IOS_12 = OSVersion(10), OSVersion(12)
 class RenderOptions:
     identifier_prefix: str = "com.mdmsim"
     organization: str | None = "mdmsim"
+    # Where devices fetch asset data (DDM delivery); None: a renderer without DDM renders profiles only.
+    asset_url: AssetURL | None = None
 
 
 @dataclass(frozen=True)
@@ -73,6 +77,12 @@ def render_setting(stored: StoredSetting, device: Device, user: User | None, ide
     substituted text or embedded P12 bytes, so devices after the first of a shape skip the full check.
     """
     setting, version = stored.setting, _os_version(device)
+    if isinstance(setting, EmailSetting | ExchangeSetting) and options.asset_url is not None \
+            and setting.delivery.resolve(version) is AccountDelivery.DECLARATION:
+        declared = render_declarations(stored.setting_id, setting, device, user, identities, version,
+                                       options.asset_url, options.identifier_prefix)
+        return Rendered(stored.setting_id, declared.account_identifier, b"", declared.content_hash,
+                        declared.warnings, declared.keys_deleted, declared.offered)
     if isinstance(setting, CertificateSetting):
         plan = _Plan([_Planned("root", root_certificate_payload,
                                {"der": setting.certificate, "file_name": setting.file_name or "ca.cer",

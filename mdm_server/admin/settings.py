@@ -14,6 +14,8 @@ from typing import Any, ClassVar, get_args, get_type_hints
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from mdm_protocol.osversion import OSVersion
+
 from .contracts import AdminError
 from .field_names import camel_name
 from .variables import EMAIL, USERID, check_template
@@ -67,6 +69,21 @@ class MailAuthentication(StrEnum):
                 "ntlm": "EmailAuthNTLM", "httpmd5": "EmailAuthHTTPMD5"}[self.value]
 
 
+class AccountDelivery(StrEnum):
+    """How an Email or Exchange setting reaches devices."""
+
+    PROFILE = "profile"  # com.apple.mail.managed / com.apple.eas.account in a configuration profile
+    DECLARATION = "declaration"  # DDM: com.apple.configuration.account.mail / .exchange
+    AUTO = "auto"  # declarations on iOS 17+ (S/MIME in declarations), a profile below and when unknown
+
+    def resolve(self, version: OSVersion | None) -> AccountDelivery:
+        if self is AccountDelivery.AUTO:
+            return AccountDelivery.DECLARATION if version is not None and version >= _IOS_17 else \
+                AccountDelivery.PROFILE
+        return self
+
+
+_IOS_17 = OSVersion(17)  # S/MIME in account declarations (SPEC section 10)
 PAST_DAYS_TO_SYNC = (0, 1, 3, 7, 14, 31)  # com.apple.eas.account MailNumberOfPastDaysToSync rangelist
 MAX_TEXT = 1024
 READ_ONLY_FIELDS = frozenset({"id", "setting_id", "kind", "version", "certificate_info"})
@@ -149,6 +166,7 @@ class EmailSetting:
     allow_recent_address_syncing: bool = True
     allow_mail_drop: bool = False
     smime: SMIMEOptions = field(default_factory=SMIMEOptions)
+    delivery: AccountDelivery = AccountDelivery.PROFILE
 
 
 @dataclass(frozen=True)
@@ -178,6 +196,7 @@ class ExchangeSetting:
     enable_reminders: bool = True
     enable_notes: bool = True
     smime: SMIMEOptions = field(default_factory=SMIMEOptions)
+    delivery: AccountDelivery = AccountDelivery.PROFILE  # or declaration (DDM), or auto (DDM from iOS 17)
 
 
 Setting = CertificateSetting | UserProvidedSetting | EmailSetting | ExchangeSetting

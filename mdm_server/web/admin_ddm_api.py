@@ -11,12 +11,10 @@ from typing import Any, Protocol
 from twisted.web.server import Request
 
 from mdm_protocol.clocks import Clock
-from mdm_protocol.ddm import declarative_management_command
-from mdm_protocol.report import encode_command
 
 from ..declaration_status import StatusStore
-from ..declarations import ChannelDeclarations, DeclarationStore
-from ..storage.interface import Device, DeviceDirectory, EnrollmentState, NewCommand, QueueAdmin, UserChannelStore
+from ..declarations import DeclarationStore, sync_command
+from ..storage.interface import Device, DeviceDirectory, EnrollmentState, QueueAdmin, UserChannelStore
 from ..wakeups import Waker
 from .api_shapes import arg
 from .json_api import Route, accepts
@@ -28,12 +26,6 @@ _DEVICE = r"(?P<device_id>[^/]+)"
 
 class DeclarativeStorage(DeviceDirectory, UserChannelStore, QueueAdmin, Protocol):
     """Devices and their user channels, and the queue the DeclarativeManagement command goes into."""
-
-
-def sync_command(channel: ChannelDeclarations) -> NewCommand:
-    """DeclarativeManagement with the channel's current tokens as Data: the device syncs what changed."""
-    command = declarative_management_command(channel.tokens())
-    return NewCommand(command.command_uuid, command.request_type, encode_command(command))
 
 
 class AdminDeclarativeAPI:

@@ -4,6 +4,8 @@ documents, status items) and reports keys, types, ranges, presence and iOS versi
 
 from __future__ import annotations
 
+import base64
+import binascii
 import functools
 from typing import Any
 
@@ -61,6 +63,21 @@ def check_status_item(name: str, value: Any, os_version: str = "17.0") -> list[s
         return [f"status item {name!r} is not in the schema"]
     (key,) = [key for key in spec["payloadkeys"] if key["key"] == name]
     return _value(name, key, value, _ios(spec["payload"], {}), os_version)
+
+
+def check_credential(credential_type: str, document: dict[str, Any], os_version: str = "17.0") -> list[str]:
+    """Problems with the JSON document behind an asset's DataURL (`com.apple.credential.identity`, ...):
+    Type names the credential type; <data> travels as base64 text."""
+    spec = _by("declarations", "credentialtype")[credential_type]
+    problems = [] if document.get("Type") == credential_type else [f"Type is not {credential_type!r}"]
+    body = {key: value for key, value in document.items() if key != "Type"}
+    for key in spec["payloadkeys"]:
+        if key.get("type") == "<data>" and isinstance(body.get(key["key"]), str):
+            try:
+                body[key["key"]] = base64.b64decode(body[key["key"]], validate=True)
+            except binascii.Error:
+                problems.append(f"{credential_type}.{key['key']} is not base64")
+    return problems + _keys(credential_type, spec["payloadkeys"], body, _ios(spec["payload"], {}), os_version)
 
 
 def _keys(where: str, spec: list[dict[str, Any]], value: Any, ios: dict[str, Any], os_version: str,
