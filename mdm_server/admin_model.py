@@ -17,6 +17,7 @@ from twisted.internet import defer
 from mdm_protocol.clocks import Clock
 
 from .admin.apply import LabelAdmin
+from .admin.declared_readiness import DeclaredAccount, declared_accounts
 from .admin.docstore import Documents, DocumentStore
 from .admin.identities import IdentityStore
 from .admin.portal_passwords import PortalPasswords
@@ -101,10 +102,14 @@ class AdminModel(MultiService):
             passwords=self.passwords,
         )
         labels = AdminLabelsAPI(self.labels, self.waker, clock=self.clock, trusted_roots=[self.ca_certificate],
-                                opened=self.command_seal.opened)
+                                opened=self.command_seal.opened, declared=self._declared_accounts)
         ddm = AdminDeclarativeAPI(self.storage, self.declarations, self.ddm_status, self.waker,
                                   clock=self.clock)
         return [*settings.routes, *labels.routes, *ddm.routes]
+
+    def _declared_accounts(self, device_id: str) -> tuple[list[DeclaredAccount], list[str]]:
+        return declared_accounts(device_id, self.declarations.get(device_id), self.ddm_status.get(device_id),
+                                 self.assets)
 
     def startService(self) -> None:
         self.labels.start()

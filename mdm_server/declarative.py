@@ -50,12 +50,10 @@ class DeclarativeService:
     """Answers DeclarativeManagement check-ins of an identified channel, and asset fetches by device identity."""
 
     def __init__(self, declarations: DeclarationStore, status: StatusStore, devices: ChannelDirectory, *,
-                 now: Callable[[], float], assets: AssetData | None = None,
-                 on_status: Callable[[str, str | None], object] | None = None) -> None:
+                 now: Callable[[], float], assets: AssetData | None = None) -> None:
         self.declarations, self.status, self.devices = declarations, status, devices
         self._now = now
         self.assets = assets
-        self.on_status = on_status or (lambda device_id, user: None)  # readiness and drift re-read status
 
     def answer(self, device_id: str, user: str | None, message: DeclarativeManagement) -> Response:
         """The answer to one DDM check-in; the caller has checked the identity and that the channel exists."""
@@ -82,8 +80,7 @@ class DeclarativeService:
             report = StatusReport.decode(data)
         except ProtocolError as exc:
             return Response.refuse(f"DeclarativeManagement status: {exc.reason}")
-        self.status.record(device_id, user, report, now=self._now())
-        self.on_status(device_id, user)
+        self.status.record(device_id, user, report, now=self._now())  # readiness reads it when asked
         return STATUS_RECEIVED
 
     def asset(self, identity: DeviceIdentity | None, identifier: str, user: str | None = None) -> Response:

@@ -6,19 +6,33 @@ conform to Apple's schema, and identity assets served to the one device they wer
 from __future__ import annotations
 
 import base64
+import functools
 import json
+from datetime import UTC, datetime, timedelta
 from urllib.parse import urlsplit
 
 import pytest
-from cryptography.hazmat.primitives.serialization import pkcs12
-from kits.admin_kit import PASSWORD, identity, p12_for
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding, pkcs12
+from kits.admin_kit import PASSWORD
 from kits.ddm_schema import check_credential, check_declaration
-from server_kit import BACKENDS, CHECKIN, AdminClient, SignedDevice, make_server
+from server_kit import BACKENDS, CHECKIN, START, AdminClient, SignedDevice, make_server
 
-from mdm_protocol.checkin import Authenticate, encode_checkin
+from mdm_protocol.checkin import Authenticate, DeclarativeManagement, encode_checkin
 from mdm_protocol.cms import mdm_signature
-from mdm_protocol.ddm import DeclarationKind, IdentityCredential, TokensResponse
+from mdm_protocol.ddm import (
+    DeclarationKind,
+    DeclarationsStatus,
+    DeclarationStatus,
+    IdentityCredential,
+    StatusReason,
+    StatusReport,
+    TokensResponse,
+    Validity,
+)
 from mdm_protocol.report import decode_command
+from mdm_server.ca import CertificateAuthority
+from mdm_server.pki import export_pkcs12
 
 UDID = "0123456789abcdef0123456789abcdef01234567"
 BOB_UDID = "fedcba9876543210fedcba9876543210fedcba98"
@@ -47,11 +61,33 @@ def _enroll(server, udid: str, user: str, os_version: str = "17.5") -> SignedDev
     return device
 
 
+@functools.cache
+def mail_ca() -> CertificateAuthority:
+    """The CA of the users' S/MIME identities, valid at the test server's time."""
+    return CertificateAuthority.create("mail CA", now=datetime.fromtimestamp(START, UTC) - timedelta(days=30))
+
+
+_IDENTITIES: dict[str, tuple[x509.Certificate, object]] = {}
+
+
+def identity(name: str, key_type: str = "ec") -> tuple[x509.Certificate, object]:
+    """One identity per name (issued once, whatever the arguments of later calls)."""
+    if name not in _IDENTITIES:
+        issued = datetime.fromtimestamp(START, UTC) - timedelta(days=1)
+        _IDENTITIES[name] = mail_ca().issue_device_identity(name, issued, key_type)
+    return _IDENTITIES[name]
+
+
+def _p12(name: str, key_type: str = "ec") -> bytes:
+    certificate, key = identity(name, key_type)
+    return export_pkcs12(certificate, key, PASSWORD, name, chain=[mail_ca().certificate])
+
+
 def _user(admin: AdminClient, user: str) -> None:
     assert admin.post("/api/v2/users", {"userId": user, "email": f"{user}@example.com"})[0] == 201
-    for setting, name in (("s1", "sig"), ("s2", "enc")):
-        upload = {"settingId": setting, "p12": base64.b64encode(p12_for(f"{user}-{name}")).decode(),
-                  "password": PASSWORD}
+    # Mail is encrypted to RSA keys only; signing may use EC.
+    for setting, p12 in (("s1", _p12(f"{user}-sig")), ("s2", _p12(f"{user}-enc", "rsa"))):
+        upload = {"settingId": setting, "p12": base64.b64encode(p12).decode(), "password": PASSWORD}
         assert admin.post(f"/api/v2/users/{user}/certificates", upload)[0] == 201, upload
 
 
@@ -146,7 +182,7 @@ def test_the_identity_asset_is_served_to_its_device_only(server, world):
     kept = server.admin.identities.profile_identity("alice", "s1").identity
     assert credential == IdentityCredential(kept.p12, kept.password)  # as a profile would embed it
     _, certificate, _ = pkcs12.load_key_and_certificates(credential.identity, credential.password.encode())
-    assert certificate == identity("alice-sig", expired=False)[0]  # the key p12_for caches
+    assert certificate == identity("alice-sig")[0]
     assert check_credential("com.apple.credential.identity", json.loads(answer.body)) == []
     assert len(answer.body) == reference["Size"]
     credentials = server.admin.declarations.get(UDID).find(DeclarationKind.ASSET, f"{PREFIX}.credentials")
@@ -177,7 +213,7 @@ def test_the_identity_asset_is_served_to_its_device_only(server, world):
                                                   "deviceUuids": [UDID, BOB_UDID]})[0] == 200
     bobs = IdentityCredential.decode(_get_asset(bob, url).body)
     bobs_certificate = pkcs12.load_key_and_certificates(bobs.identity, bobs.password.encode())[1]
-    assert bobs_certificate == identity("bob-sig", expired=False)[0]
+    assert bobs_certificate == identity("bob-sig")[0]
     device.check_out()
     assert _get_asset(device, url).status == 403  # a checked-out device has no MDM identity any more
 
@@ -240,3 +276,102 @@ def test_remove_from_label_withdraws_the_declarations(server, world):
     assert server.admin.declarations.get(UDID).declarations == ()
     command = decode_command(server.storage.list_commands(UDID)[-1].payload)
     assert TokensResponse.decode(command.keys["Data"]).declarations_token == server.admin.declarations.get(UDID).token
+
+
+def _report_status(device: SignedDevice, *, broken: str | None = None, stale: str | None = None) -> None:
+    """What a device that applied everything sends: each declaration active and valid at its server token
+    (`broken`: that one invalid; `stale`: that one at an earlier token)."""
+    channel = device.server.admin.declarations.get(device.udid)
+    lists: dict[str, list[DeclarationStatus]] = {"activations": [], "configurations": [], "assets": []}
+    for declaration in channel.declarations:
+        token = "earlier" if declaration.identifier == stale else declaration.server_token
+        if declaration.identifier == broken:
+            status = DeclarationStatus(declaration.identifier, token, False, Validity.INVALID,
+                                       (StatusReason("Error.AssetCannotBeDownloaded"),))
+        else:
+            status = DeclarationStatus(declaration.identifier, token, True, Validity.VALID)
+        lists[declaration.kind.status_key].append(status)
+    report = StatusReport.create({}, declarations=DeclarationsStatus(
+        tuple(lists["activations"]), tuple(lists["configurations"]), tuple(lists["assets"])))
+    message = DeclarativeManagement(endpoint="status", data=report.encode(), udid=device.udid)
+    assert device.put(encode_checkin(message), CHECKIN).status == 200
+
+
+def _trust_the_mail_ca(admin: AdminClient, *devices: SignedDevice, labels: tuple[str, ...] = ("l",)) -> None:
+    """A Certificate setting with the CA of the users' identities, installed by profile (as EPMM does)."""
+    der = base64.b64encode(mail_ca().certificate.public_bytes(Encoding.DER)).decode()
+    status, ca = admin.post("/api/v2/settings", {"kind": "certificate", "name": "Mail CA", "certificate": der})
+    assert status == 201, ca
+    for label in labels:
+        admin.post(f"/api/v2/labels/{label}/apply", {"settingId": ca["id"]})
+    for device in devices:
+        device.session()
+
+
+def _accounts(admin: AdminClient, udid: str = UDID) -> tuple[list[dict], list[str]]:
+    status, body = admin.get(f"/api/v2/devices/{udid}/readiness")
+    assert status == 200, body
+    return body["accounts"], body["notes"]
+
+
+def _view(account: dict) -> tuple:
+    return (account["signing"]["state"], account["encryption"]["state"], account["encryptByDefault"],
+            account["perMessageSwitch"], account["signingUserOverrideable"],
+            account["encryptionIdentityUserOverrideable"])
+
+
+def test_readiness_covers_declared_accounts_once_the_device_reports_them(server, world):
+    admin, device = world
+    _setting(admin, "declaration")
+    _trust_the_mail_ca(admin, device)
+    admin.post("/api/v2/labels/l/apply", {"settingId": EAS})
+    accounts, notes = _accounts(admin)
+    assert accounts == [] and f"declaration {PREFIX}.account: the device has not reported it yet" in notes
+    device.session()  # DeclarativeManagement acknowledged; the device syncs and reports
+    _report_status(device)
+    (account,), _ = _accounts(admin)
+    assert (account["delivery"], account["profileIdentifier"], account["settingId"]) == (
+        "declaration", f"{PREFIX}.account", EAS)
+    assert account["payloadType"] == "com.apple.configuration.account.exchange"
+    assert account["account"] == "alice@example.com on mail.example.com"
+    assert _view(account) == ("ready", "ready", True, True, True, True), account
+    assert account["encryption"]["reason"] == f"identity from identity asset {PREFIX}.smime-encryption-identity"
+    _report_status(device, broken=f"{PREFIX}.smime-encryption-identity")
+    (account,), _ = _accounts(admin)
+    assert account["encryption"]["state"] == "not-functional"
+    assert "Error.AssetCannotBeDownloaded" in account["encryption"]["reason"]
+    assert account["signing"]["state"] == "ready"
+    _report_status(device, stale=f"{PREFIX}.account")
+    accounts, notes = _accounts(admin)
+    assert accounts == [] and any("earlier version" in note for note in notes)
+
+
+def test_declared_and_profile_accounts_are_judged_by_the_same_rules(server, world):
+    """iOS 17: the same EPMM S/MIME options give the same readiness, by profile or by declaration."""
+    admin, device = world
+    _setting(admin, "declaration")
+    status, profile = admin.post("/api/v2/settings", {**EXCHANGE, "name": "P", "smime": SMIME})
+    assert status == 201, profile
+    _user(admin, "bob")
+    bob = _enroll(server, BOB_UDID, "bob")
+    admin.post("/api/v2/labels", {"id": "l2", "name": "L2", "type": "manual", "deviceUuids": [BOB_UDID]})
+    _trust_the_mail_ca(admin, device, bob, labels=("l", "l2"))
+    admin.post("/api/v2/labels/l/apply", {"settingId": EAS})
+    admin.post("/api/v2/labels/l2/apply", {"settingId": profile["id"]})
+    seen = set()
+    for options in (SMIME, {**SMIME, "per_message_switch": False}, {**SMIME, "encryption_by_default": False},
+                    {"signing_enabled": True}, {**SMIME, "encryption_identity": None},
+                    {**SMIME, "signing_identity": None, "signing_user_overrideable": False}):
+        assert admin.call("PUT", f"/api/v2/settings/{EAS}", {**EXCHANGE, "delivery": "declaration",
+                                                             "smime": options})[0] == 200
+        assert admin.call("PUT", f"/api/v2/settings/{profile['id']}", {**EXCHANGE, "name": "P",
+                                                                       "smime": options})[0] == 200
+        device.session()
+        _report_status(device)
+        bob.session()
+        (declared,), _ = _accounts(admin)
+        (installed,), _ = _accounts(admin, BOB_UDID)
+        assert (declared["delivery"], installed["delivery"]) == ("declaration", "profile")
+        assert _view(declared) == _view(installed), options
+        seen.add(_view(declared))
+    assert len(seen) >= 4  # the options really lead to different judgements

@@ -292,6 +292,7 @@ class AccountReadiness:
     signing_user_overrideable: bool
     encryption_identity_user_overrideable: bool
     ignored_keys: tuple[str, ...]
+    delivery: str = "profile"  # or "declaration": profile_identifier is then the account declaration's
 
 
 @dataclass(frozen=True, slots=True)
@@ -340,7 +341,7 @@ def _account(profile: InstalledProfile, payload: Mapping[str, Any], version: OSV
              usable: list[Identity], now: datetime) -> AccountReadiness:
     kind = payload["PayloadType"]
     rules = account_rules(kind, payload, version)
-    judge = _Judge(keychain, usable, now)
+    judge = Judge(keychain, usable, now)
     return AccountReadiness(
         profile.identifier, str(payload.get("PayloadIdentifier")), kind, _describe(kind, payload),
         judge(rules.signing_on, rules.signing_identity, rules.signing_off_reason),
@@ -351,7 +352,7 @@ def _account(profile: InstalledProfile, payload: Mapping[str, Any], version: OSV
 
 
 @dataclass(frozen=True, slots=True)
-class _Judge:
+class Judge:
     keychain: Keychain
     usable: list[Identity]
     now: datetime

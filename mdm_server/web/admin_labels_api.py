@@ -20,6 +20,7 @@ from mdm_protocol.report import encode_command
 
 from ..admin.apply import DeliveryReport, LabelAdmin
 from ..admin.contracts import AdminError
+from ..admin.declared_readiness import DeclaredAccount, with_declared
 from ..admin.expected_readiness import expected_readiness
 from ..admin.labels import Label
 from ..admin.sync_policy import SyncPolicy
@@ -39,8 +40,10 @@ class AdminLabelsAPI:
 
     def __init__(self, admin: LabelAdmin, waker: Waker, *, clock: Clock,
                  trusted_roots: Iterable[x509.Certificate] = (),
-                 opened: Callable[[QueuedCommand], QueuedCommand] = lambda command: command) -> None:
+                 opened: Callable[[QueuedCommand], QueuedCommand] = lambda command: command,
+                 declared: Callable[[str], tuple[list[DeclaredAccount], list[str]]] | None = None) -> None:
         self.admin, self.waker, self.clock = admin, waker, clock
+        self.declared = declared  # a device's accounts delivered by declaration, as its DDM status says
         self.opened = opened  # a sealed InstallProfile's plain payload (secrets at rest), for readiness
         self.trusted_roots = tuple(trusted_roots)  # roots devices trust without a command (enrollment CA)
         label, policy, device = _ID.format("label_id"), _ID.format("policy_id"), _ID.format("device_id")
@@ -189,11 +192,16 @@ class AdminLabelsAPI:
     def readiness(self, request: Request, device_id: str) -> tuple[int, Any]:
         device = self.admin.device(device_id)
         facts = self.admin.inventory.facts(device)
+        commands = [self.opened(command) for command in self.admin.storage.list_commands(device_id)]
+        now = datetime.fromtimestamp(self.clock.seconds(), UTC)
         expected = expected_readiness(
-            device_id, map(self.opened, self.admin.storage.list_commands(device_id)), os_version=facts.os_version,
-            now=datetime.fromtimestamp(self.clock.seconds(), UTC), device_cert_sha256=device.cert_sha256,
+            device_id, commands, os_version=facts.os_version, now=now, device_cert_sha256=device.cert_sha256,
             trusted_roots=self.trusted_roots,
         )
+        if self.declared is not None:
+            accounts, notes = self.declared(device_id)
+            expected = with_declared(expected, commands, accounts, notes, now=now,
+                                     device_cert_sha256=device.cert_sha256, trusted_roots=self.trusted_roots)
         settings = {d.identifier: d.setting_id for d in self.admin.delivery.delivered(device_id).values()}
         body = _camel(asdict(expected))
         for account in body["accounts"]:
