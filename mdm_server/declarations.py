@@ -75,7 +75,8 @@ class ChannelDeclarations:
         return DeclarationItemsResponse.of(self.declarations)
 
     def tokens(self) -> TokensResponse:
-        return TokensResponse(self.token, datetime.fromtimestamp(self.changed_at, UTC))
+        # Whole seconds, as the document carries it: what the device gets equals what the server holds.
+        return TokensResponse(self.token, datetime.fromtimestamp(int(self.changed_at), UTC))
 
     def find(self, kind: DeclarationKind, identifier: str) -> Offered | None:
         return next((item for item in self.offered
