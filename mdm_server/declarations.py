@@ -7,7 +7,7 @@ channel's DeclarationsToken and its timestamp move only when some declaration's 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -89,9 +89,9 @@ class ChannelDeclarations:
 class DeclarationStore:
     """Per-channel declaration sets in `Documents` (SQLite, in-memory SQLite or PostgreSQL, as the admin model)."""
 
-    def __init__(self, docs: Documents, *, now: Any) -> None:
+    def __init__(self, docs: Documents, *, now: Callable[[], float]) -> None:
         self.docs = docs
-        self._now = now  # () -> float seconds
+        self._now = now
 
     def get(self, device_id: str, user: str | None = None) -> ChannelDeclarations:
         body = self.docs.get(DECLARATIONS_KIND, channel_id(device_id, user))
