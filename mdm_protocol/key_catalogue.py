@@ -5,6 +5,8 @@ Simulated devices ask it which keys they honour at their OS version; `profile` v
 
 from __future__ import annotations
 
+import base64
+import binascii
 import enum
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -58,12 +60,28 @@ class ValueType(enum.Enum):
             return isinstance(value, int | float)
         return isinstance(value, _PYTHON_TYPES[self])
 
+    def accepts_json(self, value: Any) -> bool:
+        """The same for a decoded JSON value (declarations): data is base64 text, a date is RFC 3339 text."""
+        if self is ValueType.DATA:
+            return isinstance(value, str) and _is_base64(value)
+        if self is ValueType.DATE:
+            return isinstance(value, str)
+        return self.accepts(value)
+
 
 _PYTHON_TYPES: dict[ValueType, type | tuple[type, ...]] = {
     ValueType.STRING: str, ValueType.INTEGER: int, ValueType.BOOLEAN: bool,
     ValueType.DATA: (bytes, bytearray), ValueType.DATE: datetime, ValueType.ARRAY: (list, tuple),
     ValueType.DICTIONARY: Mapping,
 }
+
+
+def _is_base64(text: str) -> bool:
+    try:
+        base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        return False
+    return True
 
 
 def _version(text: str | None) -> OSVersion | None:
@@ -264,13 +282,14 @@ class Conformance:
 
 
 def check_keys(keys: Sequence[KeySpec], value: Mapping[str, Any], os_version: OSVersion | str | None = None,
-               path: KeyPath = ()) -> Conformance:
+               path: KeyPath = (), *, json: bool = False) -> Conformance:
     """Check a dictionary against `keys`: required keys, types, rangelists, ranges, nested subkeys.
 
     With `os_version`, keys that version does not honour are skipped (neither required nor type-checked),
-    as a device never reads them; without it every key counts.
+    as a device never reads them; without it every key counts. `json`: the value came from JSON (a
+    declaration), where data and dates are text.
     """
-    checker = _Checker(None if os_version is None else OSVersion.parse(os_version))
+    checker = _Checker(None if os_version is None else OSVersion.parse(os_version), json)
     checker.dictionary(keys, value, path)
     return Conformance(tuple(checker.issues), tuple(checker.skipped))
 
@@ -283,8 +302,9 @@ def _within(bounds: tuple[int | float | None, int | float | None], value: Any) -
 
 
 class _Checker:
-    def __init__(self, os_version: OSVersion | None) -> None:
+    def __init__(self, os_version: OSVersion | None, json: bool = False) -> None:
         self.os_version = os_version
+        self.json = json
         self.issues: list[KeyIssue] = []
         self.skipped: list[SkippedKey] = []
 
@@ -309,7 +329,7 @@ class _Checker:
 
     def value(self, spec: KeySpec, value: Any, path: KeyPath) -> None:
         where = format_path(path)
-        if not spec.type.accepts(value):
+        if not (spec.type.accepts_json(value) if self.json else spec.type.accepts(value)):
             reason = f"{where} must be {spec.type.value}, not {type(value).__name__}"
             self.issues.append(KeyIssue(path, Issue.WRONG_TYPE, reason))
         elif spec.rangelist is not None and value not in spec.rangelist:

@@ -77,10 +77,12 @@ def payload_facts(payload: dict[str, Any], where: str) -> dict[str, Any]:
 
 
 def key_entry(raw: dict[str, Any], parent: dict[str, Any], where: str,
-              enclosing: frozenset[int] = frozenset()) -> dict[str, Any]:
+              enclosing: frozenset[int] = frozenset(), known: frozenset[str] | set[str] = KNOWN_FIELDS
+              ) -> dict[str, Any]:
     """One key and its subkeys. A key that contains itself (YAML anchors: a home screen folder holds pages of
-    icons that may be folders) is cut where it recurs: there it is checked for its type, not its contents."""
-    unknown = set(raw) - KNOWN_FIELDS
+    icons that may be folders) is cut where it recurs: there it is checked for its type, not its contents.
+    `known`: the key fields the caller's schema may use (tools/gen_declaration_catalogue.py adds its own)."""
+    unknown = set(raw) - known
     if unknown or "key" not in raw or "type" not in raw:
         raise SchemaError(f"{where}: unexpected key layout (unknown fields {sorted(unknown)})")
     where = f"{where}.{raw['key']}"
@@ -104,7 +106,7 @@ def key_entry(raw: dict[str, Any], parent: dict[str, Any], where: str,
         "format": raw.get("format"),
         "repetition": (repetition.get("min"), repetition.get("max")) if repetition else None,
         "ios": ios,
-        "subkeys": [] if id(raw) in enclosing else [key_entry(sub, ios, where, inside) for sub in subkeys],
+        "subkeys": [] if id(raw) in enclosing else [key_entry(sub, ios, where, inside, known) for sub in subkeys],
     }
 
 
