@@ -1,12 +1,11 @@
 """Typed view of Apple's declaration schema (generated `_declaration_catalogue`) and the declaration validator.
 
 A device judges each declaration it fetches by Type, payload keys, types and required keys at its OS version;
-an invalid one gets status reasons (Apple's `Code`s from declarationbase.yaml) instead of being applied.
+an invalid one gets status reasons (Apple's `Code`s, declarationbase.yaml). Kinds and validity: mdm_protocol.ddm.
 """
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache
@@ -14,26 +13,9 @@ from types import MappingProxyType
 from typing import Any
 
 from ._declaration_catalogue import BASE_KEYS, CREDENTIALS, DECLARATIONS, REASONS, STATUS_ITEMS
+from .ddm import DeclarationKind, StatusReason, Validity
 from .key_catalogue import IOSSupport, Issue, KeySpec, Support, check_keys, format_path
 from .osversion import OSVersion
-
-
-class DeclarationKind(enum.StrEnum):
-    """The four declaration classes; the value is the kind's name in `declaration/<kind>/<identifier>`."""
-
-    ACTIVATION = "activation"
-    ASSET = "asset"
-    CONFIGURATION = "configuration"
-    MANAGEMENT = "management"
-
-
-class Validity(enum.StrEnum):
-    """management.declarations `valid`."""
-
-    UNKNOWN = "unknown"
-    INVALID = "invalid"
-    VALID = "valid"
-
 
 REASON_CODES = frozenset(REASONS)
 
@@ -55,19 +37,17 @@ class Reason:
             raise ValueError(f"{self.code} has no details {sorted(extra)}; the schema lists {known['details']}")
         object.__setattr__(self, "details", MappingProxyType(dict(self.details)))
 
+    def status_reason(self) -> StatusReason:
+        """The reason as a status report carries it (mdm_protocol.ddm)."""
+        return StatusReason(self.code, self.description, dict(self.details) if self.details else None)
+
     def to_status(self) -> dict[str, Any]:
         """As management.declarations `reasons[]` spells it (lower-case keys)."""
-        out: dict[str, Any] = {"code": self.code, "description": self.description}
-        if self.details:
-            out["details"] = dict(self.details)
-        return out
+        return self.status_reason().to_json()
 
     def to_error(self) -> dict[str, Any]:
         """As a status report's `Errors[].Reasons[]` spells it."""
-        out: dict[str, Any] = {"Code": self.code, "Description": self.description}
-        if self.details:
-            out["Details"] = dict(self.details)
-        return out
+        return self.status_reason().to_json(title_case=True)
 
 
 @dataclass(frozen=True, slots=True)
