@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from mdm_protocol.commands import UnknownRequestType, check_command
+from mdm_protocol.ddm import TokensResponse
 from mdm_protocol.errors import MessageError
 from mdm_protocol.report import Command, Status
 
@@ -84,6 +85,17 @@ def _certificate_list(command: Command, context: CommandContext) -> Answer:
     return Answer(Status.ACKNOWLEDGED, extra={"CertificateList": [item.to_plist() for item in items]})
 
 
+def _declarative_management(command: Command, context: CommandContext) -> Answer:
+    # Acknowledged, then the machine syncs (device_sim.ddm_client). Data, when sent, must be a TokensResponse.
+    data = command.keys.get("Data")
+    if data is not None:
+        try:
+            TokensResponse.decode(data)
+        except MessageError:
+            return answers.format_error()
+    return Answer(Status.ACKNOWLEDGED)
+
+
 def _device_information(command: Command, context: CommandContext) -> Answer:
     return answers.device_information(context.facts, list(command.keys["Queries"]), context.state,
                                       context.push_token)
@@ -105,6 +117,7 @@ ANSWERS: dict[str, Handler] = {
     "ManagedApplicationList": app_commands.managed_application_list,
     "InstallApplication": app_commands.install_application, "RemoveApplication": app_commands.remove_application,
     "ProvisioningProfileList": app_commands.provisioning_profile_list,
+    "DeclarativeManagement": _declarative_management,
 }
 
 

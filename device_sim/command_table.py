@@ -66,6 +66,7 @@ COMMANDS: dict[str, Availability] = {
     "RestartDevice": _a("10.3", _SUPERVISED, ue=_NO), "ShutDownDevice": _a("10.3", _SUPERVISED, ue=_NO),
     "ClearRestrictionsPassword": _a("8.0", _SUPERVISED, shared=_NO, ue=_NO),
     "EnableLostMode": _a("9.3", _SUPERVISED, ue=_NO), "DisableLostMode": _a("9.3", _SUPERVISED, ue=_NO),
+    "DeclarativeManagement": _a("15.0"),  # [ADM] mdm/commands/declarativemanagement.yaml; before 15: 12021
 }
 
 

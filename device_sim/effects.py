@@ -34,6 +34,7 @@ class SendRequest:
     message: str  # what this is, for statistics: "Authenticate", "Idle", "InstallProfile:Acknowledged", ...
     # Presented as the TLS client certificate (mutual TLS); not part of what the request says, so not compared.
     client_identity: Identity | None = field(default=None, compare=False)
+    method: str = "PUT"  # GET only for a DDM asset's DataURL (no body)
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +55,7 @@ class UnregisterPush:
 class WakeReason(StrEnum):
     RETRY = "retry"  # send the request in flight again
     NOT_NOW_REPOLL = "not-now re-poll"  # NotNow ended the last session: check in again unasked
+    DDM_FULL_REPORT = "ddm full report"  # about a day since the last full DDM status report (iOS 17+)
 
 
 @dataclass(frozen=True, slots=True)

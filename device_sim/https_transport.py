@@ -161,7 +161,7 @@ class HTTPSTransport:
         self._addresses: dict[tuple[str, int], tuple[str, int]] = {}
         self._resolving: dict[tuple[str, int], list[_Request]] = {}  # (host, port) → requests awaiting its address
         self._trust_keys: dict[tuple[x509.Certificate, ...], tuple[bytes, ...]] = {}
-        self._targets: dict[tuple[str, str], tuple[str, int, bytes]] = {}  # (url, type) → host, port, head start
+        self._targets: dict[tuple[str, str, str], tuple[str, int, bytes]] = {}  # (url, type, method) → host, port, head
 
     @property
     def keep_alive(self) -> bool:
@@ -170,7 +170,7 @@ class HTTPSTransport:
     def send(self, request: SendRequest, roots: tuple[x509.Certificate, ...],
              session: object | None = None) -> defer.Deferred[Reply]:
         try:
-            host, port, head = self._target(request.url, request.content_type)
+            host, port, head = self._target(request.url, request.content_type, request.method)
         except TransportError as exc:
             return defer.fail(exc)
         if not roots:
@@ -200,17 +200,18 @@ class HTTPSTransport:
             self._connect(exchange)
         return exchange.result
 
-    def _target(self, url: str, content_type: str) -> tuple[str, int, bytes]:
+    def _target(self, url: str, content_type: str, method: str = "PUT") -> tuple[str, int, bytes]:
         # Every device of a fleet sends to the same few URLs: split each once.
-        target = self._targets.get((url, content_type))
+        target = self._targets.get((url, content_type, method))
         if target is None:
             parts = urlsplit(url)
             if parts.scheme != "https":
                 raise TransportError(f"iOS only talks to MDM over https, not {url}")
             path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-            head = f"PUT {path} HTTP/1.1\r\nHost: {parts.netloc}\r\nContent-Type: {content_type}\r\n"
+            typed = f"Content-Type: {content_type}\r\n" if content_type else ""  # a GET has no body to type
+            head = f"{method} {path} HTTP/1.1\r\nHost: {parts.netloc}\r\n{typed}"
             target = (parts.hostname or "", parts.port or 443, head.encode("latin-1"))
-            self._targets[(url, content_type)] = target
+            self._targets[(url, content_type, method)] = target
         return target
 
     def _trust_key(self, roots: tuple[x509.Certificate, ...]) -> tuple[bytes, ...]:

@@ -22,6 +22,7 @@ from mdm_protocol.report import Command, CommandReport, Status, decode_server_re
 from . import effects as fx
 from .behaviour import Behaviour
 from .command_runner import CommandContext, answer_command
+from .ddm_client import DdmClient, DdmDone, DdmStep, ddm_request
 from .device_state import DeviceState
 from .effects import WakeReason
 from .facts import DeviceFacts, DeviceKind, device_rng
@@ -59,6 +60,8 @@ class RequestKind(StrEnum):
     REPORT = "report"  # ENROLLED, in a session: the answer is the next command or the end of the session
     USER_TOKEN_UPDATE = "user_token_update"  # a Shared iPad user signed in: their channel's token
     USER_REPORT = "user_report"  # the user's channel, pushed on the user's token: Idle, then the session ends
+    DDM = "ddm"  # a DeclarativeManagement check-in of a sync (device_sim.ddm_client decides the next)
+    DDM_ASSET = "ddm_asset"  # GET of an identity asset's DataURL; any answer, or giving up, is the asset's outcome
 
 
 @dataclass(slots=True)
@@ -113,6 +116,8 @@ class DeviceMachine:
         self._idle_body: bytes | None = None
         self._scep: ScepInstall | None = None  # an enrollment profile waiting on its SCEP payloads
         self.user: UserSession | None = None  # the Shared iPad user signed in, if any
+        self._ddm: DdmClient | None = None  # made by the first DeclarativeManagement command
+        self._ddm_due = False  # a DeclarativeManagement command was acknowledged: sync once the session ends
 
     @property
     def _current(self) -> _Enrollment:
@@ -126,6 +131,13 @@ class DeviceMachine:
         if self._state is None:
             self._state = DeviceState.initial(self.facts)
         return self._state
+
+    @property
+    def ddm(self) -> DdmClient:
+        """The declarations this device holds and its DDM sync (device_sim.ddm_client)."""
+        if self._ddm is None:
+            self._ddm = DdmClient(self.facts, lambda: self.profiles.keychain)
+        return self._ddm
 
     @property
     def _rng(self) -> random.Random:
@@ -198,6 +210,9 @@ class DeviceMachine:
         pending = self._pending
         if pending is None or pending.request.request_id != request_id:
             return [fx.Log(f"response to unknown request {request_id} ignored")]
+        if not 200 <= status < 300 and pending.kind is RequestKind.DDM_ASSET:
+            self._pending = None  # the asset's outcome, reported in status: never retried as MDM requests are
+            return self._ddm_step(self.ddm.asset_answered(status, body, now), now)
         if not 200 <= status < 300:
             return self._retry(pending, now, f"HTTP {status}")
         self._pending = None
@@ -220,8 +235,8 @@ class DeviceMachine:
             return [fx.Log(f"push while {self.phase.value}: ignored")]
         if token is not None and self.user is not None and token == self.user.push_token:
             return self._user_push(now)
-        if self._in_session:
-            self._push_waiting = True  # check in again once this session ends
+        if self._in_session or (self._ddm is not None and self._ddm.busy):
+            self._push_waiting = True  # check in again once this session (or DDM sync) ends
             return []
         return self._start_session(now)
 
@@ -279,6 +294,8 @@ class DeviceMachine:
         out: list[fx.Effect] = [self._send_checkin(self._check_out(), RequestKind.CHECK_OUT, now)]
         self.profiles.remove(self.enrollment.profile_identifier, by_mdm=False)
         self.phase = Phase.UNENROLLED
+        if self._ddm is not None:
+            self._ddm.forget()  # what declarations installed leaves with MDM
         return out + self._unregister_tokens() + self._refresh_readiness(now)
 
     def _unregister_tokens(self) -> list[fx.Effect]:
@@ -373,7 +390,7 @@ class DeviceMachine:
             return [fx.SessionEnded(self._session_commands, "restarted")]
         # EraseDevice: everything installed goes, MDM with it; the device is as new and takes a new enrollment.
         self.profiles = DeviceProfiles(keychain=Keychain())
-        self._state = None
+        self._state, self._ddm, self._ddm_due = None, None, False
         unregister = self._unregister_tokens()
         self.enrollment, self.phase, self._push_waiting = None, Phase.NEW, False
         return [fx.SessionEnded(self._session_commands, "erased"), *unregister, *self._refresh_readiness(now)]
@@ -391,6 +408,7 @@ class DeviceMachine:
         self._last_status = answer.status
         handled = fx.CommandHandled(command.request_type, command.command_uuid, answer.status, answer.error_chain)
         changes_profiles = command.request_type in ("InstallProfile", "RemoveProfile")
+        self._ddm_due |= command.request_type == "DeclarativeManagement" and answer.status is Status.ACKNOWLEDGED
         refreshed = self._refresh_readiness(now) if changes_profiles else []
         send = self._send_report(report, f"{command.request_type}:{answer.status.value}", now)
         if self.behaviour.duplicate_rate and self._rng.random() < self.behaviour.duplicate_rate:
@@ -404,6 +422,9 @@ class DeviceMachine:
         if self._last_status is Status.NOT_NOW:
             # The device re-polls by itself only when NotNow was its last status (SPEC section 2).
             out.append(self._wake(now + self.behaviour.not_now_repoll, WakeReason.NOT_NOW_REPOLL))
+        if self._ddm_due:
+            self._ddm_due = False
+            return out + self._ddm_step(self.ddm.start(), now)
         if self._push_waiting:
             out += self._start_session(now)
         return out
@@ -415,6 +436,38 @@ class DeviceMachine:
     def _check_out_gave_up(self, pending: _Pending, reason: str, now: float) -> list[fx.Effect]:
         return [fx.Log(f"{pending.request.message} gave up after {reason}")]  # best effort: the device has left
 
+    # Declarative management: the client decides each step, the machine sends it -------------------------
+
+    def _ddm_step(self, step: DdmStep | None, now: float) -> list[fx.Effect]:
+        if step is None:
+            return []
+        if isinstance(step, DdmDone):
+            out: list[fx.Effect] = [fx.Log(f"DDM sync: {step.reason}")]
+            out += self._refresh_readiness(now) if step.changed else []
+            if step.full_report_at is not None:
+                out.append(self._wake(step.full_report_at, WakeReason.DDM_FULL_REPORT))
+            return out + (self._start_session(now) if self._push_waiting and not self._in_session else [])
+        wire = ddm_request(step, self._current.check_in_url, **self._ids())
+        refreshed = self._refresh_readiness(now) if wire.installed else []
+        kind = RequestKind.DDM if wire.method == "PUT" else RequestKind.DDM_ASSET
+        return [*refreshed, self._send(wire.url, wire.content_type, wire.body, wire.message, kind, now,
+                                       method=wire.method, anonymous=wire.anonymous)]
+
+    def _ddm_answered(self, pending: _Pending, body: bytes, now: float) -> list[fx.Effect]:
+        if pending.kind is RequestKind.DDM_ASSET:
+            return self._ddm_step(self.ddm.asset_answered(200, body, now), now)
+        return self._ddm_step(self.ddm.answered(body, now), now)
+
+    def _ddm_gave_up(self, pending: _Pending, reason: str, now: float) -> list[fx.Effect]:
+        return self._ddm_step(self.ddm.gave_up(reason, now), now)
+
+    def _ddm_full_report_due(self, now: float) -> list[fx.Effect]:
+        if self.phase is not Phase.ENROLLED or self._ddm is None:
+            return []
+        if self._in_session or self._pending is not None:  # one request at a time: try again in a minute
+            return [self._wake(now + 60.0, WakeReason.DDM_FULL_REPORT)]
+        return self._ddm_step(self._ddm.full_report(), now)
+
     # Requests, retries, readiness ---------------------------------------------------------------------
 
     def _ids(self) -> _Ids:
@@ -425,12 +478,14 @@ class DeviceMachine:
         return self._send(self._current.server_url, fx.CONNECT_TYPE, body, message, RequestKind.REPORT, now)
 
     def _send(self, url: str, content_type: str, body: bytes, message: str, kind: RequestKind, now: float,
-              recurring: bool = False) -> fx.SendRequest:
+              recurring: bool = False, method: str = "PUT", anonymous: bool = False) -> fx.SendRequest:
         self._next_id += 1
         identity = self.profiles.keychain.identity(self._current.identity_uuid)
         assert identity is not None, "enrollment checked the identity; only removing the profile drops it"
-        signature = self.signer(body, identity, now, recurring) if self._current.sign_message else None
-        request = fx.SendRequest(self._next_id, url, content_type, body, signature, message, identity)
+        signed = self._current.sign_message and not anonymous
+        signature = self.signer(body, identity, now, recurring) if signed else None
+        request = fx.SendRequest(self._next_id, url, content_type, body, signature, message,
+                                 None if anonymous else identity, method)
         self._pending = _Pending(request, kind)
         return request
 
@@ -438,7 +493,7 @@ class DeviceMachine:
         self._next_id += 1
         old = pending.request
         pending.request = fx.SendRequest(self._next_id, old.url, old.content_type, old.body, old.signature,
-                                         old.message, old.client_identity)
+                                         old.message, old.client_identity, old.method)
         self._pending = pending
         return pending.request
 
@@ -464,7 +519,8 @@ class DeviceMachine:
 
     def _refresh_readiness(self, now: float) -> list[fx.Effect]:
         version = self.facts.os_version
-        current = fleet_readiness(self.profiles, os_version=version, now=_when(now), choices=self.choices)
+        current = fleet_readiness(self.profiles, os_version=version, now=_when(now), choices=self.choices,
+                                  ddm_accounts=() if self._ddm is None else self._ddm.store.accounts())
         changed: list[fx.Effect] = [fx.ReadinessChanged(account, record) for account, record in sorted(current.items())
                    if self.readiness.get(account) != record]
         self.readiness = current
@@ -480,6 +536,8 @@ _ON_ANSWER = {
     RequestKind.REPORT: DeviceMachine._session_answer,  # run the next command, or end the session
     RequestKind.USER_TOKEN_UPDATE: DeviceMachine._user_answered,  # the user's channel is known to the server
     RequestKind.USER_REPORT: DeviceMachine._user_answered,  # the user's queue is the server's; nothing follows
+    RequestKind.DDM: DeviceMachine._ddm_answered,  # the DDM client's next step: a request, or the sync's end
+    RequestKind.DDM_ASSET: DeviceMachine._ddm_answered,  # the asset's data judged; the next step
 }
 _ON_GIVE_UP = {
     RequestKind.AUTHENTICATE: DeviceMachine._enrollment_gave_up,  # → FAILED, enrollment profile rolled back
@@ -488,10 +546,13 @@ _ON_GIVE_UP = {
     RequestKind.REPORT: DeviceMachine._session_gave_up,  # the session ends; the next push starts another
     RequestKind.USER_TOKEN_UPDATE: DeviceMachine._user_gave_up,  # logged: the user signs in again
     RequestKind.USER_REPORT: DeviceMachine._user_gave_up,  # logged: the next push to the user tries again
+    RequestKind.DDM: DeviceMachine._ddm_gave_up,  # the sync ends; the next DeclarativeManagement command retries
+    RequestKind.DDM_ASSET: DeviceMachine._ddm_gave_up,  # the asset could not be downloaded: a status reason
 }
 _ON_WAKE = {
     WakeReason.RETRY: DeviceMachine._retry_due,  # resend the request in flight, if still in flight
     WakeReason.NOT_NOW_REPOLL: DeviceMachine._repoll_due,  # check in unasked, if enrolled and idle
+    WakeReason.DDM_FULL_REPORT: DeviceMachine._ddm_full_report_due,  # the daily full DDM status report
 }
 
 

@@ -6,7 +6,7 @@ Pure: reads an account payload, the keychain and the user's choices; the machine
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from types import MappingProxyType
 from typing import Any
@@ -16,6 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from mdm_protocol.key_catalogue import key_support
 from mdm_protocol.osversion import OSVersion
 
+from .ddm_state import DdmAccount, keychain_uuid
 from .keychain import Identity, Keychain, Moment
 from .profiles import DeviceProfiles
 
@@ -251,6 +252,44 @@ def smime_policy(payload: Mapping[str, Any], os_version: OSVersion | str) -> Pol
     return _modern_policy(keys)
 
 
+DDM_SMIME_FROM = OSVersion(17)  # SMIME in account declarations ([ADM] account.mail / account.exchange)
+
+
+def _settings(smime: Mapping[str, Any], part: str) -> Mapping[str, Any]:
+    value = smime.get(part)
+    return value if isinstance(value, Mapping) else {}
+
+
+def ddm_smime_policy(account: DdmAccount, os_version: OSVersion | str) -> Policy:
+    """The S/MIME settings of an account declaration: iOS 17+ reads SMIME.Signing and SMIME.Encryption, where
+    Encryption.Enabled is encrypt-by-default and PerMessageSwitchEnabled the compose switch (docs/readiness.md)."""
+    version = OSVersion.parse(os_version)
+    ignored = tuple(key for key in account.ignored_keys if key == "SMIME" or key.startswith("SMIME."))
+    smime = account.payload.get("SMIME")
+    if version < DDM_SMIME_FROM or not isinstance(smime, Mapping):
+        why = (f"iOS {version} does not read SMIME in account declarations (from iOS 17.0)"
+               if version < DDM_SMIME_FROM else "the declaration has no SMIME settings")
+        return Policy(False, why, False, False, why, ignored_keys=ignored)
+    signing, encryption = _settings(smime, "Signing"), _settings(smime, "Encryption")
+
+    def identity(settings: Mapping[str, Any]) -> str | None:
+        reference = settings.get("IdentityAssetReference")
+        return keychain_uuid(reference) if isinstance(reference, str) and reference else None
+
+    return Policy(
+        signing.get("Enabled") is True, "SMIME.Signing.Enabled is not true", encryption.get("Enabled") is True,
+        encryption.get("PerMessageSwitchEnabled") is True,
+        "encryption is off (SMIME.Encryption.Enabled and PerMessageSwitchEnabled are not true and no "
+        "encryption identity is named)",
+        signing_identity=identity(signing), encryption_identity=identity(encryption),
+        signing_user_overrideable=signing.get("UserOverrideable") is True,
+        signing_identity_user_overrideable=signing.get("IdentityUserOverrideable") is True,
+        encrypt_by_default_user_overrideable=encryption.get("UserOverrideable") is True,
+        encryption_identity_user_overrideable=encryption.get("IdentityUserOverrideable") is True,
+        ignored_keys=ignored,
+    )
+
+
 def _pick(named: str | None, chosen: str | None, overrideable: bool, keychain: Keychain) -> str | None:
     """The identity in use: named by the payload, or the user's pick when none is named or it may override."""
     if chosen is not None and keychain.identity(chosen) is None:
@@ -300,6 +339,12 @@ def account_readiness(payload: Mapping[str, Any], *, os_version: OSVersion | str
     """The readiness record of one Email or Exchange account payload on this device at `now`."""
     policy = smime_policy(payload, os_version)
     account = account or str(payload.get("PayloadIdentifier", ""))
+    return _record(policy, account, payload["PayloadType"], os_version, keychain, now, choices, profile_identifier)
+
+
+def _record(policy: Policy, account: str, payload_type: str, os_version: OSVersion | str, keychain: Keychain,
+            now: Moment, choices: UserChoices | None, profile_identifier: str | None) -> Readiness:
+    """The record for a policy once identities and the user's choices are applied (profiles and DDM alike)."""
     choice = (choices or UserChoices()).for_account(account)
     signing = policy.signing
     if policy.signing_user_overrideable and choice.signing_enabled is not None:
@@ -316,7 +361,7 @@ def account_readiness(payload: Mapping[str, Any], *, os_version: OSVersion | str
     decrypter = _pick(policy.encryption_identity, choice.encryption_identity,
                       policy.encryption_identity_user_overrideable, keychain)
     return Readiness(
-        account, payload["PayloadType"], str(OSVersion.parse(os_version)),
+        account, payload_type, str(OSVersion.parse(os_version)),
         _judge("signing", signing, signing_off, signer, keychain, now),
         _judge("encryption", policy.encryption, policy.encryption_off, decrypter, keychain, now),
         policy.encrypt_by_default, policy.per_message_switch, policy.signing_user_overrideable,
@@ -325,11 +370,22 @@ def account_readiness(payload: Mapping[str, Any], *, os_version: OSVersion | str
     )
 
 
-def fleet_readiness(profiles: DeviceProfiles, *, os_version: OSVersion | str, now: Moment,
-                    choices: UserChoices | None = None) -> dict[str, Readiness]:
-    """Readiness of every account on one device, keyed by account identifier (the PayloadIdentifier).
+def ddm_account_readiness(account: DdmAccount, *, os_version: OSVersion | str, keychain: Keychain, now: Moment,
+                          choices: UserChoices | None = None, key: str | None = None) -> Readiness:
+    """The readiness record of an account declaration (mail or Exchange), by `ddm_smime_policy`."""
+    policy = ddm_smime_policy(account, os_version)
+    return _record(policy, key or account.identifier, account.declaration_type, os_version, keychain, now,
+                   choices, None)
 
-    Two profiles may reuse a PayloadIdentifier; the later account is then keyed "<profile>/<payload>".
+
+def fleet_readiness(profiles: DeviceProfiles, *, os_version: OSVersion | str, now: Moment,
+                    choices: UserChoices | None = None, ddm_accounts: Iterable[DdmAccount] = ()
+                    ) -> dict[str, Readiness]:
+    """Readiness of every account on one device, keyed by account identifier (the PayloadIdentifier, or the
+    declaration Identifier of a DDM account).
+
+    Two profiles may reuse a PayloadIdentifier; the later account is then keyed "<profile>/<payload>"; a
+    declaration whose Identifier a profile account already uses is keyed "declaration/<identifier>".
     """
     out: dict[str, Readiness] = {}
     for profile, payload in profiles.accounts():
@@ -339,4 +395,8 @@ def fleet_readiness(profiles: DeviceProfiles, *, os_version: OSVersion | str, no
         out[account] = account_readiness(payload, os_version=os_version, keychain=profiles.keychain, now=now,
                                           choices=choices, account=account,
                                           profile_identifier=profile.identifier)
+    for declared in ddm_accounts:
+        key = declared.identifier if declared.identifier not in out else f"declaration/{declared.identifier}"
+        out[key] = ddm_account_readiness(declared, os_version=os_version, keychain=profiles.keychain, now=now,
+                                         choices=choices, key=key)
     return out

@@ -63,10 +63,10 @@ class MemoryTransport:
 
     def _deliver(self, request: SendRequest, result: defer.Deferred[Reply]) -> None:
         path = request.url.split("://", 1)[-1].partition("/")[2]
-        headers = {"Content-Type": request.content_type}
+        headers = {"Content-Type": request.content_type} if request.content_type else {}
         if request.signature is not None:  # no TLS here: a SignMessage-false device has no identity to show
             headers["Mdm-Signature"] = request.signature
-        response = self.http.request("PUT", "/" + path, request.body, headers)
+        response = self.http.request(request.method, "/" + path, request.body, headers)
         result.callback(Reply(response.status, response.body))
 
     def _trust(self, roots: tuple[x509.Certificate, ...]) -> bool:
