@@ -32,10 +32,11 @@ ASSET_BASE = "https://assets.example.com/identity/"
 
 @dataclass
 class DdmServer:
-    """Declarations by identifier; asset data by URL (bytes, or an int HTTP status to answer with)."""
+    """Declarations by identifier; asset data by URL (bytes, an int HTTP status to answer with, or a str: the
+    transport fails with that reason)."""
 
     declarations: dict[str, Declaration] = field(default_factory=dict)
-    assets: dict[str, bytes | int] = field(default_factory=dict)
+    assets: dict[str, bytes | int | str] = field(default_factory=dict)
     requests: list[str] = field(default_factory=list)  # "tokens", "declaration/...", "status", "GET <url>"
     reports: list[StatusReport] = field(default_factory=list)
     commands: list[Command] = field(default_factory=list)  # answers to the command channel, in order
@@ -50,11 +51,13 @@ class DdmServer:
     def manifest(self) -> DeclarationItemsResponse:
         return DeclarationItemsResponse.of(self.declarations.values())
 
-    def answer(self, request: fx.SendRequest) -> tuple[int, bytes]:
+    def answer(self, request: fx.SendRequest) -> tuple[int, bytes] | str:
         self.sent.append(request)
         if request.method == "GET":
             self.requests.append(f"GET {request.url}")
             data = self.assets.get(request.url, 404)
+            if isinstance(data, str):
+                return data
             return (data, b"") if isinstance(data, int) else (200, data)
         if request.content_type == fx.CONNECT_TYPE:
             self.requests.append(request.message)
@@ -93,8 +96,11 @@ def drive(machine: Any, server: DdmServer, effects: list[fx.Effect], now: float,
         limit -= 1
         assert limit > 0, "the machine kept asking"
         request = queue.pop(0)
-        status, body = server.answer(request)
-        produced = machine.response(request.request_id, status, body, now)
+        answer = server.answer(request)
+        if isinstance(answer, str):
+            produced = machine.transport_failed(request.request_id, answer, now)
+        else:
+            produced = machine.response(request.request_id, answer[0], answer[1], now)
         seen += produced
         queue += [effect for effect in produced if isinstance(effect, fx.SendRequest)]
     return seen
