@@ -14,7 +14,7 @@ from typing import Any
 
 from ._declaration_catalogue import BASE_KEYS, CREDENTIALS, DECLARATIONS, REASONS, STATUS_ITEMS
 from .ddm import DeclarationKind, StatusReason, Validity
-from .key_catalogue import IOSSupport, Issue, KeySpec, Support, check_keys, format_path
+from .key_catalogue import IOSSupport, KeySpec, Support, check_keys, format_path
 from .osversion import OSVersion
 
 REASON_CODES = frozenset(REASONS)
@@ -184,10 +184,8 @@ def _payload_reasons(issues: Sequence[Any], unknown: Sequence[tuple[str | int, .
     out = []
     if issues:
         why = "; ".join(issue.reason for issue in issues)
-        missing = [format_path(issue.path) for issue in issues if issue.issue is Issue.MISSING]
-        code = "Error.ConfigurationCannotBeDeserialized"
-        note = f" (missing {', '.join(missing)})" if missing else ""
-        out.append(Reason(code, f"the payload does not match its schema: {why}{note}", {"Error": why}))
+        out.append(Reason("Error.ConfigurationCannotBeDeserialized", f"the payload does not match its schema: {why}",
+                          {"Error": why}))
     if unknown:
         paths = [format_path(("Payload", *path)) for path in unknown]
         out.append(Reason("Error.UnknownPayloadKeys", f"unknown payload keys: {', '.join(paths)}",

@@ -473,3 +473,26 @@ def test_bad_command_data_is_a_format_error(authority):
     effects = drive(machine, server, machine.push(T0), T0)
     assert fx.CommandHandled("DeclarativeManagement", "DM-bad", Status.COMMAND_FORMAT_ERROR) in effects
     assert "tokens" not in server.requests
+
+
+def test_exchange_accounts_and_legacy_profiles(authority):
+    exchange = Declaration.create("com.apple.configuration.account.exchange", "eas-1", {
+        "VisibleName": "Exchange", "EnabledProtocolTypes": ["EAS"], "UserIdentityAssetReference": "me",
+        "HostName": "eas.example.com", "NotesServiceActive": False})
+    me = Declaration.create("com.apple.asset.useridentity", "me", {"FullName": "Alice", "EmailAddress": "a@x.com"})
+    legacy = Declaration.create("com.apple.configuration.legacy", "old", {"ProfileURL": "https://x/p.mobileconfig"})
+    machine, server = enrolled(authority), server_with(activation("act-1", "eas-1", "old"), exchange, me, legacy,
+                                                        assets=False)
+    kick(machine, server)
+    report = server.reports[-1]
+    assert report.item("account.list.exchange") == [{
+        "identifier": "eas-1", "declaration-identifier": "eas-1", "visible-name": "Exchange",
+        "hostname": "eas.example.com", "is-mail-enabled": True, "are-calendars-enabled": True,
+        "are-contacts-enabled": True, "are-notes-enabled": False, "are-reminders-enabled": True}]
+    declarations = declarations_of(report)
+    assert declarations["me"]["active"] is True
+    assert (declarations["old"]["active"], declarations["old"]["reasons"][0]["code"]) == (
+        False, "Error.ConfigurationCannotBeApplied")
+    assert machine.readiness["eas-1"].signing.state is State.DISABLED  # no SMIME: off, with its reason
+    assert machine.readiness["eas-1"].signing.reason == "the declaration has no SMIME settings"
+    assert check_report(report.to_json(), "17.5") == []

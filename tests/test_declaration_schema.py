@@ -113,7 +113,7 @@ def test_missing_required_and_wrong_type_give_one_deserialization_reason() -> No
     [reason] = verdict.reasons
     assert reason.code == "Error.ConfigurationCannotBeDeserialized"
     assert "OutgoingServer.HostName must be <string>, not int" in reason.description
-    assert "missing OutgoingServer.AuthenticationMethod" in reason.description
+    assert "required key OutgoingServer.AuthenticationMethod is missing" in reason.description
     assert reason.to_status()["details"]["Error"] == reason.details["Error"]
 
 
