@@ -1,7 +1,8 @@
 """DDM in the in-memory world (scenarios' path): the real server and a fleet over in-memory HTTP on virtual time.
 
 An Exchange account with S/MIME identities declared to two iOS 17.5 devices and one 16.0 device; a day later the
-17.5 devices send their full report. Same server and device code as the TLS test, no sockets, no waiting.
+17.5 devices send their full report; the server's expected readiness matches the devices'. Same server and
+device code as the TLS test, no sockets, no waiting.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from kits.keychain_pki import certificate, new_key, p12
 from device_sim.fleet import FleetSpec, parse_mix
 from device_sim.readiness import State
 from mdm_world.admin_client import AdminClient
+from mdm_world.demo_readiness import device_view, server_view
 from mdm_world.world import World
 
 PASSWORD = "correct horse"
@@ -33,7 +35,7 @@ def _p12(world: World, name: str, kind: str) -> bytes:
     return p12(leaf, key, PASSWORD)
 
 
-def test_declared_accounts_reach_a_fleet_and_full_reports_follow_a_day_later():
+def test_declared_accounts_reach_a_fleet_without_drift_and_full_reports_follow_a_day_later():
     world = World(FleetSpec(3, seed=5, os_mix=parse_mix("17.5:2,16.0:1")))
     runners = world.enroll()
     world.run_for(120)
@@ -73,3 +75,7 @@ def test_declared_accounts_reach_a_fleet_and_full_reports_follow_a_day_later():
         full = [entry["report"].get("FullReport") for entry in history]
         assert full == ([False, True] if runner.machine.facts.os_version.major >= 17 else [None])
     assert world.observer.commands[("DeclarativeManagement", "Acknowledged")] == 3
+    for runner in runners:  # the server's expectation (from the DDM status) and the device agree: no drift
+        answer = admin.get(f"/api/v2/devices/{runner.machine.facts.udid}/readiness")
+        [theirs] = [account for account in answer["accounts"] if account["payloadIdentifier"] == ACCOUNT]
+        assert server_view(theirs) == device_view(runner.machine.readiness[ACCOUNT])
