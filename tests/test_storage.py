@@ -36,6 +36,7 @@ from storage_conformance import (
     enroll,
     install_profile,
 )
+from storage_secrets_conformance import SecretsConformance
 from storage_steps_conformance import ChannelStepsConformance
 from storage_user_channel_conformance import UserChannelConformance
 
@@ -123,6 +124,10 @@ class TestNotNow(NotNowConformance):
 
 
 class TestUserChannels(UserChannelConformance):
+    pass
+
+
+class TestSecrets(SecretsConformance):
     pass
 
 

@@ -194,6 +194,15 @@ class NewCommand:
     command_uuid: str
     request_type: str
     payload: bytes
+    # Keys or passwords inside (secrets at rest): once the device acknowledges the command, or at `forget_at`
+    # (seconds, the caller's clock) if it never does, its body is replaced by `redacted`, the same command
+    # without its secrets; the command and its result stay. None: not a secret command.
+    redacted: bytes | None = None
+    forget_at: float | None = None
+
+    @property
+    def secret(self) -> bool:
+        return self.redacted is not None
 
 
 # Either one command for every device (one CommandUUID shared, as nanomdm does) or one built per device.
@@ -376,6 +385,10 @@ class QueueAdmin(Protocol):
     # Retention: removes at most `limit` finished commands (and their results) whose result came before
     # `before`, oldest first, and answers how many; called in batches off the request path.
     def purge_finished(self, *, before: float, limit: int = 500) -> int: ...
+    # Secrets at rest: replaces the bodies of at most `limit` secret commands whose `forget_at` has come by
+    # their redacted ones (a pending one is given up as TimedOut) and answers how many. An Acknowledged
+    # secret command has its body replaced as the result is recorded.
+    def forget_secrets(self, *, now: float, limit: int = 500) -> int: ...
     def command_counts(self, device_id: str | None = None) -> dict[CommandStatus, int]: ...
 
 

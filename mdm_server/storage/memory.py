@@ -59,6 +59,7 @@ from .rules import (
     plan_enqueue,
     reported_status,
     result_kind,
+    secret_until,
     seen_is_current,
     unknown_devices,
 )
@@ -69,6 +70,11 @@ class _Slot:
     seq: int  # insertion order: the FIFO tie-break within a priority and queue time
     command: QueuedCommand
     held: bool = False  # NotNow'd since the device's last Idle: the command channel passes over it
+    secret_until: float | None = None  # a secret body's deadline (rules.secret_until); None once redacted
+    redacted: bytes = b""  # the body it gets then
+
+    def forget(self) -> None:
+        self.command, self.secret_until = replace(self.command, payload=self.redacted), None
 
     def order(self) -> tuple[int, float, int]:
         return (-self.command.priority, self.command.queued_at, self.seq)
@@ -300,7 +306,8 @@ class MemoryStorage:
                 device_id, new.command_uuid, new.request_type, new.payload, priority,
                 CommandStatus.QUEUED, timeout, now,
             )  # fmt: skip
-            self._queues.setdefault(device_id, {})[new.command_uuid] = _Slot(next(self._seq), queued)
+            slot = _Slot(next(self._seq), queued, secret_until=secret_until(new), redacted=new.redacted or b"")
+            self._queues.setdefault(device_id, {})[new.command_uuid] = slot
             self._owners.setdefault(new.command_uuid, set()).add(device_id)
         return {device_id: new.command_uuid for device_id, new in plan}
 
@@ -382,6 +389,8 @@ class MemoryStorage:
             not_now_count=slot.command.not_now_count + not_now,
         )
         slot.held = not_now
+        if status is CommandStatus.ACKNOWLEDGED and slot.secret_until is not None:
+            slot.forget()
         if not_now:
             device = self._devices[device_id]
             self._devices[device_id] = replace(device, not_now_count=device.not_now_count + 1)
@@ -430,6 +439,18 @@ class MemoryStorage:
         for _, _, device_id, uuid in chosen:
             self._drop(device_id, [uuid])
         return len(chosen)
+
+    def forget_secrets(self, *, now: float, limit: int = 500) -> int:
+        self._live()
+        now, limit = check_now(now), check_limit(limit)
+        due = [slot for queue in self._queues.values() for slot in queue.values()
+               if slot.secret_until is not None and slot.secret_until <= now]
+        for slot in heapq.nsmallest(limit, due, key=lambda slot: (slot.secret_until, slot.seq)):
+            if slot.command.pending:
+                slot.command = replace(slot.command, status=CommandStatus.TIMED_OUT, result_at=now)
+                slot.held = False
+            slot.forget()
+        return min(limit, len(due))
 
     def command_counts(self, device_id: str | None = None) -> dict[CommandStatus, int]:
         self._live()

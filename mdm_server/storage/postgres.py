@@ -44,12 +44,14 @@ from .postgres_queries import (
     EXPIRE_SENT,
     PURGE_FINISHED,
     PUSH_SELECT,
+    SECRETS_DUE,
     PUSH_UPSERT,
     QUEUE_ORDER,
     TOKEN_UPDATE,
     check_targets,
     clear_pending,
     collect_payloads,
+    forget_secrets,
     insert_commands,
     require_device,
     update_device,
@@ -363,6 +365,12 @@ class PostgresStorage:
             payload_ids = [row[0] for row in db.execute(PURGE_FINISHED, (before, limit)).fetchall()]
             collect_payloads(db, sorted(set(payload_ids)))
         return len(payload_ids)
+
+    def forget_secrets(self, *, now: float, limit: int = 500) -> int:
+        now, limit = check_now(now), check_limit(limit)
+        with self._write() as db:
+            seqs = [row[0] for row in db.execute(SECRETS_DUE, (now, limit)).fetchall()]
+            return forget_secrets(db, seqs, now) if seqs else 0
 
     def command_counts(self, device_id: str | None = None) -> dict[CommandStatus, int]:
         device_id = check_optional_id(device_id, "device_id")

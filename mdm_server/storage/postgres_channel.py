@@ -11,6 +11,7 @@ from typing import Any
 import psycopg
 
 from .interface import CommandStatus, QueuedCommand, ResultKind, ResultOutcome, StorageError
+from .postgres_queries import forget_secrets
 from .postgres_schema import PENDING_SQL
 from .rules import result_kind, unknown_devices
 from .sqlite_queries import command_from_row
@@ -27,7 +28,7 @@ RELEASE = "UPDATE commands SET held = false WHERE device_id = %s AND held"
 COLUMNS = """c.device_id, c.command_uuid, c.request_type, p.data, c.priority, c.status, c.timeout,
     c.queued_at, c.sent_at, c.result_at, c.result, c.not_now_count"""
 BY_SEQ = f"SELECT {COLUMNS} FROM commands AS c JOIN payloads AS p USING (payload_id) WHERE c.seq = %s"
-FIND = "SELECT seq, status FROM commands WHERE device_id = %s AND command_uuid = %s FOR UPDATE"
+FIND = "SELECT seq, status, secret_until FROM commands WHERE device_id = %s AND command_uuid = %s FOR UPDATE"
 _OWNED = "SELECT 1 FROM commands WHERE command_uuid = %s LIMIT 1"
 _RECORD = f"""UPDATE commands AS c SET status = %s, result = %s, result_at = %s,
     not_now_count = c.not_now_count + %s, held = %s FROM payloads AS p
@@ -75,6 +76,9 @@ def record(
     row = db.execute(_RECORD, (status.value, result, now, int(not_now), not_now, seq)).fetchone()
     if not_now:
         db.execute(_COUNT_NOT_NOW, (device_id,))
+    if status is CommandStatus.ACKNOWLEDGED and found[2] is not None:  # secrets at rest: the body goes now
+        forget_secrets(db, [seq], now)
+        return ResultOutcome(kind, command_at(db, seq), previous)
     return ResultOutcome(kind, command_from_row(_row(row)), previous)
 
 

@@ -12,7 +12,7 @@ import psycopg
 
 from .interface import EnrollmentState, NewCommand
 from .postgres_schema import PENDING_SQL
-from .rules import already_queued, checked_out_devices, unknown_devices
+from .rules import already_queued, checked_out_devices, secret_until, unknown_devices
 from .sqlite_queries import DEVICE_COLUMNS
 
 DEVICE_SELECT = f"SELECT {DEVICE_COLUMNS} FROM devices"
@@ -49,9 +49,9 @@ _NEW_PAYLOAD_IDS = "SELECT nextval(pg_get_serial_sequence('payloads', 'payload_i
 _INSERT_PAYLOADS = "INSERT INTO payloads (payload_id, data) SELECT * FROM unnest(%s::bigint[], %s::bytea[])"
 # One command per device per batch (plan_enqueue), so their order within the batch is no queue order.
 _INSERT_COMMANDS = """INSERT INTO commands (device_id, command_uuid, request_type, payload_id, priority,
-        status, timeout, queued_at)
-    SELECT d, u, r, p, %s, 'Queued', %s, %s FROM unnest(%s::text[], %s::text[], %s::text[], %s::bigint[])
-        AS t (d, u, r, p)
+        status, timeout, queued_at, secret_until, redacted)
+    SELECT d, u, r, p, %s, 'Queued', %s, %s, s, x FROM unnest(%s::text[], %s::text[], %s::text[], %s::bigint[],
+        %s::double precision[], %s::bytea[]) AS t (d, u, r, p, s, x)
     ON CONFLICT (device_id, command_uuid) DO NOTHING RETURNING device_id"""
 
 
@@ -99,11 +99,11 @@ def insert_commands(
     ids = [row[0] for row in db.execute(_NEW_PAYLOAD_IDS, (len(bodies),))]
     db.execute(_INSERT_PAYLOADS, (ids, bodies))
     payload_ids = dict(zip(bodies, ids, strict=True))
-    columns: tuple[list[Any], ...] = ([], [], [], [])
+    columns: tuple[list[Any], ...] = ([], [], [], [], [], [])
     for device_id, new in plan:
-        for column, value in zip(
-            columns, (device_id, new.command_uuid, new.request_type, payload_ids[new.payload]), strict=True
-        ):
+        row = (device_id, new.command_uuid, new.request_type, payload_ids[new.payload], secret_until(new),
+               new.redacted)
+        for column, value in zip(columns, row, strict=True):
             column.append(value)
     inserted = {row[0] for row in db.execute(_INSERT_COMMANDS, (priority, timeout, now, *columns))}
     if len(inserted) < len(plan):  # the caller's transaction rolls the rest of the batch back
@@ -127,3 +127,25 @@ def collect_payloads(db: psycopg.Connection, payload_ids: list[int]) -> None:
         AND NOT EXISTS (SELECT 1 FROM commands AS c WHERE c.payload_id = p.payload_id)""",
         (payload_ids,),
     )
+
+
+# Secrets at rest: the due secret bodies, soonest first; the redacted body becomes a payload of its own.
+SECRETS_DUE = "SELECT seq FROM commands WHERE secret_until <= %s ORDER BY secret_until LIMIT %s FOR UPDATE"
+_FORGET = f"""WITH dropped AS (
+        SELECT seq, payload_id, redacted, nextval(pg_get_serial_sequence('payloads', 'payload_id')) AS kept
+        FROM commands WHERE seq = ANY (%(seqs)s::bigint[]) AND secret_until IS NOT NULL),
+    bodies AS (INSERT INTO payloads (payload_id, data) SELECT kept, redacted FROM dropped)
+    UPDATE commands AS c SET payload_id = d.kept, secret_until = NULL, redacted = NULL,
+        status = CASE WHEN c.status IN {PENDING_SQL} THEN 'TimedOut' ELSE c.status END,
+        result_at = CASE WHEN c.status IN {PENDING_SQL} THEN %(now)s ELSE c.result_at END,
+        held = false
+    FROM dropped AS d WHERE c.seq = d.seq RETURNING d.payload_id"""
+
+
+def forget_secrets(db: psycopg.Connection, seqs: list[int], now: float) -> int:
+    """Replace the secret bodies of these commands by their redacted ones (a pending one is given up,
+    TimedOut); answers how many."""
+    old = [row[0] for row in db.execute(_FORGET, {"seqs": seqs, "now": now}).fetchall()]
+    if old:
+        collect_payloads(db, old)
+    return len(old)

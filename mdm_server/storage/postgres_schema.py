@@ -1,6 +1,6 @@
 """The PostgreSQL schema, versioned in a `mdmsim_schema` table: connecting and bringing a schema up to date.
 
-The tables mirror SQLite's version 5 (sqlite_schema.py); a database written by a newer mdmsim is refused.
+The tables mirror SQLite's version 6 (sqlite_schema.py); a database written by a newer mdmsim is refused.
 """
 
 from __future__ import annotations
@@ -105,8 +105,16 @@ _V3 = (
     """,
 )
 
+# Version 4: secrets at rest (as SQLite's version 6): a secret command's body is replaced by `redacted` once
+# acknowledged, or at `secret_until` ('Infinity': only once acknowledged); both NULL otherwise and after.
+_V4 = (
+    "ALTER TABLE commands ADD COLUMN secret_until double precision",
+    "ALTER TABLE commands ADD COLUMN redacted bytea",
+    "CREATE INDEX commands_secret ON commands (secret_until) WHERE secret_until IS NOT NULL",
+)
+
 # MIGRATIONS[n] takes a schema from version n to n + 1; version 0 is an empty (new) schema.
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3)
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3, _V4)
 SCHEMA_VERSION = len(MIGRATIONS)
 _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 # Two processes opening a new database at once must not both create it: the migration holds this lock.

@@ -234,9 +234,18 @@ def check_new_command(new: object) -> NewCommand:
     check_id(new.command_uuid, "command_uuid")
     check_id(new.request_type, "request_type")
     payload = check_bytes(new.payload, "payload")
-    if payload is not new.payload:
-        new = NewCommand(new.command_uuid, new.request_type, payload)
+    redacted = check_optional_bytes(new.redacted, "redacted")
+    forget_at = None if new.forget_at is None else check_now(new.forget_at)
+    if payload is not new.payload or redacted is not new.redacted or forget_at is not new.forget_at:
+        new = NewCommand(new.command_uuid, new.request_type, payload, redacted, forget_at)
     return new
+
+
+def secret_until(new: NewCommand) -> float | None:
+    """The stored deadline of a secret body: None (not secret), or `forget_at`, or never (inf) until acked."""
+    if not new.secret:
+        return None
+    return math.inf if new.forget_at is None else new.forget_at
 
 
 # Finds the certificate's owner and the device's own certificate and user in one indexed statement.

@@ -9,6 +9,7 @@ command result. `synchronous="FULL"` fsyncs the WAL on every commit for those wh
 
 from __future__ import annotations
 
+import logging
 import os
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -78,6 +79,7 @@ from .sqlite_channel import (
 from .sqlite_errors import storage_error
 from .sqlite_queries import (
     AUTHENTICATE,
+    SECRETS_DUE,
     COMMAND_SELECT,
     DEVICE_BY_ID,
     DEVICE_SELECT,
@@ -95,6 +97,7 @@ from .sqlite_queries import (
     command_from_row,
     device_from_row,
     find_command,
+    forget_secrets,
     insert_commands,
     load_device,
     require_device,
@@ -104,6 +107,7 @@ from .sqlite_queries import (
 from .sqlite_schema import open_database
 from .user_channel_sql import UserChannelSQL
 
+log = logging.getLogger(__name__)
 _USER_CHANNELS = UserChannelSQL("?")
 
 _IDENTITY_OWNERS = IDENTITY_OWNERS.format(p="?")
@@ -116,6 +120,7 @@ class SQLiteStorage:
         self._db: sqlite3.Connection | None = None
         self._db, self.schema_version_found = open_database(self.path, synchronous)
         self._facts = FactsMemo()
+        self._scrub = False  # a secret body was dropped: the WAL still holds the frames that wrote it
 
     # Enrollments.
 
@@ -306,7 +311,8 @@ class SQLiteStorage:
         with self._write() as db:  # one transaction: the result and the next command's Sent, or neither
             outcome = None
             if reported is not None:
-                outcome = record(db, device_id, reported.command_uuid, reported.status, reported.result, now)
+                outcome = record(db, device_id, reported.command_uuid, reported.status, reported.result, now,
+                                 self._scrub_wal)
                 if stop_if is not None and stop_if(outcome):
                     if outcome.command is None:
                         require_device(db, device_id)  # no command of its own: is the device known at all?
@@ -338,7 +344,7 @@ class SQLiteStorage:
         device_id, command_uuid = check_id(device_id), check_id(command_uuid, "command_uuid")
         status, result, now = reported_status(status), check_optional_bytes(result, "result"), check_now(now)
         with self._write() as db:
-            return record(db, device_id, command_uuid, status, result, now)
+            return record(db, device_id, command_uuid, status, result, now, self._scrub_wal)
 
     def get_command(self, device_id: str, command_uuid: str) -> QueuedCommand | None:
         device_id, command_uuid = check_id(device_id), check_id(command_uuid, "command_uuid")
@@ -386,6 +392,15 @@ class SQLiteStorage:
             payload_ids = [row[0] for row in db.execute(PURGE_FINISHED, (before, limit)).fetchall()]
             collect_payloads(db, sorted(set(payload_ids)))
         return len(payload_ids)
+
+    def forget_secrets(self, *, now: float, limit: int = 500) -> int:
+        now, limit = check_now(now), check_limit(limit)
+        with self._write() as db:
+            seqs = [row[0] for row in db.execute(SECRETS_DUE, (now, limit)).fetchall()]
+            forgotten = forget_secrets(db, seqs, now)
+            if forgotten:
+                self._scrub_wal()
+        return forgotten
 
     def command_counts(self, device_id: str | None = None) -> dict[CommandStatus, int]:
         device_id = check_optional_id(device_id, "device_id")
@@ -441,6 +456,7 @@ class SQLiteStorage:
                 yield db
                 db.execute("COMMIT")
             except BaseException:
+                self._scrub = False
                 # A failed COMMIT (disk full) can leave the transaction open: without this ROLLBACK every
                 # later BEGIN would fail, long after the space came back.
                 if db.in_transaction:
@@ -448,6 +464,26 @@ class SQLiteStorage:
                 raise
         except sqlite3.Error as exc:
             raise self._failure(exc) from None
+        if self._scrub:
+            self._checkpoint(db)
+
+    def _scrub_wal(self) -> None:
+        self._scrub = True
+
+    def _checkpoint(self, db: sqlite3.Connection) -> None:
+        """Copy the WAL into the file and empty it: secure_delete zeroed the dropped body in the pages, but the
+        WAL's older frames still hold it. Another process reading the file can keep the WAL busy; then the frames
+        go at a later checkpoint, and the log says so."""
+        self._scrub = False
+        try:
+            busy = db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+        except sqlite3.Error as exc:
+            busy, reason = 1, str(exc)
+        else:
+            reason = "another connection is reading"
+        if busy:
+            log.warning("SQLite storage %s: the WAL could not be emptied after a secret was dropped (%s); "
+                        "it will be at a later checkpoint", self.path, reason)
 
     @contextmanager
     def _read(self) -> Iterator[sqlite3.Connection]:

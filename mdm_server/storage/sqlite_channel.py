@@ -6,11 +6,12 @@ sqlite3 caches prepared statements by their text, so every text here is built on
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
 from typing import NamedTuple
 
 from .interface import CommandStatus, QueuedCommand, ResultKind, ResultOutcome
 from .rules import result_kind, unknown_devices
-from .sqlite_queries import command_from_row
+from .sqlite_queries import command_from_row, forget_secrets
 from .sqlite_schema import PENDING_SQL
 
 # The identity check without the facts, what decides whether last_seen_at needs writing, and whether an
@@ -26,7 +27,7 @@ _COLUMNS = """device_id, command_uuid, request_type,
     (SELECT data FROM payloads WHERE payloads.payload_id = commands.payload_id), priority, status, timeout,
     queued_at, sent_at, result_at, result, not_now_count"""
 _BY_SEQ = f"SELECT {_COLUMNS} FROM commands WHERE seq = ?"
-FIND = "SELECT seq, status FROM commands WHERE device_id = ? AND command_uuid = ?"
+FIND = "SELECT seq, status, secret_until FROM commands WHERE device_id = ? AND command_uuid = ?"
 _OWNED = "SELECT 1 FROM commands WHERE command_uuid = ?"
 _RECORD = f"""UPDATE commands SET status = ?, result = ?, result_at = ?, not_now_count = not_now_count + ?,
     held = ? WHERE seq = ? RETURNING {_COLUMNS}"""
@@ -55,9 +56,10 @@ _OVERDUE, _UNKNOWN, _DEFERRED = 1, 2, 3
 
 
 def record(
-    db: sqlite3.Connection, device_id: str, uuid: str, status: CommandStatus, result: bytes | None, now: float
+    db: sqlite3.Connection, device_id: str, uuid: str, status: CommandStatus, result: bytes | None, now: float,
+    on_forget: Callable[[], None] | None = None,
 ) -> ResultOutcome:
-    """`record_result` inside the caller's transaction."""
+    """`record_result` inside the caller's transaction; `on_forget` is called when a secret body was replaced."""
     found = db.execute(FIND, (device_id, uuid)).fetchone()
     if found is None:
         owned = db.execute(_OWNED, (uuid,)).fetchone()
@@ -71,6 +73,11 @@ def record(
     rows = db.execute(_RECORD, (status.value, result, now, not_now, not_now, seq)).fetchall()
     if not_now:
         db.execute(_COUNT_NOT_NOW, (device_id,))
+    if status is CommandStatus.ACKNOWLEDGED and found[2] is not None:  # secrets at rest: the body goes now
+        forget_secrets(db, [seq], now)
+        if on_forget is not None:
+            on_forget()
+        return ResultOutcome(kind, command_at(db, seq), previous)
     return ResultOutcome(kind, command_from_row(rows[0]), previous)
 
 

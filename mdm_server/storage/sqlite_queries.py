@@ -10,7 +10,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from .interface import CommandStatus, Device, EnrollmentState, NewCommand, QueuedCommand
-from .rules import already_queued, checked_out_devices, decode_facts, unknown_devices
+from .rules import already_queued, checked_out_devices, decode_facts, secret_until, unknown_devices
 from .sqlite_schema import FINAL_SQL, PENDING_SQL
 
 DEVICE_COLUMNS = """device_id, state, topic, facts, cert_sha256, authenticated_at, last_checkin_at,
@@ -152,11 +152,12 @@ def insert_commands(
         if payload_id is None:
             payload_id = db.execute("INSERT INTO payloads (data) VALUES (?)", (new.payload,)).lastrowid
             payload_ids[new.payload] = payload_id
-        rows.append((device_id, new.command_uuid, new.request_type, payload_id, priority, timeout, now))
+        rows.append((device_id, new.command_uuid, new.request_type, payload_id, priority, timeout, now,
+                     secret_until(new), new.redacted))
     try:
         db.executemany(
-            """INSERT INTO commands (device_id, command_uuid, request_type, payload_id, priority,
-                status, timeout, queued_at) VALUES (?, ?, ?, ?, ?, 'Queued', ?, ?)""",
+            """INSERT INTO commands (device_id, command_uuid, request_type, payload_id, priority, status,
+                timeout, queued_at, secret_until, redacted) VALUES (?, ?, ?, ?, ?, 'Queued', ?, ?, ?, ?)""",
             rows,
         )
     except sqlite3.IntegrityError:
@@ -187,3 +188,27 @@ def collect_payloads(db: sqlite3.Connection, payload_ids: list[int]) -> None:
         AND NOT EXISTS (SELECT 1 FROM commands WHERE payload_id = ?)""",
         [(payload_id, payload_id) for payload_id in payload_ids],
     )
+
+
+# Secrets at rest: the due secret bodies, soonest first; the redacted body becomes a payload of its own.
+SECRETS_DUE = "SELECT seq FROM commands WHERE secret_until <= ? ORDER BY secret_until LIMIT ?"
+_SECRET_AT = "SELECT payload_id, redacted FROM commands WHERE seq = ? AND secret_until IS NOT NULL"
+_GIVE_UP = f"""UPDATE commands SET status = 'TimedOut', result_at = ?, held = 0
+    WHERE seq = ? AND status IN {PENDING_SQL}"""
+_REPOINT = "UPDATE commands SET payload_id = ?, secret_until = NULL, redacted = NULL WHERE seq = ?"
+
+
+def forget_secrets(db: sqlite3.Connection, seqs: Iterable[int], now: float) -> int:
+    """Replace the secret bodies of these commands by their redacted ones (a pending one is given up,
+    TimedOut); answers how many."""
+    dropped = []
+    for seq in seqs:
+        row = db.execute(_SECRET_AT, (seq,)).fetchone()
+        if row is None:
+            continue
+        db.execute(_GIVE_UP, (now, seq))
+        redacted = db.execute("INSERT INTO payloads (data) VALUES (?)", (row[1],)).lastrowid
+        db.execute(_REPOINT, (redacted, seq))
+        dropped.append(row[0])
+    collect_payloads(db, dropped)
+    return len(dropped)

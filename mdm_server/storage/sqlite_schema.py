@@ -117,8 +117,17 @@ _V5 = (
     """,
 )
 
+# Version 6: secrets at rest. A command whose body holds keys or passwords has `secret_until` and its
+# `redacted` body (the same command without its secrets), which replaces the body once it is acknowledged or at
+# `secret_until` (+inf: only once acknowledged); both NULL for other commands and once replaced.
+_V6 = (
+    "ALTER TABLE commands ADD COLUMN secret_until REAL",
+    "ALTER TABLE commands ADD COLUMN redacted BLOB",
+    "CREATE INDEX commands_secret ON commands (secret_until) WHERE secret_until IS NOT NULL",
+)
+
 # MIGRATIONS[n] takes a file from version n to n + 1; version 0 is an empty (new) file.
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3, _V4, _V5)
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3, _V4, _V5, _V6)
 SCHEMA_VERSION = len(MIGRATIONS)
 PENDING_SQL = _PENDING
 FINAL_SQL = _FINAL
@@ -163,6 +172,8 @@ def open_database(path: str, synchronous: str) -> tuple[sqlite3.Connection, int]
             db.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT}").fetchone()
             db.execute(f"PRAGMA synchronous = {synchronous}")
             db.execute("PRAGMA foreign_keys = ON")
+            # Deleted rows are overwritten with zeros, not left in free pages: a dropped secret body is gone.
+            db.execute("PRAGMA secure_delete = ON")
             # Another process (sqlite3 looking in) may hold the write lock briefly; wait a little, not forever.
             db.execute("PRAGMA busy_timeout = 2000")
             return db, migrate(db)
