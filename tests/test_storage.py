@@ -181,7 +181,7 @@ def test_a_version_1_file_is_migrated_in_place(tmp_path):
     raw = sqlite3.connect(path)
     index = raw.execute("SELECT sql FROM sqlite_master WHERE name = 'commands_deadline'").fetchone()[0]
     assert "timeout IS NOT NULL" in index
-    assert raw.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 5  # up to the newest
+    assert raw.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 6  # up to the newest
     assert raw.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     raw.close()
 
@@ -216,7 +216,7 @@ def test_a_version_2_file_is_migrated_in_place(tmp_path):
     assert raw.execute("SELECT command_uuid FROM commands WHERE held = 1").fetchall() == [("refused",)]
     index = raw.execute("SELECT sql FROM sqlite_master WHERE name = 'commands_held'").fetchone()[0]
     assert "WHERE held = 1" in index
-    assert raw.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 5  # up to the newest
+    assert raw.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 6  # up to the newest
     assert raw.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     raw.close()
 
@@ -240,7 +240,7 @@ def test_a_version_4_file_is_migrated_in_place(tmp_path):
     assert [c.push_magic for c in store.list_user_channels("d")] == ["user-magic"]
     store.close()
     raw = sqlite3.connect(path)
-    assert raw.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 5
+    assert raw.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 6
     assert raw.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     raw.close()
 
