@@ -88,10 +88,21 @@ class AdminModel(MultiService):
         self.labels = LabelAdmin(storage, self.docs, self.renderer, self.users, clock=clock, wake=waker.push_now,
                                  seal=self.command_seal.seal, sign_profile=sign_profile,
                                  declarations=self.declarations)
-        # EPMM's "delete private keys after N days", for keys no render happens to touch; also once at start.
-        purge = TimerService(KEY_PURGE_INTERVAL, self.identities.purge_expired_keys)
+        # EPMM's "delete private keys after N days", for keys no render happens to touch and for the copies
+        # queued commands hold (command_seal.py); also once at start.
+        self.storage = storage
+        purge = TimerService(KEY_PURGE_INTERVAL, self.purge_expired_keys)
         purge.clock = clock
         purge.setServiceParent(self)
+
+    def purge_expired_keys(self) -> int:
+        """Delete the private keys past their days, then redact the queued commands that carry copies of them;
+        answers how many commands were redacted."""
+        self.identities.purge_expired_keys()
+        redacted, now = 0, self.clock.seconds()
+        while (batch := self.storage.forget_secrets(now=now)) > 0:
+            redacted += batch
+        return redacted
 
     def routes(self) -> list[Route]:
         """The /api/v2 settings/users and labels/policies tables, for the server's one JsonAPI."""

@@ -128,7 +128,7 @@ class SettingDelivery:
     """Turns "these labels carry these settings" into queued commands, device by device, in bulk."""
 
     def __init__(self, storage: DeliveryStorage, docs: Documents, renderer: Renderer, labels: LabelBook,
-                 *, now: Callable[[], float], seal: Callable[[NewCommand], NewCommand] | None = None,
+                 *, now: Callable[[], float], seal: Callable[[NewCommand, float | None], NewCommand] | None = None,
                  sign_profile: Callable[[bytes], bytes] | None = None,
                  declarations: DeclarationStore | None = None) -> None:
         self.storage, self.docs, self.renderer, self.labels, self._now = storage, docs, renderer, labels, now
@@ -228,7 +228,8 @@ class SettingDelivery:
             profile = rendered.profile if self._sign is None else self._sign(rendered.profile)
             new = _new_command(install_profile(profile))
             if self.seal is not None and holds_secrets(rendered.profile):
-                new = self.seal(new)
+                expires = rendered.keys_expire_at
+                new = self.seal(new, None if expires is None else expires.timestamp())
         except ProtocolError as exc:
             report.error(device.device_id, setting_id, f"profile cannot be sent: {exc.reason}")
             return
@@ -348,7 +349,7 @@ class LabelAdmin:
 
     def __init__(self, storage: LabelStorage, docs: Documents, renderer: Renderer, users: UserDirectory,
                  *, clock: Clock, wake: Wake | None = None, bucket: float = DEFAULT_BUCKET,
-                 seal: Callable[[NewCommand], NewCommand] | None = None,
+                 seal: Callable[[NewCommand, float | None], NewCommand] | None = None,
                  sign_profile: Callable[[bytes], bytes] | None = None,
                  declarations: DeclarationStore | None = None) -> None:
         self.storage, self.renderer = storage, renderer

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ..storage.interface import Device
@@ -51,6 +52,9 @@ class Rendered:
     # Delivered by DDM instead (the setting's delivery for this device): the declarations its channel is
     # offered, `profile` empty, `identifier` the account configuration's Identifier.
     declarations: tuple[Offered, ...] | None = None
+    # The soonest "delete private keys after N days" of the identities embedded: no copy of them (the queued
+    # command included) is kept past it. None: no embedded key has a deletion date.
+    keys_expire_at: datetime | None = None
 
 
 class Renderer(Protocol):

@@ -24,6 +24,7 @@ from mdm_protocol.pkcs12_memo import load_pkcs12 as memo_load_pkcs12
 
 from ..storage.interface import QueuedCommand
 from .device_evidence import Evidence, InstalledProfile, gather_evidence
+from .secrets_at_rest import KEY_DELIVERED
 
 V10, V12 = OSVersion(10), OSVersion(12)
 SMIME = tuple(SMIME_KEYS.values())  # Apple's S/MIME key names, shared by Mail and Exchange payloads
@@ -189,13 +190,16 @@ class Keychain:
             key = loaded.key
             certificate = loaded.cert.certificate if loaded.cert else None
             extra = [item.certificate for item in loaded.additional_certs]
+            if certificate is None and payload.get(KEY_DELIVERED) is True and extra:
+                certificate = extra.pop(0)  # redacted (secrets at rest): the identity's certificate comes first
         except (ValueError, TypeError):
             return Identity(None, False, where, f"the server cannot open the PKCS#12 of {where}")
         for other in extra:
             self._add_certificate(other)
         if certificate is None:
             return Identity(None, False, where, f"the PKCS#12 of {where} holds no certificate")
-        return Identity(certificate, key is not None, where)
+        # A redacted payload holds the certificates alone; the key went to the device.
+        return Identity(certificate, key is not None or payload.get(KEY_DELIVERED) is True, where)
 
     def _read_listed(self, item: CertificateListItem) -> None:
         certificate = _load_certificate(item.data)

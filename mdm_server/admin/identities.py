@@ -43,6 +43,7 @@ class IdentityLookup:
     identity: ProfileIdentity | None
     reason: str | None = None  # why there is none, in words for the administrator
     key_deleted: bool = False  # there was one, but the server deleted its private key (devices keep theirs)
+    key_expires_at: datetime | None = None  # when the server deletes this private key ("after N days")
 
 
 class IdentitySource(Protocol):
@@ -149,7 +150,10 @@ class IdentityStore:
             return IdentityLookup(None, f"the private key of user {user_id}'s certificate for {setting_id} "
                                         f"was deleted on {when} (the setting deletes keys after {days} days)",
                                   key_deleted=True)
-        return IdentityLookup(self._open(user_id, setting_id, entry, stored.setting.display_name))
+        days = stored.setting.delete_private_keys_after_days
+        expires = None if days is None else datetime.fromisoformat(entry["uploaded_at"]) + timedelta(days=days)
+        return IdentityLookup(self._open(user_id, setting_id, entry, stored.setting.display_name),
+                              key_expires_at=expires)
 
     def missing(self, setting_id: str) -> list[dict[str, str]]:
         """Users for whom this user-provided setting has no usable identity, with the reason for each.

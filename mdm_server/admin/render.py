@@ -10,6 +10,7 @@ import json
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from mdm_protocol.errors import MessageError, ProfileError
@@ -66,6 +67,7 @@ class _Plan:
     payloads: list[_Planned]
     warnings: list[str]
     keys_deleted: list[str] = field(default_factory=list)
+    keys_expire: list[datetime] = field(default_factory=list)
 
 
 def render_setting(stored: StoredSetting, device: Device, user: User | None, identities: IdentitySource,
@@ -111,7 +113,7 @@ def render_setting(stored: StoredSetting, device: Device, user: User | None, ide
             validated.add(shape)
     warnings = tuple(plan.warnings)
     return Rendered(stored.setting_id, identifier, encode_profile(profile), content_hash, warnings,
-                    tuple(plan.keys_deleted))
+                    tuple(plan.keys_deleted), min(plan.keys_expire, default=None))
 
 
 def _os_version(device: Device) -> OSVersion | None:
@@ -164,6 +166,8 @@ def _identity(plan: _Plan, role: str, setting_id: str, device: Device, user: Use
             plan.keys_deleted.append(role)
         return None
     identity = lookup.identity
+    if lookup.key_expires_at is not None:
+        plan.keys_expire.append(lookup.key_expires_at)
     for planned in plan.payloads:  # V1 "All" uploads: one identity serving both purposes is installed once
         if planned.arguments.get("p12") == identity.p12:
             return _Ref(planned.role)

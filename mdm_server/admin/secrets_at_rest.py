@@ -19,6 +19,8 @@ from .contracts import AdminError
 KEY_FILE = "admin-secrets.key"
 _PREFIX = "v1:"  # lets a later format (key rotation) coexist with this one
 _NONCE = 12
+# In a redacted PKCS#12 payload (command_seal.py: the certificate alone, no password): the key went to the device.
+KEY_DELIVERED = "mdmsimPrivateKeyDelivered"
 
 
 class SecretBox:

@@ -79,7 +79,6 @@ from .sqlite_channel import (
 from .sqlite_errors import storage_error
 from .sqlite_queries import (
     AUTHENTICATE,
-    SECRETS_DUE,
     COMMAND_SELECT,
     DEVICE_BY_ID,
     DEVICE_SELECT,
@@ -88,6 +87,7 @@ from .sqlite_queries import (
     PUSH_INSERT,
     PUSH_SELECT,
     QUEUE_ORDER,
+    SECRETS_DUE,
     STATES,
     TOKEN_UPDATE,
     FactsMemo,
