@@ -25,7 +25,7 @@ from .ca import CertificateAuthority
 from .client_cert import ClientCertSource
 from .console.mount import admin_console, user_portal
 from .declarative import DeclarativeService
-from .enrollment_tokens import TokenRegistry, new_identity_policy
+from .enrollment_tokens import TokenRegistry, Verdict, new_identity_policy
 from .identity import IdentityVerifier
 from .listening import PortService
 from .metrics import ServerMetrics
@@ -192,7 +192,13 @@ class MDMServer(MultiService):
         ra = RegistrationAuthority.load_or_create(self.config.data_dir, self.ca, now=self.now())
         store = MemoryChallengeStore() if self.config.in_memory else SQLiteChallengeStore(
             self.config.data_dir / SCEP_DATABASE_FILE)
-        return ScepService(self.ca, ra, store, now=self.clock.seconds, allow_sha1=self.config.allow_sha1_signatures)
+        return ScepService(self.ca, ra, store, now=self.clock.seconds, allow_sha1=self.config.allow_sha1_signatures,
+                           token_refusal=self._token_refusal)
+
+    def _token_refusal(self, token_id: str) -> str | None:
+        """Why an enrollment token may no longer issue an identity (SCEP, after its profile was fetched)."""
+        verdict, _ = self.tokens.still_valid(token_id, self.clock.seconds())
+        return None if verdict is Verdict.VALID else verdict.value
 
     def _root(self) -> resource.Resource:
         mdm = resource.Resource()

@@ -69,7 +69,8 @@ class IdentityVerifier:
             except ValueError as exc:
                 raise SignatureError(f"unreadable client certificate: {exc}") from None
             verify_chain(certificate, self.roots, intermediates=(), now=self._now())
-            identity = DeviceIdentity(digest.hex(), certificate.subject.rfc4514_string(), identity_user(certificate))
+            identity = DeviceIdentity(digest.hex(), certificate.subject.rfc4514_string(), identity_user(certificate),
+                                      identity_token(certificate))
             cached = (identity, certificate.not_valid_before_utc, certificate.not_valid_after_utc)
             self._clients[digest] = cached
             if len(self._clients) > MAX_CACHED_CLIENTS:

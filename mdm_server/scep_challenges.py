@@ -30,6 +30,7 @@ class Challenge:
     expires_at: float
     uses_left: int
     user_id: str | None
+    token_id: str | None = None  # the enrollment token the profile carrying it was fetched with
 
 
 def challenge_digest(challenge: str) -> bytes:
@@ -37,7 +38,8 @@ def challenge_digest(challenge: str) -> bytes:
 
 
 class ChallengeStore(Protocol):
-    def add(self, challenge: str, *, expires_at: float, uses: int, user_id: str | None = None) -> None: ...
+    def add(self, challenge: str, *, expires_at: float, uses: int, user_id: str | None = None,
+            token_id: str | None = None) -> None: ...
 
     def check(self, challenge: str, now: float) -> tuple[Redemption, Challenge | None]:
         """What `redeem` would answer, changing nothing."""
@@ -64,9 +66,10 @@ class MemoryChallengeStore:
     def __init__(self) -> None:
         self._challenges: dict[bytes, Challenge] = {}
 
-    def add(self, challenge: str, *, expires_at: float, uses: int, user_id: str | None = None) -> None:
+    def add(self, challenge: str, *, expires_at: float, uses: int, user_id: str | None = None,
+            token_id: str | None = None) -> None:
         digest = challenge_digest(challenge)
-        self._challenges[digest] = Challenge(digest, expires_at, uses, user_id)
+        self._challenges[digest] = Challenge(digest, expires_at, uses, user_id, token_id)
 
     def check(self, challenge: str, now: float) -> tuple[Redemption, Challenge | None]:
         found = self._challenges.get(challenge_digest(challenge))
@@ -87,10 +90,13 @@ CREATE TABLE IF NOT EXISTS scep_challenges (
     digest BLOB PRIMARY KEY,
     expires_at REAL NOT NULL,
     uses_left INTEGER NOT NULL,
-    user_id TEXT
+    user_id TEXT,
+    token_id TEXT
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS scep_challenges_expiry ON scep_challenges (expires_at);
 """
+# A file from before challenges named their enrollment token gains the column (its challenges name none).
+_ADD_TOKEN = "ALTER TABLE scep_challenges ADD COLUMN token_id TEXT"
 
 
 class SQLiteChallengeStore:
@@ -104,20 +110,24 @@ class SQLiteChallengeStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(scep_challenges)")}
+        if "token_id" not in columns:
+            self._db.execute(_ADD_TOKEN)
         self._added = 0
 
-    def add(self, challenge: str, *, expires_at: float, uses: int, user_id: str | None = None) -> None:
-        self._db.execute("INSERT OR REPLACE INTO scep_challenges VALUES (?, ?, ?, ?)",
-                         (challenge_digest(challenge), expires_at, uses, user_id))
+    def add(self, challenge: str, *, expires_at: float, uses: int, user_id: str | None = None,
+            token_id: str | None = None) -> None:
+        self._db.execute("INSERT OR REPLACE INTO scep_challenges (digest, expires_at, uses_left, user_id, token_id)"
+                         " VALUES (?, ?, ?, ?, ?)", (challenge_digest(challenge), expires_at, uses, user_id, token_id))
         self._added += 1
         if self._added % PURGE_EVERY == 0:
             # Expired a day ago: a late device still learns "expired" rather than "unknown" for a while.
             self._db.execute("DELETE FROM scep_challenges WHERE expires_at < ?", (expires_at - 2 * 86400,))
 
     def _find(self, digest: bytes) -> Challenge | None:
-        row = self._db.execute("SELECT expires_at, uses_left, user_id FROM scep_challenges WHERE digest = ?",
-                               (digest,)).fetchone()
-        return None if row is None else Challenge(digest, row[0], row[1], row[2])
+        row = self._db.execute("SELECT expires_at, uses_left, user_id, token_id FROM scep_challenges "
+                               "WHERE digest = ?", (digest,)).fetchone()
+        return None if row is None else Challenge(digest, row[0], row[1], row[2], row[3])
 
     def check(self, challenge: str, now: float) -> tuple[Redemption, Challenge | None]:
         found = self._find(challenge_digest(challenge))

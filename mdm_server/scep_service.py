@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
@@ -35,7 +35,7 @@ from mdm_protocol.scep_operations import DEFAULT_CAPS, encode_ca_certificates, e
 
 from .ca import CertificateAuthority, private_key_pem, write_private_file
 from .enrollment_tokens import ENROLLMENT_TOKEN_OID
-from .scep_challenges import ChallengeStore, Redemption
+from .scep_challenges import Challenge, ChallengeStore, Redemption
 
 log = logging.getLogger("mdmsim.scep")
 
@@ -85,8 +85,11 @@ class ScepService:
 
     def __init__(self, authority: CertificateAuthority, ra: RegistrationAuthority, challenges: ChallengeStore, *,
                  now: Callable[[], float], allow_sha1: bool = False, challenge_lifetime: float = CHALLENGE_LIFETIME,
-                 challenge_uses: int = CHALLENGE_USES) -> None:
+                 challenge_uses: int = CHALLENGE_USES, token_refusal: Callable[[str], str | None] | None = None,
+                 ) -> None:
         self.authority, self.ra, self.challenges, self.now = authority, ra, challenges, now
+        # Why the enrollment token a challenge came through may no longer issue (revoked, expired); None: it may.
+        self.token_refusal = token_refusal or (lambda token_id: None)
         self.allow_sha1 = allow_sha1
         self.challenge_lifetime, self.challenge_uses = challenge_lifetime, challenge_uses
         caps = list(DEFAULT_CAPS)
@@ -103,11 +106,12 @@ class ScepService:
         """(Content-Type, body) of GetCACert: the RA and the CA in a degenerate PKCS#7."""
         return self._ca_certificates
 
-    def new_challenge(self, user_id: str | None = None) -> str:
-        """A fresh challenge for one enrollment profile; the user it binds goes into the issued identity."""
+    def new_challenge(self, user_id: str | None = None, token_id: str | None = None) -> str:
+        """A fresh challenge for one enrollment profile, fetched through enrollment token `token_id` (None: open
+        enrollment): the user it binds and the token go into the issued identity."""
         challenge = secrets.token_urlsafe(24)
         self.challenges.add(challenge, expires_at=self.now() + self.challenge_lifetime, uses=self.challenge_uses,
-                            user_id=user_id)
+                            user_id=user_id, token_id=token_id)
         return challenge
 
     def pki_operation(self, body: bytes) -> bytes:
@@ -122,17 +126,20 @@ class ScepService:
                 raise UnreadableRequest(exc.reason) from None
             return self._refuse(unverified, exc)
         try:
-            certificate, cipher = self._issue(request)
+            certificate, cipher, found = self._issue(request)
         except ScepError as exc:
             return self._refuse(request, exc)
         self.outcomes["issued"] += 1
-        log.info("SCEP issued %s (serial %x) for transaction %s", certificate.subject.rfc4514_string(),
-                 certificate.serial_number, request.transaction_id)
+        # The binding, for the record: which user and which enrollment token this identity speaks for.
+        log.info("SCEP issued %s (serial %x, SHA-256 %s) for user %s through enrollment token %s, transaction %s",
+                 certificate.subject.rfc4514_string(), certificate.serial_number,
+                 certificate.fingerprint(hashes.SHA256()).hex(), found.user_id, found.token_id,
+                 request.transaction_id)
         # The reply uses the request's cipher and digest: what the requester showed it can read.
         return cert_rep_success([certificate], request, self.ra.certificate, self.ra.private_key,
                                 cipher=cipher, digest=request.digest_algorithm)
 
-    def _issue(self, request: PkiMessage) -> tuple[x509.Certificate, ContentCipher]:
+    def _issue(self, request: PkiMessage) -> tuple[x509.Certificate, ContentCipher, Challenge]:
         if request.message_type is not MessageType.PKCS_REQ:
             kind = request.message_type.name
             raise ScepError(f"{kind} is not served here (no request is ever pending)", FailInfo.BAD_REQUEST)
@@ -152,14 +159,18 @@ class ScepService:
             raise ScepError("the CSR has no challengePassword", FailInfo.BAD_REQUEST)
         now = self.now()
         verdict, found = self.challenges.check(challenge, now)
-        if verdict is not Redemption.VALID:
+        if verdict is not Redemption.VALID or found is None:
             raise ScepError(f"challenge {verdict.value}", _REFUSALS[verdict])
-        subject = _identity_subject(csr.subject, found.user_id if found else None)
+        token_refusal = None if found.token_id is None else self.token_refusal(found.token_id)
+        if token_refusal is not None:
+            raise ScepError(f"the enrollment token this challenge was issued through is {token_refusal}",
+                            FailInfo.BAD_REQUEST)
+        subject = _identity_subject(csr.subject, found.user_id, found.token_id)
         certificate = self.authority.issue_for_key(subject, key, datetime.fromtimestamp(now, UTC))
         verdict, _ = self.challenges.redeem(challenge, now)  # last: any refusal above left the challenge whole
         if verdict is not Redemption.VALID:
             raise ScepError(f"challenge {verdict.value}", _REFUSALS[verdict])
-        return certificate, opened.cipher
+        return certificate, opened.cipher, found
 
     def _refuse(self, request: PkiMessage, error: ScepError) -> bytes:
         self.outcomes[error.fail_info.name] += 1
@@ -169,12 +180,15 @@ class ScepService:
                                 digest=digest)
 
 
-def _identity_subject(requested: x509.Name, user_id: str | None) -> x509.Name:
-    """The CSR's subject without any UID or token it claims; the user comes from the challenge, never the device."""
+def _identity_subject(requested: x509.Name, user_id: str | None, token_id: str | None) -> x509.Name:
+    """The CSR's subject without any UID or token it claims; the user and the token come from the challenge,
+    never from the device (as a PKCS#12 enrollment identity carries them: enrollment.build_enrollment)."""
     # Neither the user nor the enrollment token (which judges a re-enrollment) may be the device's own claim.
     kept = [attribute for attribute in requested if attribute.oid not in (NameOID.USER_ID, ENROLLMENT_TOKEN_OID)]
     if not any(attribute.oid == NameOID.COMMON_NAME for attribute in kept):
         kept.append(x509.NameAttribute(NameOID.COMMON_NAME, "mdmsim SCEP identity"))
     if user_id is not None:
         kept.append(x509.NameAttribute(NameOID.USER_ID, user_id))
+    if token_id is not None:
+        kept.append(x509.NameAttribute(ENROLLMENT_TOKEN_OID, token_id))
     return x509.Name(kept)

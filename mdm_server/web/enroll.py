@@ -66,7 +66,7 @@ class EnrollResource(resource.Resource):
         if self.scep is not None:
             profile = build_scep_enrollment(
                 self.authority, server_url=self.server_url, topic=self.topic, scep_url=f"{self.server_url}/scep",
-                challenge=self.scep.new_challenge(grant.user_id), sign_message=self.sign_message,
+                challenge=self.scep.new_challenge(grant.user_id, grant.token_id), sign_message=self.sign_message,
             )
         else:
             profile = build_enrollment(
