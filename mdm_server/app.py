@@ -21,7 +21,7 @@ from apns_sim.device_link import PushLinkFactory
 from mdm_protocol.clocks import Clock, Reactor
 
 from .admin_model import AdminModel
-from .ca import CertificateAuthority
+from .ca import CertificateAuthority, private_directory
 from .client_cert import ClientCertSource
 from .console.mount import admin_console, user_portal
 from .declarative import DeclarativeService
@@ -129,7 +129,7 @@ class MDMServer(MultiService):
                              f"{', '.join(ENROLLMENT_IDENTITIES)}")
         self.config, self.clock = config, clock
         self.now = datetime_clock(clock)
-        config.data_dir.mkdir(parents=True, exist_ok=True)
+        private_directory(config.data_dir)
         self.state = ServerState.load_or_create(config.data_dir)
         provider = config.apns_provider
         if provider is not None and provider.certificate_topic:

@@ -299,6 +299,16 @@ def private_key_pem(key: PrivateKey) -> bytes:
     )
 
 
+def private_directory(path: Path) -> None:
+    """Create the data directory as 0700, or take an existing one back to it: it holds keys, tokens and the
+    databases, and a file made 0600 in a world-listable directory still shows its name and size."""
+    path = Path(path)
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    mode = path.stat().st_mode & 0o777
+    if mode & 0o077:
+        path.chmod(mode & 0o700)
+
+
 def write_private_file(path: Path, data: bytes) -> None:
     """Write `data` atomically with mode 0600 whatever the umask (keys must never be world-readable)."""
     temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")

@@ -10,6 +10,8 @@ import fcntl
 import os
 from pathlib import Path
 
+from .ca import private_directory
+
 LOCK_FILE = "mdmsim.lock"
 
 
@@ -26,7 +28,7 @@ class DataDirLock:
         self._fd: int | None = None
 
     def acquire(self) -> DataDirLock:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        private_directory(self.data_dir)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import enum
 import hashlib
-import os
 import sqlite3
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Protocol
+
+from .storage.sqlite_schema import private_file
 
 PURGE_EVERY = 1000  # challenges added between two deletions of the expired ones
 
@@ -103,9 +104,7 @@ class SQLiteChallengeStore:
     """One small table in its own file: the storage package's schema stays the device channel's."""
 
     def __init__(self, path: Path | str) -> None:
-        path = Path(path)
-        if not path.exists():
-            os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))  # a store of secrets: never world-readable
+        private_file(str(path))  # a store of secrets, never world-readable (its -wal and -shm follow the file)
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")

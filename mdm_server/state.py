@@ -12,6 +12,8 @@ import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from .ca import private_directory
+
 STATE_FILE = "server.json"
 
 
@@ -37,7 +39,7 @@ class ServerState:
             enroll_token=secrets.token_urlsafe(18),
             admin_password=secrets.token_urlsafe(12),
         )
-        path.parent.mkdir(parents=True, exist_ok=True)
+        private_directory(path.parent)
         temporary = path.with_suffix(".tmp")
         fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as handle:

@@ -44,10 +44,10 @@ def free_port() -> int:
 class ServerProcess:
     """`python -m mdmsim.cli serve` on a data dir; ready once it prints its "listening" line."""
 
-    def __init__(self, data_dir: Path, port: int, log: Path) -> None:
+    def __init__(self, data_dir: Path, port: int, log: Path, extra: tuple[str, ...] = ()) -> None:
         self.log_path = log
         command = [sys.executable, "-u", "-m", "mdmsim.cli", "serve", "--data-dir", str(data_dir),
-                   "--listen", f"ssl:{port}:interface=127.0.0.1", "--push-link", "none"]
+                   "--listen", f"ssl:{port}:interface=127.0.0.1", "--push-link", "none", *extra]
         self.log = log.open("ab")
         self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=self.log,
                                         stdin=subprocess.DEVNULL)

@@ -47,6 +47,7 @@ class DocumentStore:
         if str(path) != ":memory:":
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")  # survives a process kill; see storage/sqlite.py
+            self._db.execute("PRAGMA secure_delete=ON")  # a purged private key is zeroed, not left in free pages
         self._db.execute(SCHEMA)
         self._depth = 0
 
