@@ -6,6 +6,7 @@ The signing time is passed in (no clock here), so an RSA signer's bytes follow f
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import time
 from collections.abc import Callable
@@ -19,6 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from ._cms_asn1 import (
     CONTEXT_0,
     INTEGER,
+    OBJECT_IDENTIFIER,
     OCTET_STRING,
     SEQUENCE,
     SET,
@@ -68,6 +70,27 @@ def der(tag: int, content: bytes) -> bytes:
         return bytes((tag, 0x82, length >> 8, length & 0xFF)) + content
     octets = length.to_bytes((length.bit_length() + 7) // 8, "big")
     return bytes((tag, 0x80 | len(octets))) + octets + content
+
+
+@functools.lru_cache(maxsize=64)
+def oid(dotted: str) -> bytes:
+    """The DER OBJECT IDENTIFIER for dotted text."""
+    arcs = [int(arc) for arc in dotted.split(".")]
+    body = bytearray()
+    for value in [40 * arcs[0] + arcs[1], *arcs[2:]]:
+        chunk = [value & 0x7F]
+        value >>= 7
+        while value:
+            chunk.append(0x80 | value & 0x7F)
+            value >>= 7
+        body += bytes(reversed(chunk))
+    return der(OBJECT_IDENTIFIER, bytes(body))
+
+
+def integer(value: int) -> bytes:
+    """The DER INTEGER (two's complement, shortest form)."""
+    length = value.bit_length() // 8 + 1
+    return der(INTEGER, value.to_bytes(length, "big", signed=True))
 
 
 def shape_key(private_key: Any) -> tuple[str, ...] | None:

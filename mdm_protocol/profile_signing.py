@@ -121,12 +121,12 @@ Identity = tuple[x509.Certificate, Any]  # (certificate, private key)
 
 def decrypt_payload_content(encrypted: Any, identities: Iterable[Identity]) -> list[Any]:
     """The payload array in `EncryptedPayloadContent` (CMS EnvelopedData of the plist array), opened with the
-    first identity it is addressed to; RSA key transport only (what cryptography and SCEP's envelope read)."""
+    first identity it is addressed to: RSA key transport or EC key agreement (RFC 5753), as openssl cms makes."""
     if not isinstance(encrypted, bytes | bytearray):
         raise DecryptError("EncryptedPayloadContent is not data")
     tried = 0
     for certificate, key in identities:
-        if not isinstance(key, rsa.RSAPrivateKey):
+        if not isinstance(key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey):
             continue
         tried += 1
         try:
@@ -135,8 +135,9 @@ def decrypt_payload_content(encrypted: Any, identities: Iterable[Identity]) -> l
             continue
         return _payload_array(opened.content)
     if not tried:
-        raise DecryptError("no RSA identity on the device to decrypt EncryptedPayloadContent with")
-    raise DecryptError(f"EncryptedPayloadContent is not addressed to any of the device's {tried} RSA identities")
+        raise DecryptError("no RSA or EC identity on the device to decrypt EncryptedPayloadContent with")
+    raise DecryptError(f"EncryptedPayloadContent is not addressed to any of the device's {tried} identities "
+                       "(or none of their keys opens it)")
 
 
 def _payload_array(content: bytes) -> list[Any]:

@@ -1,13 +1,13 @@
-"""CMS EnvelopedData (RFC 5652 section 6) for SCEP's pkcsPKIEnvelope: RSA key transport, AES or 3DES content.
+"""CMS EnvelopedData (RFC 5652 section 6): SCEP's pkcsPKIEnvelope and a profile's EncryptedPayloadContent.
 
-AES goes through cryptography's PKCS7EnvelopeBuilder and pkcs7_decrypt_der; cryptography has no 3DES there,
-which iOS falls back to when a CA does not advertise AES, so that one cipher is built and opened here.
+RSA key transport with AES goes through cryptography's PKCS7EnvelopeBuilder and pkcs7_decrypt_der; 3DES (iOS's
+fallback when a CA does not advertise AES) and EC key agreement (cms_key_agreement.py), which cryptography has
+not, are built and opened here.
 """
 
 from __future__ import annotations
 
 import enum
-import functools
 import os
 from dataclasses import dataclass
 
@@ -15,7 +15,7 @@ from cryptography import x509
 from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES
 from cryptography.hazmat.primitives import padding as symmetric_padding
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.serialization import pkcs7
 
@@ -34,7 +34,8 @@ from ._cms_asn1 import (
     oid_text,
     read_content_info,
 )
-from ._cms_template import der
+from ._cms_template import der, integer, oid
+from .cms_key_agreement import find_key_agreement, key_agreement_recipient, unwrap_content_key
 
 ID_DATA = "1.2.840.113549.1.7.1"
 ID_ENVELOPED_DATA = "1.2.840.113549.1.7.3"
@@ -48,6 +49,9 @@ class ContentCipher(enum.StrEnum):
     AES128 = "2.16.840.1.101.3.4.1.2"
     AES256 = "2.16.840.1.101.3.4.1.42"
     DES3 = "1.2.840.113549.3.7"
+
+
+_KEY_BYTES = {ContentCipher.AES128: 16, ContentCipher.AES256: 32, ContentCipher.DES3: 24}
 
 
 class EnvelopeError(Exception):
@@ -65,9 +69,12 @@ class Opened:
 
 
 def envelope(content: bytes, recipient: x509.Certificate, cipher: ContentCipher = ContentCipher.AES128) -> bytes:
-    """DER ContentInfo(EnvelopedData) of `content` for one RSA recipient certificate."""
-    if not isinstance(recipient.public_key(), rsa.RSAPublicKey):
-        raise EnvelopeError("SCEP envelopes need an RSA recipient certificate")
+    """DER ContentInfo(EnvelopedData) of `content` for one RSA (key transport) or EC (key agreement) recipient."""
+    public_key = recipient.public_key()
+    if isinstance(public_key, ec.EllipticCurvePublicKey):
+        return _envelope_ec(content, recipient, public_key, cipher)
+    if not isinstance(public_key, rsa.RSAPublicKey):
+        raise EnvelopeError(f"an envelope needs an RSA or EC recipient, not {type(public_key).__name__}")
     if cipher is ContentCipher.DES3:
         return _envelope_des3(content, recipient)
     algorithm = algorithms.AES128 if cipher is ContentCipher.AES128 else algorithms.AES256
@@ -76,10 +83,13 @@ def envelope(content: bytes, recipient: x509.Certificate, cipher: ContentCipher 
     return builder.encrypt(serialization.Encoding.DER, [pkcs7.PKCS7Options.Binary])
 
 
-def open_envelope(data: bytes, certificate: x509.Certificate, key: rsa.RSAPrivateKey) -> Opened:
+def open_envelope(data: bytes, certificate: x509.Certificate,
+                  key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey) -> Opened:
     """The content of an envelope addressed to `certificate`; EnvelopeError when it is not for us or unreadable."""
     if len(data) > MAX_ENVELOPE:
         raise EnvelopeError(f"the envelope is {len(data)} bytes, over {MAX_ENVELOPE}")
+    if isinstance(key, ec.EllipticCurvePrivateKey):
+        return _open_ec(data, certificate, key)
     try:
         recipient, cipher, iv, encrypted = _read(data, certificate_der(certificate), certificate.serial_number)
     except Asn1Error as exc:
@@ -98,6 +108,14 @@ def certificate_der(certificate: x509.Certificate) -> bytes:
 
 def _read(data: bytes, certificate: bytes, serial: int) -> tuple[bytes, ContentCipher, bytes, bytes]:
     """(encryptedKey for us, cipher, IV, ciphertext) of a ContentInfo(EnvelopedData)."""
+    reader, infos, encrypted_info = _envelope_parts(data)
+    key = _recipient_key(reader, infos, certificate_issuer(certificate), serial)
+    cipher, iv, encrypted = _encrypted_content(reader, encrypted_info)
+    return key, cipher, iv, encrypted
+
+
+def _envelope_parts(data: bytes) -> tuple[BerReader, Tlv, Tlv]:
+    """The reader, recipientInfos and encryptedContentInfo of a ContentInfo(EnvelopedData)."""
     reader = BerReader(data)
     content_type, content, end = read_content_info(reader)
     if content_type != ID_ENVELOPED_DATA:
@@ -111,9 +129,62 @@ def _read(data: bytes, certificate: bytes, serial: int) -> tuple[bytes, ContentC
     rest = fields[1:] if fields[1][0] != CONTEXT_0 else fields[2:]  # skip originatorInfo
     if len(rest) < 2 or rest[0][0] != SET or rest[1][0] != SEQUENCE:
         raise Asn1Error("the EnvelopedData lacks its recipientInfos or encryptedContentInfo")
-    key = _recipient_key(reader, rest[0], certificate_issuer(certificate), serial)
-    cipher, iv, encrypted = _encrypted_content(reader, rest[1])
-    return key, cipher, iv, encrypted
+    return reader, rest[0], rest[1]
+
+
+def _open_ec(data: bytes, certificate: x509.Certificate, key: ec.EllipticCurvePrivateKey) -> Opened:
+    """An envelope whose content key reaches us by ECDH key agreement (RFC 5753)."""
+    try:
+        reader, infos, encrypted_info = _envelope_parts(data)
+        agreement = find_key_agreement(reader, infos, certificate_issuer(certificate_der(certificate)),
+                                       certificate.serial_number, _key_id(certificate))
+        if agreement is None:
+            raise Asn1Error("no RecipientInfo names our certificate")
+        cipher, iv, encrypted = _encrypted_content(reader, encrypted_info)
+    except Asn1Error as exc:
+        raise EnvelopeError(f"the envelope is malformed: {exc}") from None
+    try:  # one error whatever failed (the point, the unwrap, the padding): no oracle
+        return Opened(_decrypt(cipher, unwrap_content_key(agreement, key), iv, encrypted), cipher)
+    except ValueError:
+        raise EnvelopeError("the envelope cannot be decrypted with our key") from None
+
+
+def _envelope_ec(content: bytes, recipient: x509.Certificate, public_key: ec.EllipticCurvePublicKey,
+                 cipher: ContentCipher) -> bytes:
+    if cipher is ContentCipher.DES3:
+        raise EnvelopeError("EC key agreement wraps AES content keys only; use AES")
+    content_key, iv = os.urandom(16 if cipher is ContentCipher.AES128 else 32), os.urandom(16)
+    padder = symmetric_padding.PKCS7(128).padder()
+    encryptor = Cipher(algorithms.AES(content_key), modes.CBC(iv)).encryptor()
+    ciphertext = encryptor.update(padder.update(content) + padder.finalize()) + encryptor.finalize()
+    recipient_der = certificate_der(recipient)
+    sid = der(SEQUENCE, certificate_issuer(recipient_der) + integer(recipient.serial_number))
+    recipient_info = key_agreement_recipient(public_key, sid, content_key)
+    algorithm = der(SEQUENCE, oid(cipher) + der(OCTET_STRING, iv))
+    encrypted_info = der(SEQUENCE, oid(ID_DATA) + algorithm + der(0x80, ciphertext))
+    # Version 2: a kari is a version-3 RecipientInfo (RFC 5652 6.1).
+    enveloped = der(SEQUENCE, integer(2) + der(SET, recipient_info) + encrypted_info)
+    return der(SEQUENCE, oid(ID_ENVELOPED_DATA) + der(CONTEXT_0, enveloped))
+
+
+def _decrypt(cipher: ContentCipher, content_key: bytes, iv: bytes, ciphertext: bytes) -> bytes:
+    """CBC content decryption and PKCS#7 unpadding; ValueError for any mismatch."""
+    if len(content_key) != _KEY_BYTES[cipher]:
+        raise ValueError("wrong key size")
+    algorithm, block = (TripleDES(content_key), 64) if cipher is ContentCipher.DES3 else (
+        algorithms.AES(content_key), 128)
+    if len(iv) * 8 != block or not ciphertext or len(ciphertext) * 8 % block:
+        raise ValueError("wrong sizes")
+    decryptor = Cipher(algorithm, modes.CBC(iv)).decryptor()
+    unpadder = symmetric_padding.PKCS7(block).unpadder()
+    return unpadder.update(decryptor.update(ciphertext) + decryptor.finalize()) + unpadder.finalize()
+
+
+def _key_id(certificate: x509.Certificate) -> bytes | None:
+    try:
+        return certificate.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest
+    except x509.ExtensionNotFound:
+        return None
 
 
 def _one(reader: BerReader, item: Tlv, what: str) -> list[Tlv]:
@@ -181,33 +252,6 @@ def _open_des3(encrypted_key: bytes, iv: bytes, ciphertext: bytes, key: rsa.RSAP
     # OpenSSL 3.2+ answers a bad PKCS#1 v1.5 block with a random key (implicit rejection), so a forged key
     # only shows as bad padding below: one error for both, no Bleichenbacher oracle (RFC 3218).
     try:
-        content_key = key.decrypt(encrypted_key, padding.PKCS1v15())
-        if len(content_key) != 24 or len(iv) != 8 or not ciphertext or len(ciphertext) % 8:
-            raise ValueError("wrong sizes")
-        decryptor = Cipher(TripleDES(content_key), modes.CBC(iv)).decryptor()
-        unpadder = symmetric_padding.PKCS7(64).unpadder()
-        padded = decryptor.update(ciphertext) + decryptor.finalize()
-        return unpadder.update(padded) + unpadder.finalize()
+        return _decrypt(ContentCipher.DES3, key.decrypt(encrypted_key, padding.PKCS1v15()), iv, ciphertext)
     except ValueError:
         raise EnvelopeError("the envelope cannot be decrypted with our key") from None
-
-
-@functools.lru_cache(maxsize=64)
-def oid(dotted: str) -> bytes:
-    """The DER OBJECT IDENTIFIER for dotted text."""
-    arcs = [int(arc) for arc in dotted.split(".")]
-    body = bytearray()
-    for value in [40 * arcs[0] + arcs[1], *arcs[2:]]:
-        chunk = [value & 0x7F]
-        value >>= 7
-        while value:
-            chunk.append(0x80 | value & 0x7F)
-            value >>= 7
-        body += bytes(reversed(chunk))
-    return der(OBJECT_IDENTIFIER, bytes(body))
-
-
-def integer(value: int) -> bytes:
-    """The DER INTEGER (two's complement, shortest form)."""
-    length = value.bit_length() // 8 + 1
-    return der(INTEGER, value.to_bytes(length, "big", signed=True))

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import pkcs7
 from kits.keychain_pki import NOW, certificate, der, identity, new_key, pki, trusting_keychain
 from kits.profile_kit import imap, profile_bytes
@@ -22,7 +23,7 @@ from device_sim.profiles import DeviceProfiles
 from mdm_protocol.commands import parse_profile_list, profile_list_response
 from mdm_protocol.plist import encode_plist
 from mdm_protocol.profile_signing import SignatureStatus, open_signed_profile, sign_profile
-from mdm_protocol.scep_envelope import envelope
+from mdm_protocol.scep_envelope import ContentCipher, EnvelopeError, envelope
 
 IOS = "17.1"
 OPENSSL = shutil.which("openssl")
@@ -294,3 +295,70 @@ def test_serve_takes_no_sign_profiles_and_then_sends_plain_enrollment_profiles(t
     assert build_parser().parse_args(["serve", "--no-sign-profiles"]).sign_profiles is False
     assert build_parser().parse_args(["serve"]).sign_profiles is True
     assert _enrollment(make_server(tmp_path, sign_profiles=False)).startswith(b"<?xml")
+
+
+# --- EncryptedPayloadContent to an EC identity (key agreement: ECDH, X9.63 KDF, AES key wrap) --------------
+
+@functools.cache
+def ec_device_identity(curve: str = "secp256r1"):
+    key = ec.generate_private_key(ec.SECP384R1() if curve == "secp384r1" else ec.SECP256R1())
+    return certificate(f"EC device ({curve})", key, issuer=pki().ca, issuer_key=pki().ca_key), key
+
+
+def with_ec(curve: str = "secp256r1") -> DeviceProfiles:
+    cert, key = ec_device_identity(curve)
+    device = DeviceProfiles(trusting_keychain())
+    device.keychain.add_identity(identity(cert, key, uuid="MDM-EC", profile="com.example.mdm"))
+    return device
+
+
+@needs_openssl
+@pytest.mark.parametrize(("curve", "cipher", "options"), [
+    ("secp256r1", "-aes128", ()),  # openssl's default scheme: dhSinglePass-stdDH-sha1kdf, aes128-wrap
+    ("secp256r1", "-aes256", ("-keyopt", "ecdh_kdf_md:sha256")),
+    ("secp384r1", "-aes256", ("-keyopt", "ecdh_kdf_md:sha384")),
+    ("secp256r1", "-aes128", ("-keyid",)),  # the recipient named by its subject key identifier
+    ("secp256r1", "-aes256", ("-keyopt", "ecdh_cofactor_mode:1")),
+], ids=["p256-default", "p256-sha256", "p384-sha384", "p256-keyid", "p256-cofactor"])
+def test_a_payload_encrypted_by_openssl_to_an_ec_identity_installs(tmp_path, curve, cipher, options):
+    (tmp_path / "a.plist").write_bytes(payload_array())
+    cert, _ = ec_device_identity(curve)
+    encrypted = openssl("cms", "-encrypt", "-binary", cipher, "-outform", "DER", "-in", str(tmp_path / "a.plist"),
+                        "-recip", str(pem(tmp_path / "device.pem", cert)), *options)
+    _, result = install(encrypted_profile(encrypted), with_ec(curve))
+    assert result.ok, result.reason
+    assert result.profile.is_encrypted and result.profile.payloads[0]["PayloadType"] == "com.apple.mail.managed"
+
+
+@needs_openssl
+@pytest.mark.parametrize("cipher", [ContentCipher.AES128, ContentCipher.AES256])
+def test_openssl_decrypts_what_we_encrypt_to_an_ec_identity(tmp_path, cipher):
+    cert, key = ec_device_identity("secp256r1")
+    content = payload_array()
+    (tmp_path / "e.der").write_bytes(envelope(content, cert, cipher))
+    out = openssl("cms", "-decrypt", "-binary", "-inform", "DER", "-in", str(tmp_path / "e.der"),
+                  "-recip", str(pem(tmp_path / "c.pem", cert)), "-inkey", str(pem(tmp_path / "k.pem", key)))
+    assert out == content
+    _, result = install(encrypted_profile(envelope(content, cert, cipher)), with_ec())
+    assert result.ok and result.profile.is_encrypted
+
+
+def test_a_payload_for_another_ec_key_or_with_a_damaged_key_is_1006_and_changes_nothing():
+    other_key = ec.generate_private_key(ec.SECP256R1())
+    other = certificate("other EC device", other_key, issuer=pki().ca, issuer_key=pki().ca_key)
+    device = with_ec()
+    _, result = install(encrypted_profile(envelope(payload_array(), other)), device)
+    assert not result.ok and len(device) == 0 and result.error_chain[-1].code == 1006
+    assert "not addressed" in result.reason
+    data = bytearray(envelope(payload_array(), ec_device_identity("secp256r1")[0]))
+    # Flip a byte of the ephemeral public point (the BIT STRING 03 42 00 04 ...): the key agreement fails.
+    point = data.index(b"\x03\x42\x00\x04") + 10
+    data[point] ^= 0x01
+    _, result = install(encrypted_profile(bytes(data)), device)
+    assert not result.ok and len(device) == 0 and result.error_chain[-1].code == 1006
+    assert "none of their keys opens it" in result.reason
+
+
+def test_3des_content_cannot_go_to_an_ec_identity():
+    with pytest.raises(EnvelopeError, match="AES"):
+        envelope(payload_array(), ec_device_identity("secp256r1")[0], ContentCipher.DES3)
