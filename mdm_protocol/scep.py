@@ -30,7 +30,7 @@ from ._cms_asn1 import (
     read_content_info,
     read_signed_data,
 )
-from ._cms_template import der
+from ._cms_template import der, integer, oid
 from .cms import verify_embedded
 from .errors import ProtocolError, SignatureError
 from .scep_envelope import (
@@ -41,8 +41,6 @@ from .scep_envelope import (
     Opened,
     certificate_der,
     envelope,
-    integer,
-    oid,
     open_envelope,
 )
 
