@@ -5,6 +5,7 @@ The state machine runs random operation sequences on both backends and demands i
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import plistlib
 import signal
@@ -603,3 +604,32 @@ def test_the_wal_is_truncated_back_after_a_burst_of_writes(tmp_path):
     db.execute("INSERT INTO burst VALUES (x'00')")  # the first write after a full checkpoint resets the WAL
     assert wal.stat().st_size <= WAL_SIZE_LIMIT
     storage.close()
+
+
+def test_sqlite_empties_its_wal_of_replaced_secrets_at_most_once_a_second(tmp_path):
+    """The TRUNCATE checkpoint costs an fsync: one per second of the caller's clock; a device visit after the
+    second (or close) empties what a burst of acknowledgements left."""
+    path = tmp_path / "s.sqlite3"
+    store = SQLiteStorage(path)
+    secrets = {}
+    for device_id in ("d1", "d2"):
+        store.authenticate(device_id, FACTS, TOPIC, cert(device_id), now=T0)
+        secrets[device_id] = f"S3CR3T-{device_id}-{'x' * 40}".encode()
+        new = command(f"s-{device_id}", "InstallProfile", Password=secrets[device_id].decode())
+        store.enqueue([device_id], dataclasses.replace(new, redacted=command("r", "InstallProfile").payload),
+                      now=T0)
+
+    def on_disk(secret: bytes) -> bool:
+        return any(secret in p.read_bytes() for p in tmp_path.glob("s.sqlite3*"))
+
+    assert on_disk(secrets["d1"]) and on_disk(secrets["d2"])
+    for device_id in ("d1", "d2"):
+        store.mark_sent(device_id, f"s-{device_id}", now=T0 + 10)
+        store.record_result(device_id, f"s-{device_id}", CommandStatus.ACKNOWLEDGED, None, now=T0 + 10)
+    assert not on_disk(secrets["d1"])  # the first was emptied at once
+    assert on_disk(secrets["d2"])  # the second waits for the next second
+    store.check_in_command_channel("d1", cert("d1"), now=T0 + 10.5)
+    assert on_disk(secrets["d2"])
+    store.check_in_command_channel("d1", cert("d1"), now=T0 + 11)
+    assert not on_disk(secrets["d2"])
+    store.close()

@@ -10,6 +10,7 @@ command result. `synchronous="FULL"` fsyncs the WAL on every commit for those wh
 from __future__ import annotations
 
 import logging
+import math
 import os
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -108,6 +109,7 @@ from .sqlite_schema import open_database
 from .user_channel_sql import UserChannelSQL
 
 log = logging.getLogger(__name__)
+SCRUB_INTERVAL = 1.0  # seconds between two WAL truncations after secret bodies were replaced
 _USER_CHANNELS = UserChannelSQL("?")
 
 _IDENTITY_OWNERS = IDENTITY_OWNERS.format(p="?")
@@ -120,7 +122,12 @@ class SQLiteStorage:
         self._db: sqlite3.Connection | None = None
         self._db, self.schema_version_found = open_database(self.path, synchronous)
         self._facts = FactsMemo()
-        self._scrub = False  # a secret body was dropped: the WAL still holds the frames that wrote it
+        # Secrets at rest: a replaced secret body still sits in the WAL frames that wrote it until a TRUNCATE
+        # checkpoint empties the WAL. That costs an fsync (~20 ms), so at most one per SCRUB_INTERVAL of the
+        # caller's clock; one due sooner waits for the next write or device visit after it (or close).
+        self._forgot = False  # this transaction replaced a secret body
+        self._scrub_due = False
+        self._scrubbed_at = -math.inf
 
     # Enrollments.
 
@@ -191,6 +198,8 @@ class SQLiteStorage:
             if row is None:
                 return None
             visit = Visit(device_id, STATES[row[0]], row[1], bool(row[4]))
+            if self._scrub_due:
+                self._scrub(db, now)
             if visit.admits(cert):
                 if not seen_is_current(row[2], row[3], now):
                     db.execute(SEEN, (now, device_id))
@@ -308,11 +317,11 @@ class SQLiteStorage:
     ) -> Exchange:
         device_id, reported, stop_if = check_id(device_id), check_reported(reported), check_stop_if(stop_if)
         now = check_now(now)
-        with self._write() as db:  # one transaction: the result and the next command's Sent, or neither
+        with self._write(now) as db:  # one transaction: the result and the next command's Sent, or neither
             outcome = None
             if reported is not None:
                 outcome = record(db, device_id, reported.command_uuid, reported.status, reported.result, now,
-                                 self._scrub_wal)
+                                 self._forgot_secret)
                 if stop_if is not None and stop_if(outcome):
                     if outcome.command is None:
                         require_device(db, device_id)  # no command of its own: is the device known at all?
@@ -343,8 +352,8 @@ class SQLiteStorage:
     ) -> ResultOutcome:
         device_id, command_uuid = check_id(device_id), check_id(command_uuid, "command_uuid")
         status, result, now = reported_status(status), check_optional_bytes(result, "result"), check_now(now)
-        with self._write() as db:
-            return record(db, device_id, command_uuid, status, result, now, self._scrub_wal)
+        with self._write(now) as db:
+            return record(db, device_id, command_uuid, status, result, now, self._forgot_secret)
 
     def get_command(self, device_id: str, command_uuid: str) -> QueuedCommand | None:
         device_id, command_uuid = check_id(device_id), check_id(command_uuid, "command_uuid")
@@ -395,11 +404,11 @@ class SQLiteStorage:
 
     def forget_secrets(self, *, now: float, limit: int = 500) -> int:
         now, limit = check_now(now), check_limit(limit)
-        with self._write() as db:
+        with self._write(now) as db:
             seqs = [row[0] for row in db.execute(SECRETS_DUE, (now, limit)).fetchall()]
             forgotten = forget_secrets(db, seqs, now)
             if forgotten:
-                self._scrub_wal()
+                self._forgot_secret()
         return forgotten
 
     def command_counts(self, device_id: str | None = None) -> dict[CommandStatus, int]:
@@ -439,6 +448,8 @@ class SQLiteStorage:
 
     def close(self) -> None:
         if self._db is not None:
+            if self._scrub_due:
+                self._checkpoint(self._db, -math.inf)
             db, self._db = self._db, None
             try:
                 db.close()
@@ -448,7 +459,7 @@ class SQLiteStorage:
     # Transactions: every sqlite3 error leaves as a StorageError, never as itself.
 
     @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
+    def _write(self, now: float | None = None) -> Iterator[sqlite3.Connection]:
         db = self._connection()
         try:
             db.execute("BEGIN IMMEDIATE")
@@ -456,7 +467,7 @@ class SQLiteStorage:
                 yield db
                 db.execute("COMMIT")
             except BaseException:
-                self._scrub = False
+                self._forgot = False
                 # A failed COMMIT (disk full) can leave the transaction open: without this ROLLBACK every
                 # later BEGIN would fail, long after the space came back.
                 if db.in_transaction:
@@ -464,17 +475,23 @@ class SQLiteStorage:
                 raise
         except sqlite3.Error as exc:
             raise self._failure(exc) from None
-        if self._scrub:
-            self._checkpoint(db)
+        if self._forgot:
+            self._forgot, self._scrub_due = False, True
+        if self._scrub_due and now is not None:
+            self._scrub(db, now)
 
-    def _scrub_wal(self) -> None:
-        self._scrub = True
+    def _forgot_secret(self) -> None:
+        self._forgot = True
 
-    def _checkpoint(self, db: sqlite3.Connection) -> None:
-        """Copy the WAL into the file and empty it: secure_delete zeroed the dropped body in the pages, but the
+    def _scrub(self, db: sqlite3.Connection, now: float) -> None:
+        if now - self._scrubbed_at >= SCRUB_INTERVAL:
+            self._checkpoint(db, now)
+
+    def _checkpoint(self, db: sqlite3.Connection, now: float) -> None:
+        """Copy the WAL into the file and empty it: secure_delete zeroed the replaced body in the pages, but the
         WAL's older frames still hold it. Another process reading the file can keep the WAL busy; then the frames
         go at a later checkpoint, and the log says so."""
-        self._scrub = False
+        self._scrub_due, self._scrubbed_at = False, now
         try:
             busy = db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
         except sqlite3.Error as exc:
@@ -482,8 +499,9 @@ class SQLiteStorage:
         else:
             reason = "another connection is reading"
         if busy:
-            log.warning("SQLite storage %s: the WAL could not be emptied after a secret was dropped (%s); "
-                        "it will be at a later checkpoint", self.path, reason)
+            self._scrub_due = True  # tried again after the next interval
+            log.warning("SQLite storage %s: the WAL could not be emptied after a secret was replaced (%s); "
+                        "trying again later", self.path, reason)
 
     @contextmanager
     def _read(self) -> Iterator[sqlite3.Connection]:
