@@ -215,7 +215,8 @@ class MDMServer(MultiService):
         counters = ServerCounters(self.service.metrics, self.storage, self.waker.outcomes, self.apns.stats)
         root.putChild(b"metrics", MetricsResource(counters))  # unauthenticated counts only: keep it on loopback
         sign = None if self.profile_signer is None else self.profile_signer.sign
-        v1 = AdminAPI(self.storage, self.waker, clock=self.clock, sign_profile=sign)
+        v1 = AdminAPI(self.storage, self.waker, clock=self.clock, sign_profile=sign,
+                      seal=self.admin.command_seal.seal)
         # One table: /api/v1 (devices, queues, pushes), /api/v2 settings/users and labels/policies.
         throttle = LoginThrottle(self.clock)  # one count per address for the API, the console and the portal
         authorise = basic_auth(self.config.admin_user, self.admin_password, throttle=throttle)

@@ -11,12 +11,15 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from kits.keychain_pki import certificate, new_key, pki
+from kits.keychain_pki import p12 as make_p12
 from server_kit import AdminClient, SignedDevice, make_server
 from test_enrollment_tokens import device_from, fetch
 
+from mdm_protocol.payloads import configuration_profile, pkcs12_payload
 from mdm_protocol.pkcs12_memo import load_pkcs12
 from mdm_protocol.plist import decode_plist
-from mdm_protocol.profile import parse_profile
+from mdm_protocol.profile import encode_profile, parse_profile
 from mdm_protocol.profile_signing import unsigned
 from mdm_protocol.report import Status, decode_server_response
 from mdm_server.admin.device_evidence import gather_evidence
@@ -187,3 +190,24 @@ def test_a_secret_never_acknowledged_goes_with_its_keys_deletion_day(tmp_path):
     stored = server.storage.get_command(UDID, command.command_uuid)
     assert stored.status is CommandStatus.ERROR and stored.result is not None  # the answer stays
     assert_nowhere(secrets, sqlite_files(server))
+
+
+def test_a_raw_install_profile_with_an_identity_is_sealed_and_redacted_too(tmp_path):
+    server = make_server(tmp_path, in_memory=False)
+    device = SignedDevice(server, UDID)
+    device.enroll()
+    key = new_key()
+    cert = certificate("raw identity", key, issuer=pki().ca, issuer_key=pki().ca_key)
+    p12 = make_p12(cert, key, "raw-secret-password")
+    identity = pkcs12_payload(p12, identifier="com.example.raw.id", password="raw-secret-password")
+    profile = configuration_profile([identity], identifier="com.example.raw", display_name="Raw")
+    command = {"RequestType": "InstallProfile",
+               "Payload": {"$data": base64.b64encode(encode_profile(profile)).decode()}}
+    answer = ok(AdminClient(server).post("/api/v1/commands", {"deviceIds": [UDID], "command": command,
+                                                              "push": False}))
+    uuid = answer["results"][UDID]["commandUuid"]
+    assert server.storage.get_command(UDID, uuid).payload.startswith(SEALED)
+    sent = decode_server_response(device.report(Status.IDLE).body)
+    assert sent.command_uuid == uuid and b"raw-secret-password" in unsigned(sent.keys["Payload"])
+    assert device.report(Status.ACKNOWLEDGED, uuid).status == 200
+    assert_nowhere([p12, b"raw-secret-password"], sqlite_files(server))

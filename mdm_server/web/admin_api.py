@@ -16,6 +16,7 @@ from mdm_protocol.clocks import Clock
 from mdm_protocol.errors import ProtocolError
 from mdm_protocol.report import Command, decode_report, encode_command
 
+from ..command_seal import holds_secrets
 from ..storage.interface import (
     Device,
     DeviceDirectory,
@@ -42,9 +43,11 @@ class AdminAPI:
     """The V1 route table; `JsonAPI` serves it, with the V2 tables, behind one `authorise`."""
 
     def __init__(self, storage: AdminStorage, waker: Waker, *, clock: Clock,
-                 sign_profile: Callable[[bytes], bytes] | None = None) -> None:
+                 sign_profile: Callable[[bytes], bytes] | None = None,
+                 seal: Callable[[NewCommand], NewCommand] | None = None) -> None:
         self.storage, self.waker, self.clock = storage, waker, clock
         self._sign = sign_profile  # InstallProfile payloads are signed once per enqueue, whatever the fan-out
+        self._seal = seal  # secrets at rest: an InstallProfile holding a key or password is queued sealed
         self.routes: list[Route] = [
             (b"GET", re.compile(r"/api/v[12]/ping"), self.ping),
             (b"GET", re.compile(r"/api/v1/devices"), self.list_devices),
@@ -111,6 +114,9 @@ class AdminAPI:
             else:
                 ready.append(device_id)
         new = NewCommand(command.command_uuid, command.request_type, encode_command(command))
+        payload = command.keys.get("Payload")
+        if self._seal is not None and isinstance(payload, bytes) and holds_secrets(payload):
+            new = self._seal(new)
         priority, timeout = _priority_timeout(body)
         for device_id, uuid in self.storage.enqueue(
             ready, new, now=self.clock.seconds(), priority=priority, timeout=timeout
