@@ -50,7 +50,7 @@ def roll_out(server, *, delete_keys_after_days: int | None = None):
     for purpose in ("signing", "encryption"):
         ids[purpose] = ok(admin.post("/api/v2/settings", {
             "kind": "user_provided", "name": purpose, "purpose": f"smime_{purpose}",
-            "delete_private_keys_after_days": delete_keys_after_days}))["id"]
+            "deletePrivateKeysAfterDays": delete_keys_after_days}))["id"]
         org.issue("alice@acme.test", purpose, now=datetime.fromtimestamp(server.clock.seconds(), UTC))
         ok(admin.post("/api/v2/users/alice/certificates", {
             "settingId": ids[purpose], "p12": base64.b64encode(org.p12("alice@acme.test", purpose)).decode(),
