@@ -113,7 +113,7 @@ def render_setting(stored: StoredSetting, device: Device, user: User | None, ide
             validated.add(shape)
     warnings = tuple(plan.warnings)
     return Rendered(stored.setting_id, identifier, encode_profile(profile), content_hash, warnings,
-                    tuple(plan.keys_deleted), min(plan.keys_expire, default=None))
+                    tuple(plan.keys_deleted), keys_expire_at=min(plan.keys_expire, default=None))
 
 
 def _os_version(device: Device) -> OSVersion | None:
