@@ -78,6 +78,7 @@ class EnrollmentFailed:
 @dataclass(frozen=True, slots=True)
 class Enrolled:
     device_id: str
+    resumed: bool = False  # back from a saved state (mdmsim fleet --state-dir): no Authenticate, no TokenUpdate
 
 
 @dataclass(frozen=True, slots=True)

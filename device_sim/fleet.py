@@ -129,8 +129,9 @@ class Fleet:
         self.reuse_signatures = reuse_signatures  # virtual-time worlds: sign a device's Idle report once
         self.runners: list[DeviceRunner] = []
 
-    def add(self, index: int) -> DeviceRunner:
-        facts = self.spec.facts(index)
+    def add(self, index: int, facts: DeviceFacts | None = None) -> DeviceRunner:
+        """Device `index`'s runner; `facts`: as it was saved (a resumed device keeps its iOS version and kind)."""
+        facts = facts or self.spec.facts(index)
         # Off for load tests, where signing every request is part of the realism.
         signer = ReusingSigner() if self.reuse_signatures else sign_request
         machine = DeviceMachine(facts, seed=self.spec.seed, behaviour=self.behaviour_for(facts), signer=signer)

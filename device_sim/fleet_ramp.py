@@ -5,13 +5,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from twisted.internet import defer
 from twisted.python.failure import Failure
 
 from mdm_protocol.clocks import Clock
 
+from .device_snapshot import SavedDevice
 from .fleet import Fleet
 from .runner import DeviceRunner
 from .stats import FleetObserver
@@ -22,8 +23,10 @@ FetchProfile = Callable[[DeviceRunner], "defer.Deferred[bytes]"]  # the device's
 class EnrollmentRamp:
     """Spreads the fleet's enrollments over `ramp` seconds and keeps the downloads that failed."""
 
-    def __init__(self, fleet: Fleet, observer: FleetObserver, *, clock: Clock, fetch_profile: FetchProfile) -> None:
+    def __init__(self, fleet: Fleet, observer: FleetObserver, *, clock: Clock, fetch_profile: FetchProfile,
+                 saved: Mapping[int, SavedDevice] | None = None) -> None:
         self.fleet, self.observer, self.clock, self.fetch_profile = fleet, observer, clock, fetch_profile
+        self.saved = saved or {}  # devices kept by an earlier run (fleet_state): resumed at their slot
         self.failures: list[str] = []  # "index: reason" per failed download
 
     @property
@@ -35,7 +38,11 @@ class EnrollmentRamp:
             self.clock.callLater(ramp * index / max(1, self.count), self._enroll, index)
 
     def _enroll(self, index: int) -> None:
-        runner = self.fleet.add(index)
+        saved = self.saved.get(index)
+        runner = self.fleet.add(index, None if saved is None else saved.facts)
+        if saved is not None:
+            runner.resume(saved)
+            return
         self.fetch_profile(runner).addCallbacks(runner.install_enrollment, self._failed,
                                                 errbackArgs=(index, runner))
 

@@ -190,6 +190,17 @@ class Keychain:
         self._paths: dict[tuple[bytes, ...], tuple[datetime, datetime, x509.Certificate]] = {}
         self._roots: tuple[x509.Certificate, ...] | None = None  # trusted_roots(), until certificates move
 
+    @classmethod
+    def restored(cls, identities: Iterable[Identity], certificates: Iterable[StoredCertificate],
+                 archive: Iterable[ArchivedKey] = ()) -> Keychain:
+        """A keychain as it was saved (device_sim.device_snapshot): identities, certificates in install order,
+        the key archive."""
+        keychain = cls()
+        keychain._identities = {item.payload_uuid: item for item in identities}
+        keychain._certificates = list(certificates)
+        keychain._archive = list(archive)
+        return keychain
+
     # --- profile installs and removals -------------------------------------------------------------------
 
     def add_identity(self, identity: Identity) -> None:

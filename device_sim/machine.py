@@ -34,7 +34,8 @@ from .scep_install import ScepFailure, ScepInstall
 from .signer import RequestSigner, sign_request
 from .user_session import UserSession
 
-__all__ = ["Behaviour", "DeviceMachine", "Phase", "RequestKind"]  # Behaviour: its old home, still imported
+# Behaviour: its old home, still imported.
+__all__ = ["Behaviour", "DeviceMachine", "MdmEnrollment", "Phase", "RequestKind"]
 
 MDM_PAYLOAD = "com.apple.mdm"
 
@@ -78,7 +79,9 @@ class _Ids(TypedDict):
 
 
 @dataclass
-class _Enrollment:
+class MdmEnrollment:
+    """What the installed MDM payload says: where to check in, the topic, which identity, whether to sign."""
+
     profile_identifier: str
     server_url: str
     check_in_url: str
@@ -100,7 +103,7 @@ class DeviceMachine:
         self.phase = Phase.NEW
         self.first_unlocked = self.behaviour.first_unlocked
         self.readiness: dict[str, Readiness] = {}
-        self.enrollment: _Enrollment | None = None
+        self.enrollment: MdmEnrollment | None = None
         self.push_token = hashlib.sha256(f"{seed}:{facts.index}:push-token".encode()).digest()
         magic = hashlib.sha256(f"{seed}:{facts.index}:magic".encode()).digest()[:16]
         self.push_magic = str(uuid.UUID(bytes=magic)).upper()
@@ -120,7 +123,7 @@ class DeviceMachine:
         self._ddm_due = False  # a DeclarativeManagement command was acknowledged: sync once the session ends
 
     @property
-    def _current(self) -> _Enrollment:
+    def _current(self) -> MdmEnrollment:
         enrollment = self.enrollment
         assert enrollment is not None, "called only while an enrollment profile is installed"
         return enrollment
@@ -197,7 +200,7 @@ class DeviceMachine:
             chain = error_chain((INSTALLATION[4014], "The MDM payload has no usable device identity."))
             return [fx.EnrollmentFailed(chain, "no MDM payload with an identity")]
         payload = mdm[0]
-        self.enrollment = _Enrollment(
+        self.enrollment = MdmEnrollment(
             result.profile.identifier, payload["ServerURL"], payload.get("CheckInURL", payload["ServerURL"]),
             payload["Topic"], payload["IdentityCertificateUUID"], payload.get("PayloadDisplayName", "MDM"),
             payload.get("SignMessage") is True,
@@ -205,6 +208,19 @@ class DeviceMachine:
         self.phase = Phase.AUTHENTICATING
         refreshed = self._refresh_readiness(now)
         return [*refreshed, self._send_checkin(self._authenticate(), RequestKind.AUTHENTICATE, now)]
+
+    def resume(self, profiles: DeviceProfiles, enrollment: MdmEnrollment, push_token: bytes, push_magic: str,
+               now: float) -> list[fx.Effect]:
+        """The device is back as it was saved (device_snapshot): enrolled, its profiles and keychain in place. The
+        server knows its identity and token already, so no Authenticate and no TokenUpdate (iOS sends TokenUpdate
+        only when the token changes); registering the token again lets APNs deliver the push it held."""
+        if self.phase is not Phase.NEW or self._scep is not None:
+            return [fx.Log(f"already {self.phase.value}; saved state ignored")]
+        self.profiles, self.enrollment = profiles, enrollment
+        self.push_token, self.push_magic = push_token, push_magic
+        self.phase = Phase.ENROLLED
+        return [*self._refresh_readiness(now), fx.RegisterPush(push_token, enrollment.topic),
+                fx.Enrolled(self.facts.device_id, resumed=True)]
 
     def response(self, request_id: int, status: int, body: bytes, now: float) -> list[fx.Effect]:
         pending = self._pending

@@ -132,6 +132,13 @@ class DeviceProfiles:
         self.user_accounts: set[ExchangeAccount] = set(user_accounts)
         self._profiles: dict[str, InstalledProfile] = {}
 
+    @classmethod
+    def restored(cls, keychain: Keychain, installed: Iterable[InstalledProfile]) -> DeviceProfiles:
+        """Profiles as they were saved (device_sim.device_snapshot), with the keychain they filled."""
+        profiles = cls(keychain)
+        profiles._profiles = {item.identifier: item for item in installed}
+        return profiles
+
     def add_user_account(self, host: str, user_name: str | None = None,
                          email_address: str | None = None) -> ExchangeAccount:
         account = ExchangeAccount.of(host, user_name, email_address)

@@ -69,6 +69,7 @@ class DeviceRunner:
         self.download_failed = False
         self.last_push_at: float | None = None
         self.last_push_sent_at: float | None = None  # the server's time of that push, when the link tells it
+        self.loop_pending = False  # a self-initiated check-in is scheduled (checkin_loop)
 
     def now(self) -> float:
         return self.clock.seconds()
@@ -77,6 +78,16 @@ class DeviceRunner:
 
     def install_enrollment(self, profile: bytes) -> None:
         self.perform(self.machine.install_enrollment(profile, self.now()))
+
+    def resume(self, saved: Any) -> None:
+        """Back from a saved state (device_snapshot.SavedDevice): enrolled already, nothing sent to enroll."""
+        self.perform(self.machine.resume(saved.profiles, saved.enrollment, saved.push_token, saved.push_magic,
+                                         self.now()))
+
+    def check_in(self) -> None:
+        """Start a session without a push (a device polling by itself: checkin_loop)."""
+        self.loop_pending = False
+        self.perform(self.machine.push(self.now()))
 
     def sign_in_user(self, short_name: str) -> None:
         """A user signs in to this Shared iPad (their channel's TokenUpdate goes out)."""

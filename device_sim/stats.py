@@ -6,6 +6,7 @@ The observer is fed by every runner; reports and scenario expectations read from
 from __future__ import annotations
 
 from collections import Counter, defaultdict
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,8 +46,12 @@ class DeviceRecord:
     last_request_ok: bool = True  # False: its latest request failed (a stalled device, once enrolled)
 
 
+Listener = Callable[[Any, fx.Effect], None]  # (runner, effect): told of every effect after the observer counted it
+
+
 class FleetObserver:
-    def __init__(self) -> None:
+    def __init__(self, listeners: Sequence[Listener] = ()) -> None:
+        self.listeners = tuple(listeners)  # e.g. fleet_state.StateKeeper.saw, checkin_loop.CheckinLoop.saw
         self.messages: dict[str, MessageStats] = defaultdict(MessageStats)
         self.devices: dict[int, DeviceRecord] = defaultdict(DeviceRecord)
         self.commands: Counter[tuple[str, Status]] = Counter()
@@ -82,6 +87,8 @@ class FleetObserver:
             record.readiness[effect.account] = effect.readiness
         elif isinstance(effect, fx.SessionEnded):
             self.sessions += 1
+        for listener in self.listeners:
+            listener(runner, effect)
 
     def _command(self, runner: Any, record: DeviceRecord, effect: fx.CommandHandled) -> None:
         self.commands[(effect.request_type, effect.status)] += 1

@@ -14,9 +14,11 @@ from typing import Any
 
 from rich.console import Console
 
+from device_sim.checkin_loop import CheckinLoop
 from device_sim.enroll_fetch import fetch_enrollment, with_user
 from device_sim.fleet import DEFAULT_KINDS, DEFAULT_OS_MIX, Fleet, FleetSpec, parse_mix, parse_os_mix
 from device_sim.fleet_ramp import EnrollmentRamp
+from device_sim.fleet_state import FleetStateDir, FleetStateError, StateKeeper
 from device_sim.https_transport import ConnectionMode, HTTPSTransport
 from device_sim.push_link_client import PushLinkClient
 from device_sim.report import readiness_rows, readiness_table
@@ -68,6 +70,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--key-pool", type=int, default=0, metavar="N",
                         help="make N RSA keys before starting, for profiles whose identity comes by SCEP (a "
                              "2048-bit key takes ~50 ms; devices make their own once the pool is empty)")
+    parser.add_argument("--state-dir", type=Path, metavar="DIR",
+                        help="keep each enrolled device here (identity, push token, enrollment, profiles, keychain; "
+                             "files 0600) and the unused --key-pool keys: the next run with the same --seed resumes "
+                             "those devices without enrolling again")
+    parser.add_argument("--checkin-interval", type=parse_duration,
+                        help="devices also check in by themselves this often (e.g. 5m), for servers that cannot "
+                             "push them; without it devices check in only when pushed, as iOS does")
     parser.add_argument("--max-error-rate", type=fraction, default=0.0,
                         help="failed requests tolerated before the run fails (exit 1), e.g. 1%% (default 0)")
     parser.add_argument("--json", type=Path, help="write the full report (every device) to this file")
@@ -120,6 +129,11 @@ def run(args: argparse.Namespace) -> int:
     from twisted.internet import reactor, task
 
     console = Console(stderr=True)
+    try:
+        state, saved, keys = _open_state(args)
+    except FleetStateError as exc:  # corrupt, foreign or unreadable: say which file, no traceback
+        console.print(f"mdmsim fleet: state file {exc}", highlight=False, markup=False)
+        return Exit.USAGE
     spec = FleetSpec(args.devices, seed=args.seed, os_mix=args.os_mix, kinds=args.kinds)
     enroll_url = args.enroll_url
     if args.server and enroll_url.startswith("/"):  # a path on --server
@@ -128,15 +142,19 @@ def run(args: argparse.Namespace) -> int:
     if args.push_link != "none":
         host, _, port = args.push_link.rpartition(":")
         reactor.connectTCP(host, int(port), push)
-    observer = FleetObserver()
-    keys = RSAKeyPool()
-    keys.fill(args.key_pool)
+    keeper = StateKeeper(state) if state is not None else None
+    listeners = [keeper.saw] if keeper is not None else []
+    if args.checkin_interval is not None:
+        listeners.append(CheckinLoop(reactor, args.checkin_interval, seed=args.seed).saw)
+    observer = FleetObserver(listeners)
     scep = ScepAgent(WebScepHttp(reactor), reactor, keys)
     errors: Counter[str] = Counter()
     transport = MeteredTransport(HTTPSTransport(reactor, connections=args.connections), errors)
     fleet = Fleet(spec, clock=reactor, transport=transport, push=push, observer=observer, scep=scep)
     ramp = EnrollmentRamp(fleet, observer, clock=reactor, fetch_profile=lambda runner: fetch_enrollment(
-        reactor, with_user(enroll_url, runner.machine.facts.user.user_id)))
+        reactor, with_user(enroll_url, runner.machine.facts.user.user_id)), saved=saved)
+    if saved:
+        console.print(f"resuming {len(saved)} of {args.devices} devices from {args.state_dir}", highlight=False)
     ramp.start(args.ramp)
     started = reactor.seconds()
     ticker = task.LoopingCall(lambda: console.print(_progress(ramp, push, errors, reactor.seconds() - started,
@@ -155,6 +173,8 @@ def run(args: argparse.Namespace) -> int:
     reactor.addSystemEventTrigger("before", "shutdown", lambda: health.append(push.health()))
     interrupted = _run_until_stopped(reactor)
     push.stop_reconnecting()
+    if keeper is not None:
+        _close_state(keeper, keys, fleet, console)
     document = fleet_document(fleet, observer, errors, ramp, health[0] if args.push_link != "none" else None)
     verdict = fleet_verdict(document, args.devices, max_error_rate=args.max_error_rate, interrupted=interrupted)
     document.update(interrupted=interrupted, verdict={"exit_code": int(verdict.code),
@@ -176,6 +196,35 @@ def _dashboard(reactor: Any, args: argparse.Namespace, read: Any, console: Conso
     publisher, url = serve_dashboard(reactor, f"mdmsim fleet: {args.devices} devices", read, args.web_port)
     reactor.addSystemEventTrigger("before", "shutdown", publisher.finish, "the run ended")
     console.print(f"mdmsim fleet: live dashboard at {url}", highlight=False, markup=False, soft_wrap=True)
+
+
+def _open_state(args: argparse.Namespace) -> tuple[FleetStateDir | None, dict[int, Any], RSAKeyPool]:
+    """The state directory, its saved devices and the key pool (kept there, topped up to --key-pool)."""
+    if args.state_dir is None:
+        keys = RSAKeyPool()
+        keys.fill(args.key_pool)
+        return None, {}, keys
+    state = FleetStateDir.open(args.state_dir, args.seed)
+    saved = state.load(args.devices)
+    try:
+        keys = RSAKeyPool.load(state.key_pool) if state.key_pool.exists() else RSAKeyPool()
+    except (OSError, ValueError) as exc:
+        raise FleetStateError(state.key_pool, f"is not a PEM file of RSA keys ({exc})") from None
+    if len(keys) < args.key_pool:
+        keys.fill(args.key_pool - len(keys))
+        keys.save(state.key_pool)  # made once: a crash later does not lose them
+    return state, saved, keys
+
+
+def _close_state(keeper: StateKeeper, keys: RSAKeyPool, fleet: Fleet, console: Console) -> None:
+    keeper.flush(fleet.runners)
+    try:
+        keys.save(keeper.state.key_pool)  # what is left: the keys handed out now live in their devices' files
+    except OSError as exc:
+        keeper.write_errors.append(f"{keeper.state.key_pool}: {exc}")
+    console.print(f"state: {keeper.saved} device saves in {keeper.state.root}", highlight=False)
+    for line in keeper.write_errors[:10]:
+        console.print(f"state not saved: {line}", highlight=False, markup=False)
 
 
 def _run_until_stopped(reactor: Any) -> bool:

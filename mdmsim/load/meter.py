@@ -8,12 +8,12 @@ from __future__ import annotations
 import random
 import re
 from collections import Counter
-from collections.abc import Callable
 from typing import Any
 
 from twisted.internet import defer
 
 from device_sim import effects as fx
+from device_sim.checkin_loop import CheckinLoop
 from device_sim.runner import DeviceRunner
 from device_sim.stats import enrollment_tally
 from device_sim.transport import Reply, Transport, TransportError
@@ -35,7 +35,6 @@ class LoadRunner(DeviceRunner):
     rollout_push_sent: float | None = None  # when the server sent that push (its link's time), if known
     rollout_checkin: float | None = None
     rollout_ack: float | None = None
-    loop_pending = False  # a self-initiated check-in is scheduled (closed-loop mode)
     left = False  # --stages took the device out: it neither checks in by itself nor answers pushes
 
     def _send(self, request: fx.SendRequest) -> None:
@@ -51,9 +50,10 @@ class LoadRunner(DeviceRunner):
 
     def check_in(self) -> None:
         """Start a session without a push (closed-loop load, or a device polling by itself)."""
-        self.loop_pending = False
-        if not self.left:
-            self.perform(self.machine.push(self.now()))
+        if self.left:
+            self.loop_pending = False
+        else:
+            super().check_in()
 
 
 _HTTP_STATUS = re.compile(r"\bhttp (\d{3})\b")
@@ -117,8 +117,8 @@ class MeteredTransport:
 class LoadObserver:
     """The worker's statistics: fed by every LoadRunner (as its Observer) and by the enrollment downloads."""
 
-    def __init__(self, clock: Clock, *, checkin_interval: float | None = None,
-                 phase: Callable[[LoadRunner], float] = lambda runner: 0.0, live_messages: bool = False) -> None:
+    def __init__(self, clock: Clock, *, checkin_interval: float | None = None, seed: int = 0,
+                 live_messages: bool = False) -> None:
         self.clock, self.live_messages = clock, live_messages
         self.messages: dict[str, h.MessageStats] = {}
         self.errors: Counter[str] = Counter()
@@ -129,7 +129,8 @@ class LoadObserver:
         self.last_ok: dict[int, bool] = {}  # device index → did its latest request succeed (stalls)
         self.new_ids: list[str] = []  # enrolled device ids not yet reported to the parent
         self.timeline: dict[int, h.MessageStats] = {}  # wall-clock second → every request answered in it
-        self.checkin_interval, self._phase = checkin_interval, phase
+        self.checkin_interval = checkin_interval
+        self.loop = None if checkin_interval is None else CheckinLoop(clock, checkin_interval, seed=seed)
         self.rollout_started: float | None = None
         # push_to_*: from the server's push (APNs' delay included); delivery_to_*: from its arrival here.
         self.push_to_checkin, self.push_to_ack = h.new_histogram(), h.new_histogram()
@@ -150,16 +151,16 @@ class LoadObserver:
         if isinstance(effect, fx.Enrolled):
             self.enrolled += 1
             self.new_ids.append(effect.device_id)
-            if self.checkin_interval is not None:
-                self._loop(runner, self._phase(runner))
+            if self.loop is not None:
+                self.loop.enrolled(runner)
         elif isinstance(effect, fx.EnrollmentFailed):
             self.enroll_failures[effect.reason] += 1
         elif isinstance(effect, fx.CommandHandled):
             self.commands[f"{effect.request_type}:{effect.status}"] += 1
         elif isinstance(effect, fx.SessionEnded):
             self.sessions += 1
-            if self.checkin_interval is not None:
-                self._loop(runner, self.checkin_interval)
+            if self.loop is not None:
+                self.loop.session_ended(runner)
 
     def pushed(self, runner: LoadRunner, sent_at: float | None = None) -> None:
         if self.rollout_started is not None and runner.rollout_push is None:
@@ -212,13 +213,8 @@ class LoadObserver:
 
     def resume(self, runner: LoadRunner) -> None:
         """A device back from --stages' ramp-down picks its self-initiated check-ins up again."""
-        if self.checkin_interval is not None:
-            self._loop(runner, self._phase(runner))
-
-    def _loop(self, runner: LoadRunner, delay: float) -> None:
-        if not runner.loop_pending:
-            runner.loop_pending = True
-            self.clock.callLater(delay, runner.check_in)
+        if self.loop is not None:
+            self.loop.enrolled(runner)
 
     # Shipping to the parent ----------------------------------------------------------------------------
 

@@ -5,7 +5,6 @@ JSON lines out: `ready`, `progress` (each second), `final`; in (stdin): `start`,
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import random
@@ -39,7 +38,7 @@ class FleetWorker:
         realism = config.realism
         self.spec = FleetSpec(config.devices, seed=config.seed, os_mix=config.os_mix, kinds=config.kinds,
                               behaviour=Behaviour(not_now_rate=realism.not_now_rate))
-        self.observer = LoadObserver(reactor, checkin_interval=realism.checkin_interval, phase=self._phase,
+        self.observer = LoadObserver(reactor, checkin_interval=realism.checkin_interval, seed=config.seed,
                                      live_messages=config.live_messages)
         # One TLS session cache per worker process: every transport it makes resumes the others' sessions.
         self.tls_sessions = TLSSessionCache()
@@ -94,12 +93,6 @@ class FleetWorker:
             runner.online = online and not self.config.offline(index)
             if online:
                 self.observer.resume(runner)
-
-    def _phase(self, runner: LoadRunner) -> float:
-        # Spread self-initiated check-ins over the interval, deterministically per device.
-        interval = self.config.realism.checkin_interval or 0.0
-        digest = hashlib.sha256(f"{self.config.seed}:{runner.machine.facts.index}:phase".encode()).digest()
-        return interval * int.from_bytes(digest[:4], "big") / 2**32
 
     def _enroll(self, index: int) -> defer.Deferred:
         if self.stopped:
