@@ -42,7 +42,7 @@ def _unverified_context() -> SSL.Context:
     return context
 
 
-class _UnverifiedTLS:
+class UnverifiedTLS:
     """The TLS side of a `TLSLink` that verifies nothing, for the download only: the user taps through
     Safari's warning, as in the field (the profile's root then governs MDM)."""
 
@@ -193,7 +193,7 @@ def _start(reactor: TCPClock, url: str, make: Any, timeout: float) -> defer.Defe
         return defer.fail(EnrollmentFetchError(f"the port in {url!r} is not a number from 0 to 65535"))
     download = make(parts)
     if parts.scheme == "https":
-        factory = LinkFactory(_UnverifiedTLS(parts.hostname), download, download.connect_failed)
+        factory = LinkFactory(UnverifiedTLS(parts.hostname), download, download.connect_failed)
     else:
         factory = _PlainFactory(download)
     download.connector = reactor.connectTCP(parts.hostname, port, factory, timeout=timeout)

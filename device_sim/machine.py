@@ -176,7 +176,7 @@ class DeviceMachine:
         if scep.next_spec() is not None:
             return [self._scep_enroll(scep)]
         self._scep = None
-        return self._install_enrollment(scep.profile, now, scep.issued)
+        return self._install_enrollment(scep.profile, now, scep.issued, scep.validation)
 
     def _scep_enroll(self, scep: ScepInstall) -> fx.ScepEnroll:
         spec = scep.next_spec()
@@ -185,11 +185,11 @@ class DeviceMachine:
         scep.request_id = self._next_id
         return fx.ScepEnroll(self._next_id, spec)
 
-    def _install_enrollment(self, profile: bytes | ProfileValidation, now: float,
-                            scep_identities: dict[str, ScepIssued] | None) -> list[fx.Effect]:
+    def _install_enrollment(self, profile: bytes, now: float, scep_identities: dict[str, ScepIssued] | None,
+                            validated: ProfileValidation | None = None) -> list[fx.Effect]:
         version = self.facts.os_version
         result = self.profiles.install(profile, os_version=version, now=_when(now), managed=False,
-                                       scep_identities=scep_identities)
+                                       scep_identities=scep_identities, validated=validated)
         if not result.ok or result.profile is None:
             self.phase = Phase.FAILED
             return [fx.EnrollmentFailed(result.error_chain, "enrollment profile refused")]

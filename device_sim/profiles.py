@@ -172,15 +172,19 @@ class DeviceProfiles:
     def install(self, profile_bytes: bytes | Mapping[str, Any] | Profile | ProfileValidation, *,
                 os_version: OSVersion | str,
                 now: Moment, managed: bool = True,
-                scep_identities: Mapping[str, ScepIdentity] | None = None) -> InstallResult:
+                scep_identities: Mapping[str, ScepIdentity] | None = None,
+                validated: ProfileValidation | None = None) -> InstallResult:
         """Install (or replace, by PayloadIdentifier) a profile; a refusal changes nothing on the device.
         `scep_identities`: what SCEP enrolled for the profile's SCEP payloads, by PayloadUUID. Bytes may be
-        CMS-signed and may hold EncryptedPayloadContent (`profile_envelope`)."""
+        CMS-signed and may hold EncryptedPayloadContent (`profile_envelope`). `validated`: the bytes' content
+        (inside any signature) as the caller validated it for this `os_version` already (scep_install)."""
         signature = None
         try:
             if isinstance(profile_bytes, bytes | bytearray):
                 unwrapped = unwrap_profile(profile_bytes, self.keychain, now=now)
                 profile_bytes, signature = unwrapped.source, unwrapped.signature
+                if validated is not None and not unwrapped.encrypted:
+                    profile_bytes = validated  # the very content, validated once: not parsed a second time
             plan = plan_install(profile_bytes, os_version=os_version, now=now, installed=self._profiles,
                                 keychain=self.keychain, user_accounts=self.user_accounts,
                                 scep_identities=scep_identities)

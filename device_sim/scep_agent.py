@@ -11,7 +11,7 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -20,6 +20,7 @@ from twisted.internet import defer
 from mdm_protocol.clocks import TCPClock
 
 from .enroll_fetch import exchange
+from .http_session import HttpSession
 from .memory_http import MemoryHTTP
 from .scep_client import HttpStep, ScepExchange, ScepFailed, ScepIssued, ScepSpec, Step, WaitStep
 
@@ -39,6 +40,19 @@ class ScepHttp(Protocol):
     def request(self, step: HttpStep) -> defer.Deferred[HttpAnswer]:
         """Fires with the answer whatever its status; fails when no answer came (refused, lost, timed out)."""
         ...
+
+
+@runtime_checkable
+class ScepTransactions(Protocol):
+    """A ScepHttp that can keep one connection for a whole SCEP transaction (`WebScepHttp`)."""
+
+    def transaction(self) -> ScepTransaction: ...
+
+
+class ScepTransaction(Protocol):
+    def request(self, step: HttpStep) -> defer.Deferred[HttpAnswer]: ...
+
+    def close(self) -> None: ...
 
 
 class RSAKeyPool:
@@ -97,18 +111,24 @@ class ScepAgent:
     def enroll(self, spec: ScepSpec) -> defer.Deferred[ScepIssued | ScepFailed]:
         exchange = ScepExchange(spec, self.keys.take(spec.key_size), self.clock.seconds())
         done: defer.Deferred[ScepIssued | ScepFailed] = defer.Deferred()
-        self._step(exchange, exchange.start(), done)
+        http = self.http.transaction() if isinstance(self.http, ScepTransactions) else self.http
+        self._step(http, exchange, exchange.start(), done)
         return done
 
-    def _step(self, exchange: ScepExchange, step: Step, done: defer.Deferred[Any]) -> None:
+    def _step(self, http: Any, exchange: ScepExchange, step: Step, done: defer.Deferred[Any]) -> None:
         if isinstance(step, HttpStep):
-            answer = self.http.request(step)
+            answer = http.request(step)
             answer.addCallbacks(
-                lambda got: self._step(exchange, exchange.answered(got.status, got.content_type, got.body), done),
-                lambda failure: self._step(exchange, exchange.failed(failure.getErrorMessage()), done))
+                lambda got: self._step(http, exchange, exchange.answered(got.status, got.content_type, got.body),
+                                       done),
+                lambda failure: self._step(http, exchange, exchange.failed(failure.getErrorMessage()), done))
         elif isinstance(step, WaitStep):
-            self.clock.callLater(step.seconds, lambda: self._step(exchange, exchange.waited(), done))
+            if isinstance(http, _Transaction):
+                http.close()  # PENDING: nothing is kept open while the device waits to poll
+            self.clock.callLater(step.seconds, lambda: self._step(http, exchange, exchange.waited(), done))
         else:
+            if isinstance(http, _Transaction):
+                http.close()
             done.callback(step)
 
 
@@ -126,17 +146,46 @@ class MemoryScepHttp:
 
 
 class WebScepHttp:
-    """SCEP over the network: each request on its own connection (iOS uses an ephemeral URL session per SCEP
-    transaction), https without certificate checks, through the project's HTTP/1.1 codec and TLS link."""
+    """SCEP over the network, https without certificate checks (the CAFingerprint authenticates the CA), through
+    the project's HTTP/1.1 codec and TLS link. iOS runs a SCEP transaction in one URL session: by default
+    (`keep_alive`) its requests share one connection, opened for the transaction and closed at its end (none
+    kept between devices or transactions); `keep_alive=False` opens a connection per request."""
 
-    def __init__(self, reactor: TCPClock, *, timeout: float = DEFAULT_TIMEOUT) -> None:
-        self.reactor, self.timeout = reactor, timeout
+    def __init__(self, reactor: TCPClock, *, timeout: float = DEFAULT_TIMEOUT, keep_alive: bool = True) -> None:
+        self.reactor, self.timeout, self.keep_alive = reactor, timeout, keep_alive
+        self.connections = 0  # opened by transactions so far
+
+    def transaction(self) -> ScepTransaction:
+        return _Transaction(self) if self.keep_alive else self  # type: ignore[return-value]
 
     def request(self, step: HttpStep) -> defer.Deferred[HttpAnswer]:
+        self.connections += 1
         answer = exchange(self.reactor, step.url, method=step.method, body=step.body or b"",
                           content_type=step.content_type, user_agent=USER_AGENT, timeout=self.timeout,
                           max_body=MAX_ANSWER)
-        return answer.addCallback(lambda got: HttpAnswer(got.status, got.headers.get("content-type"), got.body))
+        return answer.addCallback(_answer)
 
     def close(self) -> defer.Deferred[None]:
-        return defer.succeed(None)  # nothing is kept open between requests
+        return defer.succeed(None)  # every transaction closes its own connection
+
+
+class _Transaction:
+    """One SCEP transaction's requests on one kept connection (`http_session.HttpSession`)."""
+
+    def __init__(self, owner: WebScepHttp) -> None:
+        self.owner = owner
+        self.session = HttpSession(owner.reactor, user_agent=USER_AGENT, timeout=owner.timeout, max_body=MAX_ANSWER)
+
+    def request(self, step: HttpStep) -> defer.Deferred[HttpAnswer]:
+        opened = self.session.connections
+        answer = self.session.request(step.url, method=step.method, body=step.body or b"",
+                                      content_type=step.content_type)
+        self.owner.connections += self.session.connections - opened
+        return answer.addCallback(_answer)
+
+    def close(self) -> None:
+        self.session.close()
+
+
+def _answer(got: Any) -> HttpAnswer:
+    return HttpAnswer(got.status, got.headers.get("content-type"), got.body)

@@ -21,9 +21,10 @@ _MARKER = SCEP.encode("ascii")  # in the bytes of any profile (XML or binary pli
 
 @dataclass
 class ScepInstall:
-    # Validated once, for the device's iOS version: the install reuses it; a signed profile stays the CMS bytes,
-    # which the install unwraps and verifies (profile_envelope).
-    profile: ProfileValidation | bytes
+    # The profile as it came (CMS-signed or not), which the install unwraps and verifies (profile_envelope), and
+    # its content validated once for the device's iOS version: the install reuses that validation.
+    profile: bytes
+    validation: ProfileValidation
     profile_name: str
     waiting: list[ScepSpec]
     issued: dict[str, ScepIssued] = field(default_factory=dict)
@@ -50,7 +51,7 @@ class ScepInstall:
             if isinstance(spec, ScepFailed):
                 return ScepFailure.of(name, spec)
             specs.append(spec)
-        return cls(validation if content is None else profile, name, specs) if specs else None
+        return cls(profile, validation, name, specs) if specs else None
 
     def next_spec(self) -> ScepSpec | None:
         return self.waiting[0] if self.waiting else None

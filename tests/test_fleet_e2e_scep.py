@@ -64,6 +64,7 @@ def test_devices_enroll_by_scep_over_tls_and_check_in(tmp_path):
                                  body=b"junk", content_type="application/x-pki-message")
         assert refused.status == 400 and b"not a SCEP pkiMessage" in refused.body  # any status comes back
         assert server.scep.outcomes == {"issued": DEVICES, "unreadable": 1} and keys.made == len(keys) == 0
+        assert http.connections == DEVICES  # each transaction's three requests shared one connection
         for runner in fleet.runners:
             enrollment = runner.machine.enrollment
             identity = runner.machine.profiles.keychain.identity(enrollment.identity_uuid)
