@@ -393,9 +393,12 @@ class ServerProcess:
     started: list[ServerProcess] = []  # every one this process started: stopped again however the run ends
 
     def __init__(self, data_dir: Path, ports: tuple[int, int], *, profile_to: Path | None = None,
-                 pin: bool = True, backlog: int | None = None, identity: str = "pkcs12") -> None:
+                 pin: bool = True, backlog: int | None = None, identity: str = "pkcs12",
+                 extra: tuple[str, ...] = (), public_url: str | None = None) -> None:
+        """`extra`: more `mdmsim serve` options; `public_url`: devices reach the server there (a TLS proxy in
+        front of a plain-HTTP listener), which makes the listener tcp:."""
         self.data_dir, self.ports, self.profile_to, self.pin = data_dir, ports, profile_to, pin
-        self.backlog, self.identity = backlog, identity
+        self.backlog, self.identity, self.extra, self.public_url = backlog, identity, extra, public_url
         self.process: subprocess.Popen | None = None
         self.pid = 0
         self.log = data_dir.parent / f"{data_dir.name}-{ports[0]}.log"
@@ -403,10 +406,12 @@ class ServerProcess:
     def start(self, timeout: float = 90.0) -> dict[str, Any]:
         listen, link = self.ports
         backlog = f"backlog={self.backlog}:" if self.backlog else ""
+        scheme = "tcp" if self.public_url else "ssl"
         command = [sys.executable, "-m", "mdmsim.cli", "serve", "--data-dir", str(self.data_dir),
-                   "--listen", f"ssl:{listen}:{backlog}interface=127.0.0.1",
-                   "--push-link", f"tcp:{link}:interface=127.0.0.1", "--public-url", f"https://127.0.0.1:{listen}",
-                   "--enrollment-identity", self.identity]
+                   "--listen", f"{scheme}:{listen}:{backlog}interface=127.0.0.1",
+                   "--push-link", f"tcp:{link}:interface=127.0.0.1",
+                   "--public-url", self.public_url or f"https://127.0.0.1:{listen}",
+                   "--enrollment-identity", self.identity, *self.extra]
         if self.profile_to is not None:
             spy = str(Path(sys.executable).parent / "py-spy")
             command = [spy, "record", "--rate", "200", "--nonblocking", "--full-filenames", "--format", "raw",
@@ -430,7 +435,8 @@ class ServerProcess:
         if self.pin:
             os.sched_setaffinity(self.pid, {SERVER_CPU})
         password = json.loads((self.data_dir / "server.json").read_text())["admin_password"]
-        return {"enroll_url": urls[0].strip(), "url": f"https://127.0.0.1:{listen}", "push_port": link,
+        return {"enroll_url": urls[0].strip(), "url": f"{'http' if self.public_url else 'https'}://127.0.0.1:{listen}",
+                "push_port": link,
                 "password": password, "ca_file": str(self.data_dir / "ca.pem")}
 
     def log_tail(self, lines: int = 8) -> str:
