@@ -518,21 +518,38 @@ class Settling:
         return d
 
 
+def keys_for(count: int, path: Path | None) -> Any:
+    """`count` RSA keys: from `path` when it holds enough (made once, kept there, as `mdmsim fleet --state-dir`
+    keeps its pool), else made now (and saved to `path` if given)."""
+    from device_sim.scep_agent import RSAKeyPool
+
+    if not count:
+        return RSAKeyPool()
+    if path is not None and path.exists():
+        kept = RSAKeyPool.load(path)
+        if len(kept) >= count:
+            return RSAKeyPool(kept.take(2048) for _ in range(count))
+    keys = RSAKeyPool()
+    keys.fill(count)
+    if path is not None:
+        keys.save(path)
+    return keys
+
+
 class FleetRun:
     """One fleet in this process against one server: enroll through the real endpoints, then push rounds."""
 
     def __init__(self, reactor: Any, server: ServerProcess, info: dict[str, Any], count: int, seed: int,
-                 key_pool: int = 0) -> None:
+                 key_pool: int = 0, key_pool_file: Path | None = None) -> None:
         from device_sim.fleet import Fleet
         from device_sim.https_transport import HTTPSTransport, TLSSessionCache
         from device_sim.push_link_client import PushLinkClient
-        from device_sim.scep_agent import RSAKeyPool, ScepAgent, WebScepHttp
+        from device_sim.scep_agent import ScepAgent, WebScepHttp
         from mdmsim.load.admin_http import AdminHTTP
 
         # SCEP profiles: devices make 2048-bit RSA keys (~50 ms each); a pool made once, before the clock
         # starts, takes that out of the enrollment rate (what --state-dir would keep between runs).
-        self.keys, started = RSAKeyPool(), time.perf_counter()
-        self.keys.fill(key_pool)
+        self.keys, started = keys_for(key_pool, key_pool_file), time.perf_counter()
         self.key_pool_size = key_pool
         self.key_pool_seconds = time.perf_counter() - started
         self.scep_http = WebScepHttp(reactor)
@@ -581,6 +598,8 @@ class FleetRun:
                 **shares(spent, wall), "tcp": usage.tcp_since(),
                 "server_cpu_ms_per_device": round(1000 * spent["server_cpu"] / self.observer.enrolled, 2),
                 "fleet_cpu_ms_per_device": round(1000 * spent["fleet_cpu"] / self.observer.enrolled, 2),
+                "devices_per_cpu_second": round(self.observer.enrolled / (spent["server_cpu"] + spent["fleet_cpu"]),
+                                                1),
                 "download_p50_ms": round(1000 * sorted(downloads)[len(downloads) // 2], 1) if downloads else None,
                 "checkin_p50_ms": {name: round(1000 * self.observer.inner.messages[name].percentile(0.5), 1)
                                    for name in ("Authenticate", "TokenUpdate")},
@@ -726,7 +745,8 @@ def server_runs(reactor: Any, args: argparse.Namespace, workdir: Path) -> Any:
     def both():
         out = {"measured": []}
         for backlog in args.backlogs:
-            out["measured"].append((yield measured_run(reactor, args, workdir, backlog)))
+            for pool in args.key_pools:  # e.g. 400,0: a key pool made before the clock, then cold
+                out["measured"].append((yield measured_run(reactor, args, workdir, backlog, pool)))
         if args.profile_devices:
             out["profile"] = yield profiled_run(reactor, args, workdir)
         return out
@@ -734,16 +754,17 @@ def server_runs(reactor: Any, args: argparse.Namespace, workdir: Path) -> Any:
     return both()
 
 
-def measured_run(reactor: Any, args: argparse.Namespace, workdir: Path, backlog: int | None) -> Any:
+def measured_run(reactor: Any, args: argparse.Namespace, workdir: Path, backlog: int | None, key_pool: int) -> Any:
     """Enroll the fleet, then push rounds with a new TLS connection per session and with keep-alive."""
     from twisted.internet import defer
 
     @defer.inlineCallbacks
     def run_it():
-        name = f"measured-{backlog or 'default'}"
+        name = f"measured-{backlog or 'default'}-{key_pool}"
         server = ServerProcess(workdir / name, (free_port(), free_port()), pin=args.pin, backlog=backlog,
                                identity=args.enrollment_identity)
-        run = FleetRun(reactor, server, server.start(), args.devices, seed=3, key_pool=args.key_pool)
+        run = FleetRun(reactor, server, server.start(), args.devices, seed=3, key_pool=key_pool,
+                       key_pool_file=args.key_pool_file)
         try:
             yield _link_up(reactor, run)
             enrollment = yield run.enroll(args.window, args.timeout)
@@ -771,7 +792,8 @@ def profiled_run(reactor: Any, args: argparse.Namespace, workdir: Path) -> Any:
         data_dir, ports, backlog = workdir / "profiled", (free_port(), free_port()), args.backlogs[-1]
         server = ServerProcess(data_dir, ports, profile_to=workdir / "spy-enroll.txt", pin=args.pin, backlog=backlog,
                                identity=args.enrollment_identity)
-        run = FleetRun(reactor, server, server.start(), args.profile_devices, seed=11, key_pool=args.key_pool)
+        run = FleetRun(reactor, server, server.start(), args.profile_devices, seed=11,
+                       key_pool=args.key_pools[0] and args.profile_devices, key_pool_file=args.key_pool_file)
         enrolling = cProfile.Profile(time.process_time)
         try:
             yield _link_up(reactor, run)
@@ -866,9 +888,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--window", type=int, default=64, help="devices enrolling at once")
     parser.add_argument("--enrollment-identity", choices=("pkcs12", "scep"), default="pkcs12",
                         help="the server's enrollment profiles: a PKCS#12 identity (default) or SCEP at /scep")
-    parser.add_argument("--key-pool", type=int, default=0,
+    parser.add_argument("--key-pool", dest="key_pools", default=[0],
+                        type=lambda text: [int(n) for n in text.split(",")],
                         help="RSA keys the fleet makes before enrolling (SCEP; 0: every device makes its own, "
-                             "the cold figure)")
+                             "the cold figure); comma-separated for a run each, e.g. 400,0 (the profiled run "
+                             "takes the first)")
+    parser.add_argument("--key-pool-file", type=Path,
+                        help="keep the pool's keys in this file: made once, reused by later runs (keys of "
+                             "simulated devices only)")
     parser.add_argument("--rounds", type=int, default=6, help="push rounds per connection mode")
     parser.add_argument("--profile-devices", type=int, default=400, help="devices in the profiled run (0: none)")
     parser.add_argument("--profile-rounds", type=int, default=4)

@@ -147,7 +147,9 @@ def run(args: argparse.Namespace) -> int:
     if args.checkin_interval is not None:
         listeners.append(CheckinLoop(reactor, args.checkin_interval, seed=args.seed).saw)
     observer = FleetObserver(listeners)
-    scep = ScepAgent(WebScepHttp(reactor), reactor, keys)
+    # A SCEP transaction's requests share a connection unless every request gets its own (per-request).
+    scep_http = WebScepHttp(reactor, keep_alive=args.connections != ConnectionMode.PER_REQUEST.value)
+    scep = ScepAgent(scep_http, reactor, keys)
     errors: Counter[str] = Counter()
     transport = MeteredTransport(HTTPSTransport(reactor, connections=args.connections), errors)
     fleet = Fleet(spec, clock=reactor, transport=transport, push=push, observer=observer, scep=scep)
