@@ -549,7 +549,8 @@ class FleetRun:
 
         # SCEP profiles: devices make 2048-bit RSA keys (~50 ms each); a pool made once, before the clock
         # starts, takes that out of the enrollment rate (what --state-dir would keep between runs).
-        self.keys, started = keys_for(key_pool, key_pool_file), time.perf_counter()
+        started = time.perf_counter()
+        self.keys = keys_for(key_pool, key_pool_file)
         self.key_pool_size = key_pool
         self.key_pool_seconds = time.perf_counter() - started
         self.scep_http = WebScepHttp(reactor)

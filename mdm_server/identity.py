@@ -68,7 +68,7 @@ class IdentityVerifier:
                 certificate = x509.load_der_x509_certificate(der)
             except ValueError as exc:
                 raise SignatureError(f"unreadable client certificate: {exc}") from None
-            verify_chain(certificate, self.roots, intermediates=(), now=self._now())
+            self._chain_once(digest.hex(), certificate, ())
             identity = DeviceIdentity(digest.hex(), certificate.subject.rfc4514_string(), identity_user(certificate),
                                       identity_token(certificate))
             cached = (identity, certificate.not_valid_before_utc, certificate.not_valid_after_utc)
@@ -107,17 +107,23 @@ class IdentityVerifier:
     def _verify(self, header: bytes, body: bytes) -> tuple[DeviceIdentity, x509.Certificate]:
         info = verify_mdm_signature(header, body, allow_sha1=self.allow_sha1)
         fingerprint = info.signer_fingerprint
-        moment = self._now()
-        if fingerprint in self._chained:
-            _check_validity(info.signer, moment)
-        else:
-            verify_chain(info.signer, self.roots, intermediates=info.certificates, now=moment)
-            if len(self._chained) >= MAX_CACHED_CHAINS:
-                self._chained.clear()
-            self._chained.add(fingerprint)
+        self._chain_once(fingerprint, info.signer, info.certificates)
         subject = info.signer.subject.rfc4514_string()
         identity = DeviceIdentity(fingerprint, subject, identity_user(info.signer), identity_token(info.signer))
         return identity, info.signer
+
+    def _chain_once(self, fingerprint: str, certificate: x509.Certificate,
+                    intermediates: Sequence[x509.Certificate]) -> None:
+        """Chain `certificate` to our CA once; later only its validity is checked. One cache for the TLS client
+        certificate and the Mdm-Signature signer: a device presenting both is chained once, not twice."""
+        moment = self._now()
+        if fingerprint in self._chained:
+            _check_validity(certificate, moment)
+            return
+        verify_chain(certificate, self.roots, intermediates=intermediates, now=moment)
+        if len(self._chained) >= MAX_CACHED_CHAINS:
+            self._chained.clear()
+        self._chained.add(fingerprint)
 
 
 def _check_validity(certificate: x509.Certificate, moment: datetime) -> None:

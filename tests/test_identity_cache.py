@@ -49,3 +49,29 @@ def test_a_device_keeps_its_re_sent_pair_and_only_its_newest_other_one():
     verifier._verify = lambda header, body: calls.append(body) or real(header, body)
     verifier.verify(idle_header, idle)
     assert calls == []  # still answered from the cache
+
+
+def test_a_device_presenting_its_certificate_and_signing_is_chained_once(monkeypatch):
+    """Mutual TLS beside Mdm-Signature (SignMessage true, a client certificate asked for): one chain check for
+    the one certificate, and a certificate of another CA is still refused both ways."""
+    from cryptography.hazmat.primitives import serialization
+
+    import mdm_server.identity as identity
+
+    authority = CertificateAuthority.create("cache CA", now=NOW)
+    certificate, key = authority.issue_device_identity("dev", NOW, validity=timedelta(days=2))
+    verifier = IdentityVerifier([authority.certificate], now=lambda: NOW)
+    chained = []
+    real = identity.verify_chain
+    monkeypatch.setattr(identity, "verify_chain", lambda cert, *a, **k: chained.append(cert) or real(cert, *a, **k))
+    der = certificate.public_bytes(serialization.Encoding.DER)
+    body = b"<plist>authenticate</plist>"
+    both = verifier.identify(mdm_signature(body, certificate, key), body, der)
+    assert verifier.identify(mdm_signature(b"x", certificate, key), b"x", None) == both
+    assert chained == [certificate]
+    other = CertificateAuthority.create("other CA", now=NOW)
+    stranger, stranger_key = other.issue_device_identity("dev", NOW, validity=timedelta(days=2))
+    with pytest.raises(SignatureError, match="does not chain"):
+        verifier.verify_certificate(stranger.public_bytes(serialization.Encoding.DER))
+    with pytest.raises(SignatureError, match="does not chain"):
+        verifier.verify(mdm_signature(body, stranger, stranger_key), body)
