@@ -3,7 +3,7 @@ from a separate client process, and the command queue through the service for 10
 
 Run: `.venv/bin/python benchmarks/server_bench.py [--devices 1000] [--seconds 10] [--profile] [--mtls]`.
 `--mtls`: each device presents its identity as the TLS client certificate and sends no Mdm-Signature
-(SignMessage false); keep-alive connections then carry one device each.
+(SignMessage false); keep-alive connections then carry one device each. `--compare-mtls N`: both, alternately.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import random
 import signal
 import socket
 import ssl
+import statistics
 import sys
 import tempfile
 import threading
@@ -253,15 +254,18 @@ def run_tls(args: argparse.Namespace, data_dir: Path, fleet: list[tuple]) -> lis
             raise SystemExit("server did not start listening within 60 s")
         port = ready.recv()
         results = []
-        for mode in args.modes:
+        # --compare-mtls N: N rounds, each mode signed then by mutual TLS back to back (same server, same load).
+        identities = (False, True) if args.compare_mtls else (args.mtls,)
+        plan = [(mode, mtls) for _ in range(args.compare_mtls or 1) for mode in args.modes for mtls in identities]
+        for mode, mtls in plan:
             answer, answer_child = spawn.Pipe()
             load = spawn.Process(target=client, args=(
                 port, str(data_dir / "ca.pem"), fleet, mode, args.threads, args.warmup, args.seconds,
-                server.pid, answer_child, args.mtls))
+                server.pid, answer_child, mtls))
             load.start()
             if not answer.poll(args.warmup + args.seconds + 60):
                 raise SystemExit(f"client for {mode} did not report")
-            results.append(answer.recv())
+            results.append({**answer.recv(), "mtls": mtls})
             load.join(timeout=30)
     finally:
         os.kill(server.pid, signal.SIGTERM)
@@ -380,15 +384,31 @@ def print_tls(results: list[dict], devices: int, threads: int, storage: str = "S
               ) -> None:
     identity = ("Idle reports identified by the TLS client certificate (mutual TLS, no Mdm-Signature)" if mtls
                 else "signed Idle reports (Mdm-Signature verified on every request)")
+    if {r["mtls"] for r in results} == {False, True}:
+        identity = "signed Idle reports and, alternately, mutual TLS ones (rows marked mTLS)"
     print(f"\nTLS check-ins: {devices} enrolled devices, {identity}, {storage}; server on CPU {SERVER_CPU}, "
           f"client ({threads} threads) on CPU {CLIENT_CPU}; load average {os.getloadavg()[0]:.2f}")
-    print(f"  {'mode':<12} {'req/s':>8} {'server CPU':>11} {'client CPU':>11} {'req per server CPU-s':>21} "
+    print(f"  {'mode':<17} {'req/s':>8} {'server CPU':>11} {'client CPU':>11} {'req per server CPU-s':>21} "
           f"{'resumed':>8}")
     for r in results:
-        print(f"  {r['mode']:<12} {r['per_second']:8.0f} {r['server_cpu']:10.0%} {r['client_cpu']:10.0%} "
+        mode = f"{r['mode']}{' mTLS' if r['mtls'] else ''}"
+        print(f"  {mode:<17} {r['per_second']:8.0f} {r['server_cpu']:10.0%} {r['client_cpu']:10.0%} "
               f"{r['per_server_cpu_second']:21.0f} {r['resumed']:8d}")
         for error in r["errors"]:
             print(f"    error: {error}")
+    if {r["mtls"] for r in results} == {False, True}:
+        print_comparison(results)
+
+
+def print_comparison(results: list[dict]) -> None:
+    """--compare-mtls: the median requests per server CPU-second of each mode, signed and mTLS, and the ratio."""
+    print("\n  median requests per server CPU-second (rounds):")
+    for mode in dict.fromkeys(r["mode"] for r in results):
+        signed, mtls = ([r["per_server_cpu_second"] for r in results if r["mode"] == mode and r["mtls"] is kind]
+                        for kind in (False, True))
+        a, b = statistics.median(signed), statistics.median(mtls)
+        print(f"  {mode:<12} signature {a:7.0f} ({', '.join(f'{v:.0f}' for v in signed)})   mTLS {b:7.0f} "
+              f"({', '.join(f'{v:.0f}' for v in mtls)})   mTLS/signature {b / a:.2f}x")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -410,6 +430,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="a PostgreSQL server for the storage (a fresh schema per part) instead of SQLite")
     parser.add_argument("--mtls", action="store_true",
                         help="devices present their identity as the TLS client certificate, unsigned bodies")
+    parser.add_argument("--compare-mtls", type=int, default=0, metavar="ROUNDS",
+                        help="run each mode signed and by mutual TLS, alternately, ROUNDS times against the same "
+                             "server, and print the medians and their ratio")
     parser.add_argument("--tls-only", action="store_true", help="skip the in-process and queue parts")
     args = parser.parse_args(argv)
     url, storage = args.database, storage_name(args.database)
