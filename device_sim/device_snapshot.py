@@ -81,7 +81,7 @@ def restore(document: Mapping[str, Any], *, seed: int) -> SavedDevice:
             (ArchivedKey(_cert(item["DER"]), _load_key(item["Key"])) for item in document["Archive"]))
         profiles = DeviceProfiles.restored(keychain, (_restore_profile(item) for item in document["Profiles"]))
         saved = document["Enrollment"]
-        enrollment = MdmEnrollment(*(str(saved[key]) for key in _ENROLLMENT_KEYS),
+        enrollment = MdmEnrollment(**{key: str(saved[key]) for key in _ENROLLMENT_KEYS},
                                    sign_message=saved["sign_message"] is True)
         token, magic = document["PushToken"], document["PushMagic"]
         if not isinstance(token, bytes) or len(token) != 32 or not isinstance(magic, str):

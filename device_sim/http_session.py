@@ -24,8 +24,11 @@ from .enroll_fetch import EnrollmentFetchError, UnverifiedTLS
 class _Kept(Protocol):
     """One connection of a session: writes each request, reads its answer, stays open while the server lets it."""
 
+    transport: Any  # the TLSLink (or TCP transport) once connected
+
     def __init__(self, session: HttpSession, first: _Exchange, max_body: int) -> None:
-        self.session, self.waiting, self.max_body = session, first, max_body
+        self.session, self.max_body = session, max_body
+        self.waiting: _Exchange | None = first
         self.reader = ResponseReader(max_body=max_body)
         self.open = True  # until lost or the server said close
         self.answered = False  # an answer byte arrived for the request now waiting
@@ -73,6 +76,8 @@ class _Kept(Protocol):
             self._answer(response)
             return
         exchange, self.waiting = self.waiting, None
+        if exchange is None:
+            return
         if exchange.reused and not self.answered and not exchange.done.called:
             self.session._reconnect(exchange)  # the server closed the idle connection as we wrote: once more
             return
@@ -141,7 +146,8 @@ class HttpSession:
             connection.send(exchange)
         else:
             self._open(exchange)
-        return exchange.done.addTimeout(self.timeout, self.reactor).addErrback(self._timed_out)
+        clock: Any = self.reactor
+        return exchange.done.addTimeout(self.timeout, clock).addErrback(self._timed_out)
 
     def close(self) -> None:
         connection, self._connection = self._connection, None
@@ -162,7 +168,8 @@ class HttpSession:
                 exchange.done.errback(EnrollmentFetchError(f"cannot connect: {reason.getErrorMessage()}"))
 
         if exchange.https:
-            factory: ClientFactory = LinkFactory(UnverifiedTLS(exchange.host), connection, failed)
+            tls: Any = UnverifiedTLS(exchange.host)  # the ClientTLS side that verifies nothing (enroll_fetch)
+            factory: ClientFactory = LinkFactory(tls, connection, failed)
         else:
             factory = _PlainFactory(connection, failed)
         self.reactor.connectTCP(exchange.host, exchange.port, factory, timeout=self.timeout)
