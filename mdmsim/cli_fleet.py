@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 from collections import Counter
 from pathlib import Path
@@ -214,14 +215,21 @@ def _open_state(args: argparse.Namespace) -> tuple[FleetStateDir | None, dict[in
         raise FleetStateError(state.key_pool, f"is not a PEM file of RSA keys ({exc})") from None
     if len(keys) < args.key_pool:
         keys.fill(args.key_pool - len(keys))
-        keys.save(state.key_pool)  # made once: a crash later does not lose them
+        _save_pool(keys, state.key_pool)  # made once: a crash later does not lose them
     return state, saved, keys
+
+
+def _save_pool(keys: RSAKeyPool, path: Path) -> None:
+    """The pool's file replaced whole (a temporary file, 0600, renamed over it), never left half-written."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    keys.save(temporary)
+    os.replace(temporary, path)
 
 
 def _close_state(keeper: StateKeeper, keys: RSAKeyPool, fleet: Fleet, console: Console) -> None:
     keeper.flush(fleet.runners)
     try:
-        keys.save(keeper.state.key_pool)  # what is left: the keys handed out now live in their devices' files
+        _save_pool(keys, keeper.state.key_pool)  # what is left: the keys handed out live in their devices' files
     except OSError as exc:
         keeper.write_errors.append(f"{keeper.state.key_pool}: {exc}")
     console.print(f"state: {keeper.saved} device saves in {keeper.state.root}", highlight=False)
