@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from fleet_bench import ServerProcess, cpu_seconds, free_port, machine_info  # noqa: E402
+from fleet_bench import ServerProcess, cpu_seconds, free_port, keys_for, machine_info  # noqa: E402
 
 PROXY_HEADER = "X-SSL-Client-Cert"
 MODES: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -54,13 +54,13 @@ class Fleet:
     """`mdmsim fleet` as a user runs it, in its own process; its --json report read at the end."""
 
     def __init__(self, workdir: Path, info: dict[str, Any], args: argparse.Namespace, run: str,
-                 duration: float) -> None:
+                 duration: float, key_pool: int = 0) -> None:
         self.report = workdir / f"fleet-{run}.json"
         self.log = workdir / f"fleet-{run}.log"
         command = [sys.executable, "-m", "mdmsim.cli", "fleet", "--enroll-url", info["enroll_url"],
                    "--push-link", f"127.0.0.1:{info['push_port']}", "--devices", str(args.devices),
                    "--ramp", f"{args.ramp}s", "--duration", f"{duration}s", "--state-dir", str(workdir / "state"),
-                   "--key-pool", str(args.key_pool), "--seed", "12", "--json", str(self.report)]
+                   "--key-pool", str(key_pool), "--seed", "12", "--json", str(self.report)]
         with open(self.log, "wb") as log:
             self.process = subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
                                             stdin=subprocess.DEVNULL)
@@ -134,8 +134,13 @@ def run_mode(name: str, args: argparse.Namespace, workdir: Path) -> dict[str, An
         if public_url is not None:
             proxy = start_proxy(workdir, proxy_port, ports[0])
         admin = AdminHTTP(info["url"], "admin", info["password"], info["ca_file"])
+        if identity == "scep" and args.key_pool:
+            # The pool made once (and kept in the file) is put in the state dir, as a second run of
+            # `mdmsim fleet --state-dir` would find it: no key is made on the clock.
+            (workdir / "state").mkdir(mode=0o700)
+            keys_for(args.key_pool, args.key_pool_file).save(workdir / "state" / "key-pool.pem")
         server_cpu = cpu_seconds(server.pid)
-        first = Fleet(workdir, info, args, "first", args.duration)
+        first = Fleet(workdir, info, args, "first", args.duration, args.key_pool if identity == "scep" else 0)
         first_enrolled, enrolled_after = wait_enrolled(admin, args.devices, args.duration)
         enrolled_cpu = cpu_seconds(server.pid) - server_cpu
         ids = enrolled_ids(admin)
@@ -236,9 +241,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--devices", type=int, default=200)
     parser.add_argument("--modes", default=",".join(MODES), help="comma-separated, from " + ", ".join(MODES))
     parser.add_argument("--ramp", type=float, default=2.0, help="seconds over which the first run enrolls")
-    parser.add_argument("--duration", type=float, default=60.0, help="seconds the first fleet run lasts")
+    parser.add_argument("--duration", type=float, default=90.0, help="seconds the first fleet run lasts")
     parser.add_argument("--resume-duration", type=float, default=15.0, help="seconds the resumed run lasts")
     parser.add_argument("--key-pool", type=int, default=0, help="RSA keys made once (kept in the state dir)")
+    parser.add_argument("--key-pool-file", type=Path, default=Path(tempfile.gettempdir()) / "identity-bench-keys.pem",
+                        help="where the pool's keys are kept between runs of this script")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--proxy-child", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
