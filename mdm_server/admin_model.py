@@ -19,7 +19,9 @@ from mdm_protocol.clocks import Clock
 from .admin.apply import LabelAdmin
 from .admin.declared_readiness import DeclaredAccount, declared_accounts
 from .admin.docstore import Documents, DocumentStore
+from .admin.edits import AdminEdits
 from .admin.identities import IdentityStore
+from .admin.invitations import Invitations
 from .admin.portal_passwords import PortalPasswords
 from .admin.render import RenderOptions, SettingsRenderer
 from .admin.render_declarations import DeclarationAssets
@@ -88,6 +90,12 @@ class AdminModel(MultiService):
         self.labels = LabelAdmin(storage, self.docs, self.renderer, self.users, clock=clock, wake=waker.push_now,
                                  seal=self.command_seal.seal, sign_profile=sign_profile,
                                  declarations=self.declarations)
+        self.invitations = Invitations(self.docs, self.users, self.passwords, now=clock.seconds)
+        # Every edit of settings, users and certificates, from the API or the console, and its re-render hook.
+        self.edits = AdminEdits(self.settings, self.users, self.identities, self.passwords,
+                                on_setting_changed=self.labels.on_setting_changed,
+                                on_setting_deleted=self.labels.on_setting_deleted,
+                                on_user_changed=self.labels.on_user_changed, invitations=self.invitations)
         # EPMM's "delete private keys after N days", for keys no render happens to touch and for the copies
         # queued commands hold (command_seal.py); also once at start.
         self.storage = storage
@@ -110,7 +118,7 @@ class AdminModel(MultiService):
             self.settings, self.users, self.identities,
             on_setting_changed=self.labels.on_setting_changed,
             on_setting_deleted=self.labels.on_setting_deleted, on_user_changed=self.labels.on_user_changed,
-            passwords=self.passwords,
+            passwords=self.passwords, edits=self.edits,
         )
         labels = AdminLabelsAPI(self.labels, self.waker, clock=self.clock, trusted_roots=[self.ca_certificate],
                                 opened=self.command_seal.opened, declared=self._declared_accounts)

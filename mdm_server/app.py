@@ -224,7 +224,7 @@ class MDMServer(MultiService):
         routes.append(openapi_route())  # public: the API's shape, no data (see docs/api.md)
         root.putChild(b"api", JsonAPI(routes, authorise=authorise))
         root.putChild(b"user", user_portal(self.admin, self.clock, throttle))
-        root.putChild(b"admin", admin_console(self.admin, self.waker, self.clock, throttle,
+        root.putChild(b"admin", admin_console(self.admin, self.waker, self.tokens, self.clock, throttle,
                                               credentials=(self.config.admin_user, self.admin_password)))
         return root
 

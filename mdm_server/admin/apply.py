@@ -420,6 +420,12 @@ class LabelAdmin:
         changed = self.labels.save(label, known_device=lambda d: self.storage.get_device(d) is not None)
         return self._membership_changed(changed)
 
+    def create_label(self, label: Label) -> DeliveryReport:
+        """A new label; one whose id exists already is a 409 (an update says so)."""
+        if label.label_id in self.labels:
+            raise AdminError(f"label {label.label_id!r} already exists; PUT to change it", 409)
+        return self.save_label(label)
+
     def delete_label(self, label_id: str) -> DeliveryReport:
         changed = self.labels.delete(label_id)
         self.policies.drop_label(label_id)  # the label's devices are all in `changed`
@@ -477,6 +483,12 @@ class LabelAdmin:
         previous = self.policies.save(policy)
         self._refresh_intervals(self._policy_reach(previous) | self._policy_reach(policy))
         return policy
+
+    def create_policy(self, policy: SyncPolicy) -> SyncPolicy:
+        """A new policy; one whose id exists already is a 409 (an update says so)."""
+        if any(existing.policy_id == policy.policy_id for existing in self.policies.all()):
+            raise AdminError(f"sync policy {policy.policy_id!r} already exists; PUT to change it", 409)
+        return self.save_policy(policy)
 
     def delete_policy(self, policy_id: str) -> SyncPolicy:
         policy = self.policies.delete(policy_id)

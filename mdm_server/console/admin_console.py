@@ -1,7 +1,8 @@
-"""The admin console at /admin: sign-in, devices (search, pages, one device), settings, labels, Apply to Label.
+"""The admin console at /admin: sign-in and devices (search, pages, one device, force check-in); the sections
+(settings, labels and conflicts, sync policies, users, enrollment tokens) have their own modules.
 
-It calls the model the JSON API calls (LabelAdmin, the storage, the waker) and shows the model's own messages;
-the API keeps HTTP Basic, the console a session cookie with a CSRF token on every form.
+It calls the model the JSON API calls (LabelAdmin, AdminEdits, the storage, the waker) and shows the model's own
+messages; the API keeps HTTP Basic, the console a session cookie with a CSRF token on every form.
 """
 
 from __future__ import annotations
@@ -18,31 +19,36 @@ from twisted.web.server import Request
 
 from mdm_protocol.clocks import Clock
 
-from ..admin.apply import LabelAdmin
 from ..admin.contracts import AdminError
 from ..admin.expected_readiness import expected_readiness
-from ..admin.settings_store import SettingsStore
+from ..admin_model import AdminModel
+from ..enrollment_tokens import TokenRegistry
 from ..storage.interface import Device
 from ..wakeups import Waker
 from ..web.login_throttle import LoginThrottle
-from .pages import CookieSessions, Handler, PageTree, field, redirect, render, sign_in
+from .admin_area import AdminArea
+from .label_pages import LabelPages
+from .pages import CookieSessions, Handler, PageTree, field, redirect, render, sign_in, when
+from .policy_pages import PolicyPages
 from .sessions import Session
+from .setting_pages import SettingPages
+from .token_pages import TokenPages
+from .user_pages import UserPages
 
 COOKIE = "mdmsim_admin"
 PAGE_SIZE = 50
 SEARCH_BATCH = 2000  # devices read per storage call while searching (a search scans until a page is full)
 _DEVICE = r"(?P<device_id>[^/]+)"
-_LABEL = r"(?P<label_id>[^/]+)"
 
 
 class AdminConsole(PageTree):
     base = "/admin"
 
-    def __init__(self, admin: LabelAdmin, settings: SettingsStore, waker: Waker, sessions: CookieSessions,
+    def __init__(self, model: AdminModel, waker: Waker, tokens: TokenRegistry, sessions: CookieSessions,
                  throttle: LoginThrottle, *, credentials: tuple[str, str], clock: Clock,
                  trusted_roots: Sequence[x509.Certificate] = ()) -> None:
         super().__init__()
-        self.admin, self.settings, self.waker, self.clock = admin, settings, waker, clock
+        self.admin, self.waker, self.clock = model.labels, waker, clock
         self.sessions, self.throttle = sessions, throttle
         self.credentials = (credentials[0].encode(), credentials[1].encode())
         self.trusted_roots = tuple(trusted_roots)
@@ -53,11 +59,13 @@ class AdminConsole(PageTree):
             (b"GET", "/devices", self.devices),
             (b"GET", f"/devices/{_DEVICE}", self.device),
             (b"POST", f"/devices/{_DEVICE}/checkin", self.force_checkin),
-            (b"GET", "/settings", self.settings_page),
-            (b"GET", "/labels", self.labels),
-            (b"POST", f"/labels/{_LABEL}/apply", self.apply),
-            (b"POST", f"/labels/{_LABEL}/remove", self.remove),
         ]
+        area = AdminArea(sessions)
+        sections = (SettingPages(area, model.edits), LabelPages(area, model.labels, model.settings),
+                    PolicyPages(area, model.labels), TokenPages(area, tokens, clock=clock),
+                    UserPages(area, model.edits, model.passwords, model.invitations, now=clock.seconds))
+        table += [(method, path, area.guard(method, handler))
+                  for section in sections for method, path, handler in section.routes()]
         self.routes = [(method, re.compile(path), handler) for method, path, handler in table]
 
     # Signing in ----------------------------------------------------------------------------------------
@@ -141,44 +149,6 @@ class AdminConsole(PageTree):
             return self.device(request, device_id, 409, error=f"not pushed: {outcome.reason}")
         return self.device(request, device_id, notice="pushed; the device checks in when it wakes")
 
-    # Settings and labels -------------------------------------------------------------------------------
-
-    def settings_page(self, request: Request) -> bytes:
-        session = self.sessions.current(request)
-        if session is None:
-            return redirect(request, self.base)
-        return self._page(request, session, "settings.html", settings=self.settings.list())
-
-    def labels(self, request: Request, status: int = 200, **messages: Any) -> bytes:
-        session = self.sessions.current(request)
-        if session is None:
-            return redirect(request, self.base)
-        labels = [{"label": label, "members": len(self.admin.labels.members(label.label_id))}
-                  for label in self.admin.labels.all()]
-        return self._page(request, session, "labels.html", status, labels=labels, settings=self.settings.list(),
-                          **messages)
-
-    def apply(self, request: Request, label_id: str) -> bytes:
-        return self._delivery(request, label_id, remove=False)
-
-    def remove(self, request: Request, label_id: str) -> bytes:
-        return self._delivery(request, label_id, remove=True)
-
-    def _delivery(self, request: Request, label_id: str, *, remove: bool) -> bytes:
-        if self.sessions.checked_post(request) is None:
-            return self.refused_post(request)
-        setting_id = field(request, "setting")
-        try:
-            report = (self.admin.remove if remove else self.admin.apply)(label_id, setting_id)
-        except AdminError as exc:
-            return self.labels(request, exc.status, error=exc.reason)
-        done = "removed from" if remove else "applied to"
-        errors = [f"{device}: {reason}" for device, by_setting in sorted(report.errors.items())
-                  for reason in by_setting.values()]
-        notice = (f"{setting_id} {done} label {label_id}: {report.installs} installs and {report.removals} "
-                  "removals queued; devices get them at their next sync or forced check-in")
-        return self.labels(request, notice=notice, warnings=errors)
-
     # Shapes --------------------------------------------------------------------------------------------
 
     def _device_row(self, device: Device) -> dict[str, Any]:
@@ -188,8 +158,8 @@ class AdminConsole(PageTree):
                 "os": device.facts.get("OSVersion", ""), "product": device.facts.get("ProductName", ""),
                 "state": device.state.value, "user": device.user_id or "",
                 "labels": sorted(self.admin.labels.labels_of(device.device_id)),
-                "last_seen": _when(device.last_seen_at), "pushed": pushed,
-                "pushed_at": _when(push.pushed_at) if push else "",
+                "last_seen": when(device.last_seen_at), "pushed": pushed,
+                "pushed_at": when(push.pushed_at) if push else "",
                 "checked_in_since_push": bool(push and pushed and device.last_seen_at >= push.pushed_at)}
 
     def _page(self, request: Request, session: Session, template: str, status: int = 200, **context: Any) -> bytes:
@@ -205,10 +175,6 @@ def _matches(device: Device, query: str) -> bool:
     texts = (device.device_id, device.user_id or "", *(str(facts.get(key, "")) for key in
              ("DeviceName", "SerialNumber", "ProductName", "OSVersion", "IMEI")))
     return any(query in text.lower() for text in texts)
-
-
-def _when(seconds: float | None) -> str:
-    return "" if not seconds else datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def _shown(value: Any) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from mdm_protocol.clocks import Clock
 
 from ..admin_model import AdminModel
+from ..enrollment_tokens import TokenRegistry
 from ..wakeups import Waker
 from ..web.login_throttle import LoginThrottle
 from .admin_console import COOKIE as ADMIN_COOKIE
@@ -18,11 +19,11 @@ from .sessions import SessionStore
 def user_portal(admin: AdminModel, clock: Clock, throttle: LoginThrottle) -> UserPortal:
     sessions = CookieSessions(SessionStore(clock), PORTAL_COOKIE, "/user")
     return UserPortal(admin.settings, admin.identities, admin.passwords, sessions, throttle,
-                      on_user_changed=admin.labels.on_user_changed)
+                      on_user_changed=admin.labels.on_user_changed, invitations=admin.invitations)
 
 
-def admin_console(admin: AdminModel, waker: Waker, clock: Clock, throttle: LoginThrottle, *,
+def admin_console(admin: AdminModel, waker: Waker, tokens: TokenRegistry, clock: Clock, throttle: LoginThrottle, *,
                   credentials: tuple[str, str]) -> AdminConsole:
     sessions = CookieSessions(SessionStore(clock), ADMIN_COOKIE, "/admin")
-    return AdminConsole(admin.labels, admin.settings, waker, sessions, throttle, credentials=credentials,
-                        clock=clock, trusted_roots=[admin.ca_certificate])
+    return AdminConsole(admin, waker, tokens, sessions, throttle, credentials=credentials, clock=clock,
+                        trusted_roots=[admin.ca_certificate])

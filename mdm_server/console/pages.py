@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 from jinja2 import Environment, PackageLoader, select_autoescape
@@ -59,6 +60,11 @@ def field(request: Request, name: str) -> str:
 def file_field(request: Request, name: str) -> bytes:
     args: dict[bytes, list[bytes]] = request.args or {}
     return args.get(name.encode(), [b""])[0]
+
+
+def when(seconds: float | None) -> str:
+    """A stored time as the pages show it ("" for never)."""
+    return "" if not seconds else datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def client_address(request: Request) -> str:

@@ -14,6 +14,7 @@ from twisted.web.server import Request
 
 from ..admin.contracts import AdminError
 from ..admin.identities import IdentityStore
+from ..admin.invitations import Invitations
 from ..admin.portal_passwords import PortalPasswords
 from ..admin.settings import SettingKind, UserProvidedSetting
 from ..admin.settings_store import SettingsStore
@@ -23,6 +24,7 @@ from .sessions import Session
 
 COOKIE = "mdmsim_user"
 _SETTING = r"(?P<setting_id>[^/]+)"
+_SECRET = r"(?P<secret>[^/]+)"
 
 
 class UserPortal(PageTree):
@@ -30,10 +32,12 @@ class UserPortal(PageTree):
 
     def __init__(self, settings: SettingsStore, identities: IdentityStore, passwords: PortalPasswords,
                  sessions: CookieSessions, throttle: LoginThrottle, *,
-                 on_user_changed: Callable[[str], Any]) -> None:
-        """`on_user_changed` is the API's hook after a user's certificates change (Apply to Label re-renders)."""
+                 on_user_changed: Callable[[str], Any], invitations: Invitations | None = None) -> None:
+        """`on_user_changed` is the API's hook after a user's certificates change (Apply to Label re-renders);
+        `invitations` serves the admin's one-time links at /user/invite/<secret>."""
         super().__init__()
         self.settings, self.identities, self.passwords = settings, identities, passwords
+        self.invitations = invitations
         self.sessions, self.throttle, self.user_changed = sessions, throttle, on_user_changed
         table: list[tuple[bytes, str, Handler]] = [
             (b"GET", "/", self.home),
@@ -43,6 +47,8 @@ class UserPortal(PageTree):
             (b"POST", f"/certificates/{_SETTING}/replace", self.replace),
             (b"POST", f"/certificates/{_SETTING}/delete", self.delete),
         ]
+        if invitations is not None:
+            table += [(b"GET", f"/invite/{_SECRET}", self.invitation), (b"POST", f"/invite/{_SECRET}", self.accept)]
         self.routes = [(method, re.compile(path), handler) for method, path, handler in table]
 
     # Signing in ----------------------------------------------------------------------------------------
@@ -62,6 +68,38 @@ class UserPortal(PageTree):
             return self.refused_post(request)
         self.sessions.end(request)
         return redirect(request, self.base)
+
+    # Invitations: the secret in the link is the form's only credential (there is no session yet) ---------
+
+    def invitation(self, request: Request, secret: str) -> bytes:
+        assert self.invitations is not None  # the route exists only with invitations
+        try:
+            invitation = self.invitations.find(secret)
+        except AdminError as exc:
+            return self._invite_page(request, exc.status, error=exc.reason, dead=True)
+        return self._invite_page(request, user_id=invitation.user_id)
+
+    def accept(self, request: Request, secret: str) -> bytes:
+        assert self.invitations is not None
+        password = field(request, "password")
+        if password != field(request, "confirm"):
+            return self.invitation_refused(request, secret, "the two passwords differ; type the same one twice")
+        try:
+            used = self.invitations.redeem(secret, password)
+        except AdminError as exc:
+            return self.invitation_refused(request, secret, exc.reason, exc.status)
+        return self._login_page(request, 200, None, used.user_id, notice="password set: sign in with it")
+
+    def invitation_refused(self, request: Request, secret: str, reason: str, status: int = 400) -> bytes:
+        assert self.invitations is not None
+        try:
+            user_id = self.invitations.find(secret).user_id
+        except AdminError as exc:  # dead by now (or was): no form to fill in again
+            return self._invite_page(request, exc.status, error=exc.reason, dead=True)
+        return self._invite_page(request, status, error=reason, user_id=user_id)
+
+    def _invite_page(self, request: Request, status: int = 200, **context: Any) -> bytes:
+        return render(request, "invitation.html", status, base=self.base, session=None, **context)
 
     # Certificates --------------------------------------------------------------------------------------
 
@@ -106,9 +144,10 @@ class UserPortal(PageTree):
 
     # Pages ---------------------------------------------------------------------------------------------
 
-    def _login_page(self, request: Request, status: int = 200, error: str | None = None, username: str = "") -> bytes:
+    def _login_page(self, request: Request, status: int = 200, error: str | None = None, username: str = "",
+                    notice: str | None = None) -> bytes:
         return render(request, "login.html", status, base=self.base, heading="User portal", error=error,
-                      username=username, session=None)
+                      username=username, session=None, notice=notice)
 
     def _portal(self, request: Request, session: Session, status: int = 200, **messages: Any) -> bytes:
         try:

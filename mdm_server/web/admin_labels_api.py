@@ -19,7 +19,6 @@ from mdm_protocol.commands import certificate_list, profile_list
 from mdm_protocol.report import encode_command
 
 from ..admin.apply import DeliveryReport, LabelAdmin
-from ..admin.contracts import AdminError
 from ..admin.declared_readiness import DeclaredAccount, with_declared
 from ..admin.expected_readiness import expected_readiness
 from ..admin.labels import Label
@@ -81,9 +80,7 @@ class AdminLabelsAPI:
 
     def create_label(self, request: Request) -> tuple[int, Any]:
         label = Label.from_json(read_json(request))
-        if label.label_id in self.admin.labels:
-            raise ApiError(409, f"label {label.label_id!r} already exists; PUT to change it")
-        report = self.admin.save_label(label)
+        report = self.admin.create_label(label)
         return 201, {**self._label_json(self.admin.labels.get(label.label_id)), **self._report(report)}
 
     def show_label(self, request: Request, label_id: str) -> tuple[int, Any]:
@@ -117,12 +114,7 @@ class AdminLabelsAPI:
         return 200, _in_order(request, self.admin.policies.all(), lambda policy: policy.to_json())
 
     def create_policy(self, request: Request) -> tuple[int, Any]:
-        policy = SyncPolicy.from_json(read_json(request))
-        try:
-            self.admin.policies.get(policy.policy_id)
-        except AdminError:
-            return 201, self.admin.save_policy(policy).to_json()
-        raise ApiError(409, f"sync policy {policy.policy_id!r} already exists; PUT to change it")
+        return 201, self.admin.create_policy(SyncPolicy.from_json(read_json(request))).to_json()
 
     def show_policy(self, request: Request, policy_id: str) -> tuple[int, Any]:
         return 200, self.admin.policies.get(policy_id).to_json()

@@ -14,13 +14,13 @@ from cryptography.hazmat.primitives import hashes
 from twisted.web.server import Request
 
 from ..admin.contracts import AdminError
+from ..admin.edits import AdminEdits
 from ..admin.identities import IdentityStore
 from ..admin.portal_passwords import PortalPasswords
 from ..admin.settings import (
     CertificateSetting,
     EmailSetting,
     ExchangeSetting,
-    SettingKind,
     StoredSetting,
     UserProvidedSetting,
     decode_base64,
@@ -52,15 +52,16 @@ class AdminSettingsAPI:
 
     def __init__(self, settings: SettingsStore, users: UserStore, identities: IdentityStore, *,
                  on_setting_changed: Hook | None = None, on_setting_deleted: Hook | None = None,
-                 on_user_changed: Hook | None = None, passwords: PortalPasswords | None = None) -> None:
+                 on_user_changed: Hook | None = None, passwords: PortalPasswords | None = None,
+                 edits: AdminEdits | None = None) -> None:
         """A route table for `JsonAPI`, which authorises each request. The hooks let Apply to Label re-render:
         a setting edited (or a user-provided setting an account uses), deleted, or a user's attributes or
-        certificates changed. Each is called after the change is stored."""
+        certificates changed. Each is called after the change is stored. `edits`, when given, is the model's
+        own (the console shares it); else one is made from the stores and hooks."""
         self.settings, self.users, self.identities = settings, users, identities
         self.passwords = passwords  # the user portal's sign-in passwords (None: no portal, no route)
-        self._setting_changed = on_setting_changed or _ignore
-        self._setting_deleted = on_setting_deleted or _ignore
-        self._user_changed = on_user_changed or _ignore
+        self.edits = edits or AdminEdits(settings, users, identities, passwords, on_setting_changed=on_setting_changed,
+                                         on_setting_deleted=on_setting_deleted, on_user_changed=on_user_changed)
         setting, user = _ID.format("setting_id"), _ID.format("user_id")
         certificate = rf"/api/v2/users/{user}/certificates/{setting}"
         self.routes: list[Route] = [
@@ -93,25 +94,18 @@ class AdminSettingsAPI:
 
     def create_setting(self, request: Request) -> tuple[int, Any]:
         body = _object(_body(request))
-        stored = self.settings.create(parse_kind(body.get("kind")), body)
+        stored = self.edits.create_setting(parse_kind(body.get("kind")), body)
         return 201, _setting_json(stored)
 
     def show_setting(self, request: Request, setting_id: str) -> tuple[int, Any]:
         return 200, _setting_json(self.settings.get(setting_id))
 
     def update_setting(self, request: Request, setting_id: str) -> tuple[int, Any]:
-        stored = self.settings.update(setting_id, _object(_body(request)))
-        self._setting_changed(setting_id)
-        for account in self.settings.referencing(setting_id):  # accounts embedding this setting's identities
-            self._setting_changed(account.setting_id)
+        stored = self.edits.update_setting(setting_id, _object(_body(request)))
         return 200, _setting_json(stored)
 
     def delete_setting(self, request: Request, setting_id: str) -> tuple[int, Any]:
-        with self.settings.docs.transaction():
-            stored = self.settings.delete(setting_id)
-            if stored.kind is SettingKind.USER_PROVIDED:
-                self.identities.forget_setting(setting_id)
-        self._setting_deleted(setting_id)
+        self.edits.delete_setting(setting_id)
         return 200, {"deleted": setting_id}
 
     def missing(self, request: Request, setting_id: str) -> tuple[int, Any]:
@@ -134,26 +128,18 @@ class AdminSettingsAPI:
         return 200, page(request, self.users.list(), key=lambda user: user.user_id, render=_user_json)
 
     def create_user(self, request: Request) -> tuple[int, Any]:
-        user = self.users.create(_body(request))
-        # Devices that named this user before it existed re-match their filter labels (user attributes).
-        self._user_changed(user.user_id)
+        user = self.edits.create_user(_body(request))
         return 201, _user_json(user)
 
     def show_user(self, request: Request, user_id: str) -> tuple[int, Any]:
         return 200, _user_json(self.users.get(user_id))
 
     def update_user(self, request: Request, user_id: str) -> tuple[int, Any]:
-        user = self.users.update(user_id, _body(request))
-        self._user_changed(user_id)
+        user = self.edits.update_user(user_id, _body(request))
         return 200, _user_json(user)
 
     def delete_user(self, request: Request, user_id: str) -> tuple[int, Any]:
-        with self.users.docs.transaction():
-            self.users.delete(user_id)
-            self.identities.forget_user(user_id)
-            if self.passwords is not None:
-                self.passwords.clear(user_id)
-        self._user_changed(user_id)
+        self.edits.delete_user(user_id)
         return 200, {"deleted": user_id}
 
     def set_password(self, request: Request, user_id: str) -> tuple[int, Any]:
@@ -175,25 +161,18 @@ class AdminSettingsAPI:
         body = _object(_body(request))
         p12, password = _p12(body)
         setting_id, v1_type = body.get("setting_id"), body.get("type")
-        result = self.identities.upload(user_id, p12, password, setting_id=_text(setting_id, "settingId"),
-                                        v1_type=_text(v1_type, "type"))
-        self._user_changed(user_id)
+        result = self.edits.upload_certificate(user_id, p12, password, setting_id=_text(setting_id, "settingId"),
+                                               v1_type=_text(v1_type, "type"))
         return 201, _upload_json(result)
 
     def replace_certificate(self, request: Request, user_id: str, setting_id: str) -> tuple[int, Any]:
         p12, password = _p12(_object(_body(request)))
-        result = self.identities.upload(user_id, p12, password, setting_id=setting_id, replace=True)
-        self._user_changed(user_id)
+        result = self.edits.upload_certificate(user_id, p12, password, setting_id=setting_id, replace=True)
         return 200, _upload_json(result)
 
     def delete_certificate(self, request: Request, user_id: str, setting_id: str) -> tuple[int, Any]:
-        deleted = self.identities.delete(user_id, setting_id)
-        self._user_changed(user_id)
+        deleted = self.edits.delete_certificate(user_id, setting_id)
         return 200, {"deleted": deleted}
-
-
-def _ignore(identifier: str) -> None:
-    return None
 
 
 def _setting_json(stored: StoredSetting) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from twisted.web.server import Request
 
 from mdm_protocol.clocks import Clock
 
-from ..enrollment_tokens import MAX_NAME, TokenRegistry
+from ..enrollment_tokens import MAX_NAME, EnrollmentToken, TokenRegistry
 from .api_shapes import PAGE_PARAMS, page
 from .json_api import Route, accepts
 from .json_io import ApiError, read_json
@@ -42,19 +42,8 @@ class EnrollmentTokensAPI:
         return 200, page(request, self.tokens.all(), key=lambda t: t.token_id, render=lambda t: t.to_json(now))
 
     def create(self, request: Request) -> tuple[int, Any]:
-        body = read_json(request)
-        if not isinstance(body, dict) or set(body) - _FIELDS:
-            raise ApiError(400, f"an enrollment token takes only {', '.join(sorted(_FIELDS))}", "invalid_field")
         now = self.clock.seconds()
-        name, user = _text(body, "name", ""), _text(body, "userId", None)
-        lifetime, uses = _positive(body, "expiresInSeconds"), _positive(body, "maxUses")
-        delegates = body.get("allowUserParameter", False)
-        if not isinstance(delegates, bool) or (delegates and user is not None):
-            raise ApiError(400, "allowUserParameter is a boolean, and only for a token without userId",
-                           "invalid_field")
-        token, secret = self.tokens.create(
-            now=now, name=name or "", user_id=user, expires_at=None if lifetime is None else now + lifetime,
-            max_uses=None if uses is None else int(uses), allow_user_parameter=delegates)
+        token, secret = create_token(self.tokens, read_json(request), now)
         return 201, {**token.to_json(now), "token": secret}
 
     def show(self, request: Request, token_id: str) -> tuple[int, Any]:
@@ -67,6 +56,21 @@ class EnrollmentTokensAPI:
         if self.tokens.revoke(token_id) is None:
             raise ApiError(404, f"no enrollment token {token_id!r}")
         return 200, {"deleted": token_id, "revoked": True}
+
+
+def create_token(tokens: TokenRegistry, body: Any, now: float) -> tuple[EnrollmentToken, str]:
+    """A token from the API's JSON body (the console's form posts the same fields); ApiError says why not."""
+    if not isinstance(body, dict) or set(body) - _FIELDS:
+        raise ApiError(400, f"an enrollment token takes only {', '.join(sorted(_FIELDS))}", "invalid_field")
+    name, user = _text(body, "name", ""), _text(body, "userId", None)
+    lifetime, uses = _positive(body, "expiresInSeconds"), _positive(body, "maxUses")
+    delegates = body.get("allowUserParameter", False)
+    if not isinstance(delegates, bool) or (delegates and user is not None):
+        raise ApiError(400, "allowUserParameter is a boolean, and only for a token without userId",
+                       "invalid_field")
+    return tokens.create(
+        now=now, name=name or "", user_id=user, expires_at=None if lifetime is None else now + lifetime,
+        max_uses=None if uses is None else int(uses), allow_user_parameter=delegates)
 
 
 def _text(body: dict[str, Any], name: str, default: str | None) -> str | None:
