@@ -202,6 +202,9 @@ def _serve(args: argparse.Namespace) -> int:
             print(f"  storage: PostgreSQL {redacted(config.database)}")
         print(f"  admin API: {url}/api/v1/devices (user {config.admin_user!r}, password in "
               f"{'--admin-password' if args.admin_password else config.data_dir / 'server.json'})")
+        # Each URL alone on its line, like the enrollment URL: people and scripts copy them whole.
+        print(f"  admin console: {url}/admin")
+        print(f"  user portal: {url}/user")
         sys.stdout.flush()
 
     outcome = {"code": Exit.OK}

@@ -21,6 +21,7 @@ from ..storage.interface import Device, DeviceDirectory, EnrollmentState, NewCom
 from .conflicts import Conflict, fleet_conflicts
 from .contracts import AdminError, Rendered, Renderer, UserDirectory
 from .device_kind import Inventory
+from .device_search import DeviceSearch
 from .docstore import Documents
 from .labels import Label, LabelBook
 from .sync_policy import DEFAULT_POLICY_ID, SyncPolicy, SyncPolicyBook
@@ -359,12 +360,14 @@ class LabelAdmin:
         self.delivery = SettingDelivery(storage, docs, renderer, self.labels, now=clock.seconds, seal=seal,
                                         sign_profile=sign_profile, declarations=declarations)
         self.schedule = SpreadWakeScheduler(clock, wake or (lambda device_ids: None), bucket=bucket)
+        self.search = DeviceSearch()  # the console's device search, in step with inventory like labels
 
     def start(self) -> None:
         """Compute label membership and every device's sync slot, then start the sync wake-ups."""
         self.labels.load()
         for device in self.all_devices():
             self._schedule(device.device_id, device)
+            self.search.refresh(device)
         self.schedule.start()
 
     def stop(self) -> None:
@@ -392,8 +395,10 @@ class LabelAdmin:
         device = self.storage.get_device(device_id)
         if device is None:
             self.labels.forget_device(device_id)
+            self.search.forget(device_id)
         else:
             self.labels.refresh_device(device)
+            self.search.refresh(device)
         # Always reconcile: user attributes or a new enrollment change what the device must get.
         report = self.delivery.reconcile([device_id], known={device_id: device})
         self._schedule(device_id, device)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hmac
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any
@@ -20,6 +20,7 @@ from twisted.web.server import Request
 from mdm_protocol.clocks import Clock
 
 from ..admin.contracts import AdminError
+from ..admin.device_search import matches
 from ..admin.expected_readiness import expected_readiness
 from ..admin_model import AdminModel
 from ..enrollment_tokens import TokenRegistry
@@ -37,7 +38,6 @@ from .user_pages import UserPages
 
 COOKIE = "mdmsim_admin"
 PAGE_SIZE = 50
-SEARCH_BATCH = 2000  # devices read per storage call while searching (a search scans until a page is full)
 _DEVICE = r"(?P<device_id>[^/]+)"
 
 
@@ -96,19 +96,17 @@ class AdminConsole(PageTree):
         session = self.sessions.current(request)
         if session is None:
             return redirect(request, self.base)
-        query, cursor = field(request, "q").strip().lower(), field(request, "cursor")
-        chosen: list[Device] = []
-        more = False
-        batch = SEARCH_BATCH if query else PAGE_SIZE + 1
-        for device in self._devices_after(cursor or None, batch):  # device-id order: the cursor is the last id shown
-            if query and not _matches(device, query):
-                continue
-            if len(chosen) == PAGE_SIZE:
-                more = True
-                break
-            chosen.append(device)
-        rows = [self._device_row(device) for device in chosen]
-        next_cursor = chosen[-1].device_id if more else None
+        query, cursor = field(request, "q").strip().lower(), field(request, "cursor") or None
+        # Device-id order: the cursor is the last id shown. Only the page shown is read from storage.
+        if query:
+            found = (self.admin.storage.get_device(i) for i in
+                     self.admin.search.candidates(query, after=cursor, limit=PAGE_SIZE + 1))
+            chosen = [device for device in found if device is not None and matches(device, query)]
+        else:
+            chosen = list(self.admin.storage.list_devices(after=cursor, limit=PAGE_SIZE + 1))
+        more = len(chosen) > PAGE_SIZE
+        rows = [self._device_row(device) for device in chosen[:PAGE_SIZE]]
+        next_cursor = chosen[PAGE_SIZE - 1].device_id if more else None
         return self._page(request, session, "devices.html", devices=rows, q=field(request, "q"),
                           next_cursor=next_cursor)
 
@@ -128,15 +126,6 @@ class AdminConsole(PageTree):
         return self._page(request, session, "device.html", status, device=self._device_row(device),
                           facts=sorted((str(k), _shown(v)) for k, v in device.facts.items()),
                           commands=commands, readiness=asdict(readiness), **messages)
-
-    def _devices_after(self, after: str | None, size: int) -> Iterator[Device]:
-        """Devices after the cursor, read from storage `size` at a time (a plain page never scans the fleet)."""
-        while True:
-            batch = self.admin.storage.list_devices(after=after, limit=size)
-            yield from batch
-            if len(batch) < size:
-                return
-            after = batch[-1].device_id
 
     def force_checkin(self, request: Request, device_id: str) -> bytes:
         """EPMM's force check-in: push now; whether the device checks in shows as pushed vs checked in."""
@@ -168,13 +157,6 @@ class AdminConsole(PageTree):
     def _login_page(self, request: Request, status: int = 200, error: str | None = None, username: str = "") -> bytes:
         return render(request, "login.html", status, base=self.base, heading="mdmsim console", error=error,
                       username=username, session=None)
-
-
-def _matches(device: Device, query: str) -> bool:
-    facts = device.facts
-    texts = (device.device_id, device.user_id or "", *(str(facts.get(key, "")) for key in
-             ("DeviceName", "SerialNumber", "ProductName", "OSVersion", "IMEI")))
-    return any(query in text.lower() for text in texts)
 
 
 def _shown(value: Any) -> str:
