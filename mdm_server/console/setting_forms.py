@@ -127,8 +127,8 @@ def _value(item: FormField, raw: str, upload: bytes, kept: dict[str, Any]) -> An
         if upload:
             return base64.b64encode(upload).decode("ascii")
         return kept.get(item.name, _ABSENT)  # nothing chosen: the stored file, or "is required"
-    if raw.strip() == "" and (item.optional or item.widget == "number"):
-        return None if item.optional else _ABSENT
+    if raw.strip() == "" and (item.optional or item.widget in ("number", "select")):
+        return None if item.optional else _ABSENT  # an empty choice or number: the field's default
     if item.widget == "number":
         try:
             return int(raw.strip())
