@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 from kits.admin_kit import PASSWORD, p12_for
-from kits.browser import ADMIN_PASSWORD, CHROMIUM, CHROMIUM_ARGS, start_server, sync_playwright
+from kits.browser import ADMIN_PASSWORD, browser_fixture, page_fixture, start_server  # noqa: F401 (fixtures)
 
 USER_PASSWORD = "portal password 1"
 HOSTILE = '<img src=x onerror="window.__xss=1">"><script>window.__xss=1</script>'
@@ -28,25 +28,6 @@ def live(tmp_path_factory):
         yield server
     finally:
         server.stop()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    start = sync_playwright()
-    with start() as playwright:
-        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
-
-
-@pytest.fixture
-def page(browser, tmp_path):
-    context = browser.new_context(ignore_https_errors=True)  # the server's own CA is not Chromium's
-    page = context.new_page()
-    page.on("dialog", lambda dialog: pytest.fail(f"a script ran: {dialog.message}"))
-    yield page
-    page.screenshot(path=str(tmp_path / "last-page.png"))  # kept with pytest's tmp dirs as the artefact
-    context.close()
 
 
 def sign_in(page, live, user: str, password: str = USER_PASSWORD) -> None:

@@ -16,7 +16,7 @@ from server_kit import AdminClient, SignedDevice, make_server
 
 from mdm_server.admin.device_search import DeviceSearch
 from mdm_server.admin.settings import SettingKind, StoredSetting, setting_from_json
-from mdm_server.console.setting_forms import body_from_form, form_fields, form_values
+from mdm_server.console.setting_forms import body_from_form, default_values, form_fields, form_values
 
 HOSTILE = '<img src=x onerror="alert(1)">"><script>alert(2)</script>'
 DEVICES = ("UDID-0000-0000-0000", "UDID-0001-0000-0000")
@@ -188,6 +188,27 @@ def test_a_setting_survives_its_form_unchanged(kind):
     posted = {f.name: ("on" if values.get(f.name) is True else "" if values.get(f.name) is False
                        else values.get(f.name, "")) for f in form_fields(kind) if f.widget != "file"}
     assert setting_from_json(kind, body_from_form(kind, posted, {}, stored)) == stored.setting
+
+
+MINIMAL = {SettingKind.CERTIFICATE: {"name": "CA"}, SettingKind.USER_PROVIDED: {"name": "S", "purpose": "vpn"},
+           SettingKind.EMAIL: {"name": "M", "incoming.host": "i", "outgoing.host": "o"},
+           SettingKind.EXCHANGE: {"name": "X", "host": "h"}}
+
+
+@pytest.mark.parametrize("kind", list(SettingKind))
+def test_a_new_settings_form_starts_from_the_models_defaults(kind):
+    """A blank form posted as the browser shows it (only the required fields typed) is the model's defaults."""
+    ca = pem(authority().certificate)
+    posted = {name: ("on" if value is True else "" if value is False else value)
+              for name, value in default_values(kind).items()} | MINIMAL[kind]
+    files = {"certificate": ca} if kind is SettingKind.CERTIFICATE else {}
+    body = {name.split(".")[0]: {} for name in MINIMAL[kind] if "." in name}
+    for name, value in MINIMAL[kind].items():
+        _, _, inner = name.partition(".")
+        body[name.split(".")[0]] = {**body[name.split(".")[0]], inner: value} if inner else value
+    if files:
+        body["certificate"] = base64.b64encode(ca).decode()
+    assert setting_from_json(kind, body_from_form(kind, posted, files)) == setting_from_json(kind, body)
 
 
 # Users, portal passwords and invitations -------------------------------------------------------------

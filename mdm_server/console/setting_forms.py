@@ -7,7 +7,7 @@ console refuses with the API's own messages. Text that is not a number is passed
 from __future__ import annotations
 
 import base64
-from dataclasses import dataclass, fields, is_dataclass
+from dataclasses import MISSING, dataclass, fields, is_dataclass
 from enum import StrEnum
 from typing import Any, get_args, get_type_hints
 
@@ -62,11 +62,15 @@ class FormField:
     optional: bool = False
 
 
+KIND_LABELS = {SettingKind.EXCHANGE: {"email_address": "ActiveSync User Email"}}
+
+
 def form_fields(kind: SettingKind) -> list[FormField]:
-    return [item for item in _fields(SETTING_CLASSES[kind], "") if item.name not in HIDDEN]
+    fields_ = _fields(SETTING_CLASSES[kind], "", {**LABELS, **KIND_LABELS.get(kind, {})})
+    return [item for item in fields_ if item.name not in HIDDEN]
 
 
-def _fields(cls: type, prefix: str) -> list[FormField]:
+def _fields(cls: type, prefix: str, labels: dict[str, str]) -> list[FormField]:
     out: list[FormField] = []
     hints = get_type_hints(cls)
     for item in fields(cls):
@@ -74,9 +78,9 @@ def _fields(cls: type, prefix: str) -> list[FormField]:
         args = get_args(hints[item.name])
         base = next((arg for arg in args if arg is not type(None)), hints[item.name])
         if is_dataclass(base):
-            out.extend(_fields(base, name + "."))  # type: ignore[arg-type]
+            out.extend(_fields(base, name + ".", labels))  # type: ignore[arg-type]
             continue
-        label = LABELS.get(name) or LABELS.get(item.name) or item.name.replace("_", " ").capitalize()
+        label = labels.get(name) or labels.get(item.name) or item.name.replace("_", " ").capitalize()
         section, optional = SECTIONS.get(prefix.rstrip("."), prefix), type(None) in args
         if name in IDENTITY_FIELDS:
             out.append(FormField(name, label, "identity", section, optional=True))
@@ -94,6 +98,24 @@ def form_values(stored: StoredSetting) -> dict[str, Any]:
     _flatten(setting_to_json(stored.setting), "", out)
     return {name: ("" if value is None else value if isinstance(value, bool) else str(value))
             for name, value in out.items()}
+
+
+def default_values(kind: SettingKind) -> dict[str, Any]:
+    """A new setting's form: each field's default (use SSL, Mail on...), as `form_values` shows them."""
+    out: dict[str, Any] = {}
+    _defaults(SETTING_CLASSES[kind], "", out)
+    return {name: ("" if value is None else value if isinstance(value, bool) else str(value))
+            for name, value in out.items()}
+
+
+def _defaults(cls: type, prefix: str, out: dict[str, Any]) -> None:
+    hints = get_type_hints(cls)
+    for item in fields(cls):
+        base = next((arg for arg in get_args(hints[item.name]) if arg is not type(None)), hints[item.name])
+        if is_dataclass(base):
+            _defaults(base, f"{prefix}{item.name}.", out)  # type: ignore[arg-type]
+        elif item.default is not MISSING:
+            out[prefix + item.name] = item.default
 
 
 def _flatten(body: dict[str, Any], prefix: str, out: dict[str, Any]) -> None:

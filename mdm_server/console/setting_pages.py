@@ -14,7 +14,7 @@ from ..admin.settings import Purpose, SettingKind, StoredSetting, UserProvidedSe
 from .admin_area import AdminArea, SectionRoute, form_fields
 from .pages import file_field, redirect
 from .sessions import Session
-from .setting_forms import IDENTITY_FIELDS, KIND_TITLES, body_from_form, form_values
+from .setting_forms import IDENTITY_FIELDS, KIND_TITLES, body_from_form, default_values, form_values
 from .setting_forms import form_fields as setting_fields
 
 _SETTING = r"(?P<setting_id>[^/]+)"
@@ -44,7 +44,7 @@ class SettingPages:
             chosen = parse_kind(kind)
         except AdminError as exc:
             return self.listing(request, session, 404, error=exc.reason)
-        return self._form(request, session, chosen, None, {})
+        return self._form(request, session, chosen, None, default_values(chosen))
 
     def create(self, request: Request, session: Session, kind: str) -> bytes:
         try:

@@ -43,6 +43,29 @@ def sync_playwright():
     return start
 
 
+# Test modules import these two by their function names; tests ask for them as `browser` and `page`.
+@pytest.fixture(scope="module", name="browser")
+def browser_fixture():
+    """One Chromium for a test module (each test gets its own context: its own cookies)."""
+    start = sync_playwright()
+    with start() as playwright:
+        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture(name="page")
+def page_fixture(browser, tmp_path):
+    """A fresh context's page; any script dialog fails the test; the last page is kept as a screenshot."""
+    context = browser.new_context(ignore_https_errors=True)  # the server's own CA is not Chromium's
+    context.set_default_timeout(10_000)  # a missing element fails in 10 s, not Playwright's 30
+    page = context.new_page()
+    page.on("dialog", lambda dialog: pytest.fail(f"a script ran: {dialog.message}"))
+    yield page
+    page.screenshot(path=str(tmp_path / "last-page.png"))  # kept with pytest's tmp dirs as the artefact
+    context.close()
+
+
 def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -69,24 +92,32 @@ class LiveServer:
         except urllib.error.HTTPError as refused:
             return refused.code, json.loads(refused.read() or b"null")
 
-    def authenticate(self, udid: str, device_name: str) -> int:
-        """A device's signed Authenticate check-in, with an identity from the server's own CA (in its data dir)."""
+    def authenticate(self, udid: str, device_name: str, *, user_id: str | None = None,
+                     token_update: bool = False) -> int:
+        """A device's signed Authenticate check-in (then TokenUpdate, if asked), with an identity from the
+        server's own CA (in its data dir) naming `user_id` as a per-user enrollment's does."""
         from datetime import UTC, datetime
 
-        from mdm_protocol.checkin import Authenticate, encode_checkin
+        from mdm_protocol.checkin import Authenticate, TokenUpdate, encode_checkin
         from mdm_protocol.cms import mdm_signature
         from mdm_server.ca import CertificateAuthority
 
         ca = CertificateAuthority.load_or_create(self.data_dir, now=datetime.now(UTC))
-        certificate, key = ca.issue_device_identity(f"device {udid[:8]}", datetime.now(UTC))
+        certificate, key = ca.issue_device_identity(f"device {udid[:8]}", datetime.now(UTC), user_id=user_id)
         topic = json.loads((self.data_dir / "server.json").read_text())["topic"]
-        body = encode_checkin(Authenticate(topic=topic, udid=udid, os_version="17.5", product_name="iPhone15,2",
-                                           serial_number="F2LX0000", device_name=device_name))
-        request = urllib.request.Request(self.url + "/mdm/checkin", data=body, method="PUT")
-        request.add_header("Content-Type", "application/x-apple-aspen-mdm-checkin")
-        request.add_header("Mdm-Signature", mdm_signature(body, certificate, key))
-        with urllib.request.urlopen(request, context=self.context, timeout=10) as answer:
-            return answer.status
+        messages = [Authenticate(topic=topic, udid=udid, os_version="17.5", product_name="iPhone15,2",
+                                 serial_number="F2LX0000", device_name=device_name)]
+        if token_update:
+            messages.append(TokenUpdate(topic=topic, udid=udid, token=udid.encode().ljust(32, b"\0")[:32],
+                                        push_magic=f"magic-{udid[:8]}"))
+        for message in messages:
+            body = encode_checkin(message)
+            request = urllib.request.Request(self.url + "/mdm/checkin", data=body, method="PUT")
+            request.add_header("Content-Type", "application/x-apple-aspen-mdm-checkin")
+            request.add_header("Mdm-Signature", mdm_signature(body, certificate, key))
+            with urllib.request.urlopen(request, context=self.context, timeout=10) as answer:
+                status = answer.status
+        return status
 
     def stop(self) -> None:
         self.process.terminate()
@@ -97,10 +128,11 @@ class LiveServer:
             self.process.wait()
 
 
-def start_server(data_dir: Path) -> LiveServer:
+def start_server(data_dir: Path, *, memory: bool = True) -> LiveServer:
+    """`memory=False` keeps the admin documents in data_dir/admin.sqlite3, where a test may add to them."""
     port = _free_port()
-    command = [sys.executable, "-m", "mdmsim.cli", "serve", "--memory", "--data-dir", str(data_dir),
-               "--listen", f"ssl:{port}:interface=127.0.0.1", "--push-link", "none",
+    command = [sys.executable, "-m", "mdmsim.cli", "serve", *(["--memory"] if memory else []),
+               "--data-dir", str(data_dir), "--listen", f"ssl:{port}:interface=127.0.0.1", "--push-link", "none",
                "--admin-password", ADMIN_PASSWORD]
     log = open(data_dir.parent / "serve.log", "wb")  # noqa: SIM115 - the child writes it until stopped
     process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
