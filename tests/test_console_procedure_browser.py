@@ -262,3 +262,11 @@ def expired_invitation(live, user_id: str) -> str:
     finally:
         docs.close()
     return f"{live.url}/user/invite/{secret}"
+
+
+def test_serve_prints_the_console_and_portal_addresses_alone_on_their_lines(live):
+    lines = (live.data_dir.parent / "serve.log").read_text().splitlines()
+    assert f"  admin console: {live.url}/admin" in lines and f"  user portal: {live.url}/user" in lines
+    enroll = next(line for line in lines if "enrollment profile:" in line)
+    assert enroll.split("enrollment profile:", 1)[1].strip().startswith(f"{live.url}/mdm/enroll?token=")
+    assert " " not in enroll.split("enrollment profile:", 1)[1].strip()  # the URL alone (soak_bench reads it)
