@@ -191,6 +191,78 @@ def test_refusals_show_the_api_message(page, live):
     assert alert(page) == answer["message"] == "maxUses must be a positive number"
 
 
+def submit(page, form: str, fields: dict[str, str] | None = None) -> None:
+    for name, value in (fields or {}).items():
+        page.locator(f"{form} [name='{name}']").fill(value)
+    page.locator(f"{form} button[type=submit]").first.click()
+
+
+def test_every_other_form_happy_and_refused(page, live):
+    """The forms the procedure does not use: each refusal is the API's message, each success is stored."""
+    assert live.api("POST", "/api/v2/users", {"userId": "carol"})[0] == 201
+    admin_signs_in(page, live)
+    # Email setting: refused (port), made, edited, deleted.
+    page.goto(f"{live.url}/admin/settings/new/email")
+    fields = {"name": "Mail", "incoming.host": "imap.example.com", "incoming.port": "70000",
+              "outgoing.host": "smtp.example.com"}
+    submit(page, "#setting-form", fields)
+    assert alert(page) == live.api("POST", "/api/v2/settings", {"kind": "email", "name": "Mail", "incoming": {
+        "host": "imap.example.com", "port": 70000}, "outgoing": {"host": "smtp.example.com"}})[1]["message"]
+    submit(page, "#setting-form", {"incoming.port": "993"})
+    assert status(page) == "setting saved"
+    setting_id = page.url.rsplit("/", 1)[1].split("?")[0]
+    submit(page, "#setting-form", {"account_description": "Work mail"})
+    assert "version 2" in status(page)
+    assert live.api("GET", f"/api/v2/settings/{setting_id}")[1]["accountDescription"] == "Work mail"
+    page.goto(f"{live.url}/admin/settings")
+    page.locator(f"tr[data-setting='{setting_id}'] button").click()
+    assert f"setting {setting_id} deleted" in status(page)
+    # A user's attributes and portal password.
+    page.goto(f"{live.url}/admin/users/carol")
+    submit(page, "#user-form", {"email": "not an address"})
+    assert alert(page) == live.api("PUT", "/api/v2/users/carol", {"email": "not an address"})[1]["message"]
+    submit(page, "#user-form", {"email": "carol@example.com", "USER_CUSTOM1": "Sales"})
+    assert live.api("GET", "/api/v2/users/carol")[1]["custom"] == {"USER_CUSTOM1": "Sales"}
+    submit(page, "#password-form", {"password": "short"})
+    assert alert(page) == live.api("PUT", "/api/v2/users/carol/password", {"password": "short"})[1]["message"]
+    submit(page, "#password-form", {"password": "carol's portal pw"})
+    assert status(page) == "portal password set"
+    # A sync policy: refused, made, edited, deleted.
+    page.goto(f"{live.url}/admin/policies")
+    submit(page, "#new-policy", {"name": "Hourly", "syncIntervalMinutes": "0"})
+    assert alert(page) == live.api("POST", "/api/v2/sync-policies", {"name": "Hourly",
+                                                                     "syncIntervalMinutes": 0})[1]["message"]
+    submit(page, "#new-policy", {"name": "Hourly", "syncIntervalMinutes": "60"})
+    policy = page.locator("#policies tr", has_text="Hourly").get_attribute("data-policy")
+    submit(page, f"tr[data-policy='{policy}'] form", {"syncIntervalMinutes": "90"})
+    assert live.api("GET", f"/api/v2/sync-policies/{policy}")[1]["syncIntervalMinutes"] == 90
+    page.locator(f"tr[data-policy='{policy}'] form[action$='/delete'] button").click()
+    assert "sync policy Hourly deleted" in status(page)
+    # A label: refused, made, deleted; the conflicts view for it.
+    page.goto(f"{live.url}/admin/labels")
+    page.locator("#new-label select[name=type]").select_option("filter")
+    submit(page, "#new-label", {"name": "Old", "osVersionMin": "not a version"})
+    assert alert(page) == live.api("POST", "/api/v2/labels", {"name": "Old", "type": "filter", "criteria": {
+        "osVersionMin": "not a version"}})[1]["message"]
+    submit(page, "#new-label", {"name": "Old", "osVersionMin": "17.0"})  # the form reset to a manual label
+    assert "label Old created" in status(page)
+    label = page.locator("#labels tr", has_text="Old").get_attribute("data-label")
+    page.goto(f"{live.url}/admin/conflicts?label={label}")
+    assert page.locator("#conflicts").inner_text().strip().endswith("No conflicts.")
+    page.goto(f"{live.url}/admin/labels")
+    page.locator(f"tr[data-label='{label}'] form[action$='/delete'] button").click()
+    assert f"label {label} deleted" in status(page)
+    # An enrollment token: made (the secret shown once), then revoked.
+    page.goto(f"{live.url}/admin/tokens")
+    submit(page, "#new-token", {"name": "Pilot batch", "maxUses": "10", "expiresInSeconds": "86400"})
+    secret = page.locator("#token-secret").inner_text()
+    token = page.locator("#tokens tr", has_text="Pilot batch").get_attribute("data-token")
+    page.reload()
+    assert secret not in page.content()
+    page.locator(f"tr[data-token='{token}'] button").click()
+    assert live.api("GET", f"/api/v2/enrollment-tokens/{token}")[1]["status"] == "revoked"
+
+
 def test_a_forged_console_form_changes_nothing(page, live):
     admin_signs_in(page, live)
     page.goto(f"{live.url}/admin/users")
