@@ -52,7 +52,7 @@ def form_text(request: Request, *names: str) -> dict[str, str]:
     return {name: field(request, name) for name in names}
 
 
-def form_fields(request: Request) -> dict[str, str]:
+def posted_fields(request: Request) -> dict[str, str]:
     """Every text field of a posted form but the CSRF token (undecodable ones as "")."""
     args: dict[bytes, list[bytes]] = request.args or {}
     return {name.decode("utf-8", "replace"): field(request, name.decode("utf-8", "replace"))

@@ -11,11 +11,10 @@ from twisted.web.server import Request
 from ..admin.contracts import AdminError
 from ..admin.edits import AdminEdits
 from ..admin.settings import Purpose, SettingKind, StoredSetting, UserProvidedSetting, parse_kind
-from .admin_area import AdminArea, SectionRoute, form_fields
+from .admin_area import AdminArea, SectionRoute, posted_fields
 from .pages import file_field, redirect
 from .sessions import Session
-from .setting_forms import IDENTITY_FIELDS, KIND_TITLES, body_from_form, default_values, form_values
-from .setting_forms import form_fields as setting_fields
+from .setting_forms import IDENTITY_FIELDS, KIND_TITLES, body_from_form, default_values, form_fields, form_values
 
 _SETTING = r"(?P<setting_id>[^/]+)"
 _KIND = r"(?P<kind>[a-z_]+)"
@@ -54,7 +53,7 @@ class SettingPages:
         try:
             stored = self.edits.create_setting(chosen, self._body(request, chosen, None))
         except AdminError as exc:
-            return self._form(request, session, chosen, None, form_fields(request), exc.status, error=exc.reason)
+            return self._form(request, session, chosen, None, posted_fields(request), exc.status, error=exc.reason)
         return redirect(request, f"{self.area.base}/settings/{stored.setting_id}?created=1")
 
     def edit(self, request: Request, session: Session, setting_id: str) -> bytes:
@@ -71,7 +70,7 @@ class SettingPages:
         try:
             stored = self.edits.update_setting(setting_id, self._body(request, current.kind, current))
         except AdminError as exc:
-            return self._form(request, session, current.kind, current, form_fields(request), exc.status,
+            return self._form(request, session, current.kind, current, posted_fields(request), exc.status,
                               error=exc.reason)
         return self._form(request, session, stored.kind, stored, form_values(stored),
                           notice=f"setting saved (version {stored.version}); devices that have it get the "
@@ -87,13 +86,13 @@ class SettingPages:
 
     def _body(self, request: Request, kind: SettingKind, current: StoredSetting | None) -> dict[str, Any]:
         files = {"certificate": file_field(request, "certificate")} if kind is SettingKind.CERTIFICATE else {}
-        return body_from_form(kind, form_fields(request), files, current)
+        return body_from_form(kind, posted_fields(request), files, current)
 
     def _form(self, request: Request, session: Session, kind: SettingKind, stored: StoredSetting | None,
               values: dict[str, Any], status: int = 200, **messages: Any) -> bytes:
         identities = {name: self._identities(purpose) for name, purpose in IDENTITY_FIELDS.items()}
         return self.area.page(request, session, "setting_form.html", status, kind=kind, title=KIND_TITLES[kind],
-                              stored=stored, fields=setting_fields(kind), values=values, identities=identities,
+                              stored=stored, fields=form_fields(kind), values=values, identities=identities,
                               **messages)
 
     def _identities(self, purpose: str) -> list[tuple[str, str]]:

@@ -4,6 +4,7 @@ links and certificates per setting. Stores through AdminEdits, PortalPasswords a
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
 
@@ -24,7 +25,7 @@ HOUR = 3600.0
 
 class UserPages:
     def __init__(self, area: AdminArea, edits: AdminEdits, passwords: PortalPasswords,
-                 invitations: Invitations, *, now: Any) -> None:
+                 invitations: Invitations, *, now: Callable[[], float]) -> None:
         self.area, self.edits, self.passwords, self.invitations = area, edits, passwords, invitations
         self.users, self.now = edits.users, now
 
