@@ -66,7 +66,7 @@ def test_the_whole_procedure_in_the_console(page, live, browser, tmp_path):
     shot = iter(range(1, 100))
 
     def screenshot(step: str) -> None:
-        page.screenshot(path=str(tmp_path / f"{next(shot):02d}-{step}.png"), full_page=True)
+        page.screenshot(path=str(tmp_path / f"{next(shot):02d}-{step}.png"), full_page=True, timeout=60_000)
 
     admin_signs_in(page, live)
     # A user, invited to set their own portal password.
@@ -110,7 +110,7 @@ def test_the_whole_procedure_in_the_console(page, live, browser, tmp_path):
             form.locator("input[name=password]").fill(PASSWORD)
             form.locator("button[type=submit]").click()
             assert status(user) == "certificate uploaded"
-        user.screenshot(path=str(tmp_path / "portal.png"), full_page=True)
+        user.screenshot(path=str(tmp_path / "portal.png"), full_page=True, timeout=60_000)
     finally:
         user.context.close()
     # A label, both settings applied to it, a sync policy for it, then force check-in.

@@ -58,11 +58,10 @@ def browser_fixture():
 def page_fixture(browser, tmp_path):
     """A fresh context's page; any script dialog fails the test; the last page is kept as a screenshot."""
     context = browser.new_context(ignore_https_errors=True)  # the server's own CA is not Chromium's
-    context.set_default_timeout(10_000)  # a missing element fails in 10 s, not Playwright's 30
     page = context.new_page()
     page.on("dialog", lambda dialog: pytest.fail(f"a script ran: {dialog.message}"))
     yield page
-    page.screenshot(path=str(tmp_path / "last-page.png"))  # kept with pytest's tmp dirs as the artefact
+    page.screenshot(path=str(tmp_path / "last-page.png"), timeout=60_000)  # kept with pytest's tmp dirs as the artefact
     context.close()
 
 
