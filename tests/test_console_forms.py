@@ -137,12 +137,14 @@ def test_the_procedure_settings_are_made_and_edited_in_the_console(server, clien
              "smime.encryption_by_default": "on", "smime.encryption_identity": "s3",
              "smime.encryption_identity_user_overrideable": "on", "smime.per_message_switch": "on"}
     assert post(client, "/admin/settings/new/exchange", {**EXCHANGE, **smime, "past_days_to_sync": "7",
-                                                         "user_name": "corp\\$USERID$"}).status == 303
+                                                         "user_name": "corp\\$USERID$",
+                                                         "delivery": "auto"}).status == 303
     exchange = server.admin.settings.get("s4").setting
     assert exchange.smime.signing_identity == "s2" and exchange.smime.encryption_identity == "s3"
     assert exchange.smime.per_message_switch and exchange.smime.encryption_identity_user_overrideable
     assert not exchange.smime.signing_user_overrideable and exchange.past_days_to_sync == 7
     assert exchange.user_name == "corp\\$USERID$" and not exchange.enable_contacts
+    assert exchange.delivery.value == "auto"  # DDM from iOS 17, the profile below
     assert server.admin.settings.get("s3").setting.delete_private_keys_after_days == 7
     # Edit: the certificate is kept when no file is chosen; the version goes up.
     client.get(f"/admin/settings/{root.setting_id}")
@@ -181,7 +183,7 @@ def test_a_setting_survives_its_form_unchanged(kind):
                             "account_type": "pop", "allow_mail_drop": True, "email_address": None,
                             "smime": {"encryption_by_default": True, "per_message_switch": True}},
         SettingKind.EXCHANGE: {"name": "X", "use_oauth": True, "enable_notes": False, "audio_call_app": "app",
-                               "past_days_to_sync": 0, "smime": {"signing_enabled": True}},
+                               "past_days_to_sync": 0, "smime": {"signing_enabled": True}, "delivery": "auto"},
     }
     stored = StoredSetting("s1", 1, setting_from_json(kind, bodies[kind]))
     values = form_values(stored)

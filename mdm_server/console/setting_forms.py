@@ -31,6 +31,7 @@ LABELS = {
     "block_third_party_apps": "Block email access to third-party apps",
     "allow_recent_address_syncing": "Allow Recent Address syncing (iOS 6+)",
     "allow_mail_drop": "Allow Mail Drop",
+    "delivery": "Delivery: profile, declaration (DDM, iOS 15+; S/MIME from iOS 17), or auto (declaration from iOS 17)",
     "host": "Host", "port": "Port", "use_ssl": "Use SSL", "username": "User Name",
     "authentication": "Authentication",
     "user_name": "ActiveSync User Name", "past_days_to_sync": "Past days of mail to sync (0 = no limit)",
