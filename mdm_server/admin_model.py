@@ -72,6 +72,7 @@ class AdminModel(MultiService):
                  server_url: Callable[[], str] | None = None) -> None:
         super().__init__()
         self.storage, self.waker, self.clock, self.ca_certificate = storage, waker, clock, ca_certificate
+        self.sync_wakeups = True  # False: slots are kept but the leading server process wakes devices
         self.docs = open_documents(data_dir, in_memory, database)
         box = SecretBox.ephemeral() if in_memory else SecretBox.load_or_create(data_dir)
         self.settings = SettingsStore(self.docs)
@@ -131,7 +132,7 @@ class AdminModel(MultiService):
                                  self.assets)
 
     def startService(self) -> None:
-        self.labels.start()
+        self.labels.start(wake=self.sync_wakeups)
         super().startService()
 
     def stopService(self) -> defer.Deferred[None]:

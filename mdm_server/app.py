@@ -10,7 +10,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.application.service import MultiService
 from twisted.internet import defer
@@ -43,6 +43,9 @@ from .storage.interface import CommandStatus, EnrollmentState, Storage
 from .storage.memory import MemoryStorage
 from .storage.sqlite import SQLiteStorage
 from .wakeups import Waker
+
+if TYPE_CHECKING:
+    from .workers.coordination import Coordination
 from .web.admin_api import AdminAPI
 from .web.admin_tokens_api import EnrollmentTokensAPI
 from .web.client_limits import ClientLimits
@@ -56,7 +59,7 @@ from .web.metrics import MetricsResource
 from .web.openapi import openapi_route
 from .web.scep import ScepResource
 from .web.site import DEFAULT_BODY_LIMIT, make_site
-from .web.tls import listen_endpoint, server_options
+from .web.tls import adopt_port, listen_endpoint, server_options
 
 DATABASE_FILE = "mdmsim.sqlite3"
 SCEP_DATABASE_FILE = "scep.sqlite3"
@@ -89,6 +92,8 @@ class ServerConfig:
     sign_message: bool = True  # the enrollment profile's SignMessage; False: devices identify by mutual TLS
     client_cert_header: str | None = None  # where a TLS proxy puts the client certificate (Client-Cert, ...)
     trusted_proxies: tuple[str, ...] = ()  # the addresses whose client_cert_header is believed
+    # Listening sockets given by `mdmsim serve --workers`' supervisor, by port name ("devices", "push link").
+    inherited_fds: Mapping[str, int] = field(default_factory=dict)
 
     def server_url(self) -> str:
         if self.public_url:
@@ -187,6 +192,12 @@ class MDMServer(MultiService):
         self._ports: list[PortService] = [] if reactor is None else self._port_services(reactor)
         for port in self._ports:
             port.setServiceParent(self)
+        self.coordination: Coordination | None = None
+        if config.database is not None:  # other server processes may share it: lead or follow, stay coherent
+            from .workers.coordination import Coordination
+
+            self.coordination = Coordination(self, config.database, clock=clock, reactor=reactor)
+            self.coordination.setServiceParent(self)
 
     def _scep(self) -> ScepService:
         ra = RegistrationAuthority.load_or_create(self.config.data_dir, self.ca, now=self.now())
@@ -232,15 +243,27 @@ class MDMServer(MultiService):
         tls = self.tls
         options = server_options(tls.certificate_pem, tls.private_key_pem, tls.ca_certificate_pem,
                                  client_ca=self.ca.certificate)
-        config = self.config
-        ports = [PortService("devices", lambda: listen_endpoint(reactor, config.listen, self.http, options,
-                                                                whole_writes=config.lean_device_http),
-                             on_open=self._device_port_open)]
+        config, whole = self.config, self.config.lean_device_http
+        fd = config.inherited_fds.get("devices")
+        if fd is None:
+            def listen() -> Any:
+                return listen_endpoint(reactor, config.listen, self.http, options, whole_writes=whole)
+        else:
+            def listen() -> Any:
+                return adopt_port(reactor, fd, config.listen, self.http, options, whole_writes=whole)
+        ports = [PortService("devices", listen, on_open=self._device_port_open)]
         if config.push_link and config.apns_provider is None:  # else fleets attach to the external APNs
             factory = PushLinkFactory(self.apns)
             ports.append(PortService("push link",
                                      lambda: listen_endpoint(reactor, config.push_link, factory, options)))
         return ports
+
+    def inherited_push_link(self, reactor: Reactor, fd: int, description: str) -> PortService:
+        """The push link on a socket the supervisor bound: a worker serves it while it leads (it alone pushes)."""
+        tls = self.tls
+        options = server_options(tls.certificate_pem, tls.private_key_pem, tls.ca_certificate_pem)
+        factory = PushLinkFactory(self.apns)
+        return PortService("push link", lambda: adopt_port(reactor, fd, description, factory, options))
 
     def _device_port_open(self, port: IListeningPort) -> None:
         if not self.config.public_url:
@@ -270,6 +293,8 @@ class MDMServer(MultiService):
         return stopped.addCallback(lambda _: self._close_stores())
 
     def _close_stores(self) -> None:
+        if self.coordination is not None:
+            self.coordination.link.close()  # idempotent: a running server's was closed with its service
         self.storage.close()
         if self.scep is not None:
             self.scep.challenges.close()

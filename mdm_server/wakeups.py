@@ -1,6 +1,7 @@
 """Waking devices: pushes now (admin, force check-in) or later (NotNow retries, sync intervals).
 
 Each outcome is recorded; a token the provider calls invalid is not pushed again until the next TokenUpdate.
+Several server processes on one database push from one of them, the leader: the others hand pushes over (`Relay`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,17 @@ from .storage.interface import DeviceDirectory, PushOutcome, PushRecord, PushSto
 log = logging.getLogger(__name__)
 # What push_now says for a push handed to an asynchronous provider (HTTP/2 APNs): its answer is recorded later.
 SENT = "sent to APNs; its answer is recorded when it arrives"
+# What push_now says in a server process that is not the leader: the leading process pushes (workers/leader.py).
+RELAYED = "handed to the leading server process, which pushes"
+
+
+class Relay(Protocol):
+    """Where a process that does not lead sends its pushes (workers/leader.py's PushRelay)."""
+
+    @property
+    def leading(self) -> bool: ...
+
+    def forward(self, device_ids: list[str]) -> None: ...
 
 
 class WakerStorage(DeviceDirectory, PushStore, Protocol):
@@ -36,9 +48,16 @@ class Waker:
         self._scheduled: dict[str, DelayedCall] = {}
         self.outcomes: Counter[str] = Counter()  # accepted, rejected, or why no push was sent (GET /metrics)
         self.in_flight: set[defer.Deferred] = set()  # pushes an asynchronous provider has not answered yet
+        self.relay: Relay | None = None  # set when several server processes share the database
 
     def push_now(self, device_ids: Iterable[str]) -> dict[str, PushRecord | str]:
         """Push each device; per device the recorded outcome, or why it could not be pushed."""
+        relay = self.relay
+        if relay is not None and not relay.leading:
+            ids = list(device_ids)
+            relay.forward(ids)
+            self.outcomes["relayed"] += len(ids)
+            return dict.fromkeys(ids, RELAYED)
         return {device_id: self._push_one(device_id) for device_id in device_ids}
 
     def schedule(self, device_id: str, delay: float) -> None:
@@ -52,7 +71,7 @@ class Waker:
 
     def _fire(self, device_id: str) -> None:
         self._scheduled.pop(device_id, None)
-        self._push_one(device_id)
+        self.push_now([device_id])
 
     def _push_one(self, device_id: str) -> PushRecord | str:
         outcome = self._try_push(device_id)
@@ -101,7 +120,7 @@ def _outcome_label(outcome: PushRecord | str) -> str:
     if isinstance(outcome, PushRecord):
         return outcome.outcome.value
     for prefix, label in (("unknown device", "unknown_device"), ("not pushable", "not_pushable"),
-                          ("push token invalid", "token_invalid"), (SENT, "sent")):
+                          ("push token invalid", "token_invalid"), (SENT, "sent"), (RELAYED, "relayed")):
         if outcome.startswith(prefix):
             return label
     return "not_sent"

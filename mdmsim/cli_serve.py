@@ -40,6 +40,12 @@ def _database_url(text: str) -> str:
     if not text.startswith(("postgresql://", "postgres://")):
         raise argparse.ArgumentTypeError(f"{text!r} is not a postgresql:// URL (SQLite, the default, needs no flag)")
     return text
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
+    return int(text)
+
+
 def _retention(text: str) -> float | None:
     seconds = parse_duration(text)
     return None if seconds == 0 else seconds
@@ -68,6 +74,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--database", type=_database_url, metavar="postgresql://...",
                         help="keep devices and command queues in this PostgreSQL database instead of the SQLite "
                              "file in --data-dir (the schema is created or migrated on start); default: SQLite")
+    parser.add_argument("--workers", type=_positive, default=1, metavar="N",
+                        help="serve from N worker processes sharing one listening socket and the --database "
+                             "PostgreSQL (needed for N > 1; one leader pushes and wakes devices); a worker that "
+                             "dies is restarted (see docs/deployment.md)")
+    parser.add_argument("--worker-fds", help=argparse.SUPPRESS)  # set by the supervisor for its workers
+    parser.add_argument("--worker-number", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--retain", type=_retention, default=DEFAULT_RETAIN, metavar="DURATION",
                         help="how long finished commands and their results are kept, e.g. 7d (default), 12h; "
                              "0 keeps them forever (the database then grows without bound)")
@@ -134,6 +146,12 @@ def _boolean(text: str) -> bool:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.worker_fds:  # a worker of `--workers N`: its supervisor holds the data directory's lock
+        return _serve(args)
+    if args.workers > 1 and not args.database:
+        print("mdmsim serve: --workers above 1 needs --database postgresql://... (the SQLite file serves one "
+              "process: several would each keep their own leader, caches and pushes)", file=sys.stderr)
+        return Exit.USAGE
     lock = DataDirLock(args.data_dir)
     try:
         lock.acquire()  # before anything is read or written in the directory
@@ -141,16 +159,17 @@ def run(args: argparse.Namespace) -> int:
         print(f"mdmsim serve: {exc}", file=sys.stderr)
         return Exit.USAGE  # a setup error: 2
     try:
+        if args.workers > 1:
+            from .cli_workers import supervise
+
+            return supervise(args, config_from(args))
         return _serve(args)
     finally:
         lock.release()
 
 
-def _serve(args: argparse.Namespace) -> int:
-    from twisted.internet import reactor
-
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    config = ServerConfig(
+def config_from(args: argparse.Namespace) -> ServerConfig:
+    return ServerConfig(
         data_dir=args.data_dir, listen=args.listen,
         push_link=None if args.push_link == "none" else args.push_link, public_url=args.public_url,
         admin_user=args.admin_user, admin_password=args.admin_password, body_limit=args.body_limit,
@@ -164,6 +183,10 @@ def _serve(args: argparse.Namespace) -> int:
         trusted_proxies=tuple(args.trusted_proxy),
         apns={"delay": args.apns_delay, "jitter": args.apns_jitter, "drop_rate": args.apns_drop_rate},
     )
+
+
+def check_config(args: argparse.Namespace, config: ServerConfig) -> int | None:
+    """A usage error's exit code (the reason printed), else None; fills in the external APNs settings."""
     if bool(args.client_cert_header) != bool(args.trusted_proxy):
         print("mdmsim: --client-cert-header and --trusted-proxy go together (a header believed from no one, "
               "or proxies with no header)", file=sys.stderr)
@@ -177,37 +200,46 @@ def _serve(args: argparse.Namespace) -> int:
             return Exit.USAGE
         config.apns_provider = ProviderSettings.from_files(args.apns_url, args.apns_cert, args.apns_key,
                                                            args.apns_ca)
+    return None
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from twisted.internet import reactor
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    config = config_from(args)
+    usage = check_config(args, config)
+    if usage is not None:
+        return usage
+    worker = None
+    if args.worker_fds:
+        from .cli_workers import WorkerSide
+
+        worker = WorkerSide(args, reactor)
+        worker.configure(config)
     try:
         server = MDMServer(config, clock=reactor, reactor=reactor)
     except StorageError as exc:  # e.g. PostgreSQL unreachable, or a schema written by a newer mdmsim
         print(f"mdmsim: cannot open storage: {exc.reason}", file=sys.stderr)
         return Exit.FAILED
 
-    def started(_ports):
-        url = server.url
-        print(f"mdmsim server listening on {url} (data in {config.data_dir.resolve()})")
-        # The URL alone on its line: scripts (soak_bench, fleet_bench) and people copy it whole.
-        print(f"  enrollment profile: {url}/mdm/enroll?token={server.state.enroll_token}")
-        print("  (the default batch token; per-user tokens: POST /api/v2/enrollment-tokens)")
-        if config.open_enrollment:
-            print("  OPEN ENROLLMENT: no token needed, any new identity may re-enroll any device")
-        print(f"  CA SHA-256 fingerprint: {server.ca.fingerprint}")
-        if server.scep is not None:
-            print(f"  SCEP: {url}/scep (identities by SCEP; challenges expire after "
-                  f"{server.scep.challenge_lifetime:g} s)")
-        print(f"  push topic: {server.state.topic}")
-        if config.database:
-            from mdm_server.storage.postgres_schema import redacted  # psycopg loads only for PostgreSQL
-
-            print(f"  storage: PostgreSQL {redacted(config.database)}")
-        print(f"  admin API: {url}/api/v1/devices (user {config.admin_user!r}, password in "
-              f"{'--admin-password' if args.admin_password else config.data_dir / 'server.json'})")
-        # Each URL alone on its line, like the enrollment URL: people and scripts copy them whole.
-        print(f"  admin console: {url}/admin")
-        print(f"  user portal: {url}/user")
-        sys.stdout.flush()
-
     outcome = {"code": Exit.OK}
+
+    def lost(why: str) -> None:  # the coordination connection: a restart (by the supervisor, or by hand) rejoins
+        print(f"mdmsim: lost the PostgreSQL coordination connection ({why}); stopping", file=sys.stderr)
+        outcome["code"] = Exit.FAILED
+        reactor.stop()
+
+    if server.coordination is not None:
+        server.coordination.on_lost = lost
+    if worker is not None:
+        worker.attach(server)
+
+    def started(_ports):
+        if worker is not None:
+            worker.started(server)
+        else:
+            print_banner(server, config, args, server.url)
 
     def failed(failure):
         print(f"mdmsim: cannot listen: {failure.getErrorMessage()}", file=sys.stderr)
@@ -223,7 +255,32 @@ def _serve(args: argparse.Namespace) -> int:
         server.listening().addCallbacks(started, failed)
 
     reactor.callWhenRunning(start)
-    reactor.callWhenRunning(signal.signal, signal.SIGINT, on_sigint)  # after Twisted's own handler
+    if worker is None:
+        reactor.callWhenRunning(signal.signal, signal.SIGINT, on_sigint)  # after Twisted's own handler
     reactor.addSystemEventTrigger("before", "shutdown", server.stopService)
     reactor.run()
     return outcome["code"]
+
+
+def print_banner(server: MDMServer, config: ServerConfig, args: argparse.Namespace, url: str) -> None:
+    print(f"mdmsim server listening on {url} (data in {config.data_dir.resolve()})")
+    # The URL alone on its line: scripts (soak_bench, fleet_bench) and people copy it whole.
+    print(f"  enrollment profile: {url}/mdm/enroll?token={server.state.enroll_token}")
+    print("  (the default batch token; per-user tokens: POST /api/v2/enrollment-tokens)")
+    if config.open_enrollment:
+        print("  OPEN ENROLLMENT: no token needed, any new identity may re-enroll any device")
+    print(f"  CA SHA-256 fingerprint: {server.ca.fingerprint}")
+    if server.scep is not None:
+        print(f"  SCEP: {url}/scep (identities by SCEP; challenges expire after "
+              f"{server.scep.challenge_lifetime:g} s)")
+    print(f"  push topic: {server.state.topic}")
+    if config.database:
+        from mdm_server.storage.postgres_schema import redacted  # psycopg loads only for PostgreSQL
+
+        print(f"  storage: PostgreSQL {redacted(config.database)}")
+    print(f"  admin API: {url}/api/v1/devices (user {config.admin_user!r}, password in "
+          f"{'--admin-password' if args.admin_password else config.data_dir / 'server.json'})")
+    # Each URL alone on its line, like the enrollment URL: people and scripts copy them whole.
+    print(f"  admin console: {url}/admin")
+    print(f"  user portal: {url}/user")
+    sys.stdout.flush()

@@ -157,6 +157,11 @@ class SettingDelivery:
         """Devices with a queued (not since removed) profile of this setting."""
         return frozenset(self._by_setting.get(setting_id, ()))
 
+    def reload(self, device_id: str) -> None:
+        """Another server process recorded this device's deliveries: read them again (never queue twice)."""
+        body = self.docs.get(DELIVERY_KIND, device_id) or {}
+        self._index(device_id, {s: Delivery.from_json(s, d) for s, d in body.items()})
+
     # Changing.
 
     def reconcile(self, device_ids: Iterable[str], settings: Collection[str] | None = None, *,
@@ -362,13 +367,15 @@ class LabelAdmin:
         self.schedule = SpreadWakeScheduler(clock, wake or (lambda device_ids: None), bucket=bucket)
         self.search = DeviceSearch()  # the console's device search, in step with inventory like labels
 
-    def start(self) -> None:
-        """Compute label membership and every device's sync slot, then start the sync wake-ups."""
+    def start(self, *, wake: bool = True) -> None:
+        """Compute label membership and every device's sync slot, then start the sync wake-ups (`wake`; a
+        server process that does not lead keeps the slots and leaves the waking to the leader)."""
         self.labels.load()
         for device in self.all_devices():
             self._schedule(device.device_id, device)
             self.search.refresh(device)
-        self.schedule.start()
+        if wake:
+            self.schedule.start()
 
     def stop(self) -> None:
         self.schedule.stop()
@@ -505,6 +512,22 @@ class LabelAdmin:
             return set(self.schedule.devices())
         labels = [label_id for label_id in policy.label_ids if label_id in self.labels]
         return {device_id for label_id in labels for device_id in self.labels.members(label_id)}
+
+    def refresh_intervals(self, device_ids: Iterable[str]) -> None:
+        """Sync slots again for these devices (another server process changed their labels or policies)."""
+        self._refresh_intervals(device_ids)
+
+    def reschedule(self, device_id: str) -> None:
+        """Another server process saw this device change: its filter labels and sync slot, no reconcile."""
+        device = self.storage.get_device(device_id)
+        if device is None:
+            self.labels.forget_device(device_id)
+        else:
+            self.labels.refresh_device(device)
+        self._schedule(device_id, device)
+
+    def policy_reach(self, policy: SyncPolicy) -> set[str]:
+        return self._policy_reach(policy)
 
     def _refresh_intervals(self, device_ids: Iterable[str]) -> None:
         for device_id in device_ids:

@@ -129,6 +129,14 @@ class Inventory:
         self._ownership[device_id] = value
         return value
 
+    def reload(self, device_id: str) -> None:
+        """Another server process changed this device's attributes: read them again."""
+        body = self._docs.get(ATTRIBUTES_KIND, device_id)
+        if body is None:
+            self._ownership.pop(device_id, None)
+        else:
+            self._ownership[device_id] = Ownership(body.get("ownership", Ownership.UNKNOWN))
+
     def facts(self, device: Device) -> DeviceFacts:
         user = self._users.get_user(device.user_id) if device.user_id else None
         return DeviceFacts(

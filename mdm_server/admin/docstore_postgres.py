@@ -1,6 +1,7 @@
 """The admin model's documents in PostgreSQL: docstore.py's table and semantics, next to the queue storage.
 
-Several server processes on one database then read the same settings, labels and users after a restart.
+Several server processes on one database then read the same settings, labels and users; every write also
+notifies the schema's channel ("doc <kind> <id>", delivered at commit) so the others drop what they cached.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from ..storage.postgres_schema import open_database
+from ..storage.postgres_schema import notice_channel, open_database
 
 
 class PostgresDocumentStore:
@@ -18,6 +19,7 @@ class PostgresDocumentStore:
 
     def __init__(self, dsn: str, *, schema: str | None = None) -> None:
         self._db, _ = open_database(dsn, schema)  # the storage schema, admin_documents included
+        self.channel = notice_channel(self._db)
         self._depth = 0
 
     @contextmanager
@@ -39,10 +41,12 @@ class PostgresDocumentStore:
 
     def put(self, kind: str, doc_id: str, body: dict[str, Any]) -> None:
         text = json.dumps(body, sort_keys=True, separators=(",", ":"))
+        # One statement: the write and its notice (NOTIFY is transactional: sent at commit, or never).
         self._db.execute(
-            "INSERT INTO admin_documents (kind, id, body) VALUES (%s, %s, %s) "
-            "ON CONFLICT (kind, id) DO UPDATE SET body = excluded.body",
-            (kind, doc_id, text),
+            "WITH written AS (INSERT INTO admin_documents (kind, id, body) VALUES (%s, %s, %s) "
+            "ON CONFLICT (kind, id) DO UPDATE SET body = excluded.body RETURNING 1) "
+            "SELECT pg_notify(%s, %s) FROM written",
+            (kind, doc_id, text, self.channel, _notice(kind, doc_id)),
         )
 
     def get(self, kind: str, doc_id: str) -> dict[str, Any] | None:
@@ -56,8 +60,17 @@ class PostgresDocumentStore:
         return [(doc_id, json.loads(body)) for doc_id, body in rows.fetchall()]
 
     def delete(self, kind: str, doc_id: str) -> bool:
-        cursor = self._db.execute("DELETE FROM admin_documents WHERE kind = %s AND id = %s", (kind, doc_id))
-        return cursor.rowcount > 0
+        cursor = self._db.execute(
+            "WITH gone AS (DELETE FROM admin_documents WHERE kind = %s AND id = %s RETURNING 1) "
+            "SELECT pg_notify(%s, %s) FROM gone", (kind, doc_id, self.channel, _notice(kind, doc_id)))
+        return cursor.fetchone() is not None
 
     def close(self) -> None:
         self._db.close()
+
+
+def _notice(kind: str, doc_id: str) -> str:
+    # Ids are URL parts without spaces (document_id), so words split on spaces; a longer id than a notice holds
+    # is sent as the kind alone, which readers take as "reload the whole kind".
+    notice = f"doc {kind} {doc_id}"
+    return notice if len(notice) < 7900 and " " not in doc_id else f"doc {kind}"

@@ -241,6 +241,20 @@ class LabelBook:
         del self._labels[label_id], self._members[label_id]
         return changed
 
+    def reload(self, label_id: str) -> frozenset[str]:
+        """Another server process changed this label's document: read it again and recompute its members;
+        returns the devices whose labels changed."""
+        body = self._docs.get(LABEL_KIND, label_id)
+        if body is None:
+            if label_id not in self._labels:
+                return frozenset()
+            changed = self._set_members(label_id, set())
+            del self._labels[label_id], self._members[label_id]
+            return changed
+        label = self._labels[label_id] = Label.from_json(body, label_id=label_id)
+        self._members.setdefault(label_id, set())
+        return self._set_members(label_id, self._compute_members(label))
+
     def set_settings(self, label_id: str, setting_ids: Iterable[str]) -> Label:
         label = replace(self.get(label_id), setting_ids=frozenset(setting_ids))
         self._write(label)

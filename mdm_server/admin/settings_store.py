@@ -62,6 +62,10 @@ class SettingsStore:
         self._cache[setting_id] = stored
         return stored
 
+    def forget(self, setting_id: str) -> None:
+        """Another server process changed this setting: the next read goes to the documents."""
+        self._cache.pop(setting_id, None)
+
     def get(self, setting_id: str) -> StoredSetting:
         stored = self.find(setting_id)
         if stored is None:

@@ -138,6 +138,16 @@ class SyncPolicyBook:
         del self._policies[policy_id]
         return policy
 
+    def reload(self, policy_id: str) -> tuple[SyncPolicy | None, SyncPolicy | None]:
+        """Another server process changed this policy's document: read it again; (before, after)."""
+        body = self._docs.get(POLICY_KIND, policy_id)
+        before = self._policies.pop(policy_id, None)
+        after = None if body is None else SyncPolicy.from_json(body, policy_id=policy_id)
+        if after is not None:
+            self._policies[policy_id] = after
+        self._policies.setdefault(DEFAULT_POLICY_ID, DEFAULT_POLICY)
+        return before, after
+
     def drop_label(self, label_id: str) -> list[SyncPolicy]:
         """A deleted label leaves every policy; returns the policies that changed."""
         changed = []

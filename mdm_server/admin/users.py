@@ -81,6 +81,10 @@ class UserStore:
             self._cache[user_id] = user
         return user
 
+    def forget(self, user_id: str) -> None:
+        """Another server process changed this user: the next read goes to the documents."""
+        self._cache.pop(user_id, None)
+
     def get(self, user_id: str) -> User:
         user = self.get_user(user_id)
         if user is None:

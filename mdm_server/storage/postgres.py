@@ -57,7 +57,7 @@ from .postgres_queries import (
     update_device,
     updated_row,
 )
-from .postgres_schema import open_database, redacted
+from .postgres_schema import PENDING_SQL, open_database, redacted
 from .rules import (
     IDENTITY_OWNERS,
     check_bytes,
@@ -371,6 +371,12 @@ class PostgresStorage:
         with self._write() as db:
             seqs = [row[0] for row in db.execute(SECRETS_DUE, (now, limit)).fetchall()]
             return forget_secrets(db, seqs, now) if seqs else 0
+
+    def devices_with_pending_commands(self) -> list[str]:
+        """Devices with a command waiting (Queued, Sent, NotNow): a server process taking the lead pushes them."""
+        query = f"SELECT DISTINCT device_id FROM commands WHERE status IN {PENDING_SQL} ORDER BY 1"
+        with self._read() as db:
+            return [row[0] for row in db.execute(query).fetchall()]
 
     def command_counts(self, device_id: str | None = None) -> dict[CommandStatus, int]:
         device_id = check_optional_id(device_id, "device_id")

@@ -174,3 +174,10 @@ def open_database(dsn: str, schema: str | None) -> tuple[psycopg.Connection, int
 def redacted(dsn: str) -> str:
     """The connection string without its password, for messages and logs."""
     return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", re.sub(r"(password=)\S+", r"\1***", dsn))
+
+
+def notice_channel(db: psycopg.Connection) -> str:
+    """The LISTEN/NOTIFY channel of the connection's schema: processes sharing a schema hear each other
+    (mdm_server/workers/notices.py), other schemas on the same server (tests, other deployments) do not."""
+    row = db.execute("SELECT 'mdmsim_' || current_schema()").fetchone()
+    return str(row[0]) if row and row[0] else "mdmsim_public"

@@ -27,7 +27,7 @@ from ..storage.interface import (
     UserChannel,
     UserChannelStore,
 )
-from ..wakeups import SENT, Waker
+from ..wakeups import RELAYED, SENT, Waker
 from .api_shapes import PAGE_PARAMS, arg, camel_keys, envelope, limit_arg, page
 from .json_api import Route, accepts
 from .json_io import ApiError, from_json, read_json, to_json
@@ -237,5 +237,5 @@ def _error_chain(result: bytes | None) -> list[dict[str, Any]]:
 
 def _push_json(outcome: Any) -> dict[str, Any]:
     if isinstance(outcome, str):
-        return {"pushed": outcome == SENT, "reason": outcome}
+        return {"pushed": outcome in (SENT, RELAYED), "reason": outcome}
     return {"pushed": outcome.outcome.value == "accepted", **camel_keys(to_json(asdict(outcome)))}

@@ -5,10 +5,13 @@
 
 from __future__ import annotations
 
+import os
+import socket
+
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from OpenSSL import SSL, crypto
-from twisted.internet import ssl
+from twisted.internet import defer, ssl
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IStreamServerEndpoint
 from twisted.internet.protocol import Factory
@@ -65,3 +68,17 @@ def listen_endpoint(reactor, description: str, factory: Factory, options: ssl.Ce
         return endpoint.listen(server_tls_factory(options, factory, clock=reactor, whole_writes=whole_writes))
     endpoint = serverFromString(reactor, description)
     return endpoint.listen(factory)
+
+
+def adopt_port(reactor, fd: int, description: str, factory: Factory, options: ssl.CertificateOptions | None, *,
+               whole_writes: bool = False):
+    """Serve on a listening socket this process was given (by `mdmsim serve --workers`), as `listen_endpoint`
+    would on `description`: the supervisor binds once, every worker accepts from the one queue."""
+    probe = socket.socket(fileno=os.dup(fd))  # only to learn the family; the reactor adopts `fd` itself
+    family = probe.family
+    probe.close()
+    if description.startswith("ssl:"):
+        if options is None:
+            raise ValueError("ssl: endpoint without TLS options")
+        factory = server_tls_factory(options, factory, clock=reactor, whole_writes=whole_writes)
+    return defer.maybeDeferred(reactor.adoptStreamPort, fd, family, factory)

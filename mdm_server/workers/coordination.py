@@ -1,0 +1,125 @@
+"""Joins one server process to the others on its PostgreSQL database: one leader pushes and wakes, all stay coherent.
+
+The leader holds the schema's advisory lock (notices.py); the others ask again every `poll` seconds, so when it
+dies (its connection closes) another takes over within one poll. A new leader pushes every device with a command
+waiting: what the old one had yet to push (a push relayed to it, a delayed push) died with it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from twisted.application.service import Service
+from twisted.internet import defer
+
+from mdm_protocol.clocks import Clock, DelayedCall
+
+from ..storage.interface import StorageError
+from .coherence import AdminCoherence
+from .notices import Notice, NoticeLink
+
+log = logging.getLogger(__name__)
+LEADER_POLL = 1.0  # seconds between a follower's asks for the leader lock: the longest a dead leader's duties wait
+
+
+class PushRelay:
+    """The `Relay` of wakeups.Waker: a follower's pushes go to the leader as "push <device>..." notices."""
+
+    def __init__(self, link: NoticeLink) -> None:
+        self._link = link
+
+    @property
+    def leading(self) -> bool:
+        return self._link.leading
+
+    def forward(self, device_ids: list[str]) -> None:
+        self._link.publish("push", device_ids)
+
+
+class Coordination(Service):
+    """A child service of `MDMServer` (`server`: its admin, waker, service and storage are used)."""
+
+    name = "coordination"
+
+    def __init__(self, server: Any, dsn: str, *, clock: Clock, reactor: Any = None, schema: str | None = None,
+                 poll: float = LEADER_POLL) -> None:
+        self.server, self.clock, self.poll = server, clock, poll
+        self.link = NoticeLink(dsn, schema=schema, reactor=reactor, on_lost=self._lost)
+        self.coherence = AdminCoherence(server.admin)
+        self.on_elected: list[Callable[[], Any]] = []  # e.g. a worker adopting the push-link socket
+        self.on_lost: Callable[[str], Any] = lambda why: None  # the CLI ends the process: a restart rejoins
+        self.elected_at: float | None = None
+        self.catch_up_pushes = 0
+        self._call: DelayedCall | None = None
+        server.admin.sync_wakeups = False  # until elected
+        server.waker.relay = PushRelay(self.link)
+        changed = server.service.on_device_changed
+
+        def device_changed(device_id: str) -> Any:
+            report = changed(device_id)
+            self._publish("device", [device_id])  # the others re-file its labels and sync slot
+            return report
+
+        server.service.on_device_changed = device_changed
+
+    @property
+    def leading(self) -> bool:
+        return self.link.leading
+
+    def startService(self) -> None:
+        super().startService()
+        self.link.listen(self._notice)
+        self._ask()
+
+    def stopService(self) -> defer.Deferred[None]:
+        super().stopService()
+        if self._call is not None and self._call.active():
+            self._call.cancel()
+        self._call = None
+        self.link.close()  # leadership ends with the connection
+        return defer.succeed(None)
+
+    def _notice(self, notice: Notice) -> None:
+        if notice.topic == "push":
+            if self.link.leading:
+                self.server.waker.push_now(list(notice.words))
+        else:
+            self.coherence.apply(notice)
+
+    def _ask(self) -> None:
+        self._call = None
+        if not self.running:
+            return
+        try:
+            leading = self.link.try_lead()
+        except StorageError:
+            return  # the link is lost: _lost has been told
+        if leading:
+            self._elected()
+        else:
+            self._call = self.clock.callLater(self.poll, self._ask)
+
+    def _elected(self) -> None:
+        self.elected_at = self.clock.seconds()
+        self.server.admin.labels.schedule.start()
+        pending = getattr(self.server.storage, "devices_with_pending_commands", None)
+        waiting = pending() if pending is not None else []
+        if waiting:
+            self.server.waker.push_now(waiting)
+        self.catch_up_pushes = len(waiting)
+        log.info("this server process leads: pushes and sync wake-ups (%d devices with commands waiting pushed)",
+                 len(waiting))
+        for callback in self.on_elected:
+            callback()
+
+    def _publish(self, topic: str, words: list[str]) -> None:
+        try:
+            self.link.publish(topic, words)
+        except StorageError as exc:  # the check-in itself is stored; the process is ending (on_lost)
+            log.error("could not tell the other server processes: %s", exc.reason)
+
+    def _lost(self, why: str) -> None:
+        self.server.admin.labels.schedule.stop()
+        self.on_lost(why)
