@@ -26,6 +26,9 @@ from mdm_server.workers.supervisor import Supervisor
 from .exit_codes import Exit
 
 DEVICES_FD, PUSH_FD = 3, 4  # where a worker finds the sockets
+# A new leading worker holds pushes this long: fleets re-attach to its push link first (after 1 s, then 2 s),
+# else the in-process APNs simulation would refuse their tokens as unknown. None needed with --apns-url.
+PUSH_GRACE = 4.0
 
 
 def supervise(args: argparse.Namespace, config: ServerConfig) -> int:
@@ -117,6 +120,8 @@ class WorkerSide:
         coordination = server.coordination
         if coordination is None:
             raise RuntimeError("a worker needs PostgreSQL coordination")
+        if server.config.apns_provider is None:
+            coordination.push_grace = PUSH_GRACE
 
         def elected() -> None:
             fd = self.fds.get("push")

@@ -81,7 +81,10 @@ def test_one_leader_pushes_for_all_and_another_takes_over_when_it_dies(pair):
 
     a.stopService()  # its connection closes: PostgreSQL releases the leader lock
     assert not b.coordination.leading
-    b.clock.advance(LEADER_POLL)
+    deadline = time.monotonic() + NOTICE_DEADLINE
+    while not b.coordination.leading:  # PostgreSQL frees the lock once it has seen the connection end
+        assert time.monotonic() < deadline, "the leader lock was never released"
+        b.clock.advance(LEADER_POLL)
     assert b.coordination.leading and b.admin.labels.schedule._running  # noqa: SLF001
     # The new leader pushes every device with a command waiting: the old one's undelivered pushes died with it.
     assert b.coordination.catch_up_pushes == 1 and b.waker.outcomes["relayed"] == 1

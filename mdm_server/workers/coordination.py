@@ -2,7 +2,9 @@
 
 The leader holds the schema's advisory lock (notices.py); the others ask again every `poll` seconds, so when it
 dies (its connection closes) another takes over within one poll. A new leader pushes every device with a command
-waiting: what the old one had yet to push (a push relayed to it, a delayed push) died with it.
+waiting: what the old one had yet to push (a push relayed to it, a delayed push) died with it. With `push_grace`
+it first holds every push that long: fleets on an in-process APNs simulation must re-attach to its push link, or
+their tokens would be refused as unknown (and then never pushed again until their next TokenUpdate).
 """
 
 from __future__ import annotations
@@ -27,15 +29,15 @@ LEADER_POLL = 1.0  # seconds between a follower's asks for the leader lock: the 
 class PushRelay:
     """The `Relay` of wakeups.Waker: a follower's pushes go to the leader as "push <device>..." notices."""
 
-    def __init__(self, link: NoticeLink) -> None:
-        self._link = link
+    def __init__(self, coordination: Coordination) -> None:
+        self._coordination = coordination
 
     @property
     def leading(self) -> bool:
-        return self._link.leading
+        return self._coordination.pushes_here
 
     def forward(self, device_ids: list[str]) -> None:
-        self._link.publish("push", device_ids)
+        self._coordination.forward(device_ids)
 
 
 class Coordination(Service):
@@ -44,8 +46,8 @@ class Coordination(Service):
     name = "coordination"
 
     def __init__(self, server: Any, dsn: str, *, clock: Clock, reactor: Any = None, schema: str | None = None,
-                 poll: float = LEADER_POLL) -> None:
-        self.server, self.clock, self.poll = server, clock, poll
+                 poll: float = LEADER_POLL, push_grace: float = 0.0) -> None:
+        self.server, self.clock, self.poll, self.push_grace = server, clock, poll, push_grace
         self.link = NoticeLink(dsn, schema=schema, reactor=reactor, on_lost=self._lost)
         self.coherence = AdminCoherence(server.admin)
         self.on_elected: list[Callable[[], Any]] = []  # e.g. a worker adopting the push-link socket
@@ -53,8 +55,9 @@ class Coordination(Service):
         self.elected_at: float | None = None
         self.catch_up_pushes = 0
         self._call: DelayedCall | None = None
+        self._held: set[str] | None = None  # pushes a new leader holds during its push_grace
         server.admin.sync_wakeups = False  # until elected
-        server.waker.relay = PushRelay(self.link)
+        server.waker.relay = PushRelay(self)
         changed = server.service.on_device_changed
 
         def device_changed(device_id: str) -> Any:
@@ -67,6 +70,17 @@ class Coordination(Service):
     @property
     def leading(self) -> bool:
         return self.link.leading
+
+    @property
+    def pushes_here(self) -> bool:
+        """This process pushes now: it leads, past its push_grace."""
+        return self.link.leading and self._held is None
+
+    def forward(self, device_ids: list[str]) -> None:
+        if self._held is not None:
+            self._held.update(device_ids)
+        else:
+            self._publish("push", device_ids)
 
     def startService(self) -> None:
         super().startService()
@@ -83,7 +97,9 @@ class Coordination(Service):
 
     def _notice(self, notice: Notice) -> None:
         if notice.topic == "push":
-            if self.link.leading:
+            if self._held is not None:
+                self._held.update(notice.words)
+            elif self.link.leading:
                 self.server.waker.push_now(list(notice.words))
         else:
             self.coherence.apply(notice)
@@ -104,15 +120,28 @@ class Coordination(Service):
     def _elected(self) -> None:
         self.elected_at = self.clock.seconds()
         self.server.admin.labels.schedule.start()
+        log.info("this server process leads: pushes and sync wake-ups")
+        for callback in self.on_elected:
+            callback()
+        if self.push_grace > 0:
+            self._held = set()
+            self._call = self.clock.callLater(self.push_grace, self._catch_up)
+        else:
+            self._catch_up()
+
+    def _catch_up(self) -> None:
+        self._call = None
+        held, self._held = self._held or set(), None
         pending = getattr(self.server.storage, "devices_with_pending_commands", None)
-        waiting = pending() if pending is not None else []
+        try:
+            waiting = sorted(held | set(pending() if pending is not None else ()))
+        except StorageError as exc:
+            log.error("listing devices with commands waiting: %s", exc.reason)
+            waiting = sorted(held)
         if waiting:
             self.server.waker.push_now(waiting)
         self.catch_up_pushes = len(waiting)
-        log.info("this server process leads: pushes and sync wake-ups (%d devices with commands waiting pushed)",
-                 len(waiting))
-        for callback in self.on_elected:
-            callback()
+        log.info("pushed %d devices with commands waiting (or pushes held while taking the lead)", len(waiting))
 
     def _publish(self, topic: str, words: list[str]) -> None:
         try:
