@@ -43,7 +43,7 @@ class PushRelay:
 class Coordination(Service):
     """A child service of `MDMServer` (`server`: its admin, waker, service and storage are used)."""
 
-    name = "coordination"
+    name: str | None = "coordination"  # type: ignore[assignment]
 
     def __init__(self, server: Any, dsn: str, *, clock: Clock, reactor: Any = None, schema: str | None = None,
                  poll: float = LEADER_POLL, push_grace: float = 0.0) -> None:
