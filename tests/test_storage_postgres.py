@@ -5,6 +5,7 @@ The conformance suite runs on PostgreSQL in test_storage.py; these are what only
 
 from __future__ import annotations
 
+import hashlib
 import signal
 import subprocess
 import sys
@@ -309,3 +310,37 @@ def test_the_kit_skips_where_no_postgresql_starts_but_fails_under_ci(monkeypatch
     monkeypatch.setenv("CI", "1")
     with pytest.raises(pytest.fail.Exception, match="CI=1: PostgreSQL tests must run, not skip"):
         server.ensure()
+
+
+def test_a_push_to_many_devices_reads_and_writes_in_bulk_with_the_same_outcomes_as_one_by_one(store):
+    """Waker.push_now over PostgreSQL (push_targets + record_pushes) answers as the one-device path does."""
+    from storage_conformance import TOPIC
+
+    from device_sim.clock import HeapClock
+    from mdm_server.push.apns_sim import APNsSimulation
+    from mdm_server.storage.interface import PushOutcome
+    from mdm_server.storage.memory import MemoryStorage
+    from mdm_server.wakeups import BULK_PUSH, Waker
+
+    ids = [f"BULK-{n:03d}" for n in range(BULK_PUSH + 10)]
+    answers = []
+    for storage in (store, MemoryStorage()):
+        clock = HeapClock(T0)
+        apns = APNsSimulation(clock=clock)
+        for device_id in ids:
+            token = hashlib.sha256(device_id.encode()).digest()  # 32 bytes, as APNs wants
+            enroll(storage, device_id)
+            storage.token_update(device_id, token, f"magic-{device_id}", now=T0)
+            if device_id != ids[1]:  # one token APNs never heard of: 400 BadDeviceToken, then held back
+                apns.register(token, TOPIC)
+        storage.authenticate(ids[2], {"UDID": ids[2]}, TOPIC, "f" * 64, now=T0)  # re-enrolling: no token yet
+        waker = Waker(storage, apns, clock=clock)
+        first = waker.push_now([*ids, "NOBODY"])
+        clock.advance(5)
+        answers.append((first, waker.push_now(ids), dict(waker.outcomes)))
+    assert answers[0] == answers[1]
+    first, second, outcomes = answers[0]
+    assert first[ids[0]].outcome is PushOutcome.ACCEPTED and first["NOBODY"] == "unknown device"
+    assert first[ids[1]].token_invalid and second[ids[1]].startswith("push token invalid")
+    assert second[ids[2]].startswith("not pushable") and store.get_push(ids[3]).pushed_at == T0 + 5
+    assert outcomes["accepted"] == 2 * (len(ids) - 2)

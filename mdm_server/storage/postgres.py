@@ -8,7 +8,7 @@ so a check-in costs a few local round trips, not a thread hop. psycopg prepares 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -44,7 +44,9 @@ from .postgres_queries import (
     EXPIRE_SENT,
     PURGE_FINISHED,
     PUSH_SELECT,
+    PUSH_TARGETS,
     PUSH_UPSERT,
+    PUSHES_UPSERT,
     QUEUE_ORDER,
     SECRETS_DUE,
     TOKEN_UPDATE,
@@ -58,6 +60,7 @@ from .postgres_queries import (
     updated_row,
 )
 from .postgres_schema import PENDING_SQL, open_database, redacted
+from .push_batch import PushTarget
 from .rules import (
     IDENTITY_OWNERS,
     check_bytes,
@@ -406,6 +409,25 @@ class PostgresStorage:
         if written == 0:
             raise unknown_devices([pushed.device_id])
         return pushed
+
+    def push_targets(self, device_ids: Sequence[str]) -> dict[str, PushTarget]:
+        ids = sorted({check_id(device_id) for device_id in device_ids})
+        with self._read() as db:
+            rows = db.execute(PUSH_TARGETS, (ids,)).fetchall()
+        return {row[0]: PushTarget(row[0], STATES[row[1]], row[2], row[3], row[4], None if row[5] is None else
+                                   PushRecord(row[0], row[5], PushOutcome(row[6]), row[7], bool(row[8])))
+                for row in rows}
+
+    def record_pushes(self, records: Sequence[PushRecord]) -> None:
+        checked = [check_push(r.device_id, r.outcome, r.pushed_at, r.reason, r.token_invalid) for r in records]
+        latest = {record.device_id: record for record in checked}  # one row per device in one upsert
+        if not latest:
+            return
+        columns = tuple(list(column) for column in zip(*(
+            (r.device_id, r.pushed_at, r.outcome.value, r.reason, r.token_invalid) for r in latest.values()),
+            strict=True))
+        with self._read() as db:  # one statement: autocommit
+            db.execute(PUSHES_UPSERT, columns)
 
     def get_push(self, device_id: str) -> PushRecord | None:
         device_id = check_id(device_id)

@@ -33,6 +33,16 @@ PUSH_UPSERT = """INSERT INTO pushes (device_id, pushed_at, outcome, reason, toke
     SELECT d.device_id, %s, %s, %s, %s FROM devices AS d WHERE d.device_id = %s
     ON CONFLICT (device_id) DO UPDATE SET pushed_at = excluded.pushed_at,
     outcome = excluded.outcome, reason = excluded.reason, token_invalid = excluded.token_invalid"""
+# A push to thousands of devices: every target in one read, every outcome in one write (push_batch.py).
+PUSH_TARGETS = """SELECT d.device_id, d.state, d.push_token, d.push_magic, d.topic, p.pushed_at, p.outcome,
+    p.reason, p.token_invalid FROM devices AS d LEFT JOIN pushes AS p USING (device_id)
+    WHERE d.device_id = ANY (%s::text[])"""
+PUSHES_UPSERT = """INSERT INTO pushes (device_id, pushed_at, outcome, reason, token_invalid)
+    SELECT d.device_id, t.at, t.outcome, t.reason, t.invalid
+    FROM unnest(%s::text[], %s::float8[], %s::text[], %s::text[], %s::bool[]) AS t (id, at, outcome, reason, invalid)
+    JOIN devices AS d ON d.device_id = t.id
+    ON CONFLICT (device_id) DO UPDATE SET pushed_at = excluded.pushed_at,
+    outcome = excluded.outcome, reason = excluded.reason, token_invalid = excluded.token_invalid"""
 PUSH_SELECT = "SELECT device_id, pushed_at, outcome, reason, token_invalid FROM pushes WHERE device_id = %s"
 COMMAND_SELECT = """SELECT c.device_id, c.command_uuid, c.request_type, p.data, c.priority, c.status,
     c.timeout, c.queued_at, c.sent_at, c.result_at, c.result, c.not_now_count, c.seq
