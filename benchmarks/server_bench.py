@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import cProfile
 import hashlib
 import io
@@ -20,10 +21,12 @@ import multiprocessing
 import os
 import pstats
 import random
+import re
 import signal
 import socket
 import ssl
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -221,28 +224,85 @@ class Load:
 
 
 def client(port: int, ca_file: str, fleet: list[tuple], mode: str, threads: int, warmup: float,
-           seconds: float, server_pid: int, results, mtls: bool = False) -> None:
+           seconds: float, server_pid: int | list[int], results, mtls: bool = False,
+           database_pids: list[int] | None = None) -> None:
     os.sched_setaffinity(0, {CLIENT_CPU})
     load = Load(port, ca_file, fleet, mode, threads, mtls)
     for thread in load.threads:
         thread.start()
     time.sleep(warmup)
+    pids = [server_pid] if isinstance(server_pid, int) else list(server_pid)
     start_count, start_resumed = sum(load.counts), sum(load.resumed)
-    start_cpu, start_server_cpu, start = cpu_seconds(os.getpid()), cpu_seconds(server_pid), time.monotonic()
+    start_each, start_db = [cpu_seconds(pid) for pid in pids], _cpu_of(database_pids)
+    start_cpu, start = cpu_seconds(os.getpid()), time.monotonic()
     time.sleep(seconds)
     count, resumed = sum(load.counts) - start_count, sum(load.resumed) - start_resumed
     elapsed = time.monotonic() - start
-    client_cpu, server_cpu = cpu_seconds(os.getpid()) - start_cpu, cpu_seconds(server_pid) - start_server_cpu
+    each = [cpu_seconds(pid) - before for pid, before in zip(pids, start_each, strict=True)]
+    client_cpu, server_cpu = cpu_seconds(os.getpid()) - start_cpu, sum(each)
+    database_cpu = _cpu_of(database_pids) - start_db
     load.stop.set()
     for thread in load.threads:
         thread.join(timeout=10)
     results.send({"mode": mode, "requests": count, "seconds": elapsed, "per_second": count / elapsed,
                   "server_cpu": server_cpu / elapsed, "client_cpu": client_cpu / elapsed,
                   "per_server_cpu_second": count / server_cpu if server_cpu else 0.0,
-                  "resumed": resumed, "errors": load.errors[:3]})
+                  "resumed": resumed, "errors": load.errors[:3],
+                  "worker_cpu": [cpu / elapsed for cpu in each], "database_cpu": database_cpu / elapsed})
+
+
+def _cpu_of(pids: list[int] | None) -> float:
+    total = 0.0
+    for pid in pids or ():
+        with contextlib.suppress(OSError):  # a backend that ended
+            total += cpu_seconds(pid)
+    return total
+
+
+def database_backends(database: str | None) -> list[int]:
+    """The PostgreSQL server's backend pids (the throwaway server serves only this benchmark)."""
+    if database is None:
+        return []
+    import psycopg
+
+    with psycopg.connect(database, autocommit=True) as db:
+        return [row[0] for row in db.execute("SELECT pid FROM pg_stat_activity WHERE backend_type = 'client backend' "
+                                             "AND pid <> pg_backend_pid()").fetchall()]
+
+
+class Workers:
+    """`mdmsim serve --workers N` on the data directory and database, every process pinned to SERVER_CPU unless
+    `spread` (then on any core); `pids` are the workers'."""
+
+    def __init__(self, data_dir: Path, database: str, count: int, spread: bool) -> None:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        command = [sys.executable, "-m", "mdmsim.cli", "serve", "--data-dir", str(data_dir), "--database", database,
+                   "--workers", str(count), "--listen", f"ssl:{self.port}:interface=127.0.0.1", "--push-link", "none"]
+        pin = None if spread else (lambda: os.sched_setaffinity(0, {SERVER_CPU}))
+        self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                        preexec_fn=pin, text=True)
+        self.pids: list[int] = []
+        serving = 0
+        deadline = time.monotonic() + 120
+        while serving < count:
+            line = self.process.stdout.readline()
+            if not line or time.monotonic() > deadline:
+                raise SystemExit(f"serve --workers {count} did not start")
+            if match := re.search(r"worker \d+ started \(pid (\d+)\)", line):
+                self.pids.append(int(match.group(1)))
+            serving += "serving" in line
+        threading.Thread(target=self.process.stdout.read, daemon=True).start()  # keep the pipe drained
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=60)
 
 
 def run_tls(args: argparse.Namespace, data_dir: Path, fleet: list[tuple]) -> list[dict]:
+    if args.workers > 1:
+        return run_workers(args, data_dir, fleet)
     spawn = multiprocessing.get_context("spawn")
     ready, ready_child = spawn.Pipe()
     profile_path = str(data_dir / "server.prof") if args.profile else None
@@ -261,7 +321,7 @@ def run_tls(args: argparse.Namespace, data_dir: Path, fleet: list[tuple]) -> lis
             answer, answer_child = spawn.Pipe()
             load = spawn.Process(target=client, args=(
                 port, str(data_dir / "ca.pem"), fleet, mode, args.threads, args.warmup, args.seconds,
-                server.pid, answer_child, mtls))
+                server.pid, answer_child, mtls, database_backends(args.database)))
             load.start()
             if not answer.poll(args.warmup + args.seconds + 60):
                 raise SystemExit(f"client for {mode} did not report")
@@ -272,6 +332,28 @@ def run_tls(args: argparse.Namespace, data_dir: Path, fleet: list[tuple]) -> lis
         server.join(timeout=30)
     if profile_path:
         print_profile(profile_path)
+    return results
+
+
+def run_workers(args: argparse.Namespace, data_dir: Path, fleet: list[tuple]) -> list[dict]:
+    if args.database is None:
+        raise SystemExit("--workers needs --database")
+    spawn = multiprocessing.get_context("spawn")
+    workers = Workers(data_dir, args.database, args.workers, args.spread)
+    try:
+        results = []
+        for mode in args.modes:
+            answer, answer_child = spawn.Pipe()
+            load = spawn.Process(target=client, args=(
+                workers.port, str(data_dir / "ca.pem"), fleet, mode, args.threads, args.warmup, args.seconds,
+                workers.pids, answer_child, args.mtls, database_backends(args.database)))
+            load.start()
+            if not answer.poll(args.warmup + args.seconds + 60):
+                raise SystemExit(f"client for {mode} did not report")
+            results.append(answer.recv())
+            load.join(timeout=30)
+    finally:
+        workers.stop()
     return results
 
 
@@ -394,6 +476,11 @@ def print_tls(results: list[dict], devices: int, threads: int, storage: str = "S
         mode = f"{r['mode']}{' mTLS' if r['mtls'] else ''}"
         print(f"  {mode:<17} {r['per_second']:8.0f} {r['server_cpu']:10.0%} {r['client_cpu']:10.0%} "
               f"{r['per_server_cpu_second']:21.0f} {r['resumed']:8d}")
+        if len(r.get("worker_cpu", [])) > 1 or r.get("database_cpu"):
+            per_worker = ", ".join(f"{cpu:.0%}" for cpu in r["worker_cpu"])
+            print(f"    workers' CPU: {per_worker}; PostgreSQL backends' CPU: {r['database_cpu']:.0%} "
+                  f"({r['per_second'] / max(r['server_cpu'] + r['database_cpu'], 1e-9):.0f} req per CPU-second "
+                  "of mdmsim and PostgreSQL together)")
         for error in r["errors"]:
             print(f"    error: {error}")
     if {r["mtls"] for r in results} == {False, True}:
@@ -434,6 +521,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="run each mode signed and by mutual TLS, alternately, ROUNDS times against the same "
                              "server, and print the medians and their ratio")
     parser.add_argument("--tls-only", action="store_true", help="skip the in-process and queue parts")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="serve with `mdmsim serve --workers N` (needs --database): total check-ins per second, "
+                             "CPU per worker and of the PostgreSQL backends")
+    parser.add_argument("--spread", action="store_true",
+                        help="with --workers: let the workers run on any core (default: all on the server's core)")
     args = parser.parse_args(argv)
     url, storage = args.database, storage_name(args.database)
     print(f"{machine()}; {datetime.now(UTC):%Y-%m-%d}")
