@@ -57,7 +57,6 @@ class Coordination(Service):
         self._call: DelayedCall | None = None
         self._held: set[str] | None = None  # pushes a new leader holds during its push_grace
         server.admin.sync_wakeups = False  # until elected
-        server.waker.relay = PushRelay(self)
         changed = server.service.on_device_changed
 
         def device_changed(device_id: str) -> Any:
@@ -84,6 +83,7 @@ class Coordination(Service):
 
     def startService(self) -> None:
         super().startService()
+        self.server.waker.relay = PushRelay(self)  # a server never started pushes itself, as alone
         self.link.listen(self._notice)
         self._ask()
 
