@@ -104,9 +104,12 @@ def rollout(reactor, args, figures: dict):
         spec = FleetSpec(args.devices, seed=18, behaviour=Behaviour(retry_delays=(1.0, 2.0, 5.0, 10.0, 30.0)))
         fleet = Fleet(spec, clock=reactor, transport=transport, push=push, observer=runs)
         started = time.monotonic()
-        profile = yield fetch_enrollment(reactor, f"https://127.0.0.1:{port}/mdm/enroll")
-        for index in range(args.devices):  # one profile for all: open enrollment, identities from the PKCS#12
-            fleet.add(index).install_enrollment(profile)
+        enroll_url = f"https://127.0.0.1:{port}/mdm/enroll"
+        for first in range(0, args.devices, 50):  # a profile each (each carries its own identity), 50 at a time
+            batch = range(first, min(first + 50, args.devices))
+            profiles = yield defer.gatherResults([fetch_enrollment(reactor, enroll_url) for _ in batch])
+            for index, profile in zip(batch, profiles, strict=True):
+                fleet.add(index).install_enrollment(profile)
         yield until(reactor, lambda: runs.enrolled == args.devices, args.deadline)
         figures["enrolled_s"] = time.monotonic() - started
         ca = ssl.PEM_cert_to_DER_cert((tmp / "data" / "ca.pem").read_text())
@@ -124,6 +127,8 @@ def rollout(reactor, args, figures: dict):
         yield until(reactor, lambda: runs.commands[("InstallProfile", "Acknowledged")] >= args.devices,
                     args.deadline)
         figures["rollout_s"] = time.monotonic() - started
+        # A device counts its run when it runs the command; its Acknowledged report may still be on its way.
+        yield until(reactor, lambda: acknowledged(database) >= args.devices, 60)
         push.stop_reconnecting()
         transport.close()
         figures["lost"] = args.devices - len(runs.installs)
@@ -137,6 +142,13 @@ def rollout(reactor, args, figures: dict):
     finally:
         process.terminate()
         process.wait(timeout=60)
+
+
+def acknowledged(database: str) -> int:
+    with psycopg.connect(database, autocommit=True) as db:
+        row = db.execute("SELECT count(*) FROM commands WHERE request_type = 'InstallProfile' "
+                         "AND status = 'Acknowledged'").fetchone()
+    return row[0] if row else 0
 
 
 def admin_post(port: int, data_dir: Path, value) -> None:
