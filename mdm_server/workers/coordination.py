@@ -119,6 +119,7 @@ class Coordination(Service):
 
     def _elected(self) -> None:
         self.elected_at = self.clock.seconds()
+        self._learn_tokens()
         self.server.admin.labels.schedule.start()
         log.info("this server process leads: pushes and sync wake-ups")
         for callback in self.on_elected:
@@ -128,6 +129,19 @@ class Coordination(Service):
             self._call = self.clock.callLater(self.push_grace, self._catch_up)
         else:
             self._catch_up()
+
+    def _learn_tokens(self) -> None:
+        """The in-process APNs simulation stands for Apple's, which knows every token whoever pushes: a new
+        leader's learns them from storage, so a push to a device not yet re-attached is held, not refused."""
+        server = self.server
+        if server.pusher is not server.apns:
+            return
+        try:
+            for device in server.admin.labels.all_devices():
+                if device.pushable:  # checked-out devices stay unknown (410 from APNs)
+                    server.apns.register(device.push_token, device.topic)
+        except StorageError as exc:
+            log.error("reading the devices' push tokens: %s", exc.reason)
 
     def _catch_up(self) -> None:
         self._call = None
