@@ -72,6 +72,8 @@ def test_one_leader_pushes_for_all_and_another_takes_over_when_it_dies(pair):
     a.apns.register(device.token, a.state.topic)  # devices attach to the leader's push link
     # A learnt of the device from B's notice: the leader's sync wake-ups cover devices enrolled anywhere.
     deliver(lambda: a.admin.labels.schedule.interval_of(device.udid) is not None, a)
+    # ... and its console's device search finds it too.
+    assert a.admin.labels.search.candidates(device.udid.lower(), after=None, limit=10) == [device.udid]
     status, body = AdminClient(b).post("/api/v1/commands", {"deviceIds": [device.udid], "push": True,
                                                             "command": {"RequestType": "DeviceInformation"}})
     assert status == 201 and body["results"][device.udid]["push"]["pushed"]  # handed to the leader

@@ -518,12 +518,15 @@ class LabelAdmin:
         self._refresh_intervals(device_ids)
 
     def reschedule(self, device_id: str) -> None:
-        """Another server process saw this device change: its filter labels and sync slot, no reconcile."""
+        """Another server process saw this device change: its filter labels, search text and sync slot, no
+        reconcile."""
         device = self.storage.get_device(device_id)
         if device is None:
             self.labels.forget_device(device_id)
+            self.search.forget(device_id)
         else:
             self.labels.refresh_device(device)
+            self.search.refresh(device)
         self._schedule(device_id, device)
 
     def policy_reach(self, policy: SyncPolicy) -> set[str]:
