@@ -100,7 +100,7 @@ class ProviderConnection:
             stream = self._streams[event.stream_id] = _Stream()
             headers = stream.headers
             for name, value in event.headers:  # bytes (header_encoding None)
-                if name[0] != 58:  # not a pseudo-header (":")
+                if not name.startswith(b":"):  # not a pseudo-header (HPACK allows an empty name)
                     headers[name.decode()] = value.decode()
                 elif name == b":method":
                     stream.method = value.decode()

@@ -223,7 +223,8 @@ def judge(args: argparse.Namespace, samples: list[dict[str, float]], report: dic
         figures["db_growth_after_window"] = round(max(db[i] for i in later) / db[warm] - 1, 4)
     figures["pass"] = bool(
         later and figures["rss_growth"] < RSS_GROWTH_LIMIT and figures["db_growth_after_window"] < DB_GROWTH_LIMIT
-        and max(wal, default=0.0) <= WAL_BOUND and errors == 0 and refused == 0 and load_exit == 0)
+        and max(wal, default=0.0) <= WAL_BOUND and errors == 0 and refused == 0 and load_exit == 0
+        and server_exit in (0, -signal.SIGTERM))  # stopped by us, not crashed
     figures["samples"] = samples
     return figures
 
@@ -231,6 +232,9 @@ def judge(args: argparse.Namespace, samples: list[dict[str, float]], report: dic
 def rejudge(path: Path) -> int:
     """The verdict of a saved run under today's judge: its samples, rounds, counts and exits as recorded."""
     saved = json.loads(path.read_text())
+    if not all("wal" in sample for sample in saved["samples"]):
+        raise SystemExit(f"{path}: its samples have no WAL figure (a run from before it was sampled); today's "
+                         "rule cannot judge it")
     args = argparse.Namespace(devices=saved["devices"], minutes=saved["minutes"], retain=saved["retain_s"])
     report = {"errors": {"total": saved["load_errors"]}, "checkin": {"count": saved["requests"]}}
     figures = judge(args, saved["samples"], report, saved["commands_refused"], saved["inventory_rounds_at_s"],

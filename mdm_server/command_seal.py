@@ -21,13 +21,22 @@ from .admin.secrets_at_rest import KEY_DELIVERED, SecretBox
 from .storage.interface import NewCommand, QueuedCommand
 
 SEALED = b"mdmsim-sealed:"  # no plist starts so: a sealed payload is told from a plain one by its first bytes
-# What makes a profile secret: an identity payload, or any password key (Wi-Fi, VPN, accounts, PKCS#12).
-_SECRET_MARKS = (b"com.apple.security.pkcs12", b"Password</key>", b"PrivateKey</key>")
+# What makes a profile secret: an identity payload, or any password-like key (Wi-Fi, VPN, accounts, PKCS#12,
+# a SCEP challenge, a VPN shared secret). Key names are ASCII in XML and binary plists alike, and a signed
+# profile carries its plist whole, so a profile without any of these bytes holds no such key.
+_SECRET_MARKS = (b"pkcs12", b"Password", b"PrivateKey", b"Challenge", b"SharedSecret", b"EncryptedPayloadContent")
+_SECRET_KEYS = frozenset({"PrivateKey", "EncryptedPayloadContent", "Challenge", "SharedSecret"})
 PKCS12 = "com.apple.security.pkcs12"
 
 
 def holds_secrets(profile: bytes) -> bool:
-    return any(mark in profile for mark in _SECRET_MARKS)
+    """Whether a profile (XML or binary plist, signed or not) has a secret key anywhere in it."""
+    if not any(mark in profile for mark in _SECRET_MARKS):
+        return False  # the fast answer for most profiles
+    try:
+        return _has_secret(decode_plist(unsigned(profile)))
+    except ProtocolError:
+        return True  # unreadable but carrying a mark: sealed, as nothing proves it harmless
 
 
 class CommandSeal:
@@ -83,7 +92,17 @@ def _redacted(value: Any) -> Any:
 
 def _secret_key(key: str) -> bool:
     # EncryptedPayloadContent holds the same secrets, only encrypted to the device.
-    return key.endswith("Password") or key in ("PrivateKey", "EncryptedPayloadContent")
+    return key.endswith("Password") or key in _SECRET_KEYS
+
+
+def _has_secret(value: Any) -> bool:
+    if isinstance(value, list):
+        return any(_has_secret(item) for item in value)
+    if not isinstance(value, dict):
+        return False
+    if value.get("PayloadType") == PKCS12:
+        return True
+    return any(_secret_key(str(key)) or _has_secret(item) for key, item in value.items())
 
 
 def _certificates_only(data: object, password: object) -> bytes | None:

@@ -84,9 +84,9 @@ class DeclarativeService:
         return STATUS_RECEIVED
 
     def asset(self, identity: DeviceIdentity | None, identifier: str, user: str | None = None) -> Response:
-        """The data of asset `identifier` for the device `identity` proves, on its channel `user`. Anyone else
-        (no identity, another device, a channel it does not have or that was not given the asset) is refused
-        with the same answer, so nothing tells them whether the asset exists."""
+        """The data of asset `identifier` for the device `identity` proves, on its channel `user`. No identity,
+        or one of a device that is not enrolled, is 403; another device, a channel it does not have, or an asset
+        not declared to it is 404 with one message, so nothing tells them whether the asset exists."""
         if identity is None:
             return forbidden("asset data needs the device's MDM identity")
         device = self.devices.device_for_certificate(identity.cert_sha256)

@@ -28,7 +28,7 @@ from device_sim.stats import FleetObserver
 from mdm_world.durations import parse_duration
 
 from .exit_codes import Exit, epilog
-from .fleet_outcome import fleet_document, fleet_verdict
+from .fleet_outcome import fleet_document, fleet_verdict, with_failed_saves
 from .live.fleet_status import fleet_status
 from .live.web import ListenError
 from .load.meter import MeteredTransport
@@ -180,6 +180,9 @@ def run(args: argparse.Namespace) -> int:
         _close_state(keeper, keys, fleet, console)
     document = fleet_document(fleet, observer, errors, ramp, health[0] if args.push_link != "none" else None)
     verdict = fleet_verdict(document, args.devices, max_error_rate=args.max_error_rate, interrupted=interrupted)
+    if keeper is not None:
+        document["failures"]["state_saves"] = len(keeper.write_errors)
+        verdict = with_failed_saves(verdict, len(keeper.write_errors), keeper.state.root)
     document.update(interrupted=interrupted, verdict={"exit_code": int(verdict.code),
                                                       "reasons": list(verdict.reasons)})
     for line in ramp.failures[:10]:

@@ -13,7 +13,7 @@ from device_sim.push_link_client import LinkHealth
 from device_sim.report import fleet_json
 from device_sim.stats import FleetObserver, enrollment_tally, not_enrolled_reason
 
-from .exit_codes import RunFigures, Verdict, judge
+from .exit_codes import Exit, RunFigures, Verdict, judge
 from .load.meter import reason_kind
 
 
@@ -59,3 +59,12 @@ def fleet_verdict(document: Mapping[str, Any], devices: int, *, max_error_rate: 
         failures={f"enrollment.{k}": n for k, n in document["failures"]["enrollment"].items()},
         push_link_down=link is not None and not link["connected"])
     return judge(figures, max_error_rate=max_error_rate, interrupted=interrupted)
+
+
+def with_failed_saves(verdict: Verdict, failed_saves: int, state_dir: object) -> Verdict:
+    """A run whose --state-dir saves failed did not do what was asked: the next run cannot resume from it."""
+    if not failed_saves:
+        return verdict
+    reason = f"{failed_saves} save(s) to --state-dir {state_dir} failed: the next run cannot resume those devices"
+    code = verdict.code if verdict.code is Exit.INTERRUPTED else Exit.FAILED
+    return Verdict(code, (*verdict.reasons, reason))

@@ -98,3 +98,30 @@ def test_requests_cut_anywhere_by_tcp_are_each_answered_once(cuts):
         server.receive(data[begin:end])
     assert server.answered == 12 and not server.closed
     assert delivered == tokens[:10] and gateway.stats.refused == {"BadDeviceToken": 2}
+
+
+def test_a_request_with_an_empty_header_name_is_answered_not_crashed():
+    """HPACK can carry an empty name and inbound validation is off: the connection must still answer (before,
+    `name[0]` raised IndexError out of dataReceived)."""
+    import h2.config
+    import h2.connection
+    from twisted.internet.task import Clock
+
+    from apns_sim.gateway import Gateway
+    from apns_sim.h2_connection import ProviderConnection
+    from apns_sim.provider_api import Environment, ProviderIdentity
+
+    topic = "com.apple.mgmt.External.test"
+    clock = Clock()
+    clock.advance(1_700_000_000)
+    server = ProviderConnection(Gateway(clock).answer, ProviderIdentity(topic, Environment.PRODUCTION, 0, 2e10, True))
+    client = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, validate_outbound_headers=False,
+                                                                  normalize_outbound_headers=False))
+    client.initiate_connection()
+    client.send_headers(1, [(b":method", b"POST"), (b":scheme", b"https"), (b":path", b"/3/device/" + b"ab" * 32),
+                            (b":authority", b"api.push.apple.com"), (b"", b"empty"), (b"apns-topic", topic.encode())])
+    client.send_data(1, b'{"mdm": "magic"}', end_stream=True)
+    server.initiate()
+    answer = server.receive(client.data_to_send())
+    events = client.receive_data(answer)
+    assert any(type(event).__name__ == "ResponseReceived" for event in events) and not server.closed

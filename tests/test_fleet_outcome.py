@@ -175,3 +175,15 @@ def test_ctrl_c_stops_the_fleet_and_is_reported_as_interrupted(monkeypatch):
                 "downloads": 2, "download_failures": 0,
                 "failures": {"requests": {}, "enrollment": {}, "push_link": None, "unfinished": 0}}
     assert fleet_verdict(document, 2, max_error_rate=0.0, interrupted=True).code is Exit.INTERRUPTED
+
+
+def test_failed_state_saves_fail_the_run_and_say_so():
+    from mdmsim.exit_codes import Verdict
+    from mdmsim.fleet_outcome import with_failed_saves
+
+    ok = Verdict(Exit.OK, ())
+    assert with_failed_saves(ok, 0, "/state") is ok
+    failed = with_failed_saves(ok, 3, "/state")
+    assert failed.code is Exit.FAILED and "3 save(s) to --state-dir /state failed" in failed.reasons[0]
+    interrupted = with_failed_saves(Verdict(Exit.INTERRUPTED, ("interrupted",)), 1, "/state")
+    assert interrupted.code is Exit.INTERRUPTED and len(interrupted.reasons) == 2

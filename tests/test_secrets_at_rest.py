@@ -211,3 +211,53 @@ def test_a_raw_install_profile_with_an_identity_is_sealed_and_redacted_too(tmp_p
     assert sent.command_uuid == uuid and b"raw-secret-password" in unsigned(sent.keys["Payload"])
     assert device.report(Status.ACKNOWLEDGED, uuid).status == 200
     assert_nowhere([p12, b"raw-secret-password"], sqlite_files(server))
+
+
+def _raw_profile(payload: dict, *, binary: bool) -> bytes:
+    profile = {"PayloadType": "Configuration", "PayloadVersion": 1, "PayloadIdentifier": "com.example.p",
+               "PayloadUUID": "6C1F5D2E-0000-4000-8000-000000000001", "PayloadDisplayName": "P",
+               "PayloadContent": [{"PayloadVersion": 1, "PayloadIdentifier": "com.example.p.1",
+                                   "PayloadUUID": "6C1F5D2E-0000-4000-8000-000000000002", **payload}]}
+    return plistlib.dumps(profile, fmt=plistlib.FMT_BINARY if binary else plistlib.FMT_XML)
+
+
+SECRET_PAYLOADS = {
+    "wifi-password-binary": ({"PayloadType": "com.apple.wifi.managed", "SSID_STR": "corp",
+                              "Password": "wifi-secret-1"}, True, b"wifi-secret-1"),
+    "scep-challenge": ({"PayloadType": "com.apple.security.scep",
+                        "PayloadContent": {"URL": "https://ca.example/scep", "Challenge": "scep-secret-2"}},
+                       False, b"scep-secret-2"),
+    "vpn-shared-secret-binary": ({"PayloadType": "com.apple.vpn.managed", "VPNType": "IPSec",
+                                  "IPSec": {"SharedSecret": b"vpn-secret-3"}}, True, b"vpn-secret-3"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(SECRET_PAYLOADS))
+def test_passwords_challenges_and_shared_secrets_are_sealed_in_any_plist_format(tmp_path, name):
+    """Sealing reads the profile's keys, not XML spellings: a binary plist's Wi-Fi password, a SCEP challenge
+    and a VPN shared secret are sealed, and their redacted copies hold none of them."""
+    from mdm_server.command_seal import holds_secrets, redacted_command
+
+    payload, binary, secret = SECRET_PAYLOADS[name]
+    profile = _raw_profile(payload, binary=binary)
+    assert holds_secrets(profile)
+    command = plistlib.dumps({"CommandUUID": "c1", "Command": {"RequestType": "InstallProfile",
+                                                               "Payload": profile}})
+    assert secret not in redacted_command(command) and secret not in unsigned(
+        decode_plist(redacted_command(command))["Command"]["Payload"])
+    server = make_server(tmp_path, in_memory=False)
+    device = SignedDevice(server, UDID)
+    device.enroll()
+    body = {"deviceIds": [UDID], "push": False, "command": {
+        "RequestType": "InstallProfile", "Payload": {"$data": base64.b64encode(profile).decode()}}}
+    uuid = ok(AdminClient(server).post("/api/v1/commands", body))["results"][UDID]["commandUuid"]
+    assert server.storage.get_command(UDID, uuid).payload.startswith(SEALED)
+
+
+def test_a_profile_without_secrets_is_not_sealed():
+    from mdm_server.command_seal import holds_secrets
+
+    plain = _raw_profile({"PayloadType": "com.apple.webClip.managed", "URL": "https://intranet.example",
+                          "Label": "Password reset"}, binary=False)  # the word in a value is not a key
+    assert b"Password" in plain and not holds_secrets(plain)
+    assert not holds_secrets(_raw_profile({"PayloadType": "com.apple.webClip.managed", "URL": "u"}, binary=True))

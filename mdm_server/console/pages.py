@@ -148,7 +148,9 @@ class PageTree(resource.Resource):
                     try:
                         return handler(request, **match.groupdict())
                     except Exception:  # a bug: logged with its traceback, answered with a plain page
-                        log.exception("page %s %r failed", request.method.decode(), request.uri)
+                        # The route's pattern, never the path: paths carry secrets (invitation links, the
+                        # live pages' access token).
+                        log.exception("page %s %s failed", request.method.decode(), pattern.pattern)
                         return self.problem(request, 500, "internal error; the server log has the details")
         return self.problem(request, 405 if allowed else 404, "no such page" if not allowed else
                             "method not allowed")

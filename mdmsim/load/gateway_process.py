@@ -18,6 +18,7 @@ from typing import Any
 
 from twisted.internet import stdio
 
+from mdm_server.ca import write_private_file
 from mdm_world.apns_gateway import APNsGatewayServer, GatewayConfig
 
 from .server_process import _ParentWatch
@@ -34,7 +35,7 @@ def main(argv: list[str]) -> int:
     topic = f"com.apple.mgmt.External.{uuid.uuid4()}"
     push = server.pki.issue_push_certificate(topic, now=datetime.fromtimestamp(reactor.seconds(), UTC))
     (data_dir / "push.pem").write_bytes(push.certificate_pem)
-    (data_dir / "push.key").write_bytes(push.private_key_pem)
+    write_private_file(data_dir / "push.key", push.private_key_pem)  # 0600, like every key the server writes
     io = stdio.StandardIO(_ParentWatch(reactor), reactor=reactor)
 
     def started(_ports: list[Any]) -> None:
