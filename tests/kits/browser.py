@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+import warnings
 from base64 import b64encode
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,12 +58,18 @@ def browser_fixture():
 @pytest.fixture(name="page")
 def page_fixture(browser, tmp_path):
     """A fresh context's page; any script dialog fails the test; the last page is kept as a screenshot."""
+    from playwright.sync_api import Error as PlaywrightError  # loaded: the browser fixture ran
+
     context = browser.new_context(ignore_https_errors=True)  # the server's own CA is not Chromium's
     page = context.new_page()
     page.on("dialog", lambda dialog: pytest.fail(f"a script ran: {dialog.message}"))
     yield page
-    page.screenshot(path=str(tmp_path / "last-page.png"), timeout=60_000)  # kept with pytest's tmp dirs as the artefact
-    context.close()
+    try:  # the artefact, kept with pytest's tmp dirs; a loaded machine failing to take it is not the test's failure
+        page.screenshot(path=str(tmp_path / "last-page.png"), timeout=60_000)
+    except PlaywrightError as exc:
+        warnings.warn(f"no last-page screenshot: {exc}", stacklevel=1)
+    finally:
+        context.close()
 
 
 def _free_port() -> int:
