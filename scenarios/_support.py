@@ -123,3 +123,19 @@ def enroll_as(ctx, index: int, user_id: str):
     runner = ctx.world.fleet.add(index)
     runner.install_enrollment(response.body)
     return runner
+
+
+# --- Declarative Device Management: the server's view of what a device reported --------------------------------
+
+def ddm_configuration(ctx, runner, identifier: str) -> dict | None:
+    """The server's merged DDM status of one configuration declaration of a device (GET .../ddm-status), or None:
+    `{"identifier", "server-token", "active", "valid", "reasons"}` as the device last reported it."""
+    answer = ctx.admin.get(f"/api/v2/devices/{runner.machine.facts.device_id}/ddm-status?history=false")
+    return next((item for item in answer["declarations"].get("configurations", ())
+                 if item["identifier"] == identifier), None)
+
+
+def held_declarations(runner) -> int:
+    """How many declarations the device itself holds (0 before its first sync, and after unenrolment)."""
+    ddm = runner.machine._ddm  # noqa: SLF001 - read-only look; the property would create a client
+    return 0 if ddm is None else len(ddm.store.held)
