@@ -139,3 +139,8 @@ def held_declarations(runner) -> int:
     """How many declarations the device itself holds (0 before its first sync, and after unenrolment)."""
     ddm = runner.machine._ddm  # noqa: SLF001 - read-only look; the property would create a client
     return 0 if ddm is None else len(ddm.store.held)
+
+
+def kick_declarative(ctx, runner) -> None:
+    """POST /api/v2/devices/{id}/declarative-management: a DeclarativeManagement with the current tokens, pushed."""
+    ctx.admin.post(f"/api/v2/devices/{runner.machine.facts.device_id}/declarative-management", expect=(202,))
