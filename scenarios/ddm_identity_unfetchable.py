@@ -69,8 +69,8 @@ def declare(ctx):
     encryption = P.user_provided_setting(admin, "S/MIME encryption", "smime_encryption")
     smime = {"signing_enabled": True, "signing_identity": signing,
              "encryption_by_default": True, "encryption_identity": encryption}
-    ctx.vars.update(org=org, signing=signing, encryption=encryption, exchange=P.exchange_setting(admin, "Exchange", "mail.acme.test", smime,
-                                                                 delivery="declaration"))
+    exchange = P.exchange_setting(admin, "Exchange", "mail.acme.test", smime, delivery="declaration")
+    ctx.vars.update(org=org, signing=signing, encryption=encryption, exchange=exchange)
     register_users(ctx, ctx.devices)
     upload_identities(ctx, org, ctx.devices, {"signing": signing, "encryption": encryption})
     P.filter_label(admin, "all-ios", "All iOS", {"platforms": ["iOS"]})
