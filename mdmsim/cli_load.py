@@ -22,7 +22,7 @@ from .live.web import ListenError
 from .load.config import Realism
 from .load.orchestrator import LoadError, LoadOptions, LoadRun
 from .load.progress import LiveProgress, detail_lines, summary_table
-from .load.rollout import BUILTIN_EXCHANGE, RolloutError, RolloutPlan
+from .load.rollout import BUILTIN_EXCHANGE, DELIVERIES, RolloutError, RolloutPlan
 from .load.stages import Stages, StagesError
 from .load.thresholds import Threshold, ThresholdError, evaluate, flat_metrics
 
@@ -92,6 +92,11 @@ def _work_arguments(parser: argparse.ArgumentParser) -> None:
                            "setting id (Apply to Label, needs the server's V2 labels API), a .mobileconfig file "
                            f"(InstallProfile to every enrolled device), or '{BUILTIN_EXCHANGE}' (a built-in "
                            "Exchange profile with a PKCS#12 identity)")
+    work.add_argument("--rollout-delivery", choices=DELIVERIES,
+                      help="create the --rollout setting (a .json file, or 'exchange' for a built-in Exchange "
+                           "setting) with this delivery: 'declaration' (or 'auto', declarations from iOS 17) "
+                           "rolls it out by DDM, and a device counts once its status report shows the account "
+                           "declaration active and valid")
     work.add_argument("--rollout-at", type=parse_duration,
                       help="when to start the rollout, after the first enrollment (default: once every device "
                            "has enrolled); the run goes on past --duration until the rollout is complete")
@@ -163,7 +168,7 @@ def options_from(args: argparse.Namespace) -> LoadOptions:
                                    "they enroll (add --checkin-interval for check-in load)", highlight=False)
     rollout = None
     if args.rollout:
-        rollout = RolloutPlan.parse(args.rollout, args.rollout_at)
+        rollout = RolloutPlan.parse(args.rollout, args.rollout_at, args.rollout_delivery)
     realism = Realism(connections=args.connections, think=args.think, not_now_rate=args.not_now_rate,
                       network_error_rate=args.network_error_rate, offline_fraction=args.offline_fraction,
                       timeout=args.timeout, checkin_interval=args.checkin_interval)

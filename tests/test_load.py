@@ -489,3 +489,50 @@ def test_https_transport_keep_alive_resumes_and_retries_a_connection_the_server_
     finally:
         transport.close()
         yield server.stopService()
+
+
+def test_a_declared_rollout_is_measured_until_each_status_report_shows_it_active(tmp_path):
+    """--rollout-delivery declaration: Apply to Label queues DeclarativeManagement, and a device counts once its
+    DDM status report shows the account declaration active and valid (the iOS 16 devices included: declarations
+    reach them too); percentiles from the kick are in the JSON, the summary and the HTML."""
+    argv = ["load", "--devices", "12", "--ramp", "1s", "--duration", "2s", "--memory", "--seed", "3",
+            "--os-mix", "17.5:2,16.0:1", "--rollout", "exchange", "--rollout-delivery", "declaration",
+            "--rollout-timeout", "20s", "--json", str(tmp_path / "run.json"), "--html", str(tmp_path / "run.html")]
+    assert cli.main(argv) == 0
+    report = json.loads((tmp_path / "run.json").read_text())
+    rollout = report["rollout"]
+    assert rollout["declarative"] and rollout["source"] == "built-in Exchange setting, delivery declaration"
+    assert (rollout["devices"], rollout["queued"], rollout["pushed"], rollout["acknowledged"]) == (12,) * 4
+    assert report["commands"]["DeclarativeManagement:Acknowledged"] == 12
+    assert "InstallProfile:Acknowledged" not in report["commands"]
+    convergence = rollout["ddm_convergence"]
+    assert convergence["from_push"]["count"] == convergence["from_rollout"]["count"] == 12
+    assert 0 < convergence["from_push"]["p50"] <= convergence["from_push"]["p99"] <= rollout["time_to"]["p100"]
+    assert "reported the account declaration active and valid" in (tmp_path / "run.html").read_text()
+
+
+def test_a_declared_rollout_counts_the_status_report_not_an_install_acknowledgement():
+    from twisted.internet.task import Clock
+
+    from device_sim.fleet import FleetSpec
+    from device_sim.machine import DeviceMachine
+    from mdmsim.load.meter import LoadObserver, LoadRunner
+
+    clock = Clock()
+    observer = LoadObserver(clock)
+    runner = LoadRunner(DeviceMachine(FleetSpec(1).facts(0), seed=1), clock=clock, transport=None, push=None,
+                        observer=observer)
+    observer.start_rollout(0.0, declarative=True)
+    observer.request_done(runner, "InstallProfile:Acknowledged", 0.0, 200)
+    observer.request_done(runner, "DeclarativeManagement:status", 0.0, 200)  # it holds no declaration yet
+    assert observer.final(clock.seconds())["rollout"]["acked_at"] == []
+
+
+def test_rollout_delivery_needs_a_setting_to_create():
+    from mdmsim.load.rollout import RolloutError, RolloutPlan
+
+    with pytest.raises(RolloutError, match="needs a setting to create"):
+        RolloutPlan.parse("s3", None, "declaration")
+    plan = RolloutPlan.parse("exchange", None, "auto")
+    assert plan.declarative and plan.setting_body["delivery"] == "auto"
+    assert not RolloutPlan.parse("exchange", None, "profile").declarative

@@ -145,12 +145,16 @@ def _rollout(rollout: dict[str, Any]) -> str:
             for point in times]
     for key, label in ROLLOUT_LABELS:
         stats = rollout.get(key)
+        if rollout.get("declarative"):
+            label = label.replace("Acknowledged", "status report: declaration active and valid")
         if not stats:
             continue
         rows.append([label, f"p50 {stats['p50'] * 1000:.0f} ms, p99 {stats['p99'] * 1000:.0f} ms, "
                                             f"max {stats['max'] * 1000:.0f} ms ({stats['count']} devices)"])
+    done = ("reported the account declaration active and valid (DDM convergence: from the kick to that status "
+            "report)" if rollout.get("declarative") else "acknowledged")
     return (f"<h2>Rollout: {html.escape(rollout['source'])}</h2><p>{rollout['acknowledged']} of "
-            f"{rollout['devices']} devices acknowledged ({rollout['method']}).</p>" + _table(["", ""], rows))
+            f"{rollout['devices']} devices {done} ({rollout['method']}).</p>" + _table(["", ""], rows))
 
 
 def _thresholds(report: dict[str, Any]) -> str:

@@ -14,14 +14,17 @@ from twisted.internet import defer
 
 from device_sim import effects as fx
 from device_sim.checkin_loop import CheckinLoop
+from device_sim.ddm_state import ACCOUNT_TYPES
 from device_sim.runner import DeviceRunner
 from device_sim.stats import enrollment_tally
 from device_sim.transport import Reply, Transport, TransportError
 from mdm_protocol.clocks import Clock
+from mdm_protocol.ddm import DeclarationKind
 
 from . import histograms as h
 
 ACKNOWLEDGED_INSTALL = "InstallProfile:Acknowledged"
+DDM_STATUS = "DeclarativeManagement:status"  # a declared rollout: the status report that shows it active
 # Per-device rollout latencies: from the server's push (push_*) and from its arrival at the device (delivery_*).
 ROLLOUT_SERIES = ("push_to_checkin", "push_to_ack", "delivery_to_checkin", "delivery_to_ack")
 
@@ -54,6 +57,13 @@ class LoadRunner(DeviceRunner):
             self.loop_pending = False
         else:
             super().check_in()
+
+
+def declared_active(runner: DeviceRunner) -> bool:
+    """The device's status report just sent says an account declaration is active and valid (the device holds
+    what it reports: device_sim.ddm_state)."""
+    return any(held.active and held.verdict.valid and held.declaration_type in ACCOUNT_TYPES
+               for held in runner.machine.ddm.store.of_kind(DeclarationKind.CONFIGURATION))
 
 
 _HTTP_STATUS = re.compile(r"\bhttp (\d{3})\b")
@@ -132,6 +142,7 @@ class LoadObserver:
         self.checkin_interval = checkin_interval
         self.loop = None if checkin_interval is None else CheckinLoop(clock, checkin_interval, seed=seed)
         self.rollout_started: float | None = None
+        self.rollout_declarative = False  # a device has it once its status report shows the declaration active
         # push_to_*: from the server's push (APNs' delay included); delivery_to_*: from its arrival here.
         self.push_to_checkin, self.push_to_ack = h.new_histogram(), h.new_histogram()
         self.delivery_to_checkin, self.delivery_to_ack = h.new_histogram(), h.new_histogram()
@@ -191,8 +202,8 @@ class LoadObserver:
         self.enroll_failures.update(tally["failed_reasons"])
         return {"stalled": tally["stalled"], "unfinished": tally["unfinished"]}
 
-    def start_rollout(self, at: float) -> None:
-        self.rollout_started = at
+    def start_rollout(self, at: float, *, declarative: bool = False) -> None:
+        self.rollout_started, self.rollout_declarative = at, declarative
 
     # Internals -----------------------------------------------------------------------------------------
 
@@ -200,7 +211,9 @@ class LoadObserver:
         if message == "Idle" and runner.rollout_push is not None and runner.rollout_checkin is None:
             runner.rollout_checkin = now
             self._since_push(runner, now, self.push_to_checkin, self.delivery_to_checkin)
-        elif message == ACKNOWLEDGED_INSTALL and runner.rollout_ack is None:
+        elif runner.rollout_ack is None and (
+                declared_active(runner) if self.rollout_declarative and message == DDM_STATUS
+                else not self.rollout_declarative and message == ACKNOWLEDGED_INSTALL):
             runner.rollout_ack = now
             self.acked_at.append(now - self.rollout_started)
             if runner.rollout_push is not None:

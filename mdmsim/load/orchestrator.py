@@ -266,10 +266,11 @@ class LoadRun:
         plan = self.options.rollout
         started = time.time()
         for worker in self.workers:  # before any push can arrive, so no device misses its start
-            worker.send({"cmd": "rollout", "at": started})
+            worker.send({"cmd": "rollout", "at": started, "declarative": plan.declarative})
         start = start_rollout(self._admin(), plan, list(self.enrolled_ids), self.run_id)
         start.started_at = started
-        self.rollout_start = {"source": plan.source, **start.to_json(), "at": started - self.start_at}
+        self.rollout_start = {"source": plan.source, **start.to_json(), "at": started - self.start_at,
+                              "declarative": plan.declarative}
 
     def _tick(self) -> None:
         now = time.time()
@@ -292,6 +293,7 @@ class LoadRun:
             "errors": sum(p.get("errors", 0) for p in latest),
             "rollout_acked": sum(p.get("rollout_acked", 0) for p in latest),
             "rollout_devices": self.rollout_start["devices"] if self.rollout_start else None,
+            "rollout_declarative": bool(self.rollout_start and self.rollout_start.get("declarative")),
             "server_cpu": point["cpu"] if point else None, "server_rss": point["rss"] if point else None,
         })
 

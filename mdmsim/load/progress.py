@@ -65,7 +65,8 @@ class LiveProgress:
             missed = f", {status['push_link_missed']} missed" if status.get("push_link_missed") else ""
             parts.append(f"push link {state} ({status['push_link_down']:.0f} s down{missed})")
         if status["rollout_devices"]:
-            parts.append(f"rollout {100 * status['rollout_acked'] / status['rollout_devices']:5.1f}%")
+            what = "rollout (DDM active)" if status.get("rollout_declarative") else "rollout"
+            parts.append(f"{what} {100 * status['rollout_acked'] / status['rollout_devices']:5.1f}%")
         if status["server_cpu"] is not None:
             parts.append(f"server CPU {100 * status['server_cpu']:3.0f}% RSS {status['server_rss'] / 1e6:.0f} MB")
         return "  ".join(parts)
@@ -102,10 +103,12 @@ def detail_lines(report: dict[str, Any]) -> list[str]:
     rollout = report.get("rollout")
     if rollout:
         t = rollout["time_to"]
+        done, milestone = (("declaration active and valid", "DDM convergence (push→status report)")
+                           if rollout.get("declarative") else ("acknowledged", "server's push→Acknowledged"))
         lines.append(
             f"rollout ({rollout['source']}, {rollout['method']}): {rollout['acknowledged']}/{rollout['devices']} "
-            f"acknowledged; time to 50% {_s(t['p50'])}, 95% {_s(t['p95'])}, 99% {_s(t['p99'])}, "
-            f"100% {_s(t['p100'])}; server's push→Acknowledged p50 {_ms(rollout['push_to_ack']['p50'])} ms, "
+            f"{done}; time to 50% {_s(t['p50'])}, 95% {_s(t['p95'])}, 99% {_s(t['p99'])}, "
+            f"100% {_s(t['p100'])}; {milestone} p50 {_ms(rollout['push_to_ack']['p50'])} ms, "
             f"p99 {_ms(rollout['push_to_ack']['p99'])} ms")
     server = report.get("server") or {}
     if "cpu_avg" in server:

@@ -1,6 +1,7 @@
 """Rolling a profile out to the fleet's label through the server's admin API, and the sync policy for it.
 
 A setting (id or JSON file) goes by Apply to Label (V2); a .mobileconfig or `exchange` by InstallProfile (V1).
+With a delivery (`declaration`, `auto`), the setting (or a built-in V2 Exchange setting) is declared instead (DDM).
 """
 
 from __future__ import annotations
@@ -25,6 +26,10 @@ from .admin_http import AdminHTTP, AdminHTTPError
 
 BUILTIN_EXCHANGE = "exchange"
 EXCHANGE_IDENTIFIER = "com.example.load.exchange"
+DELIVERIES = ("profile", "declaration", "auto")
+# The built-in Exchange account as a V2 setting, for a declared rollout (fixed user: load fleets have no users).
+EXCHANGE_SETTING = {"kind": "exchange", "name": "mdmsim load Exchange", "host": "mail.example.com",
+                    "user_name": "load", "email_address": "load@example.com"}
 
 
 class RolloutError(Exception):
@@ -56,9 +61,17 @@ class RolloutPlan:
     profile: bytes | None = None
     source: str = ""
     setting_body: dict[str, Any] | None = None  # a V2 setting to create on the target, then apply
+    delivery: str | None = None  # the setting's `delivery` (profile|declaration|auto); None: as the setting says
+
+    @property
+    def declarative(self) -> bool:
+        """Measured as DDM: a device has it once its status report shows the account declaration active."""
+        return self.delivery in ("declaration", "auto")
 
     @classmethod
-    def parse(cls, text: str, at: float | None = None) -> RolloutPlan:
+    def parse(cls, text: str, at: float | None = None, delivery: str | None = None) -> RolloutPlan:
+        if delivery is not None:
+            return cls._with_delivery(text, at, delivery)
         if text == BUILTIN_EXCHANGE:
             return cls(at, profile=exchange_profile(), source="built-in Exchange profile with a PKCS#12 identity")
         path = Path(text)
@@ -70,6 +83,20 @@ class RolloutPlan:
             except OSError as exc:
                 raise RolloutError(f"cannot read the profile {path}: {exc.strerror}") from None
         return cls(at, setting=text, source=f"setting {text}")
+
+    @classmethod
+    def _with_delivery(cls, text: str, at: float | None, delivery: str) -> RolloutPlan:
+        if delivery not in DELIVERIES:
+            raise RolloutError(f"--rollout-delivery must be one of {', '.join(DELIVERIES)}, not {delivery!r}")
+        if text == BUILTIN_EXCHANGE:
+            body, source = dict(EXCHANGE_SETTING), "built-in Exchange setting"
+        elif Path(text).suffix == ".json":
+            body, source = _setting_file(Path(text)), f"setting from {text}"
+        else:
+            raise RolloutError("--rollout-delivery needs a setting to create: a .json setting file or "
+                               f"'{BUILTIN_EXCHANGE}' (an existing setting keeps the delivery it has)")
+        return cls(at, setting_body={**body, "delivery": delivery}, source=f"{source}, delivery {delivery}",
+                   delivery=delivery)
 
 
 @dataclass
@@ -145,8 +172,11 @@ def _apply_to_label(admin: AdminHTTP, setting: str, device_ids: list[str], run_i
         woken = admin.call("PUT", "/api/v2/devices/wakeup", {"labelId": label["id"]})
     except AdminHTTPError as exc:
         raise RolloutError(f"Apply to Label failed: {exc.reason}") from None
+    # A declared setting queues DeclarativeManagement commands (in `queued`), not InstallProfile.
+    queued = applied["installsQueued"] + sum(1 for q in applied.get("queued", ())
+                                             if q.get("requestType") == "DeclarativeManagement")
     start = RolloutStart(started, len(device_ids), "apply-to-label", label["id"],
-                         queued=applied["installsQueued"], pushed=woken["pushed"],
+                         queued=queued, pushed=woken["pushed"],
                          admin_seconds=time.time() - started)
     start.errors += [f"{e['deviceUuid']}: {e['reason']}" for e in applied.get("errors", [])]
     return start

@@ -150,7 +150,7 @@ def rollout_figures(finals: Sequence[Mapping[str, Any]], start: Mapping[str, Any
     for seconds in acked:
         h.record(since, seconds)
     devices = start["devices"]
-    return {
+    figures = {
         **start,
         "acknowledged": len(acked),
         "completion": len(acked) / devices if devices else 0.0,
@@ -159,6 +159,9 @@ def rollout_figures(finals: Sequence[Mapping[str, Any]], start: Mapping[str, Any
         "since_rollout": h.LatencySummary.of(since).to_json(),
         "curve": completion_curve(acked, devices),
     }
+    if start.get("declarative"):  # "acknowledged" = the status report showed the account declaration active
+        figures["ddm_convergence"] = {"from_push": figures["push_to_ack"], "from_rollout": figures["since_rollout"]}
+    return figures
 
 
 def time_to(acked: Sequence[float], devices: int, percent: float) -> float | None:

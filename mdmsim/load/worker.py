@@ -145,8 +145,8 @@ class FleetWorker:
             return {}
         return {"push_link": self.push.health().to_json(), "pushes_received": self.push.delivered}
 
-    def rollout(self, at: float) -> None:
-        self.observer.start_rollout(at)
+    def rollout(self, at: float, declarative: bool = False) -> None:
+        self.observer.start_rollout(at, declarative=declarative)
 
     def stop(self) -> None:
         """Report everything, then leave the reactor (open connections are abandoned with the process)."""
@@ -185,7 +185,7 @@ class ParentLink(LineReceiver):
         if command.get("cmd") == "start":
             worker.start(float(command["at"]))
         elif command.get("cmd") == "rollout":
-            worker.rollout(float(command["at"]))
+            worker.rollout(float(command["at"]), bool(command.get("declarative")))
         elif command.get("cmd") == "stop":
             worker.stop()
 
