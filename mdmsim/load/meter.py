@@ -143,6 +143,7 @@ class LoadObserver:
         self.loop = None if checkin_interval is None else CheckinLoop(clock, checkin_interval, seed=seed)
         self.rollout_started: float | None = None
         self.rollout_declarative = False  # a device has it once its status report shows the declaration active
+        self.status_reports = 0  # DDM status reports the server accepted since the rollout started
         # push_to_*: from the server's push (APNs' delay included); delivery_to_*: from its arrival here.
         self.push_to_checkin, self.push_to_ack = h.new_histogram(), h.new_histogram()
         self.delivery_to_checkin, self.delivery_to_ack = h.new_histogram(), h.new_histogram()
@@ -208,6 +209,7 @@ class LoadObserver:
     # Internals -----------------------------------------------------------------------------------------
 
     def _rollout_progress(self, runner: LoadRunner, message: str, now: float) -> None:
+        self.status_reports += message == DDM_STATUS
         if message == "Idle" and runner.rollout_push is not None and runner.rollout_checkin is None:
             runner.rollout_checkin = now
             self._since_push(runner, now, self.push_to_checkin, self.delivery_to_checkin)
@@ -256,6 +258,7 @@ class LoadObserver:
             messages={name: stats.to_wire() for name, stats in self.messages.items()},
             error_kinds=dict(self.errors), commands=dict(self.commands),
             enroll_failures=dict(self.enroll_failures), sessions=self.sessions,
-            rollout={**{name: h.encode(getattr(self, name)) for name in ROLLOUT_SERIES}, "acked_at": self.acked_at},
+            rollout={**{name: h.encode(getattr(self, name)) for name in ROLLOUT_SERIES}, "acked_at": self.acked_at,
+                     "status_reports": self.status_reports},
         )
         return body

@@ -264,6 +264,8 @@ class LoadRun:
 
     def _rollout(self) -> None:
         plan = self.options.rollout
+        if plan.prepare is not None:
+            plan.prepare(self._admin(), list(self.enrolled_ids))
         started = time.time()
         for worker in self.workers:  # before any push can arrive, so no device misses its start
             worker.send({"cmd": "rollout", "at": started, "declarative": plan.declarative})

@@ -10,6 +10,7 @@ import base64
 import json
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -62,6 +63,9 @@ class RolloutPlan:
     source: str = ""
     setting_body: dict[str, Any] | None = None  # a V2 setting to create on the target, then apply
     delivery: str | None = None  # the setting's `delivery` (profile|declaration|auto); None: as the setting says
+    # Called with the admin API and the enrolled device ids before the rollout's clock starts (a benchmark
+    # uploading users' identities, say); not part of what is measured.
+    prepare: Callable[[AdminHTTP, list[str]], None] | None = field(default=None, compare=False)
 
     @property
     def declarative(self) -> bool:

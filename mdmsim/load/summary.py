@@ -160,7 +160,8 @@ def rollout_figures(finals: Sequence[Mapping[str, Any]], start: Mapping[str, Any
         "curve": completion_curve(acked, devices),
     }
     if start.get("declarative"):  # "acknowledged" = the status report showed the account declaration active
-        figures["ddm_convergence"] = {"from_push": figures["push_to_ack"], "from_rollout": figures["since_rollout"]}
+        figures["ddm_convergence"] = {"from_push": figures["push_to_ack"], "from_rollout": figures["since_rollout"],
+                                      "status_reports": sum(part.get("status_reports", 0) for part in parts)}
     return figures
 
 
