@@ -55,6 +55,43 @@ def identities(devices: int, seed: int, setting: dict[str, Any]):
     return prepare
 
 
+def status_handling(reports: int = 2000) -> dict[str, float]:
+    """In process, no TLS: one iOS 17.5 device's real status report (account declared active) replayed to the
+    server's check-in endpoint `reports` times; the server's CPU per report (signature check, decode, merge,
+    store) measured with time.process_time. The device's HTTP path is the one a TLS request takes after TLS."""
+    from mdm_world.admin_client import AdminClient
+    from mdm_world.world import World
+
+    world = World(FleetSpec(1, seed=3, os_mix=OS_MIX))
+    [runner] = world.enroll()
+    world.run_for(60)
+    sent: list[Any] = []
+    transport_send = world.transport.send
+
+    def recording(request, roots, session=None):
+        if request.message == "DeclarativeManagement:status":
+            sent.append(request)
+        return transport_send(request, roots, session)
+
+    runner.transport = type("Recording", (), {"send": staticmethod(recording)})()
+    admin = AdminClient(world.admin_http, "admin", world.server.admin_password)
+    admin.post("/api/v2/settings", {**EXCHANGE_SETTING, "delivery": "declaration"})
+    udid = runner.machine.facts.udid
+    admin.post("/api/v2/labels", {"id": "l", "name": "L", "type": "manual", "deviceUuids": [udid]})
+    admin.post("/api/v2/labels/l/apply", {"settingId": "s1"})
+    admin.put("/api/v2/devices/wakeup", {"deviceUuids": [udid]})
+    world.run_for(60)
+    request = sent[-1]
+    path = "/" + request.url.split("://", 1)[-1].partition("/")[2]
+    headers = {"Content-Type": request.content_type, "Mdm-Signature": request.signature}
+    begin = time.process_time()
+    for _ in range(reports):
+        answer = world.admin_http.request("PUT", path, request.body, headers)
+        assert answer.status == 200, answer.status
+    used = time.process_time() - begin
+    return {"reports": reports, "cpu": used, "per_cpu_second": reports / used, "bytes": len(request.body)}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--devices", type=int, default=10_000)
@@ -78,6 +115,10 @@ def main(argv: list[str] | None = None) -> int:
         args.keep.mkdir(parents=True, exist_ok=True)
         (args.keep / "ddm-bench.json").write_text(json.dumps(report, indent=1))
     print("\n".join(summary(report, args.devices, time.time() - started, load_before)))
+    alone = status_handling()
+    print(f"- in process (no TLS, no network): {alone['reports']} status reports of {alone['bytes']} bytes in "
+          f"{alone['cpu']:.2f} CPU-s: **{alone['per_cpu_second']:.0f} per CPU-second** "
+          f"({1000 * alone['cpu'] / alone['reports']:.2f} ms each)")
     return 0 if report["rollout"] and report["rollout"]["completion"] == 1.0 else 1
 
 
